@@ -1,0 +1,27 @@
+# Two commands: `make bench` (the article benchmark) and `make test`. Both set up .venv from nothing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+IMDB ?= $(or $(SEQCLF_IMDB),$(wildcard ../shared/data/aclImdb_labeled.tar.gz),tfds)
+WORKDIR ?= runs/article
+BENCH_ARGS ?=
+
+.PHONY: bench test venv clean
+
+$(VENV)/.installed-%: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$*]'
+	touch $@
+
+venv: $(VENV)/.installed-test
+
+# The tutorial's table on whatever device JAX finds (IMDB from $SEQCLF_IMDB, ../shared, or tfds).
+bench: $(VENV)/.installed-test
+	$(PY) -m benchmarks.article --imdb=$(IMDB) --workdir=$(WORKDIR) $(BENCH_ARGS)
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

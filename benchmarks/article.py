@@ -1,0 +1,119 @@
+r"""Reproduces the tutorial's table: trains the variants on IMDB and reports s/epoch and test accuracy.
+
+  python -m benchmarks.article --imdb=../shared/data/aclImdb_labeled.tar.gz --workdir=runs/article
+  python -m benchmarks.article --variants=lstm,cnn_lstm --epochs=1 --seeds=1,2 --engine=scan \
+      --config=configs/tiny.py --config.batch_size=8
+
+Writes ``WORKDIR/results.json`` (schema in WORKSPACE.md), ``WORKDIR/results.md`` (the printed table) and
+``WORKDIR/vocab.json``; both result files are rewritten after every finished run, atomically.
+"""
+
+import os
+
+from absl import flags
+from ml_collections import config_flags
+
+from seqclf import cli, models, results, train
+from seqclf.data import load_encoded
+from seqclf.errors import ConfigError
+from seqclf.lstm import resolve_engine
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                           "default.py"), "Config file (ml_collections get_config()).", lock_config=True)
+_VARIANTS = flags.DEFINE_string("variants", None, "'all' or a comma-separated list of "
+                                f"{', '.join(models.VARIANTS)}. Default: the config's.")
+_EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs per run. Default: the config's (3).")
+_SEEDS = flags.DEFINE_string("seeds", None, "Comma-separated seeds; one run per variant and seed.")
+_ENGINE = flags.DEFINE_string("engine", None, "LSTM engine (auto, scan, fused, pallas, cudnn).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/article", "Where results.json/.md and vocab.json go.")
+_IMDB = flags.DEFINE_string("imdb", cli.default_imdb_source(),
+                            "IMDB source: 'tfds' or a local aclImdb .tar.gz / directory "
+                            "(default: $SEQCLF_IMDB, else tfds).")
+_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Encoded-data cache (default $SEQCLF_CACHE or "
+                                 "~/.cache/seqclf).")
+
+
+def parse_seeds(spec: str) -> list[int]:
+  try:
+    seeds = [int(s) for s in spec.split(",") if s.strip()]
+  except ValueError:
+    raise ConfigError(f"--seeds must be comma-separated integers, got {spec!r}") from None
+  if not seeds:
+    raise ConfigError("--seeds is empty; pass e.g. --seeds=0 or --seeds=1,2")
+  return seeds
+
+
+def summary_rows(runs: list[dict]) -> list[list]:
+  """One row per variant: mean over seeds of the median epoch time and of the final test accuracy."""
+  rows = []
+  for variant in dict.fromkeys(run["variant"] for run in runs):
+    mine = [run for run in runs if run["variant"] == variant]
+    epoch_s = sorted(e["epoch_s"] for run in mine for e in run["epochs"])
+    median_s = epoch_s[len(epoch_s) // 2]
+    accs = [run["epochs"][-1]["test_acc"] for run in mine]
+    acc = f"{100 * sum(accs) / len(accs):.2f} %"
+    if len(accs) > 1:
+      acc += f" (±{100 * (max(accs) - min(accs)) / 2:.2f})"
+    compile_s = sum(run["compile_s"] for run in mine) / len(mine)
+    article_s, article_acc = models.ARTICLE_RESULTS.get(variant, (None, None))
+    rows.append([variant, mine[0]["engine"], f"{median_s:.2f}", f"{compile_s:.2f}", acc,
+                 article_s if article_s else "–", f"{100 * article_acc:.2f} %" if article_acc else "–"])
+  return rows
+
+
+TABLE_HEADER = ["variant", "engine", "s/epoch", "compile s", "test acc", "article s/epoch", "article acc"]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value.unlock()
+  if _EPOCHS.value is not None:
+    config.epochs = _EPOCHS.value
+  if _ENGINE.value is not None:
+    config.model.engine = _ENGINE.value
+  if _SEEDS.value is not None:
+    config.seeds = _SEEDS.value
+  if _VARIANTS.value is not None:
+    config.variants = _VARIANTS.value
+  train.validate(config)
+  variants = models.parse_variants(config.variants)
+  seeds = parse_seeds(config.seeds)
+  engine = resolve_engine(config.model.engine)
+  for variant in variants:  # catch bad model fields before loading data
+    models.create(variant, vocab_size=config.top_words, **config.model)
+  workdir = _WORKDIR.value
+  results.write_text_atomic(os.path.join(workdir, ".write_check"), "")  # fail now, not after training
+  os.remove(os.path.join(workdir, ".write_check"))
+
+  data = load_encoded(_IMDB.value, top_words=config.top_words, maxlen=config.maxlen,
+                      padding=config.padding, truncating=config.truncating, cache_dir=_CACHE_DIR.value)
+  data.vocab.save(os.path.join(workdir, "vocab.json"))
+  meta = results.collect_meta(config, flags={"imdb": _IMDB.value, "workdir": workdir})
+  runs = []
+  for variant in variants:
+    model = models.create(variant, vocab_size=config.top_words, **config.model)
+    for seed in seeds:
+      def report(m, variant=variant, seed=seed):
+        print(f"{variant} seed {seed} epoch {m.epoch}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} ex/s) "
+              f"train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | test loss {m.test_loss:.4f} "
+              f"acc {m.test_acc:.4f}", flush=True)
+      record, _ = train.fit(model, data, config, seed=seed, label=variant, on_epoch=report)
+      runs.append({"variant": variant, "engine": engine, **record})
+      table = results.markdown_table(TABLE_HEADER, summary_rows(runs))
+      results.write_json_atomic(os.path.join(workdir, "results.json"),
+                                {"schema_version": results.SCHEMA_VERSION, "kind": "article",
+                                 "meta": meta, "runs": runs})
+      results.write_text_atomic(os.path.join(workdir, "results.md"), table)
+  print()
+  print(table, end="")
+  print(f"\nwrote {os.path.join(workdir, 'results.json')}")
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

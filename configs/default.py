@@ -1,0 +1,34 @@
+"""The article's setup: top 5000 words, reviews cut/padded to 500 at the front, batch 64, Adam, 3 epochs.
+
+Every field can be overridden on the command line, e.g. ``--config.epochs=5 --config.model.engine=scan``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  # Which variants `benchmarks/article.py` trains when --variants is not given ("all" or a list).
+  config.variants = "all"
+
+  # Data (Keras imdb.load_data + pad_sequences).
+  config.top_words = 5000
+  config.maxlen = 500
+  config.padding = "pre"
+  config.truncating = "pre"
+
+  # Base model sizes; each variant adds its own dropout / convolution fields (seqclf.models.VARIANTS).
+  config.model = ml_collections.ConfigDict()
+  config.model.embed_dim = 32
+  config.model.lstm_features = 100
+  config.model.engine = "auto"
+
+  # Training.
+  config.batch_size = 64
+  config.eval_batch_size = 250
+  config.epochs = 3
+  config.learning_rate = 1e-3
+  config.adam_eps = 1e-7  # Keras' default epsilon (optax's is 1e-8)
+  config.grad_clip_norm = 0.0  # 0: no clipping
+  config.seeds = "0"
+  return config

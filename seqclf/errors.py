@@ -1,0 +1,18 @@
+"""User-facing errors.
+
+Anything a user can cause by what they pass in (a path, a flag, a config value, a data file) is raised as
+:class:`UsageError`. Command-line drivers catch it, print its one-line message and exit with status 2,
+with no traceback (unless ``--verbose``); library callers can catch it like any other exception.
+"""
+
+
+class UsageError(Exception):
+  """Bad input from the user: the message names the problem and, where there is one, the fix."""
+
+
+class DataError(UsageError):
+  """A dataset, archive or data file is missing, unreadable or malformed."""
+
+
+class ConfigError(UsageError):
+  """A config value or flag is out of range or unknown."""

@@ -1,0 +1,97 @@
+"""The shared shape of every fast engine: hoisted matmuls around a pluggable recurrence.
+
+An LSTM step spends most of its FLOPs in two matmuls: the input projection ``x_t @ W`` and the recurrent
+one ``h_{t-1} @ U``. Only the second depends on the previous step. So the fast engines
+
+  1. project the inputs of *all* time steps at once, ``xw = x @ W + b`` (one large matmul),
+  2. run only the recurrence ``z_t = xw_t + h_{t-1} @ U`` step by step (the part an engine implements:
+     a `lax.scan` in `fused.py`, a single GPU kernel launch in `pallas_gpu.py`), and
+  3. in the backward pass get the recurrence to return the gate gradients ``dz`` of every step, after
+     which ``dW``, ``dU``, ``db`` and ``dx`` are again single large matmuls / reductions.
+
+This module holds steps 1 and 3 and the custom VJP that ties them together; an engine supplies a
+`Recurrence` (its forward and backward loops) and gets an LSTM with the `seqclf.lstm.api` contract.
+"""
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Recurrence(NamedTuple):
+  """The time loop of an engine, in time-major layout.
+
+  forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask) -> (hs, cs, gates)
+    xw [T, B, 4H] (input projection plus bias), step_mask [T, B] bool, h0/c0/mask [B, H].
+    Returns hs, cs [T, B, H] (state after each step) and gates [T, B, 4H]: the activated gates
+    (sigmoid i, sigmoid f, tanh g, sigmoid o) of each step, which the backward loop needs.
+  backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last)
+      -> (dz, dh0, dc0)
+    dhs [T, B, H] is the cotangent of the outputs; dh_last/dc_last of the final state. Returns the
+    pre-activation gate gradients dz [T, B, 4H] and the cotangents of h0 and c0.
+  """
+  forward: Callable
+  backward: Callable
+
+
+def lstm_cell_backward(dh, dc, gates, c_prev, c):
+  """Gradients through one unmasked LSTM step, given the cotangents ``dh``, ``dc`` of its new state.
+
+  Returns (dz, dc_prev): the pre-activation gate gradients [B, 4H] and the cotangent of the previous cell
+  state. The cotangent of the previous hidden state is ``(dz @ U^T) * recurrent_dropout_mask``, left to
+  the caller so that a kernel can fuse the product into its own loop.
+  """
+  i, f, g, o = jnp.split(gates, 4, axis=-1)
+  tanh_c = jnp.tanh(c)
+  dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
+  dz = jnp.concatenate([
+      dc * g * i * (1.0 - i),
+      dc * c_prev * f * (1.0 - f),
+      dc * i * (1.0 - g * g),
+      dh * tanh_c * o * (1.0 - o),
+  ], axis=-1)
+  return dz, dc * f
+
+
+def make_lstm(recurrence: Recurrence) -> Callable:
+  """Builds an LSTM function with the `seqclf.lstm.api` engine signature around ``recurrence``."""
+
+  def project_inputs(kernel, bias, xs, input_dropout_mask):
+    xs = xs * input_dropout_mask[:, None, :]
+    return jnp.einsum("bte,eg->tbg", xs, kernel) + bias, xs
+
+  def forward(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    xw, dropped_xs = project_inputs(params["kernel"], params["bias"], xs, input_dropout_mask)
+    step_mask_t = jnp.swapaxes(step_mask, 0, 1)
+    hs, cs, gates = recurrence.forward(xw, params["recurrent_kernel"], h0, c0, step_mask_t,
+                                       recurrent_dropout_mask)
+    outputs = (jnp.swapaxes(hs, 0, 1), (hs[-1], cs[-1]))
+    residuals = (params, dropped_xs, h0, c0, step_mask_t, input_dropout_mask, recurrent_dropout_mask,
+                 hs, cs, gates)
+    return outputs, residuals
+
+  def backward(residuals, cotangents):
+    (params, dropped_xs, h0, c0, step_mask_t, input_dropout_mask, recurrent_dropout_mask,
+     hs, cs, gates) = residuals
+    d_outputs, (dh_last, dc_last) = cotangents
+    dz, dh0, dc0 = recurrence.backward(params["recurrent_kernel"], gates, cs, c0, step_mask_t,
+                                       recurrent_dropout_mask, jnp.swapaxes(d_outputs, 0, 1), dh_last,
+                                       dc_last)
+    # The hoisted weight gradients: every step's contribution in one matmul each.
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0) * recurrent_dropout_mask
+    d_params = {
+        "kernel": jnp.einsum("bte,tbg->eg", dropped_xs, dz),
+        "recurrent_kernel": jnp.einsum("tbh,tbg->hg", h_prev, dz),
+        "bias": dz.sum(axis=(0, 1)),
+    }
+    d_xs = jnp.einsum("tbg,eg->bte", dz, params["kernel"]) * input_dropout_mask[:, None, :]
+    # Masks are constants: no cotangent (None is JAX's symbolic zero).
+    return d_params, d_xs, dh0, dc0, None, None, None
+
+  @jax.custom_vjp
+  def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    return forward(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)[0]
+
+  lstm.defvjp(forward, backward)
+  return lstm

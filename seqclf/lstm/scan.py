@@ -1,0 +1,42 @@
+"""The reference LSTM: one `jax.lax.scan` step per time step, differentiated by JAX.
+
+This is the oracle every other engine is tested against. It is written for clarity, not speed: the input
+projection stays inside the loop and the gradients come from autodiff through the scan.
+
+Parameter layout (shared by every engine, so a checkpoint trained with one runs with any other):
+  ``kernel``           [E, 4H]  input weights
+  ``recurrent_kernel`` [H, 4H]  recurrent weights
+  ``bias``             [4H]
+with the four gates packed in the order input, forget, cell candidate, output (Keras' i, f, c, o).
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+  """Runs the LSTM over ``xs`` [B, T, E]; see `seqclf.lstm.api.lstm` for the contract.
+
+  All arguments are arrays here (the api fills in the optional ones). ``step_mask`` [B, T] is boolean;
+  where it is False the state is carried over unchanged and the output repeats the previous ``h``.
+  The dropout masks [B, E] and [B, H] are already scaled (0 or 1/(1-rate)) and count as constants.
+  """
+  kernel, recurrent_kernel, bias = params["kernel"], params["recurrent_kernel"], params["bias"]
+  input_dropout_mask = jax.lax.stop_gradient(input_dropout_mask)
+  recurrent_dropout_mask = jax.lax.stop_gradient(recurrent_dropout_mask)
+  xs = xs * input_dropout_mask[:, None, :]
+
+  def step(carry, inputs):
+    h, c = carry
+    x_t, keep = inputs
+    z = x_t @ kernel + (h * recurrent_dropout_mask) @ recurrent_kernel + bias
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+    keep = keep[:, None]
+    h_new = jnp.where(keep, h_new, h)
+    c_new = jnp.where(keep, c_new, c)
+    return (h_new, c_new), h_new
+
+  (h, c), hs = jax.lax.scan(step, (h0, c0), (jnp.swapaxes(xs, 0, 1), jnp.swapaxes(step_mask, 0, 1)))
+  return jnp.swapaxes(hs, 0, 1), (h, c)

@@ -1,0 +1,112 @@
+"""The tutorial's four variants as one configurable Flax classifier, registered by name.
+
+Every variant is ``Embedding -> [word dropout] -> [Dropout] -> [Conv1D + MaxPool] -> LSTM -> [Dropout] ->
+Dense``; a variant is a set of field values (`VARIANTS`), so adding one is one line. The base sizes come
+from ``config.model`` (embedding size, LSTM size, engine, ...), the variant adds what makes it that variant.
+
+Initialisation follows Keras so accuracies compare: embedding uniform(-0.05, 0.05), glorot-uniform kernels,
+orthogonal recurrent kernel, zero biases with forget-gate bias 1 (in `seqclf.lstm.LSTM`).
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqclf.errors import ConfigError
+from seqclf.lstm import LSTM
+
+VARIANTS = {
+    # Embedding(5000, 32) -> LSTM(100) -> Dense(1, sigmoid)
+    "lstm": {},
+    # Keras 1 Embedding(dropout=0.2), Dropout(0.2), LSTM(100), Dropout(0.2), Dense
+    "lstm_dropout": {"word_dropout": 0.2, "embedding_dropout": 0.2, "output_dropout": 0.2},
+    # Embedding(dropout=0.2), LSTM(100, dropout_W=0.2, dropout_U=0.2), Dense
+    "lstm_recurrent_dropout": {"word_dropout": 0.2, "lstm_input_dropout": 0.2,
+                               "lstm_recurrent_dropout": 0.2},
+    # Embedding -> Conv1D(32, 3, same, relu) -> MaxPool1D(2) -> LSTM(100) -> Dense
+    "cnn_lstm": {"conv_filters": 32, "conv_width": 3, "pool_size": 2},
+}
+
+# Keras' parameter counts for the article's sizes, checked by the tests.
+KERAS_PARAM_COUNTS = {"lstm": 213_301, "lstm_dropout": 213_301, "lstm_recurrent_dropout": 213_301,
+                      "cnn_lstm": 216_405}
+
+
+def _keras_embedding_init(key, shape, dtype=jnp.float32):
+  return jax.random.uniform(key, shape, dtype, minval=-0.05, maxval=0.05)
+
+
+class SequenceClassifier(nn.Module):
+  """Token ids [B, T] (0 = padding) -> logits: [B] for 2 classes (sigmoid), [B, C] for more (softmax).
+
+  ``mask`` [B, T] (optional, True on real tokens) makes the LSTM skip padded steps exactly; without it
+  padding is read like any token, as in the article (Keras without ``mask_zero``).
+  """
+  vocab_size: int = 5000
+  embed_dim: int = 32
+  lstm_features: int = 100
+  num_classes: int = 2
+  engine: str = "auto"
+  word_dropout: float = 0.0        # drops whole vocabulary rows per batch (Keras 1 Embedding dropout)
+  embedding_dropout: float = 0.0   # elementwise Dropout layer after the embedding
+  conv_filters: int = 0            # 0: no convolution front end
+  conv_width: int = 3
+  pool_size: int = 2
+  lstm_input_dropout: float = 0.0
+  lstm_recurrent_dropout: float = 0.0
+  output_dropout: float = 0.0      # Dropout layer after the LSTM
+
+  @nn.compact
+  def __call__(self, tokens, mask=None, train: bool = False):
+    embedding = self.param("embedding", _keras_embedding_init, (self.vocab_size, self.embed_dim))
+    if train and self.word_dropout > 0:
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.word_dropout, (self.vocab_size,))
+      embedding = embedding * (keep / (1.0 - self.word_dropout))[:, None]
+    x = jnp.take(embedding, tokens, axis=0)
+    x = nn.Dropout(self.embedding_dropout, deterministic=not train)(x)
+    if self.conv_filters:
+      x = nn.relu(nn.Conv(self.conv_filters, (self.conv_width,), padding="SAME", name="conv")(x))
+      x = nn.max_pool(x, (self.pool_size,), strides=(self.pool_size,), padding="VALID")
+      if mask is not None:  # a pooled step is real if any step in its window was
+        steps = x.shape[1] * self.pool_size
+        mask = mask[:, :steps].reshape(mask.shape[0], -1, self.pool_size).any(axis=-1)
+    _, (h, _) = LSTM(self.lstm_features, engine=self.engine, input_dropout=self.lstm_input_dropout,
+                     recurrent_dropout=self.lstm_recurrent_dropout, name="lstm")(
+                         x, mask=mask, deterministic=not train)
+    h = nn.Dropout(self.output_dropout, deterministic=not train)(h)
+    outputs = 1 if self.num_classes == 2 else self.num_classes
+    logits = nn.Dense(outputs, name="head")(h)
+    return logits[:, 0] if outputs == 1 else logits
+
+
+def create(variant: str, **model_fields) -> SequenceClassifier:
+  """The model of ``variant`` with base fields ``model_fields`` (e.g. from ``config.model``)."""
+  if variant not in VARIANTS:
+    raise ConfigError(f"unknown variant {variant!r}; choose from: {', '.join(VARIANTS)}")
+  known = {f.name for f in dataclasses.fields(SequenceClassifier)} - {"parent", "name"}
+  unknown = set(model_fields) - known
+  if unknown:
+    raise ConfigError(f"unknown model field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+  return SequenceClassifier(**{**model_fields, **VARIANTS[variant]})
+
+
+def parse_variants(spec: str) -> list[str]:
+  """``"all"`` or a comma-separated list of variant names -> validated list."""
+  names = list(VARIANTS) if spec.strip() == "all" else [v.strip() for v in spec.split(",") if v.strip()]
+  if not names:
+    raise ConfigError("no variant given; pass --variants=all or a list such as lstm,cnn_lstm")
+  for name in names:
+    if name not in VARIANTS:
+      raise ConfigError(f"unknown variant {name!r}; choose from: all, {', '.join(VARIANTS)}")
+  return names
+
+
+def param_count(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+# The article's table (Keras 1.1 on a 2016 GPU, 3 epochs): seconds per epoch and test accuracy.
+ARTICLE_RESULTS = {"lstm": (107.0, 0.8679), "lstm_dropout": (108.0, 0.8556),
+                   "lstm_recurrent_dropout": (112.0, 0.8282), "cnn_lstm": (58.0, 0.8636)}
