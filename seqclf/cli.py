@@ -33,6 +33,10 @@ def run(main, flags_parser=None):
     except flags.Error as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
+    except (KeyError, AttributeError) as e:  # how ml_collections reports --config.<unknown key>
+      print(f"error: unknown config key {str(e).strip(chr(34))}; check the --config.* names against the "
+            "config file", file=sys.stderr)
+      sys.exit(2)
   logging.set_verbosity(logging.WARNING)
   app.run(usage_errors_exit_2(main), flags_parser=flags_parser or parse)
 

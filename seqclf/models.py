@@ -67,11 +67,16 @@ class SequenceClassifier(nn.Module):
     x = jnp.take(embedding, tokens, axis=0)
     x = nn.Dropout(self.embedding_dropout, deterministic=not train)(x)
     if self.conv_filters:
+      if mask is not None:  # padding then looks to the convolution like its own SAME zero padding
+        x = jnp.where(mask[..., None], x, 0.0)
       x = nn.relu(nn.Conv(self.conv_filters, (self.conv_width,), padding="SAME", name="conv")(x))
       x = nn.max_pool(x, (self.pool_size,), strides=(self.pool_size,), padding="VALID")
-      if mask is not None:  # a pooled step is real if any step in its window was
+      if mask is not None:
+        # A pooled step is real only if its whole window was, as VALID pooling of the unpadded review
+        # drops a trailing partial window. Exact for right padding and for left padding by a multiple
+        # of pool_size.
         steps = x.shape[1] * self.pool_size
-        mask = mask[:, :steps].reshape(mask.shape[0], -1, self.pool_size).any(axis=-1)
+        mask = mask[:, :steps].reshape(mask.shape[0], -1, self.pool_size).all(axis=-1)
     _, (h, _) = LSTM(self.lstm_features, engine=self.engine, input_dropout=self.lstm_input_dropout,
                      recurrent_dropout=self.lstm_recurrent_dropout, name="lstm")(
                          x, mask=mask, deterministic=not train)

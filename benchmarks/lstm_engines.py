@@ -1,0 +1,134 @@
+r"""LSTM engine sweep: forward and forward+backward time per engine and shape, against `scan`.
+
+  python -m benchmarks.lstm_engines --batch_sizes=64 --steps=500 --hidden_sizes=100 --peers=torch
+  python -m benchmarks.lstm_engines          # the full sweep B {16,64,256} x T {100,500} x H {100,256,512}
+
+Reports ms per call, achieved TFLOP/s (matmul FLOPs of the LSTM: 2·B·T·(E+H)·4H forward, three times that
+for forward+backward) and speed-up against `scan` measured in the same process, and writes
+``WORKDIR/lstm_engines.json``. Pallas runs only on GPU here: its CPU interpret mode is for tests.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+from absl import flags
+
+from seqclf import cli, results, timing
+from seqclf.errors import ConfigError
+from seqclf.lstm import ENGINES, init_params, lstm
+
+_ENGINES = flags.DEFINE_list("engines", None, "Engines to time (default: all that run natively here).")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16", "64", "256"], "Batch sizes B.")
+_STEPS = flags.DEFINE_list("steps", ["100", "500"], "Sequence lengths T.")
+_HIDDEN_SIZES = flags.DEFINE_list("hidden_sizes", ["100", "256", "512"], "Hidden sizes H.")
+_INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "Input (embedding) size E.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (median and spread).")
+_PEERS = flags.DEFINE_list("peers", [], "Also time these in the same process: torch (nn.LSTM).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/lstm_engines", "Where lstm_engines.json goes.")
+
+
+def native_engines(platform: str) -> list[str]:
+  # Pallas "runs" on CPU only in interpret mode, which is a correctness tool, not something to time.
+  return [name for name, engine in ENGINES.items()
+          if platform in engine.platforms and not (name == "pallas" and platform != "gpu")]
+
+
+def lstm_flops(batch, steps, input_size, hidden) -> float:
+  return 2.0 * batch * steps * (input_size + hidden) * 4 * hidden
+
+
+def time_engine(engine, params, xs, repeats) -> dict:
+  def forward(params, xs):
+    return lstm(params, xs, engine=engine)[1][0]
+
+  def forward_backward(params, xs):
+    return jax.grad(lambda p, x: jnp.sum(lstm(p, x, engine=engine)[1][0]), argnums=(0, 1))(params, xs)
+
+  out = {}
+  for mode, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
+    compiled, compile_s = timing.compile_seconds(jax.jit(fn), params, xs)
+    out[mode] = {"compile_s": compile_s, **timing.steady_state(compiled, params, xs, repeats=repeats)}
+  return out
+
+
+def time_torch(batch, steps, input_size, hidden, repeats) -> dict:
+  import torch  # optional peer
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  layer = torch.nn.LSTM(input_size, hidden, batch_first=True).to(device)
+  xs = torch.randn(batch, steps, input_size, device=device, requires_grad=True)
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+  def forward():
+    with torch.no_grad():
+      return layer(xs)[1][0]
+
+  def forward_backward():
+    layer.zero_grad(set_to_none=True)
+    layer(xs)[1][0].sum().backward()
+    return xs.grad
+
+  out = {}
+  for mode, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
+    out[mode] = timing.steady_state(lambda fn=fn: (fn(), sync()), repeats=repeats)
+  return out
+
+
+def main(argv):
+  del argv
+  platform = jax.default_backend()
+  engines = _ENGINES.value or native_engines(platform)
+  for engine in engines:
+    if engine not in ENGINES:
+      raise ConfigError(f"unknown LSTM engine {engine!r}; choose from {', '.join(ENGINES)}")
+  if "scan" not in engines:
+    engines = ["scan", *engines]  # every ratio is against scan, measured here
+  unknown_peers = set(_PEERS.value) - {"torch"}
+  if unknown_peers:
+    raise ConfigError(f"unknown peer(s) {', '.join(sorted(unknown_peers))}; available: torch")
+  try:
+    shapes = [(int(b), int(t), int(h)) for b in _BATCH_SIZES.value for t in _STEPS.value
+              for h in _HIDDEN_SIZES.value]
+  except ValueError:
+    raise ConfigError("--batch_sizes, --steps and --hidden_sizes take comma-separated integers") from None
+  path = os.path.join(_WORKDIR.value, "lstm_engines.json")
+  meta = results.collect_meta(flags={k: flags.FLAGS[k].value for k in (
+      "engines", "batch_sizes", "steps", "hidden_sizes", "input_size", "repeats", "peers")})
+  runs, rows = [], []
+  e = _INPUT_SIZE.value
+  for b, t, h in shapes:
+    params = init_params(jax.random.key(0), e, h)
+    xs = jax.random.normal(jax.random.key(1), (b, t, e))
+    timings = {engine: time_engine(engine, params, xs, _REPEATS.value) for engine in engines}
+    if "torch" in _PEERS.value:
+      timings["torch"] = time_torch(b, t, e, h, _REPEATS.value)
+    flops = lstm_flops(b, t, e, h)
+    for name, modes in timings.items():
+      for mode, stats in modes.items():
+        mode_flops = flops * (3 if mode == "fwd_bwd" else 1)
+        scan_s = timings["scan"][mode]["median_s"]
+        entry = {"engine": name, "mode": mode, "batch": b, "steps": t, "input_size": e, "hidden": h,
+                 "tflops_per_s": mode_flops / stats["median_s"] / 1e12,
+                 "speedup_vs_scan": scan_s / stats["median_s"], **stats}
+        runs.append(entry)
+        rows.append([name, mode, b, t, h, f"{1e3 * stats['median_s']:.2f}",
+                     f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.2f}",
+                     f"{entry['tflops_per_s']:.3f}", f"{entry['speedup_vs_scan']:.2f}x",
+                     f"{stats['compile_s']:.2f}" if "compile_s" in stats else "–"])
+    print(results.markdown_table(HEADER, rows[-len(timings) * 2:]), flush=True)
+    results.write_json_atomic(path, {"schema_version": results.SCHEMA_VERSION, "kind": "lstm_engines",
+                                     "meta": meta, "runs": runs})
+  results.write_text_atomic(os.path.join(_WORKDIR.value, "lstm_engines.md"),
+                            results.markdown_table(HEADER, rows))
+  print(f"wrote {path}")
+
+
+HEADER = ["engine", "mode", "B", "T", "H", "ms", "± ms", "TFLOP/s", "vs scan", "compile s"]
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

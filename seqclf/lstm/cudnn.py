@@ -1,0 +1,57 @@
+"""The ``cudnn`` engine: NVIDIA's fused cuDNN LSTM through `jax.experimental.rnn` (GPU only, opt-in).
+
+cuDNN runs the whole layer, forward and backward, in its own kernels. It covers less of the
+`seqclf.lstm.api` contract than the other engines, and the restrictions are not checked (under ``jit``
+the masks are traced values, so a check would need a host round trip):
+
+  * ``step_mask`` must be right padding, a prefix of True steps in every row: it is turned into
+    sequence lengths by counting, so holes or left padding give wrong results. Use ``pallas`` or
+    ``fused`` for those.
+  * ``recurrent_dropout_mask`` must be all ones: cuDNN has no per-sequence mask on ``h``.
+    ``input_dropout_mask`` is supported (it multiplies the inputs before cuDNN sees them).
+  * float32 only (`jax.experimental.rnn` supports no other dtype).
+
+On CPU `jax.experimental.rnn.lstm` has no fallback: it fails while tracing (its shape rule asks the
+CUDA plugin for workspace sizes), which is why `seqclf.lstm.api` lists this engine for "gpu" only.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import rnn
+
+
+def pack_weights(params):
+  """Our parameters as `jax.experimental.rnn`'s flat cuDNN weight vector (one layer, one direction).
+
+  The layout is W_ih [4H, E], W_hh [4H, H], b_ih [4H], b_hh [4H], each flattened row-major, with the
+  gates in cuDNN's order i, f, g, o, which is ours. So W_ih and W_hh are our kernels transposed; cuDNN
+  adds two biases, so ours goes into b_ih and b_hh is zero.
+  """
+  bias = params["bias"]
+  return jnp.concatenate([params["kernel"].T.ravel(), params["recurrent_kernel"].T.ravel(), bias,
+                          jnp.zeros_like(bias)])
+
+
+def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *,
+         precision=jax.lax.Precision.HIGHEST):
+  """Runs the LSTM with cuDNN; see `seqclf.lstm.api.lstm` for the contract and the module for limits.
+
+  ``precision`` is that of cuDNN's matmuls: HIGHEST (default) keeps float32, HIGH allows TF32.
+  ``recurrent_dropout_mask`` is accepted for the engine signature but must be all ones.
+  """
+  del recurrent_dropout_mask  # Must be ones; see the module docstring.
+  _, _, input_size = xs.shape
+  hidden = params["recurrent_kernel"].shape[0]
+  lengths = jnp.sum(step_mask, axis=1, dtype=jnp.int32)
+  xs = xs * jax.lax.stop_gradient(input_dropout_mask)[:, None, :]
+  # Zero lengths are clamped to one step whose results are then discarded: `rnn.lstm_ref` reads the
+  # final state of an empty row from step -1, and cuDNN's support for empty rows is not documented.
+  ys, h_n, c_n = rnn.lstm(xs, h0[None], c0[None], pack_weights(params), jnp.maximum(lengths, 1),
+                          input_size=input_size, hidden_size=hidden, num_layers=1, dropout=0.0,
+                          bidirectional=False, precision=precision)
+  empty = (lengths == 0)[:, None]
+  h = jnp.where(empty, h0, h_n[0])
+  c = jnp.where(empty, c0, c_n[0])
+  # cuDNN leaves zeros past each row's length; our contract repeats the last h there.
+  outputs = ys
+  return outputs, (h, c)

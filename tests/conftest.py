@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny aclImdb tree (as a directory and as an archive) and the real IMDB archive.
+
+The tiny tree has three reviews per split and label. Its texts exercise the tokenizer: line-break tags,
+punctuation, an apostrophe word ("don't"), quotes, uppercase and a non-ASCII word ("café"). File ids are
+chosen so that numeric order differs from name order (2 < 10, but "10_3.txt" < "2_1.txt").
+"""
+
+import os
+import pathlib
+import tarfile
+
+import pytest
+
+_REAL_ARCHIVE_ENV = "SEQCLF_IMDB"
+_REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+_DEFAULT_REAL_ARCHIVE = _REPO_ROOT.parent / "shared" / "data" / "aclImdb_labeled.tar.gz"
+
+# Relative path under aclImdb/ -> review text.
+_TINY_ACLIMDB_REVIEWS = {
+    "train/neg/0_2.txt": "Bad movie. Bad acting!",
+    "train/neg/2_1.txt": "The END",
+    "train/neg/10_3.txt": "I don't like it.<br /><br />Bad.",
+    "train/pos/1_9.txt": "Great movie, great CAST.",
+    "train/pos/3_10.txt": "Café: great; I LOVE it",
+    "train/pos/12_8.txt": "'Great' fun",
+    "test/neg/0_2.txt": "Boring movie, bad plot.",
+    "test/neg/1_4.txt": "Terrible.<br/>Not great",
+    "test/neg/7_1.txt": "BAD<br>bad",
+    "test/pos/0_7.txt": "A great film",
+    "test/pos/5_10.txt": "Loved it! Don't miss.",
+    "test/pos/9_9.txt": "Great, great fun",
+}
+
+
+def _write_aclimdb_tree(parent: pathlib.Path, reviews: dict[str, str]) -> pathlib.Path:
+  """Writes ``reviews`` (relative path under aclImdb/ -> text) as ``parent/aclImdb/...``; returns parent."""
+  for relative_path, text in reviews.items():
+    review_path = parent / "aclImdb" / relative_path
+    review_path.parent.mkdir(parents=True, exist_ok=True)
+    review_path.write_text(text, encoding="utf-8")
+  # Present in the real dataset; the readers must skip it.
+  (parent / "aclImdb" / "README").write_text("Large Movie Review Dataset (tiny test copy)\n")
+  return parent
+
+
+def _write_archive(archive_path: pathlib.Path, tree_parent: pathlib.Path) -> pathlib.Path:
+  """Writes ``tree_parent/aclImdb`` as a .tar.gz with members named ``aclImdb/...``, like the real one."""
+  with tarfile.open(archive_path, "w:gz") as archive:
+    archive.add(tree_parent / "aclImdb", arcname="aclImdb")
+  return archive_path
+
+
+@pytest.fixture
+def tiny_aclimdb_reviews() -> dict[str, str]:
+  """The tiny tree's reviews: relative path under aclImdb/ -> text."""
+  return dict(_TINY_ACLIMDB_REVIEWS)
+
+
+@pytest.fixture
+def tiny_aclimdb(tmp_path: pathlib.Path) -> pathlib.Path:
+  """A directory holding a tiny ``aclImdb/{train,test}/{neg,pos}/<id>_<rating>.txt`` tree."""
+  return _write_aclimdb_tree(tmp_path / "tiny_tree", _TINY_ACLIMDB_REVIEWS)
+
+
+@pytest.fixture
+def tiny_aclimdb_archive(tmp_path: pathlib.Path, tiny_aclimdb: pathlib.Path) -> pathlib.Path:
+  """The tiny tree as a ``.tar.gz`` archive."""
+  return _write_archive(tmp_path / "tiny_aclImdb.tar.gz", tiny_aclimdb)
+
+
+@pytest.fixture(scope="session")
+def real_imdb_archive() -> pathlib.Path:
+  """The full labelled aclImdb archive: ``$SEQCLF_IMDB``, else ``<repo>/../shared/data/``; skips if absent."""
+  archive_path = pathlib.Path(os.environ.get(_REAL_ARCHIVE_ENV) or _DEFAULT_REAL_ARCHIVE)
+  if not archive_path.is_file():
+    pytest.skip(
+        f"real IMDB archive not found at {archive_path}: set ${_REAL_ARCHIVE_ENV} to aclImdb_labeled.tar.gz"
+    )
+  return archive_path

@@ -1,0 +1,115 @@
+"""`benchmarks/article.py` end to end on the tiny config, and its answers to bad input."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_article(*args, cwd=REPO, env_extra=None):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
+  return subprocess.run([sys.executable, "-m", "benchmarks.article", *map(str, args)], cwd=cwd,
+                        capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture
+def tiny_args(tiny_aclimdb, tmp_path):
+  return [f"--imdb={tiny_aclimdb}", "--config=configs/tiny.py", f"--cache_dir={tmp_path / 'cache'}"]
+
+
+def test_runs_end_to_end_and_writes_valid_results(tiny_args, tmp_path):
+  workdir = tmp_path / "work"
+  result = run_article(*tiny_args, "--variants=lstm,cnn_lstm", "--seeds=1,2", "--epochs=2",
+                       f"--workdir={workdir}", "--engine=fused")
+  assert result.returncode == 0, result.stderr
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["schema_version"] == 1 and results["kind"] == "article"
+  meta = results["meta"]
+  assert meta["device"]["platform"] == "cpu" and meta["device"]["count"] >= 1
+  assert meta["versions"]["jax"] and meta["config"]["maxlen"] == 24
+  assert [(r["variant"], r["seed"]) for r in results["runs"]] == [
+      ("lstm", 1), ("lstm", 2), ("cnn_lstm", 1), ("cnn_lstm", 2)]
+  for run in results["runs"]:
+    assert run["engine"] == "fused" and run["compile_s"] > 0
+    assert [e["epoch"] for e in run["epochs"]] == [1, 2]
+    for epoch in run["epochs"]:
+      assert set(epoch) >= {"epoch", "epoch_s", "examples_per_s", "train_loss", "train_acc", "test_loss",
+                            "test_acc"}
+      assert 0 <= epoch["test_acc"] <= 1 and epoch["epoch_s"] > 0
+  table = (workdir / "results.md").read_text()
+  assert table.splitlines()[0].startswith("| variant | engine | s/epoch | compile s | test acc")
+  assert "| lstm | fused |" in table and "86.79 %" in table
+  assert table in result.stdout
+  vocab = json.loads((workdir / "vocab.json").read_text())
+  assert vocab  # prediction needs it
+
+
+def test_same_seed_gives_identical_metrics(tiny_args, tmp_path):
+  def metrics(name):
+    result = run_article(*tiny_args, "--variants=lstm_recurrent_dropout", "--seeds=3",
+                         f"--workdir={tmp_path / name}")
+    assert result.returncode == 0, result.stderr
+    runs = json.loads((tmp_path / name / "results.json").read_text())["runs"]
+    return [{k: v for k, v in e.items() if k not in ("epoch_s", "examples_per_s", "eval_s")}
+            for e in runs[0]["epochs"]]
+  assert metrics("a") == metrics("b")
+
+
+def _corrupt_archive(tmp_path, _tree):
+  path = tmp_path / "corrupt.tar.gz"
+  path.write_bytes(os.urandom(4096))
+  return path
+
+
+def _tree_without_test_neg(tmp_path, tree):
+  copy = tmp_path / "broken_tree"
+  shutil.copytree(tree, copy)
+  shutil.rmtree(copy / "aclImdb" / "test" / "neg")
+  return copy
+
+
+BAD_INPUTS = [
+    # (case, extra args or a function building the --imdb path, expected words in the message)
+    ("missing archive", ["--imdb=/nonexistent/aclImdb.tar.gz"], "/nonexistent/aclImdb.tar.gz"),
+    ("corrupt archive", _corrupt_archive, "corrupt.tar.gz"),
+    ("tree without test/neg", _tree_without_test_neg, "neg"),
+    ("unknown variant", ["--variants=lstm,gru"], "unknown variant 'gru'"),
+    ("unknown engine", ["--engine=warp"], "unknown LSTM engine 'warp'"),
+    ("zero batch size", ["--config.batch_size=0"], "batch_size"),
+    ("negative maxlen", ["--config.maxlen=-5"], "maxlen"),
+    ("zero epochs", ["--epochs=0"], "epochs"),
+    ("zero top_words", ["--config.top_words=0"], "top_words"),
+    ("bad seeds", ["--seeds=1,x"], "--seeds"),
+    ("unknown config key", ["--config.no_such_key=1"], "no_such_key"),
+]
+
+
+@pytest.mark.parametrize("case,bad,expected", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_gives_one_line_and_exit_code_2(case, bad, expected, tiny_args, tiny_aclimdb, tmp_path):
+  args = list(tiny_args)
+  if callable(bad):
+    args[0] = f"--imdb={bad(tmp_path, tiny_aclimdb)}"
+  else:
+    args += bad
+  workdir = tmp_path / "work"
+  result = run_article(*args, f"--workdir={workdir}")
+  assert result.returncode == 2, (case, result.stdout, result.stderr)
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+  assert expected in lines[0]
+  assert "Traceback" not in result.stderr
+  assert not (workdir / "results.json").exists()
+
+
+def test_unwritable_workdir_is_refused_before_training(tiny_args, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  result = run_article(*tiny_args, f"--workdir={blocker / 'sub'}")
+  assert result.returncode == 2
+  assert "--workdir" in result.stderr and "Traceback" not in result.stderr

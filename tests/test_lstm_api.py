@@ -1,0 +1,167 @@
+"""The LSTM interface: every CPU-runnable engine equals the `scan` reference, outputs and gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqclf.errors import ConfigError
+from seqclf.lstm import LSTM, api, init_params, lstm
+
+# f32 on CPU: engines differ from the reference only in summation order.
+RTOL, ATOL = 1e-5, 1e-5
+
+SHAPES = [  # (batch, steps, input, hidden)
+    (3, 7, 5, 100),   # H=100 and a batch that is not a multiple of 8
+    (5, 1, 4, 6),     # a single step
+    (2, 12, 3, 7),
+]
+
+
+def _inputs(batch, steps, input_size, hidden, seed=0):
+  keys = jax.random.split(jax.random.key(seed), 8)
+  params = init_params(keys[0], input_size, hidden)
+  # Non-zero bias and larger weights so every gate matters in the comparison.
+  params = {k: v + 0.1 * jax.random.normal(keys[1], v.shape) for k, v in params.items()}
+  xs = jax.random.normal(keys[2], (batch, steps, input_size))
+  state = (jax.random.normal(keys[3], (batch, hidden)), jax.random.normal(keys[4], (batch, hidden)))
+  mask = jax.random.bernoulli(keys[5], 0.7, (batch, steps))
+  input_mask = jax.random.bernoulli(keys[6], 0.8, (batch, input_size)) / 0.8
+  recurrent_mask = jax.random.bernoulli(keys[7], 0.8, (batch, hidden)) / 0.8
+  return params, xs, state, mask, input_mask, recurrent_mask
+
+
+def _loss_and_grads(engine, params, xs, state, **kwargs):
+  def loss(params, xs, state):
+    outputs, (h, c) = lstm(params, xs, initial_state=state, engine=engine, **kwargs)
+    weights = jnp.linspace(-1.0, 2.0, outputs.shape[-1])
+    return jnp.sum(outputs * weights) + jnp.sum(h ** 2) + jnp.sum(jnp.sin(c))
+  return jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, state)
+
+
+def _assert_close(actual, expected):
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("with_dropout", [False, True])
+def test_fused_equals_scan(shape, with_mask, with_dropout):
+  params, xs, state, mask, input_mask, recurrent_mask = _inputs(*shape)
+  kwargs = {}
+  if with_mask:
+    kwargs["mask"] = mask
+  if with_dropout:
+    kwargs.update(input_dropout_mask=input_mask, recurrent_dropout_mask=recurrent_mask)
+  expected_out = lstm(params, xs, initial_state=state, engine="scan", **kwargs)
+  _assert_close(lstm(params, xs, initial_state=state, engine="fused", **kwargs), expected_out)
+  expected = _loss_and_grads("scan", params, xs, state, **kwargs)
+  _assert_close(_loss_and_grads("fused", params, xs, state, **kwargs), expected)
+
+
+@pytest.mark.parametrize("engine", ["scan", "fused"])
+def test_masked_batch_equals_each_sequence_alone(engine):
+  """Right- and left-padded sequences in a batch give the final state of each sequence run unpadded."""
+  params = init_params(jax.random.key(1), 4, 9)
+  lengths = [5, 2, 8]
+  seqs = [jax.random.normal(jax.random.key(10 + i), (n, 4)) for i, n in enumerate(lengths)]
+  right = jnp.stack([jnp.pad(s, ((0, 8 - len(s)), (0, 0)), constant_values=3.0) for s in seqs])
+  left = jnp.stack([jnp.pad(s, ((8 - len(s), 0), (0, 0)), constant_values=-3.0) for s in seqs])
+  left_mask = jnp.arange(8)[None] >= (8 - jnp.array(lengths))[:, None]
+  _, (h_right, c_right) = lstm(params, right, lengths=jnp.array(lengths), engine=engine)
+  _, (h_left, c_left) = lstm(params, left, mask=left_mask, engine=engine)
+  for i, seq in enumerate(seqs):
+    _, (h, c) = lstm(params, seq[None], engine=engine)
+    np.testing.assert_allclose(h_right[i], h[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(c_right[i], c[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(h_left[i], h[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(c_left[i], c[0], rtol=1e-6, atol=1e-6)
+
+
+def test_reference_matches_lstm_equations_by_hand():
+  """One step of the reference written out in numpy, gate order i, f, g, o."""
+  params, xs, (h0, c0), *_ = _inputs(2, 1, 3, 4)
+  p = jax.tree.map(np.asarray, params)
+  z = np.asarray(xs[:, 0]) @ p["kernel"] + np.asarray(h0) @ p["recurrent_kernel"] + p["bias"]
+  sig = lambda v: 1 / (1 + np.exp(-v))
+  i, f, g, o = np.split(z, 4, axis=-1)
+  c = sig(f) * np.asarray(c0) + sig(i) * np.tanh(g)
+  h = sig(o) * np.tanh(c)
+  _, (h_ref, c_ref) = lstm(params, xs, initial_state=(h0, c0), engine="scan")
+  np.testing.assert_allclose(h_ref, h, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(c_ref, c, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_initialisation():
+  params = init_params(jax.random.key(0), 32, 100)
+  bias = np.asarray(params["bias"])
+  np.testing.assert_array_equal(bias[100:200], 1.0)
+  np.testing.assert_array_equal(np.delete(bias, np.s_[100:200]), 0.0)
+  u = np.asarray(params["recurrent_kernel"])  # [100, 400] with orthonormal rows
+  np.testing.assert_allclose(u @ u.T, np.eye(100), atol=1e-5)
+  limit = np.sqrt(6 / (32 + 400))
+  assert np.abs(params["kernel"]).max() <= limit
+
+
+def test_flax_module_params_run_through_the_pure_function():
+  xs = jax.random.normal(jax.random.key(0), (2, 6, 5))
+  module = LSTM(features=7, engine="fused")
+  variables = module.init(jax.random.key(1), xs)
+  outputs, (h, c) = module.apply(variables, xs)
+  outputs2, (h2, c2) = lstm(variables["params"], xs, engine="scan")
+  np.testing.assert_allclose(outputs, outputs2, rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(h, h2, rtol=RTOL, atol=ATOL)
+
+
+def test_module_dropout_is_off_at_eval_and_reproducible_under_a_seed():
+  xs = jax.random.normal(jax.random.key(0), (4, 6, 5))
+  module = LSTM(features=7, input_dropout=0.5, recurrent_dropout=0.5)
+  variables = module.init(jax.random.key(1), xs)
+  plain = LSTM(features=7).apply(variables, xs)[1][0]
+  np.testing.assert_array_equal(module.apply(variables, xs)[1][0], plain)
+  run = lambda seed: module.apply(variables, xs, deterministic=False,
+                                  rngs={"dropout": jax.random.key(seed)})[1][0]
+  np.testing.assert_array_equal(run(3), run(3))
+  assert not np.allclose(run(3), plain)
+  assert not np.allclose(run(3), run(4))
+
+
+def test_another_project_can_use_the_lstm_inside_its_own_model():
+  """A user's model with our layer in it trains with optax-free plain SGD: the loss goes down."""
+
+  class UserModel(nn.Module):
+    @nn.compact
+    def __call__(self, xs):
+      _, (h, _) = LSTM(features=8)(nn.Dense(6)(xs))
+      return nn.Dense(1)(h)[:, 0]
+
+  xs = jax.random.normal(jax.random.key(0), (32, 5, 3))
+  ys = (xs[:, :, 0].sum(axis=1) > 0).astype(jnp.float32)
+  model = UserModel()
+  params = model.init(jax.random.key(1), xs)
+
+  @jax.jit
+  def sgd_step(params):
+    def loss(params):
+      logits = model.apply(params, xs)
+      return jnp.mean(jnp.logaddexp(0.0, logits) - ys * logits)
+    value, grads = jax.value_and_grad(loss)(params)
+    return jax.tree.map(lambda p, g: p - 0.5 * g, params, grads), value
+
+  params, first = sgd_step(params)
+  for _ in range(30):
+    params, last = sgd_step(params)
+  assert last < 0.7 * first
+
+
+def test_unknown_engine_and_wrong_platform_are_config_errors():
+  with pytest.raises(ConfigError, match="unknown LSTM engine 'nope'"):
+    api.resolve_engine("nope", "cpu")
+  with pytest.raises(ConfigError, match="does not run on cpu"):
+    api.resolve_engine("cudnn", "cpu")
+  assert api.resolve_engine("auto", "cpu") == api.AUTO["cpu"]
+  with pytest.raises(ConfigError, match="not both"):
+    lstm(init_params(jax.random.key(0), 2, 3), jnp.zeros((1, 4, 2)), mask=jnp.ones((1, 4), bool),
+         lengths=jnp.array([4]))
