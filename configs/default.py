@@ -31,4 +31,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.adam_eps = 1e-7  # Keras' default epsilon (optax's is 1e-8)
   config.grad_clip_norm = 0.0  # 0: no clipping
   config.seeds = "0"
+
+  # How epochs are fed (seqclf/train.py). The article reads padding like any token; mask=True makes
+  # the LSTM skip it. num_buckets > 0 groups reviews by length into that many padded lengths (<= 8)
+  # and implies the mask. device_resident keeps the data on the device(s) and runs
+  # steps_per_dispatch steps (0: the whole epoch) per jitted call.
+  config.mask = False
+  config.num_buckets = 0
+  config.device_resident = False
+  config.steps_per_dispatch = 0
   return config

@@ -1,9 +1,18 @@
 """Training: train state, jitted train/eval steps, the epoch loop, timing and metrics.
 
-Timing rules (the only place they live): steps are compiled ahead of time (``jit(...).lower().compile()``)
-and that time is reported apart as ``compile_s``; an epoch's clock stops only after
-``block_until_ready()`` on the final state, so ``epoch_s`` is steady-state device time plus host work of
-that epoch, never compilation. Evaluation is timed apart (``eval_s``).
+Three ways to feed an epoch, chosen by the config:
+  * fixed-length host batches (the article's setup): one jitted step per batch;
+  * ``num_buckets > 0``: length-bucketed host batches (`seqclf.data.batching`), one compiled step per
+    bucket length, the LSTM masked so padding leaves its state unchanged;
+  * ``device_resident``: the training arrays are put on the device(s) once; each epoch's shuffle and
+    batch gathers happen on device and ``steps_per_dispatch`` train steps run inside one jitted
+    `lax.scan`, so the host dispatches a few calls per epoch instead of one per batch.
+All of them run data parallel over `seqclf.parallel.make_mesh()` (one device is a mesh of one).
+
+Timing rules (the only place they live for training): steps are compiled ahead of time
+(``jit(...).lower().compile()``) and that time is reported apart as ``compile_s``; an epoch's clock stops
+only after ``block_until_ready()`` on the final state, so ``epoch_s`` is steady-state time of the epoch
+(device work plus the host's batching and dispatch), never compilation. Evaluation is timed apart.
 """
 
 import dataclasses
@@ -17,6 +26,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from seqclf import parallel
+from seqclf.data import batching
 from seqclf.errors import ConfigError
 
 
@@ -44,6 +55,11 @@ def validate(config) -> None:
       raise ConfigError(f"--config.{key} must be a positive integer, got {value!r}")
   if not 0 < config.learning_rate < 10:
     raise ConfigError(f"--config.learning_rate must be in (0, 10), got {config.learning_rate}")
+  if config.get("steps_per_dispatch", 0) < 0:
+    raise ConfigError("--config.steps_per_dispatch must be >= 0 (0: a whole epoch per dispatch)")
+  if config.get("device_resident") and config.get("num_buckets"):
+    raise ConfigError("--config.device_resident and --config.num_buckets cannot be combined yet; "
+                      "choose one")
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -69,13 +85,18 @@ def loss_and_metrics(logits, labels, weights):
   return loss, metrics
 
 
-def make_train_step(model) -> Callable:
+def _mask(tokens, use_mask: bool):
+  return tokens != 0 if use_mask else None
+
+
+def make_train_step(model, use_mask: bool = False) -> Callable:
+  """``(state, batch, dropout_key) -> (state, metrics)``; dropout keys derive from the step number."""
   def train_step(state, batch, dropout_key):
     dropout_key = jax.random.fold_in(dropout_key, state.step)
 
     def loss_fn(params):
-      logits = model.apply({"params": params}, batch["tokens"], batch.get("mask"), train=True,
-                           rngs={"dropout": dropout_key})
+      logits = model.apply({"params": params}, batch["tokens"], _mask(batch["tokens"], use_mask),
+                           train=True, rngs={"dropout": dropout_key})
       return loss_and_metrics(logits, batch["labels"], batch["weights"])
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -83,23 +104,41 @@ def make_train_step(model) -> Callable:
   return train_step
 
 
-def make_eval_step(model) -> Callable:
+def make_eval_step(model, use_mask: bool = False) -> Callable:
   def eval_step(params, batch):
-    logits = model.apply({"params": params}, batch["tokens"], batch.get("mask"), train=False)
+    logits = model.apply({"params": params}, batch["tokens"], _mask(batch["tokens"], use_mask),
+                         train=False)
     return loss_and_metrics(logits, batch["labels"], batch["weights"])[1]
   return eval_step
 
 
-def batches(x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray | None = None):
-  """Yields fixed-shape batches; the last one is filled up with weight-0 rows so nothing recompiles."""
-  order = np.arange(len(x)) if order is None else order
-  for start in range(0, len(order), batch_size):
-    index = order[start:start + batch_size]
-    weights = np.ones(batch_size, np.float32)
-    if len(index) < batch_size:
-      weights[len(index):] = 0.0
-      index = np.concatenate([index, np.zeros(batch_size - len(index), index.dtype)])
-    yield {"tokens": x[index], "labels": y[index], "weights": weights}
+def make_train_chunk(train_step, batch_size: int, steps: int, data_sharding) -> Callable:
+  """``steps`` train steps in one call, gathering each batch on device from the resident arrays.
+
+  ``order`` [steps_per_epoch * batch_size] holds the epoch's example indices (padded with index 0) and
+  ``weights`` marks the padding with 0; ``first_step`` is where this chunk starts in the epoch.
+  """
+  def train_chunk(state, x, y, order, weights, dropout_key, first_step):
+    def one_step(state, i):
+      start = (first_step + i) * batch_size
+      index = jax.lax.dynamic_slice_in_dim(order, start, batch_size)
+      batch = {"tokens": x[index], "labels": y[index],
+               "weights": jax.lax.dynamic_slice_in_dim(weights, start, batch_size)}
+      batch = jax.lax.with_sharding_constraint(batch, data_sharding)
+      return train_step(state, batch, dropout_key)
+    state, metrics = jax.lax.scan(one_step, state, jnp.arange(steps))
+    return state, jax.tree.map(jnp.sum, metrics)
+  return train_chunk
+
+
+def device_epoch_plan(shuffle_key, epoch, n: int, batch_size: int):
+  """The epoch's shuffled order, computed on device, padded to whole batches, and its weights."""
+  steps = -(-n // batch_size)
+  order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
+  padding = steps * batch_size - n
+  order = jnp.concatenate([order, jnp.zeros(padding, order.dtype)])
+  weights = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(padding, jnp.float32)])
+  return order, weights
 
 
 def _sum_metrics(total, metrics):
@@ -120,10 +159,12 @@ class Progress:
     self.enabled = self.stream.isatty()
     self.label, self.total, self.batch_size = label, total_steps, batch_size
     self.start = time.perf_counter()
+    self.shown = 0
 
   def update(self, step: int, metrics) -> None:
-    if not self.enabled or (step % 10 and step != self.total):
+    if not self.enabled or (step - self.shown < 10 and step != self.total):
       return
+    self.shown = step
     loss, _ = _finish(metrics)  # a device sync, only when someone is watching
     rate = step * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
     filled = int(30 * step / self.total)
@@ -136,50 +177,133 @@ class Progress:
       self.stream.write("\n")
 
 
-def evaluate(eval_step, params, x, y, batch_size):
-  total = None
-  for batch in batches(x, y, batch_size):
-    total = _sum_metrics(total, eval_step(params, batch))
-  return _finish(total)
+def _abstract(tree, sharding):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=sharding),
+                      tree)
 
 
-def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None) -> tuple[dict, TrainState]:
+class _Feeder:
+  """Host batches for training and evaluation: fixed length, or length buckets."""
+
+  def __init__(self, data, config, seed: int):
+    self.seed, self.batch_size, self.eval_batch_size = seed, config.batch_size, config.eval_batch_size
+    self.num_buckets = config.get("num_buckets", 0)
+    self.x_train, self.y_train, self.x_test, self.y_test = data.x_train, data.y_train, data.x_test, data.y_test
+    if self.num_buckets:
+      padding = config.get("padding", "pre")
+      self.x_train = batching.left_align(data.x_train, padding)
+      self.x_test = batching.left_align(data.x_test, padding)
+      self.n_train = batching.token_lengths(self.x_train, "post")
+      self.n_test = batching.token_lengths(self.x_test, "post")
+      multiple = 8 * max(1, config.model.get("pool_size", 2))
+      self.lengths = batching.bucket_lengths(self.n_train, self.num_buckets, data.x_train.shape[1], multiple)
+    else:
+      self.lengths = [data.x_train.shape[1]]
+
+  def train(self, epoch: int):
+    order = batching.epoch_order(self.seed, epoch, len(self.x_train))
+    if not self.num_buckets:
+      return batching.batches(self.x_train, self.y_train, self.batch_size, order)
+    return batching.bucketed_batches(self.x_train, self.y_train, self.n_train, self.lengths, self.batch_size,
+                                     order, np.random.default_rng([self.seed, epoch, 1]))
+
+  def test(self):
+    if not self.num_buckets:
+      return batching.batches(self.x_test, self.y_test, self.eval_batch_size)
+    return batching.bucketed_batches(self.x_test, self.y_test, self.n_test, self.lengths,
+                                     self.eval_batch_size, np.arange(len(self.x_test)))
+
+  def sample(self, batch_size: int, length: int):
+    return {"tokens": np.zeros((batch_size, length), np.int32), "labels": np.zeros(batch_size, np.int32),
+            "weights": np.zeros(batch_size, np.float32)}
+
+  def steps_per_epoch(self) -> int:
+    if not self.num_buckets:
+      return -(-len(self.x_train) // self.batch_size)
+    bucket_of = np.searchsorted(np.asarray(self.lengths), self.n_train, side="left")
+    return int(sum(-(-np.sum(bucket_of == b) // self.batch_size) for b in range(len(self.lengths))))
+
+
+def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None,
+        mesh=None) -> tuple[dict, TrainState]:
   """Trains ``model`` on ``data`` (an `EncodedDataset`) as ``config`` says.
 
-  Returns ``(record, state)``: the record has ``seed``, ``param_count``, ``compile_s`` and ``epochs`` (a
-  list of `EpochMetrics` as dicts), ready for `seqclf.results`; ``state`` is the final `TrainState`.
-  ``on_epoch(EpochMetrics)`` is called after every epoch.
+  Returns ``(record, state)``: the record has ``seed``, ``param_count``, ``compile_s``, ``shapes`` (the
+  compiled sequence lengths) and ``epochs`` (a list of `EpochMetrics` as dicts), ready for
+  `seqclf.results`; ``state`` is the final `TrainState`. ``on_epoch(EpochMetrics)`` is called after
+  every epoch.
   """
   validate(config)
-  init_key, dropout_key = jax.random.split(jax.random.key(seed))
-  shuffle_rng = np.random.default_rng(seed)
-  sample = next(batches(data.x_train, data.y_train, config.batch_size))
-  params = model.init({"params": init_key, "dropout": init_key}, sample["tokens"], train=False)["params"]
-  state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config))
-  eval_sample = next(batches(data.x_test, data.y_test, config.eval_batch_size))
+  mesh = mesh or parallel.make_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+  parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  data_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+  feeder = _Feeder(data, config, seed)
+  use_mask = bool(config.get("mask", False) or feeder.num_buckets)
 
+  init_key, dropout_key, shuffle_key = jax.random.split(jax.random.key(seed), 3)
+  params = model.init({"params": init_key, "dropout": init_key},
+                      feeder.sample(1, feeder.lengths[-1])["tokens"], train=False)["params"]
+  state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config))
+  state = jax.device_put(state, replicated)
+  dropout_key = jax.device_put(dropout_key, replicated)
+
+  train_step = make_train_step(model, use_mask)
   compile_start = time.perf_counter()
-  train_step = jax.jit(make_train_step(model), donate_argnums=0).lower(state, sample, dropout_key).compile()
-  eval_step = jax.jit(make_eval_step(model)).lower(state.params, eval_sample).compile()
+  jit_train = jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated))
+  jit_eval = jax.jit(make_eval_step(model, use_mask), out_shardings=replicated)
+  train_steps = {length: jit_train.lower(state, _abstract(feeder.sample(config.batch_size, length),
+                                                          data_sharding), dropout_key).compile()
+                 for length in feeder.lengths}
+  eval_steps = {length: jit_eval.lower(state.params, _abstract(
+      feeder.sample(config.eval_batch_size, length), data_sharding)).compile() for length in feeder.lengths}
+  steps_per_epoch = feeder.steps_per_epoch()
+  if config.get("device_resident"):
+    x_train, y_train = parallel.shard((data.x_train, data.y_train), replicated)
+    chunk = config.get("steps_per_dispatch", 0) or steps_per_epoch
+    chunks = [chunk] * (steps_per_epoch // chunk) + ([steps_per_epoch % chunk] if steps_per_epoch % chunk else [])
+    plan = jax.jit(device_epoch_plan, static_argnums=(2, 3), out_shardings=replicated)
+    order, weights = plan(shuffle_key, 1, len(data.x_train), config.batch_size)
+    run_chunks = {n: jax.jit(make_train_chunk(train_step, config.batch_size, n, data_sharding),
+                             donate_argnums=0, out_shardings=(replicated, replicated)).lower(
+                                 state, x_train, y_train, order, weights, dropout_key, 0).compile()
+                  for n in set(chunks)}
   compile_s = time.perf_counter() - compile_start
 
-  steps_per_epoch = -(-len(data.x_train) // config.batch_size)
+  def run_epoch(state, epoch, progress):
+    total, done = None, 0
+    if config.get("device_resident"):
+      order, weights = plan(shuffle_key, epoch, len(data.x_train), config.batch_size)
+      for n in chunks:
+        state, metrics = run_chunks[n](state, x_train, y_train, order, weights, dropout_key, done)
+        total, done = _sum_metrics(total, metrics), done + n
+        progress.update(done, total)
+      return state, total
+    for batch in feeder.train(epoch):
+      state, metrics = train_steps[batch["tokens"].shape[1]](state, parallel.shard(batch, data_sharding),
+                                                              dropout_key)
+      total, done = _sum_metrics(total, metrics), done + 1
+      progress.update(done, total)
+    return state, total
+
+  def evaluate(params):
+    total = None
+    for batch in feeder.test():
+      total = _sum_metrics(total, eval_steps[batch["tokens"].shape[1]](
+          params, parallel.shard(batch, data_sharding)))
+    return _finish(total)
+
   epochs = []
   for epoch in range(1, config.epochs + 1):
     progress = Progress(f"{label} epoch {epoch}/{config.epochs}", steps_per_epoch, config.batch_size)
-    order = shuffle_rng.permutation(len(data.x_train))
-    total = None
     start = time.perf_counter()
-    for step, batch in enumerate(batches(data.x_train, data.y_train, config.batch_size, order), 1):
-      state, metrics = train_step(state, batch, dropout_key)
-      total = _sum_metrics(total, metrics)
-      progress.update(step, total)
+    state, total = run_epoch(state, epoch, progress)
     jax.block_until_ready((state, total))
     epoch_s = time.perf_counter() - start
     progress.close()
     train_loss, train_acc = _finish(total)
     eval_start = time.perf_counter()
-    test_loss, test_acc = evaluate(eval_step, state.params, data.x_test, data.y_test, config.eval_batch_size)
+    test_loss, test_acc = evaluate(state.params)
     metrics = EpochMetrics(epoch=epoch, epoch_s=epoch_s, examples_per_s=len(data.x_train) / epoch_s,
                            train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                            test_acc=test_acc, eval_s=time.perf_counter() - eval_start)
@@ -187,5 +311,6 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None) -> tu
     if on_epoch:
       on_epoch(metrics)
   record = {"seed": seed, "param_count": int(sum(x.size for x in jax.tree.leaves(state.params))),
-            "compile_s": compile_s, "epochs": epochs}
+            "compile_s": compile_s, "shapes": feeder.lengths, "devices": int(mesh.devices.size),
+            "epochs": epochs}
   return record, state

@@ -97,7 +97,8 @@ def test_recurrence_matches_reference():
   def normal(*shape):
     return jax.random.normal(next(keys), shape)
 
-  recurrent_kernel, c0, recurrent_mask = normal(hidden, 4 * hidden), normal(batch, hidden), normal(batch, hidden)
+  recurrent_kernel = normal(hidden, 4 * hidden)
+  c0, recurrent_mask = normal(batch, hidden), normal(batch, hidden)
   step_mask = jax.random.bernoulli(next(keys), 0.7, (steps, batch))
   forward_args = (normal(steps, batch, 4 * hidden), recurrent_kernel, normal(batch, hidden), c0, step_mask,
                   recurrent_mask)

@@ -7,6 +7,7 @@ import pytest
 
 from configs import default
 from seqclf import train
+from seqclf.data import batching
 from seqclf.errors import ConfigError
 
 
@@ -14,7 +15,7 @@ def test_batches_cover_every_example_once_and_pad_the_last_with_weight_zero():
   x = np.arange(10)[:, None].repeat(3, axis=1)
   y = np.arange(10) % 2
   order = np.random.default_rng(0).permutation(10)
-  got = list(train.batches(x, y, 4, order))
+  got = list(batching.batches(x, y, 4, order))
   assert [b["tokens"].shape for b in got] == [(4, 3)] * 3
   assert [b["weights"].tolist() for b in got] == [[1] * 4, [1] * 4, [1, 1, 0, 0]]
   seen = np.concatenate([b["tokens"][b["weights"] > 0, 0] for b in got])

@@ -53,5 +53,5 @@ def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_ma
   h = jnp.where(empty, h0, h_n[0])
   c = jnp.where(empty, c0, c_n[0])
   # cuDNN leaves zeros past each row's length; our contract repeats the last h there.
-  outputs = ys
+  outputs = jnp.where(step_mask[:, :, None], ys, h[:, None, :])
   return outputs, (h, c)

@@ -38,6 +38,8 @@ Precision (``matmul_precision``, named as ``jax.default_matmul_precision`` value
   float32, while "bfloat16" does round the operands.
 
 Off a GPU the kernels run in Pallas' interpret mode (slowly, but the engine and its tests work on CPU).
+The kernels use Pallas' Triton backend (selected by passing Triton `CompilerParams`), which JAX 0.11
+deprecates in favour of Mosaic GPU but still ships.
 `REFERENCE` is the plain-JAX version of the same `hoisted.Recurrence`: the `lax.scan` of ``fused``.
 """
 

@@ -1,0 +1,169 @@
+"""Where training curves go: TensorBoard event files and JSON lines, behind one small interface.
+
+TensorFlow-free on purpose: clu's writers import TensorFlow, which seqclf does not depend on. TensorBoard
+files are written with tensorboardX (optional: `create_default_writer` falls back to JSON lines alone).
+
+  writer = create_default_writer("runs/article/tb/lstm_seed0")
+  writer.write_hparams({"variant": "lstm", "seed": 0, **config.to_dict()})
+  writer.write_scalars(metrics.epoch, epoch_scalars(metrics))
+  writer.close()
+"""
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from absl import logging
+
+from seqclf import results
+from seqclf.errors import UsageError
+
+# File names inside a run's log directory.
+JSONL_NAME = "metrics.jsonl"
+HPARAMS_JSON_NAME = "hparams.json"
+
+
+class MetricWriter(Protocol):
+  """Receives a run's hyper-parameters once and its scalars at each step."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    ...
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    ...
+
+  def flush(self) -> None:
+    ...
+
+  def close(self) -> None:
+    ...
+
+
+def epoch_scalars(metrics) -> dict[str, float]:
+  """Scalar names for one epoch's `seqclf.train.EpochMetrics` (the step is ``metrics.epoch``)."""
+  return {
+      "train/loss": metrics.train_loss,
+      "train/accuracy": metrics.train_acc,
+      "test/loss": metrics.test_loss,
+      "test/accuracy": metrics.test_acc,
+      "time/epoch_s": metrics.epoch_s,
+      "time/examples_per_s": metrics.examples_per_s,
+      "time/eval_s": metrics.eval_s,
+  }
+
+
+def flatten_hparams(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, str | bool | int | float]:
+  """Nested mappings become dotted keys ("model.engine"); values TensorBoard cannot show become strings."""
+  flat = {}
+  for key, value in hparams.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(flatten_hparams(value, prefix=name + "."))
+    elif isinstance(value, (str, bool, int, float)):
+      flat[name] = value
+    else:
+      flat[name] = str(value)
+  return flat
+
+
+class JsonlWriter:
+  """One JSON object per line and step, ``{"step": ..., **scalars}``, flushed line by line.
+
+  Hyper-parameters go to ``hparams.json`` next to the lines file, so every line stays a step.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self.hparams_path = os.path.join(os.path.dirname(os.path.abspath(path)), HPARAMS_JSON_NAME)
+    try:
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      self._file = open(path, "a")
+    except OSError as e:
+      raise UsageError(f"cannot write metrics to {path}: {e.strerror}; pass a writable directory") from e
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    self._file.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n")
+    self._file.flush()  # a crashed or killed run keeps every finished step
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    results.write_json_atomic(self.hparams_path, json.loads(json.dumps(hparams, default=str)))
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+class TensorBoardWriter:
+  """TensorBoard event files in ``logdir``: scalars, and hparams for TensorBoard's HParams dashboard."""
+
+  def __init__(self, logdir: str):
+    import tensorboardX  # optional: see create_default_writer
+    self.logdir = logdir
+    self._writer = tensorboardX.SummaryWriter(logdir=logdir)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    for name, value in scalars.items():
+      self._writer.add_scalar(name, float(value), global_step=int(step))
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    """Writes the session-start summary only, into this run's own directory.
+
+    tensorboardX's ``add_hparams`` would write to a new sub-run and also pin the experiment's metric list;
+    without that experiment summary TensorBoard infers the hyper-parameter domains from all runs and takes
+    every scalar of the run as a metric, so the HParams table shows this run's curves' final values.
+    """
+    from tensorboardX import summary
+    _, session_start, _ = summary.hparams(flatten_hparams(hparams), {})
+    self._writer.file_writer.add_summary(session_start)
+
+  def flush(self) -> None:
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+class MultiWriter:
+  """Writes everything to each of ``writers``."""
+
+  def __init__(self, writers: Iterable[MetricWriter]):
+    self.writers = list(writers)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    for writer in self.writers:
+      writer.write_scalars(step, scalars)
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    for writer in self.writers:
+      writer.write_hparams(hparams)
+
+  def flush(self) -> None:
+    for writer in self.writers:
+      writer.flush()
+
+  def close(self) -> None:
+    for writer in self.writers:
+      writer.close()
+
+
+def tensorboard_available() -> bool:
+  try:
+    import tensorboardX  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+def create_default_writer(logdir: str, *, tensorboard: bool = True) -> MetricWriter:
+  """``logdir/metrics.jsonl`` always, plus TensorBoard event files in ``logdir`` when asked and possible."""
+  writers = [JsonlWriter(os.path.join(logdir, JSONL_NAME))]
+  if tensorboard:
+    if tensorboard_available():
+      writers.append(TensorBoardWriter(logdir))
+    else:
+      logging.warning("tensorboardX is not installed, writing %s only; pip install tensorboardX for "
+                      "TensorBoard files", os.path.join(logdir, JSONL_NAME))
+  return MultiWriter(writers)

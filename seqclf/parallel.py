@@ -1,0 +1,58 @@
+"""Data parallelism: one `Mesh` with a ``batch`` axis over every device of every process.
+
+Global-batch semantics: ``config.batch_size`` is the number of examples per optimizer step summed over
+all devices; each of the N devices computes 1/N of it and the gradients are averaged by XLA (the loss is
+a mean over the global batch), so 1 device and N devices follow the same trajectory up to float
+summation order. The batch size must therefore divide by the device count.
+
+Multi-host: every process runs the same program with the same seed and so builds the same global batch
+on its host; `shard` hands each process's devices their slices. Start each process with
+`initialize_distributed` (``jax.distributed.initialize``) before anything else touches JAX.
+"""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from seqclf.errors import ConfigError
+
+BATCH_AXIS = "batch"
+
+
+def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int) -> None:
+  """Joins a multi-process JAX job (a no-op for a single process)."""
+  if num_processes <= 1:
+    return
+  if not 0 <= process_id < num_processes:
+    raise ConfigError(f"--process_id must be in [0, {num_processes}), got {process_id}")
+  if not coordinator_address:
+    raise ConfigError("--coordinator_address (host:port of process 0) is needed with --num_processes > 1")
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.array(jax.devices()), (BATCH_AXIS,))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
+  devices = mesh.devices.size
+  if batch_size % devices:
+    raise ConfigError(f"--config.{name}={batch_size} does not divide over {devices} devices; use a "
+                      f"multiple of {devices}")
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def shard(tree, sharding: NamedSharding):
+  """Places host arrays (the same global arrays on every process) with ``sharding``."""
+  def place(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(place, tree)

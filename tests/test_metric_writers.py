@@ -1,0 +1,113 @@
+"""`seqclf.metric_writers`: what lands in metrics.jsonl and in TensorBoard's event files."""
+
+import json
+import struct
+
+import pytest
+
+from seqclf import metric_writers
+from seqclf.errors import UsageError
+from seqclf.train import EpochMetrics
+
+METRICS = EpochMetrics(epoch=2, epoch_s=1.5, examples_per_s=1000.0, train_loss=0.5, train_acc=0.75,
+                       test_loss=0.625, test_acc=0.875, eval_s=0.25)
+
+
+def read_events(logdir):
+  """Every `Event` in the TFRecord event files under ``logdir``: a reader without TensorFlow.
+
+  A record is: uint64 length, uint32 masked CRC of the length, ``length`` bytes, uint32 masked CRC of them.
+  """
+  event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2", reason="tensorboardX is not installed")
+  events = []
+  for path in sorted(logdir.glob("events.out.tfevents.*")):
+    data = path.read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack_from("<Q", data, offset)
+      offset += 12
+      event = event_pb2.Event()
+      event.ParseFromString(data[offset:offset + length])
+      events.append(event)
+      offset += length + 4
+  return events
+
+
+def test_epoch_scalars_names_every_metric():
+  assert metric_writers.epoch_scalars(METRICS) == {
+      "train/loss": 0.5, "train/accuracy": 0.75, "test/loss": 0.625, "test/accuracy": 0.875,
+      "time/epoch_s": 1.5, "time/examples_per_s": 1000.0, "time/eval_s": 0.25}
+
+
+def test_jsonl_writer_writes_one_line_per_step(tmp_path):
+  writer = metric_writers.JsonlWriter(str(tmp_path / "run" / "metrics.jsonl"))
+  writer.write_scalars(1, {"train/loss": 0.75})
+  # Flushed per line: readable before close, as a killed run would leave it.
+  assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == {"step": 1, "train/loss": 0.75}
+  writer.write_scalars(2, metric_writers.epoch_scalars(METRICS))
+  writer.write_hparams({"variant": "lstm", "model": {"engine": "scan"}})
+  writer.close()
+  lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert lines[1] == {"step": 2, **metric_writers.epoch_scalars(METRICS)}
+  assert json.loads((tmp_path / "run" / "hparams.json").read_text()) == {
+      "variant": "lstm", "model": {"engine": "scan"}}
+
+
+def test_jsonl_writer_refuses_unwritable_path(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(UsageError, match="cannot write metrics"):
+    metric_writers.JsonlWriter(str(blocker / "metrics.jsonl"))
+
+
+def test_flatten_hparams_gives_dotted_tensorboard_values():
+  assert metric_writers.flatten_hparams({"seed": 0, "model": {"engine": "scan", "sizes": [1, 2]},
+                                         "clip": None, "on": True}) == {
+      "seed": 0, "model.engine": "scan", "model.sizes": "[1, 2]", "clip": "None", "on": True}
+
+
+def test_tensorboard_event_file_holds_the_scalars_and_hparams(tmp_path):
+  pytest.importorskip("tensorboardX", reason="tensorboardX is not installed")
+  writer = metric_writers.TensorBoardWriter(str(tmp_path))
+  writer.write_hparams({"variant": "lstm", "seed": 3, "model": {"lstm_features": 100}})
+  writer.write_scalars(1, {"train/loss": 0.75, "test/accuracy": 0.5})
+  writer.write_scalars(2, metric_writers.epoch_scalars(METRICS))
+  writer.close()
+
+  scalars = {(event.step, value.tag): value.simple_value
+             for event in read_events(tmp_path) for value in event.summary.value
+             if value.HasField("simple_value")}
+  expected = {(1, "train/loss"): 0.75, (1, "test/accuracy"): 0.5,
+              **{(2, name): value for name, value in metric_writers.epoch_scalars(METRICS).items()}}
+  assert scalars == pytest.approx(expected)  # event files hold float32
+
+  from tensorboardX.proto import plugin_hparams_pb2
+  hparams_values = [value for event in read_events(tmp_path) for value in event.summary.value
+                    if value.metadata.plugin_data.plugin_name == "hparams"]
+  assert [value.tag for value in hparams_values] == ["_hparams_/session_start_info"]
+  plugin_data = plugin_hparams_pb2.HParamsPluginData.FromString(hparams_values[0].metadata.plugin_data.content)
+  session = plugin_data.session_start_info.hparams
+  assert session["variant"].string_value == "lstm"
+  assert session["seed"].number_value == 3
+  assert session["model.lstm_features"].number_value == 100
+
+
+def test_default_writer_writes_jsonl_and_tensorboard(tmp_path):
+  pytest.importorskip("tensorboardX", reason="tensorboardX is not installed")
+  writer = metric_writers.create_default_writer(str(tmp_path / "run"))
+  writer.write_hparams({"variant": "cnn_lstm"})
+  writer.write_scalars(METRICS.epoch, metric_writers.epoch_scalars(METRICS))
+  writer.flush()
+  writer.close()
+  assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["test/accuracy"] == 0.875
+  assert json.loads((tmp_path / "run" / "hparams.json").read_text()) == {"variant": "cnn_lstm"}
+  assert any(value.tag == "test/accuracy" for event in read_events(tmp_path / "run")
+             for value in event.summary.value)
+
+
+def test_default_writer_without_tensorboard_writes_jsonl_only(tmp_path):
+  writer = metric_writers.create_default_writer(str(tmp_path), tensorboard=False)
+  writer.write_scalars(1, {"train/loss": 1.0})
+  writer.close()
+  assert (tmp_path / "metrics.jsonl").exists()
+  assert not list(tmp_path.glob("events.out.tfevents.*"))
