@@ -9,6 +9,7 @@ files are written with tensorboardX (optional: `create_default_writer` falls bac
   writer.close()
 """
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -150,11 +151,7 @@ class MultiWriter:
 
 
 def tensorboard_available() -> bool:
-  try:
-    import tensorboardX  # noqa: F401
-  except ImportError:
-    return False
-  return True
+  return importlib.util.find_spec("tensorboardX") is not None
 
 
 def create_default_writer(logdir: str, *, tensorboard: bool = True) -> MetricWriter:

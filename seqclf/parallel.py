@@ -51,7 +51,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard(tree, sharding: NamedSharding):
-  """Places host arrays (the same global arrays on every process) with ``sharding``."""
+  """Places arrays that every process holds in full (host or local device arrays) with ``sharding``.
+
+  Works the same on one process and on many: each process fills only its own devices' slices.
+  """
   def place(x):
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])

@@ -241,12 +241,12 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None,
   feeder = _Feeder(data, config, seed)
   use_mask = bool(config.get("mask", False) or feeder.num_buckets)
 
-  init_key, dropout_key, shuffle_key = jax.random.split(jax.random.key(seed), 3)
+  # Raw uint32 keys: they cross into sharded (possibly multi-process) arrays like any other array.
+  init_key, dropout_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed), 3)
   params = model.init({"params": init_key, "dropout": init_key},
                       feeder.sample(1, feeder.lengths[-1])["tokens"], train=False)["params"]
   state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config))
-  state = jax.device_put(state, replicated)
-  dropout_key = jax.device_put(dropout_key, replicated)
+  state, dropout_key, shuffle_key = parallel.shard((state, dropout_key, shuffle_key), replicated)
 
   train_step = make_train_step(model, use_mask)
   compile_start = time.perf_counter()

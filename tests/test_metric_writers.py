@@ -19,17 +19,24 @@ def read_events(logdir):
   A record is: uint64 length, uint32 masked CRC of the length, ``length`` bytes, uint32 masked CRC of them.
   """
   event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2", reason="tensorboardX is not installed")
+  from tensorboardX.crc32c import crc32c
+
+  def masked_crc(data):
+    crc = crc32c(data) & 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
   events = []
   for path in sorted(logdir.glob("events.out.tfevents.*")):
     data = path.read_bytes()
     offset = 0
     while offset < len(data):
-      (length,) = struct.unpack_from("<Q", data, offset)
-      offset += 12
-      event = event_pb2.Event()
-      event.ParseFromString(data[offset:offset + length])
-      events.append(event)
-      offset += length + 4
+      header = data[offset:offset + 8]
+      (length,) = struct.unpack("<Q", header)
+      assert struct.unpack_from("<I", data, offset + 8)[0] == masked_crc(header)
+      payload = data[offset + 12:offset + 12 + length]
+      assert struct.unpack_from("<I", data, offset + 12 + length)[0] == masked_crc(payload)
+      events.append(event_pb2.Event.FromString(payload))
+      offset += 12 + length + 4
   return events
 
 

@@ -1,0 +1,234 @@
+r"""Classifying new texts with a trained run.
+
+  python -m seqclf.predict --workdir=runs/article/lstm/seed_0 "A great film" "Dull and far too long"
+  python -m seqclf.predict --workdir=runs/mine --which=last --json --input=reviews.txt
+  cat reviews.txt | python -m seqclf.predict --workdir=runs/mine --input=-
+
+Texts are encoded exactly as in training: the same tokenizer, the run's saved vocabulary, and the run
+config's maxlen, padding and truncation (so a long text keeps the words training would have kept, and
+unknown words become the out-of-vocabulary id). Prints one line per text,
+``label<TAB>probability<TAB>text prefix``, or with ``--json`` one JSON object per line.
+
+From Python::
+
+  predictor = predict.load("runs/mine")
+  predictor.predict(["A great film"])  # -> [Prediction(label="pos", probability=0.93, ...)]
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import types
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from seqclf import checkpoint, cli, models
+from seqclf.data import batching
+from seqclf.data.encoding import PAD_ID, Vocabulary, encode
+from seqclf.errors import DataError, UsageError
+
+_PREFIX_CHARS = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+  """The classification of one text.
+
+  Attributes:
+    label: The predicted class name.
+    probability: The predicted class's probability.
+    probabilities: Every class name's probability (they sum to 1).
+  """
+
+  label: str
+  probability: float
+  probabilities: dict[str, float]
+
+
+class Predictor:
+  """A trained model with the vocabulary and encoding options of its run."""
+
+  def __init__(self, model: models.SequenceClassifier, params, vocab: Vocabulary, config: dict,
+               label_names: list[str]):
+    """Wraps a model whose parameters have already been checked against it; see :func:`load`."""
+    self.vocab, self.config, self.label_names = vocab, config, label_names
+    self._params = params
+    # Inputs shaped as training fed them (train._Feeder): length-bucketed runs saw their reviews moved to
+    # the front and masked; masked runs saw padding masked.
+    self._left_align = bool(config.get("num_buckets"))
+    use_mask = bool(config.get("mask") or config.get("num_buckets"))
+
+    def logits_and_probabilities(params, tokens):
+      logits = model.apply({"params": params}, tokens, tokens != PAD_ID if use_mask else None, train=False)
+      if logits.ndim == 1:  # binary: the logit is log P(label 1) / P(label 0)
+        return logits, jax.nn.sigmoid(jnp.stack([-logits, logits], axis=-1))
+      return logits, jax.nn.softmax(logits, axis=-1)
+
+    self._logits_and_probabilities = jax.jit(logits_and_probabilities)
+
+  def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    """Classifies ``texts``; empty texts and texts of unknown words get a prediction too.
+
+    Raises:
+      UsageError: ``texts`` is a single string instead of a sequence of them.
+    """
+    if isinstance(texts, str):
+      raise UsageError("predict takes a list of texts, got one string: wrap it in a list")
+    if not texts:
+      return []
+    x = encode(texts, self.vocab, self.config["maxlen"], padding=self.config["padding"],
+               truncating=self.config["truncating"])
+    if self._left_align:
+      x = batching.left_align(x, self.config["padding"])
+    # One batch shape for every call of this size: a few texts don't pay for a full eval batch.
+    batch_size = min(self.config["eval_batch_size"], len(texts))
+    predictions = []
+    for batch in batching.batches(x, np.zeros(len(x), np.int32), batch_size):
+      logits, probabilities = jax.device_get(self._logits_and_probabilities(self._params, batch["tokens"]))
+      for row in np.flatnonzero(batch["weights"]):
+        predictions.append(self._prediction(logits[row], probabilities[row]))
+    return predictions
+
+  def _prediction(self, logits: np.ndarray, probabilities: np.ndarray) -> Prediction:
+    # Decided from the logits exactly as training counts accuracy (a binary logit > 0 is label 1).
+    label_id = int(logits > 0) if logits.ndim == 0 else int(np.argmax(logits))
+    return Prediction(label=self.label_names[label_id], probability=float(probabilities[label_id]),
+                      probabilities={name: float(p) for name, p in zip(self.label_names, probabilities)})
+
+
+def find_run_dir(path: str) -> str:
+  """``path`` if it is a run directory, else the single run directory below it.
+
+  Raises:
+    DataError: ``path`` does not exist or holds no run.
+    UsageError: ``path`` holds several runs (the message lists them).
+  """
+  if not os.path.isdir(path):
+    raise DataError(f"workdir {path} does not exist: pass the --workdir of a training run")
+  runs = []
+  for directory, subdirectories, files in os.walk(path):
+    if checkpoint.CONFIG_FILE in files:
+      runs.append(directory)
+      subdirectories.clear()  # runs do not nest, and a run's checkpoints are large trees
+    subdirectories.sort()
+  if not runs:
+    raise DataError(f"no training run under {path} (no {checkpoint.CONFIG_FILE}): pass the --workdir of a "
+                    "training run")
+  if len(runs) > 1:
+    names = ", ".join(os.path.relpath(run, path) for run in runs)
+    raise UsageError(f"{path} holds {len(runs)} runs ({names}): pass one of them, e.g. "
+                     f"--workdir={runs[0]}")
+  return runs[0]
+
+
+def load(run_dir: str, which: str = "best") -> Predictor:
+  """Loads a trained run for prediction.
+
+  Args:
+    run_dir: A run directory, or a directory holding exactly one (e.g. an article workdir of one run).
+    which: The checkpoint to use: "best" (highest validation metric) or "last".
+
+  Raises:
+    DataError: No run, no checkpoint, or files of the run that do not belong together.
+    UsageError: ``run_dir`` holds several runs.
+    ConfigError: ``which`` is neither "best" nor "last".
+  """
+  run_dir = find_run_dir(run_dir)
+  config, variant, _, label_names = checkpoint.read_run_config(run_dir)
+  vocab = Vocabulary.load(os.path.join(run_dir, checkpoint.VOCAB_FILE))
+  params = checkpoint.restore_params(run_dir, which)
+  # Engines share one parameter layout, so "auto" runs a checkpoint from any device on this one.
+  fields = {**config["model"], "vocab_size": config["top_words"], "num_classes": len(label_names),
+            "engine": "auto"}
+  model = models.create(variant, **fields)
+  sample = jnp.zeros((1, config["maxlen"]), jnp.int32)
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), sample)["params"])
+  mismatch = checkpoint.describe_shape_mismatch(params, expected)
+  if mismatch:
+    raise DataError(f"{run_dir}: the checkpoint does not fit the model of {checkpoint.CONFIG_FILE} "
+                    f"({mismatch}): the run directory mixes files of different runs")
+  embedding_rows = params["embedding"].shape[0]
+  if embedding_rows != vocab.top_words:
+    raise DataError(f"{run_dir}: {checkpoint.VOCAB_FILE} has {vocab.top_words} ids but the checkpoint's "
+                    f"embedding has {embedding_rows} rows: the vocabulary comes from another run, copy the "
+                    "one that was trained with it")
+  return Predictor(model, params, vocab, config, label_names)
+
+
+def _define_flags() -> types.SimpleNamespace:
+  """Defines the command line's flags; only when run as a program, so that importing this module as a
+  library claims no flag names (drivers that import it define their own --workdir)."""
+  workdir = flags.DEFINE_string("workdir", None, "A run directory, or a workdir holding exactly one run.")
+  flags.mark_flag_as_required("workdir")
+  return types.SimpleNamespace(
+      workdir=workdir,
+      which=flags.DEFINE_enum("which", "best", list(checkpoint.WHICH),
+                              "Checkpoint: best (highest validation metric) or last."),
+      json=flags.DEFINE_bool("json", False, "Print JSON lines with every class's probability."),
+      input=flags.DEFINE_string("input", None, "Read texts, one per line, from this file ('-': stdin) "
+                                "instead of the arguments."),
+  )
+
+
+def read_texts(source: str) -> list[str]:
+  """The lines of a UTF-8 file (``-``: stdin), one text each; a final newline ends the last text.
+
+  Raises:
+    DataError: The file is missing, unreadable or not UTF-8.
+  """
+  name = "stdin" if source == "-" else source
+  try:
+    if source == "-":
+      data = sys.stdin.buffer.read()
+    else:
+      with open(source, "rb") as file:
+        data = file.read()
+    text = data.decode("utf-8-sig")
+  except OSError as error:
+    raise DataError(f"cannot read {name} ({error.strerror}): check the --input path") from error
+  except UnicodeDecodeError as error:
+    line = data[:error.start].count(b"\n") + 1
+    raise DataError(f"{name} line {line} is not UTF-8 text: save the texts as UTF-8") from error
+  lines = text.split("\n")  # not splitlines(): texts may contain other line separators such as U+2028
+  if lines[-1] == "":
+    lines.pop()
+  return [line.removesuffix("\r") for line in lines]
+
+
+def format_prediction(text: str, prediction: Prediction, as_json: bool) -> str:
+  """One output line: ``label<TAB>probability<TAB>text prefix``, or a JSON object."""
+  if as_json:
+    return json.dumps({"text": text, "label": prediction.label, "probability": prediction.probability,
+                       "probabilities": prediction.probabilities}, ensure_ascii=False)
+  prefix = " ".join(text.split())
+  if len(prefix) > _PREFIX_CHARS:
+    prefix = prefix[:_PREFIX_CHARS - 1] + "…"
+  return f"{prediction.label}\t{prediction.probability:.4f}\t{prefix}"
+
+
+def main(argv: list[str], options: types.SimpleNamespace) -> None:
+  texts = argv[1:]
+  if options.input.value is not None:
+    if texts:
+      raise UsageError("texts given both as arguments and with --input: use one of them")
+    texts = read_texts(options.input.value)
+  if not texts:
+    raise UsageError("no texts to classify: pass them as arguments, or --input=FILE (one per line, "
+                     "'-' for stdin)")
+  predictor = load(options.workdir.value, options.which.value)
+  for text, prediction in zip(texts, predictor.predict(texts)):
+    print(format_prediction(text, prediction, options.json.value))
+
+
+def run() -> None:
+  options = _define_flags()
+  cli.run(lambda argv: main(argv, options))
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,265 @@
+"""Checkpoints: exact round trips, last + best retention, interrupted saves, and a SIGKILLed run resumed.
+
+The kill test runs :func:`train_in_subprocess` in child processes (``python -c``), so that the process
+that dies is a real training loop, not a simulation.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from seqclf import checkpoint, models, train
+from seqclf.data import batching
+from seqclf.errors import ConfigError, DataError
+from tests import synthetic
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_KILL_EPOCHS = 3
+_KILL_SEED = 7
+
+
+def _toy_state(scale: float = 1.0) -> train.TrainState:
+  """A train state without a model, one Adam step in, so that every optimizer leaf is non-trivial."""
+  params = {"dense": {"kernel": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4) * scale,
+                      "bias": jnp.full((4,), 0.5 * scale)}}
+  state = train.TrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3, eps=1e-7))
+  return state.apply_gradients(grads=jax.tree.map(jnp.ones_like, params))
+
+
+def _assert_trees_bitwise_equal(actual, expected):
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+  for got, want in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+
+
+def test_round_trip_is_bitwise(tmp_path):
+  state = _toy_state()
+  history = [{"epoch": 1, "test_acc": 0.123456789012345678}]
+  with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+    checkpointer.save(1, state, history=history, metric=0.5)
+  with checkpoint.Checkpointer(str(tmp_path), writable=False) as checkpointer:
+    restored, epoch, restored_history = checkpointer.restore_latest(_toy_state(scale=0.0))
+  assert epoch == 1 and restored_history == history
+  assert int(restored.step) == int(state.step) == 1
+  _assert_trees_bitwise_equal(restored.params, state.params)
+  _assert_trees_bitwise_equal(restored.opt_state, state.opt_state)
+
+
+def test_keeps_the_last_and_the_best_checkpoint(tmp_path):
+  states = {epoch: _toy_state(scale=epoch) for epoch in (1, 2, 3)}
+  with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+    for epoch, metric in ((1, 0.5), (2, 0.9), (3, 0.7)):
+      checkpointer.save(epoch, states[epoch], history=[], metric=metric)
+    assert checkpointer.epochs() == [2, 3]
+    assert (checkpointer.best_epoch(), checkpointer.latest_epoch()) == (2, 3)
+    best, best_epoch, _ = checkpointer.restore_best(_toy_state())
+    latest, latest_epoch, _ = checkpointer.restore_latest(_toy_state())
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
+  assert (best_epoch, latest_epoch) == (2, 3)
+  _assert_trees_bitwise_equal(best.params, states[2].params)
+  _assert_trees_bitwise_equal(latest.params, states[3].params)
+  _assert_trees_bitwise_equal(checkpoint.restore_params(str(tmp_path), "best"), states[2].params)
+  _assert_trees_bitwise_equal(checkpoint.restore_params(str(tmp_path), "last"), states[3].params)
+
+
+def test_without_metrics_only_the_last_is_kept_and_counts_as_best(tmp_path):
+  with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+    for epoch in (1, 2):
+      checkpointer.save(epoch, _toy_state(scale=epoch), history=[], metric=None)
+    assert checkpointer.epochs() == [2]
+    assert checkpointer.best_epoch() == 2
+
+
+def test_an_interrupted_save_is_ignored_then_cleaned_up(tmp_path):
+  state = _toy_state()
+  with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+    checkpointer.save(1, state, history=[{"epoch": 1}], metric=0.5)
+  checkpoints_dir = tmp_path / "checkpoints"
+  # What a save killed before its rename leaves (any file system) ...
+  (checkpoints_dir / "2.orbax-checkpoint-tmp-1700000000").mkdir()
+  (checkpoints_dir / "2.orbax-checkpoint-tmp-1700000000" / "params").mkdir()
+  # ... and, where rename is not atomic, a step directory missing its commit marker.
+  uncommitted = checkpoints_dir / "3"
+  uncommitted.mkdir()
+  (uncommitted / "_CHECKPOINT_METADATA").write_text("{}")
+
+  with checkpoint.Checkpointer(str(tmp_path), writable=False) as reader:
+    assert reader.epochs() == [1]
+    restored, epoch, history = reader.restore_latest(_toy_state(scale=0.0))
+  assert epoch == 1 and history == [{"epoch": 1}]
+  _assert_trees_bitwise_equal(restored.params, state.params)
+  assert checkpoint.restore_params(str(tmp_path), "last")["dense"]["bias"].shape == (4,)
+
+  with checkpoint.Checkpointer(str(tmp_path)) as writer:  # a resumed run saves epoch 2 again
+    writer.save(2, _toy_state(scale=2.0), history=[], metric=0.6)
+    assert writer.epochs() == [2]
+  assert sorted(os.listdir(checkpoints_dir)) == ["2"]
+
+
+def test_no_checkpoint_means_start_from_scratch(tmp_path):
+  with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+    assert checkpointer.restore_latest(_toy_state()) is None
+    assert checkpointer.restore_best(_toy_state()) is None
+  with pytest.raises(DataError, match="no complete checkpoint"):
+    checkpoint.restore_params(str(tmp_path))
+  with pytest.raises(DataError, match="no checkpoints in"):
+    checkpoint.restore_params(str(tmp_path / "elsewhere"))
+
+
+def test_saving_an_epoch_again_is_refused(tmp_path):
+  with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+    checkpointer.save(2, _toy_state(), history=[], metric=0.5)
+    with pytest.raises(DataError, match="already has a checkpoint of epoch 2"):
+      checkpointer.save(1, _toy_state(), history=[], metric=0.9)
+
+
+def test_a_checkpoint_of_another_model_is_a_data_error(tmp_path):
+  with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+    checkpointer.save(1, _toy_state(), history=[], metric=None)
+    other_params = {"dense": {"kernel": jnp.zeros((5, 4)), "bias": jnp.zeros((4,))}}
+    other_model = train.TrainState.create(apply_fn=None, params=other_params, tx=optax.adam(1e-3))
+    with pytest.raises(DataError, match=r"another model \(parameter \['dense'\]\['kernel'\] is \(5, 4\) in "
+                                        r"the model but \(3, 4\) in the checkpoint\)"):
+      checkpointer.restore_latest(other_model)
+    clipped = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+    other_optimizer = train.TrainState.create(apply_fn=None, params=_toy_state().params, tx=clipped)
+    with pytest.raises(DataError, match="another optimizer state"):
+      checkpointer.restore_latest(other_optimizer)
+
+
+def test_restore_params_rejects_an_unknown_choice(tmp_path):
+  with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+    checkpointer.save(1, _toy_state(), history=[], metric=None)
+    with pytest.raises(ConfigError, match="'best' or 'last'"):
+      checkpointer.restore_params("first")
+
+
+def test_run_config_round_trip(tmp_path):
+  config = ml_collections.ConfigDict({"top_words": 60, "model": {"embed_dim": 8}})
+  checkpoint.write_run_config(str(tmp_path / "run"), config, variant="lstm", seed=3, label_names=["a", "b"])
+  assert checkpoint.read_run_config(str(tmp_path / "run")) == (
+      {"top_words": 60, "model": {"embed_dim": 8}}, "lstm", 3, ["a", "b"])
+
+
+def test_reading_a_missing_or_foreign_run_config_is_a_data_error(tmp_path):
+  with pytest.raises(DataError, match="not a run directory"):
+    checkpoint.read_run_config(str(tmp_path))
+  (tmp_path / "config.json").write_text(json.dumps({"top_words": 60}))
+  with pytest.raises(DataError, match="lacks variant, seed, label_names"):
+    checkpoint.read_run_config(str(tmp_path))
+
+
+# --- A real training loop, killed mid-epoch and resumed. ------------------------------------------------
+
+
+def _kill_test_setup():
+  data = synthetic.signal_task(n_train=96, n_test=64)
+  config = synthetic.config(epochs=_KILL_EPOCHS)
+  config.batch_size = 16  # 6 steps per epoch
+  model = models.create("lstm_dropout", vocab_size=config.top_words, embed_dim=8, lstm_features=8,
+                        engine="scan")  # dropout, so that the replayed dropout keys matter
+  init_key, dropout_key = jax.random.split(jax.random.key(_KILL_SEED))
+  sample = jnp.asarray(data.x_train[:config.batch_size])
+  params = jax.jit(model.init)({"params": init_key}, sample)["params"]
+  state = train.TrainState.create(apply_fn=model.apply, params=params, tx=train.make_optimizer(config))
+  # Placed on the device as train.fit places it, so fresh and restored states compile alike.
+  return data, config, model, jax.device_put(state, jax.devices()[0]), dropout_key
+
+
+def _mean_metrics(split: str, batch_metrics: list[dict]) -> dict:
+  total = {name: sum(float(metrics[name]) for metrics in batch_metrics) for name in batch_metrics[0]}
+  count = total["count"]
+  return {f"{split}_loss": total["loss_sum"] / count, f"{split}_acc": total["correct"] / count}
+
+
+def train_in_subprocess(run_dir: str, pause_at: tuple[int, int] | None = None) -> None:
+  """Trains with a checkpoint after every epoch, resuming from ``run_dir``; prints ``epoch E step S``.
+
+  At ``pause_at`` (epoch, step) it prints ``paused`` and sleeps, to be killed mid-epoch.
+  """
+  data, config, model, state, dropout_key = _kill_test_setup()
+  train_step = jax.jit(train.make_train_step(model))
+  eval_step = jax.jit(train.make_eval_step(model))
+  with checkpoint.Checkpointer(run_dir) as checkpointer:
+    start_epoch, history = 0, []
+    restored = checkpointer.restore_latest(state)
+    if restored is not None:
+      state, start_epoch, history = restored
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+      order = batching.epoch_order(_KILL_SEED, epoch, len(data.x_train))
+      train_totals = []
+      for step, batch in enumerate(batching.batches(data.x_train, data.y_train, config.batch_size, order), 1):
+        state, metrics = train_step(state, batch, dropout_key)
+        train_totals.append(metrics)
+        print(f"epoch {epoch} step {step}", flush=True)
+        if (epoch, step) == pause_at:
+          print("paused", flush=True)
+          time.sleep(600)
+      test_totals = [eval_step(state.params, batch)
+                     for batch in batching.batches(data.x_test, data.y_test, config.eval_batch_size)]
+      history.append({"epoch": epoch, **_mean_metrics("train", train_totals),
+                      **_mean_metrics("test", test_totals)})
+      checkpointer.save(epoch, state, history=history, metric=history[-1]["test_acc"])
+  print("done", flush=True)
+
+
+def _start_training(run_dir, pause_at=None) -> subprocess.Popen:
+  code = ("from tests.test_checkpoint import train_in_subprocess; "
+          f"train_in_subprocess({str(run_dir)!r}, {pause_at!r})")
+  # A compilation cache shared by the three runs: only the first one pays for compiling.
+  compilation_cache = os.path.join(os.path.dirname(run_dir), "jax_cache")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": compilation_cache,
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  return subprocess.Popen([sys.executable, "-c", code], cwd=_REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _train_to_completion(run_dir) -> None:
+  process = _start_training(run_dir)
+  stdout, stderr = process.communicate(timeout=120)
+  assert process.returncode == 0, stderr[-3000:]
+  assert stdout.splitlines()[-1] == "done"
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+  reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+  _train_to_completion(reference_dir)
+
+  process = _start_training(killed_dir, pause_at=(2, 3))
+  try:
+    lines = []
+    for line in process.stdout:
+      lines.append(line.strip())
+      if lines[-1] == "paused":
+        break
+    assert lines[-2:] == ["epoch 2 step 3", "paused"], lines
+  finally:
+    process.kill()
+    process.wait(timeout=30)
+  with checkpoint.Checkpointer(str(killed_dir), writable=False) as checkpointer:
+    assert checkpointer.epochs() == [1]
+  _train_to_completion(killed_dir)
+
+  _, _, _, target, _ = _kill_test_setup()
+  with checkpoint.Checkpointer(str(reference_dir), writable=False) as reference, \
+       checkpoint.Checkpointer(str(killed_dir), writable=False) as resumed:
+    assert resumed.epochs() == reference.epochs()
+    assert resumed.best_epoch() == reference.best_epoch()
+    want_state, want_epoch, want_history = reference.restore_latest(target)
+    got_state, got_epoch, got_history = resumed.restore_latest(target)
+  assert got_epoch == want_epoch == _KILL_EPOCHS
+  assert got_history == want_history
+  assert int(got_state.step) == int(want_state.step) == _KILL_EPOCHS * 6
+  _assert_trees_bitwise_equal(got_state.params, want_state.params)
+  _assert_trees_bitwise_equal(got_state.opt_state, want_state.opt_state)
