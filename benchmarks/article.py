@@ -13,10 +13,14 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from seqclf import cli, models, results, train
+import jax
+
+from seqclf import cli, models, parallel, presets, results, train
 from seqclf.data import load_encoded
 from seqclf.errors import ConfigError
 from seqclf.lstm import resolve_engine
+
+DEFAULT_BUCKETS = 6
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
@@ -32,6 +36,12 @@ _IMDB = flags.DEFINE_string("imdb", cli.default_imdb_source(),
                             "(default: $SEQCLF_IMDB, else tfds).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Encoded-data cache (default $SEQCLF_CACHE or "
                                  "~/.cache/seqclf).")
+_BUCKETING = flags.DEFINE_bool("bucketing", False, "Length-bucketed, masked batches (sets "
+                               f"--config.num_buckets={DEFAULT_BUCKETS} unless the config sets a count).")
+_PRESET = flags.DEFINE_enum("preset", "none", list(presets.PRESETS), "Platform preset (seqclf/presets.py).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -68,7 +78,11 @@ TABLE_HEADER = ["variant", "engine", "s/epoch", "compile s", "test acc", "articl
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+  presets.apply(_PRESET.value)  # before anything starts JAX's backends
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value.unlock()
+  if _BUCKETING.value and not config.num_buckets:
+    config.num_buckets = DEFAULT_BUCKETS
   if _EPOCHS.value is not None:
     config.epochs = _EPOCHS.value
   if _ENGINE.value is not None:
@@ -84,13 +98,17 @@ def main(argv):
   for variant in variants:  # catch bad model fields before loading data
     models.create(variant, vocab_size=config.top_words, **config.model)
   workdir = _WORKDIR.value
-  results.write_text_atomic(os.path.join(workdir, ".write_check"), "")  # fail now, not after training
-  os.remove(os.path.join(workdir, ".write_check"))
+  writer = jax.process_index() == 0  # every process trains; one writes
+  if writer:
+    results.write_text_atomic(os.path.join(workdir, ".write_check"), "")  # fail now, not after training
+    os.remove(os.path.join(workdir, ".write_check"))
 
   data = load_encoded(_IMDB.value, top_words=config.top_words, maxlen=config.maxlen,
                       padding=config.padding, truncating=config.truncating, cache_dir=_CACHE_DIR.value)
-  data.vocab.save(os.path.join(workdir, "vocab.json"))
-  meta = results.collect_meta(config, flags={"imdb": _IMDB.value, "workdir": workdir})
+  if writer:
+    data.vocab.save(os.path.join(workdir, "vocab.json"))
+  meta = results.collect_meta(config, flags={"imdb": _IMDB.value, "workdir": workdir,
+                                             "preset": _PRESET.value})
   runs = []
   for variant in variants:
     model = models.create(variant, vocab_size=config.top_words, **config.model)
@@ -102,6 +120,8 @@ def main(argv):
       record, _ = train.fit(model, data, config, seed=seed, label=variant, on_epoch=report)
       runs.append({"variant": variant, "engine": engine, **record})
       table = results.markdown_table(TABLE_HEADER, summary_rows(runs))
+      if not writer:
+        continue
       results.write_json_atomic(os.path.join(workdir, "results.json"),
                                 {"schema_version": results.SCHEMA_VERSION, "kind": "article",
                                  "meta": meta, "runs": runs})

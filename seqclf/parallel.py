@@ -31,8 +31,9 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
                              process_id=process_id)
 
 
-def make_mesh() -> Mesh:
-  return Mesh(np.array(jax.devices()), (BATCH_AXIS,))
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over ``devices`` (default: every device of every process)."""
+  return Mesh(np.array(devices if devices is not None else jax.devices()), (BATCH_AXIS,))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:

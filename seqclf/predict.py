@@ -1,4 +1,4 @@
-r"""Classifying new texts with a trained run.
+"""Classifying new texts with a trained run.
 
   python -m seqclf.predict --workdir=runs/article/lstm/seed_0 "A great film" "Dull and far too long"
   python -m seqclf.predict --workdir=runs/mine --which=last --json --input=reviews.txt

@@ -31,6 +31,11 @@ from seqclf.data import batching
 from seqclf.errors import ConfigError
 
 
+# Bucket lengths are rounded up to a multiple of this: even for the CNN's pool windows, and whole
+# SIMD/tile widths for the matmuls.
+BUCKET_MULTIPLE = 16
+
+
 class TrainState(train_state.TrainState):
   pass
 
@@ -195,8 +200,8 @@ class _Feeder:
       self.x_test = batching.left_align(data.x_test, padding)
       self.n_train = batching.token_lengths(self.x_train, "post")
       self.n_test = batching.token_lengths(self.x_test, "post")
-      multiple = 8 * max(1, config.model.get("pool_size", 2))
-      self.lengths = batching.bucket_lengths(self.n_train, self.num_buckets, data.x_train.shape[1], multiple)
+      self.lengths = batching.bucket_lengths(self.n_train, self.num_buckets, data.x_train.shape[1],
+                                             BUCKET_MULTIPLE)
     else:
       self.lengths = [data.x_train.shape[1]]
 

@@ -11,13 +11,13 @@ refused with the line of its first undecodable byte rather than silently garbled
 usually spoils every non-ASCII word.
 
 Labels are class names (strings) or class ids (integers; in CSV, fields of digits), one kind per file.
-Names get ids in sorted order (``neg``, ``pos`` -> 0, 1); ids must lie in ``0..C-1``, C being the largest
-id plus one, and are named ``"0"``..``"C-1"``. Passing ``label_names`` fixes the classes instead (use the
+Names get ids in sorted order (``neg``, ``pos`` -> 0, 1). Ids must not be negative; the classes are then
+``"0"``..``"C-1"``, C - 1 being the largest id. Passing ``label_names`` fixes the classes instead (use the
 train file's for the test file): then names must be among them and ids below their count.
 
 A driver uses it like this (the vocabulary is fitted on the train split only)::
 
-  texts = load_text_dataset("train.csv", "test.csv", val_fraction=0.1, seed=config.seed)
+  texts = load_text_dataset("train.csv", "test.csv", val_fraction=0.1, seed=seed)
   data = encode_text_dataset(texts, top_words=..., maxlen=..., padding=..., truncating=...)
   model = models.create(variant, vocab_size=config.top_words, num_classes=len(texts.label_names), ...)
   train.fit(model, data, config, seed=seed)     # evaluates on the validation split every epoch

@@ -1,0 +1,34 @@
+"""Named platform presets: XLA flags and environment applied by name (``--preset``), never by hand.
+
+A preset must be applied before JAX creates its backends (the drivers do it first thing in ``main``),
+because XLA reads ``XLA_FLAGS`` once, at backend start-up.
+
+  none            nothing changed.
+  cpu_multicore   one XLA CPU device per core, so the data-parallel mesh (`seqclf.parallel`) runs the
+                  batch halves on both cores; XLA's CPU backend runs the LSTM's small per-step matmuls
+                  on one thread otherwise. Measured on the 2-core CPU here: see WORKSPACE.md.
+  gpu_graphs      CUDA graphs (command buffers) also for while loops and conditionals, so a `lax.scan`
+                  time loop is replayed as one graph instead of being launched kernel by kernel from
+                  the host. Not yet measured on a GPU (no session has had one): opt-in.
+"""
+
+import os
+
+from seqclf.errors import ConfigError
+
+PRESETS = {
+    "none": {},
+    "cpu_multicore": {"xla_flags": ["--xla_force_host_platform_device_count={cores}"]},
+    "gpu_graphs": {"xla_flags": [
+        "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"]},
+}
+
+
+def apply(name: str, environ=os.environ) -> list[str]:
+  """Adds preset ``name``'s flags to ``XLA_FLAGS`` in ``environ``; returns the flags it added."""
+  if name not in PRESETS:
+    raise ConfigError(f"unknown preset {name!r}; choose from: {', '.join(PRESETS)}")
+  added = [flag.format(cores=os.cpu_count() or 1) for flag in PRESETS[name].get("xla_flags", [])]
+  if added:
+    environ["XLA_FLAGS"] = " ".join([environ.get("XLA_FLAGS", ""), *added]).strip()
+  return added
