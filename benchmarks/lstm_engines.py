@@ -24,7 +24,8 @@ _STEPS = flags.DEFINE_list("steps", ["100", "500"], "Sequence lengths T.")
 _HIDDEN_SIZES = flags.DEFINE_list("hidden_sizes", ["100", "256", "512"], "Hidden sizes H.")
 _INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "Input (embedding) size E.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (median and spread).")
-_PEERS = flags.DEFINE_list("peers", [], "Also time these in the same process: torch (nn.LSTM).")
+_PEERS = flags.DEFINE_list("peers", [], "Also time these in the same process: flax "
+                           "(nn.RNN(OptimizedLSTMCell)), torch (nn.LSTM; cuDNN on GPU).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/lstm_engines", "Where lstm_engines.json goes.")
 
 
@@ -49,6 +50,26 @@ def time_engine(engine, params, xs, repeats) -> dict:
   for mode, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
     compiled, compile_s = timing.compile_seconds(jax.jit(fn), params, xs)
     out[mode] = {"compile_s": compile_s, **timing.steady_state(compiled, params, xs, repeats=repeats)}
+  return out
+
+
+def time_flax(params_like, xs, hidden, repeats) -> dict:
+  """Flax's own LSTM layer, the usual choice in JAX code, on the same inputs."""
+  import flax.linen as nn
+  del params_like
+  layer = nn.RNN(nn.OptimizedLSTMCell(hidden), return_carry=True)
+  variables = layer.init(jax.random.key(0), xs)
+
+  def forward(variables, xs):
+    return layer.apply(variables, xs)[0][1]  # carry is (c, h)
+
+  def forward_backward(variables, xs):
+    return jax.grad(lambda v, x: jnp.sum(forward(v, x)), argnums=(0, 1))(variables, xs)
+
+  out = {}
+  for mode, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
+    compiled, compile_s = timing.compile_seconds(jax.jit(fn), variables, xs)
+    out[mode] = {"compile_s": compile_s, **timing.steady_state(compiled, variables, xs, repeats=repeats)}
   return out
 
 
@@ -83,9 +104,9 @@ def main(argv):
       raise ConfigError(f"unknown LSTM engine {engine!r}; choose from {', '.join(ENGINES)}")
   if "scan" not in engines:
     engines = ["scan", *engines]  # every ratio is against scan, measured here
-  unknown_peers = set(_PEERS.value) - {"torch"}
+  unknown_peers = set(_PEERS.value) - {"flax", "torch"}
   if unknown_peers:
-    raise ConfigError(f"unknown peer(s) {', '.join(sorted(unknown_peers))}; available: torch")
+    raise ConfigError(f"unknown peer(s) {', '.join(sorted(unknown_peers))}; available: flax, torch")
   try:
     shapes = [(int(b), int(t), int(h)) for b in _BATCH_SIZES.value for t in _STEPS.value
               for h in _HIDDEN_SIZES.value]
@@ -100,6 +121,8 @@ def main(argv):
     params = init_params(jax.random.key(0), e, h)
     xs = jax.random.normal(jax.random.key(1), (b, t, e))
     timings = {engine: time_engine(engine, params, xs, _REPEATS.value) for engine in engines}
+    if "flax" in _PEERS.value:
+      timings["flax"] = time_flax(params, xs, h, _REPEATS.value)
     if "torch" in _PEERS.value:
       timings["torch"] = time_torch(b, t, e, h, _REPEATS.value)
     flops = lstm_flops(b, t, e, h)

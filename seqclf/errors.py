@@ -16,3 +16,11 @@ class DataError(UsageError):
 
 class ConfigError(UsageError):
   """A config value or flag is out of range or unknown."""
+
+
+class DivergedError(UsageError):
+  """Training produced a NaN or infinite loss; the message names the step and what to change."""
+
+
+class ResourceError(UsageError):
+  """A config would not fit in the memory of the device it runs on (found before allocating)."""

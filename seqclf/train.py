@@ -16,6 +16,7 @@ only after ``block_until_ready()`` on the final state, so ``epoch_s`` is steady-
 """
 
 import dataclasses
+import os
 import sys
 import time
 from typing import Callable
@@ -28,7 +29,7 @@ from flax.training import train_state
 
 from seqclf import parallel
 from seqclf.data import batching
-from seqclf.errors import ConfigError
+from seqclf.errors import ConfigError, DivergedError, ResourceError  # noqa: F401 (re-exported)
 
 
 # Bucket lengths are rounded up to a multiple of this: even for the CNN's pool windows, and whole
@@ -104,7 +105,9 @@ def make_train_step(model, use_mask: bool = False) -> Callable:
                            train=True, rngs={"dropout": dropout_key})
       return loss_and_metrics(logits, batch["labels"], batch["weights"])
 
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    # Checked on the host once per epoch (no per-step sync); min-reduced, so the first one is kept.
+    metrics["first_nonfinite_step"] = jnp.where(jnp.isfinite(loss), NO_STEP, state.step)
     return state.apply_gradients(grads=grads), metrics
   return train_step
 
@@ -132,7 +135,8 @@ def make_train_chunk(train_step, batch_size: int, steps: int, data_sharding) -> 
       batch = jax.lax.with_sharding_constraint(batch, data_sharding)
       return train_step(state, batch, dropout_key)
     state, metrics = jax.lax.scan(one_step, state, jnp.arange(steps))
-    return state, jax.tree.map(jnp.sum, metrics)
+    return state, {key: (jnp.min if key in _MIN_METRICS else jnp.sum)(value)
+                   for key, value in metrics.items()}
   return train_chunk
 
 
@@ -146,8 +150,51 @@ def device_epoch_plan(shuffle_key, epoch, n: int, batch_size: int):
   return order, weights
 
 
+# Metrics combined with min instead of sum over steps.
+_MIN_METRICS = ("first_nonfinite_step",)
+NO_STEP = jnp.iinfo(jnp.int32).max
+
+
 def _sum_metrics(total, metrics):
-  return metrics if total is None else jax.tree.map(jnp.add, total, metrics)
+  if total is None:
+    return metrics
+  return {key: (jnp.minimum if key in _MIN_METRICS else jnp.add)(total[key], value)
+          for key, value in metrics.items()}
+
+
+def check_finite(total, epoch: int) -> None:
+  """Raises `DivergedError` naming the first step whose loss was NaN or infinite, if any."""
+  step = int(jax.device_get(total["first_nonfinite_step"]))
+  if step != NO_STEP:
+    raise DivergedError(f"the training loss became NaN or infinite at step {step + 1} (epoch {epoch}); "
+                        "lower --config.learning_rate or set --config.grad_clip_norm (e.g. 1.0); the "
+                        "last good checkpoint is the previous epoch's")
+
+
+def check_fits_in_memory(compiled_steps) -> None:
+  """Raises `ResourceError` before training if the largest compiled step cannot fit on the device.
+
+  Uses XLA's own memory analysis of the compiled step (arguments, outputs and temporaries), so the
+  estimate is exact for the step and is known before the big buffers are allocated.
+  """
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() or {}
+  limit = stats.get("bytes_limit")
+  if limit is None and device.platform == "cpu":
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+  if not limit:
+    return
+  needed = 0
+  for compiled in compiled_steps:
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+      return
+    needed = max(needed, analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+                 + analysis.temp_size_in_bytes)
+  if needed > limit:
+    raise ResourceError(f"one training step needs {needed / 2**30:.1f} GiB but {device.platform} has "
+                        f"{limit / 2**30:.1f} GiB available; lower --config.batch_size or "
+                        "--config.maxlen (or use --bucketing)")
 
 
 def _finish(total) -> tuple[float, float]:
@@ -263,17 +310,22 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None,
   eval_steps = {length: jit_eval.lower(state.params, _abstract(
       feeder.sample(config.eval_batch_size, length), data_sharding)).compile() for length in feeder.lengths}
   steps_per_epoch = feeder.steps_per_epoch()
+  run_chunks = {}
   if config.get("device_resident"):
-    x_train, y_train = parallel.shard((data.x_train, data.y_train), replicated)
     chunk = config.get("steps_per_dispatch", 0) or steps_per_epoch
     chunks = [chunk] * (steps_per_epoch // chunk) + ([steps_per_epoch % chunk] if steps_per_epoch % chunk else [])
     plan = jax.jit(device_epoch_plan, static_argnums=(2, 3), out_shardings=replicated)
     order, weights = plan(shuffle_key, 1, len(data.x_train), config.batch_size)
     run_chunks = {n: jax.jit(make_train_chunk(train_step, config.batch_size, n, data_sharding),
                              donate_argnums=0, out_shardings=(replicated, replicated)).lower(
-                                 state, x_train, y_train, order, weights, dropout_key, 0).compile()
+                                 state, *_abstract((data.x_train, data.y_train), replicated), order,
+                                 weights, dropout_key, 0).compile()
                   for n in set(chunks)}
   compile_s = time.perf_counter() - compile_start
+  # The resident arrays are arguments of the chunk steps, so they are counted there.
+  check_fits_in_memory([*train_steps.values(), *eval_steps.values(), *run_chunks.values()])
+  if config.get("device_resident"):
+    x_train, y_train = parallel.shard((data.x_train, data.y_train), replicated)
 
   def run_epoch(state, epoch, progress):
     total, done = None, 0
@@ -306,6 +358,7 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None,
     jax.block_until_ready((state, total))
     epoch_s = time.perf_counter() - start
     progress.close()
+    check_finite(total, epoch)
     train_loss, train_acc = _finish(total)
     eval_start = time.perf_counter()
     test_loss, test_acc = evaluate(state.params)

@@ -51,3 +51,54 @@ def test_validate_rejects_non_positive_sizes(key, value):
 
 def test_keras_adam_epsilon():
   assert default.get_config().adam_eps == 1e-7
+
+
+def _tiny_state_and_batch():
+  import jax
+  from seqclf import models
+  model = models.create("lstm", vocab_size=20, embed_dim=4, lstm_features=3)
+  tokens = np.arange(12, dtype=np.int32).reshape(2, 6)
+  params = model.init(jax.random.PRNGKey(0), tokens)["params"]
+  state = train.TrainState.create(apply_fn=model.apply, params=params,
+                                  tx=train.make_optimizer(default.get_config()))
+  batch = {"tokens": tokens, "labels": np.array([0, 1], np.int32), "weights": np.ones(2, np.float32)}
+  return model, state, batch
+
+
+def test_a_nan_loss_is_reported_with_its_step():
+  import jax
+  model, state, batch = _tiny_state_and_batch()
+  step = jax.jit(train.make_train_step(model))
+  key = jax.random.PRNGKey(1)
+  state, first = step(state, batch, key)
+  train.check_finite(first, epoch=1)  # a finite loss passes
+  broken = state.replace(params=jax.tree.map(lambda p: p * jnp.nan, state.params))
+  _, second = step(broken, batch, key)
+  total = train._sum_metrics(first, second)
+  with pytest.raises(train.DivergedError, match=r"at step 2 \(epoch 3\).*grad_clip_norm"):
+    train.check_finite(total, epoch=3)
+
+
+def test_a_step_that_cannot_fit_is_refused_before_training():
+  import jax
+  model, state, batch = _tiny_state_and_batch()
+  compiled = jax.jit(train.make_train_step(model)).lower(state, batch, jax.random.PRNGKey(0)).compile()
+  train.check_fits_in_memory([compiled])  # a tiny step fits
+
+  class Huge:
+    def memory_analysis(self):
+      analysis = compiled.memory_analysis()
+      analysis.temp_size_in_bytes = 2 ** 50
+      return analysis
+  with pytest.raises(train.ResourceError, match="GiB.*batch_size"):
+    train.check_fits_in_memory([Huge()])
+
+
+def test_gradient_clipping_happens_before_adam():
+  config = default.get_config()
+  config.grad_clip_norm = 1e-3
+  tx = train.make_optimizer(config)
+  params = {"w": jnp.zeros(3)}
+  _, opt_state = tx.update({"w": jnp.array([1e6, 0.0, 0.0])}, tx.init(params), params)
+  adam_state = opt_state[1][0]  # chain(clip, adam): Adam's first moment saw the clipped gradient
+  np.testing.assert_allclose(adam_state.mu["w"], [0.1 * 1e-3, 0.0, 0.0], rtol=1e-5)
