@@ -15,7 +15,8 @@ from ml_collections import config_flags
 
 import jax
 
-from seqclf import cli, models, parallel, presets, results, train
+from benchmarks import peers
+from seqclf import cli, metric_writers, models, parallel, presets, results, train
 from seqclf.data import load_encoded
 from seqclf.errors import ConfigError
 from seqclf.lstm import resolve_engine
@@ -42,6 +43,10 @@ _PRESET = flags.DEFINE_enum("preset", "none", list(presets.PRESETS), "Platform p
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
+_PEERS = flags.DEFINE_string("peers", "", "Also train each variant with these, same data and "
+                             "hyper-parameters: torch, keras (pip install -e .[peers]).")
+_TENSORBOARD = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event files beside "
+                                 "WORKDIR/logs/<run>/metrics.jsonl.")
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -55,10 +60,13 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def summary_rows(runs: list[dict]) -> list[list]:
-  """One row per variant: mean over seeds of the median epoch time and of the final test accuracy."""
-  rows = []
-  for variant in dict.fromkeys(run["variant"] for run in runs):
-    mine = [run for run in runs if run["variant"] == variant]
+  """One row per (variant, engine): median epoch time, mean final test accuracy over seeds.
+
+  A peer's row (torch, keras) also says how many times faster seqclf's engine was on that variant.
+  """
+  rows, ours_s = [], {}
+  for variant, engine in dict.fromkeys((run["variant"], run["engine"]) for run in runs):
+    mine = [run for run in runs if (run["variant"], run["engine"]) == (variant, engine)]
     epoch_s = sorted(e["epoch_s"] for run in mine for e in run["epochs"])
     median_s = epoch_s[len(epoch_s) // 2]
     accs = [run["epochs"][-1]["test_acc"] for run in mine]
@@ -66,13 +74,44 @@ def summary_rows(runs: list[dict]) -> list[list]:
     if len(accs) > 1:
       acc += f" (±{100 * (max(accs) - min(accs)) / 2:.2f})"
     compile_s = sum(run["compile_s"] for run in mine) / len(mine)
+    if engine in peers.PEERS:
+      speedup = f"{median_s / ours_s[variant]:.2f}x" if variant in ours_s else "–"
+    else:
+      ours_s.setdefault(variant, median_s)
+      speedup = "–"
     article_s, article_acc = models.ARTICLE_RESULTS.get(variant, (None, None))
-    rows.append([variant, mine[0]["engine"], f"{median_s:.2f}", f"{compile_s:.2f}", acc,
+    rows.append([variant, engine, f"{median_s:.2f}", f"{compile_s:.2f}", acc, speedup,
                  article_s if article_s else "–", f"{100 * article_acc:.2f} %" if article_acc else "–"])
   return rows
 
 
-TABLE_HEADER = ["variant", "engine", "s/epoch", "compile s", "test acc", "article s/epoch", "article acc"]
+TABLE_HEADER = ["variant", "engine", "s/epoch", "compile s", "test acc", "seqclf speed-up",
+                "article s/epoch", "article acc"]
+
+
+def train_one(model, variant: str, trainer: str, seed: int, data, config, workdir) -> dict:
+  """Trains one (variant, engine or peer, seed) run, printing each epoch and logging its metrics."""
+  writer = None
+  if workdir:
+    writer = metric_writers.create_default_writer(
+        os.path.join(workdir, "logs", f"{variant}-{trainer}-seed{seed}"), tensorboard=_TENSORBOARD.value)
+    writer.write_hparams({"variant": variant, "engine": trainer, "seed": seed, **config.to_dict()})
+
+  def report(m):
+    print(f"{variant} [{trainer}] seed {seed} epoch {m.epoch}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} "
+          f"ex/s) train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | test loss {m.test_loss:.4f} "
+          f"acc {m.test_acc:.4f}", flush=True)
+    if writer:
+      writer.write_scalars(m.epoch, metric_writers.epoch_scalars(m))
+      writer.flush()
+
+  try:
+    if trainer in peers.PEERS:
+      return peers.fit_peer(trainer, variant, data, config, seed=seed, on_epoch=report)
+    return train.fit(model, data, config, seed=seed, label=variant, on_epoch=report)[0]
+  finally:
+    if writer:
+      writer.close()
 
 
 def main(argv):
@@ -95,6 +134,12 @@ def main(argv):
   variants = models.parse_variants(config.variants)
   seeds = parse_seeds(config.seeds)
   engine = resolve_engine(config.model.engine)
+  peer_names = peers.parse_peers(_PEERS.value)
+  for name in peer_names:
+    peers.load_peer(name)  # a missing framework fails now, not after training
+  if peer_names and (config.mask or config.num_buckets or config.device_resident):
+    raise ConfigError("--peers trains the article's fixed-length setup; drop --bucketing / "
+                      "--config.mask / --config.device_resident to compare like with like")
   for variant in variants:  # catch bad model fields before loading data
     models.create(variant, vocab_size=config.top_words, **config.model)
   workdir = _WORKDIR.value
@@ -112,20 +157,16 @@ def main(argv):
   runs = []
   for variant in variants:
     model = models.create(variant, vocab_size=config.top_words, **config.model)
-    for seed in seeds:
-      def report(m, variant=variant, seed=seed):
-        print(f"{variant} seed {seed} epoch {m.epoch}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} ex/s) "
-              f"train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | test loss {m.test_loss:.4f} "
-              f"acc {m.test_acc:.4f}", flush=True)
-      record, _ = train.fit(model, data, config, seed=seed, label=variant, on_epoch=report)
-      runs.append({"variant": variant, "engine": engine, **record})
-      table = results.markdown_table(TABLE_HEADER, summary_rows(runs))
-      if not writer:
-        continue
-      results.write_json_atomic(os.path.join(workdir, "results.json"),
-                                {"schema_version": results.SCHEMA_VERSION, "kind": "article",
-                                 "meta": meta, "runs": runs})
-      results.write_text_atomic(os.path.join(workdir, "results.md"), table)
+    for trainer in [engine, *peer_names]:
+      for seed in seeds:
+        record = train_one(model, variant, trainer, seed, data, config, workdir if writer else None)
+        runs.append({"variant": variant, "engine": trainer, **record})
+        table = results.markdown_table(TABLE_HEADER, summary_rows(runs))
+        if writer:
+          results.write_json_atomic(os.path.join(workdir, "results.json"),
+                                    {"schema_version": results.SCHEMA_VERSION, "kind": "article",
+                                     "meta": meta, "runs": runs})
+          results.write_text_atomic(os.path.join(workdir, "results.md"), table)
   print()
   print(table, end="")
   print(f"\nwrote {os.path.join(workdir, 'results.json')}")

@@ -41,6 +41,8 @@ RESULT_FILE_NAMES = ("results.json", "lstm_engines.json")
 KINDS = ("article", "lstm_engines")
 # Config keys that change how long an epoch takes or what is learned: runs that differ are not comparable.
 CONFIG_KEYS = ("maxlen", "batch_size", "top_words")
+# Also listed under the table: how long and how each source trained.
+DESCRIBED_CONFIG_KEYS = (*CONFIG_KEYS, "epochs", "mask", "num_buckets", "device_resident")
 
 
 @dataclasses.dataclass
@@ -211,7 +213,7 @@ def final_test_accuracies(runs: list[dict]) -> list[float]:
   return [run["epochs"][-1]["test_acc"] for run in runs if run["epochs"]]
 
 
-def test_accuracy_curve(runs: list[dict]) -> tuple[list[int], list[float]]:
+def accuracy_curve(runs: list[dict]) -> tuple[list[int], list[float]]:
   """Epochs and the mean test accuracy over the runs (seeds) that reached each."""
   by_epoch = {}
   for run in runs:
@@ -254,7 +256,7 @@ def comparison_table(rows: list[Row], labels: list[str], baseline: str) -> str:
 
 
 def describe_source(source: Source) -> str:
-  """One markdown list item: label, path, kind, date, host, commit, versions and the data setup."""
+  """One markdown list item: label, path, kind, date, host, commit, versions, the setup and the preset."""
   meta = source.meta
   git = meta.get("git") or {}
   commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
@@ -264,7 +266,10 @@ def describe_source(source: Source) -> str:
            f"{meta.get('cpu_count', '?')} CPUs"]
   config = meta.get("config") or {}
   if source.kind == "article":
-    parts.append(", ".join(f"{key} {config.get(key)}" for key in (*CONFIG_KEYS, "epochs")))
+    parts.append(", ".join(f"{key} {config[key]}" for key in DESCRIBED_CONFIG_KEYS if key in config))
+  preset = (meta.get("flags") or {}).get("preset")
+  if preset and preset != "none":
+    parts.append(f"preset {preset}")
   return f"- **{source.label}**: `{source.path}` — " + "; ".join(parts)
 
 
@@ -341,7 +346,7 @@ def plot_test_accuracy(rows: list[Row], labels: list[str], path: str) -> None:
   for row, color in zip(rows, colors):
     for index, label in enumerate(labels):
       if row.runs.get(label):
-        epochs, accuracies = test_accuracy_curve(row.runs[label])
+        epochs, accuracies = accuracy_curve(row.runs[label])
         # Later devices get bigger, hollow markers, so equal curves (same seeds) stay visible.
         axes.plot(epochs, [100 * a for a in accuracies], color=color,
                   linestyle=_LINE_STYLES[index % len(_LINE_STYLES)], marker=_MARKERS[index % len(_MARKERS)],

@@ -3,7 +3,7 @@
 TensorFlow-free on purpose: clu's writers import TensorFlow, which seqclf does not depend on. TensorBoard
 files are written with tensorboardX (optional: `create_default_writer` falls back to JSON lines alone).
 
-  writer = create_default_writer("runs/article/tb/lstm_seed0")
+  writer = create_default_writer("runs/article/logs/lstm-fused-seed0")
   writer.write_hparams({"variant": "lstm", "seed": 0, **config.to_dict()})
   writer.write_scalars(metrics.epoch, epoch_scalars(metrics))
   writer.close()
@@ -69,7 +69,8 @@ def flatten_hparams(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, s
 
 
 class JsonlWriter:
-  """One JSON object per line and step, ``{"step": ..., **scalars}``, flushed line by line.
+  """One JSON object per line and step, ``{"step": ..., **scalars}``, flushed line by line; appends, so a
+  resumed run continues its file.
 
   Hyper-parameters go to ``hparams.json`` next to the lines file, so every line stays a step.
   """

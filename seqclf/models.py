@@ -57,6 +57,8 @@ class SequenceClassifier(nn.Module):
   lstm_input_dropout: float = 0.0
   lstm_recurrent_dropout: float = 0.0
   output_dropout: float = 0.0      # Dropout layer after the LSTM
+  lstm_layers: int = 1             # stacked LSTMs; each reads the full output sequence of the last
+  bidirectional: bool = False      # a second LSTM per layer reads the reversed sequence
 
   @nn.compact
   def __call__(self, tokens, mask=None, train: bool = False):
@@ -77,13 +79,32 @@ class SequenceClassifier(nn.Module):
         # of pool_size.
         steps = x.shape[1] * self.pool_size
         mask = mask[:, :steps].reshape(mask.shape[0], -1, self.pool_size).all(axis=-1)
-    _, (h, _) = LSTM(self.lstm_features, engine=self.engine, input_dropout=self.lstm_input_dropout,
-                     recurrent_dropout=self.lstm_recurrent_dropout, name="lstm")(
-                         x, mask=mask, deterministic=not train)
+    h = self._recurrent_stack(x, mask, train)
     h = nn.Dropout(self.output_dropout, deterministic=not train)(h)
     outputs = 1 if self.num_classes == 2 else self.num_classes
     logits = nn.Dense(outputs, name="head")(h)
     return logits[:, 0] if outputs == 1 else logits
+
+
+  def _recurrent_stack(self, x, mask, train: bool):
+    """Runs the (stacked, optionally bidirectional) LSTMs; returns the final hidden state(s) [B, H']."""
+    def layer(name):
+      return LSTM(self.lstm_features, engine=self.engine, input_dropout=self.lstm_input_dropout,
+                  recurrent_dropout=self.lstm_recurrent_dropout, name=name)
+
+    for depth in range(self.lstm_layers):
+      suffix = f"_{depth}" if depth else ""  # the first layer keeps the name "lstm" (article params)
+      outputs, (h, _) = layer("lstm" + suffix)(x, mask=mask, deterministic=not train)
+      if self.bidirectional:
+        # Reversing the steps and the mask together runs the backward direction exactly: masked steps
+        # are no-ops wherever they sit, so padding needs no special handling.
+        reversed_mask = None if mask is None else mask[:, ::-1]
+        back_outputs, (back_h, _) = layer("lstm_backward" + suffix)(
+            x[:, ::-1], mask=reversed_mask, deterministic=not train)
+        outputs = jnp.concatenate([outputs, back_outputs[:, ::-1]], axis=-1)
+        h = jnp.concatenate([h, back_h], axis=-1)
+      x = outputs
+    return h
 
 
 def create(variant: str, **model_fields) -> SequenceClassifier:

@@ -217,3 +217,17 @@ def test_cli_needs_results_and_out(tmp_path):
   path = write(tmp_path / "results.json", article_results(1, CPU1_SECONDS))
   result = run_compare(path)
   assert result.returncode == 2 and "--out is required" in result.stderr
+
+
+def test_engine_sweep_over_sequence_length_from_two_devices(tmp_path):
+  sweeps = []
+  for name, count in (("a", 1), ("b", 4)):
+    sweep = engine_results()
+    sweep["meta"]["device"]["count"] = count
+    sweep["runs"] = [{**run, "batch": 64, "steps": run["batch"] * 10} for run in sweep["runs"]]
+    sweeps.append(write(tmp_path / name / "lstm_engines.json", sweep))
+  written = compare.write_comparison(sweeps, str(tmp_path / "out"))
+  assert [os.path.basename(path) for path in written] == ["compare.md", "engine_sweep.png"]
+  assert_png(written[1])
+  with pytest.raises(UsageError, match="--baseline picks a device column of article results"):
+    compare.write_comparison(sweeps, str(tmp_path / "out"), baseline="cpu")

@@ -38,11 +38,13 @@ def test_dropout_is_off_at_eval_and_deterministic_under_a_seed():
   assert not np.allclose(apply(True, 1), apply(False))
 
 
-@pytest.mark.parametrize("variant", ["lstm", "cnn_lstm"])
+@pytest.mark.parametrize("variant,fields", [
+    ("lstm", {}), ("cnn_lstm", {}), ("lstm", {"bidirectional": True, "lstm_layers": 2})],
+    ids=["lstm", "cnn_lstm", "stacked_bidirectional"])
 @pytest.mark.parametrize("length", [6, 7])
-def test_mask_makes_padding_invisible(variant, length):
+def test_mask_makes_padding_invisible(variant, fields, length):
   """With a mask, a review gives the same logit alone, right-padded, and left-padded by an even count."""
-  model = models.create(variant, vocab_size=40, embed_dim=8, lstm_features=6)
+  model = models.create(variant, vocab_size=40, embed_dim=8, lstm_features=6, **fields)
   review = jnp.arange(7, 7 + length)[None]
   left = jnp.pad(review, ((0, 0), (4, 0)))
   right = jnp.pad(review, ((0, 0), (0, 5)))
@@ -69,3 +71,14 @@ def test_unknown_variant_and_field_are_config_errors():
   with pytest.raises(ConfigError, match="unknown variant 'x'"):
     models.parse_variants("lstm,x")
   assert models.parse_variants("all") == list(models.VARIANTS)
+
+
+def test_stacked_bidirectional_model_learns_the_separable_task():
+  data = synthetic.signal_task()
+  config = synthetic.config(epochs=8)
+  config.model.lstm_layers = 2
+  config.model.bidirectional = True
+  model = models.create("lstm", vocab_size=config.top_words, **config.model)
+  record, state = train.fit(model, data, config, seed=0)
+  assert {"lstm", "lstm_1", "lstm_backward", "lstm_backward_1"} <= set(state.params)
+  assert record["epochs"][-1]["test_acc"] >= 0.95
