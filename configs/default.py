@@ -22,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.embed_dim = 32
   config.model.lstm_features = 100
   config.model.engine = "auto"
+  config.model.lstm_layers = 1
+  config.model.bidirectional = False
+  config.model.freeze_embedding = False
 
   # Training.
   config.batch_size = 64
@@ -30,6 +33,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rate = 1e-3
   config.adam_eps = 1e-7  # Keras' default epsilon (optax's is 1e-8)
   config.grad_clip_norm = 0.0  # 0: no clipping
+  # seqclf.main: share of train held out for validation (checkpoint ranking, early stopping), and
+  # epochs without a better validation accuracy before stopping (0: never stop early).
+  config.val_fraction = 0.0
+  config.patience = 0
+  config.pretrained_embeddings = ""  # word2vec/GloVe text file for seqclf.main
   config.seeds = "0"
 
   # How epochs are fed (seqclf/train.py). The article reads padding like any token; mask=True makes

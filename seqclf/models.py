@@ -49,6 +49,7 @@ class SequenceClassifier(nn.Module):
   lstm_features: int = 100
   num_classes: int = 2
   engine: str = "auto"
+  freeze_embedding: bool = False   # keep (pretrained) embedding vectors as they are
   word_dropout: float = 0.0        # drops whole vocabulary rows per batch (Keras 1 Embedding dropout)
   embedding_dropout: float = 0.0   # elementwise Dropout layer after the embedding
   conv_filters: int = 0            # 0: no convolution front end
@@ -63,6 +64,8 @@ class SequenceClassifier(nn.Module):
   @nn.compact
   def __call__(self, tokens, mask=None, train: bool = False):
     embedding = self.param("embedding", _keras_embedding_init, (self.vocab_size, self.embed_dim))
+    if self.freeze_embedding:  # zero gradient: Adam then leaves the vectors exactly as they are
+      embedding = jax.lax.stop_gradient(embedding)
     if train and self.word_dropout > 0:
       keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.word_dropout, (self.vocab_size,))
       embedding = embedding * (keep / (1.0 - self.word_dropout))[:, None]

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from seqclf import parallel
+from seqclf import checkpoint, parallel
 from seqclf.data import batching
 from seqclf.errors import ConfigError, DivergedError, ResourceError  # noqa: F401 (re-exported)
 
@@ -229,6 +229,18 @@ class Progress:
       self.stream.write("\n")
 
 
+def evaluate(model, params, x, y, config) -> tuple[float, float]:
+  """(loss, accuracy) of ``params`` on arrays ``x``, ``y``, fed as training fed its evaluation split."""
+  use_mask = bool(config.get("mask") or config.get("num_buckets"))
+  if config.get("num_buckets"):
+    x = batching.left_align(x, config.get("padding", "pre"))
+  eval_step = jax.jit(make_eval_step(model, use_mask))
+  total = None
+  for batch in batching.batches(np.asarray(x), np.asarray(y), config.eval_batch_size):
+    total = _sum_metrics(total, eval_step(params, batch))
+  return _finish(total)
+
+
 def _abstract(tree, sharding):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=sharding),
                       tree)
@@ -276,14 +288,21 @@ class _Feeder:
     return int(sum(-(-np.sum(bucket_of == b) // self.batch_size) for b in range(len(self.lengths))))
 
 
-def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None,
-        mesh=None) -> tuple[dict, TrainState]:
+def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=None,
+        run_dir: str | None = None, initial_embedding=None) -> tuple[dict, TrainState]:
   """Trains ``model`` on ``data`` (an `EncodedDataset`) as ``config`` says.
 
+  ``data.x_test``/``y_test`` is the split evaluated after every epoch (the test split in the article,
+  a validation split when one is carved out). With ``run_dir``, a checkpoint is saved after every epoch
+  (the last and the best by evaluation accuracy are kept) and a run that finds one there resumes after
+  it, replaying exactly what an uninterrupted run would do. ``initial_embedding`` [top_words, embed_dim]
+  replaces the initial embedding (pretrained vectors). ``config.patience`` > 0 stops after that many
+  epochs without a better evaluation accuracy.
+
   Returns ``(record, state)``: the record has ``seed``, ``param_count``, ``compile_s``, ``shapes`` (the
-  compiled sequence lengths) and ``epochs`` (a list of `EpochMetrics` as dicts), ready for
-  `seqclf.results`; ``state`` is the final `TrainState`. ``on_epoch(EpochMetrics)`` is called after
-  every epoch.
+  compiled sequence lengths), ``devices``, ``stopped_early`` and ``epochs`` (a list of `EpochMetrics` as
+  dicts), ready for `seqclf.results`; ``state`` is the final `TrainState`. ``on_epoch(EpochMetrics)`` is
+  called after every epoch trained here.
   """
   validate(config)
   mesh = mesh or parallel.make_mesh()
@@ -297,7 +316,17 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None,
   init_key, dropout_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed), 3)
   params = model.init({"params": init_key, "dropout": init_key},
                       feeder.sample(1, feeder.lengths[-1])["tokens"], train=False)["params"]
+  if initial_embedding is not None:
+    if np.shape(initial_embedding) != params["embedding"].shape:
+      raise ConfigError(f"pretrained embedding has shape {np.shape(initial_embedding)}, the model needs "
+                        f"{params['embedding'].shape}; match --config.top_words and --config.model.embed_dim")
+    params = {**params, "embedding": jnp.asarray(initial_embedding, params["embedding"].dtype)}
   state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config))
+  checkpointer = checkpoint.Checkpointer(run_dir) if run_dir else None
+  start_epoch, epochs = 0, []
+  restored = checkpointer.restore_latest(state) if checkpointer else None
+  if restored:  # before sharding and compiling, so a resumed state is placed like a fresh one
+    state, start_epoch, epochs = restored
   state, dropout_key, shuffle_key = parallel.shard((state, dropout_key, shuffle_key), replicated)
 
   train_step = make_train_step(model, use_mask)
@@ -350,8 +379,25 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None,
           params, parallel.shard(batch, data_sharding)))
     return _finish(total)
 
-  epochs = []
-  for epoch in range(1, config.epochs + 1):
+  try:
+    state, stopped_early = _epoch_loop(state, epochs, start_epoch, config, run_epoch, evaluate, label,
+                                       steps_per_epoch, len(data.x_train), checkpointer, on_epoch)
+  finally:
+    if checkpointer:
+      checkpointer.close()
+  record = {"seed": seed, "param_count": int(sum(x.size for x in jax.tree.leaves(state.params))),
+            "compile_s": compile_s, "shapes": feeder.lengths, "devices": int(mesh.devices.size),
+            "stopped_early": stopped_early, "epochs": epochs}
+  return record, state
+
+
+def _epoch_loop(state, epochs, start_epoch, config, run_epoch, evaluate, label, steps_per_epoch,
+                n_train, checkpointer, on_epoch):
+  """Epochs ``start_epoch + 1 ..``: train, check, evaluate, checkpoint, report, maybe stop early."""
+  patience = config.get("patience", 0)
+  for epoch in range(start_epoch + 1, config.epochs + 1):
+    if patience and _epochs_since_best(epochs) >= patience:
+      return state, True
     progress = Progress(f"{label} epoch {epoch}/{config.epochs}", steps_per_epoch, config.batch_size)
     start = time.perf_counter()
     state, total = run_epoch(state, epoch, progress)
@@ -362,13 +408,18 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None,
     train_loss, train_acc = _finish(total)
     eval_start = time.perf_counter()
     test_loss, test_acc = evaluate(state.params)
-    metrics = EpochMetrics(epoch=epoch, epoch_s=epoch_s, examples_per_s=len(data.x_train) / epoch_s,
+    metrics = EpochMetrics(epoch=epoch, epoch_s=epoch_s, examples_per_s=n_train / epoch_s,
                            train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                            test_acc=test_acc, eval_s=time.perf_counter() - eval_start)
     epochs.append(dataclasses.asdict(metrics))
+    if checkpointer:
+      checkpointer.save(epoch, state, history=epochs, metric=test_acc)
     if on_epoch:
       on_epoch(metrics)
-  record = {"seed": seed, "param_count": int(sum(x.size for x in jax.tree.leaves(state.params))),
-            "compile_s": compile_s, "shapes": feeder.lengths, "devices": int(mesh.devices.size),
-            "epochs": epochs}
-  return record, state
+  return state, False
+
+
+def _epochs_since_best(epochs: list[dict]) -> int:
+  """Epochs after the best evaluation accuracy so far; only a strictly better one resets it (Keras)."""
+  accs = [e["test_acc"] for e in epochs]
+  return len(accs) - 1 - max(range(len(accs)), key=lambda i: (accs[i], -i)) if accs else 0

@@ -1,14 +1,10 @@
 """Checkpoints: exact round trips, last + best retention, interrupted saves, and a SIGKILLed run resumed.
 
-The kill test runs :func:`train_in_subprocess` in child processes (``python -c``), so that the process
-that dies is a real training loop, not a simulation.
+The SIGKILL-and-resume test of the real training loop is in test_main.py.
 """
 
 import json
 import os
-import subprocess
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from seqclf import checkpoint, models, train
-from seqclf.data import batching
+from seqclf import checkpoint, train
 from seqclf.errors import ConfigError, DataError
-from tests import synthetic
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _KILL_EPOCHS = 3
@@ -158,108 +152,3 @@ def test_reading_a_missing_or_foreign_run_config_is_a_data_error(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"top_words": 60}))
   with pytest.raises(DataError, match="lacks variant, seed, label_names"):
     checkpoint.read_run_config(str(tmp_path))
-
-
-# --- A real training loop, killed mid-epoch and resumed. ------------------------------------------------
-
-
-def _kill_test_setup():
-  data = synthetic.signal_task(n_train=96, n_test=64)
-  config = synthetic.config(epochs=_KILL_EPOCHS)
-  config.batch_size = 16  # 6 steps per epoch
-  model = models.create("lstm_dropout", vocab_size=config.top_words, embed_dim=8, lstm_features=8,
-                        engine="scan")  # dropout, so that the replayed dropout keys matter
-  init_key, dropout_key = jax.random.split(jax.random.key(_KILL_SEED))
-  sample = jnp.asarray(data.x_train[:config.batch_size])
-  params = jax.jit(model.init)({"params": init_key}, sample)["params"]
-  state = train.TrainState.create(apply_fn=model.apply, params=params, tx=train.make_optimizer(config))
-  # Placed on the device as train.fit places it, so fresh and restored states compile alike.
-  return data, config, model, jax.device_put(state, jax.devices()[0]), dropout_key
-
-
-def _mean_metrics(split: str, batch_metrics: list[dict]) -> dict:
-  total = {name: sum(float(metrics[name]) for metrics in batch_metrics) for name in batch_metrics[0]}
-  count = total["count"]
-  return {f"{split}_loss": total["loss_sum"] / count, f"{split}_acc": total["correct"] / count}
-
-
-def train_in_subprocess(run_dir: str, pause_at: tuple[int, int] | None = None) -> None:
-  """Trains with a checkpoint after every epoch, resuming from ``run_dir``; prints ``epoch E step S``.
-
-  At ``pause_at`` (epoch, step) it prints ``paused`` and sleeps, to be killed mid-epoch.
-  """
-  data, config, model, state, dropout_key = _kill_test_setup()
-  train_step = jax.jit(train.make_train_step(model))
-  eval_step = jax.jit(train.make_eval_step(model))
-  with checkpoint.Checkpointer(run_dir) as checkpointer:
-    start_epoch, history = 0, []
-    restored = checkpointer.restore_latest(state)
-    if restored is not None:
-      state, start_epoch, history = restored
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-      order = batching.epoch_order(_KILL_SEED, epoch, len(data.x_train))
-      train_totals = []
-      for step, batch in enumerate(batching.batches(data.x_train, data.y_train, config.batch_size, order), 1):
-        state, metrics = train_step(state, batch, dropout_key)
-        train_totals.append(metrics)
-        print(f"epoch {epoch} step {step}", flush=True)
-        if (epoch, step) == pause_at:
-          print("paused", flush=True)
-          time.sleep(600)
-      test_totals = [eval_step(state.params, batch)
-                     for batch in batching.batches(data.x_test, data.y_test, config.eval_batch_size)]
-      history.append({"epoch": epoch, **_mean_metrics("train", train_totals),
-                      **_mean_metrics("test", test_totals)})
-      checkpointer.save(epoch, state, history=history, metric=history[-1]["test_acc"])
-  print("done", flush=True)
-
-
-def _start_training(run_dir, pause_at=None) -> subprocess.Popen:
-  code = ("from tests.test_checkpoint import train_in_subprocess; "
-          f"train_in_subprocess({str(run_dir)!r}, {pause_at!r})")
-  # A compilation cache shared by the three runs: only the first one pays for compiling.
-  compilation_cache = os.path.join(os.path.dirname(run_dir), "jax_cache")
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": compilation_cache,
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-  return subprocess.Popen([sys.executable, "-c", code], cwd=_REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-
-
-def _train_to_completion(run_dir) -> None:
-  process = _start_training(run_dir)
-  stdout, stderr = process.communicate(timeout=120)
-  assert process.returncode == 0, stderr[-3000:]
-  assert stdout.splitlines()[-1] == "done"
-
-
-def test_a_killed_run_resumes_to_the_same_result(tmp_path):
-  reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-  _train_to_completion(reference_dir)
-
-  process = _start_training(killed_dir, pause_at=(2, 3))
-  try:
-    lines = []
-    for line in process.stdout:
-      lines.append(line.strip())
-      if lines[-1] == "paused":
-        break
-    assert lines[-2:] == ["epoch 2 step 3", "paused"], lines
-  finally:
-    process.kill()
-    process.wait(timeout=30)
-  with checkpoint.Checkpointer(str(killed_dir), writable=False) as checkpointer:
-    assert checkpointer.epochs() == [1]
-  _train_to_completion(killed_dir)
-
-  _, _, _, target, _ = _kill_test_setup()
-  with checkpoint.Checkpointer(str(reference_dir), writable=False) as reference, \
-       checkpoint.Checkpointer(str(killed_dir), writable=False) as resumed:
-    assert resumed.epochs() == reference.epochs()
-    assert resumed.best_epoch() == reference.best_epoch()
-    want_state, want_epoch, want_history = reference.restore_latest(target)
-    got_state, got_epoch, got_history = resumed.restore_latest(target)
-  assert got_epoch == want_epoch == _KILL_EPOCHS
-  assert got_history == want_history
-  assert int(got_state.step) == int(want_state.step) == _KILL_EPOCHS * 6
-  _assert_trees_bitwise_equal(got_state.params, want_state.params)
-  _assert_trees_bitwise_equal(got_state.opt_state, want_state.opt_state)

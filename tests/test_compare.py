@@ -1,6 +1,5 @@
 """`benchmarks.compare`: merging results of several devices into a table and plots, and what it refuses."""
 
-import json
 import os
 import pathlib
 import statistics

@@ -1,0 +1,123 @@
+"""`seqclf.main`: own CSV data, validation and early stopping, and a SIGKILLed run resumed exactly."""
+
+import csv
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from seqclf import checkpoint
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TOPICS = {"sport": "goal match team score win", "food": "pasta taste cook dish spicy",
+          "tech": "chip code laptop data cloud"}
+
+
+def write_topics_csv(path, rows, seed=0):
+  rng = random.Random(seed)
+  filler = "the a of and it was very".split()
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["text", "label"])
+    for _ in range(rows):
+      label = rng.choice(sorted(TOPICS))
+      words = [rng.choice(filler) for _ in range(6)] + rng.sample(TOPICS[label].split(), 2)
+      rng.shuffle(words)
+      writer.writerow([" ".join(words), label])
+  return path
+
+
+def main_command(workdir, train_file, *extra):
+  return [sys.executable, "-m", "seqclf.main", f"--workdir={workdir}", f"--train_file={train_file}",
+          "--config=configs/tiny.py", "--config.learning_rate=0.01", "--tensorboard=false", *extra]
+
+
+def run_main(*args):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run(main_command(*args), cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def topics(tmp_path_factory):
+  root = tmp_path_factory.mktemp("topics")
+  return write_topics_csv(root / "train.csv", 300), write_topics_csv(root / "test.csv", 90, seed=1)
+
+
+def test_multiclass_csv_with_validation_split_then_predict(topics, tmp_path):
+  train_file, test_file = topics
+  workdir = tmp_path / "run"
+  result = run_main(workdir, train_file, f"--test_file={test_file}", "--config.epochs=4",
+                    "--config.val_fraction=0.2")
+  assert result.returncode == 0, result.stderr
+  record = json.loads((workdir / "results.json").read_text())["runs"][0]
+  assert record["eval_split"] == "validation" and record["label_names"] == ["food", "sport", "tech"]
+  assert record["final_test"]["test_acc"] >= 0.9
+  predicted = subprocess.run([sys.executable, "-m", "seqclf.predict", f"--workdir={workdir}", "--json",
+                              "the spicy pasta dish", "new laptop chip"], cwd=REPO, capture_output=True,
+                             text=True, timeout=120)
+  assert predicted.returncode == 0, predicted.stderr
+  labels = [json.loads(line)["label"] for line in predicted.stdout.splitlines()]
+  assert labels == ["food", "tech"]
+
+
+def test_early_stopping_stops_when_validation_stalls(topics, tmp_path):
+  result = run_main(tmp_path / "run", topics[0], "--config.epochs=30", "--config.val_fraction=0.2",
+                    "--config.patience=1")
+  assert result.returncode == 0, result.stderr
+  record = json.loads((tmp_path / "run" / "results.json").read_text())["runs"][0]
+  assert record["stopped_early"] and len(record["epochs"]) < 30
+
+
+def test_patience_without_validation_and_a_changed_config_are_refused(topics, tmp_path):
+  result = run_main(tmp_path / "a", topics[0], "--config.patience=2")
+  assert result.returncode == 2 and "val_fraction" in result.stderr and "Traceback" not in result.stderr
+  assert run_main(tmp_path / "b", topics[0], "--config.epochs=1", "--config.val_fraction=0.2").returncode == 0
+  changed = run_main(tmp_path / "b", topics[0], "--config.epochs=2", "--config.val_fraction=0.2",
+                     "--config.maxlen=30")
+  assert changed.returncode == 2 and "maxlen" in changed.stderr
+
+
+def _final_state(workdir):
+  record = json.loads((workdir / "results.json").read_text())["runs"][0]
+  epochs = [{k: v for k, v in e.items() if k not in ("epoch_s", "examples_per_s", "eval_s")}
+            for e in record["epochs"]]
+  return epochs, checkpoint.restore_params(str(workdir), "last")
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
+  train_file = write_topics_csv(tmp_path / "big.csv", 4000)  # ~1000 steps an epoch: time to kill in it
+  args = ("--config.epochs=3", "--config.mask=true", "--config.val_fraction=0.1")
+  reference = run_main(tmp_path / "reference", train_file, *args)
+  assert reference.returncode == 0, reference.stderr
+
+  killed_dir = tmp_path / "killed"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+  process = subprocess.Popen(main_command(killed_dir, train_file, *args), cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  for line in process.stdout:
+    if line.startswith("epoch 1:"):
+      break
+  time.sleep(0.3)  # well inside epoch 2
+  process.send_signal(signal.SIGKILL)
+  process.wait(timeout=60)
+  assert process.returncode == -signal.SIGKILL
+  with checkpoint.Checkpointer(str(killed_dir), writable=False) as checkpointer:
+    assert checkpointer.latest_epoch() == 1, "the kill did not land in epoch 2"
+  assert not (killed_dir / "results.json").exists()
+
+  resumed = run_main(killed_dir, train_file, *args)
+  assert resumed.returncode == 0, resumed.stderr
+  assert "epoch 1:" not in resumed.stdout and "epoch 2:" in resumed.stdout  # it really resumed
+  (epochs, params), (expected_epochs, expected_params) = _final_state(killed_dir), _final_state(
+      tmp_path / "reference")
+  assert epochs == expected_epochs
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected_params)):
+    assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
