@@ -141,7 +141,8 @@ def main(argv):
     raise ConfigError("--peers trains the article's fixed-length setup; drop --bucketing / "
                       "--config.mask / --config.device_resident to compare like with like")
   for variant in variants:  # catch bad model fields before loading data
-    models.create(variant, vocab_size=config.top_words, **config.model)
+    models.check_input_length(models.create(variant, vocab_size=config.top_words, **config.model),
+                              config.maxlen)
   workdir = _WORKDIR.value
   writer = jax.process_index() == 0  # every process trains; one writes
   if writer:

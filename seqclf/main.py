@@ -90,6 +90,7 @@ def main(argv):
   if config.patience and not config.val_fraction:
     raise ConfigError("--config.patience needs a validation split: set --config.val_fraction (e.g. 0.1); "
                       "stopping on the test split would tune on test")
+  models.check_input_length(models.create(variant, **config.model), config.maxlen)
   check_resumable(run_dir, config, variant, seed)
   data, test, label_names = load_data(config, seed)
   model = models.create(variant, vocab_size=config.top_words, num_classes=len(label_names), **config.model)

@@ -121,6 +121,14 @@ def create(variant: str, **model_fields) -> SequenceClassifier:
   return SequenceClassifier(**{**model_fields, **VARIANTS[variant]})
 
 
+def check_input_length(model: SequenceClassifier, maxlen: int) -> None:
+  """A convolution front end pools ``pool_size`` steps into one: shorter inputs leave the LSTM nothing."""
+  needed = model.pool_size if model.conv_filters else 1
+  if maxlen < needed:
+    raise ConfigError(f"--config.maxlen={maxlen} is shorter than the {needed} steps this model's "
+                      f"max-pooling needs; raise --config.maxlen")
+
+
 def parse_variants(spec: str) -> list[str]:
   """``"all"`` or a comma-separated list of variant names -> validated list."""
   names = list(VARIANTS) if spec.strip() == "all" else [v.strip() for v in spec.split(",") if v.strip()]

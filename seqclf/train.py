@@ -277,9 +277,11 @@ class _Feeder:
     return batching.bucketed_batches(self.x_test, self.y_test, self.n_test, self.lengths,
                                      self.eval_batch_size, np.arange(len(self.x_test)))
 
-  def sample(self, batch_size: int, length: int):
-    return {"tokens": np.zeros((batch_size, length), np.int32), "labels": np.zeros(batch_size, np.int32),
-            "weights": np.zeros(batch_size, np.float32)}
+  def batch_spec(self, batch_size: int, length: int, sharding=None):
+    """The shapes of a batch, without allocating it (a batch can be too large to exist)."""
+    spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+    return {"tokens": spec((batch_size, length), jnp.int32), "labels": spec((batch_size,), jnp.int32),
+            "weights": spec((batch_size,), jnp.float32)}
 
   def steps_per_epoch(self) -> int:
     if not self.num_buckets:
@@ -315,7 +317,7 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
   # Raw uint32 keys: they cross into sharded (possibly multi-process) arrays like any other array.
   init_key, dropout_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed), 3)
   params = model.init({"params": init_key, "dropout": init_key},
-                      feeder.sample(1, feeder.lengths[-1])["tokens"], train=False)["params"]
+                      jnp.zeros((1, feeder.lengths[-1]), jnp.int32), train=False)["params"]
   if initial_embedding is not None:
     if np.shape(initial_embedding) != params["embedding"].shape:
       raise ConfigError(f"pretrained embedding has shape {np.shape(initial_embedding)}, the model needs "
@@ -333,11 +335,11 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
   compile_start = time.perf_counter()
   jit_train = jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated))
   jit_eval = jax.jit(make_eval_step(model, use_mask), out_shardings=replicated)
-  train_steps = {length: jit_train.lower(state, _abstract(feeder.sample(config.batch_size, length),
-                                                          data_sharding), dropout_key).compile()
-                 for length in feeder.lengths}
-  eval_steps = {length: jit_eval.lower(state.params, _abstract(
-      feeder.sample(config.eval_batch_size, length), data_sharding)).compile() for length in feeder.lengths}
+  train_steps = {length: jit_train.lower(state, feeder.batch_spec(config.batch_size, length, data_sharding),
+                                         dropout_key).compile() for length in feeder.lengths}
+  eval_steps = {length: jit_eval.lower(state.params, feeder.batch_spec(config.eval_batch_size, length,
+                                                                       data_sharding)).compile()
+                for length in feeder.lengths}
   steps_per_epoch = feeder.steps_per_epoch()
   run_chunks = {}
   if config.get("device_resident"):

@@ -87,6 +87,12 @@ BAD_INPUTS = [
     ("zero top_words", ["--config.top_words=0"], "top_words"),
     ("bad seeds", ["--seeds=1,x"], "--seeds"),
     ("unknown config key", ["--config.no_such_key=1"], "no_such_key"),
+    ("maxlen shorter than the pooling needs", ["--variants=cnn_lstm", "--config.maxlen=1"], "max-pooling"),
+    ("batch size not divisible by the devices", ["--preset=cpu_multicore", "--config.batch_size=3"],
+     "does not divide"),
+    ("too many buckets", ["--config.num_buckets=9"], "num_buckets"),
+    ("a step too large for memory", ["--config.batch_size=4000000", "--config.maxlen=100000"], "GiB"),
+    ("peers with bucketing", ["--peers=torch", "--bucketing"], "fixed-length"),
 ]
 
 
