@@ -88,7 +88,7 @@ BAD_INPUTS = [
     ("bad seeds", ["--seeds=1,x"], "--seeds"),
     ("unknown config key", ["--config.no_such_key=1"], "no_such_key"),
     ("maxlen shorter than the pooling needs", ["--variants=cnn_lstm", "--config.maxlen=1"], "max-pooling"),
-    ("batch size not divisible by the devices", ["--preset=cpu_multicore", "--config.batch_size=3"],
+    ("batch size not divisible by the devices", ["--config.batch_size=3", "XLA_FLAGS=2 devices"],
      "does not divide"),
     ("too many buckets", ["--config.num_buckets=9"], "num_buckets"),
     ("a step too large for memory", ["--config.batch_size=4000000", "--config.maxlen=100000"], "GiB"),
@@ -99,12 +99,15 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("case,bad,expected", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_gives_one_line_and_exit_code_2(case, bad, expected, tiny_args, tiny_aclimdb, tmp_path):
   args = list(tiny_args)
+  env_extra = {}
   if callable(bad):
     args[0] = f"--imdb={bad(tmp_path, tiny_aclimdb)}"
   else:
-    args += bad
+    args += [arg for arg in bad if not arg.startswith("XLA_FLAGS")]
+    if "XLA_FLAGS=2 devices" in bad:
+      env_extra["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
   workdir = tmp_path / "work"
-  result = run_article(*args, f"--workdir={workdir}")
+  result = run_article(*args, f"--workdir={workdir}", env_extra=env_extra)
   assert result.returncode == 2, (case, result.stdout, result.stderr)
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

@@ -16,22 +16,33 @@ from seqclf.lstm import hoisted
 UNROLL = 1
 
 
+def _cell(xw_t, keep, h, c, recurrent_kernel, recurrent_dropout_mask):
+  """One step: the new (h, c) and the activated gates [B, 4H]."""
+  z = xw_t + (h * recurrent_dropout_mask) @ recurrent_kernel
+  i, f, g, o = jnp.split(z, 4, axis=-1)
+  i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+  c_new = f * c + i * g
+  h_new = o * jnp.tanh(c_new)
+  keep = keep[:, None]
+  return jnp.where(keep, h_new, h), jnp.where(keep, c_new, c), jnp.concatenate([i, f, g, o], axis=-1)
+
+
 def _forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
   def step(carry, inputs):
-    h, c = carry
-    xw_t, keep = inputs
-    z = xw_t + (h * recurrent_dropout_mask) @ recurrent_kernel
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-    c_new = f * c + i * g
-    h_new = o * jnp.tanh(c_new)
-    keep = keep[:, None]
-    h_new = jnp.where(keep, h_new, h)
-    c_new = jnp.where(keep, c_new, c)
-    return (h_new, c_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
+    h, c, gates = _cell(*inputs, *carry, recurrent_kernel, recurrent_dropout_mask)
+    return (h, c), (h, c, gates)
 
   _, (hs, cs, gates) = jax.lax.scan(step, (h0, c0), (xw, step_mask), unroll=UNROLL)
   return hs, cs, gates
+
+
+def _inference(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
+  def step(carry, inputs):
+    h, c, _ = _cell(*inputs, *carry, recurrent_kernel, recurrent_dropout_mask)
+    return (h, c), h
+
+  final_state, hs = jax.lax.scan(step, (h0, c0), (xw, step_mask), unroll=UNROLL)
+  return hs, final_state
 
 
 def _backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last):
@@ -55,5 +66,5 @@ def _backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask
   return dz, dh0, dc0
 
 
-RECURRENCE = hoisted.Recurrence(forward=_forward, backward=_backward)
+RECURRENCE = hoisted.Recurrence(forward=_forward, backward=_backward, inference=_inference)
 lstm = hoisted.make_lstm(RECURRENCE)
