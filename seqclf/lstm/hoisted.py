@@ -33,9 +33,10 @@ class Recurrence(NamedTuple):
   """
   forward: Callable
   backward: Callable
-  # Optional forward for when no gradient is taken: (same arguments as forward) -> hs [T, B, H] and
-  # the final (h, c). It stores nothing for a backward pass; XLA does not drop a loop's unused outputs,
-  # so without it inference pays for the residuals too.
+  # Optional forward for when no gradient is taken, with the engine signature of `seqclf.lstm.api`
+  # (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask) -> (outputs, (h, c)).
+  # It stores nothing for a backward pass (XLA does not drop a loop's unused outputs, so `forward`
+  # would pay for the residuals) and need not hoist anything.
   inference: Callable | None = None
 
 
@@ -105,14 +106,8 @@ def make_lstm(recurrence: Recurrence) -> Callable:
 
   @jax.custom_vjp
   def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
-    if recurrence.inference is None:
-      return forward(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)[0]
-    batch, steps, _ = xs.shape
-    rows = _time_major_rows(xs * input_dropout_mask[:, None, :])
-    xw = (rows @ params["kernel"] + params["bias"]).reshape(steps, batch, -1)
-    hs, final_state = recurrence.inference(xw, params["recurrent_kernel"], h0, c0,
-                                           jnp.swapaxes(step_mask, 0, 1), recurrent_dropout_mask)
-    return jnp.swapaxes(hs, 0, 1), final_state
+    run = recurrence.inference or (lambda *args: forward(*args)[0])
+    return run(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
 
   lstm.defvjp(forward, backward)
   return lstm
