@@ -18,11 +18,11 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 
 import jax
 
+from seqclf.atomic import write_atomically
 from seqclf.errors import UsageError
 
 SCHEMA_VERSION = 1
@@ -30,20 +30,13 @@ _PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "ml-collections", "tenso
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` via a temp file + rename in the same directory."""
+  """Writes ``text`` to ``path`` atomically, creating its directory."""
   directory = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
+    write_atomically(path, lambda file: file.write(text.encode("utf-8")))
   except OSError as e:
-    raise UsageError(f"cannot write results to {directory}: {e.strerror}; pass a writable --workdir") from e
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+    raise UsageError(f"cannot write {path}: {e.strerror}; pass a writable --workdir") from e
 
 
 def write_json_atomic(path: str, obj) -> None:

@@ -16,7 +16,8 @@ import zipfile
 
 import numpy as np
 
-from seqclf.data.encoding import Vocabulary, encode, tokenize, validate_options, write_atomically
+from seqclf.atomic import write_atomically
+from seqclf.data.encoding import Vocabulary, encode, tokenize, validate_options
 from seqclf.data.imdb import load_imdb, source_fingerprint
 from seqclf.errors import DataError
 

@@ -10,12 +10,11 @@ import collections
 import json
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
-from typing import BinaryIO
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from seqclf.atomic import write_atomically
 from seqclf.errors import ConfigError, DataError
 
 PAD_ID = 0
@@ -309,33 +308,6 @@ def lengths(x: np.ndarray, padding: str) -> np.ndarray:
     token_counts = maxlen - np.argmax(is_token[:, ::-1], axis=1)
   # argmax finds no token in an all-padding row and returns 0, which would count the full row.
   return np.where(is_token.any(axis=1), token_counts, 0).astype(np.int32)
-
-
-def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
-  """Writes a file through ``write`` so that ``path`` holds either its old content or the complete new one.
-
-  The data goes to a temporary file in the same directory (so the final rename stays on one file system),
-  is flushed to disk, then renamed over ``path``. On any error, even an interrupt, the temporary file is
-  removed; only a killed process can leave one behind, named ``.<name>.*.tmp``, never ``path`` itself.
-
-  Args:
-    path: The file to write.
-    write: Called with the temporary file, opened for binary writing.
-  """
-  path = os.fspath(path)
-  directory, name = os.path.split(os.path.abspath(path))
-  descriptor, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-  try:
-    with os.fdopen(descriptor, "wb") as file:
-      write(file)
-      file.flush()
-      os.fsync(file.fileno())
-    # mkstemp creates the file readable by its owner only; give it an ordinary file's permissions.
-    os.chmod(temp_path, 0o644)
-    os.replace(temp_path, path)
-  except BaseException:
-    os.unlink(temp_path)
-    raise
 
 
 def _check_top_words(top_words: int) -> None:
