@@ -165,3 +165,8 @@ def test_unknown_engine_and_wrong_platform_are_config_errors():
   with pytest.raises(ConfigError, match="not both"):
     lstm(init_params(jax.random.key(0), 2, 3), jnp.zeros((1, 4, 2)), mask=jnp.ones((1, 4), bool),
          lengths=jnp.array([4]))
+
+
+def test_cudnn_refuses_a_model_with_recurrent_dropout():
+  with pytest.raises(ConfigError, match="no recurrent dropout"):
+    LSTM(features=3, engine="cudnn", recurrent_dropout=0.2).init(jax.random.key(0), jnp.zeros((1, 2, 3)))

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqclf.errors import ConfigError
 from seqclf.lstm import api
 
 
@@ -45,6 +46,9 @@ class LSTM(nn.Module):
                                        (self.features, 4 * self.features)),
         "bias": self.param("bias", _forget_bias_one, (4 * self.features,)),
     }
+    if self.recurrent_dropout > 0 and self.engine == "cudnn":
+      raise ConfigError("the cudnn engine has no recurrent dropout; use engine 'pallas' or 'fused' for "
+                        "a model with recurrent_dropout")
     input_mask = recurrent_mask = None
     if not deterministic and self.input_dropout > 0:
       input_mask = _dropout_mask(self.make_rng("dropout"), self.input_dropout, (batch, input_size),
