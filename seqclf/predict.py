@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from seqclf import checkpoint, cli, models
+from seqclf import checkpoint, cli, models, train
 from seqclf.data import batching
 from seqclf.data.encoding import PAD_ID, Vocabulary, encode
 from seqclf.errors import DataError, UsageError
@@ -61,7 +61,7 @@ class Predictor:
     # Inputs shaped as training fed them (train._Feeder): length-bucketed runs saw their reviews moved to
     # the front and masked; masked runs saw padding masked.
     self._left_align = bool(config.get("num_buckets"))
-    use_mask = bool(config.get("mask") or config.get("num_buckets"))
+    use_mask = train.uses_mask(config)
 
     def logits_and_probabilities(params, tokens):
       logits = model.apply({"params": params}, tokens, tokens != PAD_ID if use_mask else None, train=False)

@@ -229,9 +229,14 @@ class Progress:
       self.stream.write("\n")
 
 
+def uses_mask(config) -> bool:
+  """Whether the model sees a padding mask: asked for, or implied by length buckets."""
+  return bool(config.get("mask") or config.get("num_buckets"))
+
+
 def evaluate(model, params, x, y, config) -> tuple[float, float]:
   """(loss, accuracy) of ``params`` on arrays ``x``, ``y``, fed as training fed its evaluation split."""
-  use_mask = bool(config.get("mask") or config.get("num_buckets"))
+  use_mask = uses_mask(config)
   if config.get("num_buckets"):
     x = batching.left_align(x, config.get("padding", "pre"))
   eval_step = jax.jit(make_eval_step(model, use_mask))
@@ -312,7 +317,7 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
   parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
   data_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
   feeder = _Feeder(data, config, seed)
-  use_mask = bool(config.get("mask", False) or feeder.num_buckets)
+  use_mask = uses_mask(config)
 
   # Raw uint32 keys: they cross into sharded (possibly multi-process) arrays like any other array.
   init_key, dropout_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed), 3)
@@ -374,7 +379,7 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
       progress.update(done, total)
     return state, total
 
-  def evaluate(params):
+  def evaluate_split(params):
     total = None
     for batch in feeder.test():
       total = _sum_metrics(total, eval_steps[batch["tokens"].shape[1]](
@@ -382,7 +387,7 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
     return _finish(total)
 
   try:
-    state, stopped_early = _epoch_loop(state, epochs, start_epoch, config, run_epoch, evaluate, label,
+    state, stopped_early = _epoch_loop(state, epochs, start_epoch, config, run_epoch, evaluate_split, label,
                                        steps_per_epoch, len(data.x_train), checkpointer, on_epoch)
   finally:
     if checkpointer:
@@ -393,7 +398,7 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
   return record, state
 
 
-def _epoch_loop(state, epochs, start_epoch, config, run_epoch, evaluate, label, steps_per_epoch,
+def _epoch_loop(state, epochs, start_epoch, config, run_epoch, evaluate_split, label, steps_per_epoch,
                 n_train, checkpointer, on_epoch):
   """Epochs ``start_epoch + 1 ..``: train, check, evaluate, checkpoint, report, maybe stop early."""
   patience = config.get("patience", 0)
@@ -409,7 +414,7 @@ def _epoch_loop(state, epochs, start_epoch, config, run_epoch, evaluate, label, 
     check_finite(total, epoch)
     train_loss, train_acc = _finish(total)
     eval_start = time.perf_counter()
-    test_loss, test_acc = evaluate(state.params)
+    test_loss, test_acc = evaluate_split(state.params)
     metrics = EpochMetrics(epoch=epoch, epoch_s=epoch_s, examples_per_s=n_train / epoch_s,
                            train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                            test_acc=test_acc, eval_s=time.perf_counter() - eval_start)
