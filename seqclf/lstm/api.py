@@ -35,7 +35,9 @@ ENGINES = {
     "cudnn": Engine("seqclf.lstm.cudnn", ("gpu",), "jax.experimental.rnn (cuDNN), opt-in"),
 }
 
-# What "auto" picks per platform: the fastest engine measured there (benchmarks/lstm_engines.py).
+# What "auto" picks per platform (benchmarks/lstm_engines.py). CPU: fused and scan measured within
+# run-to-run noise of each other (B=64, T=500, H=100); fused for its smaller backward. GPU: the one-launch
+# Pallas kernel, not yet measured on a GPU (see WORKSPACE.md).
 AUTO = {"cpu": "fused", "gpu": "pallas", "tpu": "fused"}
 
 
