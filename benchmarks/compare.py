@@ -20,13 +20,13 @@ import io
 import os
 import re
 import statistics
-import tempfile
 
 from absl import flags
 from matplotlib.figure import Figure  # pyplot-free: Figure.savefig renders PNG with Agg, no display
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, MaxNLocator, NullFormatter
 
 from benchmarks import peers
+from seqclf.atomic import write_atomically
 from seqclf import cli, results
 from seqclf.errors import UsageError
 
@@ -296,17 +296,10 @@ def comparison_markdown(sources: list[Source], baseline: str | None = None) -> s
 # Plots.
 
 def _save_png(figure: Figure, path: str) -> None:
-  """Renders to memory, then writes via a temp file + rename, so no reader sees half a PNG."""
+  """Renders to memory, then writes atomically, so no reader sees half a PNG."""
   buffer = io.BytesIO()
   figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png.tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(buffer.getvalue())
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  write_atomically(path, lambda file: file.write(buffer.getvalue()))
 
 
 def plot_epoch_time(rows: list[Row], labels: list[str], path: str) -> None:

@@ -141,7 +141,7 @@ def parse_variants(spec: str) -> list[str]:
 
 
 def param_count(params) -> int:
-  return sum(x.size for x in jax.tree.leaves(params))
+  return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
 # The article's table (Keras 1.1 on a 2016 GPU, 3 epochs): seconds per epoch and test accuracy.

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from seqclf import checkpoint, parallel
+from seqclf import checkpoint, models, parallel
 from seqclf.data import batching
 from seqclf.errors import ConfigError, DivergedError, ResourceError  # noqa: F401 (re-exported)
 
@@ -35,6 +35,9 @@ from seqclf.errors import ConfigError, DivergedError, ResourceError  # noqa: F40
 # Bucket lengths are rounded up to a multiple of this: even for the CNN's pool windows, and whole
 # SIMD/tile widths for the matmuls.
 BUCKET_MULTIPLE = 16
+# Metrics combined with min instead of sum over steps; NO_STEP marks "no non-finite loss seen".
+_MIN_METRICS = ("first_nonfinite_step",)
+NO_STEP = jnp.iinfo(jnp.int32).max
 
 
 class TrainState(train_state.TrainState):
@@ -148,11 +151,6 @@ def device_epoch_plan(shuffle_key, epoch, n: int, batch_size: int):
   order = jnp.concatenate([order, jnp.zeros(padding, order.dtype)])
   weights = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(padding, jnp.float32)])
   return order, weights
-
-
-# Metrics combined with min instead of sum over steps.
-_MIN_METRICS = ("first_nonfinite_step",)
-NO_STEP = jnp.iinfo(jnp.int32).max
 
 
 def _sum_metrics(total, metrics):
@@ -392,7 +390,7 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
   finally:
     if checkpointer:
       checkpointer.close()
-  record = {"seed": seed, "param_count": int(sum(x.size for x in jax.tree.leaves(state.params))),
+  record = {"seed": seed, "param_count": models.param_count(state.params),
             "compile_s": compile_s, "shapes": feeder.lengths, "devices": int(mesh.devices.size),
             "stopped_early": stopped_early, "epochs": epochs}
   return record, state

@@ -50,7 +50,7 @@ def left_align(x: np.ndarray, padding: str) -> np.ndarray:
   return aligned
 
 
-def bucket_lengths(n_tokens: np.ndarray, num_buckets: int, maxlen: int, multiple: int = 8) -> list[int]:
+def bucket_lengths(n_tokens: np.ndarray, num_buckets: int, maxlen: int, multiple: int = 16) -> list[int]:
   """Padded lengths for ``num_buckets`` buckets holding about equal numbers of reviews.
 
   Each length is a quantile of the token counts rounded up to a ``multiple`` (so the convolution's pool

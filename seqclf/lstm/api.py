@@ -102,12 +102,23 @@ def lstm(params, xs, *, initial_state=None, mask=None, lengths=None, input_dropo
                                  recurrent_dropout_mask)
 
 
+# Keras' LSTM initialisation, shared by `init_params` and the Flax `LSTM` layer.
+kernel_init = jax.nn.initializers.glorot_uniform()
+recurrent_kernel_init = jax.nn.initializers.orthogonal()
+
+
+def bias_init(key, shape, dtype=jnp.float32):
+  """Zeros, but 1 for the forget gate (the second quarter)."""
+  del key
+  hidden = shape[0] // 4
+  return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)
+
+
 def init_params(key, input_size: int, hidden_size: int, dtype=jnp.float32):
   """Keras-style initial parameters: glorot-uniform kernel, orthogonal recurrent kernel, forget bias 1."""
   k_in, k_rec = jax.random.split(key)
-  hidden = hidden_size
   return {
-      "kernel": jax.nn.initializers.glorot_uniform()(k_in, (input_size, 4 * hidden), dtype),
-      "recurrent_kernel": jax.nn.initializers.orthogonal()(k_rec, (hidden, 4 * hidden), dtype),
-      "bias": jnp.zeros((4 * hidden,), dtype).at[hidden:2 * hidden].set(1.0),
+      "kernel": kernel_init(k_in, (input_size, 4 * hidden_size), dtype),
+      "recurrent_kernel": recurrent_kernel_init(k_rec, (hidden_size, 4 * hidden_size), dtype),
+      "bias": bias_init(None, (4 * hidden_size,), dtype),
   }

@@ -23,7 +23,8 @@ class Recurrence(NamedTuple):
   """The time loop of an engine, in time-major layout.
 
   forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask) -> (hs, cs, gates)
-    xw [T, B, 4H] (input projection plus bias), step_mask [T, B] bool, h0/c0/mask [B, H].
+    xw [T, B, 4H] (input projection plus bias), step_mask [T, B] bool, h0, c0 and
+    recurrent_dropout_mask [B, H].
     Returns hs, cs [T, B, H] (state after each step) and gates [T, B, 4H]: the activated gates
     (sigmoid i, sigmoid f, tanh g, sigmoid o) of each step, which the backward loop needs.
   backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last)

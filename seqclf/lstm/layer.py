@@ -2,16 +2,9 @@
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from seqclf.errors import ConfigError
 from seqclf.lstm import api
-
-
-def _forget_bias_one(key, shape, dtype=jnp.float32):
-  del key
-  hidden = shape[0] // 4
-  return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)
 
 
 def _dropout_mask(rng, rate: float, shape, dtype):
@@ -41,10 +34,10 @@ class LSTM(nn.Module):
   def __call__(self, xs, mask=None, deterministic: bool = True):
     batch, _, input_size = xs.shape
     params = {
-        "kernel": self.param("kernel", nn.initializers.glorot_uniform(), (input_size, 4 * self.features)),
-        "recurrent_kernel": self.param("recurrent_kernel", nn.initializers.orthogonal(),
+        "kernel": self.param("kernel", api.kernel_init, (input_size, 4 * self.features)),
+        "recurrent_kernel": self.param("recurrent_kernel", api.recurrent_kernel_init,
                                        (self.features, 4 * self.features)),
-        "bias": self.param("bias", _forget_bias_one, (4 * self.features,)),
+        "bias": self.param("bias", api.bias_init, (4 * self.features,)),
     }
     if self.recurrent_dropout > 0 and self.engine == "cudnn":
       raise ConfigError("the cudnn engine has no recurrent dropout; use engine 'pallas' or 'fused' for "
