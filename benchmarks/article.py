@@ -30,7 +30,8 @@ _VARIANTS = flags.DEFINE_string("variants", None, "'all' or a comma-separated li
                                 f"{', '.join(models.VARIANTS)}. Default: the config's.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs per run. Default: the config's (3).")
 _SEEDS = flags.DEFINE_string("seeds", None, "Comma-separated seeds; one run per variant and seed.")
-_ENGINE = flags.DEFINE_string("engine", None, "LSTM engine (auto, scan, fused, pallas, cudnn).")
+_ENGINE = flags.DEFINE_list("engine", None, "LSTM engine(s): auto or names in seqclf.lstm.ENGINES, comma-"
+                            "separated to train each variant with each, side by side. Default: the config's.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/article", "Where results.json/.md and vocab.json go.")
 _IMDB = flags.DEFINE_string("imdb", cli.default_imdb_source(),
                             "IMDB source: 'tfds' or a local aclImdb .tar.gz / directory "
@@ -39,7 +40,6 @@ _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Encoded-data cache (default
                                  "~/.cache/seqclf).")
 _BUCKETING = flags.DEFINE_bool("bucketing", False, "Length-bucketed, masked batches (sets "
                                f"--config.num_buckets={DEFAULT_BUCKETS} unless the config sets a count).")
-_PRESET = flags.DEFINE_enum("preset", "none", list(presets.PRESETS), "Platform preset (seqclf/presets.py).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
@@ -62,7 +62,8 @@ def parse_seeds(spec: str) -> list[int]:
 def summary_rows(runs: list[dict]) -> list[list]:
   """One row per (variant, engine): median epoch time, mean final test accuracy over seeds.
 
-  A peer's row (torch, keras) also says how many times faster seqclf's engine was on that variant.
+  Every row after a variant's first (another engine, or a peer: torch, keras) also says how many times
+  faster the first engine was than that row.
   """
   rows, ours_s = [], {}
   for variant, engine in dict.fromkeys((run["variant"], run["engine"]) for run in runs):
@@ -74,10 +75,10 @@ def summary_rows(runs: list[dict]) -> list[list]:
     if len(accs) > 1:
       acc += f" (±{100 * (max(accs) - min(accs)) / 2:.2f})"
     compile_s = sum(run["compile_s"] for run in mine) / len(mine)
-    if engine in peers.PEERS:
-      speedup = f"{median_s / ours_s[variant]:.2f}x" if variant in ours_s else "–"
+    if variant in ours_s:
+      speedup = f"{median_s / ours_s[variant]:.2f}x"
     else:
-      ours_s.setdefault(variant, median_s)
+      ours_s[variant] = median_s
       speedup = "–"
     article_s, article_acc = models.ARTICLE_RESULTS.get(variant, (None, None))
     rows.append([variant, engine, f"{median_s:.2f}", f"{compile_s:.2f}", acc, speedup,
@@ -85,8 +86,12 @@ def summary_rows(runs: list[dict]) -> list[list]:
   return rows
 
 
-TABLE_HEADER = ["variant", "engine", "s/epoch", "compile s", "test acc", "seqclf speed-up",
+TABLE_HEADER = ["variant", "engine", "s/epoch", "compile s", "test acc", "first engine's speed-up",
                 "article s/epoch", "article acc"]
+
+
+def create_model(variant: str, engine: str, config):
+  return models.create(variant, vocab_size=config.top_words, **{**config.model, "engine": engine})
 
 
 def train_one(model, variant: str, trainer: str, seed: int, data, config, workdir) -> dict:
@@ -117,7 +122,7 @@ def train_one(model, variant: str, trainer: str, seed: int, data, config, workdi
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-  presets.apply(_PRESET.value)  # before anything starts JAX's backends
+  preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value.unlock()
   if _BUCKETING.value and not config.num_buckets:
@@ -125,7 +130,7 @@ def main(argv):
   if _EPOCHS.value is not None:
     config.epochs = _EPOCHS.value
   if _ENGINE.value is not None:
-    config.model.engine = _ENGINE.value
+    config.model.engine = ",".join(_ENGINE.value)
   if _SEEDS.value is not None:
     config.seeds = _SEEDS.value
   if _VARIANTS.value is not None:
@@ -133,7 +138,7 @@ def main(argv):
   train.validate(config)
   variants = models.parse_variants(config.variants)
   seeds = parse_seeds(config.seeds)
-  engine = resolve_engine(config.model.engine)
+  engines = list(dict.fromkeys(resolve_engine(name.strip()) for name in config.model.engine.split(",")))
   peer_names = peers.parse_peers(_PEERS.value)
   for name in peer_names:
     peers.load_peer(name)  # a missing framework fails now, not after training
@@ -141,8 +146,7 @@ def main(argv):
     raise ConfigError("--peers trains the article's fixed-length setup; drop --bucketing / "
                       "--config.mask / --config.device_resident to compare like with like")
   for variant in variants:  # catch bad model fields before loading data
-    models.check_input_length(models.create(variant, vocab_size=config.top_words, **config.model),
-                              config.maxlen)
+    models.check_input_length(create_model(variant, engines[0], config), config.maxlen)
   workdir = _WORKDIR.value
   writer = jax.process_index() == 0  # every process trains; one writes
   if writer:
@@ -154,11 +158,11 @@ def main(argv):
   if writer:
     data.vocab.save(os.path.join(workdir, "vocab.json"))
   meta = results.collect_meta(config, flags={"imdb": _IMDB.value, "workdir": workdir,
-                                             "preset": _PRESET.value})
+                                             "preset": preset})
   runs = []
   for variant in variants:
-    model = models.create(variant, vocab_size=config.top_words, **config.model)
-    for trainer in [engine, *peer_names]:
+    for trainer in [*engines, *peer_names]:
+      model = None if trainer in peers.PEERS else create_model(variant, trainer, config)
       for seed in seeds:
         record = train_one(model, variant, trainer, seed, data, config, workdir if writer else None)
         runs.append({"variant": variant, "engine": trainer, **record})

@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from seqclf import cli, results, timing
+from seqclf import cli, presets, results, timing
 from seqclf.errors import ConfigError
 from seqclf.lstm import ENGINES, init_params, lstm
+from seqclf.lstm.api import unavailable_reason
 
 _ENGINES = flags.DEFINE_list("engines", None, "Engines to time (default: all that run natively here).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16", "64", "256"], "Batch sizes B.")
@@ -30,9 +31,11 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/lstm_engines", "Where lstm_engin
 
 
 def native_engines(platform: str) -> list[str]:
-  # Pallas "runs" on CPU only in interpret mode, which is a correctness tool, not something to time.
+  """The engines worth timing here: Pallas "runs" on CPU only in interpret mode, a correctness tool;
+  ``flax`` is the baseline, timed with ``--peers=flax``; an engine that cannot build here is skipped."""
   return [name for name, engine in ENGINES.items()
-          if platform in engine.platforms and not (name == "pallas" and platform != "gpu")]
+          if platform in engine.platforms and not (name == "pallas" and platform != "gpu")
+          and name != "flax" and unavailable_reason(name) is None]
 
 
 def lstm_flops(batch, steps, input_size, hidden) -> float:
@@ -50,26 +53,6 @@ def time_engine(engine, params, xs, repeats) -> dict:
   for mode, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
     compiled, compile_s = timing.compile_seconds(jax.jit(fn), params, xs)
     out[mode] = {"compile_s": compile_s, **timing.steady_state(compiled, params, xs, repeats=repeats)}
-  return out
-
-
-def time_flax(params_like, xs, hidden, repeats) -> dict:
-  """Flax's own LSTM layer, the usual choice in JAX code, on the same inputs."""
-  import flax.linen as nn
-  del params_like
-  layer = nn.RNN(nn.OptimizedLSTMCell(hidden), return_carry=True)
-  variables = layer.init(jax.random.key(0), xs)
-
-  def forward(variables, xs):
-    return layer.apply(variables, xs)[0][1]  # carry is (c, h)
-
-  def forward_backward(variables, xs):
-    return jax.grad(lambda v, x: jnp.sum(forward(v, x)), argnums=(0, 1))(variables, xs)
-
-  out = {}
-  for mode, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
-    compiled, compile_s = timing.compile_seconds(jax.jit(fn), variables, xs)
-    out[mode] = {"compile_s": compile_s, **timing.steady_state(compiled, variables, xs, repeats=repeats)}
   return out
 
 
@@ -97,6 +80,7 @@ def time_torch(batch, steps, input_size, hidden, repeats) -> dict:
 
 def main(argv):
   del argv
+  preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
   platform = jax.default_backend()
   engines = _ENGINES.value or native_engines(platform)
   for engine in engines:
@@ -113,8 +97,9 @@ def main(argv):
   except ValueError:
     raise ConfigError("--batch_sizes, --steps and --hidden_sizes take comma-separated integers") from None
   path = os.path.join(_WORKDIR.value, "lstm_engines.json")
-  meta = results.collect_meta(flags={k: flags.FLAGS[k].value for k in (
-      "engines", "batch_sizes", "steps", "hidden_sizes", "input_size", "repeats", "peers")})
+  meta = results.collect_meta(flags={**{k: flags.FLAGS[k].value for k in (
+      "engines", "batch_sizes", "steps", "hidden_sizes", "input_size", "repeats", "peers")},
+      "preset": preset})
   runs, rows = [], []
   e = _INPUT_SIZE.value
   for b, t, h in shapes:
@@ -122,7 +107,7 @@ def main(argv):
     xs = jax.random.normal(jax.random.key(1), (b, t, e))
     timings = {engine: time_engine(engine, params, xs, _REPEATS.value) for engine in engines}
     if "flax" in _PEERS.value:
-      timings["flax"] = time_flax(params, xs, h, _REPEATS.value)
+      timings["flax"] = time_engine("flax", params, xs, _REPEATS.value)
     if "torch" in _PEERS.value:
       timings["torch"] = time_torch(b, t, e, h, _REPEATS.value)
     flops = lstm_flops(b, t, e, h)

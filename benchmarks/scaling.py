@@ -17,7 +17,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from seqclf import cli, models, parallel, results, timing, train
+from seqclf import cli, models, parallel, presets, results, timing, train
 from seqclf.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -53,6 +53,7 @@ def step_time(model, config, devices, global_batch: int, steps: int, repeats: in
 
 def main(argv):
   del argv
+  preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
   config = _CONFIG.value
   devices = jax.devices()
   try:
@@ -83,7 +84,8 @@ def main(argv):
         rows.append([n, global_batch // n, global_batch, mode, f"{1e3 * point['median_s']:.1f}",
                      f"{point['examples_per_s']:,.0f}", f"{efficiency:.2f}"])
         print(results.markdown_table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
-  meta = results.collect_meta(config, flags={"variant": _VARIANT.value, "steps": steps})
+  meta = results.collect_meta(config, flags={"variant": _VARIANT.value, "steps": steps,
+                                                             "preset": preset})
   results.write_json_atomic(os.path.join(_WORKDIR.value, "scaling.json"),
                             {"schema_version": results.SCHEMA_VERSION, "kind": "scaling", "meta": meta,
                              "runs": runs})

@@ -16,7 +16,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from seqclf import checkpoint, cli, metric_writers, models, results, train
+from seqclf import checkpoint, cli, metric_writers, models, presets, results, train
 from seqclf.data import embeddings, imdb, load_encoded
 from seqclf.data.cache import EncodedDataset
 from seqclf.data.encoding import encode
@@ -81,6 +81,7 @@ def check_resumable(run_dir: str, config, variant: str, seed: int) -> None:
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+  preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
   if not _WORKDIR.value:
     raise ConfigError("--workdir is required: the run directory to create or resume")
   config, run_dir, variant, seed = _CONFIG.value, _WORKDIR.value, _VARIANT.value, _SEED.value
@@ -124,7 +125,8 @@ def main(argv):
     test_loss, test_acc = train.evaluate(model, best.params, *test, config)
     record["final_test"] = {"best_epoch": best_epoch, "test_loss": test_loss, "test_acc": test_acc}
     print(f"test accuracy of the best epoch ({best_epoch}): {record['final_test']['test_acc']:.4f}")
-  meta = results.collect_meta(config, flags={"workdir": run_dir, "variant": variant, "seed": seed})
+  meta = results.collect_meta(config, flags={"workdir": run_dir, "variant": variant, "seed": seed,
+                                                     "preset": preset})
   results.write_json_atomic(os.path.join(run_dir, "results.json"),
                             {"schema_version": results.SCHEMA_VERSION, "kind": "train", "meta": meta,
                              "runs": [record]})

@@ -50,6 +50,28 @@ def test_runs_end_to_end_and_writes_valid_results(tiny_args, tmp_path):
   assert vocab  # prediction needs it
 
 
+def test_several_engines_train_side_by_side(tiny_args, tmp_path):
+  workdir = tmp_path / "work"
+  result = run_article(*tiny_args, "--variants=lstm", "--epochs=1", f"--workdir={workdir}",
+                       "--engine=cpu_kernel,flax,scan")
+  assert result.returncode == 0, result.stderr
+  runs = json.loads((workdir / "results.json").read_text())["runs"]
+  assert [r["engine"] for r in runs] == ["cpu_kernel", "flax", "scan"]
+  # Same initialisation and data order, the same model: the engines' first-epoch losses agree closely.
+  losses = [r["epochs"][0]["train_loss"] for r in runs]
+  assert max(losses) - min(losses) < 1e-3
+  rows = [line for line in (workdir / "results.md").read_text().splitlines() if line.startswith("| lstm")]
+  assert rows[0].split("|")[6].strip() == "–"  # the first engine is the reference
+  assert all(row.split("|")[6].strip().endswith("x") for row in rows[1:])
+
+
+def test_the_flax_baseline_refuses_a_model_with_lstm_dropout(tiny_args, tmp_path):
+  result = run_article(*tiny_args, "--variants=lstm_recurrent_dropout", "--epochs=1", "--engine=flax",
+                       f"--workdir={tmp_path / 'work'}")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("error: LSTM engine 'flax' runs every step")
+
+
 def test_same_seed_gives_identical_metrics(tiny_args, tmp_path):
   def metrics(name):
     result = run_article(*tiny_args, "--variants=lstm_recurrent_dropout", "--seeds=3",

@@ -1,4 +1,6 @@
-"""The LSTM interface: every CPU-runnable engine equals the `scan` reference, outputs and gradients."""
+"""The LSTM interface: every CPU-runnable engine equals the `scan` reference, outputs and gradients.
+
+(`pallas` in interpret mode is in test_pallas_gpu.py, `cudnn` in test_cudnn.py.)"""
 
 import flax.linen as nn
 import jax
@@ -16,7 +18,10 @@ SHAPES = [  # (batch, steps, input, hidden)
     (3, 7, 5, 100),   # H=100 and a batch that is not a multiple of 8
     (5, 1, 4, 6),     # a single step
     (2, 12, 3, 7),
+    (19, 6, 5, 20),   # cpu_kernel: two threads, 16 + 3 rows (a full register block and a remainder)
 ]
+CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
+FAST_ENGINES = ["fused", pytest.param("cpu_kernel", marks=CPU_ONLY)]
 
 
 def _inputs(batch, steps, input_size, hidden, seed=0):
@@ -45,10 +50,11 @@ def _assert_close(actual, expected):
     np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("engine", FAST_ENGINES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("with_mask", [False, True])
 @pytest.mark.parametrize("with_dropout", [False, True])
-def test_fused_equals_scan(shape, with_mask, with_dropout):
+def test_engine_equals_scan(engine, shape, with_mask, with_dropout):
   params, xs, state, mask, input_mask, recurrent_mask = _inputs(*shape)
   kwargs = {}
   if with_mask:
@@ -56,12 +62,13 @@ def test_fused_equals_scan(shape, with_mask, with_dropout):
   if with_dropout:
     kwargs.update(input_dropout_mask=input_mask, recurrent_dropout_mask=recurrent_mask)
   expected_out = lstm(params, xs, initial_state=state, engine="scan", **kwargs)
-  _assert_close(lstm(params, xs, initial_state=state, engine="fused", **kwargs), expected_out)
+  run = jax.jit(lambda p, x, st: lstm(p, x, initial_state=st, engine=engine, **kwargs))
+  _assert_close(run(params, xs, state), expected_out)
   expected = _loss_and_grads("scan", params, xs, state, **kwargs)
-  _assert_close(_loss_and_grads("fused", params, xs, state, **kwargs), expected)
+  _assert_close(_loss_and_grads(engine, params, xs, state, **kwargs), expected)
 
 
-@pytest.mark.parametrize("engine", ["scan", "fused"])
+@pytest.mark.parametrize("engine", ["scan", *FAST_ENGINES])
 def test_masked_batch_equals_each_sequence_alone(engine):
   """Right- and left-padded sequences in a batch give the final state of each sequence run unpadded."""
   params = init_params(jax.random.key(1), 4, 9)
@@ -156,12 +163,38 @@ def test_another_project_can_use_the_lstm_inside_its_own_model():
   assert last < 0.7 * first
 
 
+def test_flax_baseline_equals_scan_and_refuses_masks():
+  params, xs, state, mask, input_mask, recurrent_mask = _inputs(3, 7, 5, 100)
+  _assert_close(lstm(params, xs, initial_state=state, engine="flax"),
+                lstm(params, xs, initial_state=state, engine="scan"))
+  _assert_close(_loss_and_grads("flax", params, xs, state), _loss_and_grads("scan", params, xs, state))
+  for masks in ({"mask": mask}, {"lengths": jnp.array([1, 2, 3])}, {"input_dropout_mask": input_mask},
+                {"recurrent_dropout_mask": recurrent_mask}):
+    with pytest.raises(ConfigError, match="runs every step unmasked"):
+      lstm(params, xs, engine="flax", **masks)
+
+
+@CPU_ONLY
+def test_cpu_kernel_under_vmap_equals_scan():
+  params, xs, state, mask, *_ = _inputs(19, 6, 5, 20)
+  stacked = jnp.stack([xs, -xs])
+  run = lambda engine: jax.vmap(lambda x: lstm(params, x, initial_state=state, mask=mask, engine=engine))
+  _assert_close(run("cpu_kernel")(stacked), run("scan")(stacked))
+
+
+@CPU_ONLY
+def test_cpu_kernel_refuses_other_dtypes():
+  params, xs, *_ = _inputs(2, 3, 4, 5)
+  with pytest.raises(ConfigError, match="computes in float32"):
+    lstm(jax.tree.map(lambda v: v.astype(jnp.bfloat16), params), xs.astype(jnp.bfloat16), engine="cpu_kernel")
+
+
 def test_unknown_engine_and_wrong_platform_are_config_errors():
   with pytest.raises(ConfigError, match="unknown LSTM engine 'nope'"):
     api.resolve_engine("nope", "cpu")
   with pytest.raises(ConfigError, match="does not run on cpu"):
     api.resolve_engine("cudnn", "cpu")
-  assert api.resolve_engine("auto", "cpu") == api.AUTO["cpu"]
+  assert api.resolve_engine("auto", "cpu") in api.AUTO["cpu"]
   with pytest.raises(ConfigError, match="not both"):
     lstm(init_params(jax.random.key(0), 2, 3), jnp.zeros((1, 4, 2)), mask=jnp.ones((1, 4), bool),
          lengths=jnp.array([4]))

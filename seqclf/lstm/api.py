@@ -26,26 +26,40 @@ class Engine(NamedTuple):
   module: str            # module holding an engine-signature ``lstm`` function
   platforms: tuple       # JAX platforms it runs on (pallas also runs on CPU, in interpret mode)
   doc: str
+  # False for an engine that runs every step of every sequence as given: the api then refuses a mask,
+  # lengths or dropout masks instead of ignoring them.
+  masks: bool = True
 
 
 ENGINES = {
     "scan": Engine("seqclf.lstm.scan", ("cpu", "gpu", "tpu"), "reference lax.scan cell, autodiff"),
     "fused": Engine("seqclf.lstm.fused", ("cpu", "gpu", "tpu"), "hoisted projections + custom-VJP scan"),
+    "cpu_kernel": Engine("seqclf.lstm.cpu_kernel", ("cpu",), "multithreaded C++ recurrence via XLA FFI"),
     "pallas": Engine("seqclf.lstm.pallas_gpu", ("gpu", "cpu"), "one-launch Pallas recurrence kernel"),
     "cudnn": Engine("seqclf.lstm.cudnn", ("gpu",), "jax.experimental.rnn (cuDNN), opt-in"),
+    "flax": Engine("seqclf.lstm.flax_rnn", ("cpu", "gpu", "tpu"),
+                   "Flax's nn.RNN(OptimizedLSTMCell): the baseline to beat", masks=False),
 }
 
-# What "auto" picks per platform (benchmarks/lstm_engines.py). CPU: fused and scan measured within
-# run-to-run noise of each other (B=64, T=500, H=100); fused for its smaller backward. GPU: the one-launch
-# Pallas kernel, not yet measured on a GPU (see WORKSPACE.md).
-AUTO = {"cpu": "fused", "gpu": "pallas", "tpu": "fused"}
+# What "auto" picks per platform: the first engine of the list that is available here (an engine module
+# may define ``unavailable_reason() -> str | None``). Measured with benchmarks/lstm_engines.py (see
+# WORKSPACE.md): on CPU the C++ kernel, which needs a compiler at first use, else fused (within run-to-run
+# noise of scan, with a smaller backward); on GPU the one-launch Pallas kernel, not yet measured on a GPU.
+AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("pallas",), "tpu": ("fused",)}
+
+
+def unavailable_reason(name: str) -> str | None:
+  """Why engine ``name`` cannot run in this process (say, no compiler for its kernel), or None."""
+  check = getattr(importlib.import_module(ENGINES[name].module), "unavailable_reason", None)
+  return check() if check else None
 
 
 def resolve_engine(name: str, platform: str | None = None) -> str:
   """Maps ``name`` (an engine or "auto") to a concrete engine for ``platform`` (default: JAX's)."""
   platform = platform or jax.default_backend()
   if name == "auto":
-    return AUTO.get(platform, "scan")
+    preferences = AUTO.get(platform, ("scan",))
+    return next((engine for engine in preferences if unavailable_reason(engine) is None), "scan")
   if name not in ENGINES:
     raise ConfigError(f"unknown LSTM engine {name!r}; choose one of: auto, {', '.join(ENGINES)}")
   if platform not in ENGINES[name].platforms:
@@ -91,6 +105,11 @@ def lstm(params, xs, *, initial_state=None, mask=None, lengths=None, input_dropo
     raise ConfigError("pass either mask or lengths to lstm(), not both")
   if lengths is not None:
     mask = lengths_to_mask(lengths, steps)
+  name = resolve_engine(engine)
+  if not ENGINES[name].masks and any(m is not None for m in (mask, input_dropout_mask,
+                                                             recurrent_dropout_mask)):
+    raise ConfigError(f"LSTM engine {name!r} runs every step unmasked and has no dropout masks; use "
+                      "another engine for masked or dropout models")
   if mask is None:
     mask = jnp.ones((batch, steps), bool)
   h0, c0 = initial_state if initial_state is not None else (jnp.zeros((batch, hidden), dtype),) * 2
@@ -98,8 +117,8 @@ def lstm(params, xs, *, initial_state=None, mask=None, lengths=None, input_dropo
     input_dropout_mask = jnp.ones((batch, input_size), dtype)
   if recurrent_dropout_mask is None:
     recurrent_dropout_mask = jnp.ones((batch, hidden), dtype)
-  return engine_function(engine)(params, xs, h0, c0, mask.astype(bool), input_dropout_mask,
-                                 recurrent_dropout_mask)
+  return engine_function(name)(params, xs, h0, c0, mask.astype(bool), input_dropout_mask,
+                               recurrent_dropout_mask)
 
 
 # Keras' LSTM initialisation, shared by `init_params` and the Flax `LSTM` layer.

@@ -1,0 +1,178 @@
+"""The ``cpu_kernel`` engine: a whole LSTM layer as multithreaded C++ kernels, called through XLA's FFI.
+
+On CPU, XLA runs each `lax.scan` step of ``scan`` or ``fused`` as a handful of single-threaded kernels, so
+at the article's shapes the loop is bound by per-step overhead and by one core. ``cpu_kernel.cc`` runs the
+whole forward loop, and the whole backward loop, as one call each: a step is one register-blocked matmul of
+[x_t, h_{t-1}] against the stacked weights [W; U] plus one vectorised pass of gate arithmetic, and the
+batch rows, which never interact, are split over ``num_threads`` threads that each run the full time loop
+without synchronising. The backward call returns every gradient (dx, dh0, dc0, d[W; U] accumulated per
+thread, db), so XLA has nothing of the layer left to do. Inputs and outputs stay batch-major: no
+transposes.
+
+The library is compiled at first use with the machine's C++ compiler (``$CXX``, default ``g++``; C++17)
+for the CPU it runs on (``-march=native``), and cached under ``$SEQCLF_CACHE_DIR`` (default
+``~/.cache/seqclf``) keyed by the source, the flags, jaxlib's version and the CPU's model and features, so
+a shared home directory never hands a library to a CPU it was not built for. Without a compiler the engine
+raises a `ConfigError` that names the fix, and ``engine="auto"`` falls back to ``fused``.
+
+float32 only; the exponential is a Cephes-style polynomial (relative error ~1e-7), so results match ``scan``
+to ~1e-6 rather than bit for bit (tests/test_lstm_api.py). Threads: ``$SEQCLF_LSTM_THREADS``, else the
+cores this process may run on; each thread gets a contiguous block of whole groups of 4 batch rows.
+"""
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+from seqclf.errors import ConfigError
+
+SOURCE = pathlib.Path(__file__).with_name("cpu_kernel.cc")
+# -fno-trapping-math lets g++ vectorise the floor and float->int conversion inside the exponential;
+# nothing here relies on floating-point traps, and unlike -ffast-math it keeps IEEE semantics.
+CXXFLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-std=c++17", "-shared",
+            "-fPIC", "-pthread")
+# Exported handler symbol -> the name XLA knows it by.
+_TARGETS = {"SeqclfLstmForward": "seqclf_lstm_forward", "SeqclfLstmInference": "seqclf_lstm_inference",
+            "SeqclfLstmBackward": "seqclf_lstm_backward"}
+
+
+def default_num_threads() -> int:
+  """The cores this process may run on (``$SEQCLF_LSTM_THREADS`` overrides)."""
+  if "SEQCLF_LSTM_THREADS" in os.environ:
+    return max(1, int(os.environ["SEQCLF_LSTM_THREADS"]))
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _cpu_signature() -> str:
+  """The CPU's model and feature flags: a library built with -march=native runs only where they match."""
+  try:
+    lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+  except OSError:
+    return platform.machine() + platform.processor()
+  wanted = ("model name", "flags", "Features", "CPU part")
+  return platform.machine() + "".join(sorted({line for line in lines if line.startswith(wanted)}))
+
+
+def _compiler() -> list[str]:
+  command = shlex.split(os.environ.get("CXX", "g++"))
+  if not command or shutil.which(command[0]) is None:
+    raise ConfigError(f"LSTM engine 'cpu_kernel' needs a C++17 compiler to build its kernel and found none "
+                      f"({os.environ.get('CXX', 'g++')!r} is not on PATH); install g++ or set $CXX, or use "
+                      "engine='fused'")
+  return command
+
+
+def _cache_dir() -> pathlib.Path:
+  default = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "seqclf"
+  return pathlib.Path(os.environ.get("SEQCLF_CACHE_DIR", default)) / "cpu_kernel"
+
+
+def build_library() -> pathlib.Path:
+  """Compiles ``cpu_kernel.cc`` into the cache (once per source, flags, jaxlib and CPU) and returns its path."""
+  compiler = _compiler()
+  include = jax.ffi.include_dir()
+  key = hashlib.sha256("\0".join([SOURCE.read_text(), *compiler, *CXXFLAGS, jaxlib.__version__,
+                                  _cpu_signature()]).encode()).hexdigest()[:16]
+  library = _cache_dir() / f"seqclf_lstm_{key}.so"
+  if library.exists():
+    return library
+  library.parent.mkdir(parents=True, exist_ok=True)
+  # Build to a temporary name and rename, so a concurrent or interrupted build never leaves a torn file.
+  with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
+    partial = pathlib.Path(scratch) / library.name
+    command = [*compiler, *CXXFLAGS, f"-I{include}", str(SOURCE), "-o", str(partial)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+      lines = result.stderr.strip().splitlines()
+      last_lines = " | ".join(([line for line in lines if "error" in line] or lines)[:3])
+      raise ConfigError(f"LSTM engine 'cpu_kernel' could not build its kernel ({shlex.join(command)} "
+                        f"exited with {result.returncode}: {last_lines}); use engine='fused'")
+    os.replace(partial, library)
+  return library
+
+
+@functools.cache
+def _register() -> None:
+  library = ctypes.cdll.LoadLibrary(str(build_library()))
+  for symbol, target in _TARGETS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
+
+
+def unavailable_reason() -> str | None:
+  """None when the kernel builds and loads here; otherwise why not (for ``engine="auto"``)."""
+  try:
+    _register()
+  except (ConfigError, OSError) as error:
+    return str(error)
+  return None
+
+
+def _call(target: str, out_shapes, *args, num_threads: int):
+  _register()
+  for arg in args:
+    if arg.dtype not in (jnp.float32, jnp.bool_):
+      raise ConfigError(f"LSTM engine 'cpu_kernel' computes in float32 and got {arg.dtype} inputs; cast "
+                        "them to float32 or use engine='fused'")
+  out_types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in out_shapes]
+  # vmap runs the kernel once per mapped element: it has no batch dimension beyond its own.
+  return jax.ffi.ffi_call(target, out_types, vmap_method="sequential")(
+      *args, num_threads=np.int64(num_threads))
+
+
+def _stacked_weights(params):
+  """[E + H, 4H]: the kernel on top of the recurrent kernel, so one matmul serves [x_t, h_{t-1}]."""
+  return jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=0)
+
+
+def make_lstm(num_threads: int | None = None):
+  """An LSTM with the engine signature of `seqclf.lstm.api`, its rows split into ``num_threads`` ranges
+  (default `default_num_threads()`)."""
+  threads = num_threads or default_num_threads()
+
+  def forward(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    batch, steps, _ = xs.shape
+    state = (batch, steps, h0.shape[1])
+    hs, cs, gates = _call("seqclf_lstm_forward", [state, state, (batch, steps, 4 * h0.shape[1])], xs,
+                          _stacked_weights(params), params["bias"], h0, c0, step_mask, input_dropout_mask,
+                          recurrent_dropout_mask, num_threads=threads)
+    residuals = (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates)
+    return (hs, (hs[:, -1], cs[:, -1])), residuals
+
+  def backward(residuals, cotangents):
+    params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates = residuals
+    d_hs, (dh_last, dc_last) = cotangents
+    weights = _stacked_weights(params)
+    d_xs, dh0, dc0, d_weights, d_bias = _call(
+        "seqclf_lstm_backward", [xs.shape, h0.shape, c0.shape, weights.shape, params["bias"].shape], xs,
+        weights, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates, d_hs, dh_last,
+        dc_last, num_threads=threads)
+    input_size = xs.shape[-1]
+    d_params = {"kernel": d_weights[:input_size], "recurrent_kernel": d_weights[input_size:], "bias": d_bias}
+    # Masks are constants: no cotangent (None is JAX's symbolic zero).
+    return d_params, d_xs, dh0, dc0, None, None, None
+
+  @jax.custom_vjp
+  def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    batch, steps, _ = xs.shape
+    hs, c_last = _call("seqclf_lstm_inference", [(batch, steps, h0.shape[1]), c0.shape], xs,
+                       _stacked_weights(params), params["bias"], h0, c0, step_mask, input_dropout_mask,
+                       recurrent_dropout_mask, num_threads=threads)
+    return hs, (hs[:, -1], c_last)
+
+  lstm.defvjp(forward, backward)
+  return lstm
+
+
+lstm = make_lstm()
