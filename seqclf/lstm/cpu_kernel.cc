@@ -55,6 +55,11 @@ constexpr int kRows = 8, kCols = 3;
 #else
 constexpr int kRows = 4, kCols = 1;
 #endif
+constexpr int kMaxDepth = 160;  // 160 x 48 floats = 30 KiB of weights per column block: Zen 4's L1 is 32 KiB
+// The backward pass adds each step's weight gradient a^T @ dz into per-thread sums, a product whose depth
+// is the thread's rows; it collects steps until the depth reaches about this, so the sums ([E + H, 4H],
+// over 1 MiB at H = 256) are read and written once per batch of steps rather than once per step.
+constexpr int kGradientDepth = 128;
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 typedef float UnalignedVec __attribute__((vector_size(kLanes * sizeof(float)), aligned(4)));
 
@@ -136,11 +141,19 @@ void MatmulColumns(const MatmulArgs& m, int j0) {
   }
 }
 
-// Column blocks outside, row blocks inside, so a block's slice of w stays in L1 for all the rows.
+// Column blocks outside, row blocks inside, so a block's slice of w stays in L1 for all the rows; a deep
+// product goes in equal slices of at most kMaxDepth, so that slice (kMaxDepth x 48 floats) fits L1 too.
 void Matmul(const MatmulArgs& m) {
-  int j = 0;
-  for (; j + kCols * kLanes <= m.cols; j += kCols * kLanes) MatmulColumns<kCols>(m, j);
-  for (; j < m.cols; j += kLanes) MatmulColumns<1>(m, j);
+  const int slices = (m.depth + kMaxDepth - 1) / kMaxDepth, slice = (m.depth + slices - 1) / slices;
+  for (int k0 = 0; k0 < m.depth; k0 += slice) {
+    MatmulArgs part = m;
+    part.a = m.a + k0 * m.ldk;
+    part.w = m.w + k0 * m.ldw;
+    part.depth = std::min(slice, m.depth - k0);
+    int j = 0;
+    for (; j + kCols * kLanes <= m.cols; j += kCols * kLanes) MatmulColumns<kCols>(part, j);
+    for (; j < m.cols; j += kLanes) MatmulColumns<1>(part, j);
+  }
 }
 
 // `matrix` [rows, cols] copied into a zero-padded [rows, RoundUp(cols, kLanes)] buffer (or its transpose).
@@ -328,9 +341,15 @@ void BackwardRows(const Shapes& s, const float* weights_t_padded, const float* x
   const int ldz = RoundUp(gate_width, kLanes), ld_inputs = RoundUp(row_width, kLanes);
   std::vector<float> dh_next(dh_last + first * hidden, dh_last + end * hidden);
   std::vector<float> dc_next(dc_last + first * hidden, dc_last + end * hidden);
-  std::vector<float> dz(static_cast<size_t>(rows) * ldz, 0.0f), a(static_cast<size_t>(rows) * row_width);
+  // The last `pending` steps' dz and matmul inputs, [pending * rows, ...], for one weight-gradient product.
+  const int chunk_steps = std::max(1, kGradientDepth / rows);
+  std::vector<float> dz_steps(static_cast<size_t>(chunk_steps) * rows * ldz, 0.0f);
+  std::vector<float> a_steps(static_cast<size_t>(chunk_steps) * rows * row_width);
   std::vector<float> d_inputs(static_cast<size_t>(rows) * ld_inputs);
+  int pending = 0;
   for (int t = s.steps - 1; t >= 0; --t) {
+    float* dz = &dz_steps[static_cast<size_t>(pending) * rows * ldz];
+    float* a = &a_steps[static_cast<size_t>(pending) * rows * row_width];
     for (int r = 0; r < rows; ++r) {
       const int b = first + r;
       const size_t row = s.at(b, t);
@@ -349,13 +368,16 @@ void BackwardRows(const Shapes& s, const float* weights_t_padded, const float* x
                    sums.bias.data());
     }
     std::fill(d_inputs.begin(), d_inputs.end(), 0.0f);
-    Matmul({dz.data(), ldz, 1, rows, gate_width, weights_t_padded, ld_inputs, ld_inputs, d_inputs.data(),
-            ld_inputs});
+    Matmul({dz, ldz, 1, rows, gate_width, weights_t_padded, ld_inputs, ld_inputs, d_inputs.data(), ld_inputs});
     StepInputs(s, xs, input_dropout, recurrent_dropout, first, rows, t, [&](int r) {
       return t > 0 ? hs + s.at(first + r, t - 1) * hidden : h0 + (first + r) * hidden;
-    }, a.data());
-    // d[W; U] [E + H, 4H] += a^T @ dz: a read transposed (its rows are the product's depth).
-    Matmul({a.data(), 1, row_width, row_width, rows, dz.data(), ldz, ldz, sums.weights.data(), ldz});
+    }, a);
+    if (++pending == chunk_steps || t == 0) {
+      // d[W; U] [E + H, 4H] += a^T @ dz over the pending steps: a read transposed (its rows are the depth).
+      Matmul({a_steps.data(), 1, row_width, row_width, pending * rows, dz_steps.data(), ldz, ldz,
+              sums.weights.data(), ldz});
+      pending = 0;
+    }
     for (int r = 0; r < rows; ++r) {
       const int b = first + r;
       const size_t row = s.at(b, t);
