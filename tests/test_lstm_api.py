@@ -183,6 +183,16 @@ def test_cpu_kernel_under_vmap_equals_scan():
 
 
 @CPU_ONLY
+def test_cpu_kernel_handles_an_empty_batch():
+  params = init_params(jax.random.key(0), 3, 5)
+  loss = lambda p, x: jnp.sum(lstm(p, x, engine="cpu_kernel")[0])
+  outputs, (h, c) = lstm(params, jnp.zeros((0, 4, 3)), engine="cpu_kernel")
+  assert outputs.shape == (0, 4, 5) and h.shape == c.shape == (0, 5)
+  grads = jax.grad(loss)(params, jnp.zeros((0, 4, 3)))
+  assert all(not np.any(g) for g in jax.tree.leaves(grads))
+
+
+@CPU_ONLY
 def test_cpu_kernel_refuses_other_dtypes():
   params, xs, *_ = _inputs(2, 3, 4, 5)
   with pytest.raises(ConfigError, match="computes in float32"):

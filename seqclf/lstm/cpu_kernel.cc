@@ -172,6 +172,7 @@ std::vector<float> Padded(const float* matrix, int rows, int cols, bool transpos
 
 // Batch rows per thread: whole matmul row blocks where possible, so that each range runs full blocks.
 int RowsPerRange(int rows, int64_t num_threads) {
+  if (rows <= 0) return kRows;
   const int threads =
       static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, (rows + kRows - 1) / kRows)));
   return RoundUp((rows + threads - 1) / threads, kRows);
@@ -183,6 +184,7 @@ int RowsPerRange(int rows, int64_t num_threads) {
 // pool threads work on the layer instead of spinning beside threads of our own.
 template <typename Body>
 void ParallelOverRows(ffi::ThreadPool& pool, int rows, int64_t num_threads, const Body& body) {
+  if (rows <= 0) return;
   const int chunk = RowsPerRange(rows, num_threads);
   const int ranges = (rows + chunk - 1) / chunk;
   struct State {
@@ -443,7 +445,7 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 xs, F32 weights, F32 h0, F32 c0, M
   const int gate_width = s.gate_width(), ldz = RoundUp(gate_width, kLanes);
   const std::vector<float> wt = Padded(weights.typed_data(), s.row_width(), gate_width, true);
   const int chunk = RowsPerRange(s.batch, num_threads);
-  std::vector<GradientSums> sums((s.batch + chunk - 1) / chunk);
+  std::vector<GradientSums> sums(std::max(1, (s.batch + chunk - 1) / chunk));
   for (GradientSums& part : sums) {
     part.weights.assign(static_cast<size_t>(s.row_width()) * ldz, 0.0f);
     part.bias.assign(gate_width, 0.0f);
