@@ -250,7 +250,6 @@ struct Shapes {
   int gate_width() const { return 4 * hidden; }
   int row_width() const { return input_size + hidden; }  // a step's matmul input: [x_t, h_{t-1}]
   size_t at(int b, int t) const { return static_cast<size_t>(b) * steps + t; }  // batch-major row
-  std::ptrdiff_t row_stride() const { return steps; }  // from (b, t) to (b + 1, t)
 };
 
 // Copies a row that will not be read again until the backward pass, long after it has left the caches:

@@ -17,7 +17,8 @@ raises a `ConfigError` that names the fix, and ``engine="auto"`` falls back to `
 
 float32 only; the exponential is a Cephes-style polynomial (relative error ~1e-7), so results match ``scan``
 to ~1e-6 rather than bit for bit (tests/test_lstm_api.py). Threads: ``$SEQCLF_LSTM_THREADS``, else the
-cores this process may run on; each thread gets a contiguous block of whole groups of 4 batch rows.
+cores this process may run on; each thread gets a contiguous block of whole matmul row blocks (8 rows with
+AVX-512, else 4).
 """
 
 import ctypes
