@@ -22,6 +22,8 @@ bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.article --imdb=$(IMDB) --workdir=$(WORKDIR) $(BENCH_ARGS)
 
 test: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 clean:

@@ -10,10 +10,9 @@ Writes ``WORKDIR/results.json`` (schema in WORKSPACE.md), ``WORKDIR/results.md``
 
 import os
 
+import jax
 from absl import flags
 from ml_collections import config_flags
-
-import jax
 
 from benchmarks import peers
 from seqclf import cli, metric_writers, models, parallel, presets, results, train
@@ -24,29 +23,49 @@ from seqclf.lstm import resolve_engine
 DEFAULT_BUCKETS = 6
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                           "default.py"), "Config file (ml_collections get_config()).", lock_config=True)
-_VARIANTS = flags.DEFINE_string("variants", None, "'all' or a comma-separated list of "
-                                f"{', '.join(models.VARIANTS)}. Default: the config's.")
+  "config",
+  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py"),
+  "Config file (ml_collections get_config()).",
+  lock_config=True,
+)
+_VARIANTS = flags.DEFINE_string(
+  "variants", None, f"'all' or a comma-separated list of {', '.join(models.VARIANTS)}. Default: the config's."
+)
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs per run. Default: the config's (3).")
 _SEEDS = flags.DEFINE_string("seeds", None, "Comma-separated seeds; one run per variant and seed.")
-_ENGINE = flags.DEFINE_list("engine", None, "LSTM engine(s): auto or names in seqclf.lstm.ENGINES, comma-"
-                            "separated to train each variant with each, side by side. Default: the config's.")
+_ENGINE = flags.DEFINE_list(
+  "engine",
+  None,
+  "LSTM engine(s): auto or names in seqclf.lstm.ENGINES, comma-"
+  "separated to train each variant with each, side by side. Default: the config's.",
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/article", "Where results.json/.md and vocab.json go.")
-_IMDB = flags.DEFINE_string("imdb", cli.default_imdb_source(),
-                            "IMDB source: 'tfds' or a local aclImdb .tar.gz / directory "
-                            "(default: $SEQCLF_IMDB, else tfds).")
-_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Encoded-data cache (default $SEQCLF_CACHE or "
-                                 "~/.cache/seqclf).")
-_BUCKETING = flags.DEFINE_bool("bucketing", False, "Length-bucketed, masked batches (sets "
-                               f"--config.num_buckets={DEFAULT_BUCKETS} unless the config sets a count).")
+_IMDB = flags.DEFINE_string(
+  "imdb",
+  cli.default_imdb_source(),
+  "IMDB source: 'tfds' or a local aclImdb .tar.gz / directory (default: $SEQCLF_IMDB, else tfds).",
+)
+_CACHE_DIR = flags.DEFINE_string(
+  "cache_dir", None, "Encoded-data cache (default $SEQCLF_CACHE or ~/.cache/seqclf)."
+)
+_BUCKETING = flags.DEFINE_bool(
+  "bucketing",
+  False,
+  "Length-bucketed, masked batches (sets "
+  f"--config.num_buckets={DEFAULT_BUCKETS} unless the config sets a count).",
+)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
-_PEERS = flags.DEFINE_string("peers", "", "Also train each variant with these, same data and "
-                             "hyper-parameters: torch, keras (pip install -e .[peers]).")
-_TENSORBOARD = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event files beside "
-                                 "WORKDIR/logs/<run>/metrics.jsonl.")
+_PEERS = flags.DEFINE_string(
+  "peers",
+  "",
+  "Also train each variant with these, same data and "
+  "hyper-parameters: torch, keras (pip install -e .[peers]).",
+)
+_TENSORBOARD = flags.DEFINE_bool(
+  "tensorboard", True, "Write TensorBoard event files beside WORKDIR/logs/<run>/metrics.jsonl."
+)
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -81,13 +100,31 @@ def summary_rows(runs: list[dict]) -> list[list]:
       ours_s[variant] = median_s
       speedup = "–"
     article_s, article_acc = models.ARTICLE_RESULTS.get(variant, (None, None))
-    rows.append([variant, engine, f"{median_s:.2f}", f"{compile_s:.2f}", acc, speedup,
-                 article_s if article_s else "–", f"{100 * article_acc:.2f} %" if article_acc else "–"])
+    rows.append(
+      [
+        variant,
+        engine,
+        f"{median_s:.2f}",
+        f"{compile_s:.2f}",
+        acc,
+        speedup,
+        article_s if article_s else "–",
+        f"{100 * article_acc:.2f} %" if article_acc else "–",
+      ]
+    )
   return rows
 
 
-TABLE_HEADER = ["variant", "engine", "s/epoch", "compile s", "test acc", "first engine's speed-up",
-                "article s/epoch", "article acc"]
+TABLE_HEADER = [
+  "variant",
+  "engine",
+  "s/epoch",
+  "compile s",
+  "test acc",
+  "first engine's speed-up",
+  "article s/epoch",
+  "article acc",
+]
 
 
 def create_model(variant: str, engine: str, config):
@@ -99,13 +136,17 @@ def train_one(model, variant: str, trainer: str, seed: int, data, config, workdi
   writer = None
   if workdir:
     writer = metric_writers.create_default_writer(
-        os.path.join(workdir, "logs", f"{variant}-{trainer}-seed{seed}"), tensorboard=_TENSORBOARD.value)
+      os.path.join(workdir, "logs", f"{variant}-{trainer}-seed{seed}"), tensorboard=_TENSORBOARD.value
+    )
     writer.write_hparams({"variant": variant, "engine": trainer, "seed": seed, **config.to_dict()})
 
   def report(m):
-    print(f"{variant} [{trainer}] seed {seed} epoch {m.epoch}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} "
-          f"ex/s) train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | test loss {m.test_loss:.4f} "
-          f"acc {m.test_acc:.4f}", flush=True)
+    print(
+      f"{variant} [{trainer}] seed {seed} epoch {m.epoch}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} "
+      f"ex/s) train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | test loss {m.test_loss:.4f} "
+      f"acc {m.test_acc:.4f}",
+      flush=True,
+    )
     if writer:
       writer.write_scalars(m.epoch, metric_writers.epoch_scalars(m))
       writer.flush()
@@ -143,8 +184,10 @@ def main(argv):
   for name in peer_names:
     peers.load_peer(name)  # a missing framework fails now, not after training
   if peer_names and (config.mask or config.num_buckets or config.device_resident):
-    raise ConfigError("--peers trains the article's fixed-length setup; drop --bucketing / "
-                      "--config.mask / --config.device_resident to compare like with like")
+    raise ConfigError(
+      "--peers trains the article's fixed-length setup; drop --bucketing / "
+      "--config.mask / --config.device_resident to compare like with like"
+    )
   for variant in variants:  # catch bad model fields before loading data
     models.check_input_length(create_model(variant, engines[0], config), config.maxlen)
   workdir = _WORKDIR.value
@@ -153,12 +196,17 @@ def main(argv):
     results.write_text_atomic(os.path.join(workdir, ".write_check"), "")  # fail now, not after training
     os.remove(os.path.join(workdir, ".write_check"))
 
-  data = load_encoded(_IMDB.value, top_words=config.top_words, maxlen=config.maxlen,
-                      padding=config.padding, truncating=config.truncating, cache_dir=_CACHE_DIR.value)
+  data = load_encoded(
+    _IMDB.value,
+    top_words=config.top_words,
+    maxlen=config.maxlen,
+    padding=config.padding,
+    truncating=config.truncating,
+    cache_dir=_CACHE_DIR.value,
+  )
   if writer:
     data.vocab.save(os.path.join(workdir, "vocab.json"))
-  meta = results.collect_meta(config, flags={"imdb": _IMDB.value, "workdir": workdir,
-                                             "preset": preset})
+  meta = results.collect_meta(config, flags={"imdb": _IMDB.value, "workdir": workdir, "preset": preset})
   runs = []
   for variant in variants:
     for trainer in [*engines, *peer_names]:
@@ -168,9 +216,10 @@ def main(argv):
         runs.append({"variant": variant, "engine": trainer, **record})
         table = results.markdown_table(TABLE_HEADER, summary_rows(runs))
         if writer:
-          results.write_json_atomic(os.path.join(workdir, "results.json"),
-                                    {"schema_version": results.SCHEMA_VERSION, "kind": "article",
-                                     "meta": meta, "runs": runs})
+          results.write_json_atomic(
+            os.path.join(workdir, "results.json"),
+            {"schema_version": results.SCHEMA_VERSION, "kind": "article", "meta": meta, "runs": runs},
+          )
           results.write_text_atomic(os.path.join(workdir, "results.md"), table)
   print()
   print(table, end="")

@@ -26,16 +26,22 @@ from matplotlib.figure import Figure  # pyplot-free: Figure.savefig renders PNG 
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, MaxNLocator, NullFormatter
 
 from benchmarks import peers
-from seqclf.atomic import write_atomically
 from seqclf import cli, results
+from seqclf.atomic import write_atomically
 from seqclf.errors import UsageError
 
 _OUT = flags.DEFINE_string("out", None, "Directory for compare.md and the plots (required).")
-_BASELINE = flags.DEFINE_string("baseline", None, "Device column the speed-ups are relative to: its "
-                                "label or a unique start of it, e.g. 'cpu x1'. Default: the first.")
+_BASELINE = flags.DEFINE_string(
+  "baseline",
+  None,
+  "Device column the speed-ups are relative to: its "
+  "label or a unique start of it, e.g. 'cpu x1'. Default: the first.",
+)
 _ALLOW_CONFIG_MISMATCH = flags.DEFINE_bool(
-    "allow_config_mismatch", False, "Merge article results even if their configs differ in "
-    "maxlen, batch_size or top_words.")
+  "allow_config_mismatch",
+  False,
+  "Merge article results even if their configs differ in maxlen, batch_size or top_words.",
+)
 
 RESULT_FILE_NAMES = ("results.json", "lstm_engines.json")
 KINDS = ("article", "lstm_engines")
@@ -48,6 +54,7 @@ DESCRIBED_CONFIG_KEYS = (*CONFIG_KEYS, "epochs", "mask", "num_buckets", "device_
 @dataclasses.dataclass
 class Source:
   """One results file and its device label (unique among the files of its kind)."""
+
   path: str
   results: dict
   label: str = ""
@@ -67,6 +74,7 @@ class Source:
 
 # Loading.
 
+
 def find_result_files(paths: list[str]) -> list[str]:
   """The results files named by ``paths``: files as given, directories searched one level deep."""
   found = []
@@ -76,13 +84,20 @@ def find_result_files(paths: list[str]) -> list[str]:
       continue
     if not os.path.isdir(path):
       raise UsageError(f"{path} does not exist; pass results.json files or benchmark workdirs")
-    directories = [path] + sorted(os.path.join(path, name) for name in os.listdir(path)
-                                  if os.path.isdir(os.path.join(path, name)))
-    in_path = [os.path.join(directory, name) for directory in directories for name in RESULT_FILE_NAMES
-               if os.path.isfile(os.path.join(directory, name))]
+    directories = [path] + sorted(
+      os.path.join(path, name) for name in os.listdir(path) if os.path.isdir(os.path.join(path, name))
+    )
+    in_path = [
+      os.path.join(directory, name)
+      for directory in directories
+      for name in RESULT_FILE_NAMES
+      if os.path.isfile(os.path.join(directory, name))
+    ]
     if not in_path:
-      raise UsageError(f"no {' or '.join(RESULT_FILE_NAMES)} in {path} or its subdirectories; pass a "
-                       "results file or a benchmark workdir")
+      raise UsageError(
+        f"no {' or '.join(RESULT_FILE_NAMES)} in {path} or its subdirectories; pass a "
+        "results file or a benchmark workdir"
+      )
     found += in_path
   return list(dict.fromkeys(os.path.normpath(path) for path in found))
 
@@ -93,8 +108,9 @@ def load_sources(paths: list[str]) -> list[Source]:
   for path in find_result_files(paths):
     loaded = results.load(path)
     if loaded.get("kind") not in KINDS:
-      raise UsageError(f"{path} holds {loaded.get('kind')!r} results; compare reads "
-                       f"{' and '.join(KINDS)} results")
+      raise UsageError(
+        f"{path} holds {loaded.get('kind')!r} results; compare reads {' and '.join(KINDS)} results"
+      )
     sources.append(Source(path, loaded))
   for kind in KINDS:
     label_sources([source for source in sources if source.kind == kind])
@@ -134,7 +150,7 @@ def label_sources(sources: list[Source]) -> None:
 
 
 def config_differences(sources: list[Source]) -> list[str]:
-  """Each `CONFIG_KEYS` difference between article sources, as "KEY: VALUE in PATH, ...". """
+  """Each `CONFIG_KEYS` difference between article sources, as "KEY: VALUE in PATH, ..."."""
   differences = []
   for key in CONFIG_KEYS:
     values = {source.path: (source.meta.get("config") or {}).get(key) for source in sources}
@@ -147,8 +163,10 @@ def check_configs(sources: list[Source], allow_mismatch: bool) -> None:
   """Refuses article sources trained on different data setups, unless ``allow_mismatch``."""
   differences = config_differences(sources)
   if differences and not allow_mismatch:
-    raise UsageError(f"the results differ in {differences[0]}; compare runs with the same config or pass "
-                     "--allow_config_mismatch")
+    raise UsageError(
+      f"the results differ in {differences[0]}; compare runs with the same config or pass "
+      "--allow_config_mismatch"
+    )
 
 
 def choose_baseline(labels: list[str], spec: str | None) -> str:
@@ -166,9 +184,11 @@ def choose_baseline(labels: list[str], spec: str | None) -> str:
 
 # Grouping and the table.
 
+
 @dataclasses.dataclass
 class Row:
   """One table row: a variant (and engine, where one device ran several), its runs per device label."""
+
   variant: str
   engine: str | None  # None: seqclf's own engine, whichever each device used
   runs: dict[str, list[dict]]
@@ -189,9 +209,13 @@ def group_rows(sources: list[Source]) -> list[Row]:
   file hold one variant under several seqclf engines, every engine gets its own row instead.
   """
   split_engines = any(
-      len({run["engine"] for run in source.runs if run["variant"] == variant and
-           run["engine"] not in peers.PEERS}) > 1
-      for source in sources for variant in {run["variant"] for run in source.runs})
+    len(
+      {run["engine"] for run in source.runs if run["variant"] == variant and run["engine"] not in peers.PEERS}
+    )
+    > 1
+    for source in sources
+    for variant in {run["variant"] for run in source.runs}
+  )
   rows = {}
   for source in sources:
     for run in source.runs:
@@ -237,20 +261,29 @@ def _format_accuracy(accuracies: list[float]) -> str:
 def comparison_table(rows: list[Row], labels: list[str], baseline: str) -> str:
   """The markdown table: per-device s/epoch, examples/s and test accuracy, then speed-ups vs baseline."""
   others = [label for label in labels if label != baseline]
-  header = (["variant", "engine"] + [f"s/epoch {label}" for label in labels]
-            + [f"examples/s {label}" for label in labels] + [f"test acc {label}" for label in labels]
-            + [f"speed-up {label} vs {baseline}" for label in others])
+  header = (
+    ["variant", "engine"]
+    + [f"s/epoch {label}" for label in labels]
+    + [f"examples/s {label}" for label in labels]
+    + [f"test acc {label}" for label in labels]
+    + [f"speed-up {label} vs {baseline}" for label in others]
+  )
   table = []
   for row in rows:
     epoch_s = {label: median_epoch_s(runs) for label, runs in row.runs.items() if runs}
     cells = [row.variant, row.engines()]
     cells += [_format_seconds(epoch_s[label]) if label in epoch_s else "–" for label in labels]
-    cells += [f"{median_examples_per_s(row.runs[label]):,.0f}" if label in epoch_s else "–"
-              for label in labels]
-    cells += [_format_accuracy(final_test_accuracies(row.runs[label])) if label in epoch_s else "–"
-              for label in labels]
-    cells += [f"{epoch_s[baseline] / epoch_s[label]:.2f}x" if baseline in epoch_s and label in epoch_s
-              else "–" for label in others]
+    cells += [
+      f"{median_examples_per_s(row.runs[label]):,.0f}" if label in epoch_s else "–" for label in labels
+    ]
+    cells += [
+      _format_accuracy(final_test_accuracies(row.runs[label])) if label in epoch_s else "–"
+      for label in labels
+    ]
+    cells += [
+      f"{epoch_s[baseline] / epoch_s[label]:.2f}x" if baseline in epoch_s and label in epoch_s else "–"
+      for label in others
+    ]
     table.append(cells)
   return results.markdown_table(header, table)
 
@@ -261,9 +294,14 @@ def describe_source(source: Source) -> str:
   git = meta.get("git") or {}
   commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
   versions = meta.get("versions") or {}
-  parts = [f"{source.kind}, {len(source.runs)} runs", meta.get("date", "undated"),
-           f"host {meta.get('host', '?')}", f"commit {commit}", f"jax {versions.get('jax', '?')}",
-           f"{meta.get('cpu_count', '?')} CPUs"]
+  parts = [
+    f"{source.kind}, {len(source.runs)} runs",
+    meta.get("date", "undated"),
+    f"host {meta.get('host', '?')}",
+    f"commit {commit}",
+    f"jax {versions.get('jax', '?')}",
+    f"{meta.get('cpu_count', '?')} CPUs",
+  ]
   config = meta.get("config") or {}
   if source.kind == "article":
     parts.append(", ".join(f"{key} {config[key]}" for key in DESCRIBED_CONFIG_KEYS if key in config))
@@ -280,20 +318,27 @@ def comparison_markdown(sources: list[Source], baseline: str | None = None) -> s
   if article:
     labels = [source.label for source in article]
     baseline = choose_baseline(labels, baseline)
-    parts.append("s/epoch and examples/s: medians over all epochs and seeds; test acc: last epoch, mean over "
-                 "seeds (± half their range); speed-up: the baseline's s/epoch over the device's.\n\n")
+    parts.append(
+      "s/epoch and examples/s: medians over all epochs and seeds; test acc: last epoch, mean over "
+      "seeds (± half their range); speed-up: the baseline's s/epoch over the device's.\n\n"
+    )
     parts.append(comparison_table(group_rows(article), labels, baseline))
-    parts += [f"\n**Configs differ** (merged with --allow_config_mismatch) in {difference}\n"
-              for difference in config_differences(article)]
+    parts += [
+      f"\n**Configs differ** (merged with --allow_config_mismatch) in {difference}\n"
+      for difference in config_differences(article)
+    ]
   elif baseline:
-    raise UsageError("--baseline picks a device column of article results, and none were given; "
-                     "drop --baseline or add a results.json")
+    raise UsageError(
+      "--baseline picks a device column of article results, and none were given; "
+      "drop --baseline or add a results.json"
+    )
   parts.append("\n## Sources\n")
   parts += [describe_source(source) + "\n" for source in sources]
   return "".join(parts)
 
 
 # Plots.
+
 
 def _save_png(figure: Figure, path: str) -> None:
   """Renders to memory, then writes atomically, so no reader sees half a PNG."""
@@ -309,8 +354,11 @@ def plot_epoch_time(rows: list[Row], labels: list[str], path: str) -> None:
   axes = figure.subplots()
   values = []
   for index, label in enumerate(labels):
-    positions = [row_index + (index - (len(labels) - 1) / 2) * width
-                 for row_index, row in enumerate(rows) if row.runs.get(label)]
+    positions = [
+      row_index + (index - (len(labels) - 1) / 2) * width
+      for row_index, row in enumerate(rows)
+      if row.runs.get(label)
+    ]
     seconds = [median_epoch_s(row.runs[label]) for row in rows if row.runs.get(label)]
     bars = axes.bar(positions, seconds, width, label=label)
     axes.bar_label(bars, labels=[_format_seconds(s) for s in seconds], fontsize=7, padding=1)
@@ -341,10 +389,16 @@ def plot_test_accuracy(rows: list[Row], labels: list[str], path: str) -> None:
       if row.runs.get(label):
         epochs, accuracies = accuracy_curve(row.runs[label])
         # Later devices get bigger, hollow markers, so equal curves (same seeds) stay visible.
-        axes.plot(epochs, [100 * a for a in accuracies], color=color,
-                  linestyle=_LINE_STYLES[index % len(_LINE_STYLES)], marker=_MARKERS[index % len(_MARKERS)],
-                  markersize=5 + 3 * index, fillstyle="full" if index == 0 else "none",
-                  label=f"{row.name} · {label}")
+        axes.plot(
+          epochs,
+          [100 * a for a in accuracies],
+          color=color,
+          linestyle=_LINE_STYLES[index % len(_LINE_STYLES)],
+          marker=_MARKERS[index % len(_MARKERS)],
+          markersize=5 + 3 * index,
+          fillstyle="full" if index == 0 else "none",
+          label=f"{row.name} · {label}",
+        )
   axes.xaxis.set_major_locator(MaxNLocator(integer=True))
   axes.set_xlabel("epoch")
   axes.set_ylabel("test accuracy (%)")
@@ -394,8 +448,9 @@ def plot_engine_sweep(sources: list[Source], path: str) -> None:
   _save_png(figure, path)
 
 
-def write_comparison(paths: list[str], out: str, *, baseline: str | None = None,
-                     allow_config_mismatch: bool = False) -> list[str]:
+def write_comparison(
+  paths: list[str], out: str, *, baseline: str | None = None, allow_config_mismatch: bool = False
+) -> list[str]:
   """Loads ``paths``, checks they compare, and writes compare.md and the plots to ``out``.
 
   Returns:
@@ -407,8 +462,10 @@ def write_comparison(paths: list[str], out: str, *, baseline: str | None = None,
   sweeps = [source for source in sources if source.kind == "lstm_engines"]
   for source in sweeps:
     if not any(run["mode"] == "fwd_bwd" for run in source.runs):
-      raise UsageError(f"{source.path} has no fwd_bwd measurement to plot; re-run benchmarks.lstm_engines "
-                       "until it finishes a shape, or leave the file out")
+      raise UsageError(
+        f"{source.path} has no fwd_bwd measurement to plot; re-run benchmarks.lstm_engines "
+        "until it finishes a shape, or leave the file out"
+      )
   markdown = comparison_markdown(sources, baseline)
   written = [os.path.join(out, "compare.md")]
   results.write_text_atomic(written[0], markdown)
@@ -426,12 +483,15 @@ def write_comparison(paths: list[str], out: str, *, baseline: str | None = None,
 
 def main(argv):
   if len(argv) < 2:
-    raise UsageError("no results given; pass results.json files or benchmark workdirs, e.g. "
-                     "python -m benchmarks.compare runs/a runs/b --out=runs/compare")
+    raise UsageError(
+      "no results given; pass results.json files or benchmark workdirs, e.g. "
+      "python -m benchmarks.compare runs/a runs/b --out=runs/compare"
+    )
   if not _OUT.value:
     raise UsageError("--out is required: the directory for compare.md and the plots")
-  written = write_comparison(argv[1:], _OUT.value, baseline=_BASELINE.value,
-                             allow_config_mismatch=_ALLOW_CONFIG_MISMATCH.value)
+  written = write_comparison(
+    argv[1:], _OUT.value, baseline=_BASELINE.value, allow_config_mismatch=_ALLOW_CONFIG_MISMATCH.value
+  )
   with open(written[0]) as f:
     print(f.read())
   print("wrote " + ", ".join(written))

@@ -25,17 +25,25 @@ _STEPS = flags.DEFINE_list("steps", ["100", "500"], "Sequence lengths T.")
 _HIDDEN_SIZES = flags.DEFINE_list("hidden_sizes", ["100", "256", "512"], "Hidden sizes H.")
 _INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "Input (embedding) size E.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (median and spread).")
-_PEERS = flags.DEFINE_list("peers", [], "Also time these in the same process: flax "
-                           "(nn.RNN(OptimizedLSTMCell)), torch (nn.LSTM; cuDNN on GPU).")
+_PEERS = flags.DEFINE_list(
+  "peers",
+  [],
+  "Also time these in the same process: flax (nn.RNN(OptimizedLSTMCell)), torch (nn.LSTM; cuDNN on GPU).",
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/lstm_engines", "Where lstm_engines.json goes.")
 
 
 def native_engines(platform: str) -> list[str]:
   """The engines worth timing here: Pallas "runs" on CPU only in interpret mode, a correctness tool;
   ``flax`` is the baseline, timed with ``--peers=flax``; an engine that cannot build here is skipped."""
-  return [name for name, engine in ENGINES.items()
-          if platform in engine.platforms and not (name == "pallas" and platform != "gpu")
-          and name != "flax" and unavailable_reason(name) is None]
+  return [
+    name
+    for name, engine in ENGINES.items()
+    if platform in engine.platforms
+    and not (name == "pallas" and platform != "gpu")
+    and name != "flax"
+    and unavailable_reason(name) is None
+  ]
 
 
 def lstm_flops(batch, steps, input_size, hidden) -> float:
@@ -58,6 +66,7 @@ def time_engine(engine, params, xs, repeats) -> dict:
 
 def time_torch(batch, steps, input_size, hidden, repeats) -> dict:
   import torch  # optional peer
+
   device = "cuda" if torch.cuda.is_available() else "cpu"
   layer = torch.nn.LSTM(input_size, hidden, batch_first=True).to(device)
   xs = torch.randn(batch, steps, input_size, device=device, requires_grad=True)
@@ -92,14 +101,21 @@ def main(argv):
   if unknown_peers:
     raise ConfigError(f"unknown peer(s) {', '.join(sorted(unknown_peers))}; available: flax, torch")
   try:
-    shapes = [(int(b), int(t), int(h)) for b in _BATCH_SIZES.value for t in _STEPS.value
-              for h in _HIDDEN_SIZES.value]
+    shapes = [
+      (int(b), int(t), int(h)) for b in _BATCH_SIZES.value for t in _STEPS.value for h in _HIDDEN_SIZES.value
+    ]
   except ValueError:
     raise ConfigError("--batch_sizes, --steps and --hidden_sizes take comma-separated integers") from None
   path = os.path.join(_WORKDIR.value, "lstm_engines.json")
-  meta = results.collect_meta(flags={**{k: flags.FLAGS[k].value for k in (
-      "engines", "batch_sizes", "steps", "hidden_sizes", "input_size", "repeats", "peers")},
-      "preset": preset})
+  meta = results.collect_meta(
+    flags={
+      **{
+        k: flags.FLAGS[k].value
+        for k in ("engines", "batch_sizes", "steps", "hidden_sizes", "input_size", "repeats", "peers")
+      },
+      "preset": preset,
+    }
+  )
   runs, rows = [], []
   e = _INPUT_SIZE.value
   for b, t, h in shapes:
@@ -115,19 +131,39 @@ def main(argv):
       for mode, stats in modes.items():
         mode_flops = flops * (3 if mode == "fwd_bwd" else 1)
         scan_s = timings["scan"][mode]["median_s"]
-        entry = {"engine": name, "mode": mode, "batch": b, "steps": t, "input_size": e, "hidden": h,
-                 "tflops_per_s": mode_flops / stats["median_s"] / 1e12,
-                 "speedup_vs_scan": scan_s / stats["median_s"], **stats}
+        entry = {
+          "engine": name,
+          "mode": mode,
+          "batch": b,
+          "steps": t,
+          "input_size": e,
+          "hidden": h,
+          "tflops_per_s": mode_flops / stats["median_s"] / 1e12,
+          "speedup_vs_scan": scan_s / stats["median_s"],
+          **stats,
+        }
         runs.append(entry)
-        rows.append([name, mode, b, t, h, f"{1e3 * stats['median_s']:.2f}",
-                     f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.2f}",
-                     f"{entry['tflops_per_s']:.3f}", f"{entry['speedup_vs_scan']:.2f}x",
-                     f"{stats['compile_s']:.2f}" if "compile_s" in stats else "–"])
-    print(results.markdown_table(HEADER, rows[-len(timings) * 2:]), flush=True)
-    results.write_json_atomic(path, {"schema_version": results.SCHEMA_VERSION, "kind": "lstm_engines",
-                                     "meta": meta, "runs": runs})
-  results.write_text_atomic(os.path.join(_WORKDIR.value, "lstm_engines.md"),
-                            results.markdown_table(HEADER, rows))
+        rows.append(
+          [
+            name,
+            mode,
+            b,
+            t,
+            h,
+            f"{1e3 * stats['median_s']:.2f}",
+            f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.2f}",
+            f"{entry['tflops_per_s']:.3f}",
+            f"{entry['speedup_vs_scan']:.2f}x",
+            f"{stats['compile_s']:.2f}" if "compile_s" in stats else "–",
+          ]
+        )
+    print(results.markdown_table(HEADER, rows[-len(timings) * 2 :]), flush=True)
+    results.write_json_atomic(
+      path, {"schema_version": results.SCHEMA_VERSION, "kind": "lstm_engines", "meta": meta, "runs": runs}
+    )
+  results.write_text_atomic(
+    os.path.join(_WORKDIR.value, "lstm_engines.md"), results.markdown_table(HEADER, rows)
+  )
   print(f"wrote {path}")
 
 

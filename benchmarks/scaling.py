@@ -21,8 +21,11 @@ from seqclf import cli, models, parallel, presets, results, timing, train
 from seqclf.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                           "default.py"), "Config file (ml_collections get_config()).", lock_config=True)
+  "config",
+  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py"),
+  "Config file (ml_collections get_config()).",
+  lock_config=True,
+)
 _VARIANT = flags.DEFINE_string("variant", "lstm", "Model variant.")
 _DEVICE_COUNTS = flags.DEFINE_list("device_counts", None, "Device counts (default: 1, 2, 4, ... up to all).")
 _PER_DEVICE_BATCH = flags.DEFINE_list("per_device_batch", ["16", "64"], "Per-device batch sizes.")
@@ -37,9 +40,11 @@ def step_time(model, config, devices, global_batch: int, steps: int, repeats: in
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_size(global_batch, mesh)
   rng = np.random.default_rng(0)
-  batch = {"tokens": rng.integers(1, config.top_words, (global_batch, steps)).astype(np.int32),
-           "labels": rng.integers(0, 2, global_batch).astype(np.int32),
-           "weights": np.ones(global_batch, np.float32)}
+  batch = {
+    "tokens": rng.integers(1, config.top_words, (global_batch, steps)).astype(np.int32),
+    "labels": rng.integers(0, 2, global_batch).astype(np.int32),
+    "weights": np.ones(global_batch, np.float32),
+  }
   params = model.init(jax.random.PRNGKey(0), batch["tokens"][:1])["params"]
   state = train.TrainState.create(apply_fn=model.apply, params=params, tx=train.make_optimizer(config))
   replicated = parallel.replicated(mesh)
@@ -57,14 +62,19 @@ def main(argv):
   config = _CONFIG.value
   devices = jax.devices()
   try:
-    counts = ([int(c) for c in _DEVICE_COUNTS.value] if _DEVICE_COUNTS.value else
-              [2 ** i for i in range(len(devices).bit_length()) if 2 ** i <= len(devices)])
+    counts = (
+      [int(c) for c in _DEVICE_COUNTS.value]
+      if _DEVICE_COUNTS.value
+      else [2**i for i in range(len(devices).bit_length()) if 2**i <= len(devices)]
+    )
     per_device = [int(b) for b in _PER_DEVICE_BATCH.value]
   except ValueError:
     raise ConfigError("--device_counts and --per_device_batch take comma-separated integers") from None
   if max(counts) > len(devices) or min(counts) < 1:
-    raise ConfigError(f"--device_counts must be in 1..{len(devices)} (devices here); on CPU set "
-                      "XLA_FLAGS=--xla_force_host_platform_device_count=N for more")
+    raise ConfigError(
+      f"--device_counts must be in 1..{len(devices)} (devices here); on CPU set "
+      "XLA_FLAGS=--xla_force_host_platform_device_count=N for more"
+    )
   model = models.create(_VARIANT.value, vocab_size=config.top_words, **config.model)
   steps = _STEPS.value or config.maxlen
   runs, rows = [], []
@@ -77,18 +87,38 @@ def main(argv):
         point = step_time(model, config, devices[:n], global_batch, steps, _REPEATS.value)
         base.setdefault(mode, (n, point))
         n0, p0 = base[mode]
-        efficiency = (point["examples_per_s"] / (p0["examples_per_s"] * n / n0) if mode == "weak"
-                      else p0["median_s"] * n0 / (n * point["median_s"]))
-        runs.append({"devices": n, "per_device_batch": global_batch // n, "global_batch": global_batch,
-                     "mode": mode, "efficiency": efficiency, **point})
-        rows.append([n, global_batch // n, global_batch, mode, f"{1e3 * point['median_s']:.1f}",
-                     f"{point['examples_per_s']:,.0f}", f"{efficiency:.2f}"])
+        efficiency = (
+          point["examples_per_s"] / (p0["examples_per_s"] * n / n0)
+          if mode == "weak"
+          else p0["median_s"] * n0 / (n * point["median_s"])
+        )
+        runs.append(
+          {
+            "devices": n,
+            "per_device_batch": global_batch // n,
+            "global_batch": global_batch,
+            "mode": mode,
+            "efficiency": efficiency,
+            **point,
+          }
+        )
+        rows.append(
+          [
+            n,
+            global_batch // n,
+            global_batch,
+            mode,
+            f"{1e3 * point['median_s']:.1f}",
+            f"{point['examples_per_s']:,.0f}",
+            f"{efficiency:.2f}",
+          ]
+        )
         print(results.markdown_table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
-  meta = results.collect_meta(config, flags={"variant": _VARIANT.value, "steps": steps,
-                                                             "preset": preset})
-  results.write_json_atomic(os.path.join(_WORKDIR.value, "scaling.json"),
-                            {"schema_version": results.SCHEMA_VERSION, "kind": "scaling", "meta": meta,
-                             "runs": runs})
+  meta = results.collect_meta(config, flags={"variant": _VARIANT.value, "steps": steps, "preset": preset})
+  results.write_json_atomic(
+    os.path.join(_WORKDIR.value, "scaling.json"),
+    {"schema_version": results.SCHEMA_VERSION, "kind": "scaling", "meta": meta, "runs": runs},
+  )
   table = results.markdown_table(HEADER, rows)
   results.write_text_atomic(os.path.join(_WORKDIR.value, "scaling.md"), table)
   print("\n" + table)

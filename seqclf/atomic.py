@@ -5,7 +5,8 @@ Every file seqclf writes for later use (results, vocabularies, caches, run confi
 
 import os
 import tempfile
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 
 def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:

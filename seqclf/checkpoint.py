@@ -75,14 +75,16 @@ def read_run_config(run_dir: str) -> tuple[dict, str, int, list[str]]:
     with open(path, encoding="utf-8") as file:
       document = json.load(file)
   except FileNotFoundError:
-    raise DataError(f"{run_dir} is not a run directory (no {CONFIG_FILE}): pass the directory a training "
-                    "run wrote") from None
+    raise DataError(
+      f"{run_dir} is not a run directory (no {CONFIG_FILE}): pass the directory a training run wrote"
+    ) from None
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
     raise DataError(f"cannot read {path} ({error}): the run directory is damaged, train it again") from error
   missing = [key for key in _RUN_KEYS if not isinstance(document, dict) or key not in document]
   if missing:
-    raise DataError(f"{path} lacks {', '.join(missing)}: it was not written by write_run_config, train the "
-                    "run again")
+    raise DataError(
+      f"{path} lacks {', '.join(missing)}: it was not written by write_run_config, train the run again"
+    )
   variant, seed, label_names = (document.pop(key) for key in _RUN_KEYS)
   return document, variant, seed, label_names
 
@@ -108,25 +110,32 @@ class Checkpointer:
     if writable:
       _remove_uncommitted_steps(self.directory)
     elif not os.path.isdir(self.directory):
-      raise DataError(f"no checkpoints in {run_dir} (no {CHECKPOINT_DIR}/ directory): train the run "
-                      "first, or pass the run directory it wrote")
+      raise DataError(
+        f"no checkpoints in {run_dir} (no {CHECKPOINT_DIR}/ directory): train the run "
+        "first, or pass the run directory it wrote"
+      )
     metric_of = lambda metrics: metrics["metric"]
     options = ocp.CheckpointManagerOptions(
-        enable_async_checkpointing=False,  # a save is on disk when save() returns: safe against SIGKILL
-        create=writable,
-        cleanup_tmp_directories=writable,
-        best_fn=metric_of,
-        best_mode="max",
-        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy([
-            ocp.checkpoint_managers.LatestN(n=1),
-            # Keeps the highest metric: BestN sorts ascending (stably, so ties go to the later epoch)
-            # and keeps the tail.
-            ocp.checkpoint_managers.BestN(get_metric_fn=metric_of, n=1),
-        ]),
+      enable_async_checkpointing=False,  # a save is on disk when save() returns: safe against SIGKILL
+      create=writable,
+      cleanup_tmp_directories=writable,
+      best_fn=metric_of,
+      best_mode="max",
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+        [
+          ocp.checkpoint_managers.LatestN(n=1),
+          # Keeps the highest metric: BestN sorts ascending (stably, so ties go to the later epoch)
+          # and keeps the tail.
+          ocp.checkpoint_managers.BestN(get_metric_fn=metric_of, n=1),
+        ]
+      ),
     )
     # Handlers named up front, so that item metadata can be read before anything is restored.
-    handlers = {"params": ocp.StandardCheckpointHandler(), "optimizer": ocp.StandardCheckpointHandler(),
-                "meta": ocp.JsonCheckpointHandler()}
+    handlers = {
+      "params": ocp.StandardCheckpointHandler(),
+      "optimizer": ocp.StandardCheckpointHandler(),
+      "meta": ocp.JsonCheckpointHandler(),
+    }
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   def __enter__(self) -> "Checkpointer":
@@ -140,8 +149,11 @@ class Checkpointer:
 
   def epochs(self) -> list[int]:
     """The epochs with a complete checkpoint, in increasing order."""
-    return sorted(step for step in self._manager.all_steps()
-                  if os.path.exists(os.path.join(self.directory, str(step), _COMMIT_MARKER)))
+    return sorted(
+      step
+      for step in self._manager.all_steps()
+      if os.path.exists(os.path.join(self.directory, str(step), _COMMIT_MARKER))
+    )
 
   def latest_epoch(self) -> int | None:
     """The last epoch with a complete checkpoint, or None."""
@@ -168,18 +180,20 @@ class Checkpointer:
     """
     latest = self.latest_epoch()
     if latest is not None and epoch <= latest:
-      raise DataError(f"{self.directory} already has a checkpoint of epoch {latest}: resume from it, or "
-                      "train in a fresh run directory")
+      raise DataError(
+        f"{self.directory} already has a checkpoint of epoch {latest}: resume from it, or "
+        "train in a fresh run directory"
+      )
     self._manager.save(
-        epoch,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params),
-            optimizer=ocp.args.StandardSave(state.opt_state),
-            meta=ocp.args.JsonSave({"epoch": epoch, "step": int(state.step), "history": history}),
-        ),
-        # -inf rather than no metrics: orbax warns on every save without them.
-        metrics={"metric": float("-inf") if metric is None else float(metric)},
-        force=True,  # the epoch check above replaces orbax's save-interval policy
+      epoch,
+      args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params),
+        optimizer=ocp.args.StandardSave(state.opt_state),
+        meta=ocp.args.JsonSave({"epoch": epoch, "step": int(state.step), "history": history}),
+      ),
+      # -inf rather than no metrics: orbax warns on every save without them.
+      metrics={"metric": float("-inf") if metric is None else float(metric)},
+      force=True,  # the epoch check above replaces orbax's save-interval policy
     )
 
   def restore_latest(self, target_state):
@@ -224,19 +238,26 @@ class Checkpointer:
     # Checked first because orbax reports a shape mismatch only midway through reading the arrays.
     mismatch = describe_shape_mismatch(self._manager.item_metadata(epoch)["params"].tree, target_state.params)
     if mismatch:
-      raise DataError(f"checkpoint {self.directory}/{epoch} holds another model ({mismatch}): train in a "
-                      "fresh run directory, or with the config it was trained with")
+      raise DataError(
+        f"checkpoint {self.directory}/{epoch} holds another model ({mismatch}): train in a "
+        "fresh run directory, or with the config it was trained with"
+      )
     abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
     try:
-      restored = self._manager.restore(epoch, args=ocp.args.Composite(
+      restored = self._manager.restore(
+        epoch,
+        args=ocp.args.Composite(
           params=ocp.args.StandardRestore(abstract(target_state.params)),
           optimizer=ocp.args.StandardRestore(abstract(target_state.opt_state)),
           meta=ocp.args.JsonRestore(),
-      ))
+        ),
+      )
     except ValueError as error:  # same parameters, another optimizer (e.g. gradient clipping toggled)
-      raise DataError(f"checkpoint {self.directory}/{epoch} holds another optimizer state "
-                      f"({str(error).splitlines()[0]}): train in a fresh run directory, or with the config "
-                      "it was trained with") from error
+      raise DataError(
+        f"checkpoint {self.directory}/{epoch} holds another optimizer state "
+        f"({str(error).splitlines()[0]}): train in a fresh run directory, or with the config "
+        "it was trained with"
+      ) from error
     meta = restored["meta"]
     step = meta["step"]
     if isinstance(target_state.step, jax.Array):  # placed like the target's, e.g. replicated over a mesh
@@ -262,14 +283,20 @@ def describe_shape_mismatch(checkpoint_params, model_params) -> str | None:
   Returns:
     One phrase for an error message, or None when all names and shapes agree.
   """
+
   def shapes(tree):
-    return {jax.tree_util.keystr(path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {
+      jax.tree_util.keystr(path): tuple(leaf.shape)
+      for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
   stored, wanted = shapes(checkpoint_params), shapes(model_params)
   for name in sorted(stored.keys() | wanted.keys()):
     if stored.get(name) != wanted.get(name):
-      return (f"parameter {name} is {wanted.get(name, 'absent')} in the model but "
-              f"{stored.get(name, 'absent')} in the checkpoint")
+      return (
+        f"parameter {name} is {wanted.get(name, 'absent')} in the model but "
+        f"{stored.get(name, 'absent')} in the checkpoint"
+      )
   return None
 
 

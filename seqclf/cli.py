@@ -13,6 +13,7 @@ flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors instead of 
 
 def usage_errors_exit_2(main):
   """Wraps an absl ``main`` so a `UsageError` prints ``error: <message>`` and exits 2, no traceback."""
+
   @functools.wraps(main)
   def wrapped(argv):
     try:
@@ -22,11 +23,13 @@ def usage_errors_exit_2(main):
         raise
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
+
   return wrapped
 
 
 def run(main, flags_parser=None):
   """`absl.app.run` with one-line errors for bad flags too (absl's own are a page of help)."""
+
   def parse(argv):
     try:
       return flags.FLAGS(argv)
@@ -34,9 +37,13 @@ def run(main, flags_parser=None):
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
     except (KeyError, AttributeError) as e:  # how ml_collections reports --config.<unknown key>
-      print(f"error: unknown config key {str(e).strip(chr(34))}; check the --config.* names against the "
-            "config file", file=sys.stderr)
+      print(
+        f"error: unknown config key {str(e).strip(chr(34))}; check the --config.* names against the "
+        "config file",
+        file=sys.stderr,
+      )
       sys.exit(2)
+
   logging.set_verbosity(logging.WARNING)
   app.run(usage_errors_exit_2(main), flags_parser=flags_parser or parse)
 

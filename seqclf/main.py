@@ -24,18 +24,31 @@ from seqclf.data.text_files import encode_text_dataset, load_text_dataset, split
 from seqclf.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                           "default.py"), "Config file (ml_collections get_config()).", lock_config=True)
+  "config",
+  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py"),
+  "Config file (ml_collections get_config()).",
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run directory (created, or resumed).")
 _VARIANT = flags.DEFINE_string("variant", "lstm", f"Model variant: {', '.join(models.VARIANTS)}.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed for initialisation, shuffling, dropout and the validation split.")
-_IMDB = flags.DEFINE_string("imdb", cli.default_imdb_source(), "IMDB source when no --train_file: 'tfds' "
-                            "or an aclImdb .tar.gz / directory (default: $SEQCLF_IMDB, else tfds).")
-_TRAIN_FILE = flags.DEFINE_string("train_file", None, "Own dataset: a .csv/.tsv/.jsonl file of texts and labels.")
+_SEED = flags.DEFINE_integer(
+  "seed", 0, "Seed for initialisation, shuffling, dropout and the validation split."
+)
+_IMDB = flags.DEFINE_string(
+  "imdb",
+  cli.default_imdb_source(),
+  "IMDB source when no --train_file: 'tfds' "
+  "or an aclImdb .tar.gz / directory (default: $SEQCLF_IMDB, else tfds).",
+)
+_TRAIN_FILE = flags.DEFINE_string(
+  "train_file", None, "Own dataset: a .csv/.tsv/.jsonl file of texts and labels."
+)
 _TEST_FILE = flags.DEFINE_string("test_file", None, "Own dataset: held-out test file (same format).")
 _TEXT_FIELD = flags.DEFINE_string("text_field", "text", "Column/key holding the text.")
 _LABEL_FIELD = flags.DEFINE_string("label_field", "label", "Column/key holding the label (name or integer).")
-_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Encoded-IMDB cache (default $SEQCLF_CACHE or ~/.cache/seqclf).")
+_CACHE_DIR = flags.DEFINE_string(
+  "cache_dir", None, "Encoded-IMDB cache (default $SEQCLF_CACHE or ~/.cache/seqclf)."
+)
 _TENSORBOARD = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event files into RUN/logs.")
 
 # Config keys that may change between a run and its resumption.
@@ -45,22 +58,46 @@ _RESUMABLE_CHANGES = ("epochs", "variants", "seeds", "patience")
 def load_data(config, seed: int):
   """-> (data evaluated every epoch, held-out test set or None, label names)."""
   if _TRAIN_FILE.value:
-    texts = load_text_dataset(_TRAIN_FILE.value, _TEST_FILE.value, val_fraction=config.val_fraction,
-                              seed=seed, text_field=_TEXT_FIELD.value, label_field=_LABEL_FIELD.value)
-    data = encode_text_dataset(texts, top_words=config.top_words, maxlen=config.maxlen,
-                               padding=config.padding, truncating=config.truncating)
+    texts = load_text_dataset(
+      _TRAIN_FILE.value,
+      _TEST_FILE.value,
+      val_fraction=config.val_fraction,
+      seed=seed,
+      text_field=_TEXT_FIELD.value,
+      label_field=_LABEL_FIELD.value,
+    )
+    data = encode_text_dataset(
+      texts,
+      top_words=config.top_words,
+      maxlen=config.maxlen,
+      padding=config.padding,
+      truncating=config.truncating,
+    )
     test = None
     if texts.validation is not None and texts.test is not None:
-      test = (encode(texts.test.texts, data.vocab, config.maxlen, padding=config.padding,
-                     truncating=config.truncating), texts.test.labels)
+      test = (
+        encode(
+          texts.test.texts, data.vocab, config.maxlen, padding=config.padding, truncating=config.truncating
+        ),
+        texts.test.labels,
+      )
     return data, test, texts.label_names
-  data = load_encoded(_IMDB.value, top_words=config.top_words, maxlen=config.maxlen, padding=config.padding,
-                      truncating=config.truncating, cache_dir=_CACHE_DIR.value)
+  data = load_encoded(
+    _IMDB.value,
+    top_words=config.top_words,
+    maxlen=config.maxlen,
+    padding=config.padding,
+    truncating=config.truncating,
+    cache_dir=_CACHE_DIR.value,
+  )
   if not config.val_fraction:
     return data, None, list(imdb.LABELS)
   x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, config.val_fraction, seed)
-  return (EncodedDataset(x_train, y_train, x_val, y_val, data.vocab), (data.x_test, data.y_test),
-          list(imdb.LABELS))
+  return (
+    EncodedDataset(x_train, y_train, x_val, y_val, data.vocab),
+    (data.x_test, data.y_test),
+    list(imdb.LABELS),
+  )
 
 
 def check_resumable(run_dir: str, config, variant: str, seed: int) -> None:
@@ -70,12 +107,16 @@ def check_resumable(run_dir: str, config, variant: str, seed: int) -> None:
   saved, saved_variant, saved_seed, _ = checkpoint.read_run_config(run_dir)
   current = config.to_dict()
   if (saved_variant, saved_seed) != (variant, seed):
-    raise ConfigError(f"{run_dir} holds a run of variant {saved_variant!r} seed {saved_seed}; use another "
-                      "--workdir or the same --variant/--seed to resume it")
+    raise ConfigError(
+      f"{run_dir} holds a run of variant {saved_variant!r} seed {saved_seed}; use another "
+      "--workdir or the same --variant/--seed to resume it"
+    )
   for key in sorted(set(saved) | set(current)):
     if key not in _RESUMABLE_CHANGES and saved.get(key) != current.get(key):
-      raise ConfigError(f"{run_dir} was trained with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
-                        "use another --workdir to train with a different config")
+      raise ConfigError(
+        f"{run_dir} was trained with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
+        "use another --workdir to train with a different config"
+      )
 
 
 def main(argv):
@@ -89,16 +130,19 @@ def main(argv):
   if not 0 <= config.val_fraction < 1:
     raise ConfigError(f"--config.val_fraction must be in [0, 1), got {config.val_fraction}")
   if config.patience and not config.val_fraction:
-    raise ConfigError("--config.patience needs a validation split: set --config.val_fraction (e.g. 0.1); "
-                      "stopping on the test split would tune on test")
+    raise ConfigError(
+      "--config.patience needs a validation split: set --config.val_fraction (e.g. 0.1); "
+      "stopping on the test split would tune on test"
+    )
   models.check_input_length(models.create(variant, **config.model), config.maxlen)
   check_resumable(run_dir, config, variant, seed)
   data, test, label_names = load_data(config, seed)
   model = models.create(variant, vocab_size=config.top_words, num_classes=len(label_names), **config.model)
   initial_embedding = None
   if config.pretrained_embeddings:
-    initial_embedding, coverage = embeddings.load_pretrained(config.pretrained_embeddings, data.vocab,
-                                                             config.model.embed_dim, seed=seed)
+    initial_embedding, coverage = embeddings.load_pretrained(
+      config.pretrained_embeddings, data.vocab, config.model.embed_dim, seed=seed
+    )
     print(f"pretrained embeddings: {coverage:.1%} of the vocabulary found in {config.pretrained_embeddings}")
   checkpoint.write_run_config(run_dir, config, variant=variant, seed=seed, label_names=label_names)
   data.vocab.save(os.path.join(run_dir, checkpoint.VOCAB_FILE))
@@ -108,14 +152,25 @@ def main(argv):
   eval_name = "validation" if config.val_fraction else "test"
 
   def report(m):
-    print(f"epoch {m.epoch}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} ex/s) train loss {m.train_loss:.4f} "
-          f"acc {m.train_acc:.4f} | {eval_name} loss {m.test_loss:.4f} acc {m.test_acc:.4f}", flush=True)
+    print(
+      f"epoch {m.epoch}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} ex/s) train loss {m.train_loss:.4f} "
+      f"acc {m.train_acc:.4f} | {eval_name} loss {m.test_loss:.4f} acc {m.test_acc:.4f}",
+      flush=True,
+    )
     writer.write_scalars(m.epoch, metric_writers.epoch_scalars(m))
     writer.flush()
 
   try:
-    record, state = train.fit(model, data, config, seed=seed, label=variant, on_epoch=report,
-                              run_dir=run_dir, initial_embedding=initial_embedding)
+    record, state = train.fit(
+      model,
+      data,
+      config,
+      seed=seed,
+      label=variant,
+      on_epoch=report,
+      run_dir=run_dir,
+      initial_embedding=initial_embedding,
+    )
   finally:
     writer.close()
   record.update(variant=variant, eval_split=eval_name, label_names=label_names)
@@ -125,11 +180,13 @@ def main(argv):
     test_loss, test_acc = train.evaluate(model, best.params, *test, config)
     record["final_test"] = {"best_epoch": best_epoch, "test_loss": test_loss, "test_acc": test_acc}
     print(f"test accuracy of the best epoch ({best_epoch}): {record['final_test']['test_acc']:.4f}")
-  meta = results.collect_meta(config, flags={"workdir": run_dir, "variant": variant, "seed": seed,
-                                                     "preset": preset})
-  results.write_json_atomic(os.path.join(run_dir, "results.json"),
-                            {"schema_version": results.SCHEMA_VERSION, "kind": "train", "meta": meta,
-                             "runs": [record]})
+  meta = results.collect_meta(
+    config, flags={"workdir": run_dir, "variant": variant, "seed": seed, "preset": preset}
+  )
+  results.write_json_atomic(
+    os.path.join(run_dir, "results.json"),
+    {"schema_version": results.SCHEMA_VERSION, "kind": "train", "meta": meta, "runs": [record]},
+  )
   print(f"wrote {os.path.join(run_dir, 'results.json')}")
 
 

@@ -28,29 +28,25 @@ HPARAMS_JSON_NAME = "hparams.json"
 class MetricWriter(Protocol):
   """Receives a run's hyper-parameters once and its scalars at each step."""
 
-  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    ...
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None: ...
 
-  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-    ...
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None: ...
 
-  def flush(self) -> None:
-    ...
+  def flush(self) -> None: ...
 
-  def close(self) -> None:
-    ...
+  def close(self) -> None: ...
 
 
 def epoch_scalars(metrics) -> dict[str, float]:
   """Scalar names for one epoch's `seqclf.train.EpochMetrics` (the step is ``metrics.epoch``)."""
   return {
-      "train/loss": metrics.train_loss,
-      "train/accuracy": metrics.train_acc,
-      "test/loss": metrics.test_loss,
-      "test/accuracy": metrics.test_acc,
-      "time/epoch_s": metrics.epoch_s,
-      "time/examples_per_s": metrics.examples_per_s,
-      "time/eval_s": metrics.eval_s,
+    "train/loss": metrics.train_loss,
+    "train/accuracy": metrics.train_acc,
+    "test/loss": metrics.test_loss,
+    "test/accuracy": metrics.test_acc,
+    "time/epoch_s": metrics.epoch_s,
+    "time/examples_per_s": metrics.examples_per_s,
+    "time/eval_s": metrics.eval_s,
   }
 
 
@@ -103,6 +99,7 @@ class TensorBoardWriter:
 
   def __init__(self, logdir: str):
     import tensorboardX  # optional: see create_default_writer
+
     self.logdir = logdir
     self._writer = tensorboardX.SummaryWriter(logdir=logdir)
 
@@ -118,6 +115,7 @@ class TensorBoardWriter:
     every scalar of the run as a metric, so the HParams table shows this run's curves' final values.
     """
     from tensorboardX import summary
+
     _, session_start, _ = summary.hparams(flatten_hparams(hparams), {})
     self._writer.file_writer.add_summary(session_start)
 
@@ -162,6 +160,8 @@ def create_default_writer(logdir: str, *, tensorboard: bool = True) -> MetricWri
     if tensorboard_available():
       writers.append(TensorBoardWriter(logdir))
     else:
-      logging.warning("tensorboardX is not installed, writing %s only; pip install tensorboardX for "
-                      "TensorBoard files", os.path.join(logdir, JSONL_NAME))
+      logging.warning(
+        "tensorboardX is not installed, writing %s only; pip install tensorboardX for TensorBoard files",
+        os.path.join(logdir, JSONL_NAME),
+      )
   return MultiWriter(writers)

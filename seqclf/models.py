@@ -18,20 +18,23 @@ from seqclf.errors import ConfigError
 from seqclf.lstm import LSTM
 
 VARIANTS = {
-    # Embedding(5000, 32) -> LSTM(100) -> Dense(1, sigmoid)
-    "lstm": {},
-    # Keras 1 Embedding(dropout=0.2), Dropout(0.2), LSTM(100), Dropout(0.2), Dense
-    "lstm_dropout": {"word_dropout": 0.2, "embedding_dropout": 0.2, "output_dropout": 0.2},
-    # Embedding(dropout=0.2), LSTM(100, dropout_W=0.2, dropout_U=0.2), Dense
-    "lstm_recurrent_dropout": {"word_dropout": 0.2, "lstm_input_dropout": 0.2,
-                               "lstm_recurrent_dropout": 0.2},
-    # Embedding -> Conv1D(32, 3, same, relu) -> MaxPool1D(2) -> LSTM(100) -> Dense
-    "cnn_lstm": {"conv_filters": 32, "conv_width": 3, "pool_size": 2},
+  # Embedding(5000, 32) -> LSTM(100) -> Dense(1, sigmoid)
+  "lstm": {},
+  # Keras 1 Embedding(dropout=0.2), Dropout(0.2), LSTM(100), Dropout(0.2), Dense
+  "lstm_dropout": {"word_dropout": 0.2, "embedding_dropout": 0.2, "output_dropout": 0.2},
+  # Embedding(dropout=0.2), LSTM(100, dropout_W=0.2, dropout_U=0.2), Dense
+  "lstm_recurrent_dropout": {"word_dropout": 0.2, "lstm_input_dropout": 0.2, "lstm_recurrent_dropout": 0.2},
+  # Embedding -> Conv1D(32, 3, same, relu) -> MaxPool1D(2) -> LSTM(100) -> Dense
+  "cnn_lstm": {"conv_filters": 32, "conv_width": 3, "pool_size": 2},
 }
 
 # Keras' parameter counts for the article's sizes, checked by the tests.
-KERAS_PARAM_COUNTS = {"lstm": 213_301, "lstm_dropout": 213_301, "lstm_recurrent_dropout": 213_301,
-                      "cnn_lstm": 216_405}
+KERAS_PARAM_COUNTS = {
+  "lstm": 213_301,
+  "lstm_dropout": 213_301,
+  "lstm_recurrent_dropout": 213_301,
+  "cnn_lstm": 216_405,
+}
 
 
 def _keras_embedding_init(key, shape, dtype=jnp.float32):
@@ -44,22 +47,23 @@ class SequenceClassifier(nn.Module):
   ``mask`` [B, T] (optional, True on real tokens) makes the LSTM skip padded steps exactly; without it
   padding is read like any token, as in the article (Keras without ``mask_zero``).
   """
+
   vocab_size: int = 5000
   embed_dim: int = 32
   lstm_features: int = 100
   num_classes: int = 2
   engine: str = "auto"
-  freeze_embedding: bool = False   # keep (pretrained) embedding vectors as they are
-  word_dropout: float = 0.0        # drops whole vocabulary rows per batch (Keras 1 Embedding dropout)
-  embedding_dropout: float = 0.0   # elementwise Dropout layer after the embedding
-  conv_filters: int = 0            # 0: no convolution front end
+  freeze_embedding: bool = False  # keep (pretrained) embedding vectors as they are
+  word_dropout: float = 0.0  # drops whole vocabulary rows per batch (Keras 1 Embedding dropout)
+  embedding_dropout: float = 0.0  # elementwise Dropout layer after the embedding
+  conv_filters: int = 0  # 0: no convolution front end
   conv_width: int = 3
   pool_size: int = 2
   lstm_input_dropout: float = 0.0
   lstm_recurrent_dropout: float = 0.0
-  output_dropout: float = 0.0      # Dropout layer after the LSTM
-  lstm_layers: int = 1             # stacked LSTMs; each reads the full output sequence of the last
-  bidirectional: bool = False      # a second LSTM per layer reads the reversed sequence
+  output_dropout: float = 0.0  # Dropout layer after the LSTM
+  lstm_layers: int = 1  # stacked LSTMs; each reads the full output sequence of the last
+  bidirectional: bool = False  # a second LSTM per layer reads the reversed sequence
 
   @nn.compact
   def __call__(self, tokens, mask=None, train: bool = False):
@@ -88,12 +92,17 @@ class SequenceClassifier(nn.Module):
     logits = nn.Dense(outputs, name="head")(h)
     return logits[:, 0] if outputs == 1 else logits
 
-
   def _recurrent_stack(self, x, mask, train: bool):
     """Runs the (stacked, optionally bidirectional) LSTMs; returns the final hidden state(s) [B, H']."""
+
     def layer(name):
-      return LSTM(self.lstm_features, engine=self.engine, input_dropout=self.lstm_input_dropout,
-                  recurrent_dropout=self.lstm_recurrent_dropout, name=name)
+      return LSTM(
+        self.lstm_features,
+        engine=self.engine,
+        input_dropout=self.lstm_input_dropout,
+        recurrent_dropout=self.lstm_recurrent_dropout,
+        name=name,
+      )
 
     for depth in range(self.lstm_layers):
       suffix = f"_{depth}" if depth else ""  # the first layer keeps the name "lstm" (article params)
@@ -103,7 +112,8 @@ class SequenceClassifier(nn.Module):
         # are no-ops wherever they sit, so padding needs no special handling.
         reversed_mask = None if mask is None else mask[:, ::-1]
         back_outputs, (back_h, _) = layer("lstm_backward" + suffix)(
-            x[:, ::-1], mask=reversed_mask, deterministic=not train)
+          x[:, ::-1], mask=reversed_mask, deterministic=not train
+        )
         outputs = jnp.concatenate([outputs, back_outputs[:, ::-1]], axis=-1)
         h = jnp.concatenate([h, back_h], axis=-1)
       x = outputs
@@ -117,7 +127,9 @@ def create(variant: str, **model_fields) -> SequenceClassifier:
   known = {f.name for f in dataclasses.fields(SequenceClassifier)} - {"parent", "name"}
   unknown = set(model_fields) - known
   if unknown:
-    raise ConfigError(f"unknown model field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    raise ConfigError(
+      f"unknown model field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+    )
   return SequenceClassifier(**{**model_fields, **VARIANTS[variant]})
 
 
@@ -125,8 +137,10 @@ def check_input_length(model: SequenceClassifier, maxlen: int) -> None:
   """A convolution front end pools ``pool_size`` steps into one: shorter inputs leave the LSTM nothing."""
   needed = model.pool_size if model.conv_filters else 1
   if maxlen < needed:
-    raise ConfigError(f"--config.maxlen={maxlen} is shorter than the {needed} steps this model's "
-                      f"max-pooling needs; raise --config.maxlen")
+    raise ConfigError(
+      f"--config.maxlen={maxlen} is shorter than the {needed} steps this model's "
+      f"max-pooling needs; raise --config.maxlen"
+    )
 
 
 def parse_variants(spec: str) -> list[str]:
@@ -145,5 +159,9 @@ def param_count(params) -> int:
 
 
 # The article's table (Keras 1.1 on a 2016 GPU, 3 epochs): seconds per epoch and test accuracy.
-ARTICLE_RESULTS = {"lstm": (107.0, 0.8679), "lstm_dropout": (108.0, 0.8556),
-                   "lstm_recurrent_dropout": (112.0, 0.8282), "cnn_lstm": (58.0, 0.8636)}
+ARTICLE_RESULTS = {
+  "lstm": (107.0, 0.8679),
+  "lstm_dropout": (108.0, 0.8556),
+  "lstm_recurrent_dropout": (112.0, 0.8282),
+  "cnn_lstm": (58.0, 0.8636),
+}

@@ -27,8 +27,9 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
     raise ConfigError(f"--process_id must be in [0, {num_processes}), got {process_id}")
   if not coordinator_address:
     raise ConfigError("--coordinator_address (host:port of process 0) is needed with --num_processes > 1")
-  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+  )
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -39,8 +40,9 @@ def make_mesh(devices=None) -> Mesh:
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
   devices = mesh.devices.size
   if batch_size % devices:
-    raise ConfigError(f"--config.{name}={batch_size} does not divide over {devices} devices; use a "
-                      f"multiple of {devices}")
+    raise ConfigError(
+      f"--config.{name}={batch_size} does not divide over {devices} devices; use a multiple of {devices}"
+    )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -56,7 +58,9 @@ def shard(tree, sharding: NamedSharding):
 
   Works the same on one process and on many: each process fills only its own devices' slices.
   """
+
   def place(x):
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
   return jax.tree.map(place, tree)

@@ -53,8 +53,9 @@ class Prediction:
 class Predictor:
   """A trained model with the vocabulary and encoding options of its run."""
 
-  def __init__(self, model: models.SequenceClassifier, params, vocab: Vocabulary, config: dict,
-               label_names: list[str]):
+  def __init__(
+    self, model: models.SequenceClassifier, params, vocab: Vocabulary, config: dict, label_names: list[str]
+  ):
     """Wraps a model whose parameters have already been checked against it; see :func:`load`."""
     self.vocab, self.config, self.label_names = vocab, config, label_names
     self._params = params
@@ -81,8 +82,13 @@ class Predictor:
       raise UsageError("predict takes a list of texts, got one string: wrap it in a list")
     if not texts:
       return []
-    x = encode(texts, self.vocab, self.config["maxlen"], padding=self.config["padding"],
-               truncating=self.config["truncating"])
+    x = encode(
+      texts,
+      self.vocab,
+      self.config["maxlen"],
+      padding=self.config["padding"],
+      truncating=self.config["truncating"],
+    )
     if self._left_align:
       x = batching.left_align(x, self.config["padding"])
     # One batch shape for every call of this size: a few texts don't pay for a full eval batch.
@@ -97,8 +103,11 @@ class Predictor:
   def _prediction(self, logits: np.ndarray, probabilities: np.ndarray) -> Prediction:
     # Decided from the logits exactly as training counts accuracy (a binary logit > 0 is label 1).
     label_id = int(logits > 0) if logits.ndim == 0 else int(np.argmax(logits))
-    return Prediction(label=self.label_names[label_id], probability=float(probabilities[label_id]),
-                      probabilities={name: float(p) for name, p in zip(self.label_names, probabilities)})
+    return Prediction(
+      label=self.label_names[label_id],
+      probability=float(probabilities[label_id]),
+      probabilities={name: float(p) for name, p in zip(self.label_names, probabilities)},
+    )
 
 
 def find_run_dir(path: str) -> str:
@@ -117,12 +126,12 @@ def find_run_dir(path: str) -> str:
       subdirectories.clear()  # runs do not nest, and a run's checkpoints are large trees
     subdirectories.sort()
   if not runs:
-    raise DataError(f"no training run under {path} (no {checkpoint.CONFIG_FILE}): pass the --workdir of a "
-                    "training run")
+    raise DataError(
+      f"no training run under {path} (no {checkpoint.CONFIG_FILE}): pass the --workdir of a training run"
+    )
   if len(runs) > 1:
     names = ", ".join(os.path.relpath(run, path) for run in runs)
-    raise UsageError(f"{path} holds {len(runs)} runs ({names}): pass one of them, e.g. "
-                     f"--workdir={runs[0]}")
+    raise UsageError(f"{path} holds {len(runs)} runs ({names}): pass one of them, e.g. --workdir={runs[0]}")
   return runs[0]
 
 
@@ -143,20 +152,28 @@ def load(run_dir: str, which: str = "best") -> Predictor:
   vocab = Vocabulary.load(os.path.join(run_dir, checkpoint.VOCAB_FILE))
   params = checkpoint.restore_params(run_dir, which)
   # Engines share one parameter layout, so "auto" runs a checkpoint from any device on this one.
-  fields = {**config["model"], "vocab_size": config["top_words"], "num_classes": len(label_names),
-            "engine": "auto"}
+  fields = {
+    **config["model"],
+    "vocab_size": config["top_words"],
+    "num_classes": len(label_names),
+    "engine": "auto",
+  }
   model = models.create(variant, **fields)
   sample = jnp.zeros((1, config["maxlen"]), jnp.int32)
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0), sample)["params"])
   mismatch = checkpoint.describe_shape_mismatch(params, expected)
   if mismatch:
-    raise DataError(f"{run_dir}: the checkpoint does not fit the model of {checkpoint.CONFIG_FILE} "
-                    f"({mismatch}): the run directory mixes files of different runs")
+    raise DataError(
+      f"{run_dir}: the checkpoint does not fit the model of {checkpoint.CONFIG_FILE} "
+      f"({mismatch}): the run directory mixes files of different runs"
+    )
   embedding_rows = params["embedding"].shape[0]
   if embedding_rows != vocab.top_words:
-    raise DataError(f"{run_dir}: {checkpoint.VOCAB_FILE} has {vocab.top_words} ids but the checkpoint's "
-                    f"embedding has {embedding_rows} rows: the vocabulary comes from another run, copy the "
-                    "one that was trained with it")
+    raise DataError(
+      f"{run_dir}: {checkpoint.VOCAB_FILE} has {vocab.top_words} ids but the checkpoint's "
+      f"embedding has {embedding_rows} rows: the vocabulary comes from another run, copy the "
+      "one that was trained with it"
+    )
   return Predictor(model, params, vocab, config, label_names)
 
 
@@ -166,12 +183,14 @@ def _define_flags() -> types.SimpleNamespace:
   workdir = flags.DEFINE_string("workdir", None, "A run directory, or a workdir holding exactly one run.")
   flags.mark_flag_as_required("workdir")
   return types.SimpleNamespace(
-      workdir=workdir,
-      which=flags.DEFINE_enum("which", "best", list(checkpoint.WHICH),
-                              "Checkpoint: best (highest validation metric) or last."),
-      json=flags.DEFINE_bool("json", False, "Print JSON lines with every class's probability."),
-      input=flags.DEFINE_string("input", None, "Read texts, one per line, from this file ('-': stdin) "
-                                "instead of the arguments."),
+    workdir=workdir,
+    which=flags.DEFINE_enum(
+      "which", "best", list(checkpoint.WHICH), "Checkpoint: best (highest validation metric) or last."
+    ),
+    json=flags.DEFINE_bool("json", False, "Print JSON lines with every class's probability."),
+    input=flags.DEFINE_string(
+      "input", None, "Read texts, one per line, from this file ('-': stdin) instead of the arguments."
+    ),
   )
 
 
@@ -192,7 +211,7 @@ def read_texts(source: str) -> list[str]:
   except OSError as error:
     raise DataError(f"cannot read {name} ({error.strerror}): check the --input path") from error
   except UnicodeDecodeError as error:
-    line = data[:error.start].count(b"\n") + 1
+    line = data[: error.start].count(b"\n") + 1
     raise DataError(f"{name} line {line} is not UTF-8 text: save the texts as UTF-8") from error
   lines = text.split("\n")  # not splitlines(): texts may contain other line separators such as U+2028
   if lines[-1] == "":
@@ -203,11 +222,18 @@ def read_texts(source: str) -> list[str]:
 def format_prediction(text: str, prediction: Prediction, as_json: bool) -> str:
   """One output line: ``label<TAB>probability<TAB>text prefix``, or a JSON object."""
   if as_json:
-    return json.dumps({"text": text, "label": prediction.label, "probability": prediction.probability,
-                       "probabilities": prediction.probabilities}, ensure_ascii=False)
+    return json.dumps(
+      {
+        "text": text,
+        "label": prediction.label,
+        "probability": prediction.probability,
+        "probabilities": prediction.probabilities,
+      },
+      ensure_ascii=False,
+    )
   prefix = " ".join(text.split())
   if len(prefix) > _PREFIX_CHARS:
-    prefix = prefix[:_PREFIX_CHARS - 1] + "…"
+    prefix = prefix[: _PREFIX_CHARS - 1] + "…"
   return f"{prediction.label}\t{prediction.probability:.4f}\t{prefix}"
 
 
@@ -218,8 +244,9 @@ def main(argv: list[str], options: types.SimpleNamespace) -> None:
       raise UsageError("texts given both as arguments and with --input: use one of them")
     texts = read_texts(options.input.value)
   if not texts:
-    raise UsageError("no texts to classify: pass them as arguments, or --input=FILE (one per line, "
-                     "'-' for stdin)")
+    raise UsageError(
+      "no texts to classify: pass them as arguments, or --input=FILE (one per line, '-' for stdin)"
+    )
   predictor = load(options.workdir.value, options.which.value)
   for text, prediction in zip(texts, predictor.predict(texts)):
     print(format_prediction(text, prediction, options.json.value))

@@ -47,17 +47,24 @@ _HEAP_SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31
 _ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm7_plugin", "libtpu")
 
 PRESETS = {
-    "auto": {},
-    "none": {},
-    "cpu_heap": {"heap": True},
-    "gpu_graphs": {"xla_flags": [
-        "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"]},
+  "auto": {},
+  "none": {},
+  "cpu_heap": {"heap": True},
+  "gpu_graphs": {
+    "xla_flags": [
+      "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"
+    ]
+  },
 }
 
 
 # One flag for every driver (defined here so that drivers imported into one process share it).
-PRESET = flags.DEFINE_enum("preset", "auto", list(PRESETS), "Platform preset (seqclf/presets.py); apply "
-                           "it first thing in main, before JAX starts its backends.")
+PRESET = flags.DEFINE_enum(
+  "preset",
+  "auto",
+  list(PRESETS),
+  "Platform preset (seqclf/presets.py); apply it first thing in main, before JAX starts its backends.",
+)
 
 
 def resolve(name: str, environ=os.environ) -> str:

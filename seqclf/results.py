@@ -52,8 +52,10 @@ def load(path: str) -> dict:
     raise UsageError(f"cannot read results file {path}: {e}") from e
   version = results.get("schema_version") if isinstance(results, dict) else None
   if version != SCHEMA_VERSION:
-    raise UsageError(f"{path} has results schema version {version!r}, this seqclf reads "
-                     f"{SCHEMA_VERSION}; re-run the benchmark that wrote it")
+    raise UsageError(
+      f"{path} has results schema version {version!r}, this seqclf reads "
+      f"{SCHEMA_VERSION}; re-run the benchmark that wrote it"
+    )
   return results
 
 
@@ -70,8 +72,10 @@ def _cpu_model() -> str:
 
 def _git_state() -> dict:
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
   def git(*args):
     return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10)
+
   try:
     commit = git("rev-parse", "HEAD")
     if commit.returncode != 0:
@@ -92,17 +96,21 @@ def collect_meta(config=None, flags=None) -> dict:
     except metadata.PackageNotFoundError:
       versions[name] = None
   return {
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "host": socket.gethostname(),
-      "cpu": _cpu_model(),
-      "cpu_count": os.cpu_count(),
-      "device": {"platform": devices[0].platform, "kind": devices[0].device_kind,
-                 "count": len(devices), "process_count": jax.process_count()},
-      "versions": versions,
-      "git": _git_state(),
-      "argv": sys.argv,
-      "flags": flags or {},
-      "config": config.to_dict() if hasattr(config, "to_dict") else config,
+    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "host": socket.gethostname(),
+    "cpu": _cpu_model(),
+    "cpu_count": os.cpu_count(),
+    "device": {
+      "platform": devices[0].platform,
+      "kind": devices[0].device_kind,
+      "count": len(devices),
+      "process_count": jax.process_count(),
+    },
+    "versions": versions,
+    "git": _git_state(),
+    "argv": sys.argv,
+    "flags": flags or {},
+    "config": config.to_dict() if hasattr(config, "to_dict") else config,
   }
 
 

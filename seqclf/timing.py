@@ -2,7 +2,7 @@
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -28,5 +28,9 @@ def steady_state(fn: Callable, *args, warmup: int = 1, repeats: int = 5, number:
       out = fn(*args)
     jax.block_until_ready(out)
     samples.append((time.perf_counter() - start) / number)
-  return {"median_s": statistics.median(samples), "min_s": min(samples), "max_s": max(samples),
-          "repeats": repeats}
+  return {
+    "median_s": statistics.median(samples),
+    "min_s": min(samples),
+    "max_s": max(samples),
+    "repeats": repeats,
+  }

@@ -19,7 +19,7 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,6 @@ from flax.training import train_state
 from seqclf import checkpoint, models, parallel
 from seqclf.data import batching
 from seqclf.errors import ConfigError, DivergedError, ResourceError  # noqa: F401 (re-exported)
-
 
 # Bucket lengths are rounded up to a multiple of this: even for the CNN's pool windows, and whole
 # SIMD/tile widths for the matmuls.
@@ -67,8 +66,7 @@ def validate(config) -> None:
   if config.get("steps_per_dispatch", 0) < 0:
     raise ConfigError("--config.steps_per_dispatch must be >= 0 (0: a whole epoch per dispatch)")
   if config.get("device_resident") and config.get("num_buckets"):
-    raise ConfigError("--config.device_resident and --config.num_buckets cannot be combined yet; "
-                      "choose one")
+    raise ConfigError("--config.device_resident and --config.num_buckets cannot be combined yet; choose one")
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -89,8 +87,11 @@ def loss_and_metrics(logits, labels, weights):
     predictions = jnp.argmax(logits, axis=-1).astype(labels.dtype)
   count = weights.sum()
   loss = (losses * weights).sum() / jnp.maximum(count, 1.0)
-  metrics = {"loss_sum": (losses * weights).sum(), "correct": ((predictions == labels) * weights).sum(),
-             "count": count}
+  metrics = {
+    "loss_sum": (losses * weights).sum(),
+    "correct": ((predictions == labels) * weights).sum(),
+    "count": count,
+  }
   return loss, metrics
 
 
@@ -100,26 +101,33 @@ def _mask(tokens, use_mask: bool):
 
 def make_train_step(model, use_mask: bool = False) -> Callable:
   """``(state, batch, dropout_key) -> (state, metrics)``; dropout keys derive from the step number."""
+
   def train_step(state, batch, dropout_key):
     dropout_key = jax.random.fold_in(dropout_key, state.step)
 
     def loss_fn(params):
-      logits = model.apply({"params": params}, batch["tokens"], _mask(batch["tokens"], use_mask),
-                           train=True, rngs={"dropout": dropout_key})
+      logits = model.apply(
+        {"params": params},
+        batch["tokens"],
+        _mask(batch["tokens"], use_mask),
+        train=True,
+        rngs={"dropout": dropout_key},
+      )
       return loss_and_metrics(logits, batch["labels"], batch["weights"])
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     # Checked on the host once per epoch (no per-step sync); min-reduced, so the first one is kept.
     metrics["first_nonfinite_step"] = jnp.where(jnp.isfinite(loss), NO_STEP, state.step)
     return state.apply_gradients(grads=grads), metrics
+
   return train_step
 
 
 def make_eval_step(model, use_mask: bool = False) -> Callable:
   def eval_step(params, batch):
-    logits = model.apply({"params": params}, batch["tokens"], _mask(batch["tokens"], use_mask),
-                         train=False)
+    logits = model.apply({"params": params}, batch["tokens"], _mask(batch["tokens"], use_mask), train=False)
     return loss_and_metrics(logits, batch["labels"], batch["weights"])[1]
+
   return eval_step
 
 
@@ -129,17 +137,24 @@ def make_train_chunk(train_step, batch_size: int, steps: int, data_sharding) -> 
   ``order`` [steps_per_epoch * batch_size] holds the epoch's example indices (padded with index 0) and
   ``weights`` marks the padding with 0; ``first_step`` is where this chunk starts in the epoch.
   """
+
   def train_chunk(state, x, y, order, weights, dropout_key, first_step):
     def one_step(state, i):
       start = (first_step + i) * batch_size
       index = jax.lax.dynamic_slice_in_dim(order, start, batch_size)
-      batch = {"tokens": x[index], "labels": y[index],
-               "weights": jax.lax.dynamic_slice_in_dim(weights, start, batch_size)}
+      batch = {
+        "tokens": x[index],
+        "labels": y[index],
+        "weights": jax.lax.dynamic_slice_in_dim(weights, start, batch_size),
+      }
       batch = jax.lax.with_sharding_constraint(batch, data_sharding)
       return train_step(state, batch, dropout_key)
+
     state, metrics = jax.lax.scan(one_step, state, jnp.arange(steps))
-    return state, {key: (jnp.min if key in _MIN_METRICS else jnp.sum)(value)
-                   for key, value in metrics.items()}
+    return state, {
+      key: (jnp.min if key in _MIN_METRICS else jnp.sum)(value) for key, value in metrics.items()
+    }
+
   return train_chunk
 
 
@@ -156,17 +171,21 @@ def device_epoch_plan(shuffle_key, epoch, n: int, batch_size: int):
 def _sum_metrics(total, metrics):
   if total is None:
     return metrics
-  return {key: (jnp.minimum if key in _MIN_METRICS else jnp.add)(total[key], value)
-          for key, value in metrics.items()}
+  return {
+    key: (jnp.minimum if key in _MIN_METRICS else jnp.add)(total[key], value)
+    for key, value in metrics.items()
+  }
 
 
 def check_finite(total, epoch: int) -> None:
   """Raises `DivergedError` naming the first step whose loss was NaN or infinite, if any."""
   step = int(jax.device_get(total["first_nonfinite_step"]))
   if step != NO_STEP:
-    raise DivergedError(f"the training loss became NaN or infinite at step {step + 1} (epoch {epoch}); "
-                        "lower --config.learning_rate or set --config.grad_clip_norm (e.g. 1.0); the "
-                        "last good checkpoint is the previous epoch's")
+    raise DivergedError(
+      f"the training loss became NaN or infinite at step {step + 1} (epoch {epoch}); "
+      "lower --config.learning_rate or set --config.grad_clip_norm (e.g. 1.0); the "
+      "last good checkpoint is the previous epoch's"
+    )
 
 
 def check_fits_in_memory(compiled_steps) -> None:
@@ -187,12 +206,15 @@ def check_fits_in_memory(compiled_steps) -> None:
     analysis = compiled.memory_analysis()
     if analysis is None:
       return
-    needed = max(needed, analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-                 + analysis.temp_size_in_bytes)
+    needed = max(
+      needed, analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+    )
   if needed > limit:
-    raise ResourceError(f"one training step needs {needed / 2**30:.1f} GiB but {device.platform} has "
-                        f"{limit / 2**30:.1f} GiB available; lower --config.batch_size or "
-                        "--config.maxlen (or use --bucketing)")
+    raise ResourceError(
+      f"one training step needs {needed / 2**30:.1f} GiB but {device.platform} has "
+      f"{limit / 2**30:.1f} GiB available; lower --config.batch_size or "
+      "--config.maxlen (or use --bucketing)"
+    )
 
 
 def _finish(total) -> tuple[float, float]:
@@ -218,8 +240,10 @@ class Progress:
     loss, _ = _finish(metrics)  # a device sync, only when someone is watching
     rate = step * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
     filled = int(30 * step / self.total)
-    self.stream.write(f"\r{self.label} [{'=' * filled}{' ' * (30 - filled)}] {step}/{self.total} "
-                      f"{rate:,.0f} ex/s loss {loss:.4f}")
+    self.stream.write(
+      f"\r{self.label} [{'=' * filled}{' ' * (30 - filled)}] {step}/{self.total} "
+      f"{rate:,.0f} ex/s loss {loss:.4f}"
+    )
     self.stream.flush()
 
   def close(self) -> None:
@@ -245,8 +269,9 @@ def evaluate(model, params, x, y, config) -> tuple[float, float]:
 
 
 def _abstract(tree, sharding):
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=sharding),
-                      tree)
+  return jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=sharding), tree
+  )
 
 
 class _Feeder:
@@ -255,15 +280,21 @@ class _Feeder:
   def __init__(self, data, config, seed: int):
     self.seed, self.batch_size, self.eval_batch_size = seed, config.batch_size, config.eval_batch_size
     self.num_buckets = config.get("num_buckets", 0)
-    self.x_train, self.y_train, self.x_test, self.y_test = data.x_train, data.y_train, data.x_test, data.y_test
+    self.x_train, self.y_train, self.x_test, self.y_test = (
+      data.x_train,
+      data.y_train,
+      data.x_test,
+      data.y_test,
+    )
     if self.num_buckets:
       padding = config.get("padding", "pre")
       self.x_train = batching.left_align(data.x_train, padding)
       self.x_test = batching.left_align(data.x_test, padding)
       self.n_train = batching.token_lengths(self.x_train, "post")
       self.n_test = batching.token_lengths(self.x_test, "post")
-      self.lengths = batching.bucket_lengths(self.n_train, self.num_buckets, data.x_train.shape[1],
-                                             BUCKET_MULTIPLE)
+      self.lengths = batching.bucket_lengths(
+        self.n_train, self.num_buckets, data.x_train.shape[1], BUCKET_MULTIPLE
+      )
     else:
       self.lengths = [data.x_train.shape[1]]
 
@@ -271,20 +302,31 @@ class _Feeder:
     order = batching.epoch_order(self.seed, epoch, len(self.x_train))
     if not self.num_buckets:
       return batching.batches(self.x_train, self.y_train, self.batch_size, order)
-    return batching.bucketed_batches(self.x_train, self.y_train, self.n_train, self.lengths, self.batch_size,
-                                     order, np.random.default_rng([self.seed, epoch, 1]))
+    return batching.bucketed_batches(
+      self.x_train,
+      self.y_train,
+      self.n_train,
+      self.lengths,
+      self.batch_size,
+      order,
+      np.random.default_rng([self.seed, epoch, 1]),
+    )
 
   def test(self):
     if not self.num_buckets:
       return batching.batches(self.x_test, self.y_test, self.eval_batch_size)
-    return batching.bucketed_batches(self.x_test, self.y_test, self.n_test, self.lengths,
-                                     self.eval_batch_size, np.arange(len(self.x_test)))
+    return batching.bucketed_batches(
+      self.x_test, self.y_test, self.n_test, self.lengths, self.eval_batch_size, np.arange(len(self.x_test))
+    )
 
   def batch_spec(self, batch_size: int, length: int, sharding=None):
     """The shapes of a batch, without allocating it (a batch can be too large to exist)."""
     spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-    return {"tokens": spec((batch_size, length), jnp.int32), "labels": spec((batch_size,), jnp.int32),
-            "weights": spec((batch_size,), jnp.float32)}
+    return {
+      "tokens": spec((batch_size, length), jnp.int32),
+      "labels": spec((batch_size,), jnp.int32),
+      "weights": spec((batch_size,), jnp.float32),
+    }
 
   def steps_per_epoch(self) -> int:
     if not self.num_buckets:
@@ -293,8 +335,18 @@ class _Feeder:
     return int(sum(-(-np.sum(bucket_of == b) // self.batch_size) for b in range(len(self.lengths))))
 
 
-def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=None,
-        run_dir: str | None = None, initial_embedding=None) -> tuple[dict, TrainState]:
+def fit(
+  model,
+  data,
+  config,
+  *,
+  seed: int,
+  label: str = "",
+  on_epoch=None,
+  mesh=None,
+  run_dir: str | None = None,
+  initial_embedding=None,
+) -> tuple[dict, TrainState]:
   """Trains ``model`` on ``data`` (an `EncodedDataset`) as ``config`` says.
 
   ``data.x_test``/``y_test`` is the split evaluated after every epoch (the test split in the article,
@@ -319,12 +371,15 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
 
   # Raw uint32 keys: they cross into sharded (possibly multi-process) arrays like any other array.
   init_key, dropout_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-  params = model.init({"params": init_key, "dropout": init_key},
-                      jnp.zeros((1, feeder.lengths[-1]), jnp.int32), train=False)["params"]
+  params = model.init(
+    {"params": init_key, "dropout": init_key}, jnp.zeros((1, feeder.lengths[-1]), jnp.int32), train=False
+  )["params"]
   if initial_embedding is not None:
     if np.shape(initial_embedding) != params["embedding"].shape:
-      raise ConfigError(f"pretrained embedding has shape {np.shape(initial_embedding)}, the model needs "
-                        f"{params['embedding'].shape}; match --config.top_words and --config.model.embed_dim")
+      raise ConfigError(
+        f"pretrained embedding has shape {np.shape(initial_embedding)}, the model needs "
+        f"{params['embedding'].shape}; match --config.top_words and --config.model.embed_dim"
+      )
     params = {**params, "embedding": jnp.asarray(initial_embedding, params["embedding"].dtype)}
   state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config))
   checkpointer = checkpoint.Checkpointer(run_dir) if run_dir else None
@@ -338,23 +393,37 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
   compile_start = time.perf_counter()
   jit_train = jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated))
   jit_eval = jax.jit(make_eval_step(model, use_mask), out_shardings=replicated)
-  train_steps = {length: jit_train.lower(state, feeder.batch_spec(config.batch_size, length, data_sharding),
-                                         dropout_key).compile() for length in feeder.lengths}
-  eval_steps = {length: jit_eval.lower(state.params, feeder.batch_spec(config.eval_batch_size, length,
-                                                                       data_sharding)).compile()
-                for length in feeder.lengths}
+  train_steps = {
+    length: jit_train.lower(
+      state, feeder.batch_spec(config.batch_size, length, data_sharding), dropout_key
+    ).compile()
+    for length in feeder.lengths
+  }
+  eval_steps = {
+    length: jit_eval.lower(
+      state.params, feeder.batch_spec(config.eval_batch_size, length, data_sharding)
+    ).compile()
+    for length in feeder.lengths
+  }
   steps_per_epoch = feeder.steps_per_epoch()
   run_chunks = {}
   if config.get("device_resident"):
     chunk = config.get("steps_per_dispatch", 0) or steps_per_epoch
-    chunks = [chunk] * (steps_per_epoch // chunk) + ([steps_per_epoch % chunk] if steps_per_epoch % chunk else [])
+    chunks = [chunk] * (steps_per_epoch // chunk) + (
+      [steps_per_epoch % chunk] if steps_per_epoch % chunk else []
+    )
     plan = jax.jit(device_epoch_plan, static_argnums=(2, 3), out_shardings=replicated)
     order, weights = plan(shuffle_key, 1, len(data.x_train), config.batch_size)
-    run_chunks = {n: jax.jit(make_train_chunk(train_step, config.batch_size, n, data_sharding),
-                             donate_argnums=0, out_shardings=(replicated, replicated)).lower(
-                                 state, *_abstract((data.x_train, data.y_train), replicated), order,
-                                 weights, dropout_key, 0).compile()
-                  for n in set(chunks)}
+    run_chunks = {
+      n: jax.jit(
+        make_train_chunk(train_step, config.batch_size, n, data_sharding),
+        donate_argnums=0,
+        out_shardings=(replicated, replicated),
+      )
+      .lower(state, *_abstract((data.x_train, data.y_train), replicated), order, weights, dropout_key, 0)
+      .compile()
+      for n in set(chunks)
+    }
   compile_s = time.perf_counter() - compile_start
   # The resident arrays are arguments of the chunk steps, so they are counted there.
   check_fits_in_memory([*train_steps.values(), *eval_steps.values(), *run_chunks.values()])
@@ -371,8 +440,9 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
         progress.update(done, total)
       return state, total
     for batch in feeder.train(epoch):
-      state, metrics = train_steps[batch["tokens"].shape[1]](state, parallel.shard(batch, data_sharding),
-                                                              dropout_key)
+      state, metrics = train_steps[batch["tokens"].shape[1]](
+        state, parallel.shard(batch, data_sharding), dropout_key
+      )
       total, done = _sum_metrics(total, metrics), done + 1
       progress.update(done, total)
     return state, total
@@ -380,24 +450,53 @@ def fit(model, data, config, *, seed: int, label: str = "", on_epoch=None, mesh=
   def evaluate_split(params):
     total = None
     for batch in feeder.test():
-      total = _sum_metrics(total, eval_steps[batch["tokens"].shape[1]](
-          params, parallel.shard(batch, data_sharding)))
+      total = _sum_metrics(
+        total, eval_steps[batch["tokens"].shape[1]](params, parallel.shard(batch, data_sharding))
+      )
     return _finish(total)
 
   try:
-    state, stopped_early = _epoch_loop(state, epochs, start_epoch, config, run_epoch, evaluate_split, label,
-                                       steps_per_epoch, len(data.x_train), checkpointer, on_epoch)
+    state, stopped_early = _epoch_loop(
+      state,
+      epochs,
+      start_epoch,
+      config,
+      run_epoch,
+      evaluate_split,
+      label,
+      steps_per_epoch,
+      len(data.x_train),
+      checkpointer,
+      on_epoch,
+    )
   finally:
     if checkpointer:
       checkpointer.close()
-  record = {"seed": seed, "param_count": models.param_count(state.params),
-            "compile_s": compile_s, "shapes": feeder.lengths, "devices": int(mesh.devices.size),
-            "stopped_early": stopped_early, "epochs": epochs}
+  record = {
+    "seed": seed,
+    "param_count": models.param_count(state.params),
+    "compile_s": compile_s,
+    "shapes": feeder.lengths,
+    "devices": int(mesh.devices.size),
+    "stopped_early": stopped_early,
+    "epochs": epochs,
+  }
   return record, state
 
 
-def _epoch_loop(state, epochs, start_epoch, config, run_epoch, evaluate_split, label, steps_per_epoch,
-                n_train, checkpointer, on_epoch):
+def _epoch_loop(
+  state,
+  epochs,
+  start_epoch,
+  config,
+  run_epoch,
+  evaluate_split,
+  label,
+  steps_per_epoch,
+  n_train,
+  checkpointer,
+  on_epoch,
+):
   """Epochs ``start_epoch + 1 ..``: train, check, evaluate, checkpoint, report, maybe stop early."""
   patience = config.get("patience", 0)
   for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -413,9 +512,16 @@ def _epoch_loop(state, epochs, start_epoch, config, run_epoch, evaluate_split, l
     train_loss, train_acc = _finish(total)
     eval_start = time.perf_counter()
     test_loss, test_acc = evaluate_split(state.params)
-    metrics = EpochMetrics(epoch=epoch, epoch_s=epoch_s, examples_per_s=n_train / epoch_s,
-                           train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                           test_acc=test_acc, eval_s=time.perf_counter() - eval_start)
+    metrics = EpochMetrics(
+      epoch=epoch,
+      epoch_s=epoch_s,
+      examples_per_s=n_train / epoch_s,
+      train_loss=train_loss,
+      train_acc=train_acc,
+      test_loss=test_loss,
+      test_acc=test_acc,
+      eval_s=time.perf_counter() - eval_start,
+    )
     epochs.append(dataclasses.asdict(metrics))
     if checkpointer:
       checkpointer.save(epoch, state, history=epochs, metric=test_acc)

@@ -17,18 +17,18 @@ _DEFAULT_REAL_ARCHIVE = _REPO_ROOT.parent / "shared" / "data" / "aclImdb_labeled
 
 # Relative path under aclImdb/ -> review text.
 _TINY_ACLIMDB_REVIEWS = {
-    "train/neg/0_2.txt": "Bad movie. Bad acting!",
-    "train/neg/2_1.txt": "The END",
-    "train/neg/10_3.txt": "I don't like it.<br /><br />Bad.",
-    "train/pos/1_9.txt": "Great movie, great CAST.",
-    "train/pos/3_10.txt": "Café: great; I LOVE it",
-    "train/pos/12_8.txt": "'Great' fun",
-    "test/neg/0_2.txt": "Boring movie, bad plot.",
-    "test/neg/1_4.txt": "Terrible.<br/>Not great",
-    "test/neg/7_1.txt": "BAD<br>bad",
-    "test/pos/0_7.txt": "A great film",
-    "test/pos/5_10.txt": "Loved it! Don't miss.",
-    "test/pos/9_9.txt": "Great, great fun",
+  "train/neg/0_2.txt": "Bad movie. Bad acting!",
+  "train/neg/2_1.txt": "The END",
+  "train/neg/10_3.txt": "I don't like it.<br /><br />Bad.",
+  "train/pos/1_9.txt": "Great movie, great CAST.",
+  "train/pos/3_10.txt": "Café: great; I LOVE it",
+  "train/pos/12_8.txt": "'Great' fun",
+  "test/neg/0_2.txt": "Boring movie, bad plot.",
+  "test/neg/1_4.txt": "Terrible.<br/>Not great",
+  "test/neg/7_1.txt": "BAD<br>bad",
+  "test/pos/0_7.txt": "A great film",
+  "test/pos/5_10.txt": "Loved it! Don't miss.",
+  "test/pos/9_9.txt": "Great, great fun",
 }
 
 
@@ -74,6 +74,6 @@ def real_imdb_archive() -> pathlib.Path:
   archive_path = pathlib.Path(os.environ.get(_REAL_ARCHIVE_ENV) or _DEFAULT_REAL_ARCHIVE)
   if not archive_path.is_file():
     pytest.skip(
-        f"real IMDB archive not found at {archive_path}: set ${_REAL_ARCHIVE_ENV} to aclImdb_labeled.tar.gz"
+      f"real IMDB archive not found at {archive_path}: set ${_REAL_ARCHIVE_ENV} to aclImdb_labeled.tar.gz"
     )
   return archive_path

@@ -29,8 +29,16 @@ def main():
   model = models.create("lstm_dropout", vocab_size=config.top_words, **config.model)
   record, state = train.fit(model, data, config, seed=0)
   params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)).tolist(), state.params)
-  print(json.dumps({"devices": jax.device_count(), "process_count": jax.process_count(),
-                    "epochs": record["epochs"], "params": params}))
+  print(
+    json.dumps(
+      {
+        "devices": jax.device_count(),
+        "process_count": jax.process_count(),
+        "epochs": record["epochs"],
+        "params": params,
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

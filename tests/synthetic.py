@@ -27,7 +27,7 @@ def signal_task(n_train=384, n_test=256, steps=16, vocab=40, seed=0) -> ArrayDat
       tokens = rng.integers(6, vocab, length)
       if label:
         tokens[rng.integers(0, length)] = rng.integers(3, 6)
-      x[row, steps - length:] = tokens
+      x[row, steps - length :] = tokens
     return x, y
 
   return ArrayData(*make(n_train), *make(n_test))

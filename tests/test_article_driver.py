@@ -14,8 +14,14 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 def run_article(*args, cwd=REPO, env_extra=None):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
-  return subprocess.run([sys.executable, "-m", "benchmarks.article", *map(str, args)], cwd=cwd,
-                        capture_output=True, text=True, env=env, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "benchmarks.article", *map(str, args)],
+    cwd=cwd,
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
 
 
 @pytest.fixture
@@ -25,8 +31,14 @@ def tiny_args(tiny_aclimdb, tmp_path):
 
 def test_runs_end_to_end_and_writes_valid_results(tiny_args, tmp_path):
   workdir = tmp_path / "work"
-  result = run_article(*tiny_args, "--variants=lstm,cnn_lstm", "--seeds=1,2", "--epochs=2",
-                       f"--workdir={workdir}", "--engine=fused")
+  result = run_article(
+    *tiny_args,
+    "--variants=lstm,cnn_lstm",
+    "--seeds=1,2",
+    "--epochs=2",
+    f"--workdir={workdir}",
+    "--engine=fused",
+  )
   assert result.returncode == 0, result.stderr
   results = json.loads((workdir / "results.json").read_text())
   assert results["schema_version"] == 1 and results["kind"] == "article"
@@ -34,13 +46,24 @@ def test_runs_end_to_end_and_writes_valid_results(tiny_args, tmp_path):
   assert meta["device"]["platform"] == "cpu" and meta["device"]["count"] >= 1
   assert meta["versions"]["jax"] and meta["config"]["maxlen"] == 24
   assert [(r["variant"], r["seed"]) for r in results["runs"]] == [
-      ("lstm", 1), ("lstm", 2), ("cnn_lstm", 1), ("cnn_lstm", 2)]
+    ("lstm", 1),
+    ("lstm", 2),
+    ("cnn_lstm", 1),
+    ("cnn_lstm", 2),
+  ]
   for run in results["runs"]:
     assert run["engine"] == "fused" and run["compile_s"] > 0
     assert [e["epoch"] for e in run["epochs"]] == [1, 2]
     for epoch in run["epochs"]:
-      assert set(epoch) >= {"epoch", "epoch_s", "examples_per_s", "train_loss", "train_acc", "test_loss",
-                            "test_acc"}
+      assert set(epoch) >= {
+        "epoch",
+        "epoch_s",
+        "examples_per_s",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+      }
       assert 0 <= epoch["test_acc"] <= 1 and epoch["epoch_s"] > 0
   table = (workdir / "results.md").read_text()
   assert table.splitlines()[0].startswith("| variant | engine | s/epoch | compile s | test acc")
@@ -52,8 +75,9 @@ def test_runs_end_to_end_and_writes_valid_results(tiny_args, tmp_path):
 
 def test_several_engines_train_side_by_side(tiny_args, tmp_path):
   workdir = tmp_path / "work"
-  result = run_article(*tiny_args, "--variants=lstm", "--epochs=1", f"--workdir={workdir}",
-                       "--engine=cpu_kernel,flax,scan")
+  result = run_article(
+    *tiny_args, "--variants=lstm", "--epochs=1", f"--workdir={workdir}", "--engine=cpu_kernel,flax,scan"
+  )
   assert result.returncode == 0, result.stderr
   runs = json.loads((workdir / "results.json").read_text())["runs"]
   assert [r["engine"] for r in runs] == ["cpu_kernel", "flax", "scan"]
@@ -66,20 +90,29 @@ def test_several_engines_train_side_by_side(tiny_args, tmp_path):
 
 
 def test_the_flax_baseline_refuses_a_model_with_lstm_dropout(tiny_args, tmp_path):
-  result = run_article(*tiny_args, "--variants=lstm_recurrent_dropout", "--epochs=1", "--engine=flax",
-                       f"--workdir={tmp_path / 'work'}")
+  result = run_article(
+    *tiny_args,
+    "--variants=lstm_recurrent_dropout",
+    "--epochs=1",
+    "--engine=flax",
+    f"--workdir={tmp_path / 'work'}",
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith("error: LSTM engine 'flax' runs every step")
 
 
 def test_same_seed_gives_identical_metrics(tiny_args, tmp_path):
   def metrics(name):
-    result = run_article(*tiny_args, "--variants=lstm_recurrent_dropout", "--seeds=3",
-                         f"--workdir={tmp_path / name}")
+    result = run_article(
+      *tiny_args, "--variants=lstm_recurrent_dropout", "--seeds=3", f"--workdir={tmp_path / name}"
+    )
     assert result.returncode == 0, result.stderr
     runs = json.loads((tmp_path / name / "results.json").read_text())["runs"]
-    return [{k: v for k, v in e.items() if k not in ("epoch_s", "examples_per_s", "eval_s")}
-            for e in runs[0]["epochs"]]
+    return [
+      {k: v for k, v in e.items() if k not in ("epoch_s", "examples_per_s", "eval_s")}
+      for e in runs[0]["epochs"]
+    ]
+
   assert metrics("a") == metrics("b")
 
 
@@ -97,24 +130,27 @@ def _tree_without_test_neg(tmp_path, tree):
 
 
 BAD_INPUTS = [
-    # (case, extra args or a function building the --imdb path, expected words in the message)
-    ("missing archive", ["--imdb=/nonexistent/aclImdb.tar.gz"], "/nonexistent/aclImdb.tar.gz"),
-    ("corrupt archive", _corrupt_archive, "corrupt.tar.gz"),
-    ("tree without test/neg", _tree_without_test_neg, "neg"),
-    ("unknown variant", ["--variants=lstm,gru"], "unknown variant 'gru'"),
-    ("unknown engine", ["--engine=warp"], "unknown LSTM engine 'warp'"),
-    ("zero batch size", ["--config.batch_size=0"], "batch_size"),
-    ("negative maxlen", ["--config.maxlen=-5"], "maxlen"),
-    ("zero epochs", ["--epochs=0"], "epochs"),
-    ("zero top_words", ["--config.top_words=0"], "top_words"),
-    ("bad seeds", ["--seeds=1,x"], "--seeds"),
-    ("unknown config key", ["--config.no_such_key=1"], "no_such_key"),
-    ("maxlen shorter than the pooling needs", ["--variants=cnn_lstm", "--config.maxlen=1"], "max-pooling"),
-    ("batch size not divisible by the devices", ["--config.batch_size=3", "XLA_FLAGS=2 devices"],
-     "does not divide"),
-    ("too many buckets", ["--config.num_buckets=9"], "num_buckets"),
-    ("a step too large for memory", ["--config.batch_size=4000000", "--config.maxlen=100000"], "GiB"),
-    ("peers with bucketing", ["--peers=torch", "--bucketing"], "fixed-length"),
+  # (case, extra args or a function building the --imdb path, expected words in the message)
+  ("missing archive", ["--imdb=/nonexistent/aclImdb.tar.gz"], "/nonexistent/aclImdb.tar.gz"),
+  ("corrupt archive", _corrupt_archive, "corrupt.tar.gz"),
+  ("tree without test/neg", _tree_without_test_neg, "neg"),
+  ("unknown variant", ["--variants=lstm,gru"], "unknown variant 'gru'"),
+  ("unknown engine", ["--engine=warp"], "unknown LSTM engine 'warp'"),
+  ("zero batch size", ["--config.batch_size=0"], "batch_size"),
+  ("negative maxlen", ["--config.maxlen=-5"], "maxlen"),
+  ("zero epochs", ["--epochs=0"], "epochs"),
+  ("zero top_words", ["--config.top_words=0"], "top_words"),
+  ("bad seeds", ["--seeds=1,x"], "--seeds"),
+  ("unknown config key", ["--config.no_such_key=1"], "no_such_key"),
+  ("maxlen shorter than the pooling needs", ["--variants=cnn_lstm", "--config.maxlen=1"], "max-pooling"),
+  (
+    "batch size not divisible by the devices",
+    ["--config.batch_size=3", "XLA_FLAGS=2 devices"],
+    "does not divide",
+  ),
+  ("too many buckets", ["--config.num_buckets=9"], "num_buckets"),
+  ("a step too large for memory", ["--config.batch_size=4000000", "--config.maxlen=100000"], "GiB"),
+  ("peers with bucketing", ["--peers=torch", "--bucketing"], "fixed-length"),
 ]
 
 

@@ -14,7 +14,7 @@ def _pre_padded(n=40, maxlen=24, seed=0, min_tokens=1):
   n_tokens = rng.integers(min_tokens, maxlen + 1, n)
   x = np.zeros((n, maxlen), np.int32)
   for row, count in enumerate(n_tokens):
-    x[row, maxlen - count:] = rng.integers(1, 30, count)
+    x[row, maxlen - count :] = rng.integers(1, 30, count)
   return x, rng.integers(0, 2, n).astype(np.int32), n_tokens
 
 
@@ -51,7 +51,7 @@ def test_bucketed_batches_cover_every_review_once_within_its_bucket():
     real = batch["weights"] > 0
     assert (np.count_nonzero(batch["tokens"][real], axis=1) <= batch["tokens"].shape[1]).all()
     seen += [tuple(row) for row in batch["tokens"][real]]
-  expected = [tuple(row[:lengths[np.searchsorted(lengths, count)]]) for row, count in zip(aligned, n_tokens)]
+  expected = [tuple(row[: lengths[np.searchsorted(lengths, count)]]) for row, count in zip(aligned, n_tokens)]
   assert sorted(seen) == sorted(expected)
 
 

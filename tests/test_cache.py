@@ -59,8 +59,8 @@ def test_second_call_hits_the_cache(tmp_path, tiny_aclimdb_archive, counted_load
 
 
 @pytest.mark.parametrize(
-    "changed_option",
-    [{"top_words": 13}, {"maxlen": 6}, {"padding": "post"}, {"truncating": "post"}],
+  "changed_option",
+  [{"top_words": 13}, {"maxlen": 6}, {"padding": "post"}, {"truncating": "post"}],
 )
 def test_option_change_misses_the_cache(tmp_path, tiny_aclimdb_archive, counted_load_imdb, changed_option):
   cache_dir = str(tmp_path / "cache")
@@ -119,8 +119,8 @@ def test_cache_dir_defaults_to_env(tmp_path, tiny_aclimdb_archive, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "bad_option",
-    [{"top_words": 3}, {"maxlen": 0}, {"padding": "middle"}, {"truncating": "both"}],
+  "bad_option",
+  [{"top_words": 3}, {"maxlen": 0}, {"padding": "middle"}, {"truncating": "both"}],
 )
 def test_bad_options_fail_before_reading_data(tmp_path, monkeypatch, bad_option):
   def must_not_read(source, **kwargs):

@@ -23,8 +23,12 @@ _KILL_SEED = 7
 
 def _toy_state(scale: float = 1.0) -> train.TrainState:
   """A train state without a model, one Adam step in, so that every optimizer leaf is non-trivial."""
-  params = {"dense": {"kernel": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4) * scale,
-                      "bias": jnp.full((4,), 0.5 * scale)}}
+  params = {
+    "dense": {
+      "kernel": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4) * scale,
+      "bias": jnp.full((4,), 0.5 * scale),
+    }
+  }
   state = train.TrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3, eps=1e-7))
   return state.apply_gradients(grads=jax.tree.map(jnp.ones_like, params))
 
@@ -123,8 +127,11 @@ def test_a_checkpoint_of_another_model_is_a_data_error(tmp_path):
     checkpointer.save(1, _toy_state(), history=[], metric=None)
     other_params = {"dense": {"kernel": jnp.zeros((5, 4)), "bias": jnp.zeros((4,))}}
     other_model = train.TrainState.create(apply_fn=None, params=other_params, tx=optax.adam(1e-3))
-    with pytest.raises(DataError, match=r"another model \(parameter \['dense'\]\['kernel'\] is \(5, 4\) in "
-                                        r"the model but \(3, 4\) in the checkpoint\)"):
+    with pytest.raises(
+      DataError,
+      match=r"another model \(parameter \['dense'\]\['kernel'\] is \(5, 4\) in "
+      r"the model but \(3, 4\) in the checkpoint\)",
+    ):
       checkpointer.restore_latest(other_model)
     clipped = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
     other_optimizer = train.TrainState.create(apply_fn=None, params=_toy_state().params, tx=clipped)
@@ -143,7 +150,11 @@ def test_run_config_round_trip(tmp_path):
   config = ml_collections.ConfigDict({"top_words": 60, "model": {"embed_dim": 8}})
   checkpoint.write_run_config(str(tmp_path / "run"), config, variant="lstm", seed=3, label_names=["a", "b"])
   assert checkpoint.read_run_config(str(tmp_path / "run")) == (
-      {"top_words": 60, "model": {"embed_dim": 8}}, "lstm", 3, ["a", "b"])
+    {"top_words": 60, "model": {"embed_dim": 8}},
+    "lstm",
+    3,
+    ["a", "b"],
+  )
 
 
 def test_reading_a_missing_or_foreign_run_config_is_a_data_error(tmp_path):

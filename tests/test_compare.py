@@ -30,13 +30,34 @@ def article_results(device_count, seconds, *, maxlen=24, engine="fused", extra_r
   runs = []
   for variant, epoch_seconds in seconds.items():
     for seed in (0, 1):
-      runs.append({"variant": variant, "engine": engine, "seed": seed, "param_count": 100, "compile_s": 1.0,
-                   "epochs": [{"epoch": epoch, "epoch_s": s, "examples_per_s": 1000.0 / s,
-                               "train_loss": 0.5, "train_acc": 0.75, "test_loss": 0.6,
-                               "test_acc": 0.8 + 0.01 * epoch + 0.02 * seed, "eval_s": 0.1}
-                              for epoch, s in enumerate(epoch_seconds, 1)]})
-  return {"schema_version": results.SCHEMA_VERSION, "kind": "article", "meta": meta,
-          "runs": runs + list(extra_runs)}
+      runs.append(
+        {
+          "variant": variant,
+          "engine": engine,
+          "seed": seed,
+          "param_count": 100,
+          "compile_s": 1.0,
+          "epochs": [
+            {
+              "epoch": epoch,
+              "epoch_s": s,
+              "examples_per_s": 1000.0 / s,
+              "train_loss": 0.5,
+              "train_acc": 0.75,
+              "test_loss": 0.6,
+              "test_acc": 0.8 + 0.01 * epoch + 0.02 * seed,
+              "eval_s": 0.1,
+            }
+            for epoch, s in enumerate(epoch_seconds, 1)
+          ],
+        }
+      )
+  return {
+    "schema_version": results.SCHEMA_VERSION,
+    "kind": "article",
+    "meta": meta,
+    "runs": runs + list(extra_runs),
+  }
 
 
 def engine_results():
@@ -46,11 +67,27 @@ def engine_results():
       for hidden in (100, 256):
         for mode in ("fwd", "fwd_bwd"):
           median_s = factor * 1e-3 * batch * hidden / 100
-          runs.append({"engine": engine, "mode": mode, "batch": batch, "steps": 100, "input_size": 32,
-                       "hidden": hidden, "median_s": median_s, "min_s": median_s, "max_s": median_s,
-                       "tflops_per_s": 0.1, "speedup_vs_scan": 2.0 / factor})
-  return {"schema_version": results.SCHEMA_VERSION, "kind": "lstm_engines",
-          "meta": results.collect_meta(), "runs": runs}
+          runs.append(
+            {
+              "engine": engine,
+              "mode": mode,
+              "batch": batch,
+              "steps": 100,
+              "input_size": 32,
+              "hidden": hidden,
+              "median_s": median_s,
+              "min_s": median_s,
+              "max_s": median_s,
+              "tflops_per_s": 0.1,
+              "speedup_vs_scan": 2.0 / factor,
+            }
+          )
+  return {
+    "schema_version": results.SCHEMA_VERSION,
+    "kind": "lstm_engines",
+    "meta": results.collect_meta(),
+    "runs": runs,
+  }
 
 
 def write(path, obj):
@@ -81,24 +118,37 @@ def assert_png(path):
 
 def run_compare(*args):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "benchmarks.compare", *map(str, args)], cwd=REPO,
-                        capture_output=True, text=True, env=env, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "benchmarks.compare", *map(str, args)],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
 
 
 def test_sources_are_found_in_workdirs_and_labelled_by_device(two_devices, tmp_path):
   sources = compare.load_sources([str(tmp_path)])  # the parent: both workdirs are one level down
   assert [(os.path.relpath(s.path, tmp_path), s.kind) for s in sources] == [
-      ("a/results.json", "article"), ("a/lstm_engines.json", "lstm_engines"), ("b/results.json", "article")]
+    ("a/results.json", "article"),
+    ("a/lstm_engines.json", "lstm_engines"),
+    ("b/results.json", "article"),
+  ]
   cpu = compare._short_cpu_name(sources[0].meta["cpu"])
   assert [s.label for s in sources] == [f"cpu x1 ({cpu})", f"cpu x1 ({cpu})", f"cpu x4 ({cpu})"]
 
 
 def test_device_labels():
-  meta = {"cpu": "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
-          "device": {"platform": "cpu", "kind": "cpu", "count": 4, "process_count": 1}}
+  meta = {
+    "cpu": "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
+    "device": {"platform": "cpu", "kind": "cpu", "count": 4, "process_count": 1},
+  }
   assert compare.device_label(meta) == "cpu x4 (Intel Xeon Platinum 8481C)"
-  meta = {"cpu": "AMD EPYC 9654 96-Core Processor",
-          "device": {"platform": "gpu", "kind": "NVIDIA H200", "count": 8, "process_count": 2}}
+  meta = {
+    "cpu": "AMD EPYC 9654 96-Core Processor",
+    "device": {"platform": "gpu", "kind": "NVIDIA H200", "count": 8, "process_count": 2},
+  }
   assert compare.device_label(meta) == "gpu x8 (NVIDIA H200, 2 processes)"
 
 
@@ -152,17 +202,23 @@ def test_peer_engines_get_their_own_rows_and_device_engines_share_one(tmp_path):
 def test_config_mismatch_is_refused_unless_allowed(tmp_path):
   a = write(tmp_path / "a.json", article_results(1, CPU1_SECONDS, maxlen=24))
   b = write(tmp_path / "b.json", article_results(4, CPU4_SECONDS, maxlen=500))
-  with pytest.raises(UsageError, match=r"differ in maxlen: 24 in .*a\.json, 500 in .*b\.json.*"
-                                       r"--allow_config_mismatch"):
+  with pytest.raises(
+    UsageError,
+    match=r"differ in maxlen: 24 in .*a\.json, 500 in .*b\.json.*"
+    r"--allow_config_mismatch",
+  ):
     compare.write_comparison([a, b], str(tmp_path / "out"))
   written = compare.write_comparison([a, b], str(tmp_path / "out"), allow_config_mismatch=True)
-  assert "**Configs differ** (merged with --allow_config_mismatch) in maxlen" in pathlib.Path(
-      written[0]).read_text()
+  assert (
+    "**Configs differ** (merged with --allow_config_mismatch) in maxlen"
+    in pathlib.Path(written[0]).read_text()
+  )
 
 
 def test_other_kinds_and_missing_paths_are_refused(tmp_path):
-  other = write(tmp_path / "x.json", {"schema_version": results.SCHEMA_VERSION, "kind": "predict",
-                                      "meta": {}, "runs": []})
+  other = write(
+    tmp_path / "x.json", {"schema_version": results.SCHEMA_VERSION, "kind": "predict", "meta": {}, "runs": []}
+  )
   with pytest.raises(UsageError, match="holds 'predict' results; compare reads article and lstm_engines"):
     compare.load_sources([other])
   with pytest.raises(UsageError, match="does not exist"):
@@ -179,7 +235,7 @@ def test_cli_writes_table_and_three_pngs(two_devices, tmp_path):
   markdown = (out / "compare.md").read_text()
   assert markdown in result.stdout
   rows = table_rows(markdown)
-  one, four = (key[len("s/epoch "):] for key in rows[0] if key.startswith("s/epoch "))
+  one, four = (key[len("s/epoch ") :] for key in rows[0] if key.startswith("s/epoch "))
   assert rows[0][f"speed-up {one} vs {four}"] == f"{4.5 / 11:.2f}x"
   assert str(two_devices[0] / "results.json") in markdown and "lstm_engines.json" in markdown
   for name in ("epoch_time.png", "test_accuracy.png", "engine_sweep.png"):

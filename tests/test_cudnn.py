@@ -19,8 +19,9 @@ BATCH, STEPS, INPUT_SIZE = 5, 6, 4
 LENGTHS = np.array([6, 3, 1, 0, 5], np.int32)
 
 needs_gpu = pytest.mark.skipif(
-    jax.default_backend() != "gpu",
-    reason=f"cudnn engine needs a GPU; jax.default_backend() is {jax.default_backend()}")
+  jax.default_backend() != "gpu",
+  reason=f"cudnn engine needs a GPU; jax.default_backend() is {jax.default_backend()}",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +40,14 @@ def _inputs(hidden, seed=0):
     return jnp.asarray(rng.normal(size=shape), jnp.float32)
 
   input_dropout_mask = jnp.asarray((rng.random((BATCH, INPUT_SIZE)) < 0.7) / 0.7, jnp.float32)
-  return (params, normal(BATCH, STEPS, INPUT_SIZE), normal(BATCH, hidden), normal(BATCH, hidden),
-          input_dropout_mask, (normal(BATCH, STEPS, hidden), normal(BATCH, hidden), normal(BATCH, hidden)))
+  return (
+    params,
+    normal(BATCH, STEPS, INPUT_SIZE),
+    normal(BATCH, hidden),
+    normal(BATCH, hidden),
+    input_dropout_mask,
+    (normal(BATCH, STEPS, hidden), normal(BATCH, hidden), normal(BATCH, hidden)),
+  )
 
 
 def _value_and_grads(engine_fn, inputs):
@@ -50,8 +57,7 @@ def _value_and_grads(engine_fn, inputs):
   step_mask = api.lengths_to_mask(LENGTHS, STEPS)
 
   def loss(params, xs, h0, c0):
-    outputs, (h, c) = engine_fn(params, xs, h0, c0, step_mask, input_dropout_mask,
-                                jnp.ones((BATCH, hidden)))
+    outputs, (h, c) = engine_fn(params, xs, h0, c0, step_mask, input_dropout_mask, jnp.ones((BATCH, hidden)))
     return jnp.sum(outputs * w_outputs) + jnp.sum(h * w_h) + jnp.sum(c * w_c), (outputs, (h, c))
 
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(params, xs, h0, c0)
@@ -61,13 +67,25 @@ def _assert_trees_close(actual, expected):
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL), actual, expected)
 
 
-def _lstm_ref_as_cudnn(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, num_layers, dropout,
-                       bidirectional, precision=None):
+def _lstm_ref_as_cudnn(
+  x,
+  h_0,
+  c_0,
+  weights,
+  seq_lengths,
+  input_size,
+  hidden_size,
+  num_layers,
+  dropout,
+  bidirectional,
+  precision=None,
+):
   """`rnn.lstm`'s signature and results, computed by `rnn.lstm_ref` from the same packed weights."""
   del precision
   unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers, bidirectional)
-  return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size, num_layers, dropout,
-                      bidirectional)
+  return rnn.lstm_ref(
+    x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size, num_layers, dropout, bidirectional
+  )
 
 
 @pytest.mark.parametrize("hidden", [7, 100])
@@ -75,11 +93,22 @@ def test_packed_weights_run_like_scan(hidden):
   """cuDNN's layout, as `rnn.unpack_lstm_weights` reads it, holds our weights: `lstm_ref` matches scan."""
   params, xs, h0, c0, _, _ = _inputs(hidden)
   lengths = np.maximum(LENGTHS, 1)  # lstm_ref has no empty rows
-  ys, h_n, c_n = _lstm_ref_as_cudnn(xs, h0[None], c0[None], cudnn.pack_weights(params),
-                                    jnp.asarray(lengths), INPUT_SIZE, hidden, 1, 0.0, False)
+  ys, h_n, c_n = _lstm_ref_as_cudnn(
+    xs,
+    h0[None],
+    c0[None],
+    cudnn.pack_weights(params),
+    jnp.asarray(lengths),
+    INPUT_SIZE,
+    hidden,
+    1,
+    0.0,
+    False,
+  )
   step_mask = api.lengths_to_mask(lengths, STEPS)
-  outputs, (h, c) = scan.lstm(params, xs, h0, c0, step_mask, jnp.ones((BATCH, INPUT_SIZE)),
-                              jnp.ones((BATCH, hidden)))
+  outputs, (h, c) = scan.lstm(
+    params, xs, h0, c0, step_mask, jnp.ones((BATCH, INPUT_SIZE)), jnp.ones((BATCH, hidden))
+  )
   _assert_trees_close((h_n[0], c_n[0]), (h, c))
   # cuDNN's outputs past a row's length are zeros, not the contract's repeated h: compare valid steps.
   valid = step_mask[:, :, None]
@@ -98,13 +127,14 @@ def test_wrapper_matches_scan_with_lstm_ref_for_cudnn(monkeypatch):
 @pytest.mark.parametrize("hidden", [7, 100])
 def test_matches_scan_on_gpu(hidden):
   inputs = _inputs(hidden, seed=2)
-  _assert_trees_close(_value_and_grads(api.engine_function("cudnn"), inputs),
-                      _value_and_grads(api.engine_function("scan"), inputs))
+  _assert_trees_close(
+    _value_and_grads(api.engine_function("cudnn"), inputs),
+    _value_and_grads(api.engine_function("scan"), inputs),
+  )
 
 
 @needs_gpu
 def test_api_lengths_on_gpu():
   params, xs, h0, c0, _, _ = _inputs(hidden=16, seed=3)
   expected = api.lstm(params, xs, initial_state=(h0, c0), lengths=LENGTHS, engine="scan")
-  _assert_trees_close(api.lstm(params, xs, initial_state=(h0, c0), lengths=LENGTHS, engine="cudnn"),
-                      expected)
+  _assert_trees_close(api.lstm(params, xs, initial_state=(h0, c0), lengths=LENGTHS, engine="cudnn"), expected)

@@ -11,14 +11,16 @@ from seqclf.errors import DataError
 
 # Ids: 0 pad, 1 start, 2 oov, 3 unused, then great=4, movie=5, bad=6, paris=7, zyzzyva=8; top_words 10.
 _VOCAB = Vocabulary(["great", "movie", "bad", "paris", "zyzzyva"], top_words=10)
-_GLOVE = ("the 0.1 0.2 0.3\n"
-          "great 1.0 1.5 -2.0\n"
-          "Bad 9 9 9\n"
-          "bad -1 -0.5 0.25\n"
-          "movie 3e-1 0 1\n"
-          "great 7 7 7\n"
-          ". . . 5 5 5\n"
-          "Paris 0.5 0.5 0.5\n")
+_GLOVE = (
+  "the 0.1 0.2 0.3\n"
+  "great 1.0 1.5 -2.0\n"
+  "Bad 9 9 9\n"
+  "bad -1 -0.5 0.25\n"
+  "movie 3e-1 0 1\n"
+  "great 7 7 7\n"
+  ". . . 5 5 5\n"
+  "Paris 0.5 0.5 0.5\n"
+)
 
 
 def _write(tmp_path, name, content):
@@ -68,13 +70,16 @@ def test_a_dimension_mismatch_is_a_data_error(tmp_path):
     load_pretrained(_write(tmp_path, "w2v.txt", "2 300\ngreat 1 2 3\n"), _VOCAB, embed_dim=3)
 
 
-@pytest.mark.parametrize("content,message", [
+@pytest.mark.parametrize(
+  "content,message",
+  [
     ("great 1 2 3\nmovie 1 2\n", r"line 2: expected a word and 3 numbers, found 2"),
     ("great 1 2 3\nmovie 1 x 3\n", r"line 2: could not convert string to float: 'x'"),
     ("great\n", r"line 1: a word without numbers"),
     ("", r"holds no word vectors"),
     ("1 3\n", r"holds no word vectors"),
-])
+  ],
+)
 def test_malformed_files_name_the_line(tmp_path, content, message):
   with pytest.raises(DataError, match=message):
     load_pretrained(_write(tmp_path, "bad.txt", content), _VOCAB)

@@ -23,24 +23,36 @@ from seqclf.data.encoding import Vocabulary, encode, lengths, tokenize
 from seqclf.errors import ConfigError, DataError
 
 TRAIN_FILES = [
-    "train/neg/0_2.txt",
-    "train/neg/2_1.txt",
-    "train/neg/10_3.txt",
-    "train/pos/1_9.txt",
-    "train/pos/3_10.txt",
-    "train/pos/12_8.txt",
+  "train/neg/0_2.txt",
+  "train/neg/2_1.txt",
+  "train/neg/10_3.txt",
+  "train/pos/1_9.txt",
+  "train/pos/3_10.txt",
+  "train/pos/12_8.txt",
 ]
 TEST_FILES = [
-    "test/neg/0_2.txt",
-    "test/neg/1_4.txt",
-    "test/neg/7_1.txt",
-    "test/pos/0_7.txt",
-    "test/pos/5_10.txt",
-    "test/pos/9_9.txt",
+  "test/neg/0_2.txt",
+  "test/neg/1_4.txt",
+  "test/neg/7_1.txt",
+  "test/pos/0_7.txt",
+  "test/pos/5_10.txt",
+  "test/pos/9_9.txt",
 ]
 EXPECTED_WORDS = [
-    "great", "bad", "movie", "i", "it", "acting", "the", "end",
-    "don't", "like", "cast", "café", "love", "fun",
+  "great",
+  "bad",
+  "movie",
+  "i",
+  "it",
+  "acting",
+  "the",
+  "end",
+  "don't",
+  "like",
+  "cast",
+  "café",
+  "love",
+  "fun",
 ]
 
 
@@ -60,14 +72,14 @@ def vocab(train_texts):
 
 
 @pytest.mark.parametrize(
-    "text, expected_tokens",
-    [
-        ("I don't like it.<br /><br />Bad.", ["i", "don't", "like", "it", "bad"]),
-        ("a<br/>b<BR />c<br>d", ["a", "b", "c", "d"]),
-        ("'Quoted' dogs' rock'n'roll", ["quoted", "dogs", "rock'n'roll"]),
-        ("snake_case 10/10 Über-CAFÉ", ["snake", "case", "10", "10", "über", "café"]),
-        ("'' -- !! ' _", []),
-    ],
+  "text, expected_tokens",
+  [
+    ("I don't like it.<br /><br />Bad.", ["i", "don't", "like", "it", "bad"]),
+    ("a<br/>b<BR />c<br>d", ["a", "b", "c", "d"]),
+    ("'Quoted' dogs' rock'n'roll", ["quoted", "dogs", "rock'n'roll"]),
+    ("snake_case 10/10 Über-CAFÉ", ["snake", "case", "10", "10", "über", "café"]),
+    ("'' -- !! ' _", []),
+  ],
 )
 def test_tokenize(text, expected_tokens):
   assert tokenize(text) == expected_tokens
@@ -90,15 +102,15 @@ def test_small_top_words_keeps_only_ids_below_it(train_texts):
   small_vocab = Vocabulary.fit(train_texts, top_words=8)
   assert small_vocab.words == ["great", "bad", "movie", "i"]
   np.testing.assert_array_equal(
-      encode(train_texts, small_vocab, maxlen=6),
-      [
-          [0, 1, 5, 6, 5, 2],
-          [0, 0, 0, 1, 2, 2],
-          [1, 7, 2, 2, 2, 5],
-          [0, 1, 4, 6, 4, 2],
-          [1, 2, 4, 7, 2, 2],
-          [0, 0, 0, 1, 4, 2],
-      ],
+    encode(train_texts, small_vocab, maxlen=6),
+    [
+      [0, 1, 5, 6, 5, 2],
+      [0, 0, 0, 1, 2, 2],
+      [1, 7, 2, 2, 2, 5],
+      [0, 1, 4, 6, 4, 2],
+      [1, 2, 4, 7, 2, 2],
+      [0, 0, 0, 1, 4, 2],
+    ],
   )
 
 
@@ -106,53 +118,65 @@ def test_encode_train_and_test_with_start_and_pre_padding(train_texts, test_text
   x_train = encode(train_texts, vocab, maxlen=6)
   assert x_train.dtype == np.int32
   np.testing.assert_array_equal(
-      x_train,
-      [
-          [0, 1, 5, 6, 5, 9],
-          [0, 0, 0, 1, 10, 11],
-          [1, 7, 12, 13, 8, 5],
-          [0, 1, 4, 6, 4, 14],
-          [1, 15, 4, 7, 16, 8],
-          [0, 0, 0, 1, 4, 17],
-      ],
+    x_train,
+    [
+      [0, 1, 5, 6, 5, 9],
+      [0, 0, 0, 1, 10, 11],
+      [1, 7, 12, 13, 8, 5],
+      [0, 1, 4, 6, 4, 14],
+      [1, 15, 4, 7, 16, 8],
+      [0, 0, 0, 1, 4, 17],
+    ],
   )
   # Unseen words (boring, plot, terrible, not, a, film, loved, miss) are OOV (2).
   np.testing.assert_array_equal(
-      encode(test_texts, vocab, maxlen=6),
-      [
-          [0, 1, 2, 6, 5, 2],
-          [0, 0, 1, 2, 2, 4],
-          [0, 0, 0, 1, 5, 5],
-          [0, 0, 1, 2, 4, 2],
-          [0, 1, 2, 8, 12, 2],
-          [0, 0, 1, 4, 4, 17],
-      ],
+    encode(test_texts, vocab, maxlen=6),
+    [
+      [0, 1, 2, 6, 5, 2],
+      [0, 0, 1, 2, 2, 4],
+      [0, 0, 0, 1, 5, 5],
+      [0, 0, 1, 2, 4, 2],
+      [0, 1, 2, 8, 12, 2],
+      [0, 0, 1, 4, 4, 17],
+    ],
   )
 
 
 @pytest.mark.parametrize(
-    "padding, truncating, expected",
-    [
-        # Full sequences: [1 5 6 5 9], [1 10 11], [1 7 12 13 8 5], [1 4 6 4 14], [1 15 4 7 16 8], [1 4 17].
-        ("pre", "pre",
-         [[5, 6, 5, 9], [0, 1, 10, 11], [12, 13, 8, 5], [4, 6, 4, 14], [4, 7, 16, 8], [0, 1, 4, 17]]),
-        ("post", "post",
-         [[1, 5, 6, 5], [1, 10, 11, 0], [1, 7, 12, 13], [1, 4, 6, 4], [1, 15, 4, 7], [1, 4, 17, 0]]),
-        ("post", "pre",
-         [[5, 6, 5, 9], [1, 10, 11, 0], [12, 13, 8, 5], [4, 6, 4, 14], [4, 7, 16, 8], [1, 4, 17, 0]]),
-        ("pre", "post",
-         [[1, 5, 6, 5], [0, 1, 10, 11], [1, 7, 12, 13], [1, 4, 6, 4], [1, 15, 4, 7], [0, 1, 4, 17]]),
-    ],
+  "padding, truncating, expected",
+  [
+    # Full sequences: [1 5 6 5 9], [1 10 11], [1 7 12 13 8 5], [1 4 6 4 14], [1 15 4 7 16 8], [1 4 17].
+    (
+      "pre",
+      "pre",
+      [[5, 6, 5, 9], [0, 1, 10, 11], [12, 13, 8, 5], [4, 6, 4, 14], [4, 7, 16, 8], [0, 1, 4, 17]],
+    ),
+    (
+      "post",
+      "post",
+      [[1, 5, 6, 5], [1, 10, 11, 0], [1, 7, 12, 13], [1, 4, 6, 4], [1, 15, 4, 7], [1, 4, 17, 0]],
+    ),
+    (
+      "post",
+      "pre",
+      [[5, 6, 5, 9], [1, 10, 11, 0], [12, 13, 8, 5], [4, 6, 4, 14], [4, 7, 16, 8], [1, 4, 17, 0]],
+    ),
+    (
+      "pre",
+      "post",
+      [[1, 5, 6, 5], [0, 1, 10, 11], [1, 7, 12, 13], [1, 4, 6, 4], [1, 15, 4, 7], [0, 1, 4, 17]],
+    ),
+  ],
 )
 def test_padding_and_truncating_sides(train_texts, vocab, padding, truncating, expected):
   np.testing.assert_array_equal(
-      encode(train_texts, vocab, maxlen=4, padding=padding, truncating=truncating), expected
+    encode(train_texts, vocab, maxlen=4, padding=padding, truncating=truncating), expected
   )
 
 
 def test_encode_without_start(train_texts, vocab):
   np.testing.assert_array_equal(
-      encode(train_texts[:2], vocab, maxlen=4, add_start=False), [[5, 6, 5, 9], [0, 0, 10, 11]]
+    encode(train_texts[:2], vocab, maxlen=4, add_start=False), [[5, 6, 5, 9], [0, 0, 10, 11]]
   )
 
 
@@ -191,16 +215,16 @@ def test_equality(train_texts, vocab):
 
 
 @pytest.mark.parametrize(
-    "content, message",
-    [
-        ("{not json", "not valid JSON"),
-        ('{"words": ["a"]}', "not a seqclf.vocabulary"),
-        (
-            '{"format": "seqclf.vocabulary", "version": 1, "top_words": 5, "words": ["a", "b"]}',
-            "leaves room for 1",
-        ),
-        ('{"format": "seqclf.vocabulary", "version": 1, "top_words": 9, "words": ["a", "a"]}', "repeat"),
-    ],
+  "content, message",
+  [
+    ("{not json", "not valid JSON"),
+    ('{"words": ["a"]}', "not a seqclf.vocabulary"),
+    (
+      '{"format": "seqclf.vocabulary", "version": 1, "top_words": 5, "words": ["a", "b"]}',
+      "leaves room for 1",
+    ),
+    ('{"format": "seqclf.vocabulary", "version": 1, "top_words": 9, "words": ["a", "a"]}', "repeat"),
+  ],
 )
 def test_load_rejects_bad_files(tmp_path, content, message):
   path = tmp_path / "vocab.json"
@@ -215,14 +239,14 @@ def test_load_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "options, message",
-    [
-        ({"maxlen": 0}, "maxlen must be a positive integer"),
-        ({"maxlen": 2.5}, "maxlen must be a positive integer"),
-        ({"maxlen": True}, "maxlen must be a positive integer"),
-        ({"padding": "both"}, "padding must be 'pre'"),
-        ({"truncating": "middle"}, "truncating must be 'pre'"),
-    ],
+  "options, message",
+  [
+    ({"maxlen": 0}, "maxlen must be a positive integer"),
+    ({"maxlen": 2.5}, "maxlen must be a positive integer"),
+    ({"maxlen": True}, "maxlen must be a positive integer"),
+    ({"padding": "both"}, "padding must be 'pre'"),
+    ({"truncating": "middle"}, "truncating must be 'pre'"),
+  ],
 )
 def test_bad_encode_options(train_texts, vocab, options, message):
   with pytest.raises(ConfigError, match=message):

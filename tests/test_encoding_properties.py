@@ -1,6 +1,7 @@
 """Property tests (hypothesis) for the tokenizer and encoder: any unicode text, any sizes."""
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seqclf.data.encoding import OOV_ID, PAD_ID, START_ID, Vocabulary, encode, tokenize
 
@@ -42,4 +43,4 @@ def test_decoding_in_vocabulary_ids_gives_the_words_back(words):
 @given(st.lists(st.text(alphabet="xyzqj", min_size=1), min_size=1, max_size=5))
 def test_unknown_words_become_the_oov_id(words):
   ids = encode([" ".join(words)], VOCAB, 16, padding="post")[0]
-  assert set(ids[1:len(words) + 1].tolist()) == {OOV_ID}
+  assert set(ids[1 : len(words) + 1].tolist()) == {OOV_ID}

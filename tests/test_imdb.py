@@ -15,8 +15,8 @@ from seqclf.errors import ConfigError, DataError
 
 # Reader order: split, then neg before pos, then numeric id (so 2_1 comes before 10_3).
 EXPECTED_ORDER = {
-    "train": ["neg/0_2", "neg/2_1", "neg/10_3", "pos/1_9", "pos/3_10", "pos/12_8"],
-    "test": ["neg/0_2", "neg/1_4", "neg/7_1", "pos/0_7", "pos/5_10", "pos/9_9"],
+  "train": ["neg/0_2", "neg/2_1", "neg/10_3", "pos/1_9", "pos/3_10", "pos/12_8"],
+  "test": ["neg/0_2", "neg/1_4", "neg/7_1", "pos/0_7", "pos/5_10", "pos/9_9"],
 }
 
 
@@ -55,8 +55,8 @@ def test_archive_directory_and_aclimdb_directory_agree(tiny_aclimdb, tiny_aclimd
     vocab = Vocabulary.fit(from_archive.train.texts, top_words=12)
     for split in ("train", "test"):
       np.testing.assert_array_equal(
-          encode(getattr(from_archive, split).texts, vocab, maxlen=5),
-          encode(getattr(from_directory, split).texts, vocab, maxlen=5),
+        encode(getattr(from_archive, split).texts, vocab, maxlen=5),
+        encode(getattr(from_directory, split).texts, vocab, maxlen=5),
       )
 
 
@@ -150,7 +150,7 @@ def test_prepare_tfds_offline_then_load(tmp_path, tiny_aclimdb_archive):
   # tfds stores examples shuffled by key, so compare contents, not order.
   for split in ("train", "test"):
     assert collections.Counter(zip(getattr(from_tfds, split).texts, getattr(from_tfds, split).labels)) == (
-        collections.Counter(zip(getattr(from_archive, split).texts, getattr(from_archive, split).labels))
+      collections.Counter(zip(getattr(from_archive, split).texts, getattr(from_archive, split).labels))
     )
     assert getattr(from_tfds, split).labels.dtype == np.int32
 

@@ -15,10 +15,10 @@ from seqclf.lstm import LSTM, api, init_params, lstm
 RTOL, ATOL = 1e-5, 1e-5
 
 SHAPES = [  # (batch, steps, input, hidden)
-    (3, 7, 5, 100),   # H=100 and a batch that is not a multiple of 8
-    (5, 1, 4, 6),     # a single step
-    (2, 12, 3, 7),
-    (19, 6, 5, 20),   # cpu_kernel: two threads, 16 + 3 rows (a full register block and a remainder)
+  (3, 7, 5, 100),  # H=100 and a batch that is not a multiple of 8
+  (5, 1, 4, 6),  # a single step
+  (2, 12, 3, 7),
+  (19, 6, 5, 20),  # cpu_kernel: two threads, 16 + 3 rows (a full register block and a remainder)
 ]
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
 FAST_ENGINES = ["fused", pytest.param("cpu_kernel", marks=CPU_ONLY)]
@@ -41,7 +41,8 @@ def _loss_and_grads(engine, params, xs, state, **kwargs):
   def loss(params, xs, state):
     outputs, (h, c) = lstm(params, xs, initial_state=state, engine=engine, **kwargs)
     weights = jnp.linspace(-1.0, 2.0, outputs.shape[-1])
-    return jnp.sum(outputs * weights) + jnp.sum(h ** 2) + jnp.sum(jnp.sin(c))
+    return jnp.sum(outputs * weights) + jnp.sum(h**2) + jnp.sum(jnp.sin(c))
+
   return jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, state)
 
 
@@ -128,8 +129,9 @@ def test_module_dropout_is_off_at_eval_and_reproducible_under_a_seed():
   variables = module.init(jax.random.key(1), xs)
   plain = LSTM(features=7).apply(variables, xs)[1][0]
   np.testing.assert_array_equal(module.apply(variables, xs)[1][0], plain)
-  run = lambda seed: module.apply(variables, xs, deterministic=False,
-                                  rngs={"dropout": jax.random.key(seed)})[1][0]
+  run = lambda seed: module.apply(variables, xs, deterministic=False, rngs={"dropout": jax.random.key(seed)})[
+    1
+  ][0]
   np.testing.assert_array_equal(run(3), run(3))
   assert not np.allclose(run(3), plain)
   assert not np.allclose(run(3), run(4))
@@ -154,6 +156,7 @@ def test_another_project_can_use_the_lstm_inside_its_own_model():
     def loss(params):
       logits = model.apply(params, xs)
       return jnp.mean(jnp.logaddexp(0.0, logits) - ys * logits)
+
     value, grads = jax.value_and_grad(loss)(params)
     return jax.tree.map(lambda p, g: p - 0.5 * g, params, grads), value
 
@@ -165,11 +168,16 @@ def test_another_project_can_use_the_lstm_inside_its_own_model():
 
 def test_flax_baseline_equals_scan_and_refuses_masks():
   params, xs, state, mask, input_mask, recurrent_mask = _inputs(3, 7, 5, 100)
-  _assert_close(lstm(params, xs, initial_state=state, engine="flax"),
-                lstm(params, xs, initial_state=state, engine="scan"))
+  _assert_close(
+    lstm(params, xs, initial_state=state, engine="flax"), lstm(params, xs, initial_state=state, engine="scan")
+  )
   _assert_close(_loss_and_grads("flax", params, xs, state), _loss_and_grads("scan", params, xs, state))
-  for masks in ({"mask": mask}, {"lengths": jnp.array([1, 2, 3])}, {"input_dropout_mask": input_mask},
-                {"recurrent_dropout_mask": recurrent_mask}):
+  for masks in (
+    {"mask": mask},
+    {"lengths": jnp.array([1, 2, 3])},
+    {"input_dropout_mask": input_mask},
+    {"recurrent_dropout_mask": recurrent_mask},
+  ):
     with pytest.raises(ConfigError, match="runs every step unmasked"):
       lstm(params, xs, engine="flax", **masks)
 
@@ -206,8 +214,12 @@ def test_unknown_engine_and_wrong_platform_are_config_errors():
     api.resolve_engine("cudnn", "cpu")
   assert api.resolve_engine("auto", "cpu") in api.AUTO["cpu"]
   with pytest.raises(ConfigError, match="not both"):
-    lstm(init_params(jax.random.key(0), 2, 3), jnp.zeros((1, 4, 2)), mask=jnp.ones((1, 4), bool),
-         lengths=jnp.array([4]))
+    lstm(
+      init_params(jax.random.key(0), 2, 3),
+      jnp.zeros((1, 4, 2)),
+      mask=jnp.ones((1, 4), bool),
+      lengths=jnp.array([4]),
+    )
 
 
 def test_cudnn_refuses_a_model_with_recurrent_dropout():

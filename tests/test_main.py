@@ -17,8 +17,11 @@ import pytest
 from seqclf import checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-TOPICS = {"sport": "goal match team score win", "food": "pasta taste cook dish spicy",
-          "tech": "chip code laptop data cloud"}
+TOPICS = {
+  "sport": "goal match team score win",
+  "food": "pasta taste cook dish spicy",
+  "tech": "chip code laptop data cloud",
+}
 
 
 def write_topics_csv(path, rows, seed=0):
@@ -36,8 +39,17 @@ def write_topics_csv(path, rows, seed=0):
 
 
 def main_command(workdir, train_file, *extra):
-  return [sys.executable, "-m", "seqclf.main", f"--workdir={workdir}", f"--train_file={train_file}",
-          "--config=configs/tiny.py", "--config.learning_rate=0.01", "--tensorboard=false", *extra]
+  return [
+    sys.executable,
+    "-m",
+    "seqclf.main",
+    f"--workdir={workdir}",
+    f"--train_file={train_file}",
+    "--config=configs/tiny.py",
+    "--config.learning_rate=0.01",
+    "--tensorboard=false",
+    *extra,
+  ]
 
 
 def run_main(*args):
@@ -54,23 +66,37 @@ def topics(tmp_path_factory):
 def test_multiclass_csv_with_validation_split_then_predict(topics, tmp_path):
   train_file, test_file = topics
   workdir = tmp_path / "run"
-  result = run_main(workdir, train_file, f"--test_file={test_file}", "--config.epochs=4",
-                    "--config.val_fraction=0.2")
+  result = run_main(
+    workdir, train_file, f"--test_file={test_file}", "--config.epochs=4", "--config.val_fraction=0.2"
+  )
   assert result.returncode == 0, result.stderr
   record = json.loads((workdir / "results.json").read_text())["runs"][0]
   assert record["eval_split"] == "validation" and record["label_names"] == ["food", "sport", "tech"]
   assert record["final_test"]["test_acc"] >= 0.9
-  predicted = subprocess.run([sys.executable, "-m", "seqclf.predict", f"--workdir={workdir}", "--json",
-                              "the spicy pasta dish", "new laptop chip"], cwd=REPO, capture_output=True,
-                             text=True, timeout=120)
+  predicted = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "seqclf.predict",
+      f"--workdir={workdir}",
+      "--json",
+      "the spicy pasta dish",
+      "new laptop chip",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert predicted.returncode == 0, predicted.stderr
   labels = [json.loads(line)["label"] for line in predicted.stdout.splitlines()]
   assert labels == ["food", "tech"]
 
 
 def test_early_stopping_stops_when_validation_stalls(topics, tmp_path):
-  result = run_main(tmp_path / "run", topics[0], "--config.epochs=30", "--config.val_fraction=0.2",
-                    "--config.patience=1")
+  result = run_main(
+    tmp_path / "run", topics[0], "--config.epochs=30", "--config.val_fraction=0.2", "--config.patience=1"
+  )
   assert result.returncode == 0, result.stderr
   record = json.loads((tmp_path / "run" / "results.json").read_text())["runs"][0]
   assert record["stopped_early"] and len(record["epochs"]) < 30
@@ -80,15 +106,17 @@ def test_patience_without_validation_and_a_changed_config_are_refused(topics, tm
   result = run_main(tmp_path / "a", topics[0], "--config.patience=2")
   assert result.returncode == 2 and "val_fraction" in result.stderr and "Traceback" not in result.stderr
   assert run_main(tmp_path / "b", topics[0], "--config.epochs=1", "--config.val_fraction=0.2").returncode == 0
-  changed = run_main(tmp_path / "b", topics[0], "--config.epochs=2", "--config.val_fraction=0.2",
-                     "--config.maxlen=30")
+  changed = run_main(
+    tmp_path / "b", topics[0], "--config.epochs=2", "--config.val_fraction=0.2", "--config.maxlen=30"
+  )
   assert changed.returncode == 2 and "maxlen" in changed.stderr
 
 
 def _final_state(workdir):
   record = json.loads((workdir / "results.json").read_text())["runs"][0]
-  epochs = [{k: v for k, v in e.items() if k not in ("epoch_s", "examples_per_s", "eval_s")}
-            for e in record["epochs"]]
+  epochs = [
+    {k: v for k, v in e.items() if k not in ("epoch_s", "examples_per_s", "eval_s")} for e in record["epochs"]
+  ]
   return epochs, checkpoint.restore_params(str(workdir), "last")
 
 
@@ -100,8 +128,14 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
 
   killed_dir = tmp_path / "killed"
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
-  process = subprocess.Popen(main_command(killed_dir, train_file, *args), cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  process = subprocess.Popen(
+    main_command(killed_dir, train_file, *args),
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+    text=True,
+  )
   for line in process.stdout:
     if line.startswith("epoch 1:"):
       break
@@ -116,8 +150,10 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
   resumed = run_main(killed_dir, train_file, *args)
   assert resumed.returncode == 0, resumed.stderr
   assert "epoch 1:" not in resumed.stdout and "epoch 2:" in resumed.stdout  # it really resumed
-  (epochs, params), (expected_epochs, expected_params) = _final_state(killed_dir), _final_state(
-      tmp_path / "reference")
+  (epochs, params), (expected_epochs, expected_params) = (
+    _final_state(killed_dir),
+    _final_state(tmp_path / "reference"),
+  )
   assert epochs == expected_epochs
   for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected_params)):
     assert np.asarray(got).tobytes() == np.asarray(want).tobytes()

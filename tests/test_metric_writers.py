@@ -9,8 +9,16 @@ from seqclf import metric_writers
 from seqclf.errors import UsageError
 from seqclf.train import EpochMetrics
 
-METRICS = EpochMetrics(epoch=2, epoch_s=1.5, examples_per_s=1000.0, train_loss=0.5, train_acc=0.75,
-                       test_loss=0.625, test_acc=0.875, eval_s=0.25)
+METRICS = EpochMetrics(
+  epoch=2,
+  epoch_s=1.5,
+  examples_per_s=1000.0,
+  train_loss=0.5,
+  train_acc=0.75,
+  test_loss=0.625,
+  test_acc=0.875,
+  eval_s=0.25,
+)
 
 
 def read_events(logdir):
@@ -30,10 +38,10 @@ def read_events(logdir):
     data = path.read_bytes()
     offset = 0
     while offset < len(data):
-      header = data[offset:offset + 8]
+      header = data[offset : offset + 8]
       (length,) = struct.unpack("<Q", header)
       assert struct.unpack_from("<I", data, offset + 8)[0] == masked_crc(header)
-      payload = data[offset + 12:offset + 12 + length]
+      payload = data[offset + 12 : offset + 12 + length]
       assert struct.unpack_from("<I", data, offset + 12 + length)[0] == masked_crc(payload)
       events.append(event_pb2.Event.FromString(payload))
       offset += 12 + length + 4
@@ -42,8 +50,14 @@ def read_events(logdir):
 
 def test_epoch_scalars_names_every_metric():
   assert metric_writers.epoch_scalars(METRICS) == {
-      "train/loss": 0.5, "train/accuracy": 0.75, "test/loss": 0.625, "test/accuracy": 0.875,
-      "time/epoch_s": 1.5, "time/examples_per_s": 1000.0, "time/eval_s": 0.25}
+    "train/loss": 0.5,
+    "train/accuracy": 0.75,
+    "test/loss": 0.625,
+    "test/accuracy": 0.875,
+    "time/epoch_s": 1.5,
+    "time/examples_per_s": 1000.0,
+    "time/eval_s": 0.25,
+  }
 
 
 def test_jsonl_writer_writes_one_line_per_step(tmp_path):
@@ -57,7 +71,9 @@ def test_jsonl_writer_writes_one_line_per_step(tmp_path):
   lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert lines[1] == {"step": 2, **metric_writers.epoch_scalars(METRICS)}
   assert json.loads((tmp_path / "run" / "hparams.json").read_text()) == {
-      "variant": "lstm", "model": {"engine": "scan"}}
+    "variant": "lstm",
+    "model": {"engine": "scan"},
+  }
 
 
 def test_jsonl_writer_refuses_unwritable_path(tmp_path):
@@ -68,9 +84,9 @@ def test_jsonl_writer_refuses_unwritable_path(tmp_path):
 
 
 def test_flatten_hparams_gives_dotted_tensorboard_values():
-  assert metric_writers.flatten_hparams({"seed": 0, "model": {"engine": "scan", "sizes": [1, 2]},
-                                         "clip": None, "on": True}) == {
-      "seed": 0, "model.engine": "scan", "model.sizes": "[1, 2]", "clip": "None", "on": True}
+  assert metric_writers.flatten_hparams(
+    {"seed": 0, "model": {"engine": "scan", "sizes": [1, 2]}, "clip": None, "on": True}
+  ) == {"seed": 0, "model.engine": "scan", "model.sizes": "[1, 2]", "clip": "None", "on": True}
 
 
 def test_tensorboard_event_file_holds_the_scalars_and_hparams(tmp_path):
@@ -81,18 +97,31 @@ def test_tensorboard_event_file_holds_the_scalars_and_hparams(tmp_path):
   writer.write_scalars(2, metric_writers.epoch_scalars(METRICS))
   writer.close()
 
-  scalars = {(event.step, value.tag): value.simple_value
-             for event in read_events(tmp_path) for value in event.summary.value
-             if value.HasField("simple_value")}
-  expected = {(1, "train/loss"): 0.75, (1, "test/accuracy"): 0.5,
-              **{(2, name): value for name, value in metric_writers.epoch_scalars(METRICS).items()}}
+  scalars = {
+    (event.step, value.tag): value.simple_value
+    for event in read_events(tmp_path)
+    for value in event.summary.value
+    if value.HasField("simple_value")
+  }
+  expected = {
+    (1, "train/loss"): 0.75,
+    (1, "test/accuracy"): 0.5,
+    **{(2, name): value for name, value in metric_writers.epoch_scalars(METRICS).items()},
+  }
   assert scalars == pytest.approx(expected)  # event files hold float32
 
   from tensorboardX.proto import plugin_hparams_pb2
-  hparams_values = [value for event in read_events(tmp_path) for value in event.summary.value
-                    if value.metadata.plugin_data.plugin_name == "hparams"]
+
+  hparams_values = [
+    value
+    for event in read_events(tmp_path)
+    for value in event.summary.value
+    if value.metadata.plugin_data.plugin_name == "hparams"
+  ]
   assert [value.tag for value in hparams_values] == ["_hparams_/session_start_info"]
-  plugin_data = plugin_hparams_pb2.HParamsPluginData.FromString(hparams_values[0].metadata.plugin_data.content)
+  plugin_data = plugin_hparams_pb2.HParamsPluginData.FromString(
+    hparams_values[0].metadata.plugin_data.content
+  )
   session = plugin_data.session_start_info.hparams
   assert session["variant"].string_value == "lstm"
   assert session["seed"].number_value == 3
@@ -108,8 +137,9 @@ def test_default_writer_writes_jsonl_and_tensorboard(tmp_path):
   writer.close()
   assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["test/accuracy"] == 0.875
   assert json.loads((tmp_path / "run" / "hparams.json").read_text()) == {"variant": "cnn_lstm"}
-  assert any(value.tag == "test/accuracy" for event in read_events(tmp_path / "run")
-             for value in event.summary.value)
+  assert any(
+    value.tag == "test/accuracy" for event in read_events(tmp_path / "run") for value in event.summary.value
+  )
 
 
 def test_default_writer_without_tensorboard_writes_jsonl_only(tmp_path):

@@ -30,17 +30,20 @@ def test_dropout_is_off_at_eval_and_deterministic_under_a_seed():
   model = models.create("lstm_dropout", vocab_size=40, embed_dim=8, lstm_features=6)
   tokens = jnp.asarray(synthetic.signal_task(n_train=8, n_test=1).x_train)
   params = model.init(jax.random.key(0), tokens)["params"]
-  apply = lambda train, seed=0: model.apply({"params": params}, tokens, train=train,
-                                            rngs={"dropout": jax.random.key(seed)})
+  apply = lambda train, seed=0: model.apply(
+    {"params": params}, tokens, train=train, rngs={"dropout": jax.random.key(seed)}
+  )
   np.testing.assert_array_equal(apply(False, 1), apply(False, 2))  # eval ignores the dropout RNG
   np.testing.assert_array_equal(apply(True, 1), apply(True, 1))
   assert not np.allclose(apply(True, 1), apply(True, 2))
   assert not np.allclose(apply(True, 1), apply(False))
 
 
-@pytest.mark.parametrize("variant,fields", [
-    ("lstm", {}), ("cnn_lstm", {}), ("lstm", {"bidirectional": True, "lstm_layers": 2})],
-    ids=["lstm", "cnn_lstm", "stacked_bidirectional"])
+@pytest.mark.parametrize(
+  "variant,fields",
+  [("lstm", {}), ("cnn_lstm", {}), ("lstm", {"bidirectional": True, "lstm_layers": 2})],
+  ids=["lstm", "cnn_lstm", "stacked_bidirectional"],
+)
 @pytest.mark.parametrize("length", [6, 7])
 def test_mask_makes_padding_invisible(variant, fields, length):
   """With a mask, a review gives the same logit alone, right-padded, and left-padded by an even count."""
@@ -51,8 +54,9 @@ def test_mask_makes_padding_invisible(variant, fields, length):
   params = model.init(jax.random.key(0), left)["params"]
   alone = model.apply({"params": params}, review, jnp.ones_like(review, bool))
   for padded in (left, right):
-    np.testing.assert_allclose(model.apply({"params": params}, padded, padded != 0), alone,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+      model.apply({"params": params}, padded, padded != 0), alone, rtol=1e-5, atol=1e-6
+    )
   assert not np.allclose(model.apply({"params": params}, left), alone)  # unmasked padding is read
 
 

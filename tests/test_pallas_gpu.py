@@ -51,17 +51,24 @@ def _inputs(batch, steps, input_size, hidden, mask_kind=None, dropout=False, see
     return jnp.asarray((rng.random(shape) < 0.7) / 0.7, jnp.float32)
 
   return dict(
-      params=params, xs=normal(batch, steps, input_size), h0=normal(batch, hidden),
-      c0=normal(batch, hidden), mask=jnp.asarray(_step_mask(mask_kind, batch, steps, rng)),
-      input_dropout_mask=dropout_mask(batch, input_size),
-      recurrent_dropout_mask=dropout_mask(batch, hidden),
-      loss_weights=(normal(batch, steps, hidden), normal(batch, hidden), normal(batch, hidden)))
+    params=params,
+    xs=normal(batch, steps, input_size),
+    h0=normal(batch, hidden),
+    c0=normal(batch, hidden),
+    mask=jnp.asarray(_step_mask(mask_kind, batch, steps, rng)),
+    input_dropout_mask=dropout_mask(batch, input_size),
+    recurrent_dropout_mask=dropout_mask(batch, hidden),
+    loss_weights=(normal(batch, steps, hidden), normal(batch, hidden), normal(batch, hidden)),
+  )
 
 
 def _run(engine, inputs):
   """((loss, (outputs, (h, c))), grads w.r.t. params, xs, h0, c0) of a loss mixing all outputs."""
-  masks = dict(mask=inputs["mask"], input_dropout_mask=inputs["input_dropout_mask"],
-               recurrent_dropout_mask=inputs["recurrent_dropout_mask"])
+  masks = dict(
+    mask=inputs["mask"],
+    input_dropout_mask=inputs["input_dropout_mask"],
+    recurrent_dropout_mask=inputs["recurrent_dropout_mask"],
+  )
 
   def loss(params, xs, h0, c0):
     outputs, (h, c) = api.lstm(params, xs, initial_state=(h0, c0), engine=engine, **masks)
@@ -77,13 +84,16 @@ def _assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=rtol, atol=atol), actual, expected)
 
 
-@pytest.mark.parametrize("batch, steps, input_size, hidden, mask_kind, dropout", [
+@pytest.mark.parametrize(
+  "batch, steps, input_size, hidden, mask_kind, dropout",
+  [
     (3, 4, 5, 7, None, False),
-    (5, 4, 6, 100, "random", True),   # H = 100: padded per gate to 128
-    (3, 1, 4, 7, "random", True),     # a single step
-    (5, 4, 3, 16, "left", False),     # left padding; H already a power of two
-    (17, 3, 4, 9, "random", True),    # two batch blocks (two programs), 15 padded rows
-])
+    (5, 4, 6, 100, "random", True),  # H = 100: padded per gate to 128
+    (3, 1, 4, 7, "random", True),  # a single step
+    (5, 4, 3, 16, "left", False),  # left padding; H already a power of two
+    (17, 3, 4, 9, "random", True),  # two batch blocks (two programs), 15 padded rows
+  ],
+)
 def test_matches_scan(batch, steps, input_size, hidden, mask_kind, dropout):
   inputs = _inputs(batch, steps, input_size, hidden, mask_kind, dropout)
   _assert_trees_close(_run("pallas", inputs), _run("scan", inputs))
@@ -100,22 +110,40 @@ def test_recurrence_matches_reference():
   recurrent_kernel = normal(hidden, 4 * hidden)
   c0, recurrent_mask = normal(batch, hidden), normal(batch, hidden)
   step_mask = jax.random.bernoulli(next(keys), 0.7, (steps, batch))
-  forward_args = (normal(steps, batch, 4 * hidden), recurrent_kernel, normal(batch, hidden), c0, step_mask,
-                  recurrent_mask)
+  forward_args = (
+    normal(steps, batch, 4 * hidden),
+    recurrent_kernel,
+    normal(batch, hidden),
+    c0,
+    step_mask,
+    recurrent_mask,
+  )
   hs, cs, gates = jax.jit(pallas_gpu.RECURRENCE.forward)(*forward_args)
   _assert_trees_close((hs, cs, gates), pallas_gpu.REFERENCE.forward(*forward_args))
 
-  backward_args = (recurrent_kernel, gates, cs, c0, step_mask, recurrent_mask, normal(steps, batch, hidden),
-                   normal(batch, hidden), normal(batch, hidden))
-  _assert_trees_close(jax.jit(pallas_gpu.RECURRENCE.backward)(*backward_args),
-                      pallas_gpu.REFERENCE.backward(*backward_args))
+  backward_args = (
+    recurrent_kernel,
+    gates,
+    cs,
+    c0,
+    step_mask,
+    recurrent_mask,
+    normal(steps, batch, hidden),
+    normal(batch, hidden),
+    normal(batch, hidden),
+  )
+  _assert_trees_close(
+    jax.jit(pallas_gpu.RECURRENCE.backward)(*backward_args), pallas_gpu.REFERENCE.backward(*backward_args)
+  )
 
 
 def _pallas_forward(params, xs, h0, c0, mask, recurrent_dropout_mask=None):
   """The engine's (outputs, (h, c)), jitted."""
-  return jax.jit(lambda *args: api.lstm(*args[:2], initial_state=args[2:4], mask=args[4],
-                                        recurrent_dropout_mask=args[5], engine="pallas"))(
-                                            params, xs, h0, c0, mask, recurrent_dropout_mask)
+  return jax.jit(
+    lambda *args: api.lstm(
+      *args[:2], initial_state=args[2:4], mask=args[4], recurrent_dropout_mask=args[5], engine="pallas"
+    )
+  )(params, xs, h0, c0, mask, recurrent_dropout_mask)
 
 
 def test_padded_rows_do_not_leak():
@@ -140,54 +168,79 @@ def test_zero_weight_units_stay_zero():
     return jnp.concatenate(list(jnp.moveaxis(jnp.pad(gates, pad), axis, 0)), axis=axis)
 
   params = inputs["params"]
-  wide_params = {"kernel": widen(params["kernel"], 1), "bias": widen(params["bias"], 0),
-                 "recurrent_kernel": jnp.pad(widen(params["recurrent_kernel"], 1),
-                                             [(0, wide - hidden), (0, 0)])}
+  wide_params = {
+    "kernel": widen(params["kernel"], 1),
+    "bias": widen(params["bias"], 0),
+    "recurrent_kernel": jnp.pad(widen(params["recurrent_kernel"], 1), [(0, wide - hidden), (0, 0)]),
+  }
   zeros = jnp.zeros((3, wide - hidden))
-  outputs, (h, c) = _pallas_forward(wide_params, inputs["xs"], jnp.concatenate([inputs["h0"], zeros], 1),
-                                    jnp.concatenate([inputs["c0"], zeros], 1), inputs["mask"])
+  outputs, (h, c) = _pallas_forward(
+    wide_params,
+    inputs["xs"],
+    jnp.concatenate([inputs["h0"], zeros], 1),
+    jnp.concatenate([inputs["c0"], zeros], 1),
+    inputs["mask"],
+  )
   for padded in (outputs[..., hidden:], h[:, hidden:], c[:, hidden:]):
     np.testing.assert_array_equal(padded, 0.0)
   narrow = _pallas_forward(params, inputs["xs"], inputs["h0"], inputs["c0"], inputs["mask"])
   _assert_trees_close((outputs[..., :hidden], (h[:, :hidden], c[:, :hidden])), narrow)
 
 
-@pytest.mark.parametrize("matmul_precision, atol", [
+@pytest.mark.parametrize(
+  "matmul_precision, atol",
+  [
     ("BF16_BF16_F32_X6", ATOL),
     ("tensorfloat32", 1e-2),
     ("bfloat16", 5e-2),
-])
+  ],
+)
 def test_reduced_precision_is_close(matmul_precision, atol):
   inputs = _inputs(3, 4, 5, 7, "random", dropout=True, seed=4)
   engine = hoisted.make_lstm(pallas_gpu.make_recurrence(matmul_precision))
-  args = (inputs["params"], inputs["xs"], inputs["h0"], inputs["c0"], inputs["mask"],
-          jnp.ones((3, 5)), inputs["recurrent_dropout_mask"])
+  args = (
+    inputs["params"],
+    inputs["xs"],
+    inputs["h0"],
+    inputs["c0"],
+    inputs["mask"],
+    jnp.ones((3, 5)),
+    inputs["recurrent_dropout_mask"],
+  )
   expected = api.engine_function("scan")(*args)
   _assert_trees_close(jax.jit(engine)(*args), expected, rtol=0.0, atol=atol)
 
 
-@pytest.mark.parametrize("batch, hidden, matmul_precision", [
+@pytest.mark.parametrize(
+  "batch, hidden, matmul_precision",
+  [
     (64, 100, "float32"),
     (3, 7, "bfloat16"),
     (17, 64, "BF16_BF16_F32_X6"),
-])
+  ],
+)
 def test_lowers_to_triton(batch, hidden, matmul_precision):
   """Both kernels lower to Triton IR for CUDA (cross-lowering works without a GPU with jaxlib <= 0.10.2;
   later jaxlibs also compile the IR while lowering, which needs the CUDA plugin)."""
   steps, input_size = 5, 8
   engine = hoisted.make_lstm(pallas_gpu.make_recurrence(matmul_precision, interpret=False))
   params = api.init_params(jax.random.key(0), input_size, hidden)
-  args = (params, jnp.zeros((batch, steps, input_size)), jnp.zeros((batch, hidden)),
-          jnp.zeros((batch, hidden)), jnp.ones((batch, steps), bool), jnp.ones((batch, input_size)),
-          jnp.ones((batch, hidden)))
+  args = (
+    params,
+    jnp.zeros((batch, steps, input_size)),
+    jnp.zeros((batch, hidden)),
+    jnp.zeros((batch, hidden)),
+    jnp.ones((batch, steps), bool),
+    jnp.ones((batch, input_size)),
+    jnp.ones((batch, hidden)),
+  )
 
   def loss(*args):
     outputs, (h, c) = engine(*args)
     return jnp.sum(outputs) + jnp.sum(h) + jnp.sum(c)
 
   try:
-    lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).trace(*args).lower(
-        lowering_platforms=("cuda",))
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).trace(*args).lower(lowering_platforms=("cuda",))
   except RuntimeError as error:
     if "compilation handler" not in str(error):
       raise

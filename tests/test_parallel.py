@@ -19,10 +19,19 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _worker(*args, devices=1):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  return subprocess.Popen([sys.executable, "-m", "tests.parallel_worker", *args], cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  env = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+  }
+  return subprocess.Popen(
+    [sys.executable, "-m", "tests.parallel_worker", *args],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def _result(proc):
@@ -61,8 +70,9 @@ def test_two_processes_on_localhost_train_the_same_parameters(one_device):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  procs = [_worker("--num_processes=2", f"--process_id={i}", f"--coordinator=127.0.0.1:{port}")
-           for i in range(2)]
+  procs = [
+    _worker("--num_processes=2", f"--process_id={i}", f"--coordinator=127.0.0.1:{port}") for i in range(2)
+  ]
   first, second = [_result(p) for p in procs]
   assert first["process_count"] == 2 and first["devices"] == 2
   assert first["params"] == second["params"]  # one program, bit-identical on both processes

@@ -18,8 +18,8 @@ from tests import synthetic
 
 # Trainable weights as NumPy arrays, to see whether a call changed them.
 WEIGHTS = {
-    "torch": lambda trainer: [p.detach().cpu().numpy().copy() for p in trainer.model.parameters()],
-    "keras": lambda trainer: [np.array(variable.value) for variable in trainer.model.weights],
+  "torch": lambda trainer: [p.detach().cpu().numpy().copy() for p in trainer.model.parameters()],
+  "keras": lambda trainer: [np.array(variable.value) for variable in trainer.model.weights],
 }
 
 
@@ -95,8 +95,11 @@ def test_binary_metrics_equal_seqclf_loss_and_metrics():
   weights = np.ones(16, np.float32)
   weights[12:] = 0
   _, expected = train.loss_and_metrics(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights))
-  np.testing.assert_allclose(peers.binary_metrics(logits, labels, weights),
-                             [expected["loss_sum"], expected["correct"], expected["count"]], rtol=1e-5)
+  np.testing.assert_allclose(
+    peers.binary_metrics(logits, labels, weights),
+    [expected["loss_sum"], expected["correct"], expected["count"]],
+    rtol=1e-5,
+  )
 
 
 def test_missing_framework_is_a_config_error_with_the_install_hint(monkeypatch):

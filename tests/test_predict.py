@@ -54,8 +54,9 @@ def trained(tmp_path_factory):
   train_texts, y_train = _texts(64, seed=0)
   test_texts, y_test = _texts(24, seed=1)
   vocab = Vocabulary.fit(train_texts, config.top_words)
-  encode_texts = lambda texts: encode(texts, vocab, config.maxlen, padding=config.padding,
-                                      truncating=config.truncating)
+  encode_texts = lambda texts: encode(
+    texts, vocab, config.maxlen, padding=config.padding, truncating=config.truncating
+  )
   data = EncodedDataset(encode_texts(train_texts), y_train, encode_texts(test_texts), y_test, vocab)
   model = models.create("lstm", vocab_size=config.top_words, **config.model)
   record, state = train.fit(model, data, config, seed=0)
@@ -65,10 +66,17 @@ def trained(tmp_path_factory):
   checkpoint.write_run_config(str(run_dir), config, variant="lstm", seed=0, label_names=["neg", "pos"])
   vocab.save(run_dir / checkpoint.VOCAB_FILE)
   with checkpoint.Checkpointer(str(run_dir)) as checkpointer:
-    checkpointer.save(config.epochs, state, history=record["epochs"],
-                      metric=record["epochs"][-1]["test_acc"])
-  return {"workdir": workdir, "run_dir": run_dir, "record": record, "state": state, "model": model,
-          "test_texts": test_texts, "y_test": y_test, "encode": encode_texts}
+    checkpointer.save(config.epochs, state, history=record["epochs"], metric=record["epochs"][-1]["test_acc"])
+  return {
+    "workdir": workdir,
+    "run_dir": run_dir,
+    "record": record,
+    "state": state,
+    "model": model,
+    "test_texts": test_texts,
+    "y_test": y_test,
+    "encode": encode_texts,
+  }
 
 
 def _save_untrained_run(run_dir: pathlib.Path, label_names: list[str], variant: str = "lstm", **overrides):
@@ -111,7 +119,8 @@ def test_empty_unknown_and_very_long_texts(trained):
   maxlen = predictor.config["maxlen"]
   long_words = [_FILLER[i % len(_FILLER)] for i in range(5000)] + ["great"]
   empty, unknown, other_unknown, long, long_tail = predictor.predict(
-      ["", "zyzzyva quokka", "xylem qintar", " ".join(long_words), " ".join(long_words[-maxlen:])])
+    ["", "zyzzyva quokka", "xylem qintar", " ".join(long_words), " ".join(long_words[-maxlen:])]
+  )
   assert empty.label in ("neg", "pos") and sum(empty.probabilities.values()) == pytest.approx(1.0)
   assert unknown == other_unknown  # every unknown word is the same out-of-vocabulary id
   assert long == long_tail  # "pre" truncation keeps the last maxlen words, as in training
@@ -138,15 +147,15 @@ def test_multi_class_probabilities_are_a_softmax(tmp_path):
 
 
 def test_masked_bucketed_runs_are_fed_as_in_training(tmp_path):
-  model, params, vocab, config = _save_untrained_run(tmp_path, ["neg", "pos"], variant="cnn_lstm",
-                                                     num_buckets=2)
+  model, params, vocab, config = _save_untrained_run(
+    tmp_path, ["neg", "pos"], variant="cnn_lstm", num_buckets=2
+  )
   texts = ["great movie and a plot", "the"]
   prediction = predict.load(str(tmp_path)).predict(texts)
   x = encode(texts, vocab, config.maxlen, padding=config.padding, truncating=config.truncating)
   x = np.stack([np.concatenate([row[row != 0], row[row == 0]]) for row in x])  # left aligned
   logits = np.asarray(model.apply({"params": params}, x, x != 0))
-  np.testing.assert_allclose([p.probabilities["pos"] for p in prediction], jax.nn.sigmoid(logits),
-                             rtol=1e-6)
+  np.testing.assert_allclose([p.probabilities["pos"] for p in prediction], jax.nn.sigmoid(logits), rtol=1e-6)
 
 
 def test_a_string_instead_of_a_list_is_refused(trained):
@@ -208,8 +217,15 @@ def test_read_texts_keeps_blank_lines_and_refuses_bad_encoding(tmp_path):
 
 def _run_cli(*args, stdin=None):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "seqclf.predict", *map(str, args)], cwd=_REPO_ROOT, env=env,
-                        input=stdin, capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", "seqclf.predict", *map(str, args)],
+    cwd=_REPO_ROOT,
+    env=env,
+    input=stdin,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 def test_cli_classifies_arguments(trained):
@@ -227,8 +243,9 @@ def test_cli_classifies_arguments(trained):
 
 def test_cli_reads_stdin_and_prints_json(trained):
   texts = ["a great film", "", "café überhaupt"]
-  result = _run_cli(f"--workdir={trained['run_dir']}", "--which=last", "--json", "--input=-",
-                    stdin="\n".join(texts) + "\n")
+  result = _run_cli(
+    f"--workdir={trained['run_dir']}", "--which=last", "--json", "--input=-", stdin="\n".join(texts) + "\n"
+  )
   assert result.returncode == 0, result.stderr
   expected = predict.load(str(trained["run_dir"]), which="last").predict(texts)
   records = [json.loads(line) for line in result.stdout.splitlines()]
@@ -247,13 +264,16 @@ def test_cli_reads_an_input_file(trained, tmp_path):
   assert [line.split("\t")[2] for line in result.stdout.splitlines()] == ["great", "awful"]
 
 
-@pytest.mark.parametrize("args,message", [
+@pytest.mark.parametrize(
+  "args,message",
+  [
     (["great"], "--workdir"),
     (["--workdir={missing}", "great"], "does not exist"),
     (["--workdir={workdir}"], "no texts to classify"),
     (["--workdir={workdir}", "--input={missing}"], "cannot read"),
     (["--workdir={workdir}", "--which=first", "great"], "which"),
-])
+  ],
+)
 def test_cli_errors_are_one_line_with_exit_code_2(trained, tmp_path, args, message):
   args = [arg.format(workdir=trained["workdir"], missing=tmp_path / "missing") for arg in args]
   result = _run_cli(*args)

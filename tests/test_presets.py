@@ -33,8 +33,9 @@ FAULTS_SCRIPT = textwrap.dedent("""
 
 def _faults_per_call(preset: str) -> int:
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, preset], capture_output=True, text=True,
-                          env=env, check=True)
+  result = subprocess.run(
+    [sys.executable, "-c", FAULTS_SCRIPT, preset], capture_output=True, text=True, env=env, check=True
+  )
   return int(result.stdout.strip())
 
 

@@ -24,8 +24,11 @@ def _jsonl(*rows) -> str:
 
 
 def test_csv_with_names_quotes_and_blank_lines(tmp_path):
-  path = _write(tmp_path, "reviews.csv", 'id,text,label\n1,"Great, truly ""great"" film",pos\n\n'
-                                         '2,"two\nlines",neg\n3,,neg\n')
+  path = _write(
+    tmp_path,
+    "reviews.csv",
+    'id,text,label\n1,"Great, truly ""great"" film",pos\n\n2,"two\nlines",neg\n3,,neg\n',
+  )
   texts, labels, names = text_files.load_text_file(path)
   assert texts == ['Great, truly "great" film', "two\nlines", ""]
   assert names == ["neg", "pos"] and labels.tolist() == [1, 0, 0] and labels.dtype == np.int32
@@ -38,9 +41,16 @@ def test_tsv_with_other_field_names_and_a_byte_order_mark(tmp_path):
 
 
 def test_jsonl_with_three_named_classes(tmp_path):
-  path = _write(tmp_path, "genres.jsonl", _jsonl({"text": "lol", "label": "comedy"},
-                                                 {"text": "boo", "label": "horror"},
-                                                 {"text": "sob", "label": "drama"}) + "\n")
+  path = _write(
+    tmp_path,
+    "genres.jsonl",
+    _jsonl(
+      {"text": "lol", "label": "comedy"},
+      {"text": "boo", "label": "horror"},
+      {"text": "sob", "label": "drama"},
+    )
+    + "\n",
+  )
   texts, labels, names = text_files.load_text_file(path)
   assert names == ["comedy", "drama", "horror"] and labels.tolist() == [0, 2, 1] and texts[1] == "boo"
 
@@ -72,7 +82,9 @@ def test_given_label_names_fix_the_ids(tmp_path):
     text_files.load_text_file(too_big, label_names=["neg", "pos"])
 
 
-@pytest.mark.parametrize("name,content,message", [
+@pytest.mark.parametrize(
+  "name,content,message",
+  [
     ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 0\n', "bad.jsonl line 2: not valid"),
     ("list.jsonl", '{"text": "a", "label": 1}\n\n["b", 0]\n', r"list.jsonl line 3: not a JSON object"),
     ("nolabel.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', "nolabel.jsonl line 2: no 'label'"),
@@ -87,7 +99,8 @@ def test_given_label_names_fix_the_ids(tmp_path):
     ("one.csv", "text,label\na,pos\nb,pos\n", r"one.csv has one class \('pos'\)"),
     ("empty.csv", "text,label\n", r"empty.csv has no examples"),
     ("reviews.txt", "a\n", r"cannot tell the format of .*reviews.txt: name it \.csv, \.tsv or \.jsonl"),
-])
+  ],
+)
 def test_malformed_files_name_the_file_and_line(tmp_path, name, content, message):
   with pytest.raises(DataError, match=message):
     text_files.load_text_file(_write(tmp_path, name, content))
@@ -131,8 +144,9 @@ def test_split_validation_needs_an_example_on_each_side():
 
 
 def test_load_and_encode_a_dataset_with_validation_and_test(tmp_path):
-  train_rows = [{"text": f"{'good' if i % 3 else 'bad'} film {i}", "label": "pos" if i % 3 else "neg"}
-                for i in range(20)]
+  train_rows = [
+    {"text": f"{'good' if i % 3 else 'bad'} film {i}", "label": "pos" if i % 3 else "neg"} for i in range(20)
+  ]
   train_path = _write(tmp_path, "train.jsonl", _jsonl(*train_rows))
   test_path = _write(tmp_path, "test.csv", "text,label\ngood,pos\nbad,neg\nmeh,1\n")
   dataset = text_files.load_text_dataset(train_path, test_path, val_fraction=0.25, seed=1)
@@ -145,7 +159,8 @@ def test_load_and_encode_a_dataset_with_validation_and_test(tmp_path):
   np.testing.assert_array_equal(data.y_test, dataset.validation.labels)
   np.testing.assert_array_equal(data.x_test, encode(dataset.validation.texts, data.vocab, 6))
   validation_words = {word for text in dataset.validation.texts for word in text.split()} - {
-      word for text in dataset.train.texts for word in text.split()}
+    word for text in dataset.train.texts for word in text.split()
+  }
   assert not validation_words & set(data.vocab.words)  # fitted on the train split only
 
 

@@ -35,13 +35,23 @@ def test_multiclass_loss_is_sparse_cross_entropy():
   logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 0.0, 3.0]])
   labels = jnp.array([0, 1])
   loss, metrics = train.loss_and_metrics(logits, labels, jnp.ones(2))
-  np.testing.assert_allclose(loss, optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    loss, optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), rtol=1e-6
+  )
   assert float(metrics["correct"]) == 1.0
 
 
-@pytest.mark.parametrize("key,value", [("batch_size", 0), ("eval_batch_size", -1), ("epochs", 0),
-                                       ("maxlen", 0), ("top_words", -3), ("learning_rate", 0.0)])
+@pytest.mark.parametrize(
+  "key,value",
+  [
+    ("batch_size", 0),
+    ("eval_batch_size", -1),
+    ("epochs", 0),
+    ("maxlen", 0),
+    ("top_words", -3),
+    ("learning_rate", 0.0),
+  ],
+)
 def test_validate_rejects_non_positive_sizes(key, value):
   config = default.get_config()
   config[key] = value
@@ -55,18 +65,22 @@ def test_keras_adam_epsilon():
 
 def _tiny_state_and_batch():
   import jax
+
   from seqclf import models
+
   model = models.create("lstm", vocab_size=20, embed_dim=4, lstm_features=3)
   tokens = np.arange(12, dtype=np.int32).reshape(2, 6)
   params = model.init(jax.random.PRNGKey(0), tokens)["params"]
-  state = train.TrainState.create(apply_fn=model.apply, params=params,
-                                  tx=train.make_optimizer(default.get_config()))
+  state = train.TrainState.create(
+    apply_fn=model.apply, params=params, tx=train.make_optimizer(default.get_config())
+  )
   batch = {"tokens": tokens, "labels": np.array([0, 1], np.int32), "weights": np.ones(2, np.float32)}
   return model, state, batch
 
 
 def test_a_nan_loss_is_reported_with_its_step():
   import jax
+
   model, state, batch = _tiny_state_and_batch()
   step = jax.jit(train.make_train_step(model))
   key = jax.random.PRNGKey(1)
@@ -81,6 +95,7 @@ def test_a_nan_loss_is_reported_with_its_step():
 
 def test_a_step_that_cannot_fit_is_refused_before_training():
   import jax
+
   model, state, batch = _tiny_state_and_batch()
   compiled = jax.jit(train.make_train_step(model)).lower(state, batch, jax.random.PRNGKey(0)).compile()
   train.check_fits_in_memory([compiled])  # a tiny step fits
@@ -88,8 +103,9 @@ def test_a_step_that_cannot_fit_is_refused_before_training():
   class Huge:
     def memory_analysis(self):
       analysis = compiled.memory_analysis()
-      analysis.temp_size_in_bytes = 2 ** 50
+      analysis.temp_size_in_bytes = 2**50
       return analysis
+
   with pytest.raises(train.ResourceError, match="GiB.*batch_size"):
     train.check_fits_in_memory([Huge()])
 

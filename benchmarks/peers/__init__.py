@@ -35,13 +35,13 @@ from seqclf.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Peer:
-  module: str    # defines create_trainer(variant, config, *, seed) -> PeerTrainer
+  module: str  # defines create_trainer(variant, config, *, seed) -> PeerTrainer
   requires: str  # the framework's top-level package
 
 
 PEERS = {
-    "torch": Peer("benchmarks.peers.torch_models", "torch"),
-    "keras": Peer("benchmarks.peers.keras_models", "keras"),
+  "torch": Peer("benchmarks.peers.torch_models", "torch"),
+  "keras": Peer("benchmarks.peers.keras_models", "keras"),
 }
 
 INSTALL_HINT = "pip install -e .[peers]"
@@ -80,8 +80,7 @@ def load_peer(name: str):
     return importlib.import_module(peer.module)
   except ModuleNotFoundError as e:
     if e.name and e.name.split(".")[0] == peer.requires:
-      raise ConfigError(f"peer {name!r} needs {peer.requires}, which is not installed; "
-                        f"{INSTALL_HINT}") from e
+      raise ConfigError(f"peer {name!r} needs {peer.requires}, which is not installed; {INSTALL_HINT}") from e
     raise
 
 
@@ -96,8 +95,9 @@ def binary_metrics(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray) 
   return np.array([(losses * weights).sum(), (correct * weights).sum(), weights.sum()])
 
 
-def evaluate(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray,
-             batch_size: int) -> tuple[float, float]:
+def evaluate(
+  predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, batch_size: int
+) -> tuple[float, float]:
   """(loss, accuracy) of ``predict`` on (x, y) in fixed-shape batches; padding rows count for nothing."""
   total = np.zeros(3)
   for batch in batching.batches(x, y, batch_size):
@@ -119,19 +119,32 @@ def fit_loop(trainer: PeerTrainer, data, config, *, seed: int, on_epoch=None) ->
     order = batching.epoch_order(seed, epoch, len(data.x_train))
     start = time.perf_counter()
     train_loss, train_acc = trainer.train_epoch(
-        batching.batches(data.x_train, data.y_train, config.batch_size, order))
+      batching.batches(data.x_train, data.y_train, config.batch_size, order)
+    )
     epoch_s = time.perf_counter() - start
     eval_start = time.perf_counter()
     test_loss, test_acc = evaluate(trainer.predict, data.x_test, data.y_test, config.eval_batch_size)
-    metrics = train.EpochMetrics(epoch=epoch, epoch_s=epoch_s, examples_per_s=len(data.x_train) / epoch_s,
-                                 train_loss=float(train_loss), train_acc=float(train_acc),
-                                 test_loss=float(test_loss), test_acc=float(test_acc),
-                                 eval_s=time.perf_counter() - eval_start)
+    metrics = train.EpochMetrics(
+      epoch=epoch,
+      epoch_s=epoch_s,
+      examples_per_s=len(data.x_train) / epoch_s,
+      train_loss=float(train_loss),
+      train_acc=float(train_acc),
+      test_loss=float(test_loss),
+      test_acc=float(test_acc),
+      eval_s=time.perf_counter() - eval_start,
+    )
     epochs.append(dataclasses.asdict(metrics))
     if on_epoch:
       on_epoch(metrics)
-  return {"seed": seed, "param_count": int(trainer.param_count), "compile_s": compile_s,
-          "shapes": [data.x_train.shape[1]], "devices": 1, "epochs": epochs}
+  return {
+    "seed": seed,
+    "param_count": int(trainer.param_count),
+    "compile_s": compile_s,
+    "shapes": [data.x_train.shape[1]],
+    "devices": 1,
+    "epochs": epochs,
+  }
 
 
 def fit_peer(name: str, variant: str, data, config, *, seed: int, on_epoch=None) -> dict:

@@ -21,8 +21,10 @@ os.environ["KERAS_BACKEND"] = "jax"  # read by Keras once, at its first import
 import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if keras.backend.backend() != "jax":
-  raise ConfigError(f"Keras was imported with the {keras.backend.backend()!r} backend before the keras peer; "
-                    "set KERAS_BACKEND=jax")
+  raise ConfigError(
+    f"Keras was imported with the {keras.backend.backend()!r} backend before the keras peer; "
+    "set KERAS_BACKEND=jax"
+  )
 
 
 class WordDropoutEmbedding(keras.layers.Layer):
@@ -35,8 +37,11 @@ class WordDropoutEmbedding(keras.layers.Layer):
     self.seed_generator = keras.random.SeedGenerator()
 
   def build(self, input_shape):
-    self.embeddings = self.add_weight(shape=(self.vocab_size, self.embed_dim), name="embeddings",
-                                      initializer=keras.initializers.RandomUniform(-0.05, 0.05))
+    self.embeddings = self.add_weight(
+      shape=(self.vocab_size, self.embed_dim),
+      name="embeddings",
+      initializer=keras.initializers.RandomUniform(-0.05, 0.05),
+    )
 
   def call(self, tokens, training=False):
     table = self.embeddings
@@ -47,14 +52,30 @@ class WordDropoutEmbedding(keras.layers.Layer):
 
 
 def create_model(variant: str, config) -> keras.Model:
-  return _build(config.top_words, config.model.embed_dim, config.model.lstm_features, config.maxlen,
-                **models.VARIANTS[variant])
+  return _build(
+    config.top_words,
+    config.model.embed_dim,
+    config.model.lstm_features,
+    config.maxlen,
+    **models.VARIANTS[variant],
+  )
 
 
-def _build(vocab_size: int, embed_dim: int, lstm_features: int, maxlen: int, *, word_dropout: float = 0.0,
-           embedding_dropout: float = 0.0, conv_filters: int = 0, conv_width: int = 3, pool_size: int = 2,
-           lstm_input_dropout: float = 0.0, lstm_recurrent_dropout: float = 0.0,
-           output_dropout: float = 0.0) -> keras.Model:
+def _build(
+  vocab_size: int,
+  embed_dim: int,
+  lstm_features: int,
+  maxlen: int,
+  *,
+  word_dropout: float = 0.0,
+  embedding_dropout: float = 0.0,
+  conv_filters: int = 0,
+  conv_width: int = 3,
+  pool_size: int = 2,
+  lstm_input_dropout: float = 0.0,
+  lstm_recurrent_dropout: float = 0.0,
+  output_dropout: float = 0.0,
+) -> keras.Model:
   """Token ids [B, maxlen] -> one logit [B, 1]; the fields are those of `seqclf.models.SequenceClassifier`."""
   tokens = keras.Input((maxlen,), dtype="int32")
   if word_dropout:
@@ -66,7 +87,9 @@ def _build(vocab_size: int, embed_dim: int, lstm_features: int, maxlen: int, *, 
   if conv_filters:
     x = keras.layers.Conv1D(conv_filters, conv_width, padding="same", activation="relu")(x)
     x = keras.layers.MaxPooling1D(pool_size)(x)
-  x = keras.layers.LSTM(lstm_features, dropout=lstm_input_dropout, recurrent_dropout=lstm_recurrent_dropout)(x)
+  x = keras.layers.LSTM(lstm_features, dropout=lstm_input_dropout, recurrent_dropout=lstm_recurrent_dropout)(
+    x
+  )
   if output_dropout:
     x = keras.layers.Dropout(output_dropout)(x)
   return keras.Model(tokens, keras.layers.Dense(1)(x))
@@ -80,13 +103,17 @@ class KerasTrainer:
     self.batch_size = config.batch_size
     self.param_count = model.count_params()
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_eps,
-                                        global_clipnorm=config.get("grad_clip_norm") or None),
-        # Mean over the weighted examples, as seqclf's loss (the default divides by the batch size).
-        loss=keras.losses.BinaryCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
-        # Keras' "loss" log averages batch means; this metric is the exact mean over the examples.
-        metrics=[keras.metrics.BinaryCrossentropy(from_logits=True, name="bce"),
-                 keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
+      optimizer=keras.optimizers.Adam(
+        config.learning_rate, epsilon=config.adam_eps, global_clipnorm=config.get("grad_clip_norm") or None
+      ),
+      # Mean over the weighted examples, as seqclf's loss (the default divides by the batch size).
+      loss=keras.losses.BinaryCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
+      # Keras' "loss" log averages batch means; this metric is the exact mean over the examples.
+      metrics=[
+        keras.metrics.BinaryCrossentropy(from_logits=True, name="bce"),
+        keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
+      ],
+    )
 
   def warm_up(self, batch: dict, eval_tokens: np.ndarray) -> None:
     """Compiles (and sets up) what ``fit`` and ``predict_on_batch`` run, on one batch.
@@ -101,10 +128,14 @@ class KerasTrainer:
   def train_epoch(self, batches) -> tuple[float, float]:
     batches = list(batches)
     history = self.model.fit(
-        np.concatenate([batch["tokens"] for batch in batches]),
-        _targets(np.concatenate([batch["labels"] for batch in batches])),
-        sample_weight=np.concatenate([batch["weights"] for batch in batches]),
-        batch_size=self.batch_size, epochs=1, shuffle=False, verbose=0).history
+      np.concatenate([batch["tokens"] for batch in batches]),
+      _targets(np.concatenate([batch["labels"] for batch in batches])),
+      sample_weight=np.concatenate([batch["weights"] for batch in batches]),
+      batch_size=self.batch_size,
+      epochs=1,
+      shuffle=False,
+      verbose=0,
+    ).history
     jax.block_until_ready([variable.value for variable in self.model.trainable_variables])
     return history["bce"][0], history["accuracy"][0]
 

@@ -60,10 +60,21 @@ class RecurrentDropoutLSTM(nn.Module):
 class Classifier(nn.Module):
   """Token ids [B, T] -> one logit per review [B]; the fields are those of `seqclf.models.SequenceClassifier`."""
 
-  def __init__(self, vocab_size: int, embed_dim: int, lstm_features: int, *, word_dropout: float = 0.0,
-               embedding_dropout: float = 0.0, conv_filters: int = 0, conv_width: int = 3,
-               pool_size: int = 2, lstm_input_dropout: float = 0.0, lstm_recurrent_dropout: float = 0.0,
-               output_dropout: float = 0.0):
+  def __init__(
+    self,
+    vocab_size: int,
+    embed_dim: int,
+    lstm_features: int,
+    *,
+    word_dropout: float = 0.0,
+    embedding_dropout: float = 0.0,
+    conv_filters: int = 0,
+    conv_width: int = 3,
+    pool_size: int = 2,
+    lstm_input_dropout: float = 0.0,
+    lstm_recurrent_dropout: float = 0.0,
+    output_dropout: float = 0.0,
+  ):
     super().__init__()
     self.word_dropout = word_dropout
     self.embedding_dropout = embedding_dropout
@@ -95,7 +106,7 @@ class Classifier(nn.Module):
     nn.init.zeros_(bias)
     hidden = weight_hh.shape[1]
     with torch.no_grad():
-      bias[hidden:2 * hidden] = 1.0
+      bias[hidden : 2 * hidden] = 1.0
     for layer in (self.conv, self.head):
       if layer is not None:
         nn.init.xavier_uniform_(layer.weight)
@@ -121,8 +132,9 @@ class Classifier(nn.Module):
 
 
 def create_model(variant: str, config) -> Classifier:
-  return Classifier(config.top_words, config.model.embed_dim, config.model.lstm_features,
-                    **models.VARIANTS[variant])
+  return Classifier(
+    config.top_words, config.model.embed_dim, config.model.lstm_features, **models.VARIANTS[variant]
+  )
 
 
 def trainable_parameter_count(model: nn.Module) -> int:

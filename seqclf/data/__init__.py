@@ -10,12 +10,12 @@ from seqclf.data.encoding import Vocabulary, encode, tokenize
 from seqclf.data.imdb import TextDataset, TextSplit, load_imdb
 
 __all__ = [
-    "EncodedDataset",
-    "TextDataset",
-    "TextSplit",
-    "Vocabulary",
-    "encode",
-    "load_encoded",
-    "load_imdb",
-    "tokenize",
+  "EncodedDataset",
+  "TextDataset",
+  "TextSplit",
+  "Vocabulary",
+  "encode",
+  "load_encoded",
+  "load_imdb",
+  "tokenize",
 ]

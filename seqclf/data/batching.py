@@ -12,7 +12,8 @@ the convolution front end sees padding where its own SAME padding would be.
 
 import numpy as np
 
-from seqclf.data.encoding import PAD_ID, lengths as token_lengths
+from seqclf.data.encoding import PAD_ID
+from seqclf.data.encoding import lengths as token_lengths
 from seqclf.errors import ConfigError
 
 
@@ -25,7 +26,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 def _batch(x, y, index, batch_size, length=None):
   weights = np.ones(batch_size, np.float32)
   if len(index) < batch_size:
-    weights[len(index):] = 0.0
+    weights[len(index) :] = 0.0
     index = np.concatenate([index, np.zeros(batch_size - len(index), index.dtype)])
   tokens = x[index] if length is None else x[index, :length]
   return {"tokens": tokens, "labels": y[index], "weights": weights}
@@ -35,7 +36,7 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray | N
   """Yields fixed-shape batches in ``order``; the last one is filled up with weight-0 rows."""
   order = np.arange(len(x)) if order is None else order
   for start in range(0, len(order), batch_size):
-    yield _batch(x, y, order[start:start + batch_size], batch_size)
+    yield _batch(x, y, order[start : start + batch_size], batch_size)
 
 
 def left_align(x: np.ndarray, padding: str) -> np.ndarray:
@@ -57,15 +58,23 @@ def bucket_lengths(n_tokens: np.ndarray, num_buckets: int, maxlen: int, multiple
   windows and SIMD widths line up), the last one is ``maxlen``; duplicates collapse.
   """
   if not 1 <= num_buckets <= 8:
-    raise ConfigError(f"--config.num_buckets must be in 1..8 (each bucket is one compiled shape), got "
-                      f"{num_buckets}")
+    raise ConfigError(
+      f"--config.num_buckets must be in 1..8 (each bucket is one compiled shape), got {num_buckets}"
+    )
   quantiles = np.quantile(n_tokens, np.arange(1, num_buckets) / num_buckets) if num_buckets > 1 else []
   rounded = [min(maxlen, int(np.ceil(max(q, 1) / multiple) * multiple)) for q in quantiles]
   return sorted(set(rounded) | {maxlen})
 
 
-def bucketed_batches(x_aligned: np.ndarray, y: np.ndarray, n_tokens: np.ndarray, lengths: list[int],
-                     batch_size: int, order: np.ndarray, shuffle_rng: np.random.Generator | None = None):
+def bucketed_batches(
+  x_aligned: np.ndarray,
+  y: np.ndarray,
+  n_tokens: np.ndarray,
+  lengths: list[int],
+  batch_size: int,
+  order: np.ndarray,
+  shuffle_rng: np.random.Generator | None = None,
+):
   """Yields batches of reviews from one bucket each, cut to that bucket's length.
 
   ``order`` fixes which reviews share a batch (pass the epoch's shuffled order for training, arange for
@@ -75,7 +84,7 @@ def bucketed_batches(x_aligned: np.ndarray, y: np.ndarray, n_tokens: np.ndarray,
   plan = []
   for bucket, length in enumerate(lengths):
     members = order[bucket_of == bucket]
-    plan += [(members[start:start + batch_size], length) for start in range(0, len(members), batch_size)]
+    plan += [(members[start : start + batch_size], length) for start in range(0, len(members), batch_size)]
   if shuffle_rng is not None:
     plan = [plan[i] for i in shuffle_rng.permutation(len(plan))]
   for index, length in plan:

@@ -58,14 +58,14 @@ def default_cache_dir() -> str:
 
 
 def load_encoded(
-    source: str | os.PathLike[str],
-    *,
-    top_words: int = 5000,
-    maxlen: int = 500,
-    padding: str = "pre",
-    truncating: str = "pre",
-    cache_dir: str | None = None,
-    tfds_data_dir: str | None = None,
+  source: str | os.PathLike[str],
+  *,
+  top_words: int = 5000,
+  maxlen: int = 500,
+  padding: str = "pre",
+  truncating: str = "pre",
+  cache_dir: str | None = None,
+  tfds_data_dir: str | None = None,
 ) -> EncodedDataset:
   """Loads the IMDB reviews encoded as word ids, from the cache when possible.
 
@@ -97,9 +97,9 @@ def load_encoded(
     raise _unwritable_cache_error(cache_dir, error) from error
   options = {"top_words": int(top_words), "maxlen": int(maxlen), "padding": padding, "truncating": truncating}
   cache_key = {
-      "source": source_fingerprint(source, tfds_data_dir=tfds_data_dir),
-      "options": options,
-      "encoding_version": ENCODING_VERSION,
+    "source": source_fingerprint(source, tfds_data_dir=tfds_data_dir),
+    "options": options,
+    "encoding_version": ENCODING_VERSION,
   }
   key_digest = hashlib.sha256(json.dumps(cache_key, sort_keys=True).encode("utf-8")).hexdigest()
   cache_path = os.path.join(cache_dir, f"imdb-{key_digest[:32]}.npz")
@@ -112,11 +112,11 @@ def load_encoded(
   train_tokens = [tokenize(text) for text in dataset.train.texts]
   vocab = Vocabulary.fit(train_tokens, top_words)
   encoded = EncodedDataset(
-      x_train=encode(train_tokens, vocab, maxlen, padding=padding, truncating=truncating),
-      y_train=dataset.train.labels,
-      x_test=encode(dataset.test.texts, vocab, maxlen, padding=padding, truncating=truncating),
-      y_test=dataset.test.labels,
-      vocab=vocab,
+    x_train=encode(train_tokens, vocab, maxlen, padding=padding, truncating=truncating),
+    y_train=dataset.train.labels,
+    x_test=encode(dataset.test.texts, vocab, maxlen, padding=padding, truncating=truncating),
+    y_test=dataset.test.labels,
+    vocab=vocab,
   )
   _write_cache_entry(cache_path, encoded)
   return encoded
@@ -143,9 +143,12 @@ def _read_cache_entry(path: str, *, top_words: int, maxlen: int) -> EncodedDatas
 def _is_consistent(dataset: EncodedDataset, *, top_words: int, maxlen: int) -> bool:
   """Checks shapes and dtypes, so that a damaged entry that still parses is not returned."""
   return dataset.vocab.top_words == top_words and all(
-      x.dtype == np.int32 and y.dtype == np.int32
-      and x.ndim == 2 and x.shape[1] == maxlen and y.shape == x.shape[:1]
-      for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test))
+    x.dtype == np.int32
+    and y.dtype == np.int32
+    and x.ndim == 2
+    and x.shape[1] == maxlen
+    and y.shape == x.shape[:1]
+    for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test))
   )
 
 
@@ -160,6 +163,6 @@ def _write_cache_entry(path: str, dataset: EncodedDataset) -> None:
 
 def _unwritable_cache_error(cache_dir: str, error: OSError) -> DataError:
   return DataError(
-      f"cannot write the encoded-data cache in {cache_dir} ({error}): pass cache_dir= a writable directory"
-      f" or set ${CACHE_DIR_ENV}"
+    f"cannot write the encoded-data cache in {cache_dir} ({error}): pass cache_dir= a writable directory"
+    f" or set ${CACHE_DIR_ENV}"
   )

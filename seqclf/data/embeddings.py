@@ -23,8 +23,9 @@ _INIT_SCALE = 0.05
 _FIRST_WORD_ID = INDEX_FROM + 1
 
 
-def load_pretrained(path: str | os.PathLike[str], vocab: Vocabulary, embed_dim: int | None = None, *,
-                    seed: int = 0) -> tuple[np.ndarray, float]:
+def load_pretrained(
+  path: str | os.PathLike[str], vocab: Vocabulary, embed_dim: int | None = None, *, seed: int = 0
+) -> tuple[np.ndarray, float]:
   """Builds an embedding matrix for ``vocab`` from a text file of word vectors.
 
   Row ``i`` is the vector of the word with id ``i``. A vocabulary word takes the file's vector of the
@@ -65,9 +66,11 @@ def load_pretrained(path: str | os.PathLike[str], vocab: Vocabulary, embed_dim: 
         if dim is None:
           dim = _checked_dim(path, line_number, len(fields) - 1, embed_dim)
         if len(fields) < dim + 1:
-          raise DataError(f"{path} line {line_number}: expected a word and {dim} numbers, found "
-                          f"{len(fields) - 1} numbers: pass a text GloVe/word2vec file (binary .bin files "
-                          "are not supported)")
+          raise DataError(
+            f"{path} line {line_number}: expected a word and {dim} numbers, found "
+            f"{len(fields) - 1} numbers: pass a text GloVe/word2vec file (binary .bin files "
+            "are not supported)"
+          )
         vector_count += 1
         word, numbers = " ".join(fields[:-dim]), fields[-dim:]
         if word in word_ids:
@@ -100,6 +103,8 @@ def _checked_dim(path: str, line_number: int, dim: int, embed_dim: int | None) -
   if dim < 1:
     raise DataError(f"{path} line {line_number}: a word without numbers: pass a GloVe or word2vec text file")
   if embed_dim is not None and dim != embed_dim:
-    raise DataError(f"{path} line {line_number}: the vectors have {dim} numbers but embed_dim is "
-                    f"{embed_dim}: set the model's embed_dim to {dim}, or use a {embed_dim}-dimensional file")
+    raise DataError(
+      f"{path} line {line_number}: the vectors have {dim} numbers but embed_dim is "
+      f"{embed_dim}: set the model's embed_dim to {dim}, or use a {embed_dim}-dimensional file"
+    )
   return dim

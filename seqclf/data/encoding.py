@@ -99,8 +99,8 @@ class Vocabulary:
       raise DataError("vocabulary words repeat: each word must appear once; rebuild it with Vocabulary.fit")
     if _FIRST_WORD_ID + len(self.words) > self.top_words:
       raise DataError(
-          f"vocabulary has {len(self.words)} words but top_words={self.top_words} leaves room for"
-          f" {self.top_words - _FIRST_WORD_ID}: raise top_words or rebuild it with Vocabulary.fit"
+        f"vocabulary has {len(self.words)} words but top_words={self.top_words} leaves room for"
+        f" {self.top_words - _FIRST_WORD_ID}: raise top_words or rebuild it with Vocabulary.fit"
       )
 
   @classmethod
@@ -168,22 +168,22 @@ class Vocabulary:
         tokens.append(self.words[token_id - _FIRST_WORD_ID])
       else:
         raise DataError(
-            f"id {token_id} is not produced by this vocabulary (ids 0-2 are reserved, words have ids"
-            f" {_FIRST_WORD_ID}-{_FIRST_WORD_ID + len(self.words) - 1}): decode with the vocabulary that"
-            " encoded the data"
+          f"id {token_id} is not produced by this vocabulary (ids 0-2 are reserved, words have ids"
+          f" {_FIRST_WORD_ID}-{_FIRST_WORD_ID + len(self.words) - 1}): decode with the vocabulary that"
+          " encoded the data"
         )
     return tokens
 
   def to_json(self) -> str:
     """Returns the vocabulary as a JSON document, readable by :meth:`from_json`."""
     return json.dumps(
-        {
-            "format": _VOCABULARY_FORMAT,
-            "version": _VOCABULARY_FORMAT_VERSION,
-            "top_words": self.top_words,
-            "words": self.words,
-        },
-        ensure_ascii=False,
+      {
+        "format": _VOCABULARY_FORMAT,
+        "version": _VOCABULARY_FORMAT_VERSION,
+        "top_words": self.top_words,
+        "words": self.words,
+      },
+      ensure_ascii=False,
     )
 
   @classmethod
@@ -198,16 +198,16 @@ class Vocabulary:
     except ValueError as error:
       raise DataError(f"vocabulary is not valid JSON ({error}): rebuild it with Vocabulary.fit") from error
     if (
-        not isinstance(fields, dict)
-        or fields.get("format") != _VOCABULARY_FORMAT
-        or fields.get("version") != _VOCABULARY_FORMAT_VERSION
-        or not _is_integer(fields.get("top_words"))
-        or not isinstance(fields.get("words"), list)
-        or not all(isinstance(word, str) for word in fields["words"])
+      not isinstance(fields, dict)
+      or fields.get("format") != _VOCABULARY_FORMAT
+      or fields.get("version") != _VOCABULARY_FORMAT_VERSION
+      or not _is_integer(fields.get("top_words"))
+      or not isinstance(fields.get("words"), list)
+      or not all(isinstance(word, str) for word in fields["words"])
     ):
       raise DataError(
-          f"JSON document is not a {_VOCABULARY_FORMAT} version {_VOCABULARY_FORMAT_VERSION} vocabulary:"
-          " rebuild it with Vocabulary.fit"
+        f"JSON document is not a {_VOCABULARY_FORMAT} version {_VOCABULARY_FORMAT_VERSION} vocabulary:"
+        " rebuild it with Vocabulary.fit"
       )
     try:
       return cls(fields["words"], fields["top_words"])
@@ -238,13 +238,13 @@ class Vocabulary:
 
 
 def encode(
-    texts: Sequence[str | Sequence[str]],
-    vocab: Vocabulary,
-    maxlen: int,
-    *,
-    padding: str = "pre",
-    truncating: str = "pre",
-    add_start: bool = True,
+  texts: Sequence[str | Sequence[str]],
+  vocab: Vocabulary,
+  maxlen: int,
+  *,
+  padding: str = "pre",
+  truncating: str = "pre",
+  add_start: bool = True,
 ) -> np.ndarray:
   """Encodes reviews as a padded array of word ids.
 
@@ -313,8 +313,7 @@ def lengths(x: np.ndarray, padding: str) -> np.ndarray:
 def _check_top_words(top_words: int) -> None:
   if not _is_integer(top_words) or top_words <= INDEX_FROM:
     raise ConfigError(
-        f"top_words must be an integer above {INDEX_FROM} (ids 0-{INDEX_FROM} are reserved),"
-        f" got {top_words!r}"
+      f"top_words must be an integer above {INDEX_FROM} (ids 0-{INDEX_FROM} are reserved), got {top_words!r}"
     )
 
 

@@ -116,8 +116,8 @@ def load_imdb(source: str | os.PathLike[str], *, tfds_data_dir: str | None = Non
     raise ConfigError(f"tfds_data_dir only applies to source={TFDS_SOURCE!r}, not to {source!r}: drop it")
   reviews = sorted(_read_review_files(os.fspath(source)), key=lambda review: review.sort_key)
   return TextDataset(
-      train=_text_split([review for review in reviews if review.split == "train"]),
-      test=_text_split([review for review in reviews if review.split == "test"]),
+    train=_text_split([review for review in reviews if review.split == "train"]),
+    test=_text_split([review for review in reviews if review.split == "test"]),
   )
 
 
@@ -182,7 +182,7 @@ def prepare_tfds_from_archive(archive_or_dir: str | os.PathLike[str], data_dir: 
   tfds = _import_tfds()
   # The official builder's module is named explicitly: tfds.text.imdb.IMDBReviews is a deprecated lazy alias.
   from tensorflow_datasets.datasets.imdb_reviews import (  # pylint: disable=g-import-not-at-top
-      imdb_reviews_dataset_builder as official,
+    imdb_reviews_dataset_builder as official,
   )
 
   class LocalImdbReviews(official.Builder, skip_registration=True):
@@ -202,45 +202,45 @@ def prepare_tfds_from_archive(archive_or_dir: str | os.PathLike[str], data_dir: 
         return ((review.archive_path, io.BytesIO(review.content)) for review in reviews)
 
       return [
-          tfds.core.SplitGenerator(
-              name=split,
-              gen_kwargs={"archive": archive_members(), "directory": posixpath.join(_ACLIMDB_DIR, split)},
-          )
-          for split in SPLITS
+        tfds.core.SplitGenerator(
+          name=split,
+          gen_kwargs={"archive": archive_members(), "directory": posixpath.join(_ACLIMDB_DIR, split)},
+        )
+        for split in SPLITS
       ]
 
   builder = LocalImdbReviews(
-      config=_TFDS_CONFIG, data_dir=_resolve_tfds_data_dir(data_dir), file_format=_TFDS_FILE_FORMAT
+    config=_TFDS_CONFIG, data_dir=_resolve_tfds_data_dir(data_dir), file_format=_TFDS_FILE_FORMAT
   )
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-          download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-      )
+    download_config=tfds.download.DownloadConfig(
+      download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    )
   )
 
 
 def _text_split(reviews: list[_ReviewFile]) -> TextSplit:
   return TextSplit(
-      texts=[review.content.decode("utf-8", errors="replace") for review in reviews],
-      labels=np.array([LABELS.index(review.label) for review in reviews], dtype=np.int32),
+    texts=[review.content.decode("utf-8", errors="replace") for review in reviews],
+    labels=np.array([LABELS.index(review.label) for review in reviews], dtype=np.int32),
   )
 
 
 def _check_source_path(path: str) -> None:
   if not os.path.exists(path):
     raise DataError(
-        f"IMDB source {path} does not exist: pass {TFDS_SOURCE!r}, an aclImdb .tar.gz archive or an"
-        " extracted aclImdb directory"
+      f"IMDB source {path} does not exist: pass {TFDS_SOURCE!r}, an aclImdb .tar.gz archive or an"
+      " extracted aclImdb directory"
     )
   if os.path.isfile(path):
     if not path.endswith(_ARCHIVE_SUFFIXES):
       raise DataError(
-          f"IMDB source {path} is a file but not a .tar.gz/.tgz archive: pass the aclImdb archive"
-          " (aclImdb_v1.tar.gz) or an extracted aclImdb directory"
+        f"IMDB source {path} is a file but not a .tar.gz/.tgz archive: pass the aclImdb archive"
+        " (aclImdb_v1.tar.gz) or an extracted aclImdb directory"
       )
   elif not os.path.isdir(path):
     raise DataError(
-        f"IMDB source {path} is neither a file nor a directory: pass an aclImdb archive or directory"
+      f"IMDB source {path} is neither a file nor a directory: pass an aclImdb archive or directory"
     )
 
 
@@ -266,8 +266,8 @@ def _label_dirs(root: str) -> list[tuple[str, str, str]]:
       label_dir = os.path.join(root, split, label)
       if not os.path.isdir(label_dir):
         raise DataError(
-            f"IMDB directory {root} has no {split}/{label}/ directory: pass the aclImdb directory (or the"
-            f" directory containing it) laid out as {_EXPECTED_LAYOUT}"
+          f"IMDB directory {root} has no {split}/{label}/ directory: pass the aclImdb directory (or the"
+          f" directory containing it) laid out as {_EXPECTED_LAYOUT}"
         )
       label_dirs.append((split, label, label_dir))
   return label_dirs
@@ -299,8 +299,8 @@ def _read_archive(path: str) -> list[_ReviewFile]:
           reviews.append(_ReviewFile(*location, archive.extractfile(member).read()))
   except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
     raise DataError(
-        f"cannot read IMDB archive {path} ({type(error).__name__}: {error}): the file is corrupt or"
-        " truncated; download it again"
+      f"cannot read IMDB archive {path} ({type(error).__name__}: {error}): the file is corrupt or"
+      " truncated; download it again"
     ) from error
   _check_every_part_present(reviews, f"IMDB archive {path}")
   return reviews
@@ -324,8 +324,8 @@ def _check_every_part_present(reviews: list[_ReviewFile], described_source: str)
     for label in LABELS:
       if (split, label) not in present:
         raise DataError(
-            f"{described_source} has no reviews in {split}/{label}/: expected files laid out as"
-            f" {_EXPECTED_LAYOUT}"
+          f"{described_source} has no reviews in {split}/{label}/: expected files laid out as"
+          f" {_EXPECTED_LAYOUT}"
         )
 
 
@@ -344,9 +344,9 @@ def _resolve_tfds_data_dir(tfds_data_dir: str | None) -> str:
 
 def _offline_tfds_fix(data_dir: str) -> str:
   return (
-      f"pass a local aclImdb archive or directory path instead of {TFDS_SOURCE!r}, or prepare the dataset"
-      " offline once with seqclf.data.imdb.prepare_tfds_from_archive(<aclImdb archive or directory>,"
-      f" data_dir={data_dir!r})"
+    f"pass a local aclImdb archive or directory path instead of {TFDS_SOURCE!r}, or prepare the dataset"
+    " offline once with seqclf.data.imdb.prepare_tfds_from_archive(<aclImdb archive or directory>,"
+    f" data_dir={data_dir!r})"
   )
 
 
@@ -362,18 +362,18 @@ def _prepared_tfds_info_path(data_dir: str) -> str:
       info = json.load(info_file)
   except FileNotFoundError:
     raise DataError(
-        f"tfds dataset {_TFDS_NAME}/{_TFDS_CONFIG}:{_TFDS_VERSION} is not prepared in {data_dir} and"
-        f" downloading is disabled (offline it hangs): {_offline_tfds_fix(data_dir)}"
+      f"tfds dataset {_TFDS_NAME}/{_TFDS_CONFIG}:{_TFDS_VERSION} is not prepared in {data_dir} and"
+      f" downloading is disabled (offline it hangs): {_offline_tfds_fix(data_dir)}"
     ) from None
   except (OSError, ValueError) as error:
     raise DataError(
-        f"cannot read tfds dataset info {info_path} ({error}): {_offline_tfds_fix(data_dir)}"
+      f"cannot read tfds dataset info {info_path} ({error}): {_offline_tfds_fix(data_dir)}"
     ) from error
   file_formats = [info.get("fileFormat"), *info.get("alternativeFileFormats", [])]
   if _TFDS_FILE_FORMAT not in file_formats:
     raise DataError(
-        f"tfds dataset in {dataset_dir} is stored as {info.get('fileFormat')}, which needs TensorFlow,"
-        f" not {_TFDS_FILE_FORMAT}: {_offline_tfds_fix('<another data_dir>')}"
+      f"tfds dataset in {dataset_dir} is stored as {info.get('fileFormat')}, which needs TensorFlow,"
+      f" not {_TFDS_FILE_FORMAT}: {_offline_tfds_fix('<another data_dir>')}"
     )
   return info_path
 
@@ -383,17 +383,17 @@ def _load_tfds(tfds_data_dir: str | None) -> TextDataset:
   _prepared_tfds_info_path(data_dir)
   tfds = _import_tfds()
   sources = tfds.data_source(
-      f"{_TFDS_NAME}/{_TFDS_CONFIG}:{_TFDS_VERSION}", split=list(SPLITS), data_dir=data_dir, download=False
+    f"{_TFDS_NAME}/{_TFDS_CONFIG}:{_TFDS_VERSION}", split=list(SPLITS), data_dir=data_dir, download=False
   )
   splits = []
   for source in sources:
     # One batched read is several times faster than indexing example by example.
     examples = source.__getitems__(range(len(source)))
     splits.append(
-        TextSplit(
-            texts=[example["text"].decode("utf-8", errors="replace") for example in examples],
-            labels=np.array([example["label"] for example in examples], dtype=np.int32),
-        )
+      TextSplit(
+        texts=[example["text"].decode("utf-8", errors="replace") for example in examples],
+        labels=np.array([example["label"] for example in examples], dtype=np.int32),
+      )
     )
   train, test = splits
   return TextDataset(train=train, test=test)

@@ -62,8 +62,13 @@ class TextFileDataset:
   label_names: list[str]
 
 
-def load_text_file(path: str | os.PathLike[str], *, text_field: str = "text", label_field: str = "label",
-                   label_names: list[str] | None = None) -> tuple[list[str], np.ndarray, list[str]]:
+def load_text_file(
+  path: str | os.PathLike[str],
+  *,
+  text_field: str = "text",
+  label_field: str = "label",
+  label_names: list[str] | None = None,
+) -> tuple[list[str], np.ndarray, list[str]]:
   """Reads labelled texts from a ``.csv``, ``.tsv`` or ``.jsonl`` file.
 
   Args:
@@ -92,8 +97,9 @@ def load_text_file(path: str | os.PathLike[str], *, text_field: str = "text", la
   for line, row in rows:
     for field in (text_field, label_field):
       if field not in row:
-        raise DataError(f"{path} line {line}: no {field!r} field: add it, or pass the name of the field "
-                        "that holds it")
+        raise DataError(
+          f"{path} line {line}: no {field!r} field: add it, or pass the name of the field that holds it"
+        )
     if not isinstance(row[text_field], str):
       raise DataError(f"{path} line {line}: {text_field!r} is {row[text_field]!r}, not a text: quote it")
     texts.append(row[text_field])
@@ -125,17 +131,26 @@ def split_validation(x, y: np.ndarray, fraction: float, seed: int):
   n = len(y)
   n_val = round(n * fraction)
   if not 0 < n_val < n:
-    raise DataError(f"{n} examples are too few to hold out a validation fraction of {fraction}: add "
-                    "examples or change the fraction")
+    raise DataError(
+      f"{n} examples are too few to hold out a validation fraction of {fraction}: add "
+      "examples or change the fraction"
+    )
   is_val = np.zeros(n, bool)
   is_val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
   take = lambda mask: [x[i] for i in np.flatnonzero(mask)] if isinstance(x, list) else x[mask]
   return take(~is_val), y[~is_val], take(is_val), y[is_val]
 
 
-def load_text_dataset(train_path: str | os.PathLike[str], test_path: str | os.PathLike[str] | None = None, *,
-                      val_fraction: float, seed: int = 0, text_field: str = "text",
-                      label_field: str = "label", label_names: list[str] | None = None) -> TextFileDataset:
+def load_text_dataset(
+  train_path: str | os.PathLike[str],
+  test_path: str | os.PathLike[str] | None = None,
+  *,
+  val_fraction: float,
+  seed: int = 0,
+  text_field: str = "text",
+  label_field: str = "label",
+  label_names: list[str] | None = None,
+) -> TextFileDataset:
   """Reads a train file and optionally a test file, holding out part of the train file for validation.
 
   Args:
@@ -167,8 +182,9 @@ def load_text_dataset(train_path: str | os.PathLike[str], test_path: str | os.Pa
   return TextFileDataset(TextSplit(texts, labels), validation, test, label_names)
 
 
-def encode_text_dataset(dataset: TextFileDataset, *, top_words: int, maxlen: int, padding: str = "pre",
-                        truncating: str = "pre") -> EncodedDataset:
+def encode_text_dataset(
+  dataset: TextFileDataset, *, top_words: int, maxlen: int, padding: str = "pre", truncating: str = "pre"
+) -> EncodedDataset:
   """Fits the vocabulary on the train split and encodes it with the split to evaluate every epoch.
 
   That split, the ``x_test``/``y_test`` of the result (the arrays ``train.fit`` evaluates), is the
@@ -182,9 +198,13 @@ def encode_text_dataset(dataset: TextFileDataset, *, top_words: int, maxlen: int
   vocab = Vocabulary.fit(train_tokens, top_words)
   evaluated = dataset.validation if dataset.validation is not None else dataset.test
   options = {"padding": padding, "truncating": truncating}
-  return EncodedDataset(x_train=encode(train_tokens, vocab, maxlen, **options), y_train=dataset.train.labels,
-                        x_test=encode(evaluated.texts, vocab, maxlen, **options), y_test=evaluated.labels,
-                        vocab=vocab)
+  return EncodedDataset(
+    x_train=encode(train_tokens, vocab, maxlen, **options),
+    y_train=dataset.train.labels,
+    x_test=encode(evaluated.texts, vocab, maxlen, **options),
+    y_test=evaluated.labels,
+    vocab=vocab,
+  )
 
 
 def _read_utf8(path: str) -> str:
@@ -196,13 +216,15 @@ def _read_utf8(path: str) -> str:
   try:
     return data.decode("utf-8-sig")
   except UnicodeDecodeError as error:
-    line = data[:error.start].count(b"\n") + 1
-    raise DataError(f"{path} line {line} is not UTF-8 (byte 0x{data[error.start]:02x}): save the file as "
-                    "UTF-8") from error
+    line = data[: error.start].count(b"\n") + 1
+    raise DataError(
+      f"{path} line {line} is not UTF-8 (byte 0x{data[error.start]:02x}): save the file as UTF-8"
+    ) from error
 
 
-def _csv_rows(path: str, content: str, delimiter: str,
-              required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+def _csv_rows(
+  path: str, content: str, delimiter: str, required: tuple[str, ...]
+) -> Iterator[tuple[int, dict]]:
   """Yields ``(line number, {column: field})`` per row; a row's line is the one it starts on."""
   reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, strict=True)
   header, line = None, 1
@@ -212,13 +234,17 @@ def _csv_rows(path: str, content: str, delimiter: str,
         header = fields
         for column in required:
           if column not in header:
-            raise DataError(f"{path} line {line}: the header ({', '.join(header)}) has no {column!r} column: "
-                            "start the file with a header row naming the columns, or pass the name of the "
-                            "column that holds it")
+            raise DataError(
+              f"{path} line {line}: the header ({', '.join(header)}) has no {column!r} column: "
+              "start the file with a header row naming the columns, or pass the name of the "
+              "column that holds it"
+            )
       elif fields:  # blank lines come as empty rows
         if len(fields) != len(header):
-          raise DataError(f"{path} line {line}: {len(fields)} fields but the header has {len(header)}: "
-                          f"quote fields that contain {delimiter!r}")
+          raise DataError(
+            f"{path} line {line}: {len(fields)} fields but the header has {len(header)}: "
+            f"quote fields that contain {delimiter!r}"
+          )
         yield line, dict(zip(header, fields))
       line = reader.line_num + 1
   except csv.Error as error:
@@ -232,16 +258,21 @@ def _jsonl_rows(path: str, content: str) -> Iterator[tuple[int, dict]]:
     try:
       row = json.loads(text)
     except json.JSONDecodeError as error:
-      raise DataError(f"{path} line {line}: not valid JSON ({error.msg} at column {error.colno}): write "
-                      "one JSON object per line") from error
+      raise DataError(
+        f"{path} line {line}: not valid JSON ({error.msg} at column {error.colno}): write "
+        "one JSON object per line"
+      ) from error
     if not isinstance(row, dict):
-      raise DataError(f"{path} line {line}: not a JSON object: write one object per line, e.g. "
-                      '{"text": "...", "label": "..."}')
+      raise DataError(
+        f"{path} line {line}: not a JSON object: write one object per line, e.g. "
+        '{"text": "...", "label": "..."}'
+      )
     yield line, row
 
 
-def _label_ids(path: str, raw_labels: list[tuple[int, object]], label_names: list[str] | None,
-               digits_are_ids: bool) -> tuple[np.ndarray, list[str]]:
+def _label_ids(
+  path: str, raw_labels: list[tuple[int, object]], label_names: list[str] | None, digits_are_ids: bool
+) -> tuple[np.ndarray, list[str]]:
   """Maps ``raw_labels`` ((line, label) pairs) to ids; see the module doc for the rules.
 
   ``digits_are_ids``: whether a text label of digits is an id (CSV, whose fields are all text) rather
@@ -260,16 +291,19 @@ def _label_ids(path: str, raw_labels: list[tuple[int, object]], label_names: lis
       values.append(label)
     else:
       known = f" (known: {', '.join(label_names)})" if label_names is not None else ""
-      raise DataError(f"{path} line {line}: unknown label {label!r}{known}: labels are class names or ids "
-                      "0..C-1")
+      raise DataError(
+        f"{path} line {line}: unknown label {label!r}{known}: labels are class names or ids 0..C-1"
+      )
   if label_names is None:
     label_names = _names_from(path, raw_labels, values)
     id_of_name = {name: index for index, name in enumerate(label_names)}
   ids = [value if isinstance(value, int) else id_of_name[value] for value in values]
   for (line, label), label_id in zip(raw_labels, ids):
     if not 0 <= label_id < len(label_names):
-      raise DataError(f"{path} line {line}: label {label!r} is not an id in 0..{len(label_names) - 1}: "
-                      "number the classes from 0")
+      raise DataError(
+        f"{path} line {line}: label {label!r} is not an id in 0..{len(label_names) - 1}: "
+        "number the classes from 0"
+      )
   if len(label_names) < 2:
     raise DataError(f"{path} has one class ({label_names[0]!r}): a classifier needs examples of two or more")
   return np.asarray(ids, np.int32), list(label_names)

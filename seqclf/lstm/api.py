@@ -23,8 +23,8 @@ from seqclf.errors import ConfigError
 
 
 class Engine(NamedTuple):
-  module: str            # module holding an engine-signature ``lstm`` function
-  platforms: tuple       # JAX platforms it runs on (pallas also runs on CPU, in interpret mode)
+  module: str  # module holding an engine-signature ``lstm`` function
+  platforms: tuple  # JAX platforms it runs on (pallas also runs on CPU, in interpret mode)
   doc: str
   # False for an engine that runs every step of every sequence as given: the api then refuses a mask,
   # lengths or dropout masks instead of ignoring them.
@@ -32,13 +32,17 @@ class Engine(NamedTuple):
 
 
 ENGINES = {
-    "scan": Engine("seqclf.lstm.scan", ("cpu", "gpu", "tpu"), "reference lax.scan cell, autodiff"),
-    "fused": Engine("seqclf.lstm.fused", ("cpu", "gpu", "tpu"), "hoisted projections + custom-VJP scan"),
-    "cpu_kernel": Engine("seqclf.lstm.cpu_kernel", ("cpu",), "multithreaded C++ recurrence via XLA FFI"),
-    "pallas": Engine("seqclf.lstm.pallas_gpu", ("gpu", "cpu"), "one-launch Pallas recurrence kernel"),
-    "cudnn": Engine("seqclf.lstm.cudnn", ("gpu",), "jax.experimental.rnn (cuDNN), opt-in"),
-    "flax": Engine("seqclf.lstm.flax_rnn", ("cpu", "gpu", "tpu"),
-                   "Flax's nn.RNN(OptimizedLSTMCell): the baseline to beat", masks=False),
+  "scan": Engine("seqclf.lstm.scan", ("cpu", "gpu", "tpu"), "reference lax.scan cell, autodiff"),
+  "fused": Engine("seqclf.lstm.fused", ("cpu", "gpu", "tpu"), "hoisted projections + custom-VJP scan"),
+  "cpu_kernel": Engine("seqclf.lstm.cpu_kernel", ("cpu",), "multithreaded C++ recurrence via XLA FFI"),
+  "pallas": Engine("seqclf.lstm.pallas_gpu", ("gpu", "cpu"), "one-launch Pallas recurrence kernel"),
+  "cudnn": Engine("seqclf.lstm.cudnn", ("gpu",), "jax.experimental.rnn (cuDNN), opt-in"),
+  "flax": Engine(
+    "seqclf.lstm.flax_rnn",
+    ("cpu", "gpu", "tpu"),
+    "Flax's nn.RNN(OptimizedLSTMCell): the baseline to beat",
+    masks=False,
+  ),
 }
 
 # What "auto" picks per platform: the first engine of the list that is available here (an engine module
@@ -63,8 +67,10 @@ def resolve_engine(name: str, platform: str | None = None) -> str:
   if name not in ENGINES:
     raise ConfigError(f"unknown LSTM engine {name!r}; choose one of: auto, {', '.join(ENGINES)}")
   if platform not in ENGINES[name].platforms:
-    raise ConfigError(f"LSTM engine {name!r} does not run on {platform}; it needs one of "
-                      f"{', '.join(ENGINES[name].platforms)} (use engine='auto')")
+    raise ConfigError(
+      f"LSTM engine {name!r} does not run on {platform}; it needs one of "
+      f"{', '.join(ENGINES[name].platforms)} (use engine='auto')"
+    )
   return name
 
 
@@ -78,8 +84,17 @@ def lengths_to_mask(lengths, max_length: int):
   return jnp.arange(max_length)[None, :] < jnp.asarray(lengths)[:, None]
 
 
-def lstm(params, xs, *, initial_state=None, mask=None, lengths=None, input_dropout_mask=None,
-         recurrent_dropout_mask=None, engine: str = "auto"):
+def lstm(
+  params,
+  xs,
+  *,
+  initial_state=None,
+  mask=None,
+  lengths=None,
+  input_dropout_mask=None,
+  recurrent_dropout_mask=None,
+  engine: str = "auto",
+):
   """Runs an LSTM layer over a batch of sequences.
 
   Args:
@@ -106,10 +121,13 @@ def lstm(params, xs, *, initial_state=None, mask=None, lengths=None, input_dropo
   if lengths is not None:
     mask = lengths_to_mask(lengths, steps)
   name = resolve_engine(engine)
-  if not ENGINES[name].masks and any(m is not None for m in (mask, input_dropout_mask,
-                                                             recurrent_dropout_mask)):
-    raise ConfigError(f"LSTM engine {name!r} runs every step unmasked and has no dropout masks; use "
-                      "another engine for masked or dropout models")
+  if not ENGINES[name].masks and any(
+    m is not None for m in (mask, input_dropout_mask, recurrent_dropout_mask)
+  ):
+    raise ConfigError(
+      f"LSTM engine {name!r} runs every step unmasked and has no dropout masks; use "
+      "another engine for masked or dropout models"
+    )
   if mask is None:
     mask = jnp.ones((batch, steps), bool)
   h0, c0 = initial_state if initial_state is not None else (jnp.zeros((batch, hidden), dtype),) * 2
@@ -117,8 +135,9 @@ def lstm(params, xs, *, initial_state=None, mask=None, lengths=None, input_dropo
     input_dropout_mask = jnp.ones((batch, input_size), dtype)
   if recurrent_dropout_mask is None:
     recurrent_dropout_mask = jnp.ones((batch, hidden), dtype)
-  return engine_function(name)(params, xs, h0, c0, mask.astype(bool), input_dropout_mask,
-                               recurrent_dropout_mask)
+  return engine_function(name)(
+    params, xs, h0, c0, mask.astype(bool), input_dropout_mask, recurrent_dropout_mask
+  )
 
 
 # Keras' LSTM initialisation, shared by `init_params` and the Flax `LSTM` layer.
@@ -130,14 +149,14 @@ def bias_init(key, shape, dtype=jnp.float32):
   """Zeros, but 1 for the forget gate (the second quarter)."""
   del key
   hidden = shape[0] // 4
-  return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)
+  return jnp.zeros(shape, dtype).at[hidden : 2 * hidden].set(1.0)
 
 
 def init_params(key, input_size: int, hidden_size: int, dtype=jnp.float32):
   """Keras-style initial parameters: glorot-uniform kernel, orthogonal recurrent kernel, forget bias 1."""
   k_in, k_rec = jax.random.split(key)
   return {
-      "kernel": kernel_init(k_in, (input_size, 4 * hidden_size), dtype),
-      "recurrent_kernel": recurrent_kernel_init(k_rec, (hidden_size, 4 * hidden_size), dtype),
-      "bias": bias_init(None, (4 * hidden_size,), dtype),
+    "kernel": kernel_init(k_in, (input_size, 4 * hidden_size), dtype),
+    "recurrent_kernel": recurrent_kernel_init(k_rec, (hidden_size, 4 * hidden_size), dtype),
+    "bias": bias_init(None, (4 * hidden_size,), dtype),
   }

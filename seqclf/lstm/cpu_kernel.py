@@ -42,11 +42,22 @@ from seqclf.errors import ConfigError
 SOURCE = pathlib.Path(__file__).with_name("cpu_kernel.cc")
 # -fno-trapping-math lets g++ vectorise the floor and float->int conversion inside the exponential;
 # nothing here relies on floating-point traps, and unlike -ffast-math it keeps IEEE semantics.
-CXXFLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-std=c++17", "-shared",
-            "-fPIC", "-pthread")
+CXXFLAGS = (
+  "-O3",
+  "-march=native",
+  "-fno-trapping-math",
+  "-fno-math-errno",
+  "-std=c++17",
+  "-shared",
+  "-fPIC",
+  "-pthread",
+)
 # Exported handler symbol -> the name XLA knows it by.
-_TARGETS = {"SeqclfLstmForward": "seqclf_lstm_forward", "SeqclfLstmInference": "seqclf_lstm_inference",
-            "SeqclfLstmBackward": "seqclf_lstm_backward"}
+_TARGETS = {
+  "SeqclfLstmForward": "seqclf_lstm_forward",
+  "SeqclfLstmInference": "seqclf_lstm_inference",
+  "SeqclfLstmBackward": "seqclf_lstm_backward",
+}
 
 
 def default_num_threads() -> int:
@@ -69,9 +80,11 @@ def _cpu_signature() -> str:
 def _compiler() -> list[str]:
   command = shlex.split(os.environ.get("CXX", "g++"))
   if not command or shutil.which(command[0]) is None:
-    raise ConfigError(f"LSTM engine 'cpu_kernel' needs a C++17 compiler to build its kernel and found none "
-                      f"({os.environ.get('CXX', 'g++')!r} is not on PATH); install g++ or set $CXX, or use "
-                      "engine='fused'")
+    raise ConfigError(
+      f"LSTM engine 'cpu_kernel' needs a C++17 compiler to build its kernel and found none "
+      f"({os.environ.get('CXX', 'g++')!r} is not on PATH); install g++ or set $CXX, or use "
+      "engine='fused'"
+    )
   return command
 
 
@@ -84,8 +97,9 @@ def build_library() -> pathlib.Path:
   """Compiles ``cpu_kernel.cc`` into the cache (once per source, flags, jaxlib and CPU) and returns its path."""
   compiler = _compiler()
   include = jax.ffi.include_dir()
-  key = hashlib.sha256("\0".join([SOURCE.read_text(), *compiler, *CXXFLAGS, jaxlib.__version__,
-                                  _cpu_signature()]).encode()).hexdigest()[:16]
+  key = hashlib.sha256(
+    "\0".join([SOURCE.read_text(), *compiler, *CXXFLAGS, jaxlib.__version__, _cpu_signature()]).encode()
+  ).hexdigest()[:16]
   library = _cache_dir() / f"seqclf_lstm_{key}.so"
   if library.exists():
     return library
@@ -98,8 +112,10 @@ def build_library() -> pathlib.Path:
     if result.returncode != 0:
       lines = result.stderr.strip().splitlines()
       last_lines = " | ".join(([line for line in lines if "error" in line] or lines)[:3])
-      raise ConfigError(f"LSTM engine 'cpu_kernel' could not build its kernel ({shlex.join(command)} "
-                        f"exited with {result.returncode}: {last_lines}); use engine='fused'")
+      raise ConfigError(
+        f"LSTM engine 'cpu_kernel' could not build its kernel ({shlex.join(command)} "
+        f"exited with {result.returncode}: {last_lines}); use engine='fused'"
+      )
     os.replace(partial, library)
   return library
 
@@ -124,12 +140,15 @@ def _call(target: str, out_shapes, *args, num_threads: int):
   _register()
   for arg in args:
     if arg.dtype not in (jnp.float32, jnp.bool_):
-      raise ConfigError(f"LSTM engine 'cpu_kernel' computes in float32 and got {arg.dtype} inputs; cast "
-                        "them to float32 or use engine='fused'")
+      raise ConfigError(
+        f"LSTM engine 'cpu_kernel' computes in float32 and got {arg.dtype} inputs; cast "
+        "them to float32 or use engine='fused'"
+      )
   out_types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in out_shapes]
   # vmap runs the kernel once per mapped element: it has no batch dimension beyond its own.
   return jax.ffi.ffi_call(target, out_types, vmap_method="sequential")(
-      *args, num_threads=np.int64(num_threads))
+    *args, num_threads=np.int64(num_threads)
+  )
 
 
 def _stacked_weights(params):
@@ -145,9 +164,19 @@ def make_lstm(num_threads: int | None = None):
   def forward(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
     batch, steps, _ = xs.shape
     state = (batch, steps, h0.shape[1])
-    hs, cs, gates = _call("seqclf_lstm_forward", [state, state, (batch, steps, 4 * h0.shape[1])], xs,
-                          _stacked_weights(params), params["bias"], h0, c0, step_mask, input_dropout_mask,
-                          recurrent_dropout_mask, num_threads=threads)
+    hs, cs, gates = _call(
+      "seqclf_lstm_forward",
+      [state, state, (batch, steps, 4 * h0.shape[1])],
+      xs,
+      _stacked_weights(params),
+      params["bias"],
+      h0,
+      c0,
+      step_mask,
+      input_dropout_mask,
+      recurrent_dropout_mask,
+      num_threads=threads,
+    )
     residuals = (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates)
     return (hs, (hs[:, -1], cs[:, -1])), residuals
 
@@ -156,9 +185,23 @@ def make_lstm(num_threads: int | None = None):
     d_hs, (dh_last, dc_last) = cotangents
     weights = _stacked_weights(params)
     d_xs, dh0, dc0, d_weights, d_bias = _call(
-        "seqclf_lstm_backward", [xs.shape, h0.shape, c0.shape, weights.shape, params["bias"].shape], xs,
-        weights, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates, d_hs, dh_last,
-        dc_last, num_threads=threads)
+      "seqclf_lstm_backward",
+      [xs.shape, h0.shape, c0.shape, weights.shape, params["bias"].shape],
+      xs,
+      weights,
+      h0,
+      c0,
+      step_mask,
+      input_dropout_mask,
+      recurrent_dropout_mask,
+      hs,
+      cs,
+      gates,
+      d_hs,
+      dh_last,
+      dc_last,
+      num_threads=threads,
+    )
     input_size = xs.shape[-1]
     d_params = {"kernel": d_weights[:input_size], "recurrent_kernel": d_weights[input_size:], "bias": d_bias}
     # Masks are constants: no cotangent (None is JAX's symbolic zero).
@@ -167,9 +210,19 @@ def make_lstm(num_threads: int | None = None):
   @jax.custom_vjp
   def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
     batch, steps, _ = xs.shape
-    hs, c_last = _call("seqclf_lstm_inference", [(batch, steps, h0.shape[1]), c0.shape], xs,
-                       _stacked_weights(params), params["bias"], h0, c0, step_mask, input_dropout_mask,
-                       recurrent_dropout_mask, num_threads=threads)
+    hs, c_last = _call(
+      "seqclf_lstm_inference",
+      [(batch, steps, h0.shape[1]), c0.shape],
+      xs,
+      _stacked_weights(params),
+      params["bias"],
+      h0,
+      c0,
+      step_mask,
+      input_dropout_mask,
+      recurrent_dropout_mask,
+      num_threads=threads,
+    )
     return hs, (hs[:, -1], c_last)
 
   lstm.defvjp(forward, backward)

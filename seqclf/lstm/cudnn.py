@@ -28,12 +28,22 @@ def pack_weights(params):
   adds two biases, so ours goes into b_ih and b_hh is zero.
   """
   bias = params["bias"]
-  return jnp.concatenate([params["kernel"].T.ravel(), params["recurrent_kernel"].T.ravel(), bias,
-                          jnp.zeros_like(bias)])
+  return jnp.concatenate(
+    [params["kernel"].T.ravel(), params["recurrent_kernel"].T.ravel(), bias, jnp.zeros_like(bias)]
+  )
 
 
-def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *,
-         precision=jax.lax.Precision.HIGHEST):
+def lstm(
+  params,
+  xs,
+  h0,
+  c0,
+  step_mask,
+  input_dropout_mask,
+  recurrent_dropout_mask,
+  *,
+  precision=jax.lax.Precision.HIGHEST,
+):
   """Runs the LSTM with cuDNN; see `seqclf.lstm.api.lstm` for the contract and the module for limits.
 
   ``precision`` is that of cuDNN's matmuls: HIGHEST (default) keeps float32, HIGH allows TF32.
@@ -46,9 +56,19 @@ def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_ma
   xs = xs * jax.lax.stop_gradient(input_dropout_mask)[:, None, :]
   # Zero lengths are clamped to one step whose results are then discarded: `rnn.lstm_ref` reads the
   # final state of an empty row from step -1, and cuDNN's support for empty rows is not documented.
-  ys, h_n, c_n = rnn.lstm(xs, h0[None], c0[None], pack_weights(params), jnp.maximum(lengths, 1),
-                          input_size=input_size, hidden_size=hidden, num_layers=1, dropout=0.0,
-                          bidirectional=False, precision=precision)
+  ys, h_n, c_n = rnn.lstm(
+    xs,
+    h0[None],
+    c0[None],
+    pack_weights(params),
+    jnp.maximum(lengths, 1),
+    input_size=input_size,
+    hidden_size=hidden,
+    num_layers=1,
+    dropout=0.0,
+    bidirectional=False,
+    precision=precision,
+  )
   empty = (lengths == 0)[:, None]
   h = jnp.where(empty, h0, h_n[0])
   c = jnp.where(empty, c0, c_n[0])

@@ -53,8 +53,9 @@ def _backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask
     dc_prev = jnp.where(keep, dc_prev, dc_next)
     return (dh_prev, dc_prev), dz
 
-  (dh0, dc0), dz = jax.lax.scan(step, (dh_last, dc_last), (dhs, gates, c_prevs, cs, step_mask),
-                                reverse=True, unroll=UNROLL)
+  (dh0, dc0), dz = jax.lax.scan(
+    step, (dh_last, dc_last), (dhs, gates, c_prevs, cs, step_mask), reverse=True, unroll=UNROLL
+  )
   return dz, dh0, dc0
 
 

@@ -13,7 +13,8 @@ This module holds steps 1 and 3 and the custom VJP that ties them together; an e
 `Recurrence` (its forward and backward loops) and gets an LSTM with the `seqclf.lstm.api` contract.
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,7 @@ class Recurrence(NamedTuple):
     dhs [T, B, H] is the cotangent of the outputs; dh_last/dc_last of the final state. Returns the
     pre-activation gate gradients dz [T, B, 4H] and the cotangents of h0 and c0.
   """
+
   forward: Callable
   backward: Callable
   # Optional forward for when no gradient is taken, with the engine signature of `seqclf.lstm.api`
@@ -51,12 +53,15 @@ def lstm_cell_backward(dh, dc, gates, c_prev, c):
   i, f, g, o = jnp.split(gates, 4, axis=-1)
   tanh_c = jnp.tanh(c)
   dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-  dz = jnp.concatenate([
+  dz = jnp.concatenate(
+    [
       dc * g * i * (1.0 - i),
       dc * c_prev * f * (1.0 - f),
       dc * i * (1.0 - g * g),
       dh * tanh_c * o * (1.0 - o),
-  ], axis=-1)
+    ],
+    axis=-1,
+  )
   return dz, dc * f
 
 
@@ -77,28 +82,48 @@ def make_lstm(recurrence: Recurrence) -> Callable:
     dropped_rows = _time_major_rows(xs * input_dropout_mask[:, None, :])
     xw = (dropped_rows @ params["kernel"] + params["bias"]).reshape(steps, batch, -1)
     step_mask_t = jnp.swapaxes(step_mask, 0, 1)
-    hs, cs, gates = recurrence.forward(xw, params["recurrent_kernel"], h0, c0, step_mask_t,
-                                       recurrent_dropout_mask)
+    hs, cs, gates = recurrence.forward(
+      xw, params["recurrent_kernel"], h0, c0, step_mask_t, recurrent_dropout_mask
+    )
     outputs = (jnp.swapaxes(hs, 0, 1), (hs[-1], cs[-1]))
-    residuals = (params, dropped_rows, h0, c0, step_mask_t, input_dropout_mask, recurrent_dropout_mask,
-                 hs, cs, gates)
+    residuals = (
+      params,
+      dropped_rows,
+      h0,
+      c0,
+      step_mask_t,
+      input_dropout_mask,
+      recurrent_dropout_mask,
+      hs,
+      cs,
+      gates,
+    )
     return outputs, residuals
 
   def backward(residuals, cotangents):
-    (params, dropped_rows, h0, c0, step_mask_t, input_dropout_mask, recurrent_dropout_mask,
-     hs, cs, gates) = residuals
+    (params, dropped_rows, h0, c0, step_mask_t, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates) = (
+      residuals
+    )
     d_outputs, (dh_last, dc_last) = cotangents
     steps, batch, hidden = hs.shape
-    dz, dh0, dc0 = recurrence.backward(params["recurrent_kernel"], gates, cs, c0, step_mask_t,
-                                       recurrent_dropout_mask, jnp.swapaxes(d_outputs, 0, 1), dh_last,
-                                       dc_last)
+    dz, dh0, dc0 = recurrence.backward(
+      params["recurrent_kernel"],
+      gates,
+      cs,
+      c0,
+      step_mask_t,
+      recurrent_dropout_mask,
+      jnp.swapaxes(d_outputs, 0, 1),
+      dh_last,
+      dc_last,
+    )
     # The hoisted weight gradients: every step's contribution in one matmul each.
     dz_rows = dz.reshape(steps * batch, -1)
     h_prev_rows = (jnp.concatenate([h0[None], hs[:-1]], axis=0) * recurrent_dropout_mask).reshape(-1, hidden)
     d_params = {
-        "kernel": dropped_rows.T @ dz_rows,
-        "recurrent_kernel": h_prev_rows.T @ dz_rows,
-        "bias": dz_rows.sum(axis=0),
+      "kernel": dropped_rows.T @ dz_rows,
+      "recurrent_kernel": h_prev_rows.T @ dz_rows,
+      "bias": dz_rows.sum(axis=0),
     }
     d_xs = jnp.swapaxes((dz_rows @ params["kernel"].T).reshape(steps, batch, -1), 0, 1)
     d_xs = d_xs * input_dropout_mask[:, None, :]

@@ -25,6 +25,7 @@ class LSTM(nn.Module):
   `seqclf.lstm.api` (``kernel``, ``recurrent_kernel``, ``bias``), so ``variables["params"]`` of this module
   can be passed to `seqclf.lstm.lstm` directly.
   """
+
   features: int
   engine: str = "auto"
   input_dropout: float = 0.0
@@ -34,20 +35,29 @@ class LSTM(nn.Module):
   def __call__(self, xs, mask=None, deterministic: bool = True):
     batch, _, input_size = xs.shape
     params = {
-        "kernel": self.param("kernel", api.kernel_init, (input_size, 4 * self.features)),
-        "recurrent_kernel": self.param("recurrent_kernel", api.recurrent_kernel_init,
-                                       (self.features, 4 * self.features)),
-        "bias": self.param("bias", api.bias_init, (4 * self.features,)),
+      "kernel": self.param("kernel", api.kernel_init, (input_size, 4 * self.features)),
+      "recurrent_kernel": self.param(
+        "recurrent_kernel", api.recurrent_kernel_init, (self.features, 4 * self.features)
+      ),
+      "bias": self.param("bias", api.bias_init, (4 * self.features,)),
     }
     if self.recurrent_dropout > 0 and self.engine == "cudnn":
-      raise ConfigError("the cudnn engine has no recurrent dropout; use engine 'pallas' or 'fused' for "
-                        "a model with recurrent_dropout")
+      raise ConfigError(
+        "the cudnn engine has no recurrent dropout; use engine 'pallas' or 'fused' for "
+        "a model with recurrent_dropout"
+      )
     input_mask = recurrent_mask = None
     if not deterministic and self.input_dropout > 0:
-      input_mask = _dropout_mask(self.make_rng("dropout"), self.input_dropout, (batch, input_size),
-                                 xs.dtype)
+      input_mask = _dropout_mask(self.make_rng("dropout"), self.input_dropout, (batch, input_size), xs.dtype)
     if not deterministic and self.recurrent_dropout > 0:
-      recurrent_mask = _dropout_mask(self.make_rng("dropout"), self.recurrent_dropout,
-                                     (batch, self.features), xs.dtype)
-    return api.lstm(params, xs, mask=mask, input_dropout_mask=input_mask,
-                    recurrent_dropout_mask=recurrent_mask, engine=self.engine)
+      recurrent_mask = _dropout_mask(
+        self.make_rng("dropout"), self.recurrent_dropout, (batch, self.features), xs.dtype
+      )
+    return api.lstm(
+      params,
+      xs,
+      mask=mask,
+      input_dropout_mask=input_mask,
+      recurrent_dropout_mask=recurrent_mask,
+      engine=self.engine,
+    )

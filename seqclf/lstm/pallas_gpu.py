@@ -73,10 +73,10 @@ NUM_STAGES = 1
 # matmul_precision -> (dtype of the recurrent matmul's operands, lax precision of the product).
 # Triton maps HIGHEST on float32 to IEEE products and DEFAULT to TF32.
 _MATMUL_PRECISIONS = {
-    "float32": (jnp.float32, jax.lax.Precision.HIGHEST),
-    "BF16_BF16_F32_X6": (jnp.float32, jax.lax.DotAlgorithmPreset.BF16_BF16_F32_X6),
-    "tensorfloat32": (jnp.float32, jax.lax.Precision.DEFAULT),
-    "bfloat16": (jnp.bfloat16, jax.lax.Precision.DEFAULT),
+  "float32": (jnp.float32, jax.lax.Precision.HIGHEST),
+  "BF16_BF16_F32_X6": (jnp.float32, jax.lax.DotAlgorithmPreset.BF16_BF16_F32_X6),
+  "tensorfloat32": (jnp.float32, jax.lax.Precision.DEFAULT),
+  "bfloat16": (jnp.bfloat16, jax.lax.Precision.DEFAULT),
 }
 
 
@@ -112,6 +112,7 @@ def _interpret() -> bool:
 
 class _KernelSetup(NamedTuple):
   """The static choices for one call: block sizes, padding, precision and how to launch."""
+
   block_batch: int
   padded_batch: int
   padded_hidden: int
@@ -152,6 +153,7 @@ def _gate_block_reader(weights_ref, padded_hidden: int, axis: int, resident: boo
   buffer in turn (loading all four first keeps four alive: 256 KiB for Hp = 128 in float32, over an
   H100/H200's 227 KiB).
   """
+
   def load(gate):
     block = pl.ds(gate * padded_hidden, padded_hidden)
     return weights_ref[:, block] if axis == 1 else weights_ref[block, :]
@@ -161,22 +163,37 @@ def _gate_block_reader(weights_ref, padded_hidden: int, axis: int, resident: boo
   return [load(gate) for gate in range(GATES)].__getitem__
 
 
-def _forward_kernel(xw_ref, keep_ref, recurrent_kernel_ref, h0_ref, c0_ref, recurrent_mask_ref,
-                    hs_ref, cs_ref, gates_ref, *, setup: _KernelSetup):
+def _forward_kernel(
+  xw_ref,
+  keep_ref,
+  recurrent_kernel_ref,
+  h0_ref,
+  c0_ref,
+  recurrent_mask_ref,
+  hs_ref,
+  cs_ref,
+  gates_ref,
+  *,
+  setup: _KernelSetup,
+):
   """One batch block of `fused._forward`, all time steps; refs are [T, Bb, ...] / [Bb, ...] blocks."""
   steps = xw_ref.shape[0]
   gate_slices = _gate_slices(setup.padded_hidden)
-  recurrent_kernel = _gate_block_reader(recurrent_kernel_ref, setup.padded_hidden, axis=1,
-                                        resident=setup.resident_recurrent_kernel)
+  recurrent_kernel = _gate_block_reader(
+    recurrent_kernel_ref, setup.padded_hidden, axis=1, resident=setup.resident_recurrent_kernel
+  )
   recurrent_mask = recurrent_mask_ref[...].astype(jnp.float32)
 
   def step(t, carry):
     h, c = carry
     h_masked = (h * recurrent_mask).astype(setup.operand_dtype)
-    z = [xw_ref[t, :, gate].astype(jnp.float32)
-         + jnp.dot(h_masked, recurrent_kernel(index), precision=setup.precision,
-                   preferred_element_type=jnp.float32)
-         for index, gate in enumerate(gate_slices)]
+    z = [
+      xw_ref[t, :, gate].astype(jnp.float32)
+      + jnp.dot(
+        h_masked, recurrent_kernel(index), precision=setup.precision, preferred_element_type=jnp.float32
+      )
+      for index, gate in enumerate(gate_slices)
+    ]
     i, f, g, o = jax.nn.sigmoid(z[0]), jax.nn.sigmoid(z[1]), jnp.tanh(z[2]), jax.nn.sigmoid(z[3])
     keep = keep_ref[t][:, None]
     c_new = jnp.where(keep, f * c + i * g, c)
@@ -191,9 +208,22 @@ def _forward_kernel(xw_ref, keep_ref, recurrent_kernel_ref, h0_ref, c0_ref, recu
   jax.lax.fori_loop(0, steps, step, initial)
 
 
-def _backward_kernel(recurrent_kernel_t_ref, gates_ref, cs_ref, c0_ref, keep_ref, recurrent_mask_ref,
-                     dhs_ref, dh_last_ref, dc_last_ref, dz_ref, dh0_ref, dc0_ref, *,
-                     setup: _KernelSetup):
+def _backward_kernel(
+  recurrent_kernel_t_ref,
+  gates_ref,
+  cs_ref,
+  c0_ref,
+  keep_ref,
+  recurrent_mask_ref,
+  dhs_ref,
+  dh_last_ref,
+  dc_last_ref,
+  dz_ref,
+  dh0_ref,
+  dc0_ref,
+  *,
+  setup: _KernelSetup,
+):
   """One batch block of `fused._backward`, all time steps in reverse.
 
   The cell gradient is `hoisted.lstm_cell_backward` written out gate by gate, because the Triton
@@ -201,8 +231,9 @@ def _backward_kernel(recurrent_kernel_t_ref, gates_ref, cs_ref, c0_ref, keep_ref
   """
   steps = gates_ref.shape[0]
   gate_slices = _gate_slices(setup.padded_hidden)
-  recurrent_kernel_t = _gate_block_reader(recurrent_kernel_t_ref, setup.padded_hidden, axis=0,
-                                          resident=setup.resident_recurrent_kernel)
+  recurrent_kernel_t = _gate_block_reader(
+    recurrent_kernel_t_ref, setup.padded_hidden, axis=0, resident=setup.resident_recurrent_kernel
+  )
   recurrent_mask = recurrent_mask_ref[...].astype(jnp.float32)
   c0 = c0_ref[...].astype(jnp.float32)
 
@@ -217,16 +248,27 @@ def _backward_kernel(recurrent_kernel_t_ref, gates_ref, cs_ref, c0_ref, keep_ref
     tanh_c = jnp.tanh(c)
     dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
     keep = keep_ref[t][:, None]
-    dz = [jnp.where(keep, dz_gate, 0.0) for dz_gate in (
+    dz = [
+      jnp.where(keep, dz_gate, 0.0)
+      for dz_gate in (
         dc * g * i * (1.0 - i),
         dc * c_prev * f * (1.0 - f),
         dc * i * (1.0 - g * g),
         dh * tanh_c * o * (1.0 - o),
-    )]
-    dh_recurrent = functools.reduce(jnp.add, [
-        jnp.dot(dz_gate.astype(setup.operand_dtype), recurrent_kernel_t(index),
-                precision=setup.precision, preferred_element_type=jnp.float32)
-        for index, dz_gate in enumerate(dz)])
+      )
+    ]
+    dh_recurrent = functools.reduce(
+      jnp.add,
+      [
+        jnp.dot(
+          dz_gate.astype(setup.operand_dtype),
+          recurrent_kernel_t(index),
+          precision=setup.precision,
+          preferred_element_type=jnp.float32,
+        )
+        for index, dz_gate in enumerate(dz)
+      ],
+    )
     # A masked step passed the state through unchanged, so its cotangents pass through too.
     dh_prev = jnp.where(keep, dh_recurrent * recurrent_mask, dh)
     dc_prev = jnp.where(keep, dc * f, dc_next)
@@ -265,21 +307,26 @@ def _launch(kernel, name: str, setup: _KernelSetup, inputs, outputs):
   operands, in_specs = zip(*inputs)
   out_shape, out_specs = zip(*outputs)
   return pl.pallas_call(
-      functools.partial(kernel, setup=setup),
-      out_shape=out_shape,
-      grid=(setup.padded_batch // setup.block_batch,),
-      in_specs=in_specs,
-      out_specs=out_specs,
-      compiler_params=setup.compiler_params,
-      interpret=setup.interpret,
-      name=name,
+    functools.partial(kernel, setup=setup),
+    out_shape=out_shape,
+    grid=(setup.padded_batch // setup.block_batch,),
+    in_specs=in_specs,
+    out_specs=out_specs,
+    compiler_params=setup.compiler_params,
+    interpret=setup.interpret,
+    name=name,
   )(*operands)
 
 
-def make_recurrence(matmul_precision: str = "float32", *, block_batch: int | None = None,
-                    num_warps: int | None = None, num_stages: int = NUM_STAGES,
-                    resident_recurrent_kernel: bool | None = None,
-                    interpret: bool | None = None) -> hoisted.Recurrence:
+def make_recurrence(
+  matmul_precision: str = "float32",
+  *,
+  block_batch: int | None = None,
+  num_warps: int | None = None,
+  num_stages: int = NUM_STAGES,
+  resident_recurrent_kernel: bool | None = None,
+  interpret: bool | None = None,
+) -> hoisted.Recurrence:
   """Builds the Pallas `hoisted.Recurrence`; ``hoisted.make_lstm`` turns it into an engine function.
 
   Args:
@@ -297,10 +344,11 @@ def make_recurrence(matmul_precision: str = "float32", *, block_batch: int | Non
     The forward and backward loops with the `hoisted.Recurrence` contract.
   """
   if matmul_precision not in _MATMUL_PRECISIONS:
-    raise ConfigError(f"unknown matmul_precision {matmul_precision!r} for the pallas LSTM engine; "
-                      f"choose one of: {', '.join(_MATMUL_PRECISIONS)}")
-  if block_batch is not None and (block_batch < MIN_BLOCK
-                                  or block_batch != pl.next_power_of_2(block_batch)):
+    raise ConfigError(
+      f"unknown matmul_precision {matmul_precision!r} for the pallas LSTM engine; "
+      f"choose one of: {', '.join(_MATMUL_PRECISIONS)}"
+    )
+  if block_batch is not None and (block_batch < MIN_BLOCK or block_batch != pl.next_power_of_2(block_batch)):
     raise ConfigError(f"block_batch must be a power of two >= {MIN_BLOCK}, got {block_batch}")
   operand_dtype, precision = _MATMUL_PRECISIONS[matmul_precision]
 
@@ -308,18 +356,22 @@ def make_recurrence(matmul_precision: str = "float32", *, block_batch: int | Non
     rows = block_batch or default_block_batch(batch)
     padded_hidden = padded_hidden_size(hidden)
     kernel_bytes = padded_hidden * GATES * padded_hidden * jnp.dtype(operand_dtype).itemsize
-    resident = (kernel_bytes <= RESIDENT_RECURRENT_KERNEL_MAX_BYTES
-                if resident_recurrent_kernel is None else resident_recurrent_kernel)
+    resident = (
+      kernel_bytes <= RESIDENT_RECURRENT_KERNEL_MAX_BYTES
+      if resident_recurrent_kernel is None
+      else resident_recurrent_kernel
+    )
     return _KernelSetup(
-        block_batch=rows,
-        padded_batch=pl.cdiv(batch, rows) * rows,
-        padded_hidden=padded_hidden,
-        operand_dtype=operand_dtype,
-        precision=precision,
-        resident_recurrent_kernel=resident,
-        compiler_params=plgpu.CompilerParams(
-            num_warps=num_warps or default_num_warps(rows, padded_hidden), num_stages=num_stages),
-        interpret=_interpret() if interpret is None else interpret,
+      block_batch=rows,
+      padded_batch=pl.cdiv(batch, rows) * rows,
+      padded_hidden=padded_hidden,
+      operand_dtype=operand_dtype,
+      precision=precision,
+      resident_recurrent_kernel=resident,
+      compiler_params=plgpu.CompilerParams(
+        num_warps=num_warps or default_num_warps(rows, padded_hidden), num_stages=num_stages
+      ),
+      interpret=_interpret() if interpret is None else interpret,
     )
 
   def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
@@ -328,36 +380,54 @@ def make_recurrence(matmul_precision: str = "float32", *, block_batch: int | Non
     setup = setup_for(batch, hidden)
     rows, width, block = setup.padded_batch, setup.padded_hidden, setup.block_batch
     state = functools.partial(_pad_to, shape=(rows, width))
-    hs, cs, gates = _launch(_forward_kernel, "lstm_forward", setup, inputs=[
-        (_pad_to(_pad_gates(xw, hidden, width), (steps, rows, GATES * width)),
-         _time_block(steps, block, GATES * width)),
+    hs, cs, gates = _launch(
+      _forward_kernel,
+      "lstm_forward",
+      setup,
+      inputs=[
+        (
+          _pad_to(_pad_gates(xw, hidden, width), (steps, rows, GATES * width)),
+          _time_block(steps, block, GATES * width),
+        ),
         (_pad_to(step_mask, (steps, rows)), _mask_block(steps, block)),
-        (_pad_to(_pad_gates(recurrent_kernel, hidden, width), (width, GATES * width))
-         .astype(setup.operand_dtype), _whole((width, GATES * width))),
+        (
+          _pad_to(_pad_gates(recurrent_kernel, hidden, width), (width, GATES * width)).astype(
+            setup.operand_dtype
+          ),
+          _whole((width, GATES * width)),
+        ),
         (state(h0), _batch_block(block, width)),
         (state(c0), _batch_block(block, width)),
         (state(recurrent_dropout_mask), _batch_block(block, width)),
-    ], outputs=[
+      ],
+      outputs=[
         (jax.ShapeDtypeStruct((steps, rows, width), xw.dtype), _time_block(steps, block, width)),
         (jax.ShapeDtypeStruct((steps, rows, width), xw.dtype), _time_block(steps, block, width)),
-        (jax.ShapeDtypeStruct((steps, rows, GATES * width), xw.dtype),
-         _time_block(steps, block, GATES * width)),
-    ])
-    return (hs[:, :batch, :hidden], cs[:, :batch, :hidden],
-            _unpad_gates(gates[:, :batch], hidden, width))
+        (
+          jax.ShapeDtypeStruct((steps, rows, GATES * width), xw.dtype),
+          _time_block(steps, block, GATES * width),
+        ),
+      ],
+    )
+    return (hs[:, :batch, :hidden], cs[:, :batch, :hidden], _unpad_gates(gates[:, :batch], hidden, width))
 
-  def backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last,
-               dc_last):
+  def backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last):
     steps, batch, hidden = cs.shape
     setup = setup_for(batch, hidden)
     rows, width, block = setup.padded_batch, setup.padded_hidden, setup.block_batch
     state = functools.partial(_pad_to, shape=(rows, width))
     state_sequence = functools.partial(_pad_to, shape=(steps, rows, width))
     kernel_t = _pad_to(_pad_gates(recurrent_kernel, hidden, width), (width, GATES * width)).T
-    dz, dh0, dc0 = _launch(_backward_kernel, "lstm_backward", setup, inputs=[
+    dz, dh0, dc0 = _launch(
+      _backward_kernel,
+      "lstm_backward",
+      setup,
+      inputs=[
         (kernel_t.astype(setup.operand_dtype), _whole((GATES * width, width))),
-        (_pad_to(_pad_gates(gates, hidden, width), (steps, rows, GATES * width)),
-         _time_block(steps, block, GATES * width)),
+        (
+          _pad_to(_pad_gates(gates, hidden, width), (steps, rows, GATES * width)),
+          _time_block(steps, block, GATES * width),
+        ),
         (state_sequence(cs), _time_block(steps, block, width)),
         (state(c0), _batch_block(block, width)),
         (_pad_to(step_mask, (steps, rows)), _mask_block(steps, block)),
@@ -365,12 +435,16 @@ def make_recurrence(matmul_precision: str = "float32", *, block_batch: int | Non
         (state_sequence(dhs), _time_block(steps, block, width)),
         (state(dh_last), _batch_block(block, width)),
         (state(dc_last), _batch_block(block, width)),
-    ], outputs=[
-        (jax.ShapeDtypeStruct((steps, rows, GATES * width), gates.dtype),
-         _time_block(steps, block, GATES * width)),
+      ],
+      outputs=[
+        (
+          jax.ShapeDtypeStruct((steps, rows, GATES * width), gates.dtype),
+          _time_block(steps, block, GATES * width),
+        ),
         (jax.ShapeDtypeStruct((rows, width), dh_last.dtype), _batch_block(block, width)),
         (jax.ShapeDtypeStruct((rows, width), dc_last.dtype), _batch_block(block, width)),
-    ])
+      ],
+    )
     return _unpad_gates(dz[:, :batch], hidden, width), dh0[:batch, :hidden], dc0[:batch, :hidden]
 
   return hoisted.Recurrence(forward=forward, backward=backward)
