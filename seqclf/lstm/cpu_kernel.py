@@ -38,6 +38,7 @@ import jaxlib
 import numpy as np
 
 from seqclf.errors import ConfigError
+from seqclf.lstm import hoisted
 
 SOURCE = pathlib.Path(__file__).with_name("cpu_kernel.cc")
 # -fno-trapping-math lets g++ vectorise the floor and float->int conversion inside the exponential;
@@ -204,11 +205,9 @@ def make_lstm(num_threads: int | None = None):
     )
     input_size = xs.shape[-1]
     d_params = {"kernel": d_weights[:input_size], "recurrent_kernel": d_weights[input_size:], "bias": d_bias}
-    # Masks are constants: no cotangent (None is JAX's symbolic zero).
-    return d_params, d_xs, dh0, dc0, None, None, None
+    return d_params, d_xs, dh0, dc0
 
-  @jax.custom_vjp
-  def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+  def inference(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
     batch, steps, _ = xs.shape
     hs, c_last = _call(
       "seqclf_lstm_inference",
@@ -225,8 +224,7 @@ def make_lstm(num_threads: int | None = None):
     )
     return hs, (hs[:, -1], c_last)
 
-  lstm.defvjp(forward, backward)
-  return lstm
+  return hoisted.custom_vjp_engine(inference, forward, backward)
 
 
 lstm = make_lstm()

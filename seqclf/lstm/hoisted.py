@@ -65,6 +65,28 @@ def lstm_cell_backward(dh, dc, gates, c_prev, c):
   return dz, dc * f
 
 
+def custom_vjp_engine(inference: Callable, forward: Callable, backward: Callable) -> Callable:
+  """An engine-signature LSTM (see `seqclf.lstm.api`) with a hand-written VJP; shared by every engine
+  that writes its own backward pass (`make_lstm` here, `cpu_kernel.py`).
+
+  ``inference(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)`` runs when no
+  gradient is taken; ``forward`` (same arguments) returns ``(outputs, residuals)``;
+  ``backward(residuals, cotangents)`` returns the cotangents ``(d_params, d_xs, dh0, dc0)``. The three
+  masks are constants and get none.
+  """
+
+  @jax.custom_vjp
+  def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    return inference(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
+
+  def backward_with_constant_masks(residuals, cotangents):
+    # None is JAX's symbolic zero.
+    return (*backward(residuals, cotangents), None, None, None)
+
+  lstm.defvjp(forward, backward_with_constant_masks)
+  return lstm
+
+
 def _time_major_rows(x):
   """[B, T, X] -> [T * B, X]: one row per (step, sequence), ready for a plain 2-D matmul."""
   return jnp.swapaxes(x, 0, 1).reshape(-1, x.shape[-1])
@@ -127,13 +149,7 @@ def make_lstm(recurrence: Recurrence) -> Callable:
     }
     d_xs = jnp.swapaxes((dz_rows @ params["kernel"].T).reshape(steps, batch, -1), 0, 1)
     d_xs = d_xs * input_dropout_mask[:, None, :]
-    # Masks are constants: no cotangent (None is JAX's symbolic zero).
-    return d_params, d_xs, dh0, dc0, None, None, None
+    return d_params, d_xs, dh0, dc0
 
-  @jax.custom_vjp
-  def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
-    run = recurrence.inference or (lambda *args: forward(*args)[0])
-    return run(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
-
-  lstm.defvjp(forward, backward)
-  return lstm
+  run = recurrence.inference or (lambda *args: forward(*args)[0])
+  return custom_vjp_engine(run, forward, backward)
