@@ -19,6 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from seqclf import lowering
 from seqclf.errors import ConfigError
 
 
@@ -59,8 +60,9 @@ def unavailable_reason(name: str) -> str | None:
 
 
 def resolve_engine(name: str, platform: str | None = None) -> str:
-  """Maps ``name`` (an engine or "auto") to a concrete engine for ``platform`` (default: JAX's)."""
-  platform = platform or jax.default_backend()
+  """Maps ``name`` (an engine or "auto") to a concrete engine for ``platform`` (default: the one being
+  traced for, see `seqclf.lowering.target_platform`)."""
+  platform = platform or lowering.target_platform()
   if name == "auto":
     preferences = AUTO.get(platform, ("scan",))
     return next((engine for engine in preferences if unavailable_reason(engine) is None), "scan")

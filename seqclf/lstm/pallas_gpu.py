@@ -51,6 +51,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from seqclf import lowering
 from seqclf.errors import ConfigError
 from seqclf.lstm import fused, hoisted
 
@@ -106,8 +107,8 @@ def default_num_warps(block_batch: int, padded_hidden: int) -> int:
 
 
 def _interpret() -> bool:
-  """Whether to run the kernels in Pallas' interpret mode: everywhere but on a GPU. Read at trace time."""
-  return jax.default_backend() != "gpu"
+  """Whether to run the kernels in Pallas' interpret mode: unless tracing for a GPU. Read at trace time."""
+  return lowering.target_platform() != "gpu"
 
 
 class _KernelSetup(NamedTuple):
