@@ -181,13 +181,13 @@ def main(argv):
   seeds = parse_seeds(config.seeds)
   engines = list(dict.fromkeys(resolve_engine(name.strip()) for name in config.model.engine.split(",")))
   peer_names = peers.parse_peers(_PEERS.value)
-  for name in peer_names:
-    peers.load_peer(name)  # a missing framework fails now, not after training
   if peer_names and (config.mask or config.num_buckets or config.device_resident):
     raise ConfigError(
       "--peers trains the article's fixed-length setup; drop --bucketing / "
       "--config.mask / --config.device_resident to compare like with like"
     )
+  for name in peer_names:  # after the flag checks: a wrong combination is named even without torch
+    peers.load_peer(name)  # a missing framework fails now, not after training
   for variant in variants:  # catch bad model fields before loading data
     models.check_input_length(create_model(variant, engines[0], config), config.maxlen)
   workdir = _WORKDIR.value
