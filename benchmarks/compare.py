@@ -22,11 +22,9 @@ import re
 import statistics
 
 from absl import flags
-from matplotlib.figure import Figure  # pyplot-free: Figure.savefig renders PNG with Agg, no display
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, MaxNLocator, NullFormatter
 
 from benchmarks import peers
-from seqclf import cli, results
+from seqclf import cli, optional, results
 from seqclf.atomic import write_atomically
 from seqclf.errors import UsageError
 
@@ -340,7 +338,14 @@ def comparison_markdown(sources: list[Source], baseline: str | None = None) -> s
 # Plots.
 
 
-def _save_png(figure: Figure, path: str) -> None:
+def _matplotlib():
+  """matplotlib's ``Figure`` (pyplot-free: savefig renders PNG with Agg, no display) and ``ticker``, from
+  the ``plots`` extra."""
+  figure = optional.require("matplotlib.figure", "plots", feature="benchmarks.compare's plots")
+  return figure.Figure, optional.require("matplotlib.ticker", "plots")
+
+
+def _save_png(figure, path: str) -> None:
   """Renders to memory, then writes atomically, so no reader sees half a PNG."""
   buffer = io.BytesIO()
   figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
@@ -349,6 +354,7 @@ def _save_png(figure: Figure, path: str) -> None:
 
 def plot_epoch_time(rows: list[Row], labels: list[str], path: str) -> None:
   """Grouped bars: median seconds per epoch per row, one bar per device; log y beyond a 20x range."""
+  Figure, _ = _matplotlib()
   width = 0.8 / len(labels)
   figure = Figure(figsize=(max(6.0, 2.5 + 0.45 * len(rows) * len(labels)), 4.5), layout="constrained")
   axes = figure.subplots()
@@ -381,6 +387,7 @@ _MARKERS = ("o", "s", "^", "D", "v", "P")
 
 def plot_test_accuracy(rows: list[Row], labels: list[str], path: str) -> None:
   """Test accuracy per epoch (mean over seeds): colour per row, line style and marker per device."""
+  Figure, ticker = _matplotlib()
   figure = Figure(figsize=(8.5, 4.5), layout="constrained")
   axes = figure.subplots()
   colors = [f"C{index % 10}" for index in range(len(rows))]
@@ -399,7 +406,7 @@ def plot_test_accuracy(rows: list[Row], labels: list[str], path: str) -> None:
           fillstyle="full" if index == 0 else "none",
           label=f"{row.name} · {label}",
         )
-  axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+  axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   axes.set_xlabel("epoch")
   axes.set_ylabel("test accuracy (%)")
   axes.set_title("Test accuracy per epoch (mean over seeds)")
@@ -410,6 +417,7 @@ def plot_test_accuracy(rows: list[Row], labels: list[str], path: str) -> None:
 
 def plot_engine_sweep(sources: list[Source], path: str) -> None:
   """ms per forward+backward call against batch size (or T if B was not swept), one panel per H."""
+  Figure, ticker = _matplotlib()
   entries = [(source.label, run) for source in sources for run in source.runs if run["mode"] == "fwd_bwd"]
   sweep_batch = len({run["batch"] for _, run in entries}) > 1
   x_key, other_key = ("batch", "steps") if sweep_batch else ("steps", "batch")
@@ -431,11 +439,11 @@ def plot_engine_sweep(sources: list[Source], path: str) -> None:
     axes.set_xscale("log")
     axes.set_yscale("log")
     # Plain numbers (20, not 2x10^1): the swept sizes on x, log ticks on y.
-    axes.xaxis.set_major_locator(FixedLocator(sorted({run[x_key] for _, run in entries})))
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(NullFormatter())
-    axes.yaxis.set_major_formatter(LogFormatter())
-    axes.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(1.5, 0.6)))
+    axes.xaxis.set_major_locator(ticker.FixedLocator(sorted({run[x_key] for _, run in entries})))
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+    axes.yaxis.set_major_formatter(ticker.LogFormatter())
+    axes.yaxis.set_minor_formatter(ticker.LogFormatter(minor_thresholds=(1.5, 0.6)))
     axes.set_title(f"H = {hidden}")
     axes.set_xlabel("batch size B" if sweep_batch else "sequence length T")
     axes.grid(alpha=0.3, which="both")
@@ -466,6 +474,8 @@ def write_comparison(
         f"{source.path} has no fwd_bwd measurement to plot; re-run benchmarks.lstm_engines "
         "until it finishes a shape, or leave the file out"
       )
+  if article or sweeps:
+    _matplotlib()  # a missing extra fails before anything is written
   markdown = comparison_markdown(sources, baseline)
   written = [os.path.join(out, "compare.md")]
   results.write_text_atomic(written[0], markdown)

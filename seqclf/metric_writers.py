@@ -1,7 +1,8 @@
 """Where training curves go: TensorBoard event files and JSON lines, behind one small interface.
 
 TensorFlow-free on purpose: clu's writers import TensorFlow, which seqclf does not depend on. TensorBoard
-files are written with tensorboardX (optional: `create_default_writer` falls back to JSON lines alone).
+files are written with tensorboardX, the optional extra ``tensorboard``: without it `create_default_writer`
+writes JSON lines alone and says so.
 
   writer = create_default_writer("runs/article/logs/lstm-fused-seed0")
   writer.write_hparams({"variant": "lstm", "seed": 0, **config.to_dict()})
@@ -9,7 +10,6 @@ files are written with tensorboardX (optional: `create_default_writer` falls bac
   writer.close()
 """
 
-import importlib.util
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from absl import logging
 
-from seqclf import results
+from seqclf import optional, results
 from seqclf.errors import UsageError
 
 # File names inside a run's log directory.
@@ -98,8 +98,7 @@ class TensorBoardWriter:
   """TensorBoard event files in ``logdir``: scalars, and hparams for TensorBoard's HParams dashboard."""
 
   def __init__(self, logdir: str):
-    import tensorboardX  # optional: see create_default_writer
-
+    tensorboardX = optional.require("tensorboardX", "tensorboard", feature="TensorBoard logs")
     self.logdir = logdir
     self._writer = tensorboardX.SummaryWriter(logdir=logdir)
 
@@ -150,7 +149,7 @@ class MultiWriter:
 
 
 def tensorboard_available() -> bool:
-  return importlib.util.find_spec("tensorboardX") is not None
+  return optional.available("tensorboardX")
 
 
 def create_default_writer(logdir: str, *, tensorboard: bool = True) -> MetricWriter:
@@ -161,7 +160,7 @@ def create_default_writer(logdir: str, *, tensorboard: bool = True) -> MetricWri
       writers.append(TensorBoardWriter(logdir))
     else:
       logging.warning(
-        "tensorboardX is not installed, writing %s only; pip install tensorboardX for TensorBoard files",
+        "tensorboardX is not installed, writing %s only; pip install 'seqclf[tensorboard]' for TensorBoard files",
         os.path.join(logdir, JSONL_NAME),
       )
   return MultiWriter(writers)
