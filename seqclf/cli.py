@@ -1,14 +1,101 @@
-"""What every command-line driver shares: one-line errors with exit code 2, and common flags."""
+"""What every command-line driver shares: one-line errors with exit code 2, the config flag, common flags.
+
+Bad input reaches a driver two ways, and both end in one ``error: ...`` line and exit code 2: while the
+command line is parsed (absl flag values, the ``--config`` file and its ``--config.*`` overrides, which
+ml_collections reads), and later as a `UsageError` raised by the library.
+"""
 
 import functools
 import os
+import re
 import sys
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from seqclf.errors import UsageError
 
 flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors instead of one line.")
+
+# Config flags defined through `define_config`: flag name -> default config file.
+_CONFIG_DEFAULTS: dict[str, str] = {}
+
+
+def define_config(default_path: str, name: str = "config"):
+  """Defines ``--config`` (an ml_collections config file, locked) whose file is read by `run`'s parser.
+
+  ml_collections parses a config flag's default, and the ``--config.*`` overrides with it, the moment the
+  flag is defined (at import, outside any error handling) when ``--config`` is not on the command line;
+  so the flag gets no default here, and `run` puts ``--config=default_path`` on the command line instead:
+  one parse, inside the one-line error handling, with or without an explicit ``--config``.
+  """
+  _CONFIG_DEFAULTS[name] = default_path
+  return config_flags.DEFINE_config_file(
+    name, None, f"Config file (ml_collections get_config()); default {default_path}.", lock_config=True
+  )
+
+
+def _with_default_configs(argv: list[str]) -> list[str]:
+  """``argv`` with ``--NAME=default`` first for every `define_config` flag the command line leaves out."""
+  given = flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)  # --flagfile contents count too
+  added = [
+    f"--{name}={path}"
+    for name, path in _CONFIG_DEFAULTS.items()
+    if not any(re.match(rf"^--?{re.escape(name)}(=|$)", arg) for arg in given)
+  ]
+  return [argv[0], *added, *argv[1:]]
+
+
+def _one_line(message: str) -> str:
+  """The first and the last line of a multi-line message (ml_collections puts a traceback in between)."""
+  lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+  return lines[0] if len(lines) < 2 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
+def _parse_error(error: Exception) -> str:
+  """The one-line message for an exception raised while the command line (and config file) is parsed."""
+  if isinstance(error, flags.Error):
+    return _one_line(error)
+  if isinstance(error, SyntaxError):
+    return (
+      f"config file {error.filename} line {error.lineno}: {error.msg}; fix the file or pass another --config"
+    )
+  if isinstance(error, AttributeError) and getattr(error, "name", None) == "get_config":
+    return f"{_config_path(error)} has no get_config(); a --config file must define get_config()"
+  if isinstance(error, (KeyError, AttributeError)):  # how ml_collections reports --config.<unknown key>
+    message = error
+    while isinstance(message, BaseException) and message.args:  # AttributeError(KeyError(text))
+      message = message.args[0]
+    key, *hint = str(message).strip(chr(34)).splitlines()
+    hint = f" ({' '.join(hint).strip()})" if hint else ""
+    return f"unknown config key {key}{hint}; check the --config.* names against the config file"
+  if isinstance(error, OSError):
+    return _missing_config_message(error)
+  return f"cannot parse the command line: {type(error).__name__}: {_one_line(error)}"
+
+
+def _config_path(error: AttributeError) -> str:
+  module = getattr(error, "obj", None)
+  return f"config file {getattr(module, '__file__', None) or '(unknown)'}"
+
+
+def _missing_config_message(error: OSError) -> str:
+  # ml_collections' message lists each attempt; its last line is the OS error, naming the path.
+  reason = str(error).strip().splitlines()[-1].strip()
+  return f"cannot load the config file ({reason}); pass an existing --config=FILE.py"
+
+
+def _check_configs() -> None:
+  """Raises what ml_collections defers: a config file that could not be read or whose get_config()
+  returned None (it hands back a placeholder that fails on first use, deep inside the driver)."""
+  for name in _CONFIG_DEFAULTS:
+    config = flags.FLAGS[name].value
+    if config is None:
+      raise UsageError(f"--{name}={flags.FLAGS[name].config_filename}: get_config() returned None")
+    try:
+      config.keys()
+    except OSError as e:
+      raise UsageError(_missing_config_message(e)) from e
 
 
 def usage_errors_exit_2(main):
@@ -17,6 +104,7 @@ def usage_errors_exit_2(main):
   @functools.wraps(main)
   def wrapped(argv):
     try:
+      _check_configs()
       return main(argv)
     except UsageError as e:
       if flags.FLAGS.verbose:
@@ -28,24 +116,53 @@ def usage_errors_exit_2(main):
 
 
 def run(main, flags_parser=None):
-  """`absl.app.run` with one-line errors for bad flags too (absl's own are a page of help)."""
+  """`absl.app.run` with one-line errors for bad flags, config files and overrides too."""
 
   def parse(argv):
     try:
-      return flags.FLAGS(argv)
-    except flags.Error as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
-    except (KeyError, AttributeError) as e:  # how ml_collections reports --config.<unknown key>
-      print(
-        f"error: unknown config key {str(e).strip(chr(34))}; check the --config.* names against the "
-        "config file",
-        file=sys.stderr,
-      )
+      return flags.FLAGS(_with_default_configs(argv))
+    except Exception as e:  # noqa: BLE001: anything raised while parsing comes from the command line
+      if "--verbose" in argv:
+        raise
+      print(f"error: {_parse_error(e)}", file=sys.stderr)
       sys.exit(2)
 
   logging.set_verbosity(logging.WARNING)
   app.run(usage_errors_exit_2(main), flags_parser=flags_parser or parse)
+
+
+class _PositiveIntListParser(flags.ListParser):
+  """Comma-separated positive integers, at least one (absl turns the ValueError into a flag error)."""
+
+  def parse(self, argument):
+    values = super().parse(argument)
+    try:
+      numbers = [int(value) for value in values]
+    except ValueError:
+      raise ValueError(f"takes comma-separated positive integers, got {argument!r}") from None
+    if not numbers or min(numbers) < 1:
+      raise ValueError(f"takes comma-separated positive integers (at least one), got {argument!r}")
+    return numbers
+
+  def flag_type(self):
+    return "list of positive integers"
+
+
+def define_positive_int_list(name: str, default: list[int] | None, help_string: str):
+  """A flag like ``--batch_sizes=16,64``: its value is a list of positive ints, checked while parsing."""
+  return flags.DEFINE(
+    _PositiveIntListParser(),
+    name,
+    None if default is None else ",".join(map(str, default)),
+    help_string,
+    serializer=flags.CsvListSerializer(","),
+  )
+
+
+def require_no_arguments(argv: list[str]) -> None:
+  """Refuses positional arguments (a driver that takes none would silently ignore them)."""
+  if len(argv) > 1:
+    raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}; every option is a --flag")
 
 
 def default_imdb_source() -> str:
