@@ -121,7 +121,7 @@ def run(main, flags_parser=None):
   def parse(argv):
     try:
       return flags.FLAGS(_with_default_configs(argv))
-    except Exception as e:  # noqa: BLE001: anything raised while parsing comes from the command line
+    except Exception as e:  # anything raised while parsing comes from the command line or config file
       if "--verbose" in argv:
         raise
       print(f"error: {_parse_error(e)}", file=sys.stderr)
