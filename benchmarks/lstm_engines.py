@@ -14,17 +14,19 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from seqclf import cli, presets, results, timing
+from seqclf import cli, optional, presets, profiling, results, timing
 from seqclf.errors import ConfigError
 from seqclf.lstm import ENGINES, init_params, lstm
 from seqclf.lstm.api import unavailable_reason
 
 _ENGINES = flags.DEFINE_list("engines", None, "Engines to time (default: all that run natively here).")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16", "64", "256"], "Batch sizes B.")
-_STEPS = flags.DEFINE_list("steps", ["100", "500"], "Sequence lengths T.")
-_HIDDEN_SIZES = flags.DEFINE_list("hidden_sizes", ["100", "256", "512"], "Hidden sizes H.")
-_INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "Input (embedding) size E.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (median and spread).")
+_BATCH_SIZES = cli.define_positive_int_list("batch_sizes", [16, 64, 256], "Batch sizes B.")
+_STEPS = cli.define_positive_int_list("steps", [100, 500], "Sequence lengths T.")
+_HIDDEN_SIZES = cli.define_positive_int_list("hidden_sizes", [100, 256, 512], "Hidden sizes H.")
+_INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "Input (embedding) size E.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer(
+  "repeats", 5, "Timed repeats per measurement (median and spread).", lower_bound=1
+)
 _PEERS = flags.DEFINE_list(
   "peers",
   [],
@@ -50,6 +52,11 @@ def lstm_flops(batch, steps, input_size, hidden) -> float:
   return 2.0 * batch * steps * (input_size + hidden) * 4 * hidden
 
 
+def _trace(engine: str, mode: str, batch: int, steps: int, hidden: int):
+  """The ``--profile_dir`` trace of one measurement, in a subdirectory of its own."""
+  return profiling.from_flags(f"{engine}-{mode}-B{batch}-T{steps}-H{hidden}")
+
+
 def time_engine(engine, params, xs, repeats) -> dict:
   def forward(params, xs):
     return lstm(params, xs, engine=engine)[1][0]
@@ -60,7 +67,11 @@ def time_engine(engine, params, xs, repeats) -> dict:
   out = {}
   for mode, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
     compiled, compile_s = timing.compile_seconds(jax.jit(fn), params, xs)
-    out[mode] = {"compile_s": compile_s, **timing.steady_state(compiled, params, xs, repeats=repeats)}
+    trace = _trace(engine, mode, *xs.shape[:2], params["recurrent_kernel"].shape[0])
+    out[mode] = {
+      "compile_s": compile_s,
+      **timing.steady_state(compiled, params, xs, repeats=repeats, trace=trace),
+    }
   return out
 
 
@@ -83,12 +94,13 @@ def time_torch(batch, steps, input_size, hidden, repeats) -> dict:
 
   out = {}
   for mode, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
-    out[mode] = timing.steady_state(lambda fn=fn: (fn(), sync()), repeats=repeats)
+    trace = _trace("torch", mode, batch, steps, hidden)  # holds the host side; CUDA kernels need CUPTI
+    out[mode] = timing.steady_state(lambda fn=fn: (fn(), sync()), repeats=repeats, trace=trace)
   return out
 
 
 def main(argv):
-  del argv
+  cli.require_no_arguments(argv)
   preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
   platform = jax.default_backend()
   engines = _ENGINES.value or native_engines(platform)
@@ -100,18 +112,25 @@ def main(argv):
   unknown_peers = set(_PEERS.value) - {"flax", "torch"}
   if unknown_peers:
     raise ConfigError(f"unknown peer(s) {', '.join(sorted(unknown_peers))}; available: flax, torch")
-  try:
-    shapes = [
-      (int(b), int(t), int(h)) for b in _BATCH_SIZES.value for t in _STEPS.value for h in _HIDDEN_SIZES.value
-    ]
-  except ValueError:
-    raise ConfigError("--batch_sizes, --steps and --hidden_sizes take comma-separated integers") from None
+  if "torch" in _PEERS.value:
+    optional.require("torch", "peers", feature="--peers=torch")  # fails now, not after the first shape
+  shapes = [(b, t, h) for b in _BATCH_SIZES.value for t in _STEPS.value for h in _HIDDEN_SIZES.value]
   path = os.path.join(_WORKDIR.value, "lstm_engines.json")
   meta = results.collect_meta(
     flags={
       **{
         k: flags.FLAGS[k].value
-        for k in ("engines", "batch_sizes", "steps", "hidden_sizes", "input_size", "repeats", "peers")
+        for k in (
+          "engines",
+          "batch_sizes",
+          "steps",
+          "hidden_sizes",
+          "input_size",
+          "repeats",
+          "peers",
+          "profile_dir",
+          "profile_steps",
+        )
       },
       "preset": preset,
     }

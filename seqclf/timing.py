@@ -3,8 +3,12 @@
 import statistics
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
+
+if TYPE_CHECKING:  # not at run time: importing seqclf.profiling defines its command-line flags
+  from seqclf.profiling import StepTrace
 
 
 def compile_seconds(jitted, *args) -> tuple[Callable, float]:
@@ -14,13 +18,27 @@ def compile_seconds(jitted, *args) -> tuple[Callable, float]:
   return compiled, time.perf_counter() - start
 
 
-def steady_state(fn: Callable, *args, warmup: int = 1, repeats: int = 5, number: int = 1) -> dict:
+def steady_state(
+  fn: Callable, *args, warmup: int = 1, repeats: int = 5, number: int = 1, trace: "StepTrace | None" = None
+) -> dict:
   """Seconds per call of ``fn(*args)`` after ``warmup`` calls: median, min, max over ``repeats``.
 
   Each repeat times ``number`` back-to-back calls and blocks on the last result before reading the clock.
+  With ``trace`` (a `seqclf.profiling.StepTrace`), calls made for the profiler run after the warm-up and
+  before the timed repeats, apart from them: tracing slows the calls it records.
   """
+  if repeats < 1:
+    raise ValueError(f"repeats must be at least 1, got {repeats}")
   for _ in range(warmup):
     jax.block_until_ready(fn(*args))
+  if trace is not None:
+    with trace:
+      calls = 0
+      while not trace.done:
+        with trace.step(calls):
+          out = fn(*args)
+        calls += 1
+        trace.advance(calls, out)
   samples = []
   for _ in range(repeats):
     start = time.perf_counter()
