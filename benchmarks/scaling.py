@@ -8,6 +8,11 @@ scaling keeps the global batch of the 1-device run and splits it. Efficiency is 
 N x the 1-device throughput (weak) or 1-device time / (N x time) (strong). Each point is one jitted
 train step of the article's model on random tokens, timed as in `seqclf.timing`. Writes
 ``WORKDIR/scaling.json`` and ``scaling.md``.
+
+From the config it reads the model (``model.*``, ``top_words``), the sequence length (``maxlen``, unless
+``--steps``), the optimizer (``learning_rate``, ``adam_eps``, ``grad_clip_norm``) and ``mask``; the batch
+sizes come from ``--per_device_batch``. Epoch feeding (``num_buckets``, ``device_resident``) does not
+apply to one step on a fixed batch, so a config that sets it is refused.
 """
 
 import os
@@ -15,28 +20,27 @@ import os
 import jax
 import numpy as np
 from absl import flags
-from ml_collections import config_flags
 
-from seqclf import cli, models, parallel, presets, results, timing, train
+from seqclf import cli, models, parallel, presets, profiling, results, timing, train
 from seqclf.errors import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config",
-  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py"),
-  "Config file (ml_collections get_config()).",
-  lock_config=True,
+_CONFIG = cli.define_config(
+  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")
 )
 _VARIANT = flags.DEFINE_string("variant", "lstm", "Model variant.")
-_DEVICE_COUNTS = flags.DEFINE_list("device_counts", None, "Device counts (default: 1, 2, 4, ... up to all).")
-_PER_DEVICE_BATCH = flags.DEFINE_list("per_device_batch", ["16", "64"], "Per-device batch sizes.")
-_STEPS = flags.DEFINE_integer("steps", None, "Sequence length (default: the config's maxlen).")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per point.")
+_DEVICE_COUNTS = cli.define_positive_int_list(
+  "device_counts", None, "Device counts (default: 1, 2, 4, ... up to all)."
+)
+_PER_DEVICE_BATCH = cli.define_positive_int_list("per_device_batch", [16, 64], "Per-device batch sizes.")
+_STEPS = flags.DEFINE_integer("steps", None, "Sequence length (default: the config's maxlen).", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per point.", lower_bound=1)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/scaling", "Where scaling.json/.md go.")
 
 HEADER = ["devices", "per-device B", "global B", "mode", "ms/step", "examples/s", "efficiency"]
 
 
-def step_time(model, config, devices, global_batch: int, steps: int, repeats: int) -> dict:
+def step_time(model, config, devices, global_batch: int, steps: int, repeats: int, trace=None) -> dict:
+  """One point: the train step's steady-state time on ``devices``; ``trace``: a profiler `StepTrace`."""
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_size(global_batch, mesh)
   rng = np.random.default_rng(0)
@@ -50,27 +54,28 @@ def step_time(model, config, devices, global_batch: int, steps: int, repeats: in
   replicated = parallel.replicated(mesh)
   state, key = parallel.shard((state, jax.random.PRNGKey(1)), replicated)
   batch = parallel.shard(batch, parallel.batch_sharding(mesh))
-  jitted = jax.jit(train.make_train_step(model), out_shardings=(replicated, replicated))
+  jitted = jax.jit(
+    train.make_train_step(model, train.uses_mask(config)), out_shardings=(replicated, replicated)
+  )
   compiled, compile_s = timing.compile_seconds(jitted, state, batch, key)
-  stats = timing.steady_state(lambda: compiled(state, batch, key), repeats=repeats)
+  stats = timing.steady_state(lambda: compiled(state, batch, key), repeats=repeats, trace=trace)
   return {"compile_s": compile_s, **stats, "examples_per_s": global_batch / stats["median_s"]}
 
 
 def main(argv):
-  del argv
+  cli.require_no_arguments(argv)
   preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
   config = _CONFIG.value
-  devices = jax.devices()
-  try:
-    counts = (
-      [int(c) for c in _DEVICE_COUNTS.value]
-      if _DEVICE_COUNTS.value
-      else [2**i for i in range(len(devices).bit_length()) if 2**i <= len(devices)]
+  train.validate(config)
+  if config.get("num_buckets") or config.get("device_resident"):
+    raise ConfigError(
+      "benchmarks.scaling times one train step on a fixed-length batch; --config.num_buckets and "
+      "--config.device_resident feed epochs and do not apply here: drop them"
     )
-    per_device = [int(b) for b in _PER_DEVICE_BATCH.value]
-  except ValueError:
-    raise ConfigError("--device_counts and --per_device_batch take comma-separated integers") from None
-  if max(counts) > len(devices) or min(counts) < 1:
+  devices = jax.devices()
+  counts = _DEVICE_COUNTS.value or [2**i for i in range(len(devices).bit_length()) if 2**i <= len(devices)]
+  per_device = _PER_DEVICE_BATCH.value
+  if max(counts) > len(devices):
     raise ConfigError(
       f"--device_counts must be in 1..{len(devices)} (devices here); on CPU set "
       "XLA_FLAGS=--xla_force_host_platform_device_count=N for more"
@@ -84,7 +89,8 @@ def main(argv):
       for mode, global_batch in (("weak", b * n), ("strong", b * counts[0])):
         if mode == "strong" and global_batch % n:
           continue
-        point = step_time(model, config, devices[:n], global_batch, steps, _REPEATS.value)
+        trace = profiling.from_flags(f"{mode}-{n}dev-B{global_batch}")
+        point = step_time(model, config, devices[:n], global_batch, steps, _REPEATS.value, trace)
         base.setdefault(mode, (n, point))
         n0, p0 = base[mode]
         efficiency = (
@@ -114,7 +120,15 @@ def main(argv):
           ]
         )
         print(results.markdown_table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
-  meta = results.collect_meta(config, flags={"variant": _VARIANT.value, "steps": steps, "preset": preset})
+  meta = results.collect_meta(
+    config,
+    flags={
+      "variant": _VARIANT.value,
+      "steps": steps,
+      "preset": preset,
+      "profile_dir": profiling.PROFILE_DIR.value,
+    },
+  )
   results.write_json_atomic(
     os.path.join(_WORKDIR.value, "scaling.json"),
     {"schema_version": results.SCHEMA_VERSION, "kind": "scaling", "meta": meta, "runs": runs},
