@@ -191,6 +191,33 @@ def test_cpu_kernel_under_vmap_equals_scan():
 
 
 @CPU_ONLY
+@pytest.mark.parametrize("layout", ["right", "left", "holes"])
+def test_cpu_kernel_skipping_masked_steps_equals_scan(layout):
+  """The kernel computes only unmasked (row, step) pairs: bucket-like right padding, left padding and
+  sparse holes, with a row that is masked throughout and steps where a whole thread's rows are masked,
+  over enough steps that the weight gradients are summed in several products of varying depth."""
+  batch, steps = 19, 70
+  params, xs, state, *_ = _inputs(batch, steps, 5, 20, seed=3)
+  lengths = jax.random.randint(jax.random.key(4), (batch,), 0, steps + 1).at[0].set(0).at[1].set(steps)
+  right = api.lengths_to_mask(lengths, steps).at[:16, 30:40].set(False)  # rows 0-15: one thread's range
+  mask = {
+    "right": right,
+    "left": right[:, ::-1],
+    "holes": jax.random.bernoulli(jax.random.key(5), 0.15, (batch, steps)).at[2].set(False),
+  }[layout]
+  _assert_close(
+    lstm(params, xs, initial_state=state, mask=mask, engine="cpu_kernel"),
+    lstm(params, xs, initial_state=state, mask=mask, engine="scan"),
+  )
+  expected = _loss_and_grads("scan", params, xs, state, mask=mask)
+  actual = _loss_and_grads("cpu_kernel", params, xs, state, mask=mask)
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    # Weight gradients sum 70 steps of terms up to ~40: float32 rounding (either side's, in its own order)
+    # scales with the largest entry, so the absolute tolerance does too.
+    np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL * max(1.0, float(np.abs(e).max())))
+
+
+@CPU_ONLY
 def test_cpu_kernel_handles_an_empty_batch():
   params = init_params(jax.random.key(0), 3, 5)
   loss = lambda p, x: jnp.sum(lstm(p, x, engine="cpu_kernel")[0])

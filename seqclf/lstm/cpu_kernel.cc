@@ -16,8 +16,9 @@
 //   SeqclfLstmBackward  (xs, weights, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs,
 //                        gates, dhs, dh_last, dc_last) -> (dxs, dh0, dc0, d_weights, d_bias)
 // with xs [B, T, E], weights [E + H, 4H] (kernel stacked on recurrent_kernel), bias [4H], states [B, H],
-// step_mask [B, T] (bool; where false the state passes through unchanged), hs/cs [B, T, H] (state after
-// each step), gates [B, T, 4H] (activated), and the attribute `num_threads` (row ranges; they run on the
+// step_mask [B, T] (bool; where false the state passes through unchanged and the step costs no FLOPs),
+// hs/cs [B, T, H] (state after each step), gates [B, T, 4H] (activated; unwritten at masked steps, which
+// the backward pass does not read), and the attribute `num_threads` (row ranges; they run on the
 // calling thread and XLA's intra-op thread pool).
 //
 // Built at first use by seqclf/lstm/cpu_kernel.py (g++ -O3 -march=native); tests/test_lstm_api.py compares
@@ -210,13 +211,12 @@ void ParallelOverRows(ffi::ThreadPool& pool, int rows, int64_t num_threads, cons
   state->finished.wait(lock, [&] { return state->done.load() == ranges; });
 }
 
-// One step of one batch row, in place: activates the gate pre-activations z [4H] and, where the step is
-// not masked, updates the state (h, c). The pointers never alias (restrict lets g++ vectorise).
-inline void CellForward(int hidden, bool keep, float* __restrict z, float* __restrict h, float* __restrict c) {
+// One unmasked step of one batch row, in place: activates the gate pre-activations z [4H] and updates
+// the state (h, c). The pointers never alias (restrict lets g++ vectorise).
+inline void CellForward(int hidden, float* __restrict z, float* __restrict h, float* __restrict c) {
   for (int k = 0; k < 2 * hidden; ++k) z[k] = Sigmoid(z[k]);
   for (int k = 2 * hidden; k < 3 * hidden; ++k) z[k] = Tanh(z[k]);
   for (int k = 3 * hidden; k < 4 * hidden; ++k) z[k] = Sigmoid(z[k]);
-  if (!keep) return;
   for (int k = 0; k < hidden; ++k) {
     c[k] = z[hidden + k] * c[k] + z[k] * z[2 * hidden + k];
     h[k] = z[3 * hidden + k] * Tanh(c[k]);
@@ -273,26 +273,38 @@ inline void StreamFence() {
 #endif
 }
 
-// Builds each row's matmul input for step t, [x_t * input_dropout, h_{t-1} * recurrent_dropout], into
-// a [rows, E + H]; `h_prev(r)` points at row r's h_{t-1}.
+// Builds the matmul input of step t, [x_t * input_dropout, h_{t-1} * recurrent_dropout], for the local
+// rows listed in `active` (n of them, row r of the range is batch row first + r) into a compact
+// [n, E + H]; `h_prev(r)` points at local row r's h_{t-1}.
 template <typename HiddenOf>
 void StepInputs(const Shapes& s, const float* xs, const float* input_dropout, const float* recurrent_dropout,
-                int first, int rows, int t, HiddenOf h_prev, float* a) {
+                int first, const int* active, int n, int t, HiddenOf h_prev, float* a) {
   const int input_size = s.input_size, hidden = s.hidden, row_width = s.row_width();
-  for (int r = 0; r < rows; ++r) {
-    const int b = first + r;
+  for (int i = 0; i < n; ++i) {
+    const int r = active[i], b = first + r;
     const float* x = xs + s.at(b, t) * input_size;
     const float* x_mask = input_dropout + b * input_size;
     const float* h = h_prev(r);
     const float* h_mask = recurrent_dropout + b * hidden;
-    float* ar = a + r * row_width;
+    float* ar = a + i * row_width;
     for (int k = 0; k < input_size; ++k) ar[k] = x[k] * x_mask[k];
     for (int k = 0; k < hidden; ++k) ar[input_size + k] = h[k] * h_mask[k];
   }
 }
 
+// The local rows of [first, end) whose step t is not masked, in order; returns how many.
+inline int ActiveRows(const Shapes& s, const bool* step_mask, int first, int end, int t, int* active) {
+  int n = 0;
+  for (int r = 0; r < end - first; ++r)
+    if (step_mask[s.at(first + r, t)]) active[n++] = r;
+  return n;
+}
+
 // The forward loop over batch rows [first, end). `cs` and `gates` are null for inference (nothing stored
-// for a backward pass); `c_last` then receives the final cell state.
+// for a backward pass); `c_last` then receives the final cell state. Only the rows whose step is not
+// masked enter the step's matmul and gate arithmetic (compacted, so a bucket's trailing padding, left
+// padding and holes cost no FLOPs); a masked row just repeats its state into hs and cs, and its gates are
+// left unwritten (the backward pass never reads a masked step's gates).
 void ForwardRows(const Shapes& s, const float* xs, const float* weights_padded, const float* bias,
                  const float* h0, const float* c0, const bool* step_mask, const float* input_dropout,
                  const float* recurrent_dropout, float* hs, float* cs, float* gates, float* c_last, int first,
@@ -301,20 +313,25 @@ void ForwardRows(const Shapes& s, const float* xs, const float* weights_padded, 
   const int gate_width = s.gate_width(), row_width = s.row_width(), ldz = RoundUp(gate_width, kLanes);
   std::vector<float> h(h0 + first * hidden, h0 + end * hidden), c(c0 + first * hidden, c0 + end * hidden);
   std::vector<float> a(static_cast<size_t>(rows) * row_width), z(static_cast<size_t>(rows) * ldz, 0.0f);
+  std::vector<int> active(rows);
   for (int t = 0; t < s.steps; ++t) {
-    StepInputs(s, xs, input_dropout, recurrent_dropout, first, rows, t,
-               [&](int r) { return &h[r * hidden]; }, a.data());
-    for (int r = 0; r < rows; ++r) std::memcpy(&z[r * ldz], bias, gate_width * sizeof(float));
-    Matmul({a.data(), row_width, 1, rows, row_width, weights_padded, ldz, ldz, z.data(), ldz});
+    const int n = ActiveRows(s, step_mask, first, end, t, active.data());
+    if (n > 0) {
+      StepInputs(s, xs, input_dropout, recurrent_dropout, first, active.data(), n, t,
+                 [&](int r) { return &h[r * hidden]; }, a.data());
+      for (int i = 0; i < n; ++i) std::memcpy(&z[i * ldz], bias, gate_width * sizeof(float));
+      Matmul({a.data(), row_width, 1, n, row_width, weights_padded, ldz, ldz, z.data(), ldz});
+      for (int i = 0; i < n; ++i) {
+        const int r = active[i];
+        float* zr = &z[i * ldz];
+        CellForward(hidden, zr, &h[r * hidden], &c[r * hidden]);
+        if (gates != nullptr) StreamRow(gates + s.at(first + r, t) * gate_width, zr, gate_width);
+      }
+    }
     for (int r = 0; r < rows; ++r) {
       const size_t row = s.at(first + r, t);
-      float* zr = &z[r * ldz];
-      float* hr = &h[r * hidden];
-      float* cr = &c[r * hidden];
-      CellForward(hidden, step_mask[row], zr, hr, cr);
-      std::memcpy(hs + row * hidden, hr, hidden * sizeof(float));
-      if (cs != nullptr) std::memcpy(cs + row * hidden, cr, hidden * sizeof(float));
-      if (gates != nullptr) StreamRow(gates + row * gate_width, zr, gate_width);
+      std::memcpy(hs + row * hidden, &h[r * hidden], hidden * sizeof(float));
+      if (cs != nullptr) std::memcpy(cs + row * hidden, &c[r * hidden], hidden * sizeof(float));
     }
   }
   if (c_last != nullptr) std::memcpy(c_last + first * hidden, c.data(), c.size() * sizeof(float));
@@ -329,9 +346,10 @@ struct GradientSums {
 };
 
 // The reverse loop over batch rows [first, end): input gradients dxs, the cotangents of h0 and c0, and
-// this range's weight and bias gradients. Per step: the gate gradients dz of every row (into a local
-// buffer), then [dx_t, dh_{t-1}] = dz_t @ [W; U]^T and d[W; U] += inputs_t^T @ dz_t, where inputs_t is the
-// step's matmul input row, rebuilt from xs and hs.
+// this range's weight and bias gradients. Per step, for the rows whose step is not masked (compacted, as
+// in the forward loop): the gate gradients dz, then [dx_t, dh_{t-1}] = dz_t @ [W; U]^T and
+// d[W; U] += inputs_t^T @ dz_t, where inputs_t is the step's matmul input, rebuilt from xs and hs. A
+// masked step passed the state through, so its cotangents pass through too and its dx is zero.
 void BackwardRows(const Shapes& s, const float* weights_t_padded, const float* xs, const float* h0,
                   const float* hs, const float* gates, const float* cs, const float* c0, const bool* step_mask,
                   const float* input_dropout, const float* recurrent_dropout, const float* dhs,
@@ -342,58 +360,62 @@ void BackwardRows(const Shapes& s, const float* weights_t_padded, const float* x
   const int ldz = RoundUp(gate_width, kLanes), ld_inputs = RoundUp(row_width, kLanes);
   std::vector<float> dh_next(dh_last + first * hidden, dh_last + end * hidden);
   std::vector<float> dc_next(dc_last + first * hidden, dc_last + end * hidden);
-  // The last `pending` steps' dz and matmul inputs, [pending * rows, ...], for one weight-gradient product.
-  const int chunk_steps = std::max(1, kGradientDepth / rows);
-  std::vector<float> dz_steps(static_cast<size_t>(chunk_steps) * rows * ldz, 0.0f);
-  std::vector<float> a_steps(static_cast<size_t>(chunk_steps) * rows * row_width);
+  // The dz and matmul inputs of the last steps' unmasked rows, stacked ([pending, ...]), for one
+  // weight-gradient product of depth `pending` once it reaches about kGradientDepth.
+  const int capacity = std::max(1, kGradientDepth / std::max(rows, 1)) * rows;
+  std::vector<float> dz_steps(static_cast<size_t>(capacity) * ldz, 0.0f);
+  std::vector<float> a_steps(static_cast<size_t>(capacity) * row_width);
   std::vector<float> d_inputs(static_cast<size_t>(rows) * ld_inputs);
+  std::vector<int> active(rows);
   int pending = 0;
+  auto flush = [&] {
+    // d[W; U] [E + H, 4H] += a^T @ dz over the pending rows: a read transposed (its rows are the depth).
+    if (pending > 0)
+      Matmul({a_steps.data(), 1, row_width, row_width, pending, dz_steps.data(), ldz, ldz, sums.weights.data(),
+              ldz});
+    pending = 0;
+  };
   for (int t = s.steps - 1; t >= 0; --t) {
-    float* dz = &dz_steps[static_cast<size_t>(pending) * rows * ldz];
-    float* a = &a_steps[static_cast<size_t>(pending) * rows * row_width];
-    for (int r = 0; r < rows; ++r) {
-      const int b = first + r;
-      const size_t row = s.at(b, t);
-      float* dzr = &dz[r * ldz];
-      float* dhr = &dh_next[r * hidden];
-      float* dcr = &dc_next[r * hidden];
-      const float* dhs_r = dhs + row * hidden;
-      if (!step_mask[row]) {
-        // A masked step passed the state through, so its cotangents pass through too; x_t was unused.
-        for (int k = 0; k < hidden; ++k) dhr[k] += dhs_r[k];
-        std::fill(dzr, dzr + gate_width, 0.0f);
+    const int n = ActiveRows(s, step_mask, first, end, t, active.data());
+    for (int r = 0, i = 0; r < rows; ++r) {
+      if (i < n && active[i] == r) {
+        ++i;
         continue;
       }
-      const float* c_prev = t > 0 ? cs + s.at(b, t - 1) * hidden : c0 + b * hidden;
-      CellBackward(hidden, gates + row * gate_width, cs + row * hidden, c_prev, dhs_r, dhr, dcr, dzr,
-                   sums.bias.data());
+      float* dhr = &dh_next[r * hidden];
+      const size_t row = s.at(first + r, t);
+      const float* dhs_r = dhs + row * hidden;
+      for (int k = 0; k < hidden; ++k) dhr[k] += dhs_r[k];
+      std::fill(dxs + row * input_size, dxs + (row + 1) * input_size, 0.0f);
     }
-    std::fill(d_inputs.begin(), d_inputs.end(), 0.0f);
-    Matmul({dz, ldz, 1, rows, gate_width, weights_t_padded, ld_inputs, ld_inputs, d_inputs.data(), ld_inputs});
-    StepInputs(s, xs, input_dropout, recurrent_dropout, first, rows, t, [&](int r) {
+    if (n == 0) continue;
+    if (pending + n > capacity) flush();
+    float* dz = &dz_steps[static_cast<size_t>(pending) * ldz];
+    float* a = &a_steps[static_cast<size_t>(pending) * row_width];
+    for (int i = 0; i < n; ++i) {
+      const int r = active[i], b = first + r;
+      const size_t row = s.at(b, t);
+      const float* c_prev = t > 0 ? cs + s.at(b, t - 1) * hidden : c0 + b * hidden;
+      CellBackward(hidden, gates + row * gate_width, cs + row * hidden, c_prev, dhs + row * hidden,
+                   &dh_next[r * hidden], &dc_next[r * hidden], &dz[i * ldz], sums.bias.data());
+    }
+    std::fill(d_inputs.begin(), d_inputs.begin() + static_cast<size_t>(n) * ld_inputs, 0.0f);
+    Matmul({dz, ldz, 1, n, gate_width, weights_t_padded, ld_inputs, ld_inputs, d_inputs.data(), ld_inputs});
+    StepInputs(s, xs, input_dropout, recurrent_dropout, first, active.data(), n, t, [&](int r) {
       return t > 0 ? hs + s.at(first + r, t - 1) * hidden : h0 + (first + r) * hidden;
     }, a);
-    if (++pending == chunk_steps || t == 0) {
-      // d[W; U] [E + H, 4H] += a^T @ dz over the pending steps: a read transposed (its rows are the depth).
-      Matmul({a_steps.data(), 1, row_width, row_width, pending * rows, dz_steps.data(), ldz, ldz,
-              sums.weights.data(), ldz});
-      pending = 0;
-    }
-    for (int r = 0; r < rows; ++r) {
-      const int b = first + r;
-      const size_t row = s.at(b, t);
-      float* dx = dxs + row * input_size;
-      const float* dr = &d_inputs[r * ld_inputs];
-      if (!step_mask[row]) {
-        std::fill(dx, dx + input_size, 0.0f);
-        continue;
-      }
+    pending += n;
+    for (int i = 0; i < n; ++i) {
+      const int r = active[i], b = first + r;
+      float* dx = dxs + s.at(b, t) * input_size;
+      const float* dr = &d_inputs[i * ld_inputs];
       const float* x_mask = input_dropout + b * input_size;
       const float* h_mask = recurrent_dropout + b * hidden;
       for (int k = 0; k < input_size; ++k) dx[k] = dr[k] * x_mask[k];
       for (int k = 0; k < hidden; ++k) dh_next[r * hidden + k] = dr[input_size + k] * h_mask[k];
     }
   }
+  flush();
   std::memcpy(dh0 + first * hidden, dh_next.data(), dh_next.size() * sizeof(float));
   std::memcpy(dc0 + first * hidden, dc_next.data(), dc_next.size() * sizeof(float));
 }
