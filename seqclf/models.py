@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM
+from seqclf.lstm import LSTM, Bidirectional, Stacked
+from seqclf.lstm.sequences import final_hidden
 
 VARIANTS = {
   # Embedding(5000, 32) -> LSTM(100) -> Dense(1, sigmoid)
@@ -53,6 +54,7 @@ class SequenceClassifier(nn.Module):
   lstm_features: int = 100
   num_classes: int = 2
   engine: str = "auto"
+  matmul_precision: str = "float32"  # of the LSTM's recurrent matmul, see seqclf.lstm.lstm
   freeze_embedding: bool = False  # keep (pretrained) embedding vectors as they are
   word_dropout: float = 0.0  # drops whole vocabulary rows per batch (Keras 1 Embedding dropout)
   embedding_dropout: float = 0.0  # elementwise Dropout layer after the embedding
@@ -95,29 +97,25 @@ class SequenceClassifier(nn.Module):
   def _recurrent_stack(self, x, mask, train: bool):
     """Runs the (stacked, optionally bidirectional) LSTMs; returns the final hidden state(s) [B, H']."""
 
-    def layer(name):
+    def lstm(name):
       return LSTM(
         self.lstm_features,
         engine=self.engine,
         input_dropout=self.lstm_input_dropout,
         recurrent_dropout=self.lstm_recurrent_dropout,
+        matmul_precision=self.matmul_precision,
         name=name,
       )
 
+    layers = []
     for depth in range(self.lstm_layers):
-      suffix = f"_{depth}" if depth else ""  # the first layer keeps the name "lstm" (article params)
-      outputs, (h, _) = layer("lstm" + suffix)(x, mask=mask, deterministic=not train)
-      if self.bidirectional:
-        # Reversing the steps and the mask together runs the backward direction exactly: masked steps
-        # are no-ops wherever they sit, so padding needs no special handling.
-        reversed_mask = None if mask is None else mask[:, ::-1]
-        back_outputs, (back_h, _) = layer("lstm_backward" + suffix)(
-          x[:, ::-1], mask=reversed_mask, deterministic=not train
-        )
-        outputs = jnp.concatenate([outputs, back_outputs[:, ::-1]], axis=-1)
-        h = jnp.concatenate([h, back_h], axis=-1)
-      x = outputs
-    return h
+      # Built here, the layers' parameters sit in this module under these names: the first layer keeps
+      # the name "lstm" of the article's parameters, and run directories of earlier versions still load.
+      suffix = f"_{depth}" if depth else ""
+      forward = lstm("lstm" + suffix)
+      layers.append(Bidirectional(forward, lstm("lstm_backward" + suffix)) if self.bidirectional else forward)
+    _, state = Stacked(layers)(x, mask=mask, deterministic=not train)
+    return final_hidden(state)
 
 
 def create(variant: str, **model_fields) -> SequenceClassifier:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from seqclf import lowering
 from seqclf.errors import ConfigError
 from seqclf.lstm import LSTM, api, init_params, lstm
 
@@ -178,7 +179,7 @@ def test_flax_baseline_equals_scan_and_refuses_masks():
     {"input_dropout_mask": input_mask},
     {"recurrent_dropout_mask": recurrent_mask},
   ):
-    with pytest.raises(ConfigError, match="runs every step unmasked"):
+    with pytest.raises(ConfigError, match="'flax' has no (padding masks|input dropout|recurrent dropout)"):
       lstm(params, xs, engine="flax", **masks)
 
 
@@ -249,6 +250,51 @@ def test_unknown_engine_and_wrong_platform_are_config_errors():
     )
 
 
-def test_cudnn_refuses_a_model_with_recurrent_dropout():
-  with pytest.raises(ConfigError, match="no recurrent dropout"):
-    LSTM(features=3, engine="cudnn", recurrent_dropout=0.2).init(jax.random.key(0), jnp.zeros((1, 2, 3)))
+def _trace_for_gpu(function, *args):
+  """Traces ``function`` as for a GPU (on any host): what an engine is asked is checked while tracing."""
+  with lowering.targeting("gpu"):
+    return jax.jit(function).trace(*args)
+
+
+def test_cudnn_refuses_recurrent_dropout_in_the_pure_function():
+  """cuDNN has no mask on h: the pure function refuses one instead of dropping it (it used to)."""
+  params, xs, _, _, _, recurrent_mask = _inputs(2, 3, 4, 5)
+  run = lambda p, x, m: lstm(p, x, engine="cudnn", recurrent_dropout_mask=m)
+  with pytest.raises(ConfigError, match="'cudnn' has no recurrent dropout; use engine 'scan' or 'fused'"):
+    _trace_for_gpu(run, params, xs, recurrent_mask)
+  with pytest.raises(ConfigError, match="'cudnn' has no recurrent dropout"):
+    _trace_for_gpu(LSTM(features=5, engine="cudnn", recurrent_dropout=0.2).init, jax.random.key(0), xs)
+
+
+def test_cudnn_takes_right_padding_as_lengths_and_refuses_a_mask():
+  """A mask could hold left padding or holes, which cuDNN's lengths cannot express."""
+  params, xs, _, mask, *_ = _inputs(2, 3, 4, 5)
+  with pytest.raises(ConfigError, match="'cudnn' skips right padding given as lengths= only"):
+    _trace_for_gpu(lambda p, x, m: lstm(p, x, mask=m, engine="cudnn"), params, xs, mask)
+  assert api.check_engine("cudnn", "gpu", masks="lengths", input_dropout=True) == "cudnn"
+
+
+def test_an_engine_asked_for_what_it_lacks_names_the_engines_that_have_it():
+  params, xs, *_ = _inputs(2, 3, 4, 5)
+  with pytest.raises(ConfigError, match="'scan' has no matmul_precision='bfloat16'; use engine 'pallas'$"):
+    lstm(params, xs, engine="scan", matmul_precision="bfloat16")
+  with pytest.raises(ConfigError, match="'flax' has no padding masks; has no input dropout; use engine"):
+    api.check_engine("flax", "cpu", masks="lengths", input_dropout=True)
+  with pytest.raises(ConfigError, match="'cpu_kernel' computes in float32, not bfloat16"):
+    api.check_engine("cpu_kernel", "cpu", dtypes=[jnp.bfloat16])
+  with pytest.raises(ConfigError, match="no engine on cpu can"):
+    api.check_engine("fused", "cpu", matmul_precision="float8")
+
+
+def test_auto_picks_an_engine_that_can_do_the_call():
+  assert api.check_engine("auto", "cpu", dtypes=[jnp.bfloat16]) == "fused"
+  assert api.check_engine("auto", "gpu", masks="mask") == "pallas"
+  with pytest.raises(ConfigError, match="engine='auto' picks on cpu .*; pass engine='pallas'"):
+    api.check_engine("auto", "cpu", matmul_precision="bfloat16")
+
+
+def test_every_engine_entry_declares_capabilities_the_api_knows():
+  for name, engine in api.ENGINES.items():
+    assert engine.masks in ("any", "lengths", "none"), name
+    assert set(engine.dtypes) <= set(api.FLOAT_DTYPES), name
+    assert set(engine.platforms) <= {"cpu", "gpu", "tpu"}, name

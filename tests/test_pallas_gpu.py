@@ -13,7 +13,7 @@ import pytest
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import api, hoisted, pallas_gpu
+from seqclf.lstm import LSTM, api, hoisted, pallas_gpu
 
 RTOL, ATOL = 1e-5, 1e-4
 
@@ -100,8 +100,12 @@ def test_matches_scan(batch, steps, input_size, hidden, mask_kind, dropout):
   _assert_trees_close(_run("pallas", inputs), _run("scan", inputs))
 
 
-def test_recurrence_matches_reference():
-  """The raw `hoisted.Recurrence` contract: hs, cs, gates forward, dz, dh0, dc0 backward."""
+@pytest.mark.parametrize("matmul_precision", pallas_gpu.PRECISIONS)
+def test_recurrence_matches_reference(matmul_precision):
+  """The kernels against their plain-JAX reference at the same precision, through the raw
+  `hoisted.Recurrence` contract: hs, cs, gates forward, dz, dh0, dc0 backward."""
+  kernels = pallas_gpu.make_recurrence(matmul_precision)
+  reference = pallas_gpu.make_reference(matmul_precision)
   steps, batch, hidden = 3, 5, 7
   keys = iter(jax.random.split(jax.random.key(1), 10))
 
@@ -119,8 +123,8 @@ def test_recurrence_matches_reference():
     step_mask,
     recurrent_mask,
   )
-  hs, cs, gates = jax.jit(pallas_gpu.RECURRENCE.forward)(*forward_args)
-  _assert_trees_close((hs, cs, gates), pallas_gpu.REFERENCE.forward(*forward_args))
+  hs, cs, gates = jax.jit(kernels.forward)(*forward_args)
+  _assert_trees_close((hs, cs, gates), reference.forward(*forward_args))
 
   backward_args = (
     recurrent_kernel,
@@ -133,9 +137,7 @@ def test_recurrence_matches_reference():
     normal(batch, hidden),
     normal(batch, hidden),
   )
-  _assert_trees_close(
-    jax.jit(pallas_gpu.RECURRENCE.backward)(*backward_args), pallas_gpu.REFERENCE.backward(*backward_args)
-  )
+  _assert_trees_close(jax.jit(kernels.backward)(*backward_args), reference.backward(*backward_args))
 
 
 def _pallas_forward(params, xs, h0, c0, mask, recurrent_dropout_mask=None):
@@ -242,6 +244,30 @@ def test_lowers_to_triton(batch, hidden, matmul_precision):
   lowered = lowering.lower(jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))), *args, platform="gpu")
   text = lowered.as_text()
   assert text.count("lstm_forward") >= 1 and text.count("lstm_backward") >= 1
+
+
+def test_matmul_precision_reaches_the_kernels_from_the_function_and_the_layer():
+  """``lstm(..., matmul_precision=)`` and ``LSTM(matmul_precision=)`` run the kernels at that precision."""
+  assert api.ENGINES["pallas"].matmul_precisions == pallas_gpu.PRECISIONS
+  inputs = _inputs(3, 4, 5, 7, "random", seed=5)
+  params, xs = inputs["params"], inputs["xs"]
+  reference = hoisted.make_lstm(pallas_gpu.make_reference("bfloat16"))
+  batch, hidden = 3, 7
+  expected = reference(
+    params,
+    xs,
+    jnp.zeros((batch, hidden)),
+    jnp.zeros((batch, hidden)),
+    inputs["mask"],
+    jnp.ones((batch, 5)),
+    jnp.ones((batch, hidden)),
+  )
+  actual = api.lstm(params, xs, mask=inputs["mask"], engine="pallas", matmul_precision="bfloat16")
+  _assert_trees_close(actual, expected)
+  full = api.lstm(params, xs, mask=inputs["mask"], engine="pallas")
+  assert not np.allclose(actual[0], full[0], rtol=0, atol=1e-6)  # bfloat16 operands did round
+  layer = LSTM(features=hidden, engine="pallas", matmul_precision="bfloat16")
+  _assert_trees_close(layer.apply({"params": params}, xs, mask=inputs["mask"]), expected)
 
 
 def test_rejects_bad_options():

@@ -9,8 +9,13 @@
 Every engine takes the same parameters (see `scan.py` for the layout), gives the same outputs and
 gradients (tested against ``scan``), and so is interchangeable, also on a trained checkpoint.
 
+What an engine can do is data in its `ENGINES` entry (`Engine`), and `check_engine` is the one place
+that holds a call against it: a request an engine cannot honour is one `ConfigError` line, never an
+argument the engine silently drops.
+
 Adding an engine: write ``seqclf/lstm/<name>.py`` exposing ``lstm(params, xs, h0, c0, step_mask,
-input_dropout_mask, recurrent_dropout_mask)`` and add one line to ``ENGINES`` below.
+input_dropout_mask, recurrent_dropout_mask)`` (plus a ``matmul_precision=`` keyword if it offers several)
+and add one line to ``ENGINES`` below.
 """
 
 import importlib
@@ -22,34 +27,62 @@ import jax.numpy as jnp
 from seqclf import lowering
 from seqclf.errors import ConfigError
 
+FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+
 
 class Engine(NamedTuple):
+  """One engine and its capabilities, which `check_engine` holds every call against."""
+
   module: str  # module holding an engine-signature ``lstm`` function
-  platforms: tuple  # JAX platforms it runs on (pallas also runs on CPU, in interpret mode)
+  platforms: tuple[str, ...]  # JAX platforms it runs on (pallas also runs on CPU, in interpret mode)
   doc: str
-  # False for an engine that runs every step of every sequence as given: the api then refuses a mask,
-  # lengths or dropout masks instead of ignoring them.
-  masks: bool = True
+  # Which padding masks it honours: "any" (any [B, T] mask: left or right padding, holes), "lengths"
+  # (right padding only, so `lstm` takes ``lengths=`` and refuses a ``mask=``, which under jit it could
+  # not check), or "none" (it runs every step of every sequence).
+  masks: str = "any"
+  input_dropout: bool = True  # honours ``input_dropout_mask``
+  recurrent_dropout: bool = True  # honours ``recurrent_dropout_mask``
+  dtypes: tuple[str, ...] = FLOAT_DTYPES  # dtypes of the parameters, inputs and state it computes in
+  # The ``matmul_precision`` values its ``lstm`` takes as a keyword. Empty: it takes none and its matmuls
+  # are float32 products ("float32" is then the one value accepted).
+  matmul_precisions: tuple[str, ...] = ()
 
 
 ENGINES = {
   "scan": Engine("seqclf.lstm.scan", ("cpu", "gpu", "tpu"), "reference lax.scan cell, autodiff"),
   "fused": Engine("seqclf.lstm.fused", ("cpu", "gpu", "tpu"), "hoisted projections + custom-VJP scan"),
-  "cpu_kernel": Engine("seqclf.lstm.cpu_kernel", ("cpu",), "multithreaded C++ recurrence via XLA FFI"),
-  "pallas": Engine("seqclf.lstm.pallas_gpu", ("gpu", "cpu"), "one-launch Pallas recurrence kernel"),
-  "cudnn": Engine("seqclf.lstm.cudnn", ("gpu",), "jax.experimental.rnn (cuDNN), opt-in"),
+  "cpu_kernel": Engine(
+    "seqclf.lstm.cpu_kernel", ("cpu",), "multithreaded C++ recurrence via XLA FFI", dtypes=("float32",)
+  ),
+  "pallas": Engine(
+    "seqclf.lstm.pallas_gpu",
+    ("gpu", "cpu"),
+    "one-launch Pallas recurrence kernel",
+    matmul_precisions=("float32", "BF16_BF16_F32_X6", "tensorfloat32", "bfloat16"),
+  ),
+  "cudnn": Engine(
+    "seqclf.lstm.cudnn",
+    ("gpu",),
+    "jax.experimental.rnn (cuDNN), opt-in",
+    masks="lengths",
+    recurrent_dropout=False,
+    dtypes=("float32",),
+  ),
   "flax": Engine(
     "seqclf.lstm.flax_rnn",
     ("cpu", "gpu", "tpu"),
     "Flax's nn.RNN(OptimizedLSTMCell): the baseline to beat",
-    masks=False,
+    masks="none",
+    input_dropout=False,
+    recurrent_dropout=False,
   ),
 }
 
 # What "auto" picks per platform: the first engine of the list that is available here (an engine module
-# may define ``unavailable_reason() -> str | None``). Measured with benchmarks/lstm_engines.py (see
-# WORKSPACE.md): on CPU the C++ kernel, which needs a compiler at first use, else fused (within run-to-run
-# noise of scan, with a smaller backward); on GPU the one-launch Pallas kernel, not yet measured on a GPU.
+# may define ``unavailable_reason() -> str | None``) and can do what the call asks, else ``scan``.
+# Measured with benchmarks/lstm_engines.py (see WORKSPACE.md): on CPU the C++ kernel, which needs a
+# compiler at first use, else fused (within run-to-run noise of scan, with a smaller backward); on GPU the
+# one-launch Pallas kernel, not yet measured on a GPU.
 AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("pallas",), "tpu": ("fused",)}
 
 
@@ -59,13 +92,85 @@ def unavailable_reason(name: str) -> str | None:
   return check() if check else None
 
 
-def resolve_engine(name: str, platform: str | None = None) -> str:
-  """Maps ``name`` (an engine or "auto") to a concrete engine for ``platform`` (default: the one being
-  traced for, see `seqclf.lowering.target_platform`)."""
+def _refusals(
+  name: str,
+  *,
+  masks: str | None,
+  input_dropout: bool,
+  recurrent_dropout: bool,
+  dtypes: tuple[str, ...],
+  matmul_precision: str,
+) -> list[str]:
+  """What engine ``name`` cannot do of what a call asks, each as the tail of an error line."""
+  engine = ENGINES[name]
+  refusals = []
+  if masks == "mask" and engine.masks != "any":
+    refusals.append(
+      "skips right padding given as lengths= only" if engine.masks == "lengths" else "has no padding masks"
+    )
+  if masks == "lengths" and engine.masks == "none":
+    refusals.append("has no padding masks")
+  if input_dropout and not engine.input_dropout:
+    refusals.append("has no input dropout")
+  if recurrent_dropout and not engine.recurrent_dropout:
+    refusals.append("has no recurrent dropout")
+  for dtype in dtypes:
+    if dtype not in engine.dtypes:
+      refusals.append(f"computes in {', '.join(engine.dtypes)}, not {dtype}")
+  if matmul_precision not in (engine.matmul_precisions or ("float32",)):
+    refusals.append(f"has no matmul_precision={matmul_precision!r}")
+  return refusals
+
+
+def _engines_that_can(platform: str, **request) -> list[str]:
+  return [name for name in ENGINES if platform in ENGINES[name].platforms and not _refusals(name, **request)]
+
+
+def check_engine(
+  name: str,
+  platform: str | None = None,
+  *,
+  masks: str | None = None,
+  input_dropout: bool = False,
+  recurrent_dropout: bool = False,
+  dtypes=(),
+  matmul_precision: str = "float32",
+) -> str:
+  """The concrete engine that runs a call, after holding the call against the engine's capabilities.
+
+  Args:
+    name: a name in `ENGINES`, or "auto": the first engine of ``AUTO[platform]`` that is available and
+      can do all of the request, else ``scan``.
+    platform: JAX platform; default: the one being traced for (see `seqclf.lowering.target_platform`).
+    masks: None, "mask" (an arbitrary [B, T] mask) or "lengths" (right padding).
+    input_dropout, recurrent_dropout: whether the call passes those masks.
+    dtypes: the dtypes (anything `jnp.dtype` takes) of the parameters, inputs and initial state.
+    matmul_precision: see `lstm`.
+
+  Raises:
+    ConfigError: one line naming what the engine cannot do and the engines that can.
+  """
   platform = platform or lowering.target_platform()
+  request = dict(
+    masks=masks,
+    input_dropout=input_dropout,
+    recurrent_dropout=recurrent_dropout,
+    dtypes=tuple(dict.fromkeys(jnp.dtype(d).name for d in dtypes)),
+    matmul_precision=matmul_precision,
+  )
   if name == "auto":
-    preferences = AUTO.get(platform, ("scan",))
-    return next((engine for engine in preferences if unavailable_reason(engine) is None), "scan")
+    able = _engines_that_can(platform, **request)
+    preferences = [engine for engine in AUTO.get(platform, ()) if engine in able]
+    chosen = next((engine for engine in preferences if unavailable_reason(engine) is None), None)
+    if chosen is not None:
+      return chosen
+    if "scan" in able:
+      return "scan"
+    fix = f"pass engine={' or '.join(repr(e) for e in able)}" if able else f"no engine on {platform} can"
+    raise ConfigError(
+      f"no LSTM engine that engine='auto' picks on {platform} can do this call "
+      f"(scan {'; '.join(_refusals('scan', **request))}); {fix}"
+    )
   if name not in ENGINES:
     raise ConfigError(f"unknown LSTM engine {name!r}; choose one of: auto, {', '.join(ENGINES)}")
   if platform not in ENGINES[name].platforms:
@@ -73,7 +178,17 @@ def resolve_engine(name: str, platform: str | None = None) -> str:
       f"LSTM engine {name!r} does not run on {platform}; it needs one of "
       f"{', '.join(ENGINES[name].platforms)} (use engine='auto')"
     )
+  refusals = _refusals(name, **request)
+  if refusals:
+    able = _engines_that_can(platform, **request)
+    fix = f"use engine {' or '.join(repr(e) for e in able)}" if able else f"no engine on {platform} can"
+    raise ConfigError(f"LSTM engine {name!r} {'; '.join(refusals)}; {fix}")
   return name
+
+
+def resolve_engine(name: str, platform: str | None = None) -> str:
+  """Maps ``name`` (an engine or "auto") to a concrete engine for ``platform``, for a plain float32 call."""
+  return check_engine(name, platform)
 
 
 def engine_function(name: str, platform: str | None = None):
@@ -96,6 +211,7 @@ def lstm(
   input_dropout_mask=None,
   recurrent_dropout_mask=None,
   engine: str = "auto",
+  matmul_precision: str = "float32",
 ):
   """Runs an LSTM layer over a batch of sequences.
 
@@ -110,26 +226,33 @@ def lstm(
       sequence, as Keras' LSTM ``dropout``); already scaled by 1/(1 - rate). Treated as a constant.
     recurrent_dropout_mask: optional [B, H] multiplier applied to ``h`` before the recurrent matmul at
       every step (Keras' ``recurrent_dropout``). Treated as a constant.
-    engine: a name in `ENGINES`, or "auto" for the fastest on the current platform.
+    engine: a name in `ENGINES`, or "auto" for the fastest on the current platform that can do the call.
+    matmul_precision: the products of the recurrent matmul: "float32" (default), or another value of
+      ``jax.default_matmul_precision`` that the engine lists in its ``matmul_precisions`` (say pallas'
+      "bfloat16"). The state and the gate arithmetic stay in the inputs' dtype.
 
   Returns:
     ``(outputs, (h, c))``: outputs [B, T, H] and the final state, each [B, H].
+
+  Raises:
+    ConfigError: for a request the engine cannot honour (see `check_engine`).
   """
   batch, steps, input_size = xs.shape
   hidden = params["recurrent_kernel"].shape[0]
   dtype = xs.dtype
   if mask is not None and lengths is not None:
     raise ConfigError("pass either mask or lengths to lstm(), not both")
+  arrays = [xs, *jax.tree.leaves(params), *jax.tree.leaves(initial_state)]
+  name = check_engine(
+    engine,
+    masks="mask" if mask is not None else "lengths" if lengths is not None else None,
+    input_dropout=input_dropout_mask is not None,
+    recurrent_dropout=recurrent_dropout_mask is not None,
+    dtypes=[jnp.result_type(a) for a in arrays],
+    matmul_precision=matmul_precision,
+  )
   if lengths is not None:
     mask = lengths_to_mask(lengths, steps)
-  name = resolve_engine(engine)
-  if not ENGINES[name].masks and any(
-    m is not None for m in (mask, input_dropout_mask, recurrent_dropout_mask)
-  ):
-    raise ConfigError(
-      f"LSTM engine {name!r} runs every step unmasked and has no dropout masks; use "
-      "another engine for masked or dropout models"
-    )
   if mask is None:
     mask = jnp.ones((batch, steps), bool)
   h0, c0 = initial_state if initial_state is not None else (jnp.zeros((batch, hidden), dtype),) * 2
@@ -137,9 +260,9 @@ def lstm(
     input_dropout_mask = jnp.ones((batch, input_size), dtype)
   if recurrent_dropout_mask is None:
     recurrent_dropout_mask = jnp.ones((batch, hidden), dtype)
-  return engine_function(name)(
-    params, xs, h0, c0, mask.astype(bool), input_dropout_mask, recurrent_dropout_mask
-  )
+  options = {"matmul_precision": matmul_precision} if ENGINES[name].matmul_precisions else {}
+  run = importlib.import_module(ENGINES[name].module).lstm
+  return run(params, xs, h0, c0, mask.astype(bool), input_dropout_mask, recurrent_dropout_mask, **options)
 
 
 # Keras' LSTM initialisation, shared by `init_params` and the Flax `LSTM` layer.

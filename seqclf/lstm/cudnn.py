@@ -1,14 +1,16 @@
 """The ``cudnn`` engine: NVIDIA's fused cuDNN LSTM through `jax.experimental.rnn` (GPU only, opt-in).
 
-cuDNN runs the whole layer, forward and backward, in its own kernels. It covers less of the
-`seqclf.lstm.api` contract than the other engines, and the restrictions are not checked (under ``jit``
-the masks are traced values, so a check would need a host round trip):
+cuDNN runs the whole layer, forward and backward, in its own kernels (its kernel and its VJP);
+`jax.experimental.rnn.lstm_ref` is the plain-JAX reference of the same computation (tests/test_cudnn.py
+runs this wrapper on it). It covers less of the `seqclf.lstm.api` contract than the other engines, which
+its `ENGINES` entry declares and `seqclf.lstm.api.check_engine` enforces:
 
-  * ``step_mask`` must be right padding, a prefix of True steps in every row: it is turned into
-    sequence lengths by counting, so holes or left padding give wrong results. Use ``pallas`` or
-    ``fused`` for those.
-  * ``recurrent_dropout_mask`` must be all ones: cuDNN has no per-sequence mask on ``h``.
-    ``input_dropout_mask`` is supported (it multiplies the inputs before cuDNN sees them).
+  * right padding only (``masks="lengths"``): ``step_mask`` is turned into sequence lengths by counting,
+    so the api takes ``lengths=`` for this engine and refuses a ``mask=``, whose holes or left padding
+    would give wrong results (under ``jit`` the mask is a traced value and cannot be checked).
+  * no recurrent dropout (``recurrent_dropout=False``): cuDNN has no per-sequence mask on ``h``, so the
+    ``recurrent_dropout_mask`` the api passes is all ones. ``input_dropout_mask`` is supported (it
+    multiplies the inputs before cuDNN sees them).
   * float32 only (`jax.experimental.rnn` supports no other dtype).
 
 On CPU `jax.experimental.rnn.lstm` has no fallback: it fails while tracing (its shape rule asks the
@@ -47,9 +49,9 @@ def lstm(
   """Runs the LSTM with cuDNN; see `seqclf.lstm.api.lstm` for the contract and the module for limits.
 
   ``precision`` is that of cuDNN's matmuls: HIGHEST (default) keeps float32, HIGH allows TF32.
-  ``recurrent_dropout_mask`` is accepted for the engine signature but must be all ones.
+  ``recurrent_dropout_mask`` is all ones: the api refuses recurrent dropout for this engine.
   """
-  del recurrent_dropout_mask  # Must be ones; see the module docstring.
+  del recurrent_dropout_mask
   _, _, input_size = xs.shape
   hidden = params["recurrent_kernel"].shape[0]
   lengths = jnp.sum(step_mask, axis=1, dtype=jnp.int32)

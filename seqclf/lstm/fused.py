@@ -19,7 +19,7 @@ UNROLL = 1
 
 def _cell(xw_t, keep, h, c, recurrent_kernel, recurrent_dropout_mask):
   """One step: the new (h, c) and the activated gates [B, 4H]."""
-  z = xw_t + (h * recurrent_dropout_mask) @ recurrent_kernel
+  z = xw_t + scan.matmul(h * recurrent_dropout_mask, recurrent_kernel)
   i, f, g, o = jnp.split(z, 4, axis=-1)
   i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
   c_new = f * c + i * g
@@ -49,7 +49,7 @@ def _backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask
     keep = keep[:, None]
     dz = jnp.where(keep, dz, 0.0)
     # A masked step passed the state through unchanged, so its cotangents pass through too.
-    dh_prev = jnp.where(keep, (dz @ recurrent_kernel_t) * recurrent_dropout_mask, dh)
+    dh_prev = jnp.where(keep, scan.matmul(dz, recurrent_kernel_t) * recurrent_dropout_mask, dh)
     dc_prev = jnp.where(keep, dc_prev, dc_next)
     return (dh_prev, dc_prev), dz
 

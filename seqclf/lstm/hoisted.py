@@ -19,6 +19,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from seqclf.lstm.scan import matmul
+
 
 class Recurrence(NamedTuple):
   """The time loop of an engine, in time-major layout.
@@ -102,7 +104,7 @@ def make_lstm(recurrence: Recurrence) -> Callable:
   def forward(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
     batch, steps, _ = xs.shape
     dropped_rows = _time_major_rows(xs * input_dropout_mask[:, None, :])
-    xw = (dropped_rows @ params["kernel"] + params["bias"]).reshape(steps, batch, -1)
+    xw = (matmul(dropped_rows, params["kernel"]) + params["bias"]).reshape(steps, batch, -1)
     step_mask_t = jnp.swapaxes(step_mask, 0, 1)
     hs, cs, gates = recurrence.forward(
       xw, params["recurrent_kernel"], h0, c0, step_mask_t, recurrent_dropout_mask
@@ -143,11 +145,11 @@ def make_lstm(recurrence: Recurrence) -> Callable:
     dz_rows = dz.reshape(steps * batch, -1)
     h_prev_rows = (jnp.concatenate([h0[None], hs[:-1]], axis=0) * recurrent_dropout_mask).reshape(-1, hidden)
     d_params = {
-      "kernel": dropped_rows.T @ dz_rows,
-      "recurrent_kernel": h_prev_rows.T @ dz_rows,
+      "kernel": matmul(dropped_rows.T, dz_rows),
+      "recurrent_kernel": matmul(h_prev_rows.T, dz_rows),
       "bias": dz_rows.sum(axis=0),
     }
-    d_xs = jnp.swapaxes((dz_rows @ params["kernel"].T).reshape(steps, batch, -1), 0, 1)
+    d_xs = jnp.swapaxes(matmul(dz_rows, params["kernel"].T).reshape(steps, batch, -1), 0, 1)
     d_xs = d_xs * input_dropout_mask[:, None, :]
     return d_params, d_xs, dh0, dc0
 

@@ -1,38 +1,46 @@
-"""`LSTM`, the Flax module over `seqclf.lstm.api.lstm`, with Keras' initialisation and dropout."""
+"""The Linen layers over `seqclf.lstm.api.lstm`: `LSTM`, `Bidirectional` and `Stacked`.
+
+    from seqclf.lstm import LSTM, Bidirectional, Stacked
+    layer = Stacked([Bidirectional(LSTM(64), LSTM(64)), LSTM(64)])
+    variables = layer.init(key, xs)
+    outputs, (h, c) = layer.apply(variables, xs, lengths=lengths)
+
+Every layer is called as ``layer(xs, mask=None, lengths=None, deterministic=True) -> (outputs, state)``.
+The NNX versions are in `seqclf.lstm.nnx`, with the same parameters.
+"""
+
+from collections.abc import Sequence
 
 import flax.linen as nn
-import jax
 
-from seqclf.errors import ConfigError
-from seqclf.lstm import api
-
-
-def _dropout_mask(rng, rate: float, shape, dtype):
-  keep = jax.random.bernoulli(rng, 1.0 - rate, shape)
-  return keep.astype(dtype) / (1.0 - rate)
+from seqclf.lstm import api, sequences
 
 
 class LSTM(nn.Module):
-  """An LSTM layer. ``__call__(xs [B, T, E], mask=None, deterministic=True) -> (outputs, (h, c))``.
+  """An LSTM layer. ``__call__(xs [B, T, E], mask=None, lengths=None, deterministic=True)``
+  ``-> (outputs [B, T, H], (h, c))``.
 
   Attributes:
     features: hidden size H.
     engine: LSTM engine name (see `seqclf.lstm.api.ENGINES`) or "auto".
     input_dropout: rate of Keras' ``dropout``: one input mask per sequence, reused at every step.
     recurrent_dropout: rate of Keras' ``recurrent_dropout``: one mask on ``h`` per sequence.
+    matmul_precision: of the recurrent matmul, see `seqclf.lstm.api.lstm`.
 
   Dropout needs the ``"dropout"`` RNG when ``deterministic=False``. Parameters are named as in
   `seqclf.lstm.api` (``kernel``, ``recurrent_kernel``, ``bias``), so ``variables["params"]`` of this module
-  can be passed to `seqclf.lstm.lstm` directly.
+  can be passed to `seqclf.lstm.lstm` directly. An engine that cannot honour the layer's dropout or
+  precision is refused when the layer is built (initialised or applied), not at the first training step.
   """
 
   features: int
   engine: str = "auto"
   input_dropout: float = 0.0
   recurrent_dropout: float = 0.0
+  matmul_precision: str = "float32"
 
   @nn.compact
-  def __call__(self, xs, mask=None, deterministic: bool = True):
+  def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
     batch, _, input_size = xs.shape
     params = {
       "kernel": self.param("kernel", api.kernel_init, (input_size, 4 * self.features)),
@@ -41,23 +49,55 @@ class LSTM(nn.Module):
       ),
       "bias": self.param("bias", api.bias_init, (4 * self.features,)),
     }
-    if self.recurrent_dropout > 0 and self.engine == "cudnn":
-      raise ConfigError(
-        "the cudnn engine has no recurrent dropout; use engine 'pallas' or 'fused' for "
-        "a model with recurrent_dropout"
-      )
+    api.check_engine(
+      self.engine,
+      input_dropout=self.input_dropout > 0,
+      recurrent_dropout=self.recurrent_dropout > 0,
+      matmul_precision=self.matmul_precision,
+    )
     input_mask = recurrent_mask = None
     if not deterministic and self.input_dropout > 0:
-      input_mask = _dropout_mask(self.make_rng("dropout"), self.input_dropout, (batch, input_size), xs.dtype)
+      input_mask = sequences.dropout_mask(
+        self.make_rng("dropout"), self.input_dropout, (batch, input_size), xs.dtype
+      )
     if not deterministic and self.recurrent_dropout > 0:
-      recurrent_mask = _dropout_mask(
+      recurrent_mask = sequences.dropout_mask(
         self.make_rng("dropout"), self.recurrent_dropout, (batch, self.features), xs.dtype
       )
     return api.lstm(
       params,
       xs,
       mask=mask,
+      lengths=lengths,
       input_dropout_mask=input_mask,
       recurrent_dropout_mask=recurrent_mask,
       engine=self.engine,
+      matmul_precision=self.matmul_precision,
     )
+
+
+class Bidirectional(nn.Module):
+  """``forward`` over the sequence and ``backward`` over it reversed (see `sequences.bidirectional`):
+  ``-> (outputs [B, T, H_f + H_b], (forward_state, backward_state))``.
+
+  The two layers hold the parameters; this module has none. Built inside another module's compact
+  method, the layers belong to that module (their parameters sit beside it under their own names).
+  """
+
+  forward: nn.Module
+  backward: nn.Module
+
+  def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
+    return sequences.bidirectional(
+      self.forward, self.backward, xs, mask=mask, lengths=lengths, deterministic=deterministic
+    )
+
+
+class Stacked(nn.Module):
+  """``layers`` one after another, each reading the full output sequence of the one before:
+  ``-> (outputs of the last, state of the last)``."""
+
+  layers: Sequence[nn.Module]
+
+  def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
+    return sequences.stacked(self.layers, xs, mask=mask, lengths=lengths, deterministic=deterministic)

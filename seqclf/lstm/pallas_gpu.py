@@ -40,7 +40,8 @@ Precision (``matmul_precision``, named as ``jax.default_matmul_precision`` value
 Off a GPU the kernels run in Pallas' interpret mode (slowly, but the engine and its tests work on CPU).
 The kernels use Pallas' Triton backend (selected by passing Triton `CompilerParams`), which JAX 0.11
 deprecates in favour of Mosaic GPU but still ships.
-`REFERENCE` is the plain-JAX version of the same `hoisted.Recurrence`: the `lax.scan` of ``fused``.
+`make_reference` is the plain-JAX version of the same computation (the tests hold the kernels to it),
+and the custom VJP around both is `hoisted.make_lstm`'s.
 """
 
 import functools
@@ -53,7 +54,7 @@ from jax.experimental.pallas import triton as plgpu
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import fused, hoisted
+from seqclf.lstm import hoisted
 
 GATES = 4
 # The smallest block dim Triton's tl.dot accepts; the batch block and the padded hidden size start here.
@@ -79,6 +80,10 @@ _MATMUL_PRECISIONS = {
   "tensorfloat32": (jnp.float32, jax.lax.Precision.DEFAULT),
   "bfloat16": (jnp.bfloat16, jax.lax.Precision.DEFAULT),
 }
+
+
+# The values `lstm`'s ``matmul_precision`` takes (the engine's ``matmul_precisions`` in `seqclf.lstm.api`).
+PRECISIONS = tuple(_MATMUL_PRECISIONS)
 
 
 def padded_hidden_size(hidden: int) -> int:
@@ -177,7 +182,7 @@ def _forward_kernel(
   *,
   setup: _KernelSetup,
 ):
-  """One batch block of `fused._forward`, all time steps; refs are [T, Bb, ...] / [Bb, ...] blocks."""
+  """One batch block of `make_reference`'s forward, all time steps; refs are [T, Bb, ...] / [Bb, ...] blocks."""
   steps = xw_ref.shape[0]
   gate_slices = _gate_slices(setup.padded_hidden)
   recurrent_kernel = _gate_block_reader(
@@ -225,7 +230,7 @@ def _backward_kernel(
   *,
   setup: _KernelSetup,
 ):
-  """One batch block of `fused._backward`, all time steps in reverse.
+  """One batch block of `make_reference`'s backward, all time steps in reverse.
 
   The cell gradient is `hoisted.lstm_cell_backward` written out gate by gate, because the Triton
   lowering cannot concatenate the gate blocks into its packed [Bb, 4Hp] vector.
@@ -451,8 +456,77 @@ def make_recurrence(
   return hoisted.Recurrence(forward=forward, backward=backward)
 
 
-RECURRENCE = make_recurrence()
-lstm = hoisted.make_lstm(RECURRENCE)
+def make_reference(matmul_precision: str = "float32") -> hoisted.Recurrence:
+  """The plain-JAX version of the kernels' computation, a `hoisted.Recurrence` too.
 
-# The plain-JAX version of the same recurrence (the tests compare the engine against ``scan`` as well).
-REFERENCE = fused.RECURRENCE
+  Same recurrence, same precision (the recurrent matmul's operands rounded to the same dtype, float32
+  accumulation) and float32 state, written as `lax.scan`s over the packed [B, 4H] gates: no padding, no
+  batch blocks, no per-gate products. On CPU it matches the interpreted kernels to float32 summation order
+  at every precision.
+  """
+  operand_dtype, precision = _MATMUL_PRECISIONS[matmul_precision]
+
+  def product(a, b):
+    return jnp.matmul(
+      a.astype(operand_dtype),
+      b.astype(operand_dtype),
+      precision=precision,
+      preferred_element_type=jnp.float32,
+    )
+
+  def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
+    recurrent_mask = recurrent_dropout_mask.astype(jnp.float32)
+
+    def step(carry, inputs):
+      h, c = carry
+      xw_t, keep = inputs
+      z = xw_t.astype(jnp.float32) + product(h * recurrent_mask, recurrent_kernel)
+      i, f, g, o = jnp.split(z, GATES, axis=-1)
+      i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+      keep = keep[:, None]
+      c_new = jnp.where(keep, f * c + i * g, c)
+      h_new = jnp.where(keep, o * jnp.tanh(c_new), h)
+      return (h_new, c_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
+
+    initial = (h0.astype(jnp.float32), c0.astype(jnp.float32))
+    _, outputs = jax.lax.scan(step, initial, (xw, step_mask))
+    return tuple(x.astype(xw.dtype) for x in outputs)
+
+  def backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last):
+    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    cs, c0, recurrent_mask = f32(cs), f32(c0), f32(recurrent_dropout_mask)
+    c_prevs = jnp.concatenate([c0[None], cs[:-1]], axis=0)
+
+    def step(carry, inputs):
+      dh_next, dc_next = carry
+      dh_out, gates_t, c_prev, c_t, keep = inputs
+      dh = dh_next + dh_out
+      dz, dc_prev = hoisted.lstm_cell_backward(dh, dc_next, gates_t, c_prev, c_t)
+      keep = keep[:, None]
+      dz = jnp.where(keep, dz, 0.0)
+      # A masked step passed the state through unchanged, so its cotangents pass through too.
+      dh_prev = jnp.where(keep, product(dz, recurrent_kernel.T) * recurrent_mask, dh)
+      return (dh_prev, jnp.where(keep, dc_prev, dc_next)), dz
+
+    inputs = (f32(dhs), f32(gates), c_prevs, cs, step_mask)
+    (dh0, dc0), dz = jax.lax.scan(step, (f32(dh_last), f32(dc_last)), inputs, reverse=True)
+    return dz.astype(gates.dtype), dh0.astype(dh_last.dtype), dc0.astype(dc_last.dtype)
+
+  return hoisted.Recurrence(forward=forward, backward=backward)
+
+
+@functools.cache
+def _lstm_for(matmul_precision: str):
+  return hoisted.make_lstm(make_recurrence(matmul_precision))
+
+
+def lstm(
+  params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, matmul_precision="float32"
+):
+  """The engine: the kernels inside `hoisted`'s custom VJP; see `seqclf.lstm.api.lstm` for the contract."""
+  run = _lstm_for(matmul_precision)
+  return run(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
+
+
+RECURRENCE = make_recurrence()
+REFERENCE = make_reference()

@@ -10,8 +10,14 @@ Parameter layout (shared by every engine, so a checkpoint trained with one runs 
 with the four gates packed in the order input, forget, cell candidate, output (Keras' i, f, c, o).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
+
+# float32 products on every platform (``matmul_precision="float32"``, the engine contract): left to XLA's
+# default, a GPU would use TF32 and a TPU bfloat16 passes.
+matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
 
 
 def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
@@ -29,7 +35,7 @@ def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_ma
   def step(carry, inputs):
     h, c = carry
     x_t, keep = inputs
-    z = x_t @ kernel + (h * recurrent_dropout_mask) @ recurrent_kernel + bias
+    z = matmul(x_t, kernel) + matmul(h * recurrent_dropout_mask, recurrent_kernel) + bias
     i, f, g, o = jnp.split(z, 4, axis=-1)
     c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)

@@ -1,0 +1,67 @@
+"""How LSTM layers compose, shared by the Linen (`layer.py`) and NNX (`nnx.py`) layers.
+
+A layer here is anything called as ``layer(xs, mask=None, lengths=None, **kwargs) -> (outputs, state)``:
+`bidirectional` runs one layer over the sequence and another over it reversed, `stacked` runs layers one
+after another, and `dropout_mask` draws the per-sequence masks of Keras' ``dropout`` and
+``recurrent_dropout``.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def dropout_mask(key, rate: float, shape, dtype):
+  """A [B, X] mask, 0 or 1/(1 - rate): one draw per sequence, reused at every step."""
+  keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+  return keep.astype(dtype) / (1.0 - rate)
+
+
+def reverse(xs, lengths=None):
+  """[B, T, ...] reversed in time; with ``lengths`` [B], each row's first ``length`` steps only.
+
+  Reversing within the lengths keeps right padding on the right, so the reversed batch is right-padded
+  too and runs on an engine that takes ``lengths`` only (``cudnn``). Applied twice it is the identity.
+  """
+  steps = xs.shape[1]
+  if lengths is None:
+    return xs[:, ::-1]
+  time = jnp.arange(steps)[None, :]
+  lengths = jnp.asarray(lengths)[:, None]
+  index = jnp.where(time < lengths, lengths - 1 - time, time)
+  return jnp.take_along_axis(xs, index.reshape(*index.shape, *(1,) * (xs.ndim - 2)), axis=1)
+
+
+def bidirectional(forward, backward, xs, mask=None, lengths=None, **kwargs):
+  """``forward`` over ``xs``, ``backward`` over it reversed -> ([B, T, H_f + H_b], (state_f, state_b)).
+
+  The backward outputs are reversed back, so step t of both halves belongs to input step t. With
+  ``lengths`` each row is reversed within its length (right padding stays right padding); with a
+  ``mask`` the steps and the mask are reversed together, which is exact for any padding side because a
+  masked step leaves the state alone wherever it sits. Both give the same final states, and the same
+  outputs at the unmasked steps.
+  """
+  outputs, state = forward(xs, mask=mask, lengths=lengths, **kwargs)
+  if lengths is not None:
+    back_outputs, back_state = backward(reverse(xs, lengths), lengths=lengths, **kwargs)
+    back_outputs = reverse(back_outputs, lengths)
+  else:
+    back_mask = None if mask is None else mask[:, ::-1]
+    back_outputs, back_state = backward(xs[:, ::-1], mask=back_mask, **kwargs)
+    back_outputs = back_outputs[:, ::-1]
+  return jnp.concatenate([outputs, back_outputs], axis=-1), (state, back_state)
+
+
+def stacked(layers, xs, mask=None, lengths=None, **kwargs):
+  """Each layer reads the full output sequence of the one before -> (last outputs, last layer's state)."""
+  state = None
+  for layer in layers:
+    xs, state = layer(xs, mask=mask, lengths=lengths, **kwargs)
+  return xs, state
+
+
+def final_hidden(state):
+  """The final ``h`` of an `LSTM`'s ``(h, c)``, or the concatenated ones of a bidirectional state."""
+  (first, second) = state
+  if isinstance(first, tuple):
+    return jnp.concatenate([first[0], second[0]], axis=-1)
+  return first
