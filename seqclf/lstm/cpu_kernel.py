@@ -139,12 +139,7 @@ def unavailable_reason() -> str | None:
 
 def _call(target: str, out_shapes, *args, num_threads: int):
   _register()
-  for arg in args:
-    if arg.dtype not in (jnp.float32, jnp.bool_):
-      raise ConfigError(
-        f"LSTM engine 'cpu_kernel' computes in float32 and got {arg.dtype} inputs; cast "
-        "them to float32 or use engine='fused'"
-      )
+  # float32 only: its ENGINES entry says so, and seqclf.lstm.api refuses other dtypes before this call.
   out_types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in out_shapes]
   # vmap runs the kernel once per mapped element: it has no batch dimension beyond its own.
   return jax.ffi.ffi_call(target, out_types, vmap_method="sequential")(
