@@ -1,52 +1,62 @@
 r"""Reproduces the tutorial's table: trains the variants on IMDB and reports s/epoch and test accuracy.
 
-  python -m benchmarks.article --imdb=../shared/data/aclImdb_labeled.tar.gz --workdir=runs/article
+  python -m benchmarks.article --workdir=runs/article            # 4 variants x 3 seeds, official archive
+  python -m benchmarks.article --imdb=../shared/data/aclImdb_labeled.tar.gz --seeds=0   # the quick run
   python -m benchmarks.article --variants=lstm,cnn_lstm --epochs=1 --seeds=1,2 --engine=scan \
-      --config=configs/tiny.py --config.batch_size=8
+      --config=configs/article_tiny.py --config.batch_size=8
 
-Writes ``WORKDIR/results.json`` (schema in WORKSPACE.md), ``WORKDIR/results.md`` (the printed table) and
-``WORKDIR/vocab.json``; both result files are rewritten after every finished run, atomically.
+Each row is one variant trained with one engine (an LSTM engine of seqclf.lstm, or a peer framework:
+torch, keras) over the config's seeds: the mean final test accuracy ± its sample standard deviation over
+the seeds, whether the article's figure lies within that spread, and the median s/epoch over seeds and
+epochs. Writes ``WORKDIR/results.json`` (schema in WORKSPACE.md), ``WORKDIR/results.md`` (the printed
+table) and ``WORKDIR/vocab.json``; both result files are rewritten after every finished run, atomically.
 """
 
 import os
+import statistics
+import time
 
 import jax
 from absl import flags
-from ml_collections import config_flags
 
 from benchmarks import peers
-from seqclf import cli, metric_writers, models, parallel, presets, results, train
-from seqclf.data import load_encoded
+from seqclf import cli, configs, metric_writers, models, parallel, presets, results, train
+from seqclf.data import imdb, load_encoded
 from seqclf.errors import ConfigError
 from seqclf.lstm import resolve_engine
 
 DEFAULT_BUCKETS = 6
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config",
-  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py"),
-  "Config file (ml_collections get_config()).",
-  lock_config=True,
-)
+_CONFIG = cli.define_config(configs.path("article"))
 _VARIANTS = flags.DEFINE_string(
-  "variants", None, f"'all' or a comma-separated list of {', '.join(models.VARIANTS)}. Default: the config's."
+  "variants",
+  None,
+  f"Shortcut for --config.variants: 'all' or a comma-separated list of {', '.join(models.VARIANTS)}.",
 )
-_EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs per run. Default: the config's (3).")
-_SEEDS = flags.DEFINE_string("seeds", None, "Comma-separated seeds; one run per variant and seed.")
+_EPOCHS = flags.DEFINE_integer("epochs", None, "Shortcut for --config.epochs: epochs per run.")
+_SEEDS = flags.DEFINE_string(
+  "seeds", None, "Shortcut for --config.seeds: comma-separated seeds (default 0,1,2)."
+)
 _ENGINE = flags.DEFINE_list(
   "engine",
   None,
-  "LSTM engine(s): auto or names in seqclf.lstm.ENGINES, comma-"
-  "separated to train each variant with each, side by side. Default: the config's.",
+  "Shortcut for --config.model.engine: LSTM engine(s), auto or names in seqclf.lstm.ENGINES, "
+  "comma-separated to train each variant with each, side by side.",
 )
+# A shortcut given on the command line sets its field; given with its --config.* spelling it is refused.
+_SHORTCUTS = {"variants": "variants", "epochs": "epochs", "seeds": "seeds", "engine": "model.engine"}
 _WORKDIR = flags.DEFINE_string("workdir", "runs/article", "Where results.json/.md and vocab.json go.")
 _IMDB = flags.DEFINE_string(
   "imdb",
-  cli.default_imdb_source(),
-  "IMDB source: 'tfds' or a local aclImdb .tar.gz / directory (default: $SEQCLF_IMDB, else tfds).",
+  imdb.default_source(),
+  "IMDB source: a local aclImdb .tar.gz or directory, an http(s) URL of the archive (downloaded once into"
+  " the cache), or 'tfds'. Default: $SEQCLF_IMDB, else the official archive's URL.",
+)
+_IMDB_SHA256 = flags.DEFINE_string(
+  "imdb_sha256", None, "Expected SHA-256 of the archive at an --imdb URL (known for the official one)."
 )
 _CACHE_DIR = flags.DEFINE_string(
-  "cache_dir", None, "Encoded-data cache (default $SEQCLF_CACHE or ~/.cache/seqclf)."
+  "cache_dir", None, "Downloads and encoded-data cache (default $SEQCLF_CACHE_DIR or ~/.cache/seqclf)."
 )
 _BUCKETING = flags.DEFINE_bool(
   "bucketing",
@@ -78,38 +88,46 @@ def parse_seeds(spec: str) -> list[int]:
   return seeds
 
 
-def summary_rows(runs: list[dict]) -> list[list]:
-  """One row per (variant, engine): median epoch time, mean final test accuracy over seeds.
+def accuracy_spread(accs: list[float]) -> tuple[float, float | None]:
+  """(mean, sample standard deviation) of final test accuracies; no spread for a single seed."""
+  return statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else None
 
-  Every row after a variant's first (another engine, or a peer: torch, keras) also says how many times
-  faster the first engine was than that row.
+
+def summary_rows(runs: list[dict]) -> list[list]:
+  """One row per (variant, engine): median s/epoch, mean final test accuracy ± its spread over seeds.
+
+  The spread is the sample standard deviation over the seeds; "article in spread" says whether the
+  article's figure lies within mean ± that. Every row after a variant's first (another engine, or a peer)
+  also says how many times faster the first engine was than that row.
   """
-  rows, ours_s = [], {}
+  rows, first_engine_s = [], {}
   for variant, engine in dict.fromkeys((run["variant"], run["engine"]) for run in runs):
     mine = [run for run in runs if (run["variant"], run["engine"]) == (variant, engine)]
-    epoch_s = sorted(e["epoch_s"] for run in mine for e in run["epochs"])
-    median_s = epoch_s[len(epoch_s) // 2]
-    accs = [run["epochs"][-1]["test_acc"] for run in mine]
-    acc = f"{100 * sum(accs) / len(accs):.2f} %"
-    if len(accs) > 1:
-      acc += f" (±{100 * (max(accs) - min(accs)) / 2:.2f})"
-    compile_s = sum(run["compile_s"] for run in mine) / len(mine)
-    if variant in ours_s:
-      speedup = f"{median_s / ours_s[variant]:.2f}x"
+    median_s = statistics.median(e["epoch_s"] for run in mine for e in run["epochs"])
+    mean, spread = accuracy_spread([run["epochs"][-1]["test_acc"] for run in mine])
+    compile_s = statistics.mean(run["compile_s"] for run in mine)
+    if variant in first_engine_s:
+      speedup = f"{median_s / first_engine_s[variant]:.2f}x"
     else:
-      ours_s[variant] = median_s
+      first_engine_s[variant] = median_s
       speedup = "–"
     article_s, article_acc = models.ARTICLE_RESULTS.get(variant, (None, None))
+    if spread is None or article_acc is None:
+      within = "–"
+    else:
+      within = "yes" if abs(article_acc - mean) <= spread else "no"
     rows.append(
       [
         variant,
         engine,
         f"{median_s:.2f}",
         f"{compile_s:.2f}",
-        acc,
+        f"{100 * mean:.2f} ± {100 * spread:.2f} %" if spread is not None else f"{100 * mean:.2f} %",
+        len(mine),
+        f"{100 * article_acc:.2f} %" if article_acc else "–",
+        within,
         speedup,
         article_s if article_s else "–",
-        f"{100 * article_acc:.2f} %" if article_acc else "–",
       ]
     )
   return rows
@@ -120,40 +138,78 @@ TABLE_HEADER = [
   "engine",
   "s/epoch",
   "compile s",
-  "test acc",
+  "test acc (mean ± sd)",
+  "seeds",
+  "article acc",
+  "article in spread",
   "first engine's speed-up",
   "article s/epoch",
-  "article acc",
 ]
+
+
+class RunProgress:
+  """Where a whole invocation stands: which run of how many, and the time left, estimated per epoch.
+
+  The estimate is the wall time so far (data, compilation and training) over the epochs finished, times
+  the epochs still to train; printed lines go to stdout, so they land in a log file as on a terminal.
+  """
+
+  def __init__(self, total_runs: int, epochs_per_run: int):
+    self.total_runs, self.epochs_per_run = total_runs, epochs_per_run
+    self.run, self.epochs_done = 0, 0
+    self.start = time.perf_counter()
+
+  def start_run(self, description: str) -> None:
+    self.run += 1
+    left = f", about {_duration(self._seconds_left())} left" if self.epochs_done else ""
+    print(f"[run {self.run}/{self.total_runs}] {description}{left}", flush=True)
+
+  def epoch_done(self) -> str:
+    """Counts a finished epoch; returns ``run i/N, ~T left`` for the epoch's line."""
+    self.epochs_done += 1
+    return f"run {self.run}/{self.total_runs}, {_duration(self._seconds_left())} left"
+
+  def _seconds_left(self) -> float:
+    elapsed = time.perf_counter() - self.start
+    return elapsed / self.epochs_done * (self.total_runs * self.epochs_per_run - self.epochs_done)
+
+
+def _duration(seconds: float) -> str:
+  minutes, seconds = divmod(round(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
 def create_model(variant: str, engine: str, config):
   return models.create(variant, vocab_size=config.top_words, **{**config.model, "engine": engine})
 
 
-def train_one(model, variant: str, trainer: str, seed: int, data, config, workdir) -> dict:
-  """Trains one (variant, engine or peer, seed) run, printing each epoch and logging its metrics."""
+def train_one(
+  model, variant: str, engine: str, seed: int, data, config, workdir, progress: RunProgress
+) -> dict:
+  """Trains one (variant, engine, seed) run, printing each epoch and logging its metrics."""
   writer = None
   if workdir:
     writer = metric_writers.create_default_writer(
-      os.path.join(workdir, "logs", f"{variant}-{trainer}-seed{seed}"), tensorboard=_TENSORBOARD.value
+      os.path.join(workdir, "logs", f"{variant}-{engine}-seed{seed}"), tensorboard=_TENSORBOARD.value
     )
-    writer.write_hparams({"variant": variant, "engine": trainer, "seed": seed, **config.to_dict()})
+    writer.write_hparams({"variant": variant, "engine": engine, "seed": seed, **config.to_dict()})
 
   def report(m):
     print(
-      f"{variant} [{trainer}] seed {seed} epoch {m.epoch}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} "
+      f"{variant} [{engine}] seed {seed} epoch {m.epoch}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} "
       f"ex/s) train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | test loss {m.test_loss:.4f} "
-      f"acc {m.test_acc:.4f}",
+      f"acc {m.test_acc:.4f} | {progress.epoch_done()}",
       flush=True,
     )
     if writer:
       writer.write_scalars(m.epoch, metric_writers.epoch_scalars(m))
       writer.flush()
 
+  progress.start_run(f"{variant} [{engine}] seed {seed}")
   try:
-    if trainer in peers.PEERS:
-      return peers.fit_peer(trainer, variant, data, config, seed=seed, on_epoch=report)
+    if engine in peers.PEERS:
+      return peers.fit_peer(engine, variant, data, config, seed=seed, on_epoch=report)
     return train.fit(model, data, config, seed=seed, label=variant, on_epoch=report)[0]
   finally:
     if writer:
@@ -166,16 +222,10 @@ def main(argv):
   preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value.unlock()
+  configs.check_fields(config, ("variants", "seeds"), "benchmarks.article", "article")
+  configs.apply_shortcuts(config, _SHORTCUTS)
   if _BUCKETING.value and not config.num_buckets:
     config.num_buckets = DEFAULT_BUCKETS
-  if _EPOCHS.value is not None:
-    config.epochs = _EPOCHS.value
-  if _ENGINE.value is not None:
-    config.model.engine = ",".join(_ENGINE.value)
-  if _SEEDS.value is not None:
-    config.seeds = _SEEDS.value
-  if _VARIANTS.value is not None:
-    config.variants = _VARIANTS.value
   train.validate(config)
   variants = models.parse_variants(config.variants)
   seeds = parse_seeds(config.seeds)
@@ -203,17 +253,22 @@ def main(argv):
     padding=config.padding,
     truncating=config.truncating,
     cache_dir=_CACHE_DIR.value,
+    sha256=_IMDB_SHA256.value,
   )
   if writer:
     data.vocab.save(os.path.join(workdir, "vocab.json"))
-  meta = results.collect_meta(config, flags={"imdb": _IMDB.value, "workdir": workdir, "preset": preset})
+  meta = results.collect_meta(
+    config,
+    flags={"imdb": _IMDB.value, "imdb_sha256": _IMDB_SHA256.value, "workdir": workdir, "preset": preset},
+  )
   runs = []
+  progress = RunProgress(len(variants) * (len(engines) + len(peer_names)) * len(seeds), config.epochs)
   for variant in variants:
-    for trainer in [*engines, *peer_names]:
-      model = None if trainer in peers.PEERS else create_model(variant, trainer, config)
+    for engine in [*engines, *peer_names]:
+      model = None if engine in peers.PEERS else create_model(variant, engine, config)
       for seed in seeds:
-        record = train_one(model, variant, trainer, seed, data, config, workdir if writer else None)
-        runs.append({"variant": variant, "engine": trainer, **record})
+        record = train_one(model, variant, engine, seed, data, config, workdir if writer else None, progress)
+        runs.append({"variant": variant, "engine": engine, **record})
         table = results.markdown_table(TABLE_HEADER, summary_rows(runs))
         if writer:
           results.write_json_atomic(
@@ -223,7 +278,9 @@ def main(argv):
           results.write_text_atomic(os.path.join(workdir, "results.md"), table)
   print()
   print(table, end="")
-  print(f"\nwrote {os.path.join(workdir, 'results.json')}")
+  training_s = time.perf_counter() - progress.start
+  print(f"\ntest acc: mean ± sample standard deviation over the seeds; training took {_duration(training_s)}")
+  print(f"wrote {os.path.join(workdir, 'results.json')}")
 
 
 def run():

@@ -7,11 +7,11 @@ validation split carved from train (never on test), with early stopping.
 The held-out test split is scored once, with the checkpoint the validation split chose.
 """
 
-from configs import default
+from configs import run
 
 
 def get_config():
-  config = default.get_config()
+  config = run.get_config()
   config.top_words = 20000
   config.model.embed_dim = 64
   config.model.lstm_features = 64

@@ -1,9 +1,9 @@
-"""The article's `cnn_lstm` variant alone (see seqclf.models.VARIANTS for what it adds)."""
+"""`seqclf.main` training the article's `cnn_lstm` variant (see seqclf.models.VARIANTS for what it adds)."""
 
-from configs import default
+from configs import run
 
 
 def get_config():
-  config = default.get_config()
-  config.variants = "cnn_lstm"
+  config = run.get_config()
+  config.variant = "cnn_lstm"
   return config

@@ -1,4 +1,6 @@
-"""The article's setup: top 5000 words, reviews cut/padded to 500 at the front, batch 64, Adam, 3 epochs.
+"""The article's training setup: top 5000 words, reviews cut/padded to 500 at the front, batch 64, Adam,
+3 epochs. What `seqclf.train` reads, shared by every driver; each driver's own config file adds the fields
+only that driver reads (``configs/article.py``, ``configs/run.py``).
 
 Every field can be overridden on the command line, e.g. ``--config.epochs=5 --config.model.engine=scan``.
 """
@@ -8,9 +10,6 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # Which variants `benchmarks/article.py` trains when --variants is not given ("all" or a list).
-  config.variants = "all"
-
   # Data (Keras imdb.load_data + pad_sequences).
   config.top_words = 5000
   config.maxlen = 500
@@ -34,12 +33,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rate = 1e-3
   config.adam_eps = 1e-7  # Keras' default epsilon (optax's is 1e-8)
   config.grad_clip_norm = 0.0  # 0: no clipping
-  # seqclf.main: share of train held out for validation (checkpoint ranking, early stopping), and
-  # epochs without a better validation accuracy before stopping (0: never stop early).
-  config.val_fraction = 0.0
-  config.patience = 0
-  config.pretrained_embeddings = ""  # word2vec/GloVe text file for seqclf.main
-  config.seeds = "0"
 
   # How epochs are fed (seqclf/train.py). The article reads padding like any token; mask=True makes
   # the LSTM skip it. num_buckets > 0 groups reviews by length into that many padded lengths (<= 8)

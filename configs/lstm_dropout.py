@@ -1,9 +1,9 @@
-"""The article's `lstm_dropout` variant alone (see seqclf.models.VARIANTS for what it adds)."""
+"""`seqclf.main` training the article's `lstm_dropout` variant (see seqclf.models.VARIANTS for what it adds)."""
 
-from configs import default
+from configs import run
 
 
 def get_config():
-  config = default.get_config()
-  config.variants = "lstm_dropout"
+  config = run.get_config()
+  config.variant = "lstm_dropout"
   return config

@@ -1,10 +1,11 @@
-"""A tiny config for tests and smoke runs: small vocabulary, short reviews, small LSTM, one epoch."""
+"""A tiny `seqclf.main` config for tests and smoke runs: small vocabulary, short reviews, small LSTM, one
+epoch (``configs/article_tiny.py`` is the same for the article driver)."""
 
-from configs import default
+from configs import run
 
 
-def get_config():
-  config = default.get_config()
+def shrink(config):
+  """``config`` with the tiny sizes."""
   config.top_words = 60
   config.maxlen = 24
   config.model.embed_dim = 8
@@ -13,3 +14,7 @@ def get_config():
   config.eval_batch_size = 8
   config.epochs = 1
   return config
+
+
+def get_config():
+  return shrink(run.get_config())

@@ -2,6 +2,7 @@ r"""Trains one model into a run directory: checkpoints, resume, own datasets, va
 
   python -m seqclf.main --workdir=runs/imdb_lstm --imdb=../shared/data/aclImdb_labeled.tar.gz \
       --config.val_fraction=0.1 --config.patience=2 --config.epochs=10
+  python -m seqclf.main --config=configs/cnn_lstm.py --workdir=runs/imdb_cnn_lstm
   python -m seqclf.main --workdir=runs/topics --train_file=train.csv --test_file=test.csv --variant=cnn_lstm
   python -m seqclf.predict --workdir=runs/topics "a new text"
 
@@ -14,31 +15,34 @@ directory it resumes after the last saved epoch; a different config there is ref
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
-from seqclf import checkpoint, cli, metric_writers, models, presets, results, train
+from seqclf import checkpoint, cli, configs, metric_writers, models, presets, results, train
 from seqclf.data import embeddings, imdb, load_encoded
 from seqclf.data.cache import EncodedDataset
 from seqclf.data.encoding import encode
 from seqclf.data.text_files import encode_text_dataset, load_text_dataset, split_validation
 from seqclf.errors import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config",
-  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py"),
-  "Config file (ml_collections get_config()).",
-  lock_config=True,
-)
+_CONFIG = cli.define_config(configs.path("run"))
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run directory (created, or resumed).")
-_VARIANT = flags.DEFINE_string("variant", "lstm", f"Model variant: {', '.join(models.VARIANTS)}.")
+_VARIANT = flags.DEFINE_string(
+  "variant", None, f"Shortcut for --config.variant, the model variant: {', '.join(models.VARIANTS)}."
+)
+# A shortcut given on the command line sets its field; given with its --config.* spelling it is refused.
+_SHORTCUTS = {"variant": "variant"}
+# The fields seqclf.main reads beyond the shared training setup (configs/run.py).
+_RUN_FIELDS = ("variant", "val_fraction", "patience", "pretrained_embeddings")
 _SEED = flags.DEFINE_integer(
   "seed", 0, "Seed for initialisation, shuffling, dropout and the validation split."
 )
 _IMDB = flags.DEFINE_string(
   "imdb",
-  cli.default_imdb_source(),
-  "IMDB source when no --train_file: 'tfds' "
-  "or an aclImdb .tar.gz / directory (default: $SEQCLF_IMDB, else tfds).",
+  imdb.default_source(),
+  "IMDB source when no --train_file: a local aclImdb .tar.gz or directory, an http(s) URL of the archive"
+  " (downloaded once into the cache), or 'tfds'. Default: $SEQCLF_IMDB, else the official archive's URL.",
+)
+_IMDB_SHA256 = flags.DEFINE_string(
+  "imdb_sha256", None, "Expected SHA-256 of the archive at an --imdb URL (known for the official one)."
 )
 _TRAIN_FILE = flags.DEFINE_string(
   "train_file", None, "Own dataset: a .csv/.tsv/.jsonl file of texts and labels."
@@ -47,12 +51,12 @@ _TEST_FILE = flags.DEFINE_string("test_file", None, "Own dataset: held-out test 
 _TEXT_FIELD = flags.DEFINE_string("text_field", "text", "Column/key holding the text.")
 _LABEL_FIELD = flags.DEFINE_string("label_field", "label", "Column/key holding the label (name or integer).")
 _CACHE_DIR = flags.DEFINE_string(
-  "cache_dir", None, "Encoded-IMDB cache (default $SEQCLF_CACHE or ~/.cache/seqclf)."
+  "cache_dir", None, "IMDB downloads and encoded-data cache (default $SEQCLF_CACHE_DIR or ~/.cache/seqclf)."
 )
 _TENSORBOARD = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event files into RUN/logs.")
 
 # Config keys that may change between a run and its resumption.
-_RESUMABLE_CHANGES = ("epochs", "variants", "seeds", "patience")
+_RESUMABLE_CHANGES = ("epochs", "patience")
 
 
 def load_data(config, seed: int):
@@ -89,6 +93,7 @@ def load_data(config, seed: int):
     padding=config.padding,
     truncating=config.truncating,
     cache_dir=_CACHE_DIR.value,
+    sha256=_IMDB_SHA256.value,
   )
   if not config.val_fraction:
     return data, None, list(imdb.LABELS)
@@ -106,6 +111,7 @@ def check_resumable(run_dir: str, config, variant: str, seed: int) -> None:
     return
   saved, saved_variant, saved_seed, _ = checkpoint.read_run_config(run_dir)
   current = config.to_dict()
+  del current["variant"]  # compared with the run facts above (read_run_config takes it out of saved)
   if (saved_variant, saved_seed) != (variant, seed):
     raise ConfigError(
       f"{run_dir} holds a run of variant {saved_variant!r} seed {saved_seed}; use another "
@@ -125,7 +131,12 @@ def main(argv):
   preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
   if not _WORKDIR.value:
     raise ConfigError("--workdir is required: the run directory to create or resume")
-  config, run_dir, variant, seed = _CONFIG.value, _WORKDIR.value, _VARIANT.value, _SEED.value
+  config, run_dir, seed = _CONFIG.value, _WORKDIR.value, _SEED.value
+  if _TRAIN_FILE.value and (flags.FLAGS["imdb"].present or _IMDB_SHA256.value):
+    raise ConfigError("--imdb and --imdb_sha256 choose the IMDB data, unused with --train_file: drop them")
+  configs.check_fields(config, _RUN_FIELDS, "seqclf.main", "run")
+  configs.apply_shortcuts(config, _SHORTCUTS)
+  variant = config.variant
   train.validate(config)
   if not 0 <= config.val_fraction < 1:
     raise ConfigError(f"--config.val_fraction must be in [0, 1), got {config.val_fraction}")

@@ -26,7 +26,7 @@ def run_article(*args, cwd=REPO, env_extra=None):
 
 @pytest.fixture
 def tiny_args(tiny_aclimdb, tmp_path):
-  return [f"--imdb={tiny_aclimdb}", "--config=configs/tiny.py", f"--cache_dir={tmp_path / 'cache'}"]
+  return [f"--imdb={tiny_aclimdb}", "--config=configs/article_tiny.py", f"--cache_dir={tmp_path / 'cache'}"]
 
 
 def test_runs_end_to_end_and_writes_valid_results(tiny_args, tmp_path):
@@ -66,7 +66,7 @@ def test_runs_end_to_end_and_writes_valid_results(tiny_args, tmp_path):
       }
       assert 0 <= epoch["test_acc"] <= 1 and epoch["epoch_s"] > 0
   table = (workdir / "results.md").read_text()
-  assert table.splitlines()[0].startswith("| variant | engine | s/epoch | compile s | test acc")
+  assert table.splitlines()[0].startswith("| variant | engine | s/epoch | compile s | test acc (mean ± sd) |")
   assert "| lstm | fused |" in table and "86.79 %" in table
   assert table in result.stdout
   vocab = json.loads((workdir / "vocab.json").read_text())
@@ -85,8 +85,8 @@ def test_several_engines_train_side_by_side(tiny_args, tmp_path):
   losses = [r["epochs"][0]["train_loss"] for r in runs]
   assert max(losses) - min(losses) < 1e-3
   rows = [line for line in (workdir / "results.md").read_text().splitlines() if line.startswith("| lstm")]
-  assert rows[0].split("|")[6].strip() == "–"  # the first engine is the reference
-  assert all(row.split("|")[6].strip().endswith("x") for row in rows[1:])
+  assert rows[0].split("|")[9].strip() == "–"  # the first engine is the reference
+  assert all(row.split("|")[9].strip().endswith("x") for row in rows[1:])
 
 
 def test_the_flax_baseline_refuses_a_model_with_lstm_dropout(tiny_args, tmp_path):
@@ -98,7 +98,8 @@ def test_the_flax_baseline_refuses_a_model_with_lstm_dropout(tiny_args, tmp_path
     f"--workdir={tmp_path / 'work'}",
   )
   assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1].startswith("error: LSTM engine 'flax' runs every step")
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert last_line.startswith("error: LSTM engine 'flax'") and "dropout" in last_line
 
 
 def test_same_seed_gives_identical_metrics(tiny_args, tmp_path):
@@ -180,3 +181,107 @@ def test_unwritable_workdir_is_refused_before_training(tiny_args, tmp_path):
   result = run_article(*tiny_args, f"--workdir={blocker / 'sub'}")
   assert result.returncode == 2
   assert "--workdir" in result.stderr and "Traceback" not in result.stderr
+
+
+def _run(variant, engine, seed, test_acc, epoch_s=(10.0, 12.0)):
+  epochs = [{"epoch_s": s, "test_acc": test_acc} for s in epoch_s]
+  return {"variant": variant, "engine": engine, "seed": seed, "compile_s": 1.0, "epochs": epochs}
+
+
+def test_summary_rows_give_mean_sample_sd_and_whether_the_article_lies_within():
+  from benchmarks import article
+
+  runs = [
+    _run("lstm", "fused", 0, 0.8331, (30.0, 31.0)),
+    _run("lstm", "fused", 1, 0.8700, (32.0, 29.0)),
+    _run("lstm", "fused", 2, 0.8745, (40.0, 33.0)),
+    _run("cnn_lstm", "fused", 0, 0.8780),
+    _run("cnn_lstm", "fused", 1, 0.8790),
+  ]
+  lstm, cnn_lstm = article.summary_rows(runs)
+  # lstm: mean 85.92, sample sd 2.27 -> the article's 86.79 lies within; median of 6 epoch times = 31.5.
+  assert lstm[:8] == ["lstm", "fused", "31.50", "1.00", "85.92 ± 2.27 %", 3, "86.79 %", "yes"]
+  # cnn_lstm: 87.85 ± 0.07: the article's 86.36 lies outside.
+  assert cnn_lstm[4:8] == ["87.85 ± 0.07 %", 2, "86.36 %", "no"]
+  (one_seed,) = article.summary_rows(runs[:1])
+  assert one_seed[4:8] == ["83.31 %", 1, "86.79 %", "–"]  # no spread from one seed
+
+
+def test_run_progress_counts_runs_and_estimates_the_time_left(monkeypatch, capsys):
+  from benchmarks import article
+
+  clock = iter([100.0, 110.0, 130.0, 130.0])  # start, after epoch 1, after epoch 2, at run 2's start
+  monkeypatch.setattr(article.time, "perf_counter", lambda: next(clock))
+  progress = article.RunProgress(total_runs=2, epochs_per_run=2)
+  progress.start_run("lstm [fused] seed 0")
+  assert progress.epoch_done() == "run 1/2, 0m30s left"  # 10 s an epoch, 3 epochs to go
+  assert progress.epoch_done() == "run 1/2, 0m30s left"  # 15 s an epoch, 2 to go
+  progress.start_run("lstm [fused] seed 1")
+  assert capsys.readouterr().out.splitlines() == [
+    "[run 1/2] lstm [fused] seed 0",
+    "[run 2/2] lstm [fused] seed 1, about 0m30s left",
+  ]
+
+
+def test_three_seeds_show_the_spread_and_every_line_says_which_run(tiny_args, tmp_path):
+  workdir = tmp_path / "work"
+  result = run_article(*tiny_args, "--variants=lstm", "--seeds=0,1,2", f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  assert [line.split("]")[0] for line in lines if line.startswith("[run ")] == [
+    "[run 1/3",
+    "[run 2/3",
+    "[run 3/3",
+  ]
+  assert [line.split("| ")[-1].split(",")[0] for line in lines if " epoch 1: " in line] == [
+    "run 1/3",
+    "run 2/3",
+    "run 3/3",
+  ]
+  (row,) = [line for line in (workdir / "results.md").read_text().splitlines() if line.startswith("| lstm")]
+  cells = [cell.strip() for cell in row.split("|")[1:-1]]
+  assert "±" in cells[4] and cells[5] == "3" and cells[7] in ("yes", "no")
+  assert "mean ± sample standard deviation" in result.stdout
+
+
+def test_the_default_config_trains_three_seeds():
+  from configs import article
+
+  assert article.get_config().seeds == "0,1,2"
+
+
+CONFIG_AND_FLAG_ERRORS = [
+  # (case, args replacing or extending the tiny ones, expected words in the one line)
+  ("another driver's config", ["--config=configs/tiny.py"], "not a benchmarks.article config"),
+  ("shortcut and its config field", ["--epochs=2", "--config.epochs=3"], "--epochs and --config.epochs"),
+  ("integer flag that is not a number", ["--epochs=three"], "epochs"),
+  ("config field that is not a number", ["--config.epochs=three"], "epochs"),
+  ("config field of the wrong type", ["--config.model.bidirectional=maybe"], "bidirectional"),
+  ("malformed sha256", ["--imdb=http://127.0.0.1:9/a.tar.gz", "--imdb_sha256=xyz"], "64 hexadecimal"),
+  ("sha256 for a local path", ["--imdb_sha256=" + "0" * 64], "only applies to an http(s) URL"),
+]
+
+
+@pytest.mark.parametrize(
+  "case,extra,expected", CONFIG_AND_FLAG_ERRORS, ids=[c[0] for c in CONFIG_AND_FLAG_ERRORS]
+)
+def test_config_and_flag_errors_give_one_line_and_exit_code_2(case, extra, expected, tiny_args, tmp_path):
+  args = [arg for arg in tiny_args if not any(arg.split("=")[0] == e.split("=")[0] for e in extra)]
+  result = run_article(*args, *extra, f"--workdir={tmp_path / 'work'}")
+  assert result.returncode == 2, (case, result.stdout, result.stderr)
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+
+
+def test_a_url_with_no_server_behind_it_fails_in_one_line_and_keeps_nothing(tiny_args, tmp_path):
+  import socket
+
+  with socket.socket() as probe:  # a loopback port with nobody listening
+    probe.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{probe.getsockname()[1]}/aclImdb_v1.tar.gz"
+  args = [f"--imdb={url}", *tiny_args[1:]]
+  result = run_article(*args, f"--workdir={tmp_path / 'work'}")
+  assert result.returncode == 2
+  (line,) = result.stderr.strip().splitlines()
+  assert line.startswith(f"error: cannot download {url}: cannot reach the server") and "--imdb=PATH" in line
+  assert os.listdir(tmp_path / "cache" / "downloads") == []

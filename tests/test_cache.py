@@ -113,7 +113,7 @@ def test_successful_write_leaves_only_the_entry(tmp_path, tiny_aclimdb_archive):
 
 
 def test_cache_dir_defaults_to_env(tmp_path, tiny_aclimdb_archive, monkeypatch):
-  monkeypatch.setenv("SEQCLF_CACHE", str(tmp_path / "env_cache"))
+  monkeypatch.setenv("SEQCLF_CACHE_DIR", str(tmp_path / "env_cache"))
   cache.load_encoded(str(tiny_aclimdb_archive), **OPTIONS)
   assert len(_cache_files(tmp_path / "env_cache")) == 1
 

@@ -1,4 +1,5 @@
-"""Reading aclImdb from archives, directories and tfds; bad inputs; the real archive end to end."""
+"""Reading aclImdb from archives, directories and tfds (seqclf.data.aclimdb, .imdb_tfds, .imdb); bad inputs;
+the real archive end to end."""
 
 import collections
 import os
@@ -8,7 +9,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from seqclf.data import imdb
+from seqclf.data import imdb_tfds
 from seqclf.data.encoding import Vocabulary, encode
 from seqclf.data.imdb import load_imdb
 from seqclf.errors import ConfigError, DataError
@@ -135,8 +136,8 @@ def test_tfds_unprepared_fails_before_calling_tfds(tmp_path, monkeypatch):
   def fail_if_called():
     raise AssertionError("tfds was called although the data is not prepared")
 
-  monkeypatch.setattr(imdb, "_import_tfds", fail_if_called)
-  with pytest.raises(DataError, match="not prepared in .*prepare_tfds_from_archive") as error:
+  monkeypatch.setattr(imdb_tfds, "import_tfds", fail_if_called)
+  with pytest.raises(DataError, match="not prepared in .*prepare_from_archive") as error:
     load_imdb("tfds", tfds_data_dir=str(tmp_path))
   assert "local aclImdb archive or directory" in str(error.value)
   assert os.listdir(tmp_path) == []
@@ -144,7 +145,7 @@ def test_tfds_unprepared_fails_before_calling_tfds(tmp_path, monkeypatch):
 
 def test_prepare_tfds_offline_then_load(tmp_path, tiny_aclimdb_archive):
   data_dir = str(tmp_path / "tfds")
-  imdb.prepare_tfds_from_archive(str(tiny_aclimdb_archive), data_dir=data_dir)
+  imdb_tfds.prepare_from_archive(str(tiny_aclimdb_archive), data_dir=data_dir)
   from_tfds = load_imdb("tfds", tfds_data_dir=data_dir)
   from_archive = load_imdb(str(tiny_aclimdb_archive))
   # tfds stores examples shuffled by key, so compare contents, not order.
@@ -158,7 +159,7 @@ def test_prepare_tfds_offline_then_load(tmp_path, tiny_aclimdb_archive):
 def test_prepare_tfds_rejects_bad_source_before_writing(tmp_path):
   data_dir = tmp_path / "tfds"
   with pytest.raises(DataError, match="does not exist"):
-    imdb.prepare_tfds_from_archive(str(tmp_path / "missing.tar.gz"), data_dir=str(data_dir))
+    imdb_tfds.prepare_from_archive(str(tmp_path / "missing.tar.gz"), data_dir=str(data_dir))
   assert not data_dir.exists()
 
 

@@ -157,3 +157,72 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
   assert epochs == expected_epochs
   for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected_params)):
     assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+
+
+TINY_SIZES = (
+  "--config.top_words=60",
+  "--config.maxlen=24",
+  "--config.model.embed_dim=8",
+  "--config.model.lstm_features=12",
+  "--config.batch_size=4",
+  "--config.eval_batch_size=8",
+  "--config.epochs=1",
+)
+
+
+def run_driver(*args):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  command = [sys.executable, "-m", "seqclf.main", "--tensorboard=false", *map(str, args)]
+  return subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(
+  "variant_args",
+  [["--config=configs/cnn_lstm.py"], ["--config=configs/tiny.py", "--variant=cnn_lstm"]],
+  ids=["a variant's config file", "the --variant shortcut"],
+)
+def test_the_variant_comes_from_the_config(variant_args, topics, tmp_path):
+  workdir = tmp_path / "run"
+  result = run_driver(
+    f"--workdir={workdir}",
+    f"--train_file={topics[0]}",
+    f"--test_file={topics[1]}",
+    *variant_args,
+    *TINY_SIZES,
+  )
+  assert result.returncode == 0, result.stderr
+  assert json.loads((workdir / "config.json").read_text())["variant"] == "cnn_lstm"
+  assert json.loads((workdir / "results.json").read_text())["runs"][0]["variant"] == "cnn_lstm"
+
+
+MAIN_BAD_INPUTS = [
+  # (case, args after --workdir/--train_file, expected words in the one line)
+  ("the article driver's config", ["--config=configs/article_tiny.py"], "not a seqclf.main config"),
+  (
+    "shortcut and its config field",
+    ["--config=configs/tiny.py", "--variant=lstm", "--config.variant=cnn_lstm"],
+    "--variant and --config.variant",
+  ),
+  ("unknown variant", ["--config=configs/tiny.py", "--variant=gru"], "gru"),
+  ("integer flag that is not a number", ["--config=configs/tiny.py", "--seed=one"], "seed"),
+  (
+    "config field that is not a number",
+    ["--config=configs/tiny.py", "--config.val_fraction=a"],
+    "val_fraction",
+  ),
+  (
+    "IMDB flags beside a train file",
+    ["--config=configs/tiny.py", "--imdb=x.tar.gz"],
+    "--train_file",
+  ),
+]
+
+
+@pytest.mark.parametrize("case,args,expected", MAIN_BAD_INPUTS, ids=[c[0] for c in MAIN_BAD_INPUTS])
+def test_bad_input_gives_one_line_and_exit_code_2(case, args, expected, tmp_path):
+  train_file = write_topics_csv(tmp_path / "train.csv", 20)
+  result = run_driver(f"--workdir={tmp_path / 'run'}", f"--train_file={train_file}", *args)
+  assert result.returncode == 2, (case, result.stdout, result.stderr)
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+  assert not (tmp_path / "run" / "results.json").exists()

@@ -1,6 +1,7 @@
 """The IMDB data pipeline: archive → texts → word ids → disk cache.
 
-``load_imdb`` reads the labelled reviews from an aclImdb archive, directory or the prepared tfds dataset;
+``load_imdb`` reads the labelled reviews from an aclImdb archive, directory or the prepared tfds dataset
+(``imdb.local_source`` first downloads an archive URL, checksummed, into the cache);
 ``tokenize``, ``Vocabulary`` and ``encode`` turn them into padded arrays of Keras-compatible word ids; and
 ``load_encoded`` does all of it once per source and options, caching the arrays on disk.
 """

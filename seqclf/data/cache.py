@@ -18,14 +18,16 @@ import numpy as np
 
 from seqclf.atomic import write_atomically
 from seqclf.data.encoding import Vocabulary, encode, tokenize, validate_options
-from seqclf.data.imdb import load_imdb, source_fingerprint
+from seqclf.data.imdb import load_imdb, local_source, source_fingerprint
 from seqclf.errors import DataError
 
 # Bump whenever tokenization, vocabulary building or encoding changes the arrays for the same options, so
 # that existing cache entries stop matching.
 ENCODING_VERSION = 1
 
-CACHE_DIR_ENV = "SEQCLF_CACHE"
+# One variable for every seqclf cache (encoded data, downloads, the cpu_kernel build).
+CACHE_DIR_ENV = "SEQCLF_CACHE_DIR"
+DOWNLOADS_DIR = "downloads"
 
 _ARRAY_NAMES = ("x_train", "y_train", "x_test", "y_test")
 _VOCABULARY_ENTRY = "vocabulary_json"
@@ -53,7 +55,7 @@ class EncodedDataset:
 
 
 def default_cache_dir() -> str:
-  """Returns ``$SEQCLF_CACHE`` if set, else ``~/.cache/seqclf``."""
+  """Returns ``$SEQCLF_CACHE_DIR`` if set, else ``~/.cache/seqclf``."""
   return os.environ.get(CACHE_DIR_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "seqclf")
 
 
@@ -66,28 +68,32 @@ def load_encoded(
   truncating: str = "pre",
   cache_dir: str | None = None,
   tfds_data_dir: str | None = None,
+  sha256: str | None = None,
 ) -> EncodedDataset:
   """Loads the IMDB reviews encoded as word ids, from the cache when possible.
 
+  A URL source is first downloaded into ``<cache_dir>/downloads/`` (once; see
+  :func:`~seqclf.data.imdb.local_source`), and so is the official archive when ``"tfds"`` is not prepared.
   On a cache miss, reads the reviews with :func:`~seqclf.data.imdb.load_imdb`, fits the vocabulary on the
   train split only, encodes both splits with :func:`~seqclf.data.encoding.encode` (with start ids) and
   stores the result. A corrupt cache entry is logged and rebuilt.
 
   Args:
-    source: ``"tfds"`` or an aclImdb archive or directory, as for :func:`~seqclf.data.imdb.load_imdb`.
+    source: ``"tfds"``, an aclImdb archive or directory, or an archive's http(s) URL.
     top_words: Number of ids, reserved ones included: the vocabulary keeps ``top_words - 4`` words.
     maxlen: Length of every encoded review.
     padding: Where to pad short reviews: "pre" or "post".
     truncating: Where to cut long reviews: "pre" or "post".
     cache_dir: Where cache entries live. Defaults to :func:`default_cache_dir`.
     tfds_data_dir: Where the tfds data was prepared, for ``source="tfds"`` only.
+    sha256: The expected SHA-256 of the archive at a URL source.
 
   Returns:
     The encoded splits and their vocabulary.
 
   Raises:
     ConfigError: An option is out of range or unknown (checked before any data is read).
-    DataError: The source cannot be read, or the cache directory cannot be written.
+    DataError: The source cannot be downloaded or read, or the cache directory cannot be written.
   """
   validate_options(top_words=top_words, maxlen=maxlen, padding=padding, truncating=truncating)
   cache_dir = os.path.abspath(cache_dir or default_cache_dir())
@@ -95,6 +101,9 @@ def load_encoded(
     os.makedirs(cache_dir, exist_ok=True)
   except OSError as error:
     raise _unwritable_cache_error(cache_dir, error) from error
+  source = local_source(
+    source, download_dir=os.path.join(cache_dir, DOWNLOADS_DIR), sha256=sha256, tfds_data_dir=tfds_data_dir
+  )
   options = {"top_words": int(top_words), "maxlen": int(maxlen), "padding": padding, "truncating": truncating}
   cache_key = {
     "source": source_fingerprint(source, tfds_data_dir=tfds_data_dir),

@@ -34,9 +34,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from seqclf.data.aclimdb import TextSplit
 from seqclf.data.cache import EncodedDataset
 from seqclf.data.encoding import Vocabulary, encode, tokenize
-from seqclf.data.imdb import TextSplit
 from seqclf.errors import ConfigError, DataError
 
 _DELIMITERS = {".csv": ",", ".tsv": "\t"}

@@ -1,0 +1,186 @@
+"""Downloading an archive over HTTP from a server on 127.0.0.1 that each test starts (nothing else reached)."""
+
+import contextlib
+import hashlib
+import http.server
+import io
+import os
+import socket
+import threading
+
+import pytest
+
+from seqclf.data import download, imdb
+from seqclf.data.cache import load_encoded
+from seqclf.errors import ConfigError, DataError
+
+
+class _ArchiveServer(http.server.ThreadingHTTPServer):
+  """Serves ``body`` at /aclImdb.tar.gz (with Range support); ``cuts`` requests end after half the bytes."""
+
+  def __init__(self, body: bytes, cuts: int = 0):
+    super().__init__(("127.0.0.1", 0), _Handler)
+    self.body, self.cuts, self.requests = body, cuts, []
+
+  @property
+  def url(self) -> str:
+    return f"http://127.0.0.1:{self.server_address[1]}/aclImdb.tar.gz"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+  def do_GET(self):  # noqa: N802 (the name http.server calls)
+    server = self.server
+    server.requests.append(self.headers.get("Range"))
+    if self.path != "/aclImdb.tar.gz":
+      self.send_error(404, "Not Found")
+      return
+    start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-")) if self.headers["Range"] else 0
+    body = server.body[start:]
+    self.send_response(206 if start else 200)
+    if start:
+      self.send_header("Content-Range", f"bytes {start}-{len(server.body) - 1}/{len(server.body)}")
+    self.send_header("Content-Length", str(len(body)))
+    self.end_headers()
+    if server.cuts:
+      server.cuts -= 1
+      body = body[: len(body) // 2]
+      self.wfile.write(body)
+      self.close_connection = True
+      return
+    self.wfile.write(body)
+
+  def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+    del format, args  # keep the test output clean
+
+
+@contextlib.contextmanager
+def serving(body: bytes, cuts: int = 0):
+  server = _ArchiveServer(body, cuts)
+  thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+  thread.start()
+  try:
+    yield server
+  finally:
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def archive_bytes(tiny_aclimdb_archive) -> bytes:
+  return tiny_aclimdb_archive.read_bytes()
+
+
+def _sha256(data: bytes) -> str:
+  return hashlib.sha256(data).hexdigest()
+
+
+def _fetch(url, directory, **kwargs):
+  return download.fetch(url, directory=str(directory), timeout_s=5, stream=io.StringIO(), **kwargs)
+
+
+def test_download_then_cached_run_with_the_server_gone(archive_bytes, tmp_path):
+  downloads = tmp_path / "downloads"
+  with serving(archive_bytes) as server:
+    url = server.url
+    path = _fetch(url, downloads, sha256=_sha256(archive_bytes))
+  assert open(path, "rb").read() == archive_bytes
+  assert os.listdir(downloads) == [os.path.basename(path)]  # no temporary file left
+  # The server is gone: a second call must not touch the network.
+  assert _fetch(url, downloads, sha256=_sha256(archive_bytes)) == path
+
+
+def test_a_cut_connection_is_resumed_with_a_range_request(archive_bytes, tmp_path):
+  with serving(archive_bytes, cuts=2) as server:
+    path = _fetch(server.url, tmp_path / "downloads", sha256=_sha256(archive_bytes))
+    requests = server.requests
+  assert open(path, "rb").read() == archive_bytes
+  assert requests[0] is None and all(r.startswith("bytes=") for r in requests[1:]) and len(requests) == 3
+
+
+def test_a_connection_cut_more_often_than_allowed_gives_up(archive_bytes, tmp_path):
+  with serving(archive_bytes, cuts=10) as server:
+    with pytest.raises(DataError, match=r"cut short .* also after 2 resumed attempts.*--imdb=PATH") as error:
+      _fetch(server.url, tmp_path / "downloads", max_resumes=2)
+    assert len(server.requests) == 3
+  assert server.url in str(error.value)
+  assert os.listdir(tmp_path / "downloads") == []
+
+
+def test_a_wrong_checksum_keeps_nothing(archive_bytes, tmp_path):
+  with serving(archive_bytes) as server:
+    with pytest.raises(DataError, match=f"sha256 is {_sha256(archive_bytes)}, not the expected 0000"):
+      _fetch(server.url, tmp_path / "downloads", sha256="0" * 64)
+  assert os.listdir(tmp_path / "downloads") == []
+
+
+def test_a_malformed_checksum_is_a_config_error(tmp_path):
+  with pytest.raises(ConfigError, match="64 hexadecimal digits"):
+    _fetch("http://127.0.0.1:9/aclImdb.tar.gz", tmp_path / "downloads", sha256="abc")
+
+
+def test_http_404_names_the_status_and_the_offline_alternative(archive_bytes, tmp_path):
+  with serving(archive_bytes) as server:
+    url = server.url.replace("aclImdb.tar.gz", "missing.tar.gz")
+    with pytest.raises(DataError, match=r"HTTP 404 Not Found.*--imdb=PATH") as error:
+      _fetch(url, tmp_path / "downloads")
+  assert url in str(error.value)
+  assert os.listdir(tmp_path / "downloads") == []
+
+
+def test_a_port_with_no_server_fails_at_once(tmp_path):
+  with socket.socket() as probe:  # a port that was free a moment ago, and now has nobody listening
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  url = f"http://127.0.0.1:{port}/aclImdb.tar.gz"
+  with pytest.raises(DataError, match=r"cannot reach the server .*refused.*--imdb=PATH") as error:
+    _fetch(url, tmp_path / "downloads")
+  assert url in str(error.value)
+  assert os.listdir(tmp_path / "downloads") == []
+
+
+def test_a_page_that_is_not_an_archive_is_refused(tmp_path):
+  with serving(b"<html>Service unavailable</html>") as server:
+    with pytest.raises(DataError, match=r"not a \.tar\.gz archive .*<html>"):
+      _fetch(server.url, tmp_path / "downloads")
+  assert os.listdir(tmp_path / "downloads") == []
+
+
+def test_without_a_checksum_the_digest_is_printed_to_pin_it(archive_bytes, tmp_path):
+  stream = io.StringIO()
+  with serving(archive_bytes) as server:
+    download.fetch(server.url, directory=str(tmp_path), timeout_s=5, stream=stream)
+  assert f"--imdb_sha256={_sha256(archive_bytes)}" in stream.getvalue()
+
+
+def test_progress_without_a_terminal_is_one_line_per_ten_percent(tmp_path):
+  body = os.urandom(download._CHUNK_BYTES * 40)  # forty reads, so every 10 % step is crossed once
+  stream = io.StringIO()
+  with serving(body) as server:
+    with pytest.raises(DataError, match="not a .tar.gz archive"):
+      download.fetch(server.url, directory=str(tmp_path), timeout_s=5, stream=stream, sha256=_sha256(body))
+  lines = stream.getvalue().splitlines()
+  assert [line.split(": ")[1].split(" %")[0] for line in lines] == [str(p) for p in range(10, 101, 10)]
+  assert all("MB/s" in line for line in lines)
+
+
+def test_the_default_source_is_the_official_archive(monkeypatch):
+  monkeypatch.delenv(imdb.SOURCE_ENV, raising=False)
+  assert imdb.default_source() == download.OFFICIAL_URL
+  assert download._KNOWN_SHA256[download.OFFICIAL_URL] == download.OFFICIAL_SHA256
+  monkeypatch.setenv(imdb.SOURCE_ENV, "http://127.0.0.1:1/a.tar.gz")
+  assert imdb.default_source() == "http://127.0.0.1:1/a.tar.gz"
+
+
+def test_load_encoded_reads_a_url_through_the_cache(archive_bytes, tiny_aclimdb_archive, tmp_path):
+  options = {"top_words": 30, "maxlen": 10, "cache_dir": str(tmp_path / "cache")}
+  with serving(archive_bytes) as server:
+    from_url = load_encoded(server.url, sha256=_sha256(archive_bytes), **options)
+  from_file = load_encoded(str(tiny_aclimdb_archive), **options)
+  assert (from_url.x_train == from_file.x_train).all() and (from_url.y_test == from_file.y_test).all()
+  assert len(os.listdir(tmp_path / "cache" / "downloads")) == 1
+
+
+def test_sha256_for_a_local_path_is_refused(tiny_aclimdb_archive, tmp_path):
+  with pytest.raises(ConfigError, match="only applies to an http"):
+    load_encoded(str(tiny_aclimdb_archive), sha256="0" * 64, cache_dir=str(tmp_path))
