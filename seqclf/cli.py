@@ -6,7 +6,6 @@ ml_collections reads), and later as a `UsageError` raised by the library.
 """
 
 import functools
-import os
 import re
 import sys
 
@@ -163,8 +162,3 @@ def require_no_arguments(argv: list[str]) -> None:
   """Refuses positional arguments (a driver that takes none would silently ignore them)."""
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}; every option is a --flag")
-
-
-def default_imdb_source() -> str:
-  """``$SEQCLF_IMDB`` if set (a local aclImdb archive or directory), else ``tfds``."""
-  return os.environ.get("SEQCLF_IMDB", "tfds")
