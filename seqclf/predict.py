@@ -59,7 +59,7 @@ class Predictor:
     """Wraps a model whose parameters have already been checked against it; see :func:`load`."""
     self.vocab, self.config, self.label_names = vocab, config, label_names
     self._params = params
-    # Inputs shaped as training fed them (train._Feeder): length-bucketed runs saw their reviews moved to
+    # Inputs shaped as training fed them (feeding.HostFeeder): length-bucketed runs saw their reviews moved to
     # the front and masked; masked runs saw padding masked.
     self._left_align = bool(config.get("num_buckets"))
     use_mask = train.uses_mask(config)

@@ -1,13 +1,8 @@
-"""Training: train state, jitted train/eval steps, the epoch loop, timing and metrics.
+"""Training: train state, jitted train/eval steps, and the epoch loop that times and checks them.
 
-Three ways to feed an epoch, chosen by the config:
-  * fixed-length host batches (the article's setup): one jitted step per batch;
-  * ``num_buckets > 0``: length-bucketed host batches (`seqclf.data.batching`), one compiled step per
-    bucket length, the LSTM masked so padding leaves its state unchanged;
-  * ``device_resident``: the training arrays are put on the device(s) once; each epoch's shuffle and
-    batch gathers happen on device and ``steps_per_dispatch`` train steps run inside one jitted
-    `lax.scan`, so the host dispatches a few calls per epoch instead of one per batch.
-All of them run data parallel over `seqclf.parallel.make_mesh()` (one device is a mesh of one).
+How batches reach the steps (host batches, length buckets, device-resident arrays) is `seqclf.feeding`;
+the terminal progress line is `seqclf.progress`; the memory check before training is `seqclf.memory`.
+Everything runs data parallel over `seqclf.parallel.make_mesh()` (one device is a mesh of one).
 
 Timing rules (the only place they live for training): steps are compiled ahead of time
 (``jit(...).lower().compile()``) and that time is reported apart as ``compile_s``; an epoch's clock stops
@@ -15,9 +10,8 @@ only after ``block_until_ready()`` on the final state, so ``epoch_s`` is steady-
 (device work plus the host's batching and dispatch), never compilation. Evaluation is timed apart.
 """
 
+import contextlib
 import dataclasses
-import os
-import sys
 import time
 from collections.abc import Callable
 
@@ -27,13 +21,11 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from seqclf import checkpoint, models, parallel
+from seqclf import checkpoint, feeding, memory, models, parallel
 from seqclf.data import batching
-from seqclf.errors import ConfigError, DivergedError, ResourceError  # noqa: F401 (re-exported)
+from seqclf.errors import ConfigError, DivergedError
+from seqclf.progress import Progress
 
-# Bucket lengths are rounded up to a multiple of this: even for the CNN's pool windows, and whole
-# SIMD/tile widths for the matmuls.
-BUCKET_MULTIPLE = 16
 # Metrics combined with min instead of sum over steps; NO_STEP marks "no non-finite loss seen".
 _MIN_METRICS = ("first_nonfinite_step",)
 NO_STEP = jnp.iinfo(jnp.int32).max
@@ -158,17 +150,7 @@ def make_train_chunk(train_step, batch_size: int, steps: int, data_sharding) -> 
   return train_chunk
 
 
-def device_epoch_plan(shuffle_key, epoch, n: int, batch_size: int):
-  """The epoch's shuffled order, computed on device, padded to whole batches, and its weights."""
-  steps = -(-n // batch_size)
-  order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
-  padding = steps * batch_size - n
-  order = jnp.concatenate([order, jnp.zeros(padding, order.dtype)])
-  weights = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(padding, jnp.float32)])
-  return order, weights
-
-
-def _sum_metrics(total, metrics):
+def sum_metrics(total, metrics):
   if total is None:
     return metrics
   return {
@@ -188,67 +170,10 @@ def check_finite(total, epoch: int) -> None:
     )
 
 
-def check_fits_in_memory(compiled_steps) -> None:
-  """Raises `ResourceError` before training if the largest compiled step cannot fit on the device.
-
-  Uses XLA's own memory analysis of the compiled step (arguments, outputs and temporaries), so the
-  estimate is exact for the step and is known before the big buffers are allocated.
-  """
-  device = jax.local_devices()[0]
-  stats = device.memory_stats() or {}
-  limit = stats.get("bytes_limit")
-  if limit is None and device.platform == "cpu":
-    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-  if not limit:
-    return
-  needed = 0
-  for compiled in compiled_steps:
-    analysis = compiled.memory_analysis()
-    if analysis is None:
-      return
-    needed = max(
-      needed, analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
-    )
-  if needed > limit:
-    raise ResourceError(
-      f"one training step needs {needed / 2**30:.1f} GiB but {device.platform} has "
-      f"{limit / 2**30:.1f} GiB available; lower --config.batch_size or "
-      "--config.maxlen (or use --bucketing)"
-    )
-
-
-def _finish(total) -> tuple[float, float]:
+def finish(total) -> tuple[float, float]:
   total = jax.device_get(total)
   count = max(float(total["count"]), 1.0)
   return float(total["loss_sum"]) / count, float(total["correct"]) / count
-
-
-class Progress:
-  """A one-line progress bar on stderr with examples/s and loss; silent when stderr is not a terminal."""
-
-  def __init__(self, label: str, total_steps: int, batch_size: int, stream=None):
-    self.stream = stream or sys.stderr
-    self.enabled = self.stream.isatty()
-    self.label, self.total, self.batch_size = label, total_steps, batch_size
-    self.start = time.perf_counter()
-    self.shown = 0
-
-  def update(self, step: int, metrics) -> None:
-    if not self.enabled or (step - self.shown < 10 and step != self.total):
-      return
-    self.shown = step
-    loss, _ = _finish(metrics)  # a device sync, only when someone is watching
-    rate = step * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
-    filled = int(30 * step / self.total)
-    self.stream.write(
-      f"\r{self.label} [{'=' * filled}{' ' * (30 - filled)}] {step}/{self.total} "
-      f"{rate:,.0f} ex/s loss {loss:.4f}"
-    )
-    self.stream.flush()
-
-  def close(self) -> None:
-    if self.enabled:
-      self.stream.write("\n")
 
 
 def uses_mask(config) -> bool:
@@ -264,8 +189,23 @@ def evaluate(model, params, x, y, config) -> tuple[float, float]:
   eval_step = jax.jit(make_eval_step(model, use_mask))
   total = None
   for batch in batching.batches(np.asarray(x), np.asarray(y), config.eval_batch_size):
-    total = _sum_metrics(total, eval_step(params, batch))
-  return _finish(total)
+    total = sum_metrics(total, eval_step(params, batch))
+  return finish(total)
+
+
+def create_train_state(model, config, key, length: int, initial_embedding=None) -> TrainState:
+  """Fresh parameters (``initial_embedding`` [top_words, embed_dim] replacing the embedding's) and Adam."""
+  params = model.init({"params": key, "dropout": key}, jnp.zeros((1, length), jnp.int32), train=False)[
+    "params"
+  ]
+  if initial_embedding is not None:
+    if np.shape(initial_embedding) != params["embedding"].shape:
+      raise ConfigError(
+        f"pretrained embedding has shape {np.shape(initial_embedding)}, the model needs "
+        f"{params['embedding'].shape}; match --config.top_words and --config.model.embed_dim"
+      )
+    params = {**params, "embedding": jnp.asarray(initial_embedding, params["embedding"].dtype)}
+  return TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config))
 
 
 def _abstract(tree, sharding):
@@ -274,65 +214,101 @@ def _abstract(tree, sharding):
   )
 
 
-class _Feeder:
-  """Host batches for training and evaluation: fixed length, or length buckets."""
+class _Epochs:
+  """One fit's steps, compiled ahead of time for its feed: trains an epoch, evaluates the eval split."""
 
-  def __init__(self, data, config, seed: int):
-    self.seed, self.batch_size, self.eval_batch_size = seed, config.batch_size, config.eval_batch_size
-    self.num_buckets = config.get("num_buckets", 0)
-    self.x_train, self.y_train, self.x_test, self.y_test = (
-      data.x_train,
-      data.y_train,
-      data.x_test,
-      data.y_test,
+  def __init__(self, model, data, config, feeder, state, dropout_key, shuffle_key, mesh):
+    self.feeder, self.dropout_key, self.shuffle_key = feeder, dropout_key, shuffle_key
+    self.data_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+    self.steps_per_epoch = feeder.steps_per_epoch()
+    train_step = make_train_step(model, uses_mask(config))
+    compile_start = time.perf_counter()
+    jit_train = jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated))
+    jit_eval = jax.jit(make_eval_step(model, uses_mask(config)), out_shardings=replicated)
+    self.train_steps = {
+      length: jit_train.lower(
+        state, feeding.batch_spec(config.batch_size, length, self.data_sharding), dropout_key
+      ).compile()
+      for length in feeder.lengths
+    }
+    self.eval_steps = {
+      length: jit_eval.lower(
+        state.params, feeding.batch_spec(config.eval_batch_size, length, self.data_sharding)
+      ).compile()
+      for length in feeder.lengths
+    }
+    self.resident, self.chunk_steps = None, {}
+    if config.get("device_resident"):
+      self.resident = feeding.DeviceEpochs(
+        len(data.x_train),
+        config.batch_size,
+        self.steps_per_epoch,
+        config.get("steps_per_dispatch", 0),
+        replicated,
+      )
+      order, weights = self.resident.plan(shuffle_key, 1)
+      arrays = _abstract((data.x_train, data.y_train), replicated)
+      self.chunk_steps = {
+        n: jax.jit(
+          make_train_chunk(train_step, config.batch_size, n, self.data_sharding),
+          donate_argnums=0,
+          out_shardings=(replicated, replicated),
+        )
+        .lower(state, *arrays, order, weights, dropout_key, 0)
+        .compile()
+        for n in set(self.resident.chunks)
+      }
+    self.compile_s = time.perf_counter() - compile_start
+    # The resident arrays are arguments of the chunk steps, so they are counted there.
+    memory.check_fits_in_memory(
+      [*self.train_steps.values(), *self.eval_steps.values(), *self.chunk_steps.values()]
     )
-    if self.num_buckets:
-      padding = config.get("padding", "pre")
-      self.x_train = batching.left_align(data.x_train, padding)
-      self.x_test = batching.left_align(data.x_test, padding)
-      self.n_train = batching.token_lengths(self.x_train, "post")
-      self.n_test = batching.token_lengths(self.x_test, "post")
-      self.lengths = batching.bucket_lengths(
-        self.n_train, self.num_buckets, data.x_train.shape[1], BUCKET_MULTIPLE
+    if self.resident:
+      self.x_train, self.y_train = parallel.shard((data.x_train, data.y_train), replicated)
+
+  def train(self, loop: "_Loop", epoch: int, progress: Progress, trace=None):
+    """Trains ``epoch`` from ``loop.state``, advancing ``loop``; returns the epoch's summed metrics."""
+    annotate = trace.step if trace else lambda _: contextlib.nullcontext()
+    total, done = None, 0
+    if self.resident:
+      order, weights = self.resident.plan(self.shuffle_key, epoch)
+      feed = (
+        (self.chunk_steps[n], (self.x_train, self.y_train, order, weights, self.dropout_key, start), n)
+        for n, start in zip(self.resident.chunks, np.cumsum([0, *self.resident.chunks]).tolist())
       )
     else:
-      self.lengths = [data.x_train.shape[1]]
+      feed = (
+        (
+          self.train_steps[batch["tokens"].shape[1]],
+          (parallel.shard(batch, self.data_sharding), self.dropout_key),
+          1,
+        )
+        for batch in self.feeder.train(epoch)
+      )
+    for step, arguments, steps in feed:
+      with annotate(loop.steps_done):
+        loop.state, metrics = step(loop.state, *arguments)
+      total, done, loop.steps_done = sum_metrics(total, metrics), done + steps, loop.steps_done + steps
+      progress.update(done, total)
+      if trace:
+        trace.advance(loop.steps_done, (loop.state, metrics))
+    return total
 
-  def train(self, epoch: int):
-    order = batching.epoch_order(self.seed, epoch, len(self.x_train))
-    if not self.num_buckets:
-      return batching.batches(self.x_train, self.y_train, self.batch_size, order)
-    return batching.bucketed_batches(
-      self.x_train,
-      self.y_train,
-      self.n_train,
-      self.lengths,
-      self.batch_size,
-      order,
-      np.random.default_rng([self.seed, epoch, 1]),
-    )
+  def evaluate(self, params) -> tuple[float, float]:
+    total = None
+    for batch in self.feeder.test():
+      step = self.eval_steps[batch["tokens"].shape[1]]
+      total = sum_metrics(total, step(params, parallel.shard(batch, self.data_sharding)))
+    return finish(total)
 
-  def test(self):
-    if not self.num_buckets:
-      return batching.batches(self.x_test, self.y_test, self.eval_batch_size)
-    return batching.bucketed_batches(
-      self.x_test, self.y_test, self.n_test, self.lengths, self.eval_batch_size, np.arange(len(self.x_test))
-    )
 
-  def batch_spec(self, batch_size: int, length: int, sharding=None):
-    """The shapes of a batch, without allocating it (a batch can be too large to exist)."""
-    spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-    return {
-      "tokens": spec((batch_size, length), jnp.int32),
-      "labels": spec((batch_size,), jnp.int32),
-      "weights": spec((batch_size,), jnp.float32),
-    }
+@dataclasses.dataclass
+class _Loop:
+  """What the epoch loop carries from epoch to epoch."""
 
-  def steps_per_epoch(self) -> int:
-    if not self.num_buckets:
-      return -(-len(self.x_train) // self.batch_size)
-    bucket_of = np.searchsorted(np.asarray(self.lengths), self.n_train, side="left")
-    return int(sum(-(-np.sum(bucket_of == b) // self.batch_size) for b in range(len(self.lengths))))
+  state: TrainState
+  history: list[dict]  # every epoch's `EpochMetrics` as a dict, a resumed run's earlier ones included
+  steps_done: int = 0  # train steps dispatched by this process (the profiler trace's clock)
 
 
 def fit(
@@ -346,6 +322,7 @@ def fit(
   mesh=None,
   run_dir: str | None = None,
   initial_embedding=None,
+  trace=None,
 ) -> tuple[dict, TrainState]:
   """Trains ``model`` on ``data`` (an `EncodedDataset`) as ``config`` says.
 
@@ -354,7 +331,9 @@ def fit(
   (the last and the best by evaluation accuracy are kept) and a run that finds one there resumes after
   it, replaying exactly what an uninterrupted run would do. ``initial_embedding`` [top_words, embed_dim]
   replaces the initial embedding (pretrained vectors). ``config.patience`` > 0 stops after that many
-  epochs without a better evaluation accuracy.
+  epochs without a better evaluation accuracy. ``trace`` (a `seqclf.profiling.StepTrace`) records a
+  profiler trace of steps after its warm-up: with host batches inside the first epoch trained here when
+  it has enough steps, with device-resident chunks from the second dispatch on.
 
   Returns ``(record, state)``: the record has ``seed``, ``param_count``, ``compile_s``, ``shapes`` (the
   compiled sequence lengths), ``devices``, ``stopped_early`` and ``epochs`` (a list of `EpochMetrics` as
@@ -365,153 +344,57 @@ def fit(
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-  data_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
-  feeder = _Feeder(data, config, seed)
-  use_mask = uses_mask(config)
+  feeder = feeding.HostFeeder(data, config, seed)
 
   # Raw uint32 keys: they cross into sharded (possibly multi-process) arrays like any other array.
   init_key, dropout_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-  params = model.init(
-    {"params": init_key, "dropout": init_key}, jnp.zeros((1, feeder.lengths[-1]), jnp.int32), train=False
-  )["params"]
-  if initial_embedding is not None:
-    if np.shape(initial_embedding) != params["embedding"].shape:
-      raise ConfigError(
-        f"pretrained embedding has shape {np.shape(initial_embedding)}, the model needs "
-        f"{params['embedding'].shape}; match --config.top_words and --config.model.embed_dim"
-      )
-    params = {**params, "embedding": jnp.asarray(initial_embedding, params["embedding"].dtype)}
-  state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config))
+  state = create_train_state(model, config, init_key, feeder.lengths[-1], initial_embedding)
   checkpointer = checkpoint.Checkpointer(run_dir) if run_dir else None
-  start_epoch, epochs = 0, []
+  start_epoch, history = 0, []
   restored = checkpointer.restore_latest(state) if checkpointer else None
   if restored:  # before sharding and compiling, so a resumed state is placed like a fresh one
-    state, start_epoch, epochs = restored
-  state, dropout_key, shuffle_key = parallel.shard((state, dropout_key, shuffle_key), replicated)
-
-  train_step = make_train_step(model, use_mask)
-  compile_start = time.perf_counter()
-  jit_train = jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated))
-  jit_eval = jax.jit(make_eval_step(model, use_mask), out_shardings=replicated)
-  train_steps = {
-    length: jit_train.lower(
-      state, feeder.batch_spec(config.batch_size, length, data_sharding), dropout_key
-    ).compile()
-    for length in feeder.lengths
-  }
-  eval_steps = {
-    length: jit_eval.lower(
-      state.params, feeder.batch_spec(config.eval_batch_size, length, data_sharding)
-    ).compile()
-    for length in feeder.lengths
-  }
-  steps_per_epoch = feeder.steps_per_epoch()
-  run_chunks = {}
-  if config.get("device_resident"):
-    chunk = config.get("steps_per_dispatch", 0) or steps_per_epoch
-    chunks = [chunk] * (steps_per_epoch // chunk) + (
-      [steps_per_epoch % chunk] if steps_per_epoch % chunk else []
-    )
-    plan = jax.jit(device_epoch_plan, static_argnums=(2, 3), out_shardings=replicated)
-    order, weights = plan(shuffle_key, 1, len(data.x_train), config.batch_size)
-    run_chunks = {
-      n: jax.jit(
-        make_train_chunk(train_step, config.batch_size, n, data_sharding),
-        donate_argnums=0,
-        out_shardings=(replicated, replicated),
-      )
-      .lower(state, *_abstract((data.x_train, data.y_train), replicated), order, weights, dropout_key, 0)
-      .compile()
-      for n in set(chunks)
-    }
-  compile_s = time.perf_counter() - compile_start
-  # The resident arrays are arguments of the chunk steps, so they are counted there.
-  check_fits_in_memory([*train_steps.values(), *eval_steps.values(), *run_chunks.values()])
-  if config.get("device_resident"):
-    x_train, y_train = parallel.shard((data.x_train, data.y_train), replicated)
-
-  def run_epoch(state, epoch, progress):
-    total, done = None, 0
-    if config.get("device_resident"):
-      order, weights = plan(shuffle_key, epoch, len(data.x_train), config.batch_size)
-      for n in chunks:
-        state, metrics = run_chunks[n](state, x_train, y_train, order, weights, dropout_key, done)
-        total, done = _sum_metrics(total, metrics), done + n
-        progress.update(done, total)
-      return state, total
-    for batch in feeder.train(epoch):
-      state, metrics = train_steps[batch["tokens"].shape[1]](
-        state, parallel.shard(batch, data_sharding), dropout_key
-      )
-      total, done = _sum_metrics(total, metrics), done + 1
-      progress.update(done, total)
-    return state, total
-
-  def evaluate_split(params):
-    total = None
-    for batch in feeder.test():
-      total = _sum_metrics(
-        total, eval_steps[batch["tokens"].shape[1]](params, parallel.shard(batch, data_sharding))
-      )
-    return _finish(total)
-
+    state, start_epoch, history = restored
+  state, dropout_key, shuffle_key = parallel.shard(
+    (state, dropout_key, shuffle_key), parallel.replicated(mesh)
+  )
+  epochs = _Epochs(model, data, config, feeder, state, dropout_key, shuffle_key, mesh)
+  loop = _Loop(state, history)
   try:
-    state, stopped_early = _epoch_loop(
-      state,
-      epochs,
-      start_epoch,
-      config,
-      run_epoch,
-      evaluate_split,
-      label,
-      steps_per_epoch,
-      len(data.x_train),
-      checkpointer,
-      on_epoch,
-    )
+    stopped_early = _train_epochs(loop, epochs, config, start_epoch, label, checkpointer, on_epoch, trace)
   finally:
+    if trace:
+      trace.close()
     if checkpointer:
       checkpointer.close()
   record = {
     "seed": seed,
-    "param_count": models.param_count(state.params),
-    "compile_s": compile_s,
+    "param_count": models.param_count(loop.state.params),
+    "compile_s": epochs.compile_s,
     "shapes": feeder.lengths,
     "devices": int(mesh.devices.size),
     "stopped_early": stopped_early,
-    "epochs": epochs,
+    "epochs": loop.history,
   }
-  return record, state
+  return record, loop.state
 
 
-def _epoch_loop(
-  state,
-  epochs,
-  start_epoch,
-  config,
-  run_epoch,
-  evaluate_split,
-  label,
-  steps_per_epoch,
-  n_train,
-  checkpointer,
-  on_epoch,
-):
-  """Epochs ``start_epoch + 1 ..``: train, check, evaluate, checkpoint, report, maybe stop early."""
+def _train_epochs(loop, epochs, config, start_epoch, label, checkpointer, on_epoch, trace) -> bool:
+  """Epochs ``start_epoch + 1 ..``: train, check, evaluate, checkpoint, report; True if it stopped early."""
   patience = config.get("patience", 0)
+  n_train = len(epochs.feeder.x_train)
   for epoch in range(start_epoch + 1, config.epochs + 1):
-    if patience and _epochs_since_best(epochs) >= patience:
-      return state, True
-    progress = Progress(f"{label} epoch {epoch}/{config.epochs}", steps_per_epoch, config.batch_size)
+    if patience and _epochs_since_best(loop.history) >= patience:
+      return True
+    progress = Progress(f"{label} epoch {epoch}/{config.epochs}", epochs.steps_per_epoch, config.batch_size)
     start = time.perf_counter()
-    state, total = run_epoch(state, epoch, progress)
-    jax.block_until_ready((state, total))
+    total = epochs.train(loop, epoch, progress, trace)
+    jax.block_until_ready((loop.state, total))
     epoch_s = time.perf_counter() - start
     progress.close()
     check_finite(total, epoch)
-    train_loss, train_acc = _finish(total)
+    train_loss, train_acc = finish(total)
     eval_start = time.perf_counter()
-    test_loss, test_acc = evaluate_split(state.params)
+    test_loss, test_acc = epochs.evaluate(loop.state.params)
     metrics = EpochMetrics(
       epoch=epoch,
       epoch_s=epoch_s,
@@ -522,12 +405,12 @@ def _epoch_loop(
       test_acc=test_acc,
       eval_s=time.perf_counter() - eval_start,
     )
-    epochs.append(dataclasses.asdict(metrics))
+    loop.history.append(dataclasses.asdict(metrics))
     if checkpointer:
-      checkpointer.save(epoch, state, history=epochs, metric=test_acc)
+      checkpointer.save(epoch, loop.state, history=loop.history, metric=test_acc)
     if on_epoch:
       on_epoch(metrics)
-  return state, False
+  return False
 
 
 def _epochs_since_best(epochs: list[dict]) -> int:
