@@ -1,15 +1,15 @@
-# Two commands: `make bench` (the article benchmark) and `make test`. Both set up .venv from nothing.
+# `make bench` (the article benchmark) and `make test`: both set up .venv from nothing.
+# `make test-matrix`: the suite on every supported stack; `make gpu-wheels`: what a GPU check carries.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Empty: the driver's default, the official archive downloaded once into the cache (~/.cache/seqclf).
-IMDB ?= $(or $(SEQCLF_IMDB),$(wildcard ../shared/data/aclImdb_labeled.tar.gz))
+IMDB ?= $(or $(SEQCLF_IMDB),$(wildcard ../shared/data/aclImdb_labeled.tar.gz),tfds)
 WORKDIR ?= runs/article
 BENCH_ARGS ?=
-# Extras `make test` installs; CI adds `peers` (PyTorch, Keras) so the peer tests run instead of skipping.
+# Extras `make test` installs; add `peers` (PyTorch, Keras) to run the peer tests instead of skipping them.
 TEST_EXTRAS ?= test
 
-.PHONY: bench test venv clean
+.PHONY: bench test venv clean test-matrix gpu-wheels
 
 $(VENV)/.installed-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,15 +18,49 @@ $(VENV)/.installed-%: pyproject.toml
 
 venv: $(VENV)/.installed-test
 
-# The tutorial's table (4 variants x 3 seeds) on whatever device JAX finds; IMDB from $SEQCLF_IMDB (a path
-# or URL), ../shared, or downloaded. A mirror: SEQCLF_IMDB=http://host/aclImdb.tar.gz BENCH_ARGS=--imdb_sha256=HEX
+# The tutorial's table on whatever device JAX finds (IMDB from $SEQCLF_IMDB, ../shared, or tfds).
 bench: $(VENV)/.installed-test
-	$(PY) -m benchmarks.article $(if $(IMDB),--imdb=$(IMDB)) --workdir=$(WORKDIR) $(BENCH_ARGS)
+	$(PY) -m benchmarks.article --imdb=$(IMDB) --workdir=$(WORKDIR) $(BENCH_ARGS)
 
 test: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
+# The support range (pyproject.toml). The default stack is `make test`'s; the other two run on Python 3.12
+# (pyenv's), each in its own venv built from nothing: the GPU machine's jax 0.11.2, and the newest jax pip
+# resolves. They install `.[test]` without `peers` (torch's wheels are large; the default stack runs them).
+PYTHON312 ?= PYENV_VERSION=3.12.1 python3.12
+STACKS := py312-jax0112 py312-latest
+PINS_py312-jax0112 := jax==0.11.2 jaxlib==0.11.2
+PINS_py312-latest :=
+
+.venv-%/.installed: pyproject.toml
+	rm -rf .venv-$*
+	$(PYTHON312) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet -e '.[test]' $(PINS_$*)
+	touch $@
+
+test-stack-%: .venv-%/.installed
+	.venv-$*/bin/python -c "import sys, jax, flax; print('stack $*: Python', sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__)"
+	.venv-$*/bin/python -m pytest -q
+
+test-matrix: test $(addprefix test-stack-,$(STACKS))
+
+# Everything benchmarks/gpu_check.sh needs on the GPU machine and it lacks (Python 3.12, manylinux x86_64;
+# its package list: /work/.library/device/KINDS.md): ml-collections (its needs absl-py and PyYAML are
+# there), plus the IMDB archive. tfds, tensorboardX and matplotlib are extras the check does not use.
+# Carry with the device tool: run(carry=[".whl"], command="bash benchmarks/gpu_check.sh").
+GPU_WHEELS ?= ml-collections==1.1.0
+GPU_IMDB ?= $(or $(SEQCLF_IMDB),../shared/data/aclImdb_labeled.tar.gz)
+WHEEL_PLATFORMS := $(addprefix --platform ,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64)
+
+gpu-wheels:
+	rm -rf .whl
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(WHEEL_PLATFORMS) -d .whl $(GPU_WHEELS)
+	cp $(GPU_IMDB) .whl/aclImdb_labeled.tar.gz
+	@du -sh .whl; ls .whl
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(addprefix .venv-,$(STACKS)) .whl runs .pytest_cache
