@@ -20,7 +20,7 @@ import jax
 from absl import flags
 
 from benchmarks import peers
-from seqclf import cli, configs, metric_writers, models, parallel, presets, results, train
+from seqclf import cli, configs, metric_writers, models, parallel, presets, profiling, results, train
 from seqclf.data import imdb, load_encoded
 from seqclf.errors import ConfigError
 from seqclf.lstm import resolve_engine
@@ -210,7 +210,8 @@ def train_one(
   try:
     if engine in peers.PEERS:
       return peers.fit_peer(engine, variant, data, config, seed=seed, on_epoch=report)
-    return train.fit(model, data, config, seed=seed, label=variant, on_epoch=report)[0]
+    trace = profiling.from_flags(f"{variant}-{engine}-seed{seed}")  # peers are not traced
+    return train.fit(model, data, config, seed=seed, label=variant, on_epoch=report, trace=trace)[0]
   finally:
     if writer:
       writer.close()

@@ -16,7 +16,7 @@ import os
 
 from absl import flags
 
-from seqclf import checkpoint, cli, configs, metric_writers, models, presets, results, train
+from seqclf import checkpoint, cli, configs, metric_writers, models, presets, profiling, results, train
 from seqclf.data import embeddings, imdb, load_encoded
 from seqclf.data.cache import EncodedDataset
 from seqclf.data.encoding import encode
@@ -181,6 +181,7 @@ def main(argv):
       on_epoch=report,
       run_dir=run_dir,
       initial_embedding=initial_embedding,
+      trace=profiling.from_flags(),
     )
   finally:
     writer.close()
