@@ -21,8 +21,10 @@ import jax
 from jax.sharding import AbstractDevice, AbstractMesh
 
 # The device each platform is lowered for when this host has none: the GPU of the project's measuring
-# machine, and a current TPU. Kernels that specialise on the device (Triton's compute capability) see it.
+# machine, a current TPU, and a CPU (for a GPU host lowering for CPU). Kernels that specialise on the
+# device (Triton's compute capability) see it.
 DEVICES = {
+  "cpu": AbstractDevice(device_kind="cpu", num_cores=None, platform="cpu"),
   "gpu": AbstractDevice(device_kind="NVIDIA H200", num_cores=132, platform="gpu"),
   "tpu": AbstractDevice(device_kind="TPU v5 lite", num_cores=1, platform="tpu"),
 }
@@ -44,11 +46,11 @@ def target_platform() -> str:
 def targeting(platform: str, device: AbstractDevice | None = None):
   """Traces and lowers inside for ``platform`` ("cpu", "gpu", "tpu") on ``device`` (default `DEVICES`).
 
-  For "cpu", or the host's own platform without a ``device``, nothing changes: the real device is used.
+  For the host's own platform without a ``device`` nothing changes: the real device is used.
   """
   if platform not in LOWERING_PLATFORM:
     raise ValueError(f"unknown platform {platform!r}; choose one of {', '.join(LOWERING_PLATFORM)}")
-  device = device or (None if platform in ("cpu", jax.default_backend()) else DEVICES[platform])
+  device = device or (None if platform == jax.default_backend() else DEVICES[platform])
   if device is None:
     yield
     return
