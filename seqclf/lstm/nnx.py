@@ -1,0 +1,179 @@
+"""The NNX layers over `seqclf.lstm.api.lstm`: `LSTM`, `Bidirectional` and `Stacked` as `flax.nnx.Module`s.
+
+    from flax import nnx
+    from seqclf.lstm import nnx as lstm_nnx
+    rngs = nnx.Rngs(params=0, dropout=1)
+    layer = lstm_nnx.Stacked([lstm_nnx.Bidirectional(lstm_nnx.LSTM(32, 64, rngs=rngs),
+                                                     lstm_nnx.LSTM(32, 64, rngs=rngs)),
+                              lstm_nnx.LSTM(128, 64, rngs=rngs)])
+    outputs, (h, c) = layer(xs, lengths=lengths)
+
+They are the Linen layers of `seqclf.lstm.layer` in NNX form: the same parameter names and Keras
+initialisation, every engine, masks or lengths, and Keras' per-sequence dropout drawn from the
+``"dropout"`` RNG stream (``model.eval()`` / ``model.train()`` switch it, as for ``nnx.Dropout``).
+`to_linen` and `from_linen` convert parameters between a layer here and its Linen twin in one call.
+"""
+
+from collections.abc import Sequence
+
+from flax import nnx
+
+from seqclf.lstm import api, sequences
+
+
+class LSTM(nnx.Module):
+  """An LSTM layer: ``__call__(xs [B, T, E], mask=None, lengths=None) -> (outputs [B, T, H], (h, c))``.
+
+  Args:
+    in_features: input size E.
+    features: hidden size H.
+    engine: LSTM engine name (see `seqclf.lstm.api.ENGINES`) or "auto".
+    input_dropout: rate of Keras' ``dropout``: one input mask per sequence, reused at every step.
+    recurrent_dropout: rate of Keras' ``recurrent_dropout``: one mask on ``h`` per sequence.
+    matmul_precision: of the recurrent matmul, see `seqclf.lstm.api.lstm`.
+    deterministic: no dropout (``model.eval()`` sets it, ``model.train()`` clears it).
+    rngs: ``params`` initialises the weights; ``dropout`` (forked here) draws the dropout masks.
+
+  The parameters ``kernel``, ``recurrent_kernel`` and ``bias`` are those of `seqclf.lstm.lstm`.
+  """
+
+  def __init__(
+    self,
+    in_features: int,
+    features: int,
+    *,
+    engine: str = "auto",
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    matmul_precision: str = "float32",
+    deterministic: bool = False,
+    rngs: nnx.Rngs,
+  ):
+    params = api.init_params(rngs.params(), in_features, features)
+    self.kernel = nnx.Param(params["kernel"])
+    self.recurrent_kernel = nnx.Param(params["recurrent_kernel"])
+    self.bias = nnx.Param(params["bias"])
+    self.features = features
+    self.engine = engine
+    self.input_dropout = input_dropout
+    self.recurrent_dropout = recurrent_dropout
+    self.matmul_precision = matmul_precision
+    self.deterministic = deterministic
+    self.rngs = rngs.dropout.fork() if input_dropout > 0 or recurrent_dropout > 0 else nnx.data(None)
+
+  def __call__(self, xs, mask=None, lengths=None, *, deterministic: bool | None = None, rngs=None):
+    """``deterministic`` and ``rngs`` (an ``nnx.Rngs`` or stream) override the layer's own for one call."""
+    api.check_engine(
+      self.engine,
+      input_dropout=self.input_dropout > 0,
+      recurrent_dropout=self.recurrent_dropout > 0,
+      matmul_precision=self.matmul_precision,
+    )
+    deterministic = self.deterministic if deterministic is None else deterministic
+    stream = rngs.dropout if isinstance(rngs, nnx.Rngs) else rngs or self.rngs
+    batch, _, input_size = xs.shape
+    input_mask = recurrent_mask = None
+    if not deterministic and self.input_dropout > 0:
+      input_mask = sequences.dropout_mask(stream(), self.input_dropout, (batch, input_size), xs.dtype)
+    if not deterministic and self.recurrent_dropout > 0:
+      recurrent_mask = sequences.dropout_mask(
+        stream(), self.recurrent_dropout, (batch, self.features), xs.dtype
+      )
+    params = {
+      "kernel": self.kernel[...],
+      "recurrent_kernel": self.recurrent_kernel[...],
+      "bias": self.bias[...],
+    }
+    return api.lstm(
+      params,
+      xs,
+      mask=mask,
+      lengths=lengths,
+      input_dropout_mask=input_mask,
+      recurrent_dropout_mask=recurrent_mask,
+      engine=self.engine,
+      matmul_precision=self.matmul_precision,
+    )
+
+
+class Bidirectional(nnx.Module):
+  """``forward`` over the sequence and ``backward`` over it reversed (see `sequences.bidirectional`):
+  ``-> (outputs [B, T, H_f + H_b], (forward_state, backward_state))``."""
+
+  def __init__(self, forward: nnx.Module, backward: nnx.Module):
+    self.forward = forward
+    self.backward = backward
+
+  def __call__(self, xs, mask=None, lengths=None, **kwargs):
+    return sequences.bidirectional(self.forward, self.backward, xs, mask=mask, lengths=lengths, **kwargs)
+
+
+class Stacked(nnx.Module):
+  """``layers`` one after another, each reading the full output sequence of the one before:
+  ``-> (outputs of the last, state of the last)``."""
+
+  def __init__(self, layers: Sequence[nnx.Module]):
+    self.layers = nnx.List(layers)
+
+  def __call__(self, xs, mask=None, lengths=None, **kwargs):
+    return sequences.stacked(self.layers, xs, mask=mask, lengths=lengths, **kwargs)
+
+
+def _is_list(value) -> bool:
+  """Whether ``value`` is an ``nnx.List``'s items in a pure dict: ``{0: ..., 1: ...}``."""
+  return isinstance(value, dict) and bool(value) and all(isinstance(index, int) for index in value)
+
+
+def _linen_keys(tree):
+  """(Linen key, NNX key, item) of a pure-dict level: list items ``{"layers": {0: x}}`` are ``layers_0``."""
+  for key, value in tree.items():
+    if _is_list(value):
+      for index, item in value.items():
+        yield f"{key}_{index}", (key, index), item
+    else:
+      yield key, (key,), value
+
+
+def _to_linen(tree):
+  return {name: _to_linen(v) if isinstance(v, dict) else v for name, _, v in _linen_keys(tree)}
+
+
+def _from_linen(template, params, where=""):
+  """``params`` (Linen's nesting) rearranged as ``template`` (NNX's pure dict), names and shapes checked."""
+  given = set(params) if isinstance(params, dict) else set()
+  expected = {name for name, _, _ in _linen_keys(template)}
+  if given != expected:
+    raise ValueError(
+      f"Linen parameters {where or '/'} hold {sorted(given)}, but this module has {sorted(expected)}"
+    )
+  tree = {}
+  for name, nnx_key, value in _linen_keys(template):
+    path = f"{where}/{name}" if where else name
+    if isinstance(value, dict):
+      loaded = _from_linen(value, params[name], path)
+    elif params[name].shape != value.shape:
+      raise ValueError(f"Linen parameter {path} has shape {params[name].shape}, this module's {value.shape}")
+    else:
+      loaded = params[name]
+    if len(nnx_key) == 2:
+      tree.setdefault(nnx_key[0], {})[nnx_key[1]] = loaded
+    else:
+      tree[name] = loaded
+  return tree
+
+
+def to_linen(module: nnx.Module) -> dict:
+  """``module``'s parameters as its Linen twin's ``variables["params"]`` (`seqclf.lstm.layer`).
+
+  For a single `LSTM` that is also the ``params`` of `seqclf.lstm.lstm`.
+  """
+  return _to_linen(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+
+
+def from_linen(module: nnx.Module, params) -> nnx.Module:
+  """Loads the Linen twin's ``variables["params"]`` (or `seqclf.lstm.lstm`'s ``params``) into ``module``,
+  in place, and returns it. Parameters of another name or shape are a ``ValueError`` naming them."""
+  state = nnx.state(module, nnx.Param)
+  nnx.replace_by_pure_dict(state, _from_linen(nnx.to_pure_dict(state), dict(params)))
+  nnx.update(module, state)
+  return module
