@@ -113,7 +113,7 @@ cp "$WORK"/sweep/lstm_engines.{json,md} "$OUT"/ 2>/dev/null
 # 6. The article's epoch per engine, beside the peers, in one invocation (same data and order for all).
 if [[ -f $IMDB ]]; then
   step article 180 "lstm,cnn_lstm; engines $ENGINES; peers ${ARTICLE_PEERS:-none}" \
-    "$PYTHON" -m benchmarks.article --imdb="$IMDB" --variants=lstm,cnn_lstm --engine="$ENGINES" \
+    "$PYTHON" -m benchmarks.article --imdb="$IMDB" --variants=lstm,cnn_lstm --seeds=0 --engine="$ENGINES" \
     ${ARTICLE_PEERS:+--peers=$ARTICLE_PEERS} "${ARTICLE_SIZES[@]}" --tensorboard=false --workdir="$WORK/article"
   cp "$WORK/article/results.json" "$OUT/article.json" 2>/dev/null
   cp "$WORK/article/results.md" "$OUT/article.md" 2>/dev/null
