@@ -118,6 +118,8 @@ def run(main, flags_parser=None):
   """`absl.app.run` with one-line errors for bad flags, config files and overrides too."""
 
   def parse(argv):
+    # ml_collections logs a warning for a get_config() that returned None; the error line says it.
+    logging.set_verbosity(logging.ERROR)
     try:
       return flags.FLAGS(_with_default_configs(argv))
     except Exception as e:  # anything raised while parsing comes from the command line or config file
@@ -125,8 +127,9 @@ def run(main, flags_parser=None):
         raise
       print(f"error: {_parse_error(e)}", file=sys.stderr)
       sys.exit(2)
+    finally:
+      logging.set_verbosity(logging.WARNING)
 
-  logging.set_verbosity(logging.WARNING)
   app.run(usage_errors_exit_2(main), flags_parser=flags_parser or parse)
 
 
