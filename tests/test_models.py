@@ -86,3 +86,23 @@ def test_stacked_bidirectional_model_learns_the_separable_task():
   record, state = train.fit(model, data, config, seed=0)
   assert {"lstm", "lstm_1", "lstm_backward", "lstm_backward_1"} <= set(state.params)
   assert record["epochs"][-1]["test_acc"] >= 0.95
+
+
+def test_stacked_bidirectional_model_keeps_the_parameter_names_of_earlier_run_directories():
+  """models.py builds its LSTMs from the reusable layers; their parameters stay where checkpoints have them."""
+  model = models.create(
+    "lstm", vocab_size=40, embed_dim=8, lstm_features=6, bidirectional=True, lstm_layers=2
+  )
+  params = model.init(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))["params"]
+  assert set(params) == {"embedding", "head", "lstm", "lstm_backward", "lstm_1", "lstm_backward_1"}
+  assert params["lstm_1"]["kernel"].shape == (12, 24)
+
+
+def test_a_model_asking_an_engine_for_what_it_lacks_is_refused_when_built():
+  model = models.create(
+    "lstm", vocab_size=40, embed_dim=8, lstm_features=6, engine="scan", matmul_precision="tensorfloat32"
+  )
+  with pytest.raises(
+    ConfigError, match="'scan' has no matmul_precision='tensorfloat32'; use engine .*'pallas'"
+  ):
+    model.init(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))
