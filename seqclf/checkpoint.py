@@ -7,7 +7,8 @@ A run directory holds::
   RUN/checkpoints/<epoch>/
     params/            the model parameters
     optimizer/         the optimizer state
-    meta/              {"epoch", "step", "history"} as JSON
+    meta/              {"epoch", "step", "history"} as JSON: history is train.fit's per-epoch metrics,
+                       whose test_* name the split evaluated each epoch (validation when one is carved)
     metrics/           {"metric": ...}, the value that ranks checkpoints (orbax's own item)
 
 Only two checkpoints are kept: the last one (to resume) and the best one by its metric (to predict with).
@@ -18,7 +19,7 @@ both are ignored when restoring and removed by the next writer, so a resumed run
 complete epoch.
 
 Resuming replays an uninterrupted run exactly, provided that the loop derives everything random from
-(seed, epoch, step): the shuffled order from ``train.epoch_order(seed, epoch, n)`` and dropout keys from
+(seed, epoch, step): the shuffled order from ``batching.epoch_order(seed, epoch, n)`` and dropout keys from
 ``fold_in(key, state.step)``, the step being restored with the state.
 """
 

@@ -105,6 +105,12 @@ def load_data(config, seed: int):
   )
 
 
+def named_by_split(epoch: dict, split: str) -> dict:
+  """An epoch's metrics with the evaluated split's under its own name: ``train.fit`` calls the split it
+  evaluates every epoch ``test``; with a validation split carved out, ``test_acc`` is ``validation_acc``."""
+  return {f"{split}_{key[5:]}" if key.startswith("test_") else key: value for key, value in epoch.items()}
+
+
 def check_resumable(run_dir: str, config, variant: str, seed: int) -> None:
   """Refuses to resume a run directory under another config, naming the first key that differs."""
   if not os.path.exists(os.path.join(run_dir, checkpoint.CONFIG_FILE)):
@@ -168,7 +174,10 @@ def main(argv):
       f"acc {m.train_acc:.4f} | {eval_name} loss {m.test_loss:.4f} acc {m.test_acc:.4f}",
       flush=True,
     )
-    writer.write_scalars(m.epoch, metric_writers.epoch_scalars(m))
+    scalars = metric_writers.epoch_scalars(m)
+    writer.write_scalars(
+      m.epoch, {name.replace("test/", f"{eval_name}/", 1): v for name, v in scalars.items()}
+    )
     writer.flush()
 
   try:
@@ -185,7 +194,12 @@ def main(argv):
     )
   finally:
     writer.close()
-  record.update(variant=variant, eval_split=eval_name, label_names=label_names)
+  record.update(
+    variant=variant,
+    eval_split=eval_name,
+    label_names=label_names,
+    epochs=[named_by_split(epoch, eval_name) for epoch in record["epochs"]],
+  )
   if test is not None:  # the held-out test set, scored once with the checkpoint validation chose
     with checkpoint.Checkpointer(run_dir, writable=False) as checkpointer:
       best, best_epoch, _ = checkpointer.restore_best(state)

@@ -1,6 +1,7 @@
-"""Classifying new texts with a trained run.
+"""Classifying new texts with a run that `seqclf.main` trained (``benchmarks/article.py`` keeps no
+checkpoints: its workdir holds results, not runs).
 
-  python -m seqclf.predict --workdir=runs/article/lstm/seed_0 "A great film" "Dull and far too long"
+  python -m seqclf.predict --workdir=runs/imdb_lstm "A great film" "Dull and far too long"
   python -m seqclf.predict --workdir=runs/mine --which=last --json --input=reviews.txt
   cat reviews.txt | python -m seqclf.predict --workdir=runs/mine --input=-
 
@@ -139,7 +140,8 @@ def load(run_dir: str, which: str = "best") -> Predictor:
   """Loads a trained run for prediction.
 
   Args:
-    run_dir: A run directory, or a directory holding exactly one (e.g. an article workdir of one run).
+    run_dir: A run directory that `seqclf.main` wrote, or a directory holding exactly one (``runs/``
+      with one run in it, say).
     which: The checkpoint to use: "best" (highest validation metric) or "last".
 
   Raises:

@@ -280,7 +280,7 @@ def test_a_url_with_no_server_behind_it_fails_in_one_line_and_keeps_nothing(tiny
     probe.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{probe.getsockname()[1]}/aclImdb_v1.tar.gz"
   args = [f"--imdb={url}", *tiny_args[1:]]
-  result = run_article(*args, f"--workdir={tmp_path / 'work'}")
+  result = run_article(*args, f"--workdir={tmp_path / 'work'}", env_extra={"no_proxy": "127.0.0.1"})
   assert result.returncode == 2
   (line,) = result.stderr.strip().splitlines()
   assert line.startswith(f"error: cannot download {url}: cannot reach the server") and "--imdb=PATH" in line

@@ -15,6 +15,13 @@ from seqclf.data.cache import load_encoded
 from seqclf.errors import ConfigError, DataError
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+  """Loopback requests go straight to the test's server, never through a proxy the environment names."""
+  monkeypatch.setenv("no_proxy", "127.0.0.1")
+  monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+
 class _ArchiveServer(http.server.ThreadingHTTPServer):
   """Serves ``body`` at /aclImdb.tar.gz (with Range support); ``cuts`` requests end after half the bytes."""
 
@@ -139,6 +146,16 @@ def test_a_port_with_no_server_fails_at_once(tmp_path):
   assert os.listdir(tmp_path / "downloads") == []
 
 
+def test_a_server_that_never_answers_times_out(tmp_path):
+  with socket.socket() as silent:  # accepts connections (the kernel does) but never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/aclImdb.tar.gz"
+    with pytest.raises(DataError, match=r"did not answer within 0.5 s.*--imdb=PATH"):
+      download.fetch(url, directory=str(tmp_path / "downloads"), timeout_s=0.5, stream=io.StringIO())
+  assert os.listdir(tmp_path / "downloads") == []
+
+
 def test_a_page_that_is_not_an_archive_is_refused(tmp_path):
   with serving(b"<html>Service unavailable</html>") as server:
     with pytest.raises(DataError, match=r"not a \.tar\.gz archive .*<html>"):
@@ -184,3 +201,20 @@ def test_load_encoded_reads_a_url_through_the_cache(archive_bytes, tiny_aclimdb_
 def test_sha256_for_a_local_path_is_refused(tiny_aclimdb_archive, tmp_path):
   with pytest.raises(ConfigError, match="only applies to an http"):
     load_encoded(str(tiny_aclimdb_archive), sha256="0" * 64, cache_dir=str(tmp_path))
+
+
+def test_tfds_unprepared_downloads_the_official_archive_then_prepares_it_offline(
+  archive_bytes, tiny_aclimdb_archive, tmp_path, monkeypatch
+):
+  pytest.importorskip("tensorflow_datasets")
+  tfds_dir, downloads = str(tmp_path / "tfds"), str(tmp_path / "downloads")
+  with serving(archive_bytes) as server:
+    monkeypatch.setattr(download, "OFFICIAL_URL", server.url)  # the loopback server plays the official host
+    assert imdb.local_source("tfds", download_dir=downloads, tfds_data_dir=tfds_dir) == "tfds"
+  from_tfds, from_archive = (
+    imdb.load_imdb("tfds", tfds_data_dir=tfds_dir),
+    imdb.load_imdb(str(tiny_aclimdb_archive)),
+  )
+  assert sorted(from_tfds.test.texts) == sorted(from_archive.test.texts)
+  # Prepared now: the next call neither downloads nor prepares (the server is gone).
+  assert imdb.local_source("tfds", download_dir=downloads, tfds_data_dir=tfds_dir) == "tfds"

@@ -73,6 +73,7 @@ def test_multiclass_csv_with_validation_split_then_predict(topics, tmp_path):
   record = json.loads((workdir / "results.json").read_text())["runs"][0]
   assert record["eval_split"] == "validation" and record["label_names"] == ["food", "sport", "tech"]
   assert record["final_test"]["test_acc"] >= 0.9
+  assert all("validation_acc" in epoch and "test_acc" not in epoch for epoch in record["epochs"])
   predicted = subprocess.run(
     [
       sys.executable,

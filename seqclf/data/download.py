@@ -134,6 +134,8 @@ def _download(url: str, file, *, timeout_s: float, max_resumes: int, stream) -> 
       raise _download_error(url, f"the server answered HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
       reason = getattr(error, "reason", error)
+      if isinstance(reason, TimeoutError):
+        raise _download_error(url, f"the server did not answer within {timeout_s:g} s") from None
       raise _download_error(url, f"cannot reach the server ({reason})") from None
     cut = None
     with response:
@@ -190,7 +192,7 @@ def _file_sha256(path: str) -> str:
 
 
 def _download_error(url: str, what: str) -> DataError:
-  return DataError(f"cannot download {url}: {what}; nothing was kept. {_OFFLINE_FIX}")
+  return DataError(f"cannot download {url}: {what}; nothing was kept; {_OFFLINE_FIX}")
 
 
 class _Progress:
@@ -204,8 +206,8 @@ class _Progress:
 
   def _describe(self, received: int, total: int | None) -> str:
     rate = received / max(time.perf_counter() - self.start, 1e-9)
-    size = f"{received / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{received / 1e6:.1f} MB"
-    return f"{size}, {rate / 1e6:.1f} MB/s"
+    size = f"{_size(received)} of {_size(total)}" if total else _size(received)
+    return f"{size}, {_size(rate)}/s"
 
   def update(self, received: int, total: int | None) -> None:
     if self.terminal:
@@ -232,3 +234,7 @@ class _Progress:
     if self.terminal:
       self.stream.write("\n")
       self.stream.flush()
+
+
+def _size(count: float) -> str:
+  return f"{count / 1e6:.1f} MB" if count >= 1e5 else f"{count / 1e3:.1f} kB"
