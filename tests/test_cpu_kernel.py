@@ -1,9 +1,28 @@
-"""Building and loading the `cpu_kernel` engine's C++ library (its numbers are in test_lstm_api.py)."""
+"""The `cpu_kernel` engine: building and loading its C++ library, and its bfloat16 products (its float32
+numbers are in test_lstm_api.py)."""
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import api, cpu_kernel
+from seqclf.lstm import api, cpu_kernel, init_params, lstm, scan
+
+SHAPES = [(3, 7, 5, 100), (5, 1, 4, 6), (19, 6, 5, 20)]  # (batch, steps, input, hidden): 19 = 16 + 3 rows
+
+
+def _inputs(batch, steps, input_size, hidden, seed=0):
+  """Parameters with every gate in play, inputs, a state, a mask with holes and both dropout masks."""
+  keys = jax.random.split(jax.random.key(seed), 8)
+  params = init_params(keys[0], input_size, hidden)
+  params = {k: v + 0.1 * jax.random.normal(keys[1], v.shape) for k, v in params.items()}
+  xs = jax.random.normal(keys[2], (batch, steps, input_size))
+  state = (jax.random.normal(keys[3], (batch, hidden)), jax.random.normal(keys[4], (batch, hidden)))
+  mask = jax.random.bernoulli(keys[5], 0.7, (batch, steps))
+  input_mask = jax.random.bernoulli(keys[6], 0.8, (batch, input_size)) / 0.8
+  recurrent_mask = jax.random.bernoulli(keys[7], 0.8, (batch, hidden)) / 0.8
+  return params, xs, state, mask, input_mask, recurrent_mask
 
 
 def test_the_library_is_built_once_and_then_taken_from_the_cache(tmp_path, monkeypatch):
@@ -42,3 +61,98 @@ def test_thread_count_follows_the_environment(monkeypatch):
   assert cpu_kernel.default_num_threads() == 3
   monkeypatch.delenv("SEQCLF_LSTM_THREADS")
   assert cpu_kernel.default_num_threads() >= 1
+
+
+# bfloat16 products: the kernel rounds the operands of each step's recurrent products to bfloat16 and sums
+# in float32; the weight gradients are float32 products. This reference does the same in plain JAX.
+@jax.custom_vjp
+def _bf16_product(a, w):
+  return jnp.matmul(a.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+
+
+def _bf16_product_forward(a, w):
+  return _bf16_product(a, w), (a, w)
+
+
+def _bf16_product_backward(residuals, dz):
+  a, w = residuals
+  da = jnp.matmul(dz.astype(jnp.bfloat16), w.astype(jnp.bfloat16).T, preferred_element_type=jnp.float32)
+  return da, jnp.matmul(a.T, dz, precision=jax.lax.Precision.HIGHEST)
+
+
+_bf16_product.defvjp(_bf16_product_forward, _bf16_product_backward)
+
+
+def _bf16_reference(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+  weights = jnp.concatenate([params["kernel"], params["recurrent_kernel"]])
+
+  def step(carry, inputs):
+    h, c = carry
+    x_t, keep = inputs
+    row = jnp.concatenate([x_t * input_dropout_mask, h * recurrent_dropout_mask], axis=-1)
+    i, f, g, o = jnp.split(_bf16_product(row, weights) + params["bias"], 4, axis=-1)
+    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+    h_new, c_new = jnp.where(keep[:, None], h_new, h), jnp.where(keep[:, None], c_new, c)
+    return (h_new, c_new), h_new
+
+  (h, c), hs = jax.lax.scan(step, (h0, c0), (jnp.swapaxes(xs, 0, 1), jnp.swapaxes(step_mask, 0, 1)))
+  return jnp.swapaxes(hs, 0, 1), (h, c)
+
+
+def _bf16_kernel(*args):
+  return cpu_kernel.lstm(*args, matmul_precision="bfloat16")
+
+
+def _outputs_and_grads(engine, params, xs, state, mask, input_mask, recurrent_mask):
+  def loss(params, xs, h0, c0):
+    outputs, (h, c) = engine(params, xs, h0, c0, mask, input_mask, recurrent_mask)
+    return jnp.sum(outputs * jnp.linspace(-1.0, 2.0, outputs.shape[-1])) + jnp.sum(h**2) + jnp.sum(jnp.sin(c))
+
+  return engine(params, xs, *state, mask, input_mask, recurrent_mask), jax.grad(loss, argnums=(0, 1, 2, 3))(
+    params, xs, *state
+  )
+
+
+def _assert_within(actual, expected, outputs_atol, grads_fraction):
+  """Outputs within ``outputs_atol``; each gradient within ``grads_fraction`` of its largest entry."""
+  (outputs, grads), (expected_outputs, expected_grads) = actual, expected
+  for a, e in zip(jax.tree.leaves(outputs), jax.tree.leaves(expected_outputs)):
+    np.testing.assert_allclose(a, e, rtol=0, atol=outputs_atol)
+  for a, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+    np.testing.assert_allclose(a, e, rtol=0, atol=grads_fraction * float(np.abs(e).max()))
+
+
+def _skip_without_bf16():
+  if not cpu_kernel.has_bf16_products():
+    pytest.skip("this CPU has no AVX512-BF16")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bf16_products_round_like_the_reference_and_stay_near_float32(shape):
+  """Against the reference that rounds like the kernel: equal up to float32 summation order (which can
+  flip an occasional bf16 rounding of h, hence 1e-4, well under bfloat16's ~4e-3 steps). Against float32
+  `scan`: the documented looser tolerance, outputs within 2e-2, gradients within 0.1 of their largest
+  entry."""
+  _skip_without_bf16()
+  params, xs, state, mask, input_mask, recurrent_mask = _inputs(*shape)
+  args = (params, xs, state, mask, input_mask, recurrent_mask)
+  actual = _outputs_and_grads(_bf16_kernel, *args)
+  _assert_within(actual, _outputs_and_grads(_bf16_reference, *args), outputs_atol=1e-4, grads_fraction=1e-3)
+  _assert_within(actual, _outputs_and_grads(scan.lstm, *args), outputs_atol=2e-2, grads_fraction=0.1)
+  float32 = _outputs_and_grads(cpu_kernel.lstm, *args)
+  assert not np.allclose(actual[0][0], float32[0][0], rtol=0, atol=1e-5)  # the products really are bf16
+
+
+def test_bf16_through_the_public_lstm_and_its_refusals(monkeypatch):
+  params, xs, *_ = _inputs(3, 4, 5, 6)
+  with pytest.raises(ConfigError, match="has no matmul_precision='tensorfloat32'"):
+    lstm(params, xs, engine="cpu_kernel", matmul_precision="tensorfloat32")
+  if cpu_kernel.has_bf16_products():
+    outputs, _ = lstm(params, xs, engine="cpu_kernel", matmul_precision="bfloat16")
+    np.testing.assert_allclose(outputs, lstm(params, xs, engine="scan")[0], atol=2e-2)
+  monkeypatch.setattr(cpu_kernel, "has_bf16_products", lambda: False)
+  with pytest.raises(
+    ConfigError, match="AVX512-BF16 instructions, which this CPU lacks; use matmul_precision"
+  ):
+    cpu_kernel.make_lstm(matmul_precision="bfloat16")

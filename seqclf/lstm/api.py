@@ -52,7 +52,11 @@ ENGINES = {
   "scan": Engine("seqclf.lstm.scan", ("cpu", "gpu", "tpu"), "reference lax.scan cell, autodiff"),
   "fused": Engine("seqclf.lstm.fused", ("cpu", "gpu", "tpu"), "hoisted projections + custom-VJP scan"),
   "cpu_kernel": Engine(
-    "seqclf.lstm.cpu_kernel", ("cpu",), "multithreaded C++ recurrence via XLA FFI", dtypes=("float32",)
+    "seqclf.lstm.cpu_kernel",
+    ("cpu",),
+    "multithreaded C++ recurrence via XLA FFI",
+    dtypes=("float32",),
+    matmul_precisions=("float32", "bfloat16"),  # bfloat16: CPUs with AVX512-BF16 only (else ConfigError)
   ),
   "pallas": Engine(
     "seqclf.lstm.pallas_gpu",

@@ -171,6 +171,129 @@ std::vector<float> Padded(const float* matrix, int rows, int cols, bool transpos
   return out;
 }
 
+// bfloat16 products (`bf16` attribute): operands rounded to bfloat16 (to nearest even), products summed
+// in float32 by AVX512-BF16's vdpbf16ps, which multiplies a pair of bf16 values per float lane: twice
+// the FMAs of a float32 vector instruction. The operands are laid out in pairs along the depth: a row of
+// `a` as [depth / 2] 32-bit words (a[k], a[k + 1]), and w as [depth / 2, cols] words (w[k][j],
+// w[k + 1][j]), so one broadcast word of `a` against one vector of w adds two depth steps.
+inline uint16_t RoundToBf16(float x) {
+  const uint32_t bits = __builtin_bit_cast(uint32_t, x);
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// The pairs of rows [2p, 2p + 1] of `matrix` [rows, cols] (or of its transpose), zero-padded to an even
+// depth and to RoundUp(cols, kLanes) columns, as bf16 words.
+std::vector<uint32_t> PairedBf16(const float* matrix, int rows, int cols, bool transpose) {
+  const int depth = transpose ? cols : rows, width = transpose ? rows : cols;
+  const int ld = RoundUp(width, kLanes), pairs = (depth + 1) / 2;
+  std::vector<uint32_t> out(static_cast<size_t>(pairs) * ld, 0u);
+  for (int k = 0; k < depth; ++k)
+    for (int j = 0; j < width; ++j) {
+      const size_t at = transpose ? static_cast<size_t>(j) * cols + k : static_cast<size_t>(k) * cols + j;
+      const float value = matrix[at];
+      out[static_cast<size_t>(k / 2) * ld + j] |= static_cast<uint32_t>(RoundToBf16(value)) << (16 * (k % 2));
+    }
+  return out;
+}
+
+#ifdef __AVX512BF16__
+constexpr bool kHasBf16 = true;
+
+struct Bf16MatmulArgs {
+  const uint32_t* a;  // [rows, lda] words
+  std::ptrdiff_t lda;
+  int rows, pairs;
+  const uint32_t* w;  // [pairs, ldw] words
+  std::ptrdiff_t ldw;
+  int cols;
+  float* out;
+  std::ptrdiff_t ldo;
+};
+
+template <int R, int V>
+inline void Bf16MatmulBlock(const Bf16MatmulArgs& m, int r0, int j0) {
+  __m512 acc[R][V];
+  float* out = m.out + r0 * m.ldo + j0;
+  const uint32_t* a = m.a + r0 * m.lda;
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_loadu_ps(out + r * m.ldo + v * kLanes);
+  for (int p = 0; p < m.pairs; ++p) {
+    __m512bh wp[V];
+    for (int v = 0; v < V; ++v) wp[v] = (__m512bh)_mm512_loadu_si512(m.w + p * m.ldw + j0 + v * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh arp = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * m.lda + p]));
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], arp, wp[v]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) _mm512_storeu_ps(out + r * m.ldo + v * kLanes, acc[r][v]);
+}
+
+template <int V>
+void Bf16MatmulColumns(const Bf16MatmulArgs& m, int j0) {
+  int r = 0;
+  for (; r + kRows <= m.rows; r += kRows) Bf16MatmulBlock<kRows, V>(m, r, j0);
+  switch (m.rows - r) {
+    case 7: Bf16MatmulBlock<7, V>(m, r, j0); break;
+    case 6: Bf16MatmulBlock<6, V>(m, r, j0); break;
+    case 5: Bf16MatmulBlock<5, V>(m, r, j0); break;
+    case 4: Bf16MatmulBlock<4, V>(m, r, j0); break;
+    case 3: Bf16MatmulBlock<3, V>(m, r, j0); break;
+    case 2: Bf16MatmulBlock<2, V>(m, r, j0); break;
+    case 1: Bf16MatmulBlock<1, V>(m, r, j0); break;
+    default: break;
+  }
+}
+
+// As Matmul: column blocks outside, depth slices of at most kMaxDepth pairs (half the bytes of a float
+// slice of kMaxDepth rows).
+void Bf16Matmul(const Bf16MatmulArgs& m) {
+  const int slices = (m.pairs + kMaxDepth - 1) / kMaxDepth, slice = (m.pairs + slices - 1) / slices;
+  for (int p0 = 0; p0 < m.pairs; p0 += slice) {
+    Bf16MatmulArgs part = m;
+    part.a = m.a + p0;
+    part.w = m.w + p0 * m.ldw;
+    part.pairs = std::min(slice, m.pairs - p0);
+    int j = 0;
+    for (; j + kCols * kLanes <= m.cols; j += kCols * kLanes) Bf16MatmulColumns<kCols>(part, j);
+    for (; j < m.cols; j += kLanes) Bf16MatmulColumns<1>(part, j);
+  }
+}
+#else
+constexpr bool kHasBf16 = false;
+#endif
+
+// The weights of a step's matmul out[rows, ld] += a[rows, depth] @ w[depth, ld]: float32 (zero-padded
+// to ld columns) or bf16 pairs. StepMatmul rounds the rows of `a` into `scratch` for the bf16 product.
+struct StepWeights {
+  int depth, ld;
+  std::vector<float> f32;
+  std::vector<uint32_t> bf16;
+
+  StepWeights(const float* matrix, int rows, int cols, bool transpose, bool use_bf16)
+      : depth(transpose ? cols : rows), ld(RoundUp(transpose ? rows : cols, kLanes)) {
+    if (use_bf16) bf16 = PairedBf16(matrix, rows, cols, transpose);
+    else f32 = Padded(matrix, rows, cols, transpose);
+  }
+};
+
+void StepMatmul(const StepWeights& w, const float* a, std::ptrdiff_t lda, int rows, float* out,
+                std::ptrdiff_t ldo, std::vector<uint32_t>& scratch) {
+  if (w.bf16.empty()) {
+    Matmul({a, lda, 1, rows, w.depth, w.f32.data(), w.ld, w.ld, out, ldo});
+    return;
+  }
+#ifdef __AVX512BF16__
+  const int pairs = (w.depth + 1) / 2;
+  scratch.assign(static_cast<size_t>(rows) * pairs, 0u);
+  for (int r = 0; r < rows; ++r)
+    for (int k = 0; k < w.depth; ++k)
+      scratch[static_cast<size_t>(r) * pairs + k / 2] |= static_cast<uint32_t>(RoundToBf16(a[r * lda + k]))
+                                                         << (16 * (k % 2));
+  Bf16Matmul({scratch.data(), pairs, rows, pairs, w.bf16.data(), w.ld, w.ld, out, ldo});
+#endif
+}
+
 // Batch rows per thread: whole matmul row blocks where possible, so that each range runs full blocks.
 int RowsPerRange(int rows, int64_t num_threads) {
   if (rows <= 0) return kRows;
@@ -305,7 +428,7 @@ inline int ActiveRows(const Shapes& s, const bool* step_mask, int first, int end
 // masked enter the step's matmul and gate arithmetic (compacted, so a bucket's trailing padding, left
 // padding and holes cost no FLOPs); a masked row just repeats its state into hs and cs, and its gates are
 // left unwritten (the backward pass never reads a masked step's gates).
-void ForwardRows(const Shapes& s, const float* xs, const float* weights_padded, const float* bias,
+void ForwardRows(const Shapes& s, const float* xs, const StepWeights& weights, const float* bias,
                  const float* h0, const float* c0, const bool* step_mask, const float* input_dropout,
                  const float* recurrent_dropout, float* hs, float* cs, float* gates, float* c_last, int first,
                  int end) {
@@ -314,13 +437,14 @@ void ForwardRows(const Shapes& s, const float* xs, const float* weights_padded, 
   std::vector<float> h(h0 + first * hidden, h0 + end * hidden), c(c0 + first * hidden, c0 + end * hidden);
   std::vector<float> a(static_cast<size_t>(rows) * row_width), z(static_cast<size_t>(rows) * ldz, 0.0f);
   std::vector<int> active(rows);
+  std::vector<uint32_t> scratch;
   for (int t = 0; t < s.steps; ++t) {
     const int n = ActiveRows(s, step_mask, first, end, t, active.data());
     if (n > 0) {
       StepInputs(s, xs, input_dropout, recurrent_dropout, first, active.data(), n, t,
                  [&](int r) { return &h[r * hidden]; }, a.data());
       for (int i = 0; i < n; ++i) std::memcpy(&z[i * ldz], bias, gate_width * sizeof(float));
-      Matmul({a.data(), row_width, 1, n, row_width, weights_padded, ldz, ldz, z.data(), ldz});
+      StepMatmul(weights, a.data(), row_width, n, z.data(), ldz, scratch);
       for (int i = 0; i < n; ++i) {
         const int r = active[i];
         float* zr = &z[i * ldz];
@@ -350,7 +474,7 @@ struct GradientSums {
 // in the forward loop): the gate gradients dz, then [dx_t, dh_{t-1}] = dz_t @ [W; U]^T and
 // d[W; U] += inputs_t^T @ dz_t, where inputs_t is the step's matmul input, rebuilt from xs and hs. A
 // masked step passed the state through, so its cotangents pass through too and its dx is zero.
-void BackwardRows(const Shapes& s, const float* weights_t_padded, const float* xs, const float* h0,
+void BackwardRows(const Shapes& s, const StepWeights& weights_t, const float* xs, const float* h0,
                   const float* hs, const float* gates, const float* cs, const float* c0, const bool* step_mask,
                   const float* input_dropout, const float* recurrent_dropout, const float* dhs,
                   const float* dh_last, const float* dc_last, float* dxs, float* dh0, float* dc0,
@@ -367,6 +491,7 @@ void BackwardRows(const Shapes& s, const float* weights_t_padded, const float* x
   std::vector<float> a_steps(static_cast<size_t>(capacity) * row_width);
   std::vector<float> d_inputs(static_cast<size_t>(rows) * ld_inputs);
   std::vector<int> active(rows);
+  std::vector<uint32_t> scratch;
   int pending = 0;
   auto flush = [&] {
     // d[W; U] [E + H, 4H] += a^T @ dz over the pending rows: a read transposed (its rows are the depth).
@@ -400,7 +525,7 @@ void BackwardRows(const Shapes& s, const float* weights_t_padded, const float* x
                    &dh_next[r * hidden], &dc_next[r * hidden], &dz[i * ldz], sums.bias.data());
     }
     std::fill(d_inputs.begin(), d_inputs.begin() + static_cast<size_t>(n) * ld_inputs, 0.0f);
-    Matmul({dz, ldz, 1, n, gate_width, weights_t_padded, ld_inputs, ld_inputs, d_inputs.data(), ld_inputs});
+    StepMatmul(weights_t, dz, ldz, n, d_inputs.data(), ld_inputs, scratch);
     StepInputs(s, xs, input_dropout, recurrent_dropout, first, active.data(), n, t, [&](int r) {
       return t > 0 ? hs + s.at(first + r, t - 1) * hidden : h0 + (first + r) * hidden;
     }, a);
@@ -431,13 +556,18 @@ Shapes ShapesOf(const Mask& step_mask, const F32& weights, const F32& state) {
 }
 
 // Forward and Inference differ only in what they store.
+ffi::Error NoBf16() {
+  return ffi::Error::InvalidArgument("bf16 products need AVX512-BF16, which this CPU (or build) lacks");
+}
+
 ffi::Error RunForward(ffi::ThreadPool& pool, F32& xs, F32& weights, F32& bias, F32& h0, F32& c0,
                       Mask& step_mask, F32& input_dropout, F32& recurrent_dropout, int64_t num_threads,
-                      float* hs, float* cs, float* gates, float* c_last) {
+                      bool bf16, float* hs, float* cs, float* gates, float* c_last) {
+  if (bf16 && !kHasBf16) return NoBf16();
   const Shapes s = ShapesOf(step_mask, weights, h0);
-  const std::vector<float> w = Padded(weights.typed_data(), s.row_width(), s.gate_width(), false);
+  const StepWeights w(weights.typed_data(), s.row_width(), s.gate_width(), false, bf16);
   ParallelOverRows(pool, s.batch, num_threads, [&](int first, int end) {
-    ForwardRows(s, xs.typed_data(), w.data(), bias.typed_data(), h0.typed_data(), c0.typed_data(),
+    ForwardRows(s, xs.typed_data(), w, bias.typed_data(), h0.typed_data(), c0.typed_data(),
                 step_mask.typed_data(), input_dropout.typed_data(), recurrent_dropout.typed_data(), hs, cs,
                 gates, c_last, first, end);
   });
@@ -445,26 +575,27 @@ ffi::Error RunForward(ffi::ThreadPool& pool, F32& xs, F32& weights, F32& bias, F
 }
 
 ffi::Error Forward(ffi::ThreadPool pool, F32 xs, F32 weights, F32 bias, F32 h0, F32 c0, Mask step_mask,
-                   F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, F32Out hs, F32Out cs,
-                   F32Out gates) {
+                   F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, bool bf16, F32Out hs,
+                   F32Out cs, F32Out gates) {
   return RunForward(pool, xs, weights, bias, h0, c0, step_mask, input_dropout, recurrent_dropout,
-                    num_threads, hs->typed_data(), cs->typed_data(), gates->typed_data(), nullptr);
+                    num_threads, bf16, hs->typed_data(), cs->typed_data(), gates->typed_data(), nullptr);
 }
 
 ffi::Error Inference(ffi::ThreadPool pool, F32 xs, F32 weights, F32 bias, F32 h0, F32 c0, Mask step_mask,
-                     F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, F32Out hs,
+                     F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, bool bf16, F32Out hs,
                      F32Out c_last) {
   return RunForward(pool, xs, weights, bias, h0, c0, step_mask, input_dropout, recurrent_dropout,
-                    num_threads, hs->typed_data(), nullptr, nullptr, c_last->typed_data());
+                    num_threads, bf16, hs->typed_data(), nullptr, nullptr, c_last->typed_data());
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, F32 xs, F32 weights, F32 h0, F32 c0, Mask step_mask,
                     F32 input_dropout, F32 recurrent_dropout, F32 hs, F32 cs, F32 gates, F32 dhs, F32 dh_last,
-                    F32 dc_last, int64_t num_threads, F32Out dxs, F32Out dh0, F32Out dc0, F32Out d_weights,
-                    F32Out d_bias) {
+                    F32 dc_last, int64_t num_threads, bool bf16, F32Out dxs, F32Out dh0, F32Out dc0,
+                    F32Out d_weights, F32Out d_bias) {
+  if (bf16 && !kHasBf16) return NoBf16();
   const Shapes s = ShapesOf(step_mask, weights, h0);
   const int gate_width = s.gate_width(), ldz = RoundUp(gate_width, kLanes);
-  const std::vector<float> wt = Padded(weights.typed_data(), s.row_width(), gate_width, true);
+  const StepWeights wt(weights.typed_data(), s.row_width(), gate_width, true, bf16);
   const int chunk = RowsPerRange(s.batch, num_threads);
   std::vector<GradientSums> sums(std::max(1, (s.batch + chunk - 1) / chunk));
   for (GradientSums& part : sums) {
@@ -472,7 +603,7 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 xs, F32 weights, F32 h0, F32 c0, M
     part.bias.assign(gate_width, 0.0f);
   }
   ParallelOverRows(pool, s.batch, num_threads, [&](int first, int end) {
-    BackwardRows(s, wt.data(), xs.typed_data(), h0.typed_data(), hs.typed_data(), gates.typed_data(),
+    BackwardRows(s, wt, xs.typed_data(), h0.typed_data(), hs.typed_data(), gates.typed_data(),
                  cs.typed_data(), c0.typed_data(), step_mask.typed_data(), input_dropout.typed_data(),
                  recurrent_dropout.typed_data(), dhs.typed_data(), dh_last.typed_data(), dc_last.typed_data(),
                  dxs->typed_data(), dh0->typed_data(), dc0->typed_data(), sums[first / chunk], first, end);
@@ -502,7 +633,8 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 xs, F32 weights, F32 h0, F32 c0, M
       .Arg<Mask>() /* step_mask */                                                                \
       .Arg<F32>()  /* input_dropout_mask */                                                       \
       .Arg<F32>()  /* recurrent_dropout_mask */                                                   \
-      .Attr<int64_t>("num_threads")
+      .Attr<int64_t>("num_threads")                                                              \
+      .Attr<bool>("bf16")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmForward, Forward,
                               SEQCLF_FORWARD_ARGS
@@ -532,8 +664,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmBackward, Backward,
                                   .Arg<F32>()   // dh_last
                                   .Arg<F32>()   // dc_last
                                   .Attr<int64_t>("num_threads")
+                                  .Attr<bool>("bf16")
                                   .Ret<F32>()    // dxs
                                   .Ret<F32>()    // dh0
                                   .Ret<F32>()    // dc0
                                   .Ret<F32>()    // d_weights
                                   .Ret<F32>());  // d_bias
+
+// Whether this build has the bf16 products (the CPU it was built for has AVX512-BF16).
+extern "C" int SeqclfLstmHasBf16() { return kHasBf16 ? 1 : 0; }

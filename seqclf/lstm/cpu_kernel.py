@@ -15,8 +15,12 @@ for the CPU it runs on (``-march=native``), and cached under ``$SEQCLF_CACHE_DIR
 a shared home directory never hands a library to a CPU it was not built for. Without a compiler the engine
 raises a `ConfigError` that names the fix, and ``engine="auto"`` falls back to ``fused``.
 
-float32 only; the exponential is a Cephes-style polynomial (relative error ~1e-7), so results match ``scan``
-to ~1e-6 rather than bit for bit (tests/test_lstm_api.py). Threads: ``$SEQCLF_LSTM_THREADS``, else the
+float32 in and out; the exponential is a Cephes-style polynomial (relative error ~1e-7), so results match
+``scan`` to ~1e-6 rather than bit for bit (tests/test_lstm_api.py). ``matmul_precision="bfloat16"``
+(opt-in, on CPUs with AVX512-BF16) rounds the operands of each step's two recurrent products, [x_t, h_{t-1}]
+@ [W; U] forward and dz_t @ [W; U]^T backward, to bfloat16 and sums them in float32 (``vdpbf16ps``); the
+state, the gate arithmetic and the weight-gradient sums stay float32. Masked steps cost nothing: each
+step's products run on the rows whose step is not masked. Threads: ``$SEQCLF_LSTM_THREADS``, else the
 cores this process may run on; each thread gets a contiguous block of whole matmul row blocks (8 rows with
 AVX-512, else 4).
 """
@@ -121,11 +125,34 @@ def build_library() -> pathlib.Path:
   return library
 
 
+# The ``matmul_precision`` values this engine takes (its ``matmul_precisions`` in `seqclf.lstm.api`).
+MATMUL_PRECISIONS = ("float32", "bfloat16")
+
+
 @functools.cache
-def _register() -> None:
+def _register() -> ctypes.CDLL:
   library = ctypes.cdll.LoadLibrary(str(build_library()))
   for symbol, target in _TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
+  return library
+
+
+def has_bf16_products() -> bool:
+  """Whether the kernel built for this CPU has bfloat16 products (the CPU has AVX512-BF16)."""
+  return bool(_register().SeqclfLstmHasBf16())
+
+
+def _check_precision(matmul_precision: str) -> None:
+  if matmul_precision not in MATMUL_PRECISIONS:
+    raise ConfigError(
+      f"LSTM engine 'cpu_kernel' has no matmul_precision={matmul_precision!r}; choose one of "
+      f"{', '.join(MATMUL_PRECISIONS)}"
+    )
+  if matmul_precision == "bfloat16" and not has_bf16_products():
+    raise ConfigError(
+      "LSTM engine 'cpu_kernel' computes matmul_precision='bfloat16' with AVX512-BF16 instructions, which "
+      "this CPU lacks; use matmul_precision='float32'"
+    )
 
 
 def unavailable_reason() -> str | None:
@@ -137,13 +164,13 @@ def unavailable_reason() -> str | None:
   return None
 
 
-def _call(target: str, out_shapes, *args, num_threads: int):
+def _call(target: str, out_shapes, *args, num_threads: int, bf16: bool):
   _register()
   # float32 only: its ENGINES entry says so, and seqclf.lstm.api refuses other dtypes before this call.
   out_types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in out_shapes]
   # vmap runs the kernel once per mapped element: it has no batch dimension beyond its own.
   return jax.ffi.ffi_call(target, out_types, vmap_method="sequential")(
-    *args, num_threads=np.int64(num_threads)
+    *args, num_threads=np.int64(num_threads), bf16=bf16
   )
 
 
@@ -152,10 +179,12 @@ def _stacked_weights(params):
   return jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=0)
 
 
-def make_lstm(num_threads: int | None = None):
+def make_lstm(num_threads: int | None = None, matmul_precision: str = "float32"):
   """An LSTM with the engine signature of `seqclf.lstm.api`, its rows split into ``num_threads`` ranges
-  (default `default_num_threads()`)."""
+  (default `default_num_threads()`), its recurrent products in ``matmul_precision``."""
+  _check_precision(matmul_precision)
   threads = num_threads or default_num_threads()
+  bf16 = matmul_precision == "bfloat16"
 
   def forward(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
     batch, steps, _ = xs.shape
@@ -172,6 +201,7 @@ def make_lstm(num_threads: int | None = None):
       input_dropout_mask,
       recurrent_dropout_mask,
       num_threads=threads,
+      bf16=bf16,
     )
     residuals = (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates)
     return (hs, (hs[:, -1], cs[:, -1])), residuals
@@ -197,6 +227,7 @@ def make_lstm(num_threads: int | None = None):
       dh_last,
       dc_last,
       num_threads=threads,
+      bf16=bf16,
     )
     input_size = xs.shape[-1]
     d_params = {"kernel": d_weights[:input_size], "recurrent_kernel": d_weights[input_size:], "bias": d_bias}
@@ -216,10 +247,20 @@ def make_lstm(num_threads: int | None = None):
       input_dropout_mask,
       recurrent_dropout_mask,
       num_threads=threads,
+      bf16=bf16,
     )
     return hs, (hs[:, -1], c_last)
 
   return hoisted.custom_vjp_engine(inference, forward, backward)
 
 
-lstm = make_lstm()
+_make_cached = functools.cache(make_lstm)
+
+
+def lstm(
+  params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, matmul_precision="float32"
+):
+  """The engine-signature LSTM (see `seqclf.lstm.api.lstm`), products in ``matmul_precision``."""
+  return _make_cached(None, matmul_precision)(
+    params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask
+  )
