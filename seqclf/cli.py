@@ -158,6 +158,7 @@ def define_positive_int_list(name: str, default: list[int] | None, help_string: 
     None if default is None else ",".join(map(str, default)),
     help_string,
     serializer=flags.CsvListSerializer(","),
+    module_name=sys._getframe(1).f_globals["__name__"],  # listed under the driver in --help
   )
 
 

@@ -85,6 +85,6 @@ def from_flags(name: str = "") -> StepTrace | None:
   Drivers that trace several runs or measurements give each its own ``name`` (a subdirectory, which
   TensorBoard lists as a run).
   """
-  if not PROFILE_DIR.value:
+  if not flags.FLAGS.is_parsed() or not PROFILE_DIR.value:  # called as a library, or no --profile_dir
     return None
   return StepTrace(os.path.join(PROFILE_DIR.value, name) if name else PROFILE_DIR.value, PROFILE_STEPS.value)

@@ -1,0 +1,56 @@
+"""`benchmarks.lstm_engines`: which engines it times, the FLOP count, and the results file it writes."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+
+from benchmarks import lstm_engines
+from seqclf.lstm import init_params
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_native_engines_on_cpu_leave_out_interpret_mode_gpu_engines_and_the_flax_baseline():
+  engines = lstm_engines.native_engines("cpu")
+  assert {"scan", "fused"} <= set(engines)
+  assert not {"pallas", "cudnn", "flax"} & set(engines)
+
+
+def test_flops_are_the_matmuls_of_the_four_gates():
+  # Per step and row: [E + H] x [4H] multiply-adds.
+  assert lstm_engines.lstm_flops(batch=2, steps=3, input_size=5, hidden=7) == 2.0 * 2 * 3 * 12 * 28
+
+
+def test_time_engine_measures_forward_and_forward_backward():
+  params = init_params(jax.random.key(0), 3, 4)
+  xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+  timings = lstm_engines.time_engine("scan", params, xs, repeats=2)
+  assert set(timings) == {"fwd", "fwd_bwd"}
+  for stats in timings.values():
+    assert stats["repeats"] == 2 and stats["compile_s"] > 0 and stats["median_s"] > 0
+
+
+def test_the_driver_writes_every_shape_and_engine_against_scan(tmp_path):
+  command = [sys.executable, "-m", "benchmarks.lstm_engines", "--engines=fused", "--batch_sizes=2,4"]
+  command += ["--steps=3", "--hidden_sizes=4", "--input_size=3", "--repeats=1", f"--workdir={tmp_path}"]
+  result = subprocess.run(
+    command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300
+  )
+  assert result.returncode == 0, result.stderr
+  written = json.loads((tmp_path / "lstm_engines.json").read_text())
+  assert written["schema_version"] == 1 and written["kind"] == "lstm_engines"
+  assert written["meta"]["flags"]["batch_sizes"] == [2, 4]
+  runs = written["runs"]
+  # scan is always measured: every ratio is against it, in the same process.
+  assert sorted((r["engine"], r["mode"], r["batch"]) for r in runs) == sorted(
+    (engine, mode, batch) for engine in ("scan", "fused") for mode in ("fwd", "fwd_bwd") for batch in (2, 4)
+  )
+  for run in runs:
+    assert run["tflops_per_s"] > 0 and run["min_s"] <= run["median_s"] <= run["max_s"]
+    if run["engine"] == "scan":
+      assert run["speedup_vs_scan"] == 1.0
+  assert "| fused | fwd_bwd | 4 | 3 | 4 |" in (tmp_path / "lstm_engines.md").read_text()

@@ -1,0 +1,67 @@
+"""`seqclf.results`: the schema every driver writes, its metadata, and the files and tables."""
+
+import json
+
+import pytest
+
+from configs import tiny
+from seqclf import results
+from seqclf.errors import UsageError
+
+
+def results_file(**overrides):
+  return {"schema_version": results.SCHEMA_VERSION, "kind": "article", "meta": {}, "runs": [], **overrides}
+
+
+def test_json_round_trips_through_a_new_directory(tmp_path):
+  path = tmp_path / "new" / "results.json"
+  results.write_json_atomic(str(path), results_file(runs=[{"engine": "scan", "median_s": 0.5}]))
+  assert results.load(str(path))["runs"] == [{"engine": "scan", "median_s": 0.5}]
+  assert path.read_text().endswith("\n")
+
+
+@pytest.mark.parametrize(
+  "content,message",
+  [
+    (
+      json.dumps(results_file(schema_version=results.SCHEMA_VERSION + 1)),
+      "schema version 2, this seqclf reads 1",
+    ),
+    (json.dumps(results_file(schema_version=None)), "schema version None"),
+    ("[1, 2]", "schema version None"),
+    ('{"schema_version": 1,', "cannot read results file"),
+  ],
+)
+def test_load_refuses_other_versions_and_broken_files(tmp_path, content, message):
+  path = tmp_path / "results.json"
+  path.write_text(content)
+  with pytest.raises(UsageError, match=message):
+    results.load(str(path))
+
+
+def test_load_of_a_missing_file_names_it(tmp_path):
+  with pytest.raises(UsageError, match="cannot read results file .*missing.json"):
+    results.load(str(tmp_path / "missing.json"))
+
+
+def test_an_unwritable_place_is_a_usage_error(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(UsageError, match="cannot write"):
+    results.write_text_atomic(str(blocker / "results.md"), "x")
+
+
+def test_meta_says_where_and_with_what_it_ran():
+  meta = results.collect_meta(tiny.get_config(), flags={"preset": "none"})
+  assert meta["device"]["platform"] == "cpu" and meta["device"]["count"] >= 1
+  assert meta["device"]["process_count"] == 1
+  assert meta["versions"]["jax"] and meta["versions"]["python"]
+  assert set(meta["git"]) == {"commit", "dirty"}
+  assert meta["config"]["maxlen"] == tiny.get_config().maxlen and meta["flags"] == {"preset": "none"}
+  json.dumps(meta)  # everything in it is JSON
+
+
+def test_markdown_table():
+  assert results.markdown_table(["a", "b"], [[1, "x"], [2.5, "y"]]) == (
+    "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |\n"
+  )
