@@ -140,6 +140,9 @@ def main(argv):
   config, run_dir, seed = _CONFIG.value, _WORKDIR.value, _SEED.value
   if _TRAIN_FILE.value and (flags.FLAGS["imdb"].present or _IMDB_SHA256.value):
     raise ConfigError("--imdb and --imdb_sha256 choose the IMDB data, unused with --train_file: drop them")
+  own_data_flags = [name for name in ("test_file", "text_field", "label_field") if flags.FLAGS[name].present]
+  if own_data_flags and not _TRAIN_FILE.value:
+    raise ConfigError(f"--{own_data_flags[0]} describes an own dataset: pass --train_file too, or drop it")
   configs.check_fields(config, _RUN_FIELDS, "seqclf.main", "run")
   configs.apply_shortcuts(config, _SHORTCUTS)
   variant = config.variant

@@ -219,6 +219,11 @@ MAIN_BAD_INPUTS = [
 ]
 
 
+def test_own_data_flags_without_a_train_file_are_refused(tmp_path):
+  result = run_driver(f"--workdir={tmp_path / 'run'}", "--config=configs/tiny.py", "--text_field=body")
+  assert result.returncode == 2 and result.stderr.startswith("error: --text_field describes an own dataset")
+
+
 @pytest.mark.parametrize("case,args,expected", MAIN_BAD_INPUTS, ids=[c[0] for c in MAIN_BAD_INPUTS])
 def test_bad_input_gives_one_line_and_exit_code_2(case, args, expected, tmp_path):
   train_file = write_topics_csv(tmp_path / "train.csv", 20)
