@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import sys
 import pytest
 
 from benchmarks import compare
+from benchmarks.compare import sources as loading
+from benchmarks.compare import table
 from configs import tiny
 from seqclf import results
 from seqclf.errors import UsageError
@@ -129,13 +132,13 @@ def run_compare(*args):
 
 
 def test_sources_are_found_in_workdirs_and_labelled_by_device(two_devices, tmp_path):
-  sources = compare.load_sources([str(tmp_path)])  # the parent: both workdirs are one level down
+  sources = loading.load_sources([str(tmp_path)])  # the parent: both workdirs are one level down
   assert [(os.path.relpath(s.path, tmp_path), s.kind) for s in sources] == [
     ("a/results.json", "article"),
     ("a/lstm_engines.json", "lstm_engines"),
     ("b/results.json", "article"),
   ]
-  cpu = compare._short_cpu_name(sources[0].meta["cpu"])
+  cpu = loading._short_cpu_name(sources[0].meta["cpu"])
   assert [s.label for s in sources] == [f"cpu x1 ({cpu})", f"cpu x1 ({cpu})", f"cpu x4 ({cpu})"]
 
 
@@ -144,28 +147,28 @@ def test_device_labels():
     "cpu": "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
     "device": {"platform": "cpu", "kind": "cpu", "count": 4, "process_count": 1},
   }
-  assert compare.device_label(meta) == "cpu x4 (Intel Xeon Platinum 8481C)"
+  assert loading.device_label(meta) == "cpu x4 (Intel Xeon Platinum 8481C)"
   meta = {
     "cpu": "AMD EPYC 9654 96-Core Processor",
     "device": {"platform": "gpu", "kind": "NVIDIA H200", "count": 8, "process_count": 2},
   }
-  assert compare.device_label(meta) == "gpu x8 (NVIDIA H200, 2 processes)"
+  assert loading.device_label(meta) == "gpu x8 (NVIDIA H200, 2 processes)"
 
 
 def test_same_device_twice_gets_told_apart(tmp_path):
   paths = [write(tmp_path / name / "results.json", article_results(1, CPU1_SECONDS)) for name in "ab"]
-  labels = [source.label for source in compare.load_sources(paths)]
+  labels = [source.label for source in loading.load_sources(paths)]
   assert labels[0].endswith(" #1") and labels[1].endswith(" #2")  # same host too: a counter
-  sources = [compare.Source(path, results.load(path)) for path in paths]
+  sources = [loading.Source(path, results.load(path)) for path in paths]
   sources[1].results["meta"]["host"] = "other"
-  compare.label_sources(sources)
+  loading.label_sources(sources)
   assert sources[1].label.endswith(" @other")
 
 
 def test_table_has_medians_accuracies_and_speed_ups(two_devices):
-  sources = [s for s in compare.load_sources([str(p) for p in two_devices]) if s.kind == "article"]
+  sources = [s for s in loading.load_sources([str(p) for p in two_devices]) if s.kind == "article"]
   one, four = (s.label for s in sources)
-  rows = table_rows(compare.comparison_table(compare.group_rows(sources), [one, four], one))
+  rows = table_rows(table.comparison_table(table.group_rows(sources), [one, four], one))
   assert [(row["variant"], row["engine"]) for row in rows] == [("lstm", "fused"), ("cnn_lstm", "fused")]
   lstm, cnn = rows
   assert lstm[f"s/epoch {one}"] == "11" and lstm[f"s/epoch {four}"] == "4.5"  # median over epochs, seeds
@@ -178,12 +181,12 @@ def test_table_has_medians_accuracies_and_speed_ups(two_devices):
 
 def test_baseline_is_chosen_by_a_unique_start_of_its_label():
   labels = ["cpu x1 (AMD EPYC)", "cpu x4 (AMD EPYC)", "gpu x1 (NVIDIA H200)"]
-  assert compare.choose_baseline(labels, None) == labels[0]
-  assert compare.choose_baseline(labels, "GPU") == labels[2]
+  assert table.choose_baseline(labels, None) == labels[0]
+  assert table.choose_baseline(labels, "GPU") == labels[2]
   with pytest.raises(UsageError, match="matches more than one device column"):
-    compare.choose_baseline(labels, "cpu")
+    table.choose_baseline(labels, "cpu")
   with pytest.raises(UsageError, match="matches no device column; choose from: cpu x1"):
-    compare.choose_baseline(labels, "tpu")
+    table.choose_baseline(labels, "tpu")
 
 
 def test_peer_engines_get_their_own_rows_and_device_engines_share_one(tmp_path):
@@ -192,11 +195,11 @@ def test_peer_engines_get_their_own_rows_and_device_engines_share_one(tmp_path):
   gpu_results = article_results(1, {"lstm": [1.0]}, engine="cudnn")
   gpu_results["meta"]["device"].update(platform="gpu", kind="NVIDIA H200")
   gpu = write(tmp_path / "gpu.json", gpu_results)
-  sources = compare.load_sources([cpu, gpu])
-  rows = compare.group_rows(sources)
+  sources = loading.load_sources([cpu, gpu])
+  rows = table.group_rows(sources)
   assert [(row.name, row.engines()) for row in rows] == [("lstm", "fused, cudnn"), ("lstm (torch)", "torch")]
-  table = table_rows(compare.comparison_table(rows, [s.label for s in sources], sources[0].label))
-  assert table[1]["s/epoch gpu x1 (NVIDIA H200)"] == "–"
+  cells = table_rows(table.comparison_table(rows, [s.label for s in sources], sources[0].label))
+  assert cells[1]["s/epoch gpu x1 (NVIDIA H200)"] == "–"
 
 
 def test_config_mismatch_is_refused_unless_allowed(tmp_path):
@@ -220,12 +223,12 @@ def test_other_kinds_and_missing_paths_are_refused(tmp_path):
     tmp_path / "x.json", {"schema_version": results.SCHEMA_VERSION, "kind": "predict", "meta": {}, "runs": []}
   )
   with pytest.raises(UsageError, match="holds 'predict' results; compare reads article and lstm_engines"):
-    compare.load_sources([other])
+    loading.load_sources([other])
   with pytest.raises(UsageError, match="does not exist"):
-    compare.load_sources([str(tmp_path / "missing")])
+    loading.load_sources([str(tmp_path / "missing")])
   (tmp_path / "empty").mkdir()
   with pytest.raises(UsageError, match="no results.json or lstm_engines.json in"):
-    compare.load_sources([str(tmp_path / "empty")])
+    loading.load_sources([str(tmp_path / "empty")])
 
 
 def test_cli_writes_table_and_three_pngs(two_devices, tmp_path):
@@ -286,3 +289,27 @@ def test_engine_sweep_over_sequence_length_from_two_devices(tmp_path):
   assert_png(written[1])
   with pytest.raises(UsageError, match="--baseline picks a device column of article results"):
     compare.write_comparison(sweeps, str(tmp_path / "out"), baseline="cpu")
+
+
+@pytest.mark.parametrize(
+  "runs,message",
+  [
+    ([{"engine": "fused", "epochs": []}], "run 0 has no variant"),
+    (
+      [{"variant": "lstm", "engine": "fused", "epochs": [{"epoch": 1, "epoch_s": 1.0}]}],
+      "no examples_per_s, test_acc",
+    ),
+    ("not a list", "has no list of runs"),
+  ],
+)
+def test_a_file_with_incomplete_runs_is_refused_with_its_gap(tmp_path, runs, message):
+  path = write(tmp_path / "results.json", {**article_results(1, CPU1_SECONDS), "runs": runs})
+  with pytest.raises(UsageError, match=message):
+    loading.load_sources([path])
+
+
+def test_only_the_plots_module_imports_matplotlib():
+  package = REPO / "benchmarks" / "compare"
+  imports = re.compile(r"^\s*(import matplotlib|from matplotlib|.*require\(\"matplotlib)", re.MULTILINE)
+  importing = sorted(path.name for path in package.glob("*.py") if imports.search(path.read_text()))
+  assert importing == ["plots.py"]

@@ -1,0 +1,5 @@
+"""``python -m benchmarks.compare``: see the package docstring."""
+
+from benchmarks.compare import run
+
+run()
