@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from configs import default
-from seqclf import memory, train
+from seqclf import train
 from seqclf.data import batching
 from seqclf.errors import ConfigError
 
@@ -91,23 +91,6 @@ def test_a_nan_loss_is_reported_with_its_step():
   total = train.sum_metrics(first, second)
   with pytest.raises(train.DivergedError, match=r"at step 2 \(epoch 3\).*grad_clip_norm"):
     train.check_finite(total, epoch=3)
-
-
-def test_a_step_that_cannot_fit_is_refused_before_training():
-  import jax
-
-  model, state, batch = _tiny_state_and_batch()
-  compiled = jax.jit(train.make_train_step(model)).lower(state, batch, jax.random.PRNGKey(0)).compile()
-  memory.check_fits_in_memory([compiled])  # a tiny step fits
-
-  class Huge:
-    def memory_analysis(self):
-      analysis = compiled.memory_analysis()
-      analysis.temp_size_in_bytes = 2**50
-      return analysis
-
-  with pytest.raises(memory.ResourceError, match="GiB.*batch_size"):
-    memory.check_fits_in_memory([Huge()])
 
 
 def test_gradient_clipping_happens_before_adam():
