@@ -107,6 +107,11 @@ def main(argv):
   for engine in engines:
     if engine not in ENGINES:
       raise ConfigError(f"unknown LSTM engine {engine!r}; choose from {', '.join(ENGINES)}")
+  if "pallas" in engines and platform != "gpu":  # would time the interpreter, not a kernel
+    raise ConfigError(
+      f"--engines=pallas runs in interpret mode on {platform} (a correctness tool, not a kernel to time); "
+      "time it on a GPU"
+    )
   if "scan" not in engines:
     engines = ["scan", *engines]  # every ratio is against scan, measured here
   unknown_peers = set(_PEERS.value) - {"flax", "torch"}

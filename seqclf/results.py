@@ -29,14 +29,14 @@ SCHEMA_VERSION = 1
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "ml-collections", "tensorflow-datasets")
 
 
-def write_text_atomic(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` atomically, creating its directory."""
+def write_text_atomic(path: str, text: str, flag: str = "--workdir") -> None:
+  """Writes ``text`` to ``path`` atomically, creating its directory; ``flag`` names where it came from."""
   directory = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(directory, exist_ok=True)
     write_atomically(path, lambda file: file.write(text.encode("utf-8")))
   except OSError as e:
-    raise UsageError(f"cannot write {path}: {e.strerror}; pass a writable --workdir") from e
+    raise UsageError(f"cannot write {path}: {e.strerror}; pass a writable {flag}") from e
 
 
 def write_json_atomic(path: str, obj) -> None:

@@ -57,6 +57,7 @@ FLAG_CASES = [
   ("benchmarks.lstm_engines", ["--repeats=0"], "flag --repeats=0: 0 is not a positive integer"),
   ("benchmarks.lstm_engines", ["--input_size=0"], "flag --input_size=0: 0 is not a positive integer"),
   ("benchmarks.lstm_engines", ["surplus"], "unexpected arguments: surplus"),
+  ("benchmarks.lstm_engines", ["--engines=pallas"], "--engines=pallas runs in interpret mode on cpu"),
   ("benchmarks.scaling", ["--per_device_batch=0"], "--per_device_batch=0: takes comma-separated positive"),
   ("benchmarks.scaling", ["--device_counts=x"], "--device_counts=x: takes comma-separated positive"),
   ("benchmarks.scaling", ["--repeats=0"], "flag --repeats=0: 0 is not a positive integer"),

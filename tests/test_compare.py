@@ -313,3 +313,12 @@ def test_only_the_plots_module_imports_matplotlib():
   imports = re.compile(r"^\s*(import matplotlib|from matplotlib|.*require\(\"matplotlib)", re.MULTILINE)
   importing = sorted(path.name for path in package.glob("*.py") if imports.search(path.read_text()))
   assert importing == ["plots.py"]
+
+
+def test_cli_names_out_when_it_cannot_write(tmp_path):
+  path = write(tmp_path / "results.json", article_results(1, CPU1_SECONDS))
+  (tmp_path / "file").write_text("")
+  result = run_compare(path, f"--out={tmp_path / 'file' / 'out'}")
+  assert result.returncode == 2
+  (line,) = result.stderr.strip().splitlines()
+  assert line.startswith("error: cannot write") and line.endswith("pass a writable --out")

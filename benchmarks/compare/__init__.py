@@ -64,7 +64,7 @@ def write_comparison(
     plots.matplotlib_parts()  # a missing extra fails before anything is written
   markdown = comparison_markdown(sources, baseline)
   written = [os.path.join(out, "compare.md")]
-  results.write_text_atomic(written[0], markdown)
+  results.write_text_atomic(written[0], markdown, flag="--out")
   if article:
     rows, labels = group_rows(article), [source.label for source in article]
     written.append(os.path.join(out, "epoch_time.png"))
