@@ -64,6 +64,13 @@ ENGINES = {
     "one-launch Pallas recurrence kernel",
     matmul_precisions=("float32", "BF16_BF16_F32_X6", "tensorfloat32", "bfloat16"),
   ),
+  "mosaic": Engine(
+    "seqclf.lstm.mosaic_gpu",
+    ("gpu", "cpu"),
+    "Hopper Mosaic GPU recurrence on a cluster of SMs (jax >= 0.11)",
+    dtypes=("float32",),
+    matmul_precisions=("float32", "BF16_BF16_F32_X3", "bfloat16"),  # float32 = X3: three bf16 products
+  ),
   "cudnn": Engine(
     "seqclf.lstm.cudnn",
     ("gpu",),

@@ -1,0 +1,228 @@
+"""The ``mosaic`` engine against ``scan`` and its own plain-JAX reference, and lowered for CUDA.
+
+Off a GPU the kernels run in the Mosaic GPU interpreter (jax >= 0.11), which proves the whole kernel
+body at cluster sizes 1 (no exchange) and 2 (the exchange through global memory). The exchange through
+distributed shared memory, which the interpreter lacks, and every configuration a GPU runs are proven
+by lowering for CUDA on this host (`seqclf.lowering`). Interpreted kernels are slow, so the shapes stay
+small. All matmuls outside the kernels run at float32 precision.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqclf import lowering
+from seqclf.errors import ConfigError
+from seqclf.lstm import api, hoisted, mosaic_gpu
+
+# "float32" (three bf16 products) against float32 scan: as tight as the pallas engine's float32.
+RTOL, ATOL = 1e-5, 1e-4
+# "bfloat16" operands against float32 scan (T <= 4, Keras init): the rounding of h and U each step.
+BF16_ATOL = 3e-2
+
+needs_mosaic = pytest.mark.skipif(
+  mosaic_gpu.unavailable_reason() is not None, reason=str(mosaic_gpu.unavailable_reason())
+)
+
+
+@pytest.fixture(autouse=True)
+def float32_matmuls():
+  with jax.default_matmul_precision("float32"):
+    yield
+
+
+def _step_mask(kind, batch, steps, rng):
+  """[B, T] bool: all True, random holes (one row fully masked), or left padding."""
+  if kind is None:
+    return np.ones((batch, steps), bool)
+  if kind == "random":
+    mask = rng.random((batch, steps)) < 0.7
+    mask[-1] = False
+    return mask
+  assert kind == "left"
+  lengths = rng.integers(0, steps + 1, batch)
+  return np.arange(steps)[None, :] >= (steps - lengths)[:, None]
+
+
+def _inputs(batch, steps, input_size, hidden, mask_kind=None, dropout=False, seed=0):
+  """Engine-signature arguments (random, non-zero bias and state, masks) and loss weights."""
+  rng = np.random.default_rng(seed)
+  params = api.init_params(jax.random.key(seed), input_size, hidden)
+  params["bias"] = params["bias"] + jnp.asarray(rng.normal(0, 0.3, 4 * hidden), jnp.float32)
+
+  def normal(*shape):
+    return jnp.asarray(rng.normal(size=shape), jnp.float32)
+
+  def dropout_mask(*shape):
+    if not dropout:
+      return jnp.ones(shape, jnp.float32)
+    return jnp.asarray((rng.random(shape) < 0.7) / 0.7, jnp.float32)
+
+  args = (
+    params,
+    normal(batch, steps, input_size),
+    normal(batch, hidden),
+    normal(batch, hidden),
+    jnp.asarray(_step_mask(mask_kind, batch, steps, rng)),
+    dropout_mask(batch, input_size),
+    dropout_mask(batch, hidden),
+  )
+  weights = (normal(batch, steps, hidden), normal(batch, hidden), normal(batch, hidden))
+  return args, weights
+
+
+def _run(lstm, args, weights):
+  """(outputs, (h, c)) and the gradients w.r.t. params, xs, h0, c0 of a loss mixing all outputs."""
+
+  def loss(params, xs, h0, c0):
+    outputs, (h, c) = lstm(params, xs, h0, c0, *args[4:])
+    total = jnp.sum(outputs * weights[0]) + jnp.sum(h * weights[1]) + jnp.sum(c * weights[2])
+    return total, (outputs, (h, c))
+
+  (_, outputs), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(*args[:4])
+  return outputs, grads
+
+
+def _scan(*args):
+  return api.engine_function("scan", "cpu")(*args)
+
+
+def _engine(matmul_precision, cluster_size, **options):
+  return hoisted.make_lstm(mosaic_gpu.make_recurrence(matmul_precision, cluster_size=cluster_size, **options))
+
+
+def _reference(matmul_precision):
+  return hoisted.make_lstm(mosaic_gpu.make_reference(matmul_precision))
+
+
+def _assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=rtol, atol=atol), actual, expected)
+
+
+SHAPES = [
+  # batch, steps, input_size, hidden, mask_kind, dropout
+  (13, 4, 5, 100, "random", True),  # B not a multiple of 8, H = 100 padded to 128, holes, dropout
+  (5, 1, 4, 7, "random", True),  # a single step
+  (6, 3, 3, 16, "left", False),  # left padding
+  (70, 2, 4, 9, None, False),  # two batch blocks (two clusters), 58 padded rows
+]
+
+
+@needs_mosaic
+@pytest.mark.parametrize("cluster_size", [1, 2])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_float32_matches_scan(shape, cluster_size):
+  """Three-product bf16 ("float32") kernels equal the float32 scan engine, N = 1 (no exchange, over the
+  GPU's shared-memory limit but the interpreter has none) and N = 2 (exchange through global memory)."""
+  args, weights = _inputs(*shape)
+  _assert_trees_close(_run(_engine("float32", cluster_size), args, weights), _run(_scan, args, weights))
+
+
+@needs_mosaic
+@pytest.mark.parametrize("cluster_size", [1, 2])
+def test_bfloat16_matches_its_reference_and_scan_loosely(cluster_size):
+  """bf16 operands: equal to the reference that rounds the same way, near float32 scan."""
+  args, weights = _inputs(*SHAPES[0])
+  kernels = _run(_engine("bfloat16", cluster_size), args, weights)
+  _assert_trees_close(kernels, _run(_reference("bfloat16"), args, weights), rtol=1e-4, atol=1e-4)
+  outputs, grads = kernels
+  expected_outputs, expected_grads = _run(_scan, args, weights)
+  _assert_trees_close(outputs, expected_outputs, rtol=0, atol=BF16_ATOL)
+  scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(expected_grads))
+  _assert_trees_close(grads, expected_grads, rtol=0, atol=BF16_ATOL * scale)
+
+
+@needs_mosaic
+def test_engine_through_the_api():
+  """engine="mosaic" with matmul_precision through `api.lstm`, masks and dropout, against scan."""
+  args, _ = _inputs(*SHAPES[0], seed=1)
+  params, xs, h0, c0, mask, input_dropout_mask, recurrent_dropout_mask = args
+
+  def run(engine):
+    return api.lstm(
+      params,
+      xs,
+      initial_state=(h0, c0),
+      mask=mask,
+      input_dropout_mask=input_dropout_mask,
+      recurrent_dropout_mask=recurrent_dropout_mask,
+      engine=engine,
+      matmul_precision="float32",
+    )
+
+  _assert_trees_close(jax.jit(lambda: run("mosaic"))(), run("scan"))
+
+
+def test_reference_rounds_like_a_three_product_split():
+  """The reference's products: X3 within 1e-5 of float32, bf16 within bf16 rounding."""
+  a = jax.random.normal(jax.random.key(0), (64, 128))
+  b = jax.random.normal(jax.random.key(1), (128, 512))
+  exact = np.asarray(a, np.float64) @ np.asarray(b, np.float64)
+  scale = np.abs(exact).max()
+  x3 = np.abs(mosaic_gpu._product(a, b, 2) - exact).max() / scale
+  bf16 = np.abs(mosaic_gpu._product(a, b, 1) - exact).max() / scale
+  assert x3 < 1e-5 < 1e-3 < bf16 < 3e-2
+
+
+# Every configuration a GPU runs (forward and backward kernels), lowered for CUDA.
+GPU_CONFIGURATIONS = [
+  (size, precision)
+  for size in mosaic_gpu.CLUSTER_SIZES
+  for precision in ("float32", "bfloat16")
+  if mosaic_gpu.fits(size, precision)
+]
+
+
+def _lower_training_step(lstm, batch=64, steps=3, input_size=32, hidden=100):
+  args, _ = _inputs(batch, steps, input_size, hidden, "random", dropout=True)
+
+  def loss(params, *rest):
+    outputs, _ = lstm(params, *rest)
+    return jnp.sum(outputs**2)
+
+  return lowering.lower(jax.jit(jax.grad(loss)), *args, platform="gpu")
+
+
+@needs_mosaic
+@pytest.mark.parametrize("cluster_size, matmul_precision", GPU_CONFIGURATIONS)
+def test_lowers_for_cuda(cluster_size, matmul_precision):
+  """Forward and backward kernels of each configuration lower (DSMEM exchange) into Mosaic GPU calls."""
+  text = _lower_training_step(_engine(matmul_precision, cluster_size)).as_text()
+  assert text.count("mosaic_gpu") >= 2
+
+
+def test_configurations_cover_the_cluster_sizes():
+  """bfloat16 runs at every cluster size; the three-product split needs N >= 4 on a GPU."""
+  assert GPU_CONFIGURATIONS == [
+    (1, "bfloat16"),
+    (2, "bfloat16"),
+    (4, "float32"),
+    (4, "bfloat16"),
+    (8, "float32"),
+    (8, "bfloat16"),
+  ]
+
+
+@needs_mosaic
+def test_a_configuration_over_the_shared_memory_limit_is_refused_for_a_gpu():
+  with pytest.raises(ConfigError, match="needs cluster_size >= 4 on a GPU"):
+    _lower_training_step(_engine("float32", 2))
+
+
+def test_bad_options_are_config_errors():
+  with pytest.raises(ConfigError, match="matmul_precision"):
+    mosaic_gpu.make_recurrence("tensorfloat32")
+  with pytest.raises(ConfigError, match="cluster_size"):
+    mosaic_gpu.make_recurrence(cluster_size=16)
+  with pytest.raises(ConfigError, match="exchange"):
+    mosaic_gpu.make_recurrence(exchange="smem")
+
+
+@pytest.mark.skipif(mosaic_gpu.unavailable_reason() is None, reason="this jax has Pallas Mosaic GPU")
+def test_old_jax_is_refused_with_one_line():
+  """jax 0.10 (the default stack) lacks the interpreter and parts of Mosaic GPU: a ConfigError says so."""
+  assert "needs jax >= 0.11" in mosaic_gpu.unavailable_reason()
+  args, _ = _inputs(3, 2, 4, 7)
+  with pytest.raises(ConfigError, match="needs jax >= 0.11"):
+    mosaic_gpu.lstm(*args)
