@@ -173,7 +173,8 @@ std::vector<float> Padded(const float* matrix, int rows, int cols, bool transpos
 
 // bfloat16 products (`bf16` attribute): operands rounded to bfloat16 (to nearest even), products summed
 // in float32 by AVX512-BF16's vdpbf16ps, which multiplies a pair of bf16 values per float lane: twice
-// the FMAs of a float32 vector instruction. The operands are laid out in pairs along the depth: a row of
+// the FMAs of a float32 vector instruction, but on this project's Xeon (KVM, 2026-12) one vdpbf16ps took
+// 3.5-10x the time of an FMA in a throughput loop, so there bf16 is slower than float32 (WORKSPACE.md). The operands are laid out in pairs along the depth: a row of
 // `a` as [depth / 2] 32-bit words (a[k], a[k + 1]), and w as [depth / 2, cols] words (w[k][j],
 // w[k + 1][j]), so one broadcast word of `a` against one vector of w adds two depth steps.
 inline uint16_t RoundToBf16(float x) {
@@ -284,13 +285,20 @@ void StepMatmul(const StepWeights& w, const float* a, std::ptrdiff_t lda, int ro
     return;
   }
 #ifdef __AVX512BF16__
-  const int pairs = (w.depth + 1) / 2;
-  scratch.assign(static_cast<size_t>(rows) * pairs, 0u);
-  for (int r = 0; r < rows; ++r)
-    for (int k = 0; k < w.depth; ++k)
-      scratch[static_cast<size_t>(r) * pairs + k / 2] |= static_cast<uint32_t>(RoundToBf16(a[r * lda + k]))
-                                                         << (16 * (k % 2));
-  Bf16Matmul({scratch.data(), pairs, rows, pairs, w.bf16.data(), w.ld, w.ld, out, ldo});
+  // A row of bf16 values in order is already a row of pairs (little-endian words); rounded 16 at a time
+  // (vcvtneps2bf16: to nearest even, as RoundToBf16), zeros past the depth.
+  const int row_words = RoundUp(w.depth, kLanes) / 2;
+  scratch.resize(static_cast<size_t>(rows) * row_words);
+  for (int r = 0; r < rows; ++r) {
+    const float* ar = a + r * lda;
+    __m256bh* dst = reinterpret_cast<__m256bh*>(scratch.data() + static_cast<size_t>(r) * row_words);
+    for (int k = 0; k < w.depth; k += kLanes) {
+      const __mmask16 valid = w.depth - k >= kLanes ? 0xffff : (1u << (w.depth - k)) - 1;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k / kLanes),
+                          (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(valid, ar + k)));
+    }
+  }
+  Bf16Matmul({scratch.data(), row_words, rows, (w.depth + 1) / 2, w.bf16.data(), w.ld, w.ld, out, ldo});
 #endif
 }
 
