@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from seqclf import cli, optional, presets, profiling, results, timing
+from seqclf import cli, memory, optional, presets, profiling, results, timing
 from seqclf.errors import ConfigError
 from seqclf.lstm import ENGINES, init_params, lstm
 from seqclf.lstm.api import unavailable_reason
@@ -57,20 +57,29 @@ def _trace(engine: str, mode: str, batch: int, steps: int, hidden: int):
   return profiling.from_flags(f"{engine}-{mode}-B{batch}-T{steps}-H{hidden}")
 
 
-def time_engine(engine, params, xs, repeats) -> dict:
+def compile_engine(engine, params, xs) -> dict:
+  """``{mode: (compiled, compile_s)}`` for fwd and fwd_bwd; ``xs`` may be a `jax.ShapeDtypeStruct`."""
+
   def forward(params, xs):
     return lstm(params, xs, engine=engine)[1][0]
 
   def forward_backward(params, xs):
     return jax.grad(lambda p, x: jnp.sum(lstm(p, x, engine=engine)[1][0]), argnums=(0, 1))(params, xs)
 
+  return {
+    mode: timing.compile_seconds(jax.jit(fn), params, xs)
+    for mode, fn in (("fwd", forward), ("fwd_bwd", forward_backward))
+  }
+
+
+def time_engine(engine, params, xs, repeats, compiled=None) -> dict:
+  """Steady-state stats per mode (and its compile time), compiling unless ``compiled`` is given."""
   out = {}
-  for mode, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
-    compiled, compile_s = timing.compile_seconds(jax.jit(fn), params, xs)
+  for mode, (function, compile_s) in (compiled or compile_engine(engine, params, xs)).items():
     trace = _trace(engine, mode, *xs.shape[:2], params["recurrent_kernel"].shape[0])
     out[mode] = {
       "compile_s": compile_s,
-      **timing.steady_state(compiled, params, xs, repeats=repeats, trace=trace),
+      **timing.steady_state(function, params, xs, repeats=repeats, trace=trace),
     }
   return out
 
@@ -144,10 +153,17 @@ def main(argv):
   e = _INPUT_SIZE.value
   for b, t, h in shapes:
     params = init_params(jax.random.key(0), e, h)
+    ours = [*engines, *(["flax"] if "flax" in _PEERS.value else [])]
+    compiled = {
+      name: compile_engine(name, params, jax.ShapeDtypeStruct((b, t, e), jnp.float32)) for name in ours
+    }
+    # Before the inputs exist: a shape too large for the device is one error line, not an allocation failure.
+    memory.check_fits_in_memory(
+      [function for modes in compiled.values() for function, _ in modes.values()],
+      fix="lower --batch_sizes, --steps or --hidden_sizes",
+    )
     xs = jax.random.normal(jax.random.key(1), (b, t, e))
-    timings = {engine: time_engine(engine, params, xs, _REPEATS.value) for engine in engines}
-    if "flax" in _PEERS.value:
-      timings["flax"] = time_engine("flax", params, xs, _REPEATS.value)
+    timings = {name: time_engine(name, params, xs, _REPEATS.value, compiled[name]) for name in ours}
     if "torch" in _PEERS.value:
       timings["torch"] = time_torch(b, t, e, h, _REPEATS.value)
     flops = lstm_flops(b, t, e, h)

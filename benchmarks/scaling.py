@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from seqclf import cli, models, parallel, presets, profiling, results, timing, train
+from seqclf import cli, feeding, memory, models, parallel, presets, profiling, results, timing, train
 from seqclf.errors import ConfigError
 
 _CONFIG = cli.define_config(
@@ -43,21 +43,24 @@ def step_time(model, config, devices, global_batch: int, steps: int, repeats: in
   """One point: the train step's steady-state time on ``devices``; ``trace``: a profiler `StepTrace`."""
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_size(global_batch, mesh)
+  params = model.init(jax.random.PRNGKey(0), np.ones((1, steps), np.int32))["params"]
+  state = train.TrainState.create(apply_fn=model.apply, params=params, tx=train.make_optimizer(config))
+  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  state, key = parallel.shard((state, jax.random.PRNGKey(1)), replicated)
+  jitted = jax.jit(
+    train.make_train_step(model, train.uses_mask(config)), out_shardings=(replicated, replicated)
+  )
+  spec = feeding.batch_spec(global_batch, steps, batch_sharding)
+  compiled, compile_s = timing.compile_seconds(jitted, state, spec, key)
+  # Before the batch exists: a point too large for the device is one error line, not an allocation failure.
+  memory.check_fits_in_memory([compiled], fix="lower --per_device_batch or --steps")
   rng = np.random.default_rng(0)
   batch = {
     "tokens": rng.integers(1, config.top_words, (global_batch, steps)).astype(np.int32),
     "labels": rng.integers(0, 2, global_batch).astype(np.int32),
     "weights": np.ones(global_batch, np.float32),
   }
-  params = model.init(jax.random.PRNGKey(0), batch["tokens"][:1])["params"]
-  state = train.TrainState.create(apply_fn=model.apply, params=params, tx=train.make_optimizer(config))
-  replicated = parallel.replicated(mesh)
-  state, key = parallel.shard((state, jax.random.PRNGKey(1)), replicated)
-  batch = parallel.shard(batch, parallel.batch_sharding(mesh))
-  jitted = jax.jit(
-    train.make_train_step(model, train.uses_mask(config)), out_shardings=(replicated, replicated)
-  )
-  compiled, compile_s = timing.compile_seconds(jitted, state, batch, key)
+  batch = parallel.shard(batch, batch_sharding)
   stats = timing.steady_state(lambda: compiled(state, batch, key), repeats=repeats, trace=trace)
   return {"compile_s": compile_s, **stats, "examples_per_s": global_batch / stats["median_s"]}
 

@@ -29,9 +29,12 @@ def define_config(default_path: str, name: str = "config"):
   one parse, inside the one-line error handling, with or without an explicit ``--config``.
   """
   _CONFIG_DEFAULTS[name] = default_path
-  return config_flags.DEFINE_config_file(
-    name, None, f"Config file (ml_collections get_config()); default {default_path}.", lock_config=True
-  )
+  help_string = f"Config file (ml_collections get_config()); default {default_path}."
+  try:
+    return config_flags.DEFINE_config_file(name, None, help_string, lock_config=True)
+  except flags.CantOpenFlagFileError:
+    # ml_collections also reads the --flagfile files while defining; parsing names the missing one.
+    return config_flags.DEFINE_config_file(name, None, help_string, lock_config=True, sys_argv=sys.argv[:1])
 
 
 def _with_default_configs(argv: list[str]) -> list[str]:
@@ -54,7 +57,7 @@ def _one_line(message: str) -> str:
 def _parse_error(error: Exception) -> str:
   """The one-line message for an exception raised while the command line (and config file) is parsed."""
   if isinstance(error, flags.Error):
-    return _one_line(error)
+    return _one_line(error).removeprefix("ERROR:: ")  # absl's prefix for an unreadable --flagfile
   if isinstance(error, SyntaxError):
     return (
       f"config file {error.filename} line {error.lineno}: {error.msg}; fix the file or pass another --config"

@@ -6,9 +6,13 @@ import jax
 
 from seqclf.errors import ResourceError
 
+TRAINING_FIX = "lower --config.batch_size or --config.maxlen (or use --bucketing)"
 
-def check_fits_in_memory(compiled_steps) -> None:
+
+def check_fits_in_memory(compiled_steps, fix: str = TRAINING_FIX) -> None:
   """Raises `ResourceError` before training if the largest compiled step cannot fit on the device.
+
+  ``fix`` ends the message: what to change on the command line that made the step.
 
   Uses XLA's own memory analysis of the compiled step (arguments, outputs and temporaries), so the
   estimate is exact for the step and is known before the big buffers are allocated.
@@ -30,7 +34,6 @@ def check_fits_in_memory(compiled_steps) -> None:
     )
   if needed > limit:
     raise ResourceError(
-      f"one training step needs {needed / 2**30:.1f} GiB but {device.platform} has "
-      f"{limit / 2**30:.1f} GiB available; lower --config.batch_size or "
-      "--config.maxlen (or use --bucketing)"
+      f"one step needs {needed / 2**30:.1f} GiB but {device.platform} has {limit / 2**30:.1f} GiB "
+      f"available; {fix}"
     )

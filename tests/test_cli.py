@@ -51,6 +51,7 @@ FLAG_CASES = [
   ("benchmarks.article", ["--preset=fast"], "flag --preset=fast: value should be one of"),
   ("benchmarks.article", ["--profile_steps=0"], "flag --profile_steps=0: 0 is not a positive integer"),
   ("seqclf.main", ["--seed=x"], "flag --seed=x"),
+  ("seqclf.main", ["--flagfile={tmp}/missing.flags"], "Unable to open flagfile"),
   ("benchmarks.lstm_engines", ["--batch_sizes=16,a"], "--batch_sizes=16,a: takes comma-separated positive"),
   ("benchmarks.lstm_engines", ["--steps=0"], "--steps=0: takes comma-separated positive integers"),
   ("benchmarks.lstm_engines", ["--hidden_sizes="], "--hidden_sizes=: takes comma-separated positive"),
