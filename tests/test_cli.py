@@ -64,6 +64,16 @@ FLAG_CASES = [
   ("benchmarks.scaling", ["--repeats=0"], "flag --repeats=0: 0 is not a positive integer"),
   ("benchmarks.scaling", ["--steps=-1"], "flag --steps=-1: -1 is not a positive integer"),
   ("benchmarks.scaling", ["surplus"], "unexpected arguments: surplus"),
+  (
+    "benchmarks.lstm_engines",
+    ["--batch_sizes=99999999999", "--steps=1", "--hidden_sizes=1", "--engines=scan", "--workdir={tmp}/w"],
+    "GiB available; lower --batch_sizes, --steps or --hidden_sizes",
+  ),
+  (
+    "benchmarks.scaling",
+    ["--config=configs/tiny.py", "--per_device_batch=999999999", "--workdir={tmp}/w"],
+    "GiB available; lower --per_device_batch or --steps",
+  ),
   ("benchmarks.scaling", ["--config.num_buckets=4"], "--config.num_buckets and --config.device_resident"),
   ("benchmarks.compare", ["--allow_config_mismatch=x", "--out={tmp}/out", "{tmp}"], "Non-boolean argument"),
   ("seqclf.predict", ["--which=worst"], "flag --which=worst: value should be one of <best|last>"),
