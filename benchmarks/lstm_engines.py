@@ -88,6 +88,8 @@ def time_torch(batch, steps, input_size, hidden, repeats) -> dict:
   import torch  # optional peer
 
   device = "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cpu":
+    torch.set_flush_denormal(True)  # as XLA's CPU backend runs; see benchmarks/peers/torch_models.py
   layer = torch.nn.LSTM(input_size, hidden, batch_first=True).to(device)
   xs = torch.randn(batch, steps, input_size, device=device, requires_grad=True)
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
