@@ -55,6 +55,8 @@ def _uses_lstm_dropout(variant: str) -> bool:
 @pytest.mark.parametrize("variant", list(models.VARIANTS))
 @pytest.mark.parametrize("engine, platform", CLAIMS)
 def test_train_step_lowers_for_every_platform_the_engine_claims(engine, platform, variant):
+  if (reason := api.unavailable_reason(engine)) is not None:
+    pytest.skip(reason)  # say, the mosaic engine on jax 0.10
   off_device = (engine, platform) in NEEDS_THE_DEVICE and jax.default_backend() != platform
   try:
     lowered = lower_train_step(variant, engine, platform)

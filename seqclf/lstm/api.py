@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
+from seqclf.lstm import auto_check
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -93,8 +94,9 @@ ENGINES = {
 # may define ``unavailable_reason() -> str | None``) and can do what the call asks, else ``scan``.
 # Measured with benchmarks/lstm_engines.py (see WORKSPACE.md): on CPU the C++ kernel, which needs a
 # compiler at first use, else fused (within run-to-run noise of scan, with a smaller backward); on GPU the
-# one-launch Pallas kernel, not yet measured on a GPU.
-AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("pallas",), "tpu": ("fused",)}
+# Mosaic GPU kernel (Hopper only), then the Pallas one, not yet measured on a GPU; each must first pass a
+# check against fused at run time (`auto_check`).
+AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("mosaic", "pallas", "fused"), "tpu": ("fused",)}
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -262,6 +264,10 @@ def lstm(
     dtypes=[jnp.result_type(a) for a in arrays],
     matmul_precision=matmul_precision,
   )
+  if engine == "auto":
+    name = auto_check.checked(
+      name, platform=lowering.target_platform(), hidden=hidden, matmul_precision=matmul_precision
+    )
   if lengths is not None:
     mask = lengths_to_mask(lengths, steps)
   if mask is None:

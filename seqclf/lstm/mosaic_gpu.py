@@ -493,7 +493,8 @@ def _launch(kernel, setup: _Setup, blocks: int, out_types, operands: int, *args)
   exchange_type = jax.ShapeDtypeStruct(
     (blocks, 2, setup.cluster_size, setup.pieces, operands, BLOCK_BATCH, setup.slice_width), jnp.bfloat16
   )
-  slots = exchange_slots(setup.cluster_size, setup.pieces, operands)
+  # 0 slots (over the GPU's limit) only reaches here interpreted, where shared memory is unlimited.
+  slots = exchange_slots(setup.cluster_size, setup.pieces, operands) or 1
   call = plgpu.kernel(
     functools.partial(kernel, setup=setup, slots=slots),
     out_type=(*out_types, exchange_type),
