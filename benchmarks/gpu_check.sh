@@ -10,9 +10,10 @@
 #   2. preflight versions and devices; every driver imports
 #   3. tests     the engine equality tests and lowering tests on the GPU itself (no interpret mode)
 #   4. sweep     benchmarks.lstm_engines: every engine that claims the platform, beside flax and torch
-#   5. mosaic    slot for the Mosaic GPU engine's own sweep (helper H5)
+#   5. mosaic    benchmarks.mosaic_sweep: the mosaic engine's cluster sizes x precisions, us per step
 #   6. article   one epoch of lstm and cnn_lstm per engine beside PyTorch (cuDNN's LSTM on a GPU)
-# It writes at most 8 files under $OUT (summary.txt, log.txt, lstm_engines.json/.md, article.json/.md)
+# It writes at most 10 files under $OUT (summary.txt, log.txt, lstm_engines.json/.md, mosaic_sweep.json/.md,
+# article.json/.md)
 # and ends by printing one table: step | status | seconds | detail.
 #
 # CPU dry run (CI, tests/test_gpu_check.py): JAX_PLATFORMS=cpu gives tiny sizes and reports the GPU-only
@@ -95,7 +96,7 @@ if [[ $PLATFORM == gpu ]]; then
   step tests 120 "${TESTS[*]}" "$PYTHON" -m pytest -q -rs -p no:cacheprovider "${TESTS[@]}"
 else
   # Tiny sizes: checks the steps' imports and flags, not speed.
-  ENGINES=$(echo "$ENGINES" | tr , '\n' | grep -v pallas | paste -sd, -)  # interpret mode: slow, tested apart
+  ENGINES=$(echo "$ENGINES" | tr , '\n' | grep -v -e pallas -e mosaic | paste -sd, -)  # interpreters: slow, tested apart
   SWEEP_SIZES=(--batch_sizes=2 --steps=3 --hidden_sizes=4 --input_size=4 --repeats=1)
   ARTICLE_SIZES=(--epochs=1 --config.maxlen=16 --config.top_words=60 --config.batch_size=4
     --config.eval_batch_size=4 --config.model.embed_dim=4 --config.model.lstm_features=4)
@@ -108,7 +109,21 @@ step sweep 75 "engines $ENGINES; peers $PEERS" \
   --workdir="$WORK/sweep"
 cp "$WORK"/sweep/lstm_engines.{json,md} "$OUT"/ 2>/dev/null
 
-# 5. ===== Mosaic GPU engine sweep: helper H5's step goes here (budget: 60 s) =====
+# 5. The mosaic engine's configurations (cluster size x matmul_precision), best predicted first, each
+#    checked against fused; rows are written as they finish, so a timeout keeps the ones before it.
+MOSAIC_UNAVAILABLE=$("$PYTHON" -c "from seqclf.lstm import mosaic_gpu; print(mosaic_gpu.unavailable_reason() or '')" 2>>"$LOG")
+if [[ -n $MOSAIC_UNAVAILABLE ]]; then
+  skip mosaic "$MOSAIC_UNAVAILABLE"
+else
+  if [[ $PLATFORM == gpu ]]; then
+    MOSAIC_SIZES=(--batch=64 --steps=500 --repeats=3)
+  else
+    MOSAIC_SIZES=(--cluster_sizes=1 --precisions=bfloat16 --batch=2 --steps=2 --input_size=4 --hidden=4 --repeats=1)
+  fi
+  step mosaic 60 "N x precision, fwd and fwd+bwd us/step" \
+    "$PYTHON" -m benchmarks.mosaic_sweep "${MOSAIC_SIZES[@]}" --workdir="$WORK/mosaic"
+  cp "$WORK"/mosaic/mosaic_sweep.{json,md} "$OUT"/ 2>/dev/null
+fi
 
 # 6. The article's epoch per engine, beside the peers, in one invocation (same data and order for all).
 if [[ -f $IMDB ]]; then
@@ -123,7 +138,7 @@ fi
 rm -rf "$WORK"
 
 {
-  for table in "$OUT/lstm_engines.md" "$OUT/article.md"; do
+  for table in "$OUT/lstm_engines.md" "$OUT/mosaic_sweep.md" "$OUT/article.md"; do
     [[ -f $table ]] && printf '%s\n\n' "$(basename "$table")" && cat "$table" && echo
   done
   echo "gpu_check: platform $PLATFORM, $((SECONDS - START)) s of $BUDGET_S s; full output in $LOG"

@@ -35,14 +35,18 @@ _PEERS = flags.DEFINE_list(
 _WORKDIR = flags.DEFINE_string("workdir", "runs/lstm_engines", "Where lstm_engines.json goes.")
 
 
+# GPU kernel engines that run elsewhere only in an interpreter.
+INTERPRETED_OFF_GPU = ("pallas", "mosaic")
+
+
 def native_engines(platform: str) -> list[str]:
-  """The engines worth timing here: Pallas "runs" on CPU only in interpret mode, a correctness tool;
+  """The engines worth timing here: Pallas and Mosaic "run" on CPU only in interpreters, correctness tools;
   ``flax`` is the baseline, timed with ``--peers=flax``; an engine that cannot build here is skipped."""
   return [
     name
     for name, engine in ENGINES.items()
     if platform in engine.platforms
-    and not (name == "pallas" and platform != "gpu")
+    and not (name in INTERPRETED_OFF_GPU and platform != "gpu")
     and name != "flax"
     and unavailable_reason(name) is None
   ]
@@ -118,9 +122,10 @@ def main(argv):
   for engine in engines:
     if engine not in ENGINES:
       raise ConfigError(f"unknown LSTM engine {engine!r}; choose from {', '.join(ENGINES)}")
-  if "pallas" in engines and platform != "gpu":  # would time the interpreter, not a kernel
+  interpreted = [engine for engine in engines if engine in INTERPRETED_OFF_GPU and platform != "gpu"]
+  if interpreted:  # would time the interpreter, not a kernel
     raise ConfigError(
-      f"--engines=pallas runs in interpret mode on {platform} (a correctness tool, not a kernel to time); "
+      f"--engines={interpreted[0]} runs in interpret mode on {platform} (a correctness tool, not a kernel to time); "
       "time it on a GPU"
     )
   if "scan" not in engines:

@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+from seqclf.lstm import mosaic_gpu
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -30,7 +32,16 @@ def test_dry_run_runs_every_step_but_the_gpu_only_one(tmp_path, tiny_aclimdb_arc
   lines = result.stdout.splitlines()
   table = lines[lines.index("| step | status | s | detail |") + 2 :]  # the summary table ends the output
   rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table}
-  assert rows == {"install": "skipped", "preflight": "ok", "tests": "skipped", "sweep": "ok", "article": "ok"}
+  # The mosaic sweep runs (interpreted, tiny) where this jax has Mosaic GPU, else is skipped with the reason.
+  mosaic = mosaic_gpu.unavailable_reason() is None
+  assert rows == {
+    "install": "skipped",
+    "preflight": "ok",
+    "tests": "skipped",
+    "sweep": "ok",
+    "mosaic": "ok" if mosaic else "skipped",
+    "article": "ok",
+  }
   written = sorted(path.name for path in out.rglob("*") if path.is_file())
   assert written == [
     "article.json",
@@ -38,6 +49,7 @@ def test_dry_run_runs_every_step_but_the_gpu_only_one(tmp_path, tiny_aclimdb_arc
     "log.txt",
     "lstm_engines.json",
     "lstm_engines.md",
+    *(["mosaic_sweep.json", "mosaic_sweep.md"] if mosaic else []),
     "summary.txt",
   ]
   assert (out / "summary.txt").read_text() == result.stdout

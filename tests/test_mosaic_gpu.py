@@ -100,6 +100,14 @@ def _assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=rtol, atol=atol), actual, expected)
 
 
+def _cluster_sizes(matmul_precision):
+  """What a test runs: the interpreter (CPU) N = 1 and 2 (`INTERPRET_CLUSTER_SIZE`; no shared-memory
+  limit there), a GPU every cluster size that fits."""
+  if jax.default_backend() != "gpu":
+    return [1, 2]
+  return [n for n in mosaic_gpu.CLUSTER_SIZES if mosaic_gpu.fits(n, matmul_precision)]
+
+
 SHAPES = [
   # batch, steps, input_size, hidden, mask_kind, dropout
   (13, 4, 5, 100, "random", True),  # B not a multiple of 8, H = 100 padded to 128, holes, dropout
@@ -110,17 +118,17 @@ SHAPES = [
 
 
 @needs_mosaic
-@pytest.mark.parametrize("cluster_size", [1, 2])
+@pytest.mark.parametrize("cluster_size", _cluster_sizes("float32"))
 @pytest.mark.parametrize("shape", SHAPES)
 def test_float32_matches_scan(shape, cluster_size):
-  """Three-product bf16 ("float32") kernels equal the float32 scan engine, N = 1 (no exchange, over the
-  GPU's shared-memory limit but the interpreter has none) and N = 2 (exchange through global memory)."""
+  """Three-product bf16 ("float32") kernels equal the float32 scan engine. Interpreted: N = 1 (no
+  exchange) and N = 2 (the exchange through global memory)."""
   args, weights = _inputs(*shape)
   _assert_trees_close(_run(_engine("float32", cluster_size), args, weights), _run(_scan, args, weights))
 
 
 @needs_mosaic
-@pytest.mark.parametrize("cluster_size", [1, 2])
+@pytest.mark.parametrize("cluster_size", _cluster_sizes("bfloat16"))
 def test_bfloat16_matches_its_reference_and_scan_loosely(cluster_size):
   """bf16 operands: equal to the reference that rounds the same way, near float32 scan."""
   args, weights = _inputs(*SHAPES[0])

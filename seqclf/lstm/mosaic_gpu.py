@@ -8,67 +8,79 @@ gate matmul plus one exchange.
 
 Kernel design (both passes; Bb = 64 batch rows = wgmma's M, Hp = 128 padded hidden units, Hs = Hp / N):
   * The grid runs over blocks of 64 batch rows (the batch is padded, padded rows have step mask False);
-    each block is one cluster of N CTAs (N in `CLUSTER_SIZES`). CTA j owns hidden units
-    j*Hs .. (j+1)*Hs of all four gates: its slices of xw, h, c, the gates and the masks.
+    each block is one cluster of N CTAs (N in `CLUSTER_SIZES`), one warpgroup each. CTA j owns hidden
+    units j*Hs .. (j+1)*Hs of all four gates: its slices of xw, h, c, the gates and the masks.
   * CTA j keeps its slice of U (forward: U[:, gate g, units of j], [4, Hp, Hs]; backward: the matching
     slice of U^T) in shared memory for the whole loop, loaded once by TMA.
   * Forward step: four wgmmas ``[64, Hp] x [Hp, Hs]`` (one per gate, f32 accumulators) of the full
     h_{t-1} (bf16, in shared memory) by the gate slices; gate arithmetic and c in registers (f32);
-    the new h slice (times the recurrent dropout mask) goes to the h buffer of every CTA of the cluster.
+    the new h slice (times the recurrent dropout mask) goes into the h buffer of every CTA.
   * Backward step: dz of CTA j's units from the stored gates, then the dz slices are exchanged the same
-    way (so every CTA holds dz of all 4 Hp gate units) and ``dh_{t-1}`` of CTA j's units is four wgmmas
-    ``[64, Hp] x [Hp, Hs]`` of dz by the U^T slice.
+    way (so every CTA holds dz of all 4 x Hp gate units) and dh_{t-1} of CTA j's units is four wgmmas
+    ``[64, Hp] x [Hp, Hs]`` of dz by the U^T slice, summed in one accumulator.
   * The exchange (``exchange``): "dsmem" (on a GPU) writes the slice straight into the other CTAs'
-    shared memory with ``async_store_smem`` (``st.async`` into distributed shared memory), completing a
-    transaction barrier in the receiver; each CTA waits for its barrier, so the step's one
-    synchronisation is that wait, and a double buffer (by step parity) makes a second barrier
-    unnecessary: a CTA can only write step t+2's slice into a buffer after every CTA has sent step t+1's,
-    which each sends after finishing its step t+1 matmul, the last read of that buffer.
-    "gmem" goes through global memory and a cluster barrier instead: the Mosaic GPU interpreter (CPU)
-    runs it, so the whole kernel body of every cluster size is proven there, while "dsmem" (whose
-    remote stores the interpreter lacks) is proven by lowering for CUDA. With N = 1 the CTA writes its
-    own buffer and neither is needed.
-  * Per step a CTA reads its inputs (xw slices and the step mask; backward: dh, gates, c, c_{t-1},
-    mask) with one TMA copy, prefetched one step ahead into a double buffer, and writes its outputs
-    (h, c, gates; backward dz) with one asynchronous TMA store from a double buffer.
+    shared memory with ``async_store_smem`` (``st.async`` into distributed shared memory), completing
+    a transaction barrier in the receiver; each CTA waits on its own barrier, the step's one
+    synchronisation. With two buffer slots (by step parity) no second barrier is needed: a CTA can write
+    step t+2's slice into a slot only after every CTA has sent step t+1's, which each sends after its
+    step t+1 matmul, the last read of the slot. Where two slots do not fit (`exchange_slots`) there is
+    one, and a cluster barrier after the matmul. "gmem" goes through global memory and a cluster barrier
+    instead: the Mosaic GPU interpreter (CPU) runs it, so the whole kernel body is proven there at
+    N = 2, while "dsmem" (the interpreter has no remote stores) is proven by lowering for CUDA. At
+    N = 1 the CTA writes its own buffer and neither is needed.
+  * A step's input planes (xw of 4 gates and the mask; backward: dh, 4 gates, c_t, c_{t-1}, mask) are
+    loaded from global memory straight into registers one step ahead (in the loop carry, so their
+    latency hides behind the previous step), and its output planes (h, c, 4 gates; backward: dz) are
+    stored straight from registers: shared memory holds only U's slice and the exchange buffer.
   * Padding: padded hidden units have zero xw and zero weights, so their state stays exactly 0 (as in
     ``pallas``); padded batch rows are masked out. Both are sliced away afterwards.
 
 Precision (``matmul_precision``; the state, the gate arithmetic and the accumulation are float32):
-  * "BF16_BF16_F32_X3" (default): float32-level products from bfloat16 pieces. Each operand is split
-    into hi = bf16(x) and lo = bf16(x - hi), and the product is hi*hi + lo*hi + hi*lo (the dropped
-    lo*lo is ~2^-16 of it): 3 wgmmas per gate. Needs N >= 2 (U_hi and U_lo of one CTA at N = 1 are 256
-    KiB, over the 227 KiB of shared memory of an H100/H200 CTA).
-  * "bfloat16": bfloat16 operands, one wgmma per gate.
-  Errors against ``scan`` (float32), measured in the interpreter by tests/test_mosaic_gpu.py (B = 13,
-  T = 7, H = 100, Keras init): "BF16_BF16_F32_X3" outputs and gradients within 1e-5 (relative to the
-  largest value), like ``fused``; "bfloat16" ~1e-2 on outputs, ~3e-2 on gradients, growing with T.
+  * "float32" (default) = "BF16_BF16_F32_X3": Hopper's tensor cores have no float32 products, so each
+    operand is split into hi = bf16(x) and lo = bf16(x - hi) and the product is hi*hi + lo*hi + hi*lo
+    (the dropped lo*lo is ~2^-16 of it): 3 wgmmas per gate. Needs N >= 4 on a GPU (hi and lo weights
+    and exchange buffers exceed a CTA's 227 KiB below that; `fits`).
+  * "bfloat16": bfloat16 operands, one wgmma per gate; every N. Opt-in: not `auto`'s choice until
+    training with it is shown to reach ``scan``'s accuracy (`make_reference` rounds like the kernels).
+  Errors against float32 ``scan``, B = 64, T = 500, E = 32, H = 100, Keras init, largest |error| over
+  the largest |value| of the outputs / the parameter and input gradients (measured with `make_reference`,
+  which tests/test_mosaic_gpu.py holds equal to the interpreted kernels): "float32" 2.0e-6 / 1.6e-6
+  (float32 scan itself is ~4e-7 from float64), "bfloat16" 1.1e-3 / 1.1e-3.
 
-Cost model for one step, per CTA, on an H200 (facts from HOPPER.md / H200.md: 132 SMs at 1.98 GHz,
-~990 dense bf16 TFLOP/s = 7.5 TFLOP/s per SM; ~0.5 us for a cluster-scope remote-store round trip,
-~1 us per dependent global-memory round trip; a wgmma's latency ~0.1-0.2 us for these small tiles).
-P = number of products (1 for bfloat16, 3 for X3); Hs = 128 / N.
+Cost model, one step of one CTA on an H200 (HOPPER.md / H200.md: 132 SMs at ~1.98 GHz, dense bf16
+~990 TFLOP/s = 7.5 TFLOP/s per SM; shared memory 128 B/clock per SM; MUFU (exp, reciprocal, tanh) 16
+per clock per SM). P = products per gate (1 bfloat16, 3 float32), p = pieces exchanged (1 or 2), Hs =
+128 / N. The remote-store latency (~0.5 us) and DSMEM bandwidth (~32 B/clock) are assumptions, not
+measured facts: the sweep (benchmarks/mosaic_sweep.py) is what tells.
+  * matmul: 4 gates x P x 2 x 64 x 128 x Hs = 65536 Hs P FLOPs (N=1: 8.4 MFLOP x P ... N=8: 1.05 x P)
+    as 32 P wgmmas m64 n Hs k16 in 4 independent chains; tensor time 1.1 P / N us. The A operand
+    (h or dz, 16 KiB) is re-read by every gate's wgmmas: 64 P KiB of shared memory a step, 0.26 P us,
+    the floor for N >= 4. Plus ~0.1 us of chain latency.
+  * gate arithmetic: 64 Hs elements x ~8 MUFU operations (3 sigmoids = exp + reciprocal, 2 tanh)
+    forward: 32 Hs clocks = 2.1 / N us; backward about half.
+  * exchange: each CTA sends p x 64 x Hs x 2 bytes to each of N CTAs = 16 p KiB a step forward, 64 p KiB
+    backward (dz of 4 gates), whatever N; ~0.25 us forward, ~1 us backward per piece at 32 B/clock,
+    plus the ~0.5 us latency; the one barrier wait (and a cluster barrier, ~0.3 us, where one slot).
+  * global memory: 1280 Hs bytes in (prefetched) and 1536 Hs bytes out (not waited for) a step: 44 KiB
+    at N = 8, hidden if an SM streams ~60 GB/s.
 
-  | N | Hs | FLOPs/CTA/step fwd (P=1) | wgmma time (P=1 / P=3) | bytes out to DSMEM | predicted us/step fwd, bwd |
-  |---|----|--------------------------|------------------------|--------------------|----------------------------|
-  | 1 | 128 | 2*64*128*512 = 8.4 M    | 1.1 us / (no fit)      | 0                  | ~1.6, ~1.8 (bf16 only)     |
-  | 2 | 64  | 4.2 M                   | 0.56 / 1.7 us          | 2 * 8 KiB * P/..   | ~1.3 / 2.4, ~1.5 / 2.7     |
-  | 4 | 32  | 2.1 M                   | 0.28 / 0.84 us         | 4 * 4 KiB          | ~1.0 / 1.6, ~1.2 / 1.9     |
-  | 8 | 16  | 1.05 M                  | 0.14 / 0.42 us         | 8 * 2 KiB          | ~0.9 / 1.2, ~1.1 / 1.4     |
+  | N | precision | slots fwd/bwd | FLOPs/CTA fwd | SMEM read/step | predicted us/step fwd | bwd |
+  |---|-----------|---------------|---------------|----------------|-----------------------|-----|
+  | 1 | bfloat16  | 2 / 1         | 8.4 M         | 192 KiB        | 3.3                   | 3.0 |
+  | 2 | bfloat16  | 2 / 2         | 4.2 M         | 128 KiB        | 2.2                   | 2.7 |
+  | 4 | bfloat16  | 2 / 2         | 2.1 M         | 96 KiB         | 1.4                   | 2.1 |
+  | 4 | float32   | 2 / 1         | 6.3 M         | 288 KiB        | 2.0                   | 4.2 |
+  | 8 | bfloat16  | 2 / 2         | 1.05 M        | 80 KiB         | 1.1                   | 2.0 |
+  | 8 | float32   | 2 / 1         | 3.1 M         | 240 KiB        | 1.6                   | 3.8 |
 
-  Per step and CTA the forward reads U's slice from SMEM once per product (Hp * 4Hs * 2 bytes = 128
-  KiB / N) and h (64 * Hp * 2 = 16 KiB) per gate and product; it sends its h slice (64 * Hs * 2 * P/1
-  bytes: hi, and lo for X3) to N CTAs; the backward sends 4x that (dz of 4 gates). The synchronisations
-  per step: one transaction-barrier wait (exchange), one TMA-load barrier wait (prefetched, normally
-  ready), and a bounded wait on the previous step's output store. The prediction adds wgmma time
-  (FLOPs / 7.5 TFLOP/s, at these tile sizes at best ~50 % of peak, so doubled), ~0.2 us of gate
-  arithmetic (f32 transcendental on 64*Hs*5 values per CTA), and ~0.5 us for the exchange plus the
-  barrier. So the step floor is the exchange latency, and more CTAs pay off until the matmul is below
-  it: N = 8 is predicted best (~1 us a step, ~0.5 ms per 500-step forward, ~1.2 ms fwd+bwd), against
-  the ~4 us a step estimated for ``pallas`` (float32 FMA on one SM). Cluster size 16 would need the
-  non-portable cluster-size opt-in (not exposed by Mosaic GPU) and Hs = 8 < wgmma's K = 16 for bf16 in
-  the backward, so it is not offered. These are estimates until the device sweep
-  (benchmarks/mosaic_sweep.py) measures them.
+  (SMEM read = A operands 64 P KiB + U's slice 128 P / N KiB.) So the step floor is the exchange and
+  the gate arithmetic, not the matmul, and N = 8 is predicted best: bfloat16 ~1.5 ms per 500-step
+  forward+backward (~0.6 s per article epoch of 391 batches, beside the rest of the model), float32
+  ~2.7 ms (~1.1 s), against ~4 us a step estimated for ``pallas`` (float32 FMAs on one SM) and cuDNN's
+  1.39 s/epoch. The next steps the model points to: one wgmma per product over all four gates (N = 4 Hs,
+  A read once: -0.2 P us), and a backward that exchanges partial dh (reduce-scatter, 4x fewer bytes)
+  instead of dz. Cluster size 16 needs the non-portable cluster-size opt-in (not exposed by Mosaic GPU)
+  and Hs = 8 < wgmma's K = 16 for bf16 in the backward's layout, so it is not offered.
 """
 
 import functools

@@ -1,0 +1,171 @@
+r"""The ``mosaic`` engine's configurations on a GPU: cluster size N x matmul_precision, µs per step.
+
+  python -m benchmarks.mosaic_sweep                       # B=64, T=500, E=32, H=100: the article's LSTM
+  python -m benchmarks.mosaic_sweep --cluster_sizes=8 --precisions=float32 --steps=100
+
+For every configuration that fits a CTA's shared memory (`seqclf.lstm.mosaic_gpu.fits`), best predicted
+first (so a timeout still leaves the interesting rows): compile time, forward and forward+backward time
+per call and per time step, and the largest error against ``fused`` (relative to the largest value) of
+the outputs and of the gradients, measured on the same inputs, so a fast but wrong kernel shows. A
+configuration that fails to compile or run is a row with its error, and the sweep goes on. Read the
+µs/step against the cost model in `seqclf/lstm/mosaic_gpu.py`. Writes ``WORKDIR/mosaic_sweep.json``
+(after every configuration) and ``mosaic_sweep.md``.
+
+Off a GPU the kernels run in the Mosaic GPU interpreter: a check of the driver, not a speed.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from seqclf import cli, results, timing
+from seqclf.errors import ConfigError
+from seqclf.lstm import fused, hoisted, init_params, mosaic_gpu
+
+_CLUSTER_SIZES = cli.define_positive_int_list(
+  "cluster_sizes", list(mosaic_gpu.CLUSTER_SIZES), "Cluster sizes N (CTAs per 64-row batch block)."
+)
+_PRECISIONS = flags.DEFINE_list("precisions", ["float32", "bfloat16"], "matmul_precision values.")
+_BATCH = flags.DEFINE_integer("batch", 64, "Batch size B.", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 500, "Sequence length T.", lower_bound=1)
+_INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "Input (embedding) size E.", lower_bound=1)
+_HIDDEN = flags.DEFINE_integer("hidden", 100, "Hidden size H (at most 128).", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement.", lower_bound=1)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/mosaic_sweep", "Where mosaic_sweep.json goes.")
+
+HEADER = ["N", "precision", "mode", "µs/step", "ms", "± ms", "compile s", "max rel err vs fused", "error"]
+
+
+def configurations(cluster_sizes, precisions) -> list[tuple[int, str]]:
+  """The (N, precision) pairs that fit, largest N first, float32-level before bfloat16 at equal N."""
+  for precision in precisions:
+    if precision not in mosaic_gpu.MATMUL_PRECISIONS:
+      raise ConfigError(
+        f"unknown --precisions value {precision!r}; choose from {', '.join(mosaic_gpu.MATMUL_PRECISIONS)}"
+      )
+  for size in cluster_sizes:
+    if size not in mosaic_gpu.CLUSTER_SIZES:
+      raise ConfigError(f"--cluster_sizes must be in {mosaic_gpu.CLUSTER_SIZES}, got {size}")
+  gpu = jax.default_backend() == "gpu"
+  if not gpu and max(cluster_sizes) > mosaic_gpu.INTERPRET_CLUSTER_SIZE:
+    raise ConfigError(
+      f"off a GPU the kernels run in the interpreter, which handles --cluster_sizes up to "
+      f"{mosaic_gpu.INTERPRET_CLUSTER_SIZE} (see mosaic_gpu.INTERPRET_CLUSTER_SIZE)"
+    )
+  pairs = [(n, p) for n in sorted(cluster_sizes, reverse=True) for p in precisions]
+  return [(n, p) for n, p in pairs if not gpu or mosaic_gpu.fits(n, p)]
+
+
+def _functions(lstm):
+  """(forward, forward+backward) of an engine-signature ``lstm``, jitted: outputs, and the gradients."""
+
+  def forward(params, *args):
+    return lstm(params, *args)[0]
+
+  def forward_backward(params, *args):
+    return jax.grad(lambda p, x: jnp.sum(lstm(p, x, *args[1:])[0] ** 2), argnums=(0, 1))(params, args[0])
+
+  return {"fwd": jax.jit(forward), "fwd_bwd": jax.jit(forward_backward)}
+
+
+def _relative_error(actual, expected) -> float:
+  """Largest |actual - expected| over the largest |expected|, worst over the leaves."""
+  return max(
+    float(np.max(np.abs(np.asarray(a) - np.asarray(e)))) / max(float(np.max(np.abs(np.asarray(e)))), 1e-30)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected))
+  )
+
+
+def measure(lstm, args, reference, repeats) -> dict:
+  """{mode: stats + error vs ``reference`` outputs} for ``lstm``; raises what the kernel raises."""
+  out = {}
+  for mode, function in _functions(lstm).items():
+    compiled, compile_s = timing.compile_seconds(function, *args)
+    stats = timing.steady_state(compiled, *args, repeats=repeats)
+    error = _relative_error(compiled(*args), reference[mode]) if reference is not None else 0.0
+    out[mode] = {"compile_s": compile_s, "max_rel_error_vs_fused": error, **stats}
+  return out
+
+
+def main(argv):
+  cli.require_no_arguments(argv)
+  reason = mosaic_gpu.unavailable_reason()
+  if reason is not None:
+    raise ConfigError(reason)
+  b, t, e, h = _BATCH.value, _STEPS.value, _INPUT_SIZE.value, _HIDDEN.value
+  if h > mosaic_gpu.PADDED_HIDDEN:
+    raise ConfigError(f"--hidden must be at most {mosaic_gpu.PADDED_HIDDEN} for the mosaic engine, got {h}")
+  pairs = configurations(_CLUSTER_SIZES.value, _PRECISIONS.value)
+  keys = jax.random.split(jax.random.key(0), 3)
+  args = (
+    init_params(keys[0], e, h),
+    jax.random.normal(keys[1], (b, t, e)),
+    jnp.zeros((b, h)),
+    jnp.zeros((b, h)),
+    jnp.ones((b, t), bool),
+    jnp.ones((b, e)),
+    jnp.ones((b, h)),
+  )
+  with jax.default_matmul_precision("float32"):  # the reference in float32 products, not TF32
+    reference = {mode: jax.device_get(f(*args)) for mode, f in _functions(fused.lstm).items()}
+  meta = results.collect_meta(
+    flags={
+      k: flags.FLAGS[k].value
+      for k in ("cluster_sizes", "precisions", "batch", "steps", "input_size", "hidden", "repeats")
+    }
+  )
+  path = os.path.join(_WORKDIR.value, "mosaic_sweep.json")
+  runs, rows = [], []
+  for size, precision in pairs:
+    lstm = hoisted.make_lstm(mosaic_gpu.make_recurrence(precision, cluster_size=size))
+    shape = {
+      "cluster_size": size,
+      "matmul_precision": precision,
+      "batch": b,
+      "steps": t,
+      "input_size": e,
+      "hidden": h,
+    }
+    try:
+      measured = measure(lstm, args, reference, _REPEATS.value)
+    except Exception as error:  # a failing configuration is a result too; the others still run
+      message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]
+      runs.append({**shape, "error": message})
+      rows.append([size, precision, "–", "–", "–", "–", "–", "–", message])
+      print(f"N={size} {precision}: {message}", flush=True)
+    else:
+      for mode, stats in measured.items():
+        runs.append({**shape, "mode": mode, "us_per_step": 1e6 * stats["median_s"] / t, **stats})
+        rows.append(
+          [
+            size,
+            precision,
+            mode,
+            f"{1e6 * stats['median_s'] / t:.2f}",
+            f"{1e3 * stats['median_s']:.3f}",
+            f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.3f}",
+            f"{stats['compile_s']:.2f}",
+            f"{stats['max_rel_error_vs_fused']:.2g}",
+            "",
+          ]
+        )
+      print(results.markdown_table(HEADER, rows[-2:]), flush=True)
+    results.write_json_atomic(
+      path, {"schema_version": results.SCHEMA_VERSION, "kind": "mosaic_sweep", "meta": meta, "runs": runs}
+    )
+  results.write_text_atomic(
+    os.path.join(_WORKDIR.value, "mosaic_sweep.md"), results.markdown_table(HEADER, rows)
+  )
+  print(results.markdown_table(HEADER, rows))
+  print(f"wrote {path}")
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()
