@@ -249,23 +249,19 @@ class _Exchange:
       plgpu.commit_smem()
       return
     if setup.exchange == "dsmem":
-      # Static column slices: one branch per CTA index, each storing into every CTA's buffer and
-      # arriving on that CTA's barrier (every thread arrives once per store: `WARPGROUP_THREADS`).
-      for owner in range(setup.cluster_size):
-
-        @pl.when(cta == owner)
-        def _send(owner=owner):
-          columns = pl.ds(owner * width, width)
-          for target in range(setup.cluster_size):
-            for operand, operand_pieces in enumerate(pieces):
-              for piece, value in enumerate(operand_pieces):
-                plgpu.async_store_smem(
-                  value,
-                  self.buffer.at[slot, piece * len(operands) + operand, :, columns],
-                  self.ready.at[slot],
-                  cluster_idx=target,
-                  cluster_dim="cluster",
-                )
+      # Every CTA's buffer gets this CTA's columns; each store arrives on that CTA's barrier (once per
+      # thread: `WARPGROUP_THREADS`).
+      columns = pl.ds(pl.multiple_of(cta * width, width), width)
+      for target in range(setup.cluster_size):
+        for operand, operand_pieces in enumerate(pieces):
+          for piece, value in enumerate(operand_pieces):
+            plgpu.async_store_smem(
+              value,
+              self.buffer.at[slot, piece * len(operands) + operand, :, columns],
+              self.ready.at[slot],
+              cluster_idx=target,
+              cluster_dim="cluster",
+            )
 
       plgpu.barrier_wait(self.ready.at[slot])
       plgpu.commit_smem()
