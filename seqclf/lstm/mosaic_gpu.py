@@ -89,6 +89,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
@@ -119,16 +120,9 @@ _FORWARD_OUT_PLANES = 2 + GATES
 SMEM_BUDGET_BYTES = 227 * 1024 - 1024
 
 
-def _plgpu():
-  """`jax.experimental.pallas.mosaic_gpu`, imported when a kernel is built (jax 0.10 lacks parts)."""
-  from jax.experimental.pallas import mosaic_gpu
-
-  return mosaic_gpu
-
-
 def unavailable_reason() -> str | None:
   """Why the engine cannot run here: too old a jax, or a GPU older than Hopper; None if it can."""
-  if not hasattr(_plgpu(), "InterpretGPUParams"):
+  if not hasattr(plgpu, "InterpretGPUParams"):  # jax 0.10 has parts of Mosaic GPU, not these
     return f"the mosaic LSTM engine needs jax >= 0.11 (Pallas Mosaic GPU); this is jax {jax.__version__}"
   if lowering.target_platform() == "gpu":
     capability = (
@@ -186,14 +180,12 @@ def exchange_slots(cluster_size: int, pieces: int, operands: int) -> int:
 
 def _tiled(width: int):
   """The SMEM tiling and swizzle of a bf16 wgmma operand whose column blocks are ``width`` wide."""
-  plgpu = _plgpu()
   swizzle = min(128, width * 2)
   return (plgpu.TilingTransform((8, swizzle // 2)), plgpu.SwizzleTransform(swizzle))
 
 
 def _load(ref):
   """A [64, Hs] f32 plane from global memory into registers, in the wgmma accumulator's layout."""
-  plgpu = _plgpu()
   # jax 0.11 has no "optimized" (vectorised) lowering for every such load; the plain one is correct.
   return plgpu.load(ref, layout=plgpu.Layout.WGMMA, optimized=False)
 
@@ -204,7 +196,6 @@ def _gate_matmul(setup: _Setup, operand_buffer, weights_smem, gates):
   ``operand_buffer(piece, gate)`` is the [64, Hp] bf16 SMEM operand; ``gates`` lists, per accumulator,
   the gates summed into it. Every wgmma is issued before the one wait.
   """
-  plgpu = _plgpu()
   shape = (BLOCK_BATCH, setup.slice_width)
 
   def run(*accumulators):
@@ -236,7 +227,6 @@ class _Exchange:
 
   def send(self, index, operands, block, cta):
     """Writes ``operands`` (K arrays [64, Hs] f32) of CTA ``cta`` for step ``index`` into every CTA."""
-    plgpu = _plgpu()
     slot = self.slot(index)
     setup = self.setup
     width = setup.slice_width
@@ -292,14 +282,12 @@ class _Exchange:
   def release(self):
     """After the step's matmul: with one slot, no CTA may overwrite the buffer before all have read it."""
     if self.slots == 1 and self.setup.exchange == "dsmem":
-      plgpu = _plgpu()
       plgpu.barrier_arrive(self.cluster_barrier)
       plgpu.barrier_wait(self.cluster_barrier)
 
 
 def _kernel_scratch(setup: _Setup, slots: int, operands: int):
   """The kernels' scratch, in argument order: weights, exchange buffer and its barriers, staging."""
-  plgpu = _plgpu()
   width = setup.slice_width
   arrivals = WARPGROUP_THREADS * setup.cluster_size * setup.pieces * operands
   return [
@@ -322,7 +310,6 @@ def _kernel_scratch(setup: _Setup, slots: int, operands: int):
 
 def _prologue(setup, slots, weights_gmem, scratch, exchange_gmem):
   """Loads the CTA's weight slice; returns (block, cta, exchange, weights_smem, buffer, once)."""
-  plgpu = _plgpu()
   weights_smem, buffer, ready, staging, gmem_barriers, cluster_barrier, once = scratch
   staging, gmem_barriers = (staging[0], gmem_barriers[0]) if setup.exchange == "gmem" else (None, None)
   block, cta = jax.lax.axis_index("batch"), jax.lax.axis_index("cluster")
@@ -368,7 +355,6 @@ def _forward_kernel(
   steps_gmem, state_gmem, h_init_gmem, weights_gmem, outputs_gmem, exchange_gmem, *scratch, setup, slots
 ):
   """One cluster's batch block of `fused._forward` (see the module docstring)."""
-  plgpu = _plgpu()
   block, cta, exchange, weights_smem, h_buffer, once = _prologue(
     setup, slots, weights_gmem, scratch, exchange_gmem
   )
@@ -497,7 +483,6 @@ def _launch(kernel, setup: _Setup, blocks: int, out_types, operands: int, *args)
 
   ``operands``: how many [64, Hp] operands the cluster exchanges per step (1 forward, 4 backward).
   """
-  plgpu = _plgpu()
   exchange_type = jax.ShapeDtypeStruct(
     (blocks, 2, setup.cluster_size, setup.pieces, operands, BLOCK_BATCH, setup.slice_width), jnp.bfloat16
   )
