@@ -186,7 +186,8 @@ def _tiled(width: int):
 
 def _load(ref):
   """A [64, Hs] f32 plane from global memory into registers, in the wgmma accumulator's layout."""
-  # jax 0.11 has no "optimized" (vectorised) lowering for every such load; the plain one is correct.
+  # jax 0.11.2 refuses the default optimized=True for a load from global memory ("Only optimized
+  # transfers to SMEM supported"); the plain lowering is what it has.
   return plgpu.load(ref, layout=plgpu.Layout.WGMMA, optimized=False)
 
 
