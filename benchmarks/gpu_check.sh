@@ -12,9 +12,8 @@
 #   4. sweep     benchmarks.lstm_engines: every engine that claims the platform, beside flax and torch
 #   5. mosaic    benchmarks.mosaic_sweep: the mosaic engine's cluster sizes x precisions, us per step
 #   6. article   one epoch of lstm and cnn_lstm per engine beside PyTorch (cuDNN's LSTM on a GPU)
-# It writes at most 10 files under $OUT (summary.txt, log.txt, lstm_engines.json/.md, mosaic_sweep.json/.md,
-# article.json/.md)
-# and ends by printing one table: step | status | seconds | detail.
+# It writes at most 8 files under $OUT (summary.txt, log.txt, lstm_engines.json/.md, mosaic_sweep.json/.md,
+# article.json/.md) and ends by printing one table: step | status | seconds | detail.
 #
 # CPU dry run (CI, tests/test_gpu_check.py): JAX_PLATFORMS=cpu gives tiny sizes and reports the GPU-only
 # step (tests) as skipped, so a broken import or flag shows here, not on the device.
