@@ -67,6 +67,59 @@ def lstm_cell_backward(dh, dc, gates, c_prev, c):
   return dz, dc * f
 
 
+def scan_recurrence(
+  product: Callable = matmul, *, state_dtype=None, unroll: int = 1, inference: Callable | None = None
+) -> Recurrence:
+  """The recurrence as two plain `lax.scan`s over packed [B, 4H] gates: `fused`'s loop and every kernel's
+  reference.
+
+  ``product(a, b)`` is the step's recurrent matmul, so a reference can round its operands as its kernel
+  does; ``state_dtype`` (say float32 for kernels that keep float32 state whatever the inputs) is the dtype
+  the loops compute in, the results being cast back to the inputs' dtypes; None keeps the inputs' dtypes.
+  """
+  cast = (lambda x: x) if state_dtype is None else (lambda x: x.astype(state_dtype))
+
+  def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
+    recurrent_mask = cast(recurrent_dropout_mask)
+
+    def step(carry, inputs):
+      h, c = carry
+      xw_t, keep = inputs
+      z = cast(xw_t) + product(h * recurrent_mask, recurrent_kernel)
+      i, f, g, o = jnp.split(z, 4, axis=-1)
+      i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+      keep = keep[:, None]
+      c_new = jnp.where(keep, f * c + i * g, c)
+      h_new = jnp.where(keep, o * jnp.tanh(c_new), h)
+      return (h_new, c_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
+
+    _, outputs = jax.lax.scan(step, (cast(h0), cast(c0)), (xw, step_mask), unroll=unroll)
+    return tuple(x.astype(xw.dtype) for x in outputs)
+
+  def backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last):
+    cs_state = cast(cs)
+    c_prevs = jnp.concatenate([cast(c0)[None], cs_state[:-1]], axis=0)
+    recurrent_kernel_t, recurrent_mask = recurrent_kernel.T, cast(recurrent_dropout_mask)
+
+    def step(carry, inputs):
+      dh_next, dc_next = carry
+      dh_out, gates_t, c_prev, c_t, keep = inputs
+      dh = dh_next + dh_out
+      dz, dc_prev = lstm_cell_backward(dh, dc_next, gates_t, c_prev, c_t)
+      keep = keep[:, None]
+      dz = jnp.where(keep, dz, 0.0)
+      # A masked step passed the state through unchanged, so its cotangents pass through too.
+      dh_prev = jnp.where(keep, product(dz, recurrent_kernel_t) * recurrent_mask, dh)
+      return (dh_prev, jnp.where(keep, dc_prev, dc_next)), dz
+
+    inputs = (cast(dhs), cast(gates), c_prevs, cs_state, step_mask)
+    initial = (cast(dh_last), cast(dc_last))
+    (dh0, dc0), dz = jax.lax.scan(step, initial, inputs, reverse=True, unroll=unroll)
+    return dz.astype(gates.dtype), dh0.astype(dh_last.dtype), dc0.astype(dc_last.dtype)
+
+  return Recurrence(forward=forward, backward=backward, inference=inference)
+
+
 def custom_vjp_engine(inference: Callable, forward: Callable, backward: Callable) -> Callable:
   """An engine-signature LSTM (see `seqclf.lstm.api`) with a hand-written VJP; shared by every engine
   that writes its own backward pass (`make_lstm` here, `cpu_kernel.py`).

@@ -355,7 +355,7 @@ def _time_loop(steps_gmem, outputs_gmem, block, cta, body, init, reverse: bool):
 def _forward_kernel(
   steps_gmem, state_gmem, h_init_gmem, weights_gmem, outputs_gmem, exchange_gmem, *scratch, setup, slots
 ):
-  """One cluster's batch block of `fused._forward` (see the module docstring)."""
+  """One cluster's batch block of `hoisted.scan_recurrence`'s forward (see the module docstring)."""
   block, cta, exchange, weights_smem, h_buffer, once = _prologue(
     setup, slots, weights_gmem, scratch, exchange_gmem
   )
@@ -389,7 +389,7 @@ def _forward_kernel(
 def _backward_kernel(
   steps_gmem, state_gmem, weights_gmem, outputs_gmem, final_gmem, exchange_gmem, *scratch, setup, slots
 ):
-  """One cluster's batch block of `fused._backward`, steps in reverse (see the module docstring)."""
+  """One cluster's batch block of `hoisted.scan_recurrence`'s backward, steps in reverse (see the module docstring)."""
   block, cta, exchange, weights_smem, dz_buffer, _ = _prologue(
     setup, slots, weights_gmem, scratch, exchange_gmem
   )
@@ -640,41 +640,7 @@ def make_reference(matmul_precision: str = "float32") -> hoisted.Recurrence:
   """
   pieces = _PIECES[matmul_precision]
 
-  def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
-    def step(carry, inputs):
-      h, c = carry
-      xw_t, keep = inputs
-      z = xw_t + _product(h * recurrent_dropout_mask, recurrent_kernel, pieces)
-      i, f, g, o = jnp.split(z, GATES, axis=-1)
-      i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-      keep = keep[:, None]
-      c_new = jnp.where(keep, f * c + i * g, c)
-      h_new = jnp.where(keep, o * jnp.tanh(c_new), h)
-      return (h_new, c_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
-
-    _, outputs = jax.lax.scan(step, (h0, c0), (xw, step_mask))
-    return outputs
-
-  def backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last):
-    c_prevs = jnp.concatenate([c0[None], cs[:-1]], axis=0)
-
-    def step(carry, inputs):
-      dh_next, dc_next = carry
-      dh_out, gates_t, c_prev, c_t, keep = inputs
-      dh = dh_next + dh_out
-      dz, dc_prev = hoisted.lstm_cell_backward(dh, dc_next, gates_t, c_prev, c_t)
-      keep = keep[:, None]
-      dz = jnp.where(keep, dz, 0.0)
-      # A masked step passed the state through unchanged, so its cotangents pass through too.
-      dh_prev = jnp.where(keep, _product(dz, recurrent_kernel.T, pieces) * recurrent_dropout_mask, dh)
-      return (dh_prev, jnp.where(keep, dc_prev, dc_next)), dz
-
-    (dh0, dc0), dz = jax.lax.scan(
-      step, (dh_last, dc_last), (dhs, gates, c_prevs, cs, step_mask), reverse=True
-    )
-    return dz, dh0, dc0
-
-  return hoisted.Recurrence(forward=forward, backward=backward)
+  return hoisted.scan_recurrence(lambda a, b: _product(a, b, pieces))
 
 
 @functools.cache

@@ -474,45 +474,7 @@ def make_reference(matmul_precision: str = "float32") -> hoisted.Recurrence:
       preferred_element_type=jnp.float32,
     )
 
-  def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
-    recurrent_mask = recurrent_dropout_mask.astype(jnp.float32)
-
-    def step(carry, inputs):
-      h, c = carry
-      xw_t, keep = inputs
-      z = xw_t.astype(jnp.float32) + product(h * recurrent_mask, recurrent_kernel)
-      i, f, g, o = jnp.split(z, GATES, axis=-1)
-      i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-      keep = keep[:, None]
-      c_new = jnp.where(keep, f * c + i * g, c)
-      h_new = jnp.where(keep, o * jnp.tanh(c_new), h)
-      return (h_new, c_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
-
-    initial = (h0.astype(jnp.float32), c0.astype(jnp.float32))
-    _, outputs = jax.lax.scan(step, initial, (xw, step_mask))
-    return tuple(x.astype(xw.dtype) for x in outputs)
-
-  def backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last):
-    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-    cs, c0, recurrent_mask = f32(cs), f32(c0), f32(recurrent_dropout_mask)
-    c_prevs = jnp.concatenate([c0[None], cs[:-1]], axis=0)
-
-    def step(carry, inputs):
-      dh_next, dc_next = carry
-      dh_out, gates_t, c_prev, c_t, keep = inputs
-      dh = dh_next + dh_out
-      dz, dc_prev = hoisted.lstm_cell_backward(dh, dc_next, gates_t, c_prev, c_t)
-      keep = keep[:, None]
-      dz = jnp.where(keep, dz, 0.0)
-      # A masked step passed the state through unchanged, so its cotangents pass through too.
-      dh_prev = jnp.where(keep, product(dz, recurrent_kernel.T) * recurrent_mask, dh)
-      return (dh_prev, jnp.where(keep, dc_prev, dc_next)), dz
-
-    inputs = (f32(dhs), f32(gates), c_prevs, cs, step_mask)
-    (dh0, dc0), dz = jax.lax.scan(step, (f32(dh_last), f32(dc_last)), inputs, reverse=True)
-    return dz.astype(gates.dtype), dh0.astype(dh_last.dtype), dc0.astype(dc_last.dtype)
-
-  return hoisted.Recurrence(forward=forward, backward=backward)
+  return hoisted.scan_recurrence(product, state_dtype=jnp.float32)
 
 
 @functools.cache
