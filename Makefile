@@ -37,6 +37,8 @@ STACKS := py312-jax0112 py312-latest
 PINS_py312-jax0112 := jax==0.11.2 jaxlib==0.11.2
 PINS_py312-latest :=
 
+# Kept after a run: make would otherwise delete a pattern rule's stamp as an intermediate file.
+.PRECIOUS: .venv-%/.installed
 .venv-%/.installed: pyproject.toml
 	rm -rf .venv-$*
 	$(PYTHON312) -m venv .venv-$*
