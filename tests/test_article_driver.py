@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from benchmarks import article_report
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -189,8 +191,6 @@ def _run(variant, engine, seed, test_acc, epoch_s=(10.0, 12.0)):
 
 
 def test_summary_rows_give_mean_sample_sd_and_whether_the_article_lies_within():
-  from benchmarks import article
-
   runs = [
     _run("lstm", "fused", 0, 0.8331, (30.0, 31.0)),
     _run("lstm", "fused", 1, 0.8700, (32.0, 29.0)),
@@ -198,21 +198,19 @@ def test_summary_rows_give_mean_sample_sd_and_whether_the_article_lies_within():
     _run("cnn_lstm", "fused", 0, 0.8780),
     _run("cnn_lstm", "fused", 1, 0.8790),
   ]
-  lstm, cnn_lstm = article.summary_rows(runs)
+  lstm, cnn_lstm = article_report.summary_rows(runs)
   # lstm: mean 85.92, sample sd 2.27 -> the article's 86.79 lies within; median of 6 epoch times = 31.5.
   assert lstm[:8] == ["lstm", "fused", "31.50", "1.00", "85.92 ± 2.27 %", 3, "86.79 %", "yes"]
   # cnn_lstm: 87.85 ± 0.07: the article's 86.36 lies outside.
   assert cnn_lstm[4:8] == ["87.85 ± 0.07 %", 2, "86.36 %", "no"]
-  (one_seed,) = article.summary_rows(runs[:1])
+  (one_seed,) = article_report.summary_rows(runs[:1])
   assert one_seed[4:8] == ["83.31 %", 1, "86.79 %", "–"]  # no spread from one seed
 
 
 def test_run_progress_counts_runs_and_estimates_the_time_left(monkeypatch, capsys):
-  from benchmarks import article
-
   clock = iter([100.0, 110.0, 130.0, 130.0])  # start, after epoch 1, after epoch 2, at run 2's start
-  monkeypatch.setattr(article.time, "perf_counter", lambda: next(clock))
-  progress = article.RunProgress(total_runs=2, epochs_per_run=2)
+  monkeypatch.setattr(article_report.time, "perf_counter", lambda: next(clock))
+  progress = article_report.RunProgress(total_runs=2, epochs_per_run=2)
   progress.start_run("lstm [fused] seed 0")
   assert progress.epoch_done() == "run 1/2, 0m30s left"  # 10 s an epoch, 3 epochs to go
   assert progress.epoch_done() == "run 1/2, 0m30s left"  # 15 s an epoch, 2 to go
