@@ -3,6 +3,9 @@ r"""LSTM engine sweep: forward and forward+backward time per engine and shape, a
   python -m benchmarks.lstm_engines --batch_sizes=64 --steps=500 --hidden_sizes=100 --peers=torch
   python -m benchmarks.lstm_engines          # the full sweep B {16,64,256} x T {100,500} x H {100,256,512}
 
+Engines are seqclf.lstm's (``flax``, Flax's own nn.RNN(OptimizedLSTMCell), among them: the baseline, as in
+the article driver); peers are other frameworks (``torch``), timed in the same process.
+
 Reports ms per call, achieved TFLOP/s (matmul FLOPs of the LSTM: 2·B·T·(E+H)·4H forward, three times that
 for forward+backward) and speed-up against `scan` measured in the same process, and writes
 ``WORKDIR/lstm_engines.json``. Pallas runs only on GPU here: its CPU interpret mode is for tests.
@@ -30,7 +33,7 @@ _REPEATS = flags.DEFINE_integer(
 _PEERS = flags.DEFINE_list(
   "peers",
   [],
-  "Also time these in the same process: flax (nn.RNN(OptimizedLSTMCell)), torch (nn.LSTM; cuDNN on GPU).",
+  "Other frameworks to time in the same process: torch (nn.LSTM; cuDNN on GPU).",
 )
 _WORKDIR = flags.DEFINE_string("workdir", "runs/lstm_engines", "Where lstm_engines.json goes.")
 
@@ -40,14 +43,13 @@ INTERPRETED_OFF_GPU = ("pallas", "mosaic")
 
 
 def native_engines(platform: str) -> list[str]:
-  """The engines worth timing here: Pallas and Mosaic "run" on CPU only in interpreters, correctness tools;
-  ``flax`` is the baseline, timed with ``--peers=flax``; an engine that cannot build here is skipped."""
+  """The engines worth timing here, the ``flax`` baseline among them: Pallas and Mosaic "run" on CPU only in
+  interpreters, correctness tools; an engine that cannot build here is skipped."""
   return [
     name
     for name, engine in ENGINES.items()
     if platform in engine.platforms
     and not (name in INTERPRETED_OFF_GPU and platform != "gpu")
-    and name != "flax"
     and unavailable_reason(name) is None
   ]
 
@@ -130,9 +132,10 @@ def main(argv):
     )
   if "scan" not in engines:
     engines = ["scan", *engines]  # every ratio is against scan, measured here
-  unknown_peers = set(_PEERS.value) - {"flax", "torch"}
+  unknown_peers = set(_PEERS.value) - {"torch"}
   if unknown_peers:
-    raise ConfigError(f"unknown peer(s) {', '.join(sorted(unknown_peers))}; available: flax, torch")
+    hint = "; flax is an engine: --engines=...,flax" if "flax" in unknown_peers else ""
+    raise ConfigError(f"unknown peer(s) {', '.join(sorted(unknown_peers))}; available: torch{hint}")
   if "torch" in _PEERS.value:
     optional.require("torch", "peers", feature="--peers=torch")  # fails now, not after the first shape
   shapes = [(b, t, h) for b in _BATCH_SIZES.value for t in _STEPS.value for h in _HIDDEN_SIZES.value]
@@ -160,9 +163,8 @@ def main(argv):
   e = _INPUT_SIZE.value
   for b, t, h in shapes:
     params = init_params(jax.random.key(0), e, h)
-    ours = [*engines, *(["flax"] if "flax" in _PEERS.value else [])]
     compiled = {
-      name: compile_engine(name, params, jax.ShapeDtypeStruct((b, t, e), jnp.float32)) for name in ours
+      name: compile_engine(name, params, jax.ShapeDtypeStruct((b, t, e), jnp.float32)) for name in engines
     }
     # Before the inputs exist: a shape too large for the device is one error line, not an allocation failure.
     memory.check_fits_in_memory(
@@ -170,7 +172,7 @@ def main(argv):
       fix="lower --batch_sizes, --steps or --hidden_sizes",
     )
     xs = jax.random.normal(jax.random.key(1), (b, t, e))
-    timings = {name: time_engine(name, params, xs, _REPEATS.value, compiled[name]) for name in ours}
+    timings = {name: time_engine(name, params, xs, _REPEATS.value, compiled[name]) for name in engines}
     if "torch" in _PEERS.value:
       timings["torch"] = time_torch(b, t, e, h, _REPEATS.value)
     flops = lstm_flops(b, t, e, h)
