@@ -196,7 +196,8 @@ def test_cpu_kernel_under_vmap_equals_scan():
 def test_cpu_kernel_skipping_masked_steps_equals_scan(layout):
   """The kernel computes only unmasked (row, step) pairs: bucket-like right padding, left padding and
   sparse holes, with a row that is masked throughout and steps where a whole thread's rows are masked,
-  over enough steps that the weight gradients are summed in several products of varying depth."""
+  over enough steps that the weight gradients are summed in several products of varying depth and the
+  forward's staged states leave in several spans (16 steps, then the rest), aligned or not by row."""
   batch, steps = 19, 70
   params, xs, state, *_ = _inputs(batch, steps, 5, 20, seed=3)
   lengths = jax.random.randint(jax.random.key(4), (batch,), 0, steps + 1).at[0].set(0).at[1].set(steps)

@@ -48,15 +48,16 @@ namespace {
 
 constexpr int kLanes = 16;  // floats per vector: one AVX-512 register, two AVX2 ones, four NEON ones
 // The matmul's register block: kRows rows x kCols vectors of accumulators, plus kCols vectors of weights.
-// 8 x 3 (27 of AVX-512's 32 registers) measured best on Zen 4 for the article's shapes: 15.0 ms for 500
-// steps of a [32, 132] x [132, 400] product (113 GFLOP/s on one core), against 27.3 ms for 4 x 4, whose
-// weight loads, not its FMAs, set the pace. Without AVX-512 a vector is two or four registers: 4 x 1.
+// 8 x 3 (27 of AVX-512's 32 registers) measured best for the article's shapes on Zen 4 (against 4 x 4,
+// whose weight loads, not its FMAs, set the pace) and again on an AVX-512 Xeon (2026-12, against 14 x 2,
+// 12 x 2 and 6 x 4; 500 steps of a [32, 132] x [132, 400] product in 9.4-10.5 ms, 160-180 GFLOP/s of the
+// core's 225 GFLOP/s FMA peak). Without AVX-512 a vector is two or four registers: 4 x 1.
 #ifdef __AVX512F__
 constexpr int kRows = 8, kCols = 3;
 #else
 constexpr int kRows = 4, kCols = 1;
 #endif
-constexpr int kMaxDepth = 160;  // 160 x 48 floats = 30 KiB of weights per column block: Zen 4's L1 is 32 KiB
+constexpr int kMaxDepth = 160;  // 160 x 48 floats = 30 KiB of weights per column block: L1 is 32-48 KiB
 // The backward pass adds each step's weight gradient a^T @ dz into per-thread sums, a product whose depth
 // is the thread's rows; it collects steps until the depth reaches about this, so the sums ([E + H, 4H],
 // over 1 MiB at H = 256) are read and written once per batch of steps rather than once per step.
@@ -261,7 +262,7 @@ constexpr bool kHasBf16 = false;
 #endif
 
 // The weights of a step's matmul out[rows, ld] += a[rows, depth] @ w[depth, ld]: float32 (zero-padded
-// to ld columns) or bf16 pairs. StepMatmul rounds the rows of `a` into `scratch` for the bf16 product.
+// to ld columns, in column panels) or bf16 pairs. StepMatmul rounds the rows of `a` into `scratch` for the bf16 product.
 struct StepWeights {
   int depth, ld;
   std::vector<float> f32;
@@ -501,16 +502,15 @@ struct Shapes {
 };
 
 // Copies a row that will not be read again until the backward pass, long after it has left the caches:
-// with non-temporal stores where the destination allows (aligned, whole vectors), so the write does not
-// first read the line into the cache and evict the loop's working set.
+// with non-temporal stores where the destination is aligned (the whole vectors; the rest copied), so the
+// write does not first read the line into the cache and evict the loop's working set.
 inline void StreamRow(float* dst, const float* src, int n) {
+  int k = 0;
 #ifdef __AVX512F__
-  if (reinterpret_cast<uintptr_t>(dst) % 64 == 0 && n % 16 == 0) {
-    for (int k = 0; k < n; k += 16) _mm512_stream_ps(dst + k, _mm512_loadu_ps(src + k));
-    return;
-  }
+  if (reinterpret_cast<uintptr_t>(dst) % 64 == 0)
+    for (; k + kLanes <= n; k += kLanes) _mm512_stream_ps(dst + k, _mm512_loadu_ps(src + k));
 #endif
-  std::memcpy(dst, src, n * sizeof(float));
+  std::memcpy(dst + k, src + k, (n - k) * sizeof(float));
 }
 
 // Orders this thread's non-temporal stores before whatever tells XLA the call is done (x86 does not order
@@ -530,6 +530,7 @@ inline void Prefetch(const float* p, int floats) {
     __builtin_prefetch(bytes + offset);
 }
 constexpr int kPrefetchSteps = 2;
+constexpr int kStagedSteps = 16;
 
 // Builds the matmul input of step t, [x_t * input_dropout, h_{t-1} * recurrent_dropout], for the local
 // rows listed in `active` (n of them, row r of the range is batch row first + r) into a compact
@@ -573,6 +574,19 @@ void ForwardRows(const Shapes& s, const float* xs, const StepWeights& weights, c
   std::vector<float> a(static_cast<size_t>(rows) * row_width), z(static_cast<size_t>(rows) * ldz, 0.0f);
   std::vector<int> active(rows);
   std::vector<uint32_t> scratch;
+  // The states of the last kStagedSteps steps per row, [rows, kStagedSteps, H] each: a row's steps are
+  // adjacent in hs and cs, so they leave as one contiguous span of non-temporal stores instead of a
+  // 0.4 KiB store per row and step that first reads its lines (a seventh of a forward step at H = 100).
+  const int staged = std::min(kStagedSteps, std::max(s.steps, 1));
+  std::vector<float> h_staged(static_cast<size_t>(rows) * staged * hidden);
+  std::vector<float> c_staged(cs != nullptr ? h_staged.size() : 0);
+  auto flush = [&](int t0, int count) {
+    for (int r = 0; r < rows; ++r) {
+      const size_t at = s.at(first + r, t0) * hidden, from = static_cast<size_t>(r) * staged * hidden;
+      StreamRow(hs + at, &h_staged[from], count * hidden);
+      if (cs != nullptr) StreamRow(cs + at, &c_staged[from], count * hidden);
+    }
+  };
   for (int t = 0; t < s.steps; ++t) {
     if (t + kPrefetchSteps < s.steps)
       for (int r = 0; r < rows; ++r) Prefetch(xs + s.at(first + r, t + kPrefetchSteps) * s.input_size, s.input_size);
@@ -589,11 +603,13 @@ void ForwardRows(const Shapes& s, const float* xs, const StepWeights& weights, c
         if (gates != nullptr) StreamRow(gates + s.at(first + r, t) * gate_width, zr, gate_width);
       }
     }
+    const int slot = t % staged;
     for (int r = 0; r < rows; ++r) {
-      const size_t row = s.at(first + r, t);
-      std::memcpy(hs + row * hidden, &h[r * hidden], hidden * sizeof(float));
-      if (cs != nullptr) std::memcpy(cs + row * hidden, &c[r * hidden], hidden * sizeof(float));
+      const size_t to = (static_cast<size_t>(r) * staged + slot) * hidden;
+      std::memcpy(&h_staged[to], &h[r * hidden], hidden * sizeof(float));
+      if (cs != nullptr) std::memcpy(&c_staged[to], &c[r * hidden], hidden * sizeof(float));
     }
+    if (slot == staged - 1 || t == s.steps - 1) flush(t - slot, slot + 1);
   }
   if (c_last != nullptr) std::memcpy(c_last + first * hidden, c.data(), c.size() * sizeof(float));
   StreamFence();
