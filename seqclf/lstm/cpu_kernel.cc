@@ -159,7 +159,8 @@ void PackPanels(int depth, int width, const At& at, float* out) {
     const int block = BlockWidth(j0, ld);
     float* panel = out + static_cast<size_t>(j0) * depth;
     for (int k = 0; k < depth; ++k)
-      for (int j = j0; j < j0 + block; ++j) panel[static_cast<size_t>(k) * block + (j - j0)] = j < width ? at(k, j) : 0.0f;
+      for (int j = j0; j < j0 + block; ++j)
+        panel[static_cast<size_t>(k) * block + (j - j0)] = j < width ? at(k, j) : 0.0f;
     j0 += block;
   }
 }
