@@ -9,7 +9,9 @@ import pytest
 from seqclf.errors import ConfigError
 from seqclf.lstm import api, cpu_kernel, init_params, lstm, scan
 
-SHAPES = [(3, 7, 5, 100), (5, 1, 4, 6), (19, 6, 5, 20)]  # (batch, steps, input, hidden): 19 = 16 + 3 rows
+# (batch, steps, input, hidden): 19 = 16 + 3 rows; 40 = 24 + 16 rows, a thread's range of a whole and a
+# partial 16-row AMX tile (bf16 products on AMX CPUs)
+SHAPES = [(3, 7, 5, 100), (5, 1, 4, 6), (19, 6, 5, 20), (40, 9, 5, 20)]
 
 
 def _inputs(batch, steps, input_size, hidden, seed=0):

@@ -39,6 +39,10 @@
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -176,9 +180,10 @@ std::vector<float> Panels(const float* matrix, int rows, int cols, bool transpos
 }
 
 // bfloat16 products (`bf16` attribute): operands rounded to bfloat16 (to nearest even), products summed
-// in float32 by AVX512-BF16's vdpbf16ps, which multiplies a pair of bf16 values per float lane: twice
-// the FMAs of a float32 vector instruction, but on this project's Xeon (KVM, 2026-12) one vdpbf16ps took
-// 3.5-10x the time of an FMA in a throughput loop, so there bf16 is slower than float32 (WORKSPACE.md). The operands are laid out in pairs along the depth: a row of
+// in float32, on AMX tiles where the CPU has them (AmxBf16Matmul), else by AVX512-BF16's vdpbf16ps, which
+// multiplies a pair of bf16 values per float lane: twice the FMAs of a float32 vector instruction, but on
+// this project's Xeon (KVM, 2026-12) at half the FMA's rate, so without AMX bf16 is slower than float32
+// there (WORKSPACE.md). The operands are laid out in pairs along the depth (AMX's layout too): a row of
 // `a` as [depth / 2] 32-bit words (a[k], a[k + 1]), and w as [depth / 2, cols] words (w[k][j],
 // w[k + 1][j]), so one broadcast word of `a` against one vector of w adds two depth steps.
 inline uint16_t RoundToBf16(float x) {
@@ -186,11 +191,12 @@ inline uint16_t RoundToBf16(float x) {
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-// The pairs of rows [2p, 2p + 1] of `matrix` [rows, cols] (or of its transpose), zero-padded to an even
-// depth and to RoundUp(cols, kLanes) columns, as bf16 words.
+// The pairs of rows [2p, 2p + 1] of `matrix` [rows, cols] (or of its transpose), zero-padded to a depth
+// of whole AMX tiles (kTilePairs pairs) and to RoundUp(cols, kLanes) columns, as bf16 words.
+constexpr int kTilePairs = 16;  // an AMX tile row is 64 bytes: 16 words, 16 pairs of bf16
 std::vector<uint32_t> PairedBf16(const float* matrix, int rows, int cols, bool transpose) {
   const int depth = transpose ? cols : rows, width = transpose ? rows : cols;
-  const int ld = RoundUp(width, kLanes), pairs = (depth + 1) / 2;
+  const int ld = RoundUp(width, kLanes), pairs = RoundUp((depth + 1) / 2, kTilePairs);
   std::vector<uint32_t> out(static_cast<size_t>(pairs) * ld, 0u);
   for (int k = 0; k < depth; ++k)
     for (int j = 0; j < width; ++j) {
@@ -268,6 +274,85 @@ void Bf16Matmul(const Bf16MatmulArgs& m) {
 constexpr bool kHasBf16 = false;
 #endif
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+// The same bf16 product on AMX tiles (tdpbf16ps: a 16 x 16 float32 tile += a 16 x 32 bf16 tile times a
+// 32 x 16 one), where the CPU has them and Linux grants the process their state: on this project's Xeon
+// 2.5 TFLOP/s on one core, 11x the float32 FMA rate (WORKSPACE.md). Same operands as Bf16Matmul, with
+// `a` [RoundUp(rows, 16), lda] words (lda a multiple of 16, the padding zero) and w's pairs a multiple of
+// kTilePairs; rows of `out` past `rows` are never touched (a last, partial row tile goes through a copy).
+bool AmxGranted() {
+  static const bool granted = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                                      18 /* XFEATURE_XTILEDATA */) == 0;
+  return granted;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles 0-2: three 16 x 16 float32 accumulators side by side; 3: the rows of `a`; 4-6: w's columns.
+constexpr int kTileColumns = 3;
+
+template <int C>
+inline void AmxColumns(const Bf16MatmulArgs& m, const uint32_t* a, float* const* c, std::ptrdiff_t ldc,
+                       int j0) {
+  _tile_loadd(0, c[0], ldc);
+  if (C > 1) _tile_loadd(1, c[1], ldc);
+  if (C > 2) _tile_loadd(2, c[2], ldc);
+  for (int p0 = 0; p0 < m.pairs; p0 += kTilePairs) {
+    const uint32_t* w = m.w + static_cast<std::ptrdiff_t>(p0) * m.ldw + j0;
+    const std::ptrdiff_t ldw = m.ldw * sizeof(uint32_t);
+    _tile_loadd(3, a + p0, m.lda * sizeof(uint32_t));
+    _tile_loadd(4, w, ldw);
+    if (C > 1) _tile_loadd(5, w + kLanes, ldw);
+    if (C > 2) _tile_loadd(6, w + 2 * kLanes, ldw);
+    _tile_dpbf16ps(0, 3, 4);
+    if (C > 1) _tile_dpbf16ps(1, 3, 5);
+    if (C > 2) _tile_dpbf16ps(2, 3, 6);
+  }
+  _tile_stored(0, c[0], ldc);
+  if (C > 1) _tile_stored(1, c[1], ldc);
+  if (C > 2) _tile_stored(2, c[2], ldc);
+}
+
+void AmxBf16Matmul(const Bf16MatmulArgs& m) {
+  TileConfig config;
+  for (int t = 0; t < 7; ++t) config.bytes_per_row[t] = 64, config.rows[t] = 16;
+  _tile_loadconfig(&config);
+  alignas(64) float partial[kTileColumns][16 * kLanes];
+  for (int r0 = 0; r0 < m.rows; r0 += 16) {
+    const int n = std::min(16, m.rows - r0);
+    const uint32_t* a = m.a + static_cast<std::ptrdiff_t>(r0) * m.lda;
+    for (int j0 = 0; j0 < m.cols; j0 += kTileColumns * kLanes) {
+      const int columns = std::min(kTileColumns, (m.cols - j0) / kLanes);
+      float* c[kTileColumns];
+      std::ptrdiff_t ldc = m.ldo * sizeof(float);
+      for (int t = 0; t < columns; ++t)
+        c[t] = m.out + static_cast<std::ptrdiff_t>(r0) * m.ldo + j0 + t * kLanes;
+      if (n < 16)  // the last rows: through 16-row copies, so no row past `rows` is read or written
+        for (int t = 0; t < columns; ++t) {
+          std::fill(partial[t], partial[t] + 16 * kLanes, 0.0f);
+          for (int r = 0; r < n; ++r)
+            std::memcpy(partial[t] + r * kLanes, c[t] + r * m.ldo, kLanes * sizeof(float));
+        }
+      float* target[kTileColumns];
+      for (int t = 0; t < columns; ++t) target[t] = n < 16 ? partial[t] : c[t];
+      const std::ptrdiff_t ld_target = n < 16 ? kLanes * sizeof(float) : ldc;
+      if (columns == 3) AmxColumns<3>(m, a, target, ld_target, j0);
+      else if (columns == 2) AmxColumns<2>(m, a, target, ld_target, j0);
+      else AmxColumns<1>(m, a, target, ld_target, j0);
+      if (n < 16)
+        for (int t = 0; t < columns; ++t)
+          for (int r = 0; r < n; ++r)
+            std::memcpy(c[t] + r * m.ldo, partial[t] + r * kLanes, kLanes * sizeof(float));
+    }
+  }
+  _tile_release();
+}
+#endif
+
 // The weights of a step's matmul out[rows, ld] += a[rows, depth] @ w[depth, ld]: float32 (zero-padded
 // to ld columns, in column panels) or bf16 pairs. StepMatmul rounds the rows of `a` into `scratch` for the bf16 product.
 struct StepWeights {
@@ -291,8 +376,9 @@ void StepMatmul(const StepWeights& w, const float* a, std::ptrdiff_t lda, int ro
 #ifdef __AVX512BF16__
   // A row of bf16 values in order is already a row of pairs (little-endian words); rounded 16 at a time
   // (vcvtneps2bf16: to nearest even, as RoundToBf16), zeros past the depth.
-  const int row_words = RoundUp(w.depth, kLanes) / 2;
-  scratch.resize(static_cast<size_t>(rows) * row_words);
+  // Rows padded to whole AMX tiles (depth to kTilePairs pairs, rows to 16, the padding zero).
+  const int row_words = RoundUp((w.depth + 1) / 2, kTilePairs), padded_rows = RoundUp(rows, 16);
+  scratch.assign(static_cast<size_t>(padded_rows) * row_words, 0u);
   for (int r = 0; r < rows; ++r) {
     const float* ar = a + r * lda;
     __m256bh* dst = reinterpret_cast<__m256bh*>(scratch.data() + static_cast<size_t>(r) * row_words);
@@ -302,7 +388,14 @@ void StepMatmul(const StepWeights& w, const float* a, std::ptrdiff_t lda, int ro
                           (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(valid, ar + k)));
     }
   }
-  Bf16Matmul({scratch.data(), row_words, rows, (w.depth + 1) / 2, w.bf16.data(), w.ld, w.ld, out, ldo});
+  const Bf16MatmulArgs m{scratch.data(), row_words, rows, (w.depth + 1) / 2, w.bf16.data(), w.ld, w.ld, out, ldo};
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+  if (AmxGranted()) {
+    AmxBf16Matmul({m.a, m.lda, m.rows, RoundUp(m.pairs, kTilePairs), m.w, m.ldw, m.cols, m.out, m.ldo});
+    return;
+  }
+#endif
+  Bf16Matmul(m);
 #endif
 }
 
