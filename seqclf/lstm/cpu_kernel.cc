@@ -72,6 +72,12 @@ typedef float UnalignedVec __attribute__((vector_size(kLanes * sizeof(float)), a
 inline Vec Load(const float* p) { return *reinterpret_cast<const UnalignedVec*>(p); }
 inline void Store(float* p, Vec v) { *reinterpret_cast<UnalignedVec*>(p) = v; }
 inline int RoundUp(int n, int multiple) { return (n + multiple - 1) / multiple * multiple; }
+#ifdef __AVX512F__
+// Lanes [k, min(k + 16, n)) of a row: the mask of a row's last, partial vector.
+inline __mmask16 Lanes(int k, int n) {
+  return n - k >= kLanes ? 0xffff : static_cast<__mmask16>((1u << (n - k)) - 1);
+}
+#endif
 
 // The operands of out[rows, cols] += a[rows, depth] @ w[depth, cols]. Element (r, k) of `a` is at
 // a[r * lda + k * ldk], so `a` can be read transposed; `cols` is a multiple of kLanes, and w's and out's
@@ -383,9 +389,8 @@ void StepMatmul(const StepWeights& w, const float* a, std::ptrdiff_t lda, int ro
     const float* ar = a + r * lda;
     __m256bh* dst = reinterpret_cast<__m256bh*>(scratch.data() + static_cast<size_t>(r) * row_words);
     for (int k = 0; k < w.depth; k += kLanes) {
-      const __mmask16 valid = w.depth - k >= kLanes ? 0xffff : (1u << (w.depth - k)) - 1;
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k / kLanes),
-                          (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(valid, ar + k)));
+                          (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(Lanes(k, w.depth), ar + k)));
     }
   }
   const Bf16MatmulArgs m{scratch.data(), row_words, rows, (w.depth + 1) / 2, w.bf16.data(), w.ld, w.ld, out, ldo};
@@ -472,8 +477,6 @@ inline __m512 Tanh(__m512 x) {
   return _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), Reciprocal(d), _mm512_set1_ps(1.0f));
 }
 
-// Lanes [k, min(k + 16, n)) of a row: the mask of a row's last, partial vector.
-inline __mmask16 Lanes(int k, int n) { return n - k >= kLanes ? 0xffff : static_cast<__mmask16>((1u << (n - k)) - 1); }
 
 // f applied in place to z[0, n), 16 lanes at a time.
 template <typename F>
