@@ -19,8 +19,18 @@ import jax
 from absl import flags
 
 from benchmarks import article_report, peers
-from seqclf import cli, configs, metric_writers, models, parallel, presets, profiling, results, train
-from seqclf.data import imdb, load_encoded
+from seqclf import (
+  cli,
+  configs,
+  imdb_flags,
+  metric_writers,
+  models,
+  parallel,
+  presets,
+  profiling,
+  results,
+  train,
+)
 from seqclf.errors import ConfigError
 from seqclf.lstm import resolve_engine
 
@@ -45,18 +55,6 @@ _ENGINE = flags.DEFINE_list(
 # A shortcut given on the command line sets its field; given with its --config.* spelling it is refused.
 _SHORTCUTS = {"variants": "variants", "epochs": "epochs", "seeds": "seeds", "engine": "model.engine"}
 _WORKDIR = flags.DEFINE_string("workdir", "runs/article", "Where results.json/.md and vocab.json go.")
-_IMDB = flags.DEFINE_string(
-  "imdb",
-  imdb.default_source(),
-  "IMDB source: a local aclImdb .tar.gz or directory, an http(s) URL of the archive (downloaded once into"
-  " the cache), or 'tfds'. Default: $SEQCLF_IMDB, else the official archive's URL.",
-)
-_IMDB_SHA256 = flags.DEFINE_string(
-  "imdb_sha256", None, "Expected SHA-256 of the archive at an --imdb URL (known for the official one)."
-)
-_CACHE_DIR = flags.DEFINE_string(
-  "cache_dir", None, "Downloads and encoded-data cache (default $SEQCLF_CACHE_DIR or ~/.cache/seqclf)."
-)
 _BUCKETING = flags.DEFINE_bool(
   "bucketing",
   False,
@@ -154,20 +152,17 @@ def main(argv):
     results.write_text_atomic(os.path.join(workdir, ".write_check"), "")  # fail now, not after training
     os.remove(os.path.join(workdir, ".write_check"))
 
-  data = load_encoded(
-    _IMDB.value,
-    top_words=config.top_words,
-    maxlen=config.maxlen,
-    padding=config.padding,
-    truncating=config.truncating,
-    cache_dir=_CACHE_DIR.value,
-    sha256=_IMDB_SHA256.value,
-  )
+  data = imdb_flags.load(config)
   if writer:
     data.vocab.save(os.path.join(workdir, "vocab.json"))
   meta = results.collect_meta(
     config,
-    flags={"imdb": _IMDB.value, "imdb_sha256": _IMDB_SHA256.value, "workdir": workdir, "preset": preset},
+    flags={
+      "imdb": imdb_flags.IMDB.value,
+      "imdb_sha256": imdb_flags.IMDB_SHA256.value,
+      "workdir": workdir,
+      "preset": preset,
+    },
   )
   runs = []
   progress = article_report.RunProgress(

@@ -16,8 +16,19 @@ import os
 
 from absl import flags
 
-from seqclf import checkpoint, cli, configs, metric_writers, models, presets, profiling, results, train
-from seqclf.data import embeddings, imdb, load_encoded
+from seqclf import (
+  checkpoint,
+  cli,
+  configs,
+  imdb_flags,
+  metric_writers,
+  models,
+  presets,
+  profiling,
+  results,
+  train,
+)
+from seqclf.data import embeddings, imdb
 from seqclf.data.cache import EncodedDataset
 from seqclf.data.encoding import encode
 from seqclf.data.text_files import encode_text_dataset, load_text_dataset, split_validation
@@ -35,24 +46,12 @@ _RUN_FIELDS = ("variant", "val_fraction", "patience", "pretrained_embeddings")
 _SEED = flags.DEFINE_integer(
   "seed", 0, "Seed for initialisation, shuffling, dropout and the validation split."
 )
-_IMDB = flags.DEFINE_string(
-  "imdb",
-  imdb.default_source(),
-  "IMDB source when no --train_file: a local aclImdb .tar.gz or directory, an http(s) URL of the archive"
-  " (downloaded once into the cache), or 'tfds'. Default: $SEQCLF_IMDB, else the official archive's URL.",
-)
-_IMDB_SHA256 = flags.DEFINE_string(
-  "imdb_sha256", None, "Expected SHA-256 of the archive at an --imdb URL (known for the official one)."
-)
 _TRAIN_FILE = flags.DEFINE_string(
   "train_file", None, "Own dataset: a .csv/.tsv/.jsonl file of texts and labels."
 )
 _TEST_FILE = flags.DEFINE_string("test_file", None, "Own dataset: held-out test file (same format).")
 _TEXT_FIELD = flags.DEFINE_string("text_field", "text", "Column/key holding the text.")
 _LABEL_FIELD = flags.DEFINE_string("label_field", "label", "Column/key holding the label (name or integer).")
-_CACHE_DIR = flags.DEFINE_string(
-  "cache_dir", None, "IMDB downloads and encoded-data cache (default $SEQCLF_CACHE_DIR or ~/.cache/seqclf)."
-)
 _TENSORBOARD = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event files into RUN/logs.")
 
 # Config keys that may change between a run and its resumption.
@@ -86,15 +85,7 @@ def load_data(config, seed: int):
         texts.test.labels,
       )
     return data, test, texts.label_names
-  data = load_encoded(
-    _IMDB.value,
-    top_words=config.top_words,
-    maxlen=config.maxlen,
-    padding=config.padding,
-    truncating=config.truncating,
-    cache_dir=_CACHE_DIR.value,
-    sha256=_IMDB_SHA256.value,
-  )
+  data = imdb_flags.load(config)
   if not config.val_fraction:
     return data, None, list(imdb.LABELS)
   x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, config.val_fraction, seed)
@@ -138,7 +129,7 @@ def main(argv):
   if not _WORKDIR.value:
     raise ConfigError("--workdir is required: the run directory to create or resume")
   config, run_dir, seed = _CONFIG.value, _WORKDIR.value, _SEED.value
-  if _TRAIN_FILE.value and (flags.FLAGS["imdb"].present or _IMDB_SHA256.value):
+  if _TRAIN_FILE.value and imdb_flags.given():
     raise ConfigError("--imdb and --imdb_sha256 choose the IMDB data, unused with --train_file: drop them")
   own_data_flags = [name for name in ("test_file", "text_field", "label_field") if flags.FLAGS[name].present]
   if own_data_flags and not _TRAIN_FILE.value:

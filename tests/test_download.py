@@ -97,6 +97,22 @@ def test_download_then_cached_run_with_the_server_gone(archive_bytes, tmp_path):
   assert _fetch(url, downloads, sha256=_sha256(archive_bytes)) == path
 
 
+def test_a_killed_download_s_temporary_file_is_removed_by_the_next_fetch(archive_bytes, tmp_path):
+  downloads = tmp_path / "downloads"
+  with serving(archive_bytes) as server:
+    name = os.path.basename(download.cached_path(server.url, str(downloads)))
+    downloads.mkdir()
+    abandoned, live = downloads / f".{name}.dead.part", downloads / f".{name}.live.part"
+    other_url = downloads / ".other.tar.gz.dead.part"
+    for part in (abandoned, live, other_url):
+      part.write_bytes(b"half an archive")
+    old = os.path.getmtime(live) - download.ABANDONED_AFTER_S - 1
+    os.utime(abandoned, (old, old))
+    os.utime(other_url, (old, old))
+    path = _fetch(server.url, downloads, sha256=_sha256(archive_bytes))
+  assert sorted(os.listdir(downloads)) == sorted([os.path.basename(path), live.name, other_url.name])
+
+
 def test_a_cut_connection_is_resumed_with_a_range_request(archive_bytes, tmp_path):
   with serving(archive_bytes, cuts=2) as server:
     path = _fetch(server.url, tmp_path / "downloads", sha256=_sha256(archive_bytes))

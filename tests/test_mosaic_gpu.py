@@ -15,6 +15,7 @@ import pytest
 from seqclf import lowering
 from seqclf.errors import ConfigError
 from seqclf.lstm import api, hoisted, mosaic_gpu
+from tests import kernel_inputs
 
 # "float32" (three bf16 products) against float32 scan: as tight as the pallas engine's float32.
 RTOL, ATOL = 1e-5, 1e-4
@@ -32,44 +33,13 @@ def float32_matmuls():
     yield
 
 
-def _step_mask(kind, batch, steps, rng):
-  """[B, T] bool: all True, random holes (one row fully masked), or left padding."""
-  if kind is None:
-    return np.ones((batch, steps), bool)
-  if kind == "random":
-    mask = rng.random((batch, steps)) < 0.7
-    mask[-1] = False
-    return mask
-  assert kind == "left"
-  lengths = rng.integers(0, steps + 1, batch)
-  return np.arange(steps)[None, :] >= (steps - lengths)[:, None]
-
-
 def _inputs(batch, steps, input_size, hidden, mask_kind=None, dropout=False, seed=0):
-  """Engine-signature arguments (random, non-zero bias and state, masks) and loss weights."""
-  rng = np.random.default_rng(seed)
-  params = api.init_params(jax.random.key(seed), input_size, hidden)
-  params["bias"] = params["bias"] + jnp.asarray(rng.normal(0, 0.3, 4 * hidden), jnp.float32)
-
-  def normal(*shape):
-    return jnp.asarray(rng.normal(size=shape), jnp.float32)
-
-  def dropout_mask(*shape):
-    if not dropout:
-      return jnp.ones(shape, jnp.float32)
-    return jnp.asarray((rng.random(shape) < 0.7) / 0.7, jnp.float32)
-
-  args = (
-    params,
-    normal(batch, steps, input_size),
-    normal(batch, hidden),
-    normal(batch, hidden),
-    jnp.asarray(_step_mask(mask_kind, batch, steps, rng)),
-    dropout_mask(batch, input_size),
-    dropout_mask(batch, hidden),
-  )
-  weights = (normal(batch, steps, hidden), normal(batch, hidden), normal(batch, hidden))
-  return args, weights
+  """Engine-signature arguments (dropout masks of ones without ``dropout``) and loss weights."""
+  inputs = kernel_inputs.random_inputs(batch, steps, input_size, hidden, mask_kind, dropout, seed)
+  ones = {"input_dropout_mask": (batch, input_size), "recurrent_dropout_mask": (batch, hidden)}
+  masks = [jnp.ones(shape) if inputs[key] is None else inputs[key] for key, shape in ones.items()]
+  args = (*(inputs[key] for key in ("params", "xs", "h0", "c0", "mask")), *masks)
+  return args, inputs["loss_weights"]
 
 
 def _run(lstm, args, weights):

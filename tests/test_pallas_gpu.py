@@ -14,6 +14,7 @@ import pytest
 from seqclf import lowering
 from seqclf.errors import ConfigError
 from seqclf.lstm import LSTM, api, hoisted, pallas_gpu
+from tests import kernel_inputs
 
 RTOL, ATOL = 1e-5, 1e-4
 
@@ -22,45 +23,6 @@ RTOL, ATOL = 1e-5, 1e-4
 def float32_matmuls():
   with jax.default_matmul_precision("float32"):
     yield
-
-
-def _step_mask(kind, batch, steps, rng):
-  """[B, T] bool: all True, random holes (one row fully masked), or left padding."""
-  if kind is None:
-    return np.ones((batch, steps), bool)
-  if kind == "random":
-    mask = rng.random((batch, steps)) < 0.7
-    mask[-1] = False
-    return mask
-  assert kind == "left"
-  lengths = rng.integers(0, steps + 1, batch)
-  return np.arange(steps)[None, :] >= (steps - lengths)[:, None]
-
-
-def _inputs(batch, steps, input_size, hidden, mask_kind=None, dropout=False, seed=0):
-  """Random parameters (with a non-zero bias), inputs, initial state, masks and loss weights."""
-  rng = np.random.default_rng(seed)
-  params = api.init_params(jax.random.key(seed), input_size, hidden)
-  params["bias"] = params["bias"] + jnp.asarray(rng.normal(0, 0.3, 4 * hidden), jnp.float32)
-
-  def normal(*shape):
-    return jnp.asarray(rng.normal(size=shape), jnp.float32)
-
-  def dropout_mask(*shape):
-    if not dropout:
-      return None
-    return jnp.asarray((rng.random(shape) < 0.7) / 0.7, jnp.float32)
-
-  return dict(
-    params=params,
-    xs=normal(batch, steps, input_size),
-    h0=normal(batch, hidden),
-    c0=normal(batch, hidden),
-    mask=jnp.asarray(_step_mask(mask_kind, batch, steps, rng)),
-    input_dropout_mask=dropout_mask(batch, input_size),
-    recurrent_dropout_mask=dropout_mask(batch, hidden),
-    loss_weights=(normal(batch, steps, hidden), normal(batch, hidden), normal(batch, hidden)),
-  )
 
 
 def _run(engine, inputs):
@@ -96,7 +58,7 @@ def _assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
   ],
 )
 def test_matches_scan(batch, steps, input_size, hidden, mask_kind, dropout):
-  inputs = _inputs(batch, steps, input_size, hidden, mask_kind, dropout)
+  inputs = kernel_inputs.random_inputs(batch, steps, input_size, hidden, mask_kind, dropout)
   _assert_trees_close(_run("pallas", inputs), _run("scan", inputs))
 
 
@@ -151,7 +113,7 @@ def _pallas_forward(params, xs, h0, c0, mask, recurrent_dropout_mask=None):
 
 def test_padded_rows_do_not_leak():
   """Three rows give the same results alone (13 padded rows) as inside a batch of five."""
-  inputs = _inputs(5, 4, 3, 7, "random", dropout=True, seed=2)
+  inputs = kernel_inputs.random_inputs(5, 4, 3, 7, "random", dropout=True, seed=2)
   args = [inputs[name] for name in ("params", "xs", "h0", "c0", "mask", "recurrent_dropout_mask")]
   first_three = [args[0]] + [x[:3] for x in args[1:]]
   outputs, (h, c) = _pallas_forward(*first_three)
@@ -161,7 +123,7 @@ def test_padded_rows_do_not_leak():
 
 def test_zero_weight_units_stay_zero():
   """Units with zero weights and bias (what per-gate padding adds) keep h = c = 0 and change nothing."""
-  inputs = _inputs(3, 4, 5, 7, "random", seed=3)
+  inputs = kernel_inputs.random_inputs(3, 4, 5, 7, "random", seed=3)
   hidden, wide = 7, 16
 
   def widen(x, axis):
@@ -199,7 +161,7 @@ def test_zero_weight_units_stay_zero():
   ],
 )
 def test_reduced_precision_is_close(matmul_precision, atol):
-  inputs = _inputs(3, 4, 5, 7, "random", dropout=True, seed=4)
+  inputs = kernel_inputs.random_inputs(3, 4, 5, 7, "random", dropout=True, seed=4)
   engine = hoisted.make_lstm(pallas_gpu.make_recurrence(matmul_precision))
   args = (
     inputs["params"],
@@ -249,7 +211,7 @@ def test_lowers_to_triton(batch, hidden, matmul_precision):
 def test_matmul_precision_reaches_the_kernels_from_the_function_and_the_layer():
   """``lstm(..., matmul_precision=)`` and ``LSTM(matmul_precision=)`` run the kernels at that precision."""
   assert api.ENGINES["pallas"].matmul_precisions == pallas_gpu.PRECISIONS
-  inputs = _inputs(3, 4, 5, 7, "random", seed=5)
+  inputs = kernel_inputs.random_inputs(3, 4, 5, 7, "random", seed=5)
   params, xs = inputs["params"], inputs["xs"]
   reference = hoisted.make_lstm(pallas_gpu.make_reference("bfloat16"))
   batch, hidden = 3, 7

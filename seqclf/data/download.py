@@ -4,12 +4,14 @@
 is returned without touching the network (checked against the sha256 when one is known). Otherwise the
 archive is streamed into a temporary file next to its final name, hashed on the way, and renamed only
 once it is complete, its sha256 matches and it opens as a gzip'd tar; so a reader never sees half an
-archive, and a failed download leaves nothing behind. A transfer cut short is resumed with an HTTP
+archive, and a failed download leaves nothing behind (a process killed outright cannot clean up: the next
+fetch of the same URL deletes a temporary file nobody has written to for `ABANDONED_AFTER_S`). A transfer cut short is resumed with an HTTP
 ``Range`` request up to ``max_resumes`` times. Every socket operation (connecting, each read) times out
 after ``timeout_s``, so an offline machine fails within seconds. Every failure is one `DataError` naming the
 URL, what went wrong and the offline alternative.
 """
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -36,6 +38,9 @@ MAX_RESUMES = 3
 _KNOWN_SHA256 = {OFFICIAL_URL: OFFICIAL_SHA256}
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CHUNK_BYTES = 1 << 16
+# A live download writes at least once per socket timeout (20 s by default) or fails, so a temporary
+# file untouched this long belongs to a process that was killed.
+ABANDONED_AFTER_S = 600
 _OFFLINE_FIX = (
   "offline, download it elsewhere and pass --imdb=PATH (the aclImdb .tar.gz or its extracted directory)"
 )
@@ -92,11 +97,11 @@ def fetch(
   path = cached_path(url, directory)
   if os.path.isfile(path) and (expected is None or _file_sha256(path) == expected):
     return path
+  prefix = f".{os.path.basename(path)}."
   try:
     os.makedirs(directory, exist_ok=True)
-    descriptor, temp_path = tempfile.mkstemp(
-      dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".part"
-    )
+    _remove_abandoned(directory, prefix)
+    descriptor, temp_path = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".part")
   except OSError as error:
     raise DataError(
       f"cannot write downloads into {directory} ({error.strerror}): pass --cache_dir a writable directory"
@@ -117,6 +122,16 @@ def fetch(
   if expected is None:
     print(f"downloaded {url}: sha256 {digest} (pass --imdb_sha256={digest} to pin it)", file=stream)
   return path
+
+
+def _remove_abandoned(directory: str, prefix: str) -> None:
+  """Deletes this URL's temporary files that no process has written to for `ABANDONED_AFTER_S`."""
+  now = time.time()
+  for name in os.listdir(directory):
+    if name.startswith(prefix) and name.endswith(".part"):
+      with contextlib.suppress(OSError):  # another process may remove it first
+        if now - os.path.getmtime(os.path.join(directory, name)) > ABANDONED_AFTER_S:
+          os.unlink(os.path.join(directory, name))
 
 
 def _download(url: str, file, *, timeout_s: float, max_resumes: int, stream) -> str:

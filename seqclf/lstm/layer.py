@@ -41,7 +41,7 @@ class LSTM(nn.Module):
 
   @nn.compact
   def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
-    batch, _, input_size = xs.shape
+    input_size = xs.shape[-1]
     params = {
       "kernel": self.param("kernel", api.kernel_init, (input_size, 4 * self.features)),
       "recurrent_kernel": self.param(
@@ -49,30 +49,17 @@ class LSTM(nn.Module):
       ),
       "bias": self.param("bias", api.bias_init, (4 * self.features,)),
     }
-    api.check_engine(
-      self.engine,
-      input_dropout=self.input_dropout > 0,
-      recurrent_dropout=self.recurrent_dropout > 0,
-      matmul_precision=self.matmul_precision,
-    )
-    input_mask = recurrent_mask = None
-    if not deterministic and self.input_dropout > 0:
-      input_mask = sequences.dropout_mask(
-        self.make_rng("dropout"), self.input_dropout, (batch, input_size), xs.dtype
-      )
-    if not deterministic and self.recurrent_dropout > 0:
-      recurrent_mask = sequences.dropout_mask(
-        self.make_rng("dropout"), self.recurrent_dropout, (batch, self.features), xs.dtype
-      )
-    return api.lstm(
+    return sequences.run_lstm(
       params,
       xs,
       mask=mask,
       lengths=lengths,
-      input_dropout_mask=input_mask,
-      recurrent_dropout_mask=recurrent_mask,
+      features=self.features,
+      input_dropout=self.input_dropout,
+      recurrent_dropout=self.recurrent_dropout,
       engine=self.engine,
       matmul_precision=self.matmul_precision,
+      next_key=None if deterministic else lambda: self.make_rng("dropout"),
     )
 
 

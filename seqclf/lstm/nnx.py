@@ -63,36 +63,24 @@ class LSTM(nnx.Module):
 
   def __call__(self, xs, mask=None, lengths=None, *, deterministic: bool | None = None, rngs=None):
     """``deterministic`` and ``rngs`` (an ``nnx.Rngs`` or stream) override the layer's own for one call."""
-    api.check_engine(
-      self.engine,
-      input_dropout=self.input_dropout > 0,
-      recurrent_dropout=self.recurrent_dropout > 0,
-      matmul_precision=self.matmul_precision,
-    )
     deterministic = self.deterministic if deterministic is None else deterministic
     stream = rngs.dropout if isinstance(rngs, nnx.Rngs) else rngs or self.rngs
-    batch, _, input_size = xs.shape
-    input_mask = recurrent_mask = None
-    if not deterministic and self.input_dropout > 0:
-      input_mask = sequences.dropout_mask(stream(), self.input_dropout, (batch, input_size), xs.dtype)
-    if not deterministic and self.recurrent_dropout > 0:
-      recurrent_mask = sequences.dropout_mask(
-        stream(), self.recurrent_dropout, (batch, self.features), xs.dtype
-      )
     params = {
       "kernel": self.kernel[...],
       "recurrent_kernel": self.recurrent_kernel[...],
       "bias": self.bias[...],
     }
-    return api.lstm(
+    return sequences.run_lstm(
       params,
       xs,
       mask=mask,
       lengths=lengths,
-      input_dropout_mask=input_mask,
-      recurrent_dropout_mask=recurrent_mask,
+      features=self.features,
+      input_dropout=self.input_dropout,
+      recurrent_dropout=self.recurrent_dropout,
       engine=self.engine,
       matmul_precision=self.matmul_precision,
+      next_key=None if deterministic else stream,
     )
 
 

@@ -2,18 +2,61 @@
 
 A layer here is anything called as ``layer(xs, mask=None, lengths=None, **kwargs) -> (outputs, state)``:
 `bidirectional` runs one layer over the sequence and another over it reversed, `stacked` runs layers one
-after another, and `dropout_mask` draws the per-sequence masks of Keras' ``dropout`` and
-``recurrent_dropout``.
+after another, and `run_lstm` is what both LSTM layers do with their parameters (hold the engine to the
+layer's options, draw the per-sequence masks of Keras' ``dropout`` and ``recurrent_dropout`` with
+`dropout_mask`, call `seqclf.lstm.api.lstm`).
 """
 
 import jax
 import jax.numpy as jnp
+
+from seqclf.lstm import api
 
 
 def dropout_mask(key, rate: float, shape, dtype):
   """A [B, X] mask, 0 or 1/(1 - rate): one draw per sequence, reused at every step."""
   keep = jax.random.bernoulli(key, 1.0 - rate, shape)
   return keep.astype(dtype) / (1.0 - rate)
+
+
+def run_lstm(
+  params,
+  xs,
+  *,
+  mask,
+  lengths,
+  features: int,
+  input_dropout: float,
+  recurrent_dropout: float,
+  engine: str,
+  matmul_precision: str,
+  next_key=None,
+):
+  """One LSTM layer's call: the engine checked against the layer's dropout and precision, then
+  `seqclf.lstm.api.lstm` with dropout masks drawn from ``next_key()`` (a key per mask, input mask
+  first), or none when ``next_key`` is None (deterministic)."""
+  api.check_engine(
+    engine,
+    input_dropout=input_dropout > 0,
+    recurrent_dropout=recurrent_dropout > 0,
+    matmul_precision=matmul_precision,
+  )
+  batch, _, input_size = xs.shape
+  input_mask = recurrent_mask = None
+  if next_key is not None and input_dropout > 0:
+    input_mask = dropout_mask(next_key(), input_dropout, (batch, input_size), xs.dtype)
+  if next_key is not None and recurrent_dropout > 0:
+    recurrent_mask = dropout_mask(next_key(), recurrent_dropout, (batch, features), xs.dtype)
+  return api.lstm(
+    params,
+    xs,
+    mask=mask,
+    lengths=lengths,
+    input_dropout_mask=input_mask,
+    recurrent_dropout_mask=recurrent_mask,
+    engine=engine,
+    matmul_precision=matmul_precision,
+  )
 
 
 def reverse(xs, lengths=None):
