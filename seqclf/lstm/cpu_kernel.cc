@@ -359,6 +359,40 @@ void AmxBf16Matmul(const Bf16MatmulArgs& m) {
 }
 #endif
 
+#ifdef __AVX512BF16__
+// A bf16 product on AMX tiles where Linux grants them, else with vdpbf16ps. The operands are laid out for
+// both: `a` [RoundUp(rows, 16), lda] words with lda = RoundUp(pairs, kTilePairs), w [that many pairs, ldw]
+// words, all padding zero.
+void Bf16Product(const Bf16MatmulArgs& m) {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+  if (AmxGranted()) {
+    AmxBf16Matmul({m.a, m.lda, m.rows, RoundUp(m.pairs, kTilePairs), m.w, m.ldw, m.cols, m.out, m.ldo});
+    return;
+  }
+#endif
+  Bf16Matmul(m);
+}
+
+// Rows 2p and 2p + 1 of `matrix` [rows, width] (rows ld floats apart; a row past `rows` reads as zeros)
+// as bf16 pairs, for p < pairs: out[p * ld_out + j] = (row 2p, row 2p + 1) at column j, zero for j from
+// width to RoundUp(width, kLanes).
+void PairRows(const float* matrix, int rows, int width, std::ptrdiff_t ld, int pairs, uint32_t* out,
+              std::ptrdiff_t ld_out) {
+  for (int p = 0; p < pairs; ++p) {
+    const float* even = matrix + 2 * p * ld;
+    uint32_t* words = out + p * ld_out;
+    for (int k = 0; k < width; k += kLanes) {
+      const __mmask16 m = Lanes(k, width);
+      const __m512 lo = 2 * p < rows ? _mm512_maskz_loadu_ps(m, even + k) : _mm512_setzero_ps();
+      const __m512 hi = 2 * p + 1 < rows ? _mm512_maskz_loadu_ps(m, even + ld + k) : _mm512_setzero_ps();
+      const __m512i lo16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(lo));
+      const __m512i hi16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(hi));
+      _mm512_storeu_si512(words + k, _mm512_or_si512(lo16, _mm512_slli_epi32(hi16, 16)));
+    }
+  }
+}
+#endif
+
 // The weights of a step's matmul out[rows, ld] += a[rows, depth] @ w[depth, ld]: float32 (zero-padded
 // to ld columns, in column panels) or bf16 pairs. StepMatmul rounds the rows of `a` into `scratch` for the bf16 product.
 struct StepWeights {
@@ -393,14 +427,7 @@ void StepMatmul(const StepWeights& w, const float* a, std::ptrdiff_t lda, int ro
                           (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(Lanes(k, w.depth), ar + k)));
     }
   }
-  const Bf16MatmulArgs m{scratch.data(), row_words, rows, (w.depth + 1) / 2, w.bf16.data(), w.ld, w.ld, out, ldo};
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
-  if (AmxGranted()) {
-    AmxBf16Matmul({m.a, m.lda, m.rows, RoundUp(m.pairs, kTilePairs), m.w, m.ldw, m.cols, m.out, m.ldo});
-    return;
-  }
-#endif
-  Bf16Matmul(m);
+  Bf16Product({scratch.data(), row_words, rows, (w.depth + 1) / 2, w.bf16.data(), w.ld, w.ld, out, ldo});
 #endif
 }
 
@@ -743,21 +770,38 @@ void BackwardRows(const Shapes& s, const StepWeights& weights_t, const float* xs
   // The dz and matmul inputs of the last steps' unmasked rows, stacked ([pending, ...]), for one
   // weight-gradient product of depth `pending` once it reaches about kGradientDepth.
   const int capacity = std::max(1, kGradientDepth / std::max(rows, 1)) * rows;
-  std::vector<float> dz_steps(static_cast<size_t>(capacity) * ldz, 0.0f), dz_panels(dz_steps.size());
+  const bool bf16 = !weights_t.bf16.empty();
+  std::vector<float> dz_steps(static_cast<size_t>(capacity) * ldz, 0.0f), dz_panels(bf16 ? 0 : dz_steps.size());
   std::vector<float> a_steps(static_cast<size_t>(capacity) * row_width);
   std::vector<float> d_inputs(static_cast<size_t>(rows) * ld_inputs);
   std::vector<int> active(rows);
   std::vector<uint32_t> scratch;
   int pending = 0;
+  // With bf16 products the weight gradient is one too: dz and the inputs rounded into bf16 pairs along the
+  // depth (AMX's layout), the inputs transposed so that a row of `a` is one row of d[W; U].
+  const int max_pairs = RoundUp((capacity + 1) / 2, kTilePairs), ld_a = RoundUp(row_width, kLanes);
+  std::vector<uint32_t> dz_pairs(bf16 ? static_cast<size_t>(max_pairs) * ldz : 0);
+  std::vector<uint32_t> a_pairs(bf16 ? static_cast<size_t>(max_pairs) * ld_a : 0), a_rows(a_pairs.size());
   auto flush = [&] {
-    // d[W; U] [E + H, 4H] += a^T @ dz over the pending rows: a read transposed (its rows are the depth),
-    // dz packed in panels first (at H = 256 this product ran at half the speed of the others unpacked).
-    if (pending > 0) {
+    // d[W; U] [E + H, 4H] += a^T @ dz over the pending rows.
+    if (pending > 0 && !bf16) {
+      // a read transposed (its rows are the depth), dz packed in panels first (at H = 256 this product
+      // ran at half the speed of the others unpacked).
       PackPanels(pending, ldz, [&](int k, int j) { return dz_steps[static_cast<size_t>(k) * ldz + j]; },
                  dz_panels.data());
       Matmul({a_steps.data(), 1, row_width, row_width, pending, dz_panels.data(), 0, ldz, sums.weights.data(),
               ldz, true});
     }
+#ifdef __AVX512BF16__
+    if (pending > 0 && bf16) {
+      const int pairs = RoundUp((pending + 1) / 2, kTilePairs);
+      PairRows(dz_steps.data(), pending, ldz, ldz, pairs, dz_pairs.data(), ldz);
+      PairRows(a_steps.data(), pending, row_width, row_width, pairs, a_pairs.data(), ld_a);
+      for (int r = 0; r < ld_a; ++r)
+        for (int p = 0; p < pairs; ++p) a_rows[static_cast<size_t>(r) * pairs + p] = a_pairs[static_cast<size_t>(p) * ld_a + r];
+      Bf16Product({a_rows.data(), pairs, row_width, pairs, dz_pairs.data(), ldz, ldz, sums.weights.data(), ldz});
+    }
+#endif
     pending = 0;
   };
   for (int t = s.steps - 1; t >= 0; --t) {
