@@ -189,26 +189,38 @@ std::vector<float> Panels(const float* matrix, int rows, int cols, bool transpos
 // in float32, on AMX tiles where the CPU has them (AmxBf16Matmul), else by AVX512-BF16's vdpbf16ps, which
 // multiplies a pair of bf16 values per float lane: twice the FMAs of a float32 vector instruction, but on
 // this project's Xeon (KVM, 2026-12) at half the FMA's rate, so without AMX bf16 is slower than float32
-// there (WORKSPACE.md). The operands are laid out in pairs along the depth (AMX's layout too): a row of
-// `a` as [depth / 2] 32-bit words (a[k], a[k + 1]), and w as [depth / 2, cols] words (w[k][j],
-// w[k + 1][j]), so one broadcast word of `a` against one vector of w adds two depth steps.
+// there (WORKSPACE.md). All three products of a step are bf16 then (forward, dh, and the weight gradient,
+// whose sums over steps stay float32). The operands are laid out in pairs along the depth (AMX's layout
+// too): a row of `a` as [depth / 2] 32-bit words (a[k], a[k + 1]), and w as [depth / 2, cols] words
+// (w[k][j], w[k + 1][j]), so one broadcast word of `a` against one vector of w adds two depth steps; for
+// AMX, w's words are regrouped into tiles (TiledIndex).
 inline uint16_t RoundToBf16(float x) {
   const uint32_t bits = __builtin_bit_cast(uint32_t, x);
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-// The pairs of rows [2p, 2p + 1] of `matrix` [rows, cols] (or of its transpose), zero-padded to a depth
-// of whole AMX tiles (kTilePairs pairs) and to RoundUp(cols, kLanes) columns, as bf16 words.
 constexpr int kTilePairs = 16;  // an AMX tile row is 64 bytes: 16 words, 16 pairs of bf16
-std::vector<uint32_t> PairedBf16(const float* matrix, int rows, int cols, bool transpose) {
+
+// Where pair p, column j of a bf16 w goes when AMX multiplies it: w tiled into 16 x 16-word tiles (16
+// pairs by 16 columns), each one contiguous KiB, column tiles outside and the depth's tiles inside
+// (`ksteps` of them), so a tile load reads 16 adjacent cache lines.
+inline size_t TiledIndex(int p, int j, int ksteps) {
+  return (static_cast<size_t>(j / kLanes) * ksteps + p / kTilePairs) * (kTilePairs * kLanes) +
+         (p % kTilePairs) * kLanes + j % kLanes;
+}
+
+// The pairs of rows [2p, 2p + 1] of `matrix` [rows, cols] (or of its transpose), zero-padded to a depth
+// of whole AMX tiles (kTilePairs pairs) and to RoundUp(cols, kLanes) columns, as bf16 words: [pairs, ld]
+// in rows, or `tiled` (TiledIndex).
+std::vector<uint32_t> PairedBf16(const float* matrix, int rows, int cols, bool transpose, bool tiled) {
   const int depth = transpose ? cols : rows, width = transpose ? rows : cols;
   const int ld = RoundUp(width, kLanes), pairs = RoundUp((depth + 1) / 2, kTilePairs);
   std::vector<uint32_t> out(static_cast<size_t>(pairs) * ld, 0u);
   for (int k = 0; k < depth; ++k)
     for (int j = 0; j < width; ++j) {
       const size_t at = transpose ? static_cast<size_t>(j) * cols + k : static_cast<size_t>(k) * cols + j;
-      const float value = matrix[at];
-      out[static_cast<size_t>(k / 2) * ld + j] |= static_cast<uint32_t>(RoundToBf16(value)) << (16 * (k % 2));
+      const size_t to = tiled ? TiledIndex(k / 2, j, pairs / kTilePairs) : static_cast<size_t>(k / 2) * ld + j;
+      out[to] |= static_cast<uint32_t>(RoundToBf16(matrix[at])) << (16 * (k % 2));
     }
   return out;
 }
@@ -283,9 +295,10 @@ constexpr bool kHasBf16 = false;
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
 // The same bf16 product on AMX tiles (tdpbf16ps: a 16 x 16 float32 tile += a 16 x 32 bf16 tile times a
 // 32 x 16 one), where the CPU has them and Linux grants the process their state: on this project's Xeon
-// 2.5 TFLOP/s on one core, 11x the float32 FMA rate (WORKSPACE.md). Same operands as Bf16Matmul, with
-// `a` [RoundUp(rows, 16), lda] words (lda a multiple of 16, the padding zero) and w's pairs a multiple of
-// kTilePairs; rows of `out` past `rows` are never touched (a last, partial row tile goes through a copy).
+// 2.5 TFLOP/s on one core, 11x the float32 FMA rate (WORKSPACE.md). The operands of Bf16Matmul, with
+// `a` [RoundUp(rows, 16), lda] words (lda a multiple of 16, the padding zero), w's pairs a multiple of
+// kTilePairs and w tiled (TiledIndex); rows of `out` past `rows` are never touched (a last, partial row
+// tile goes through a copy).
 bool AmxGranted() {
   static const bool granted = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
                                       18 /* XFEATURE_XTILEDATA */) == 0;
@@ -298,74 +311,94 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-// Tiles 0-2: three 16 x 16 float32 accumulators side by side; 3: the rows of `a`; 4-6: w's columns.
-constexpr int kTileColumns = 3;
-
-template <int C>
-inline void AmxColumns(const Bf16MatmulArgs& m, const uint32_t* a, float* const* c, std::ptrdiff_t ldc,
-                       int j0) {
-  _tile_loadd(0, c[0], ldc);
-  if (C > 1) _tile_loadd(1, c[1], ldc);
-  if (C > 2) _tile_loadd(2, c[2], ldc);
-  for (int p0 = 0; p0 < m.pairs; p0 += kTilePairs) {
-    const uint32_t* w = m.w + static_cast<std::ptrdiff_t>(p0) * m.ldw + j0;
-    const std::ptrdiff_t ldw = m.ldw * sizeof(uint32_t);
-    _tile_loadd(3, a + p0, m.lda * sizeof(uint32_t));
-    _tile_loadd(4, w, ldw);
-    if (C > 1) _tile_loadd(5, w + kLanes, ldw);
-    if (C > 2) _tile_loadd(6, w + 2 * kLanes, ldw);
-    _tile_dpbf16ps(0, 3, 4);
-    if (C > 1) _tile_dpbf16ps(1, 3, 5);
-    if (C > 2) _tile_dpbf16ps(2, 3, 6);
+// Tiles 0-3: the float32 accumulators of up to 2 x 2 output tiles (c[2 * row + column]); 4-5: their
+// row tiles of `a`; 6-7: their column tiles of w. Each tile loaded serves two products: with one row tile
+// per w column tile, the w tiles (from L2: the weights outgrow L1) were reloaded for every row tile and
+// the product ran at a sixth of the unit's rate.
+template <int R, int C>
+inline void AmxBlock(const uint32_t* a, std::ptrdiff_t lda, const uint32_t* w, int ksteps, float* const* c,
+                     const std::ptrdiff_t* ldc) {
+  constexpr int kTileWords = kTilePairs * kLanes;
+  _tile_loadd(0, c[0], ldc[0]);
+  if (C > 1) _tile_loadd(1, c[1], ldc[1]);
+  if (R > 1) _tile_loadd(2, c[2], ldc[2]);
+  if (R > 1 && C > 1) _tile_loadd(3, c[3], ldc[3]);
+  const std::ptrdiff_t a_bytes = lda * sizeof(uint32_t), w_bytes = kLanes * sizeof(uint32_t);
+  for (int kt = 0; kt < ksteps; ++kt) {
+    _tile_loadd(4, a + kt * kTilePairs, a_bytes);
+    if (R > 1) _tile_loadd(5, a + 16 * lda + kt * kTilePairs, a_bytes);
+    _tile_loadd(6, w + kt * kTileWords, w_bytes);
+    if (C > 1) _tile_loadd(7, w + (ksteps + kt) * kTileWords, w_bytes);
+    _tile_dpbf16ps(0, 4, 6);
+    if (C > 1) _tile_dpbf16ps(1, 4, 7);
+    if (R > 1) _tile_dpbf16ps(2, 5, 6);
+    if (R > 1 && C > 1) _tile_dpbf16ps(3, 5, 7);
   }
-  _tile_stored(0, c[0], ldc);
-  if (C > 1) _tile_stored(1, c[1], ldc);
-  if (C > 2) _tile_stored(2, c[2], ldc);
+  _tile_stored(0, c[0], ldc[0]);
+  if (C > 1) _tile_stored(1, c[1], ldc[1]);
+  if (R > 1) _tile_stored(2, c[2], ldc[2]);
+  if (R > 1 && C > 1) _tile_stored(3, c[3], ldc[3]);
 }
 
+// `w` is tiled (TiledIndex) with m.pairs / kTilePairs tiles along the depth; m.ldw is unused.
 void AmxBf16Matmul(const Bf16MatmulArgs& m) {
   TileConfig config;
-  for (int t = 0; t < 7; ++t) config.bytes_per_row[t] = 64, config.rows[t] = 16;
+  for (int t = 0; t < 8; ++t) config.bytes_per_row[t] = 64, config.rows[t] = 16;
   _tile_loadconfig(&config);
-  alignas(64) float partial[kTileColumns][16 * kLanes];
-  for (int r0 = 0; r0 < m.rows; r0 += 16) {
-    const int n = std::min(16, m.rows - r0);
+  const int ksteps = m.pairs / kTilePairs;
+  alignas(64) float partial[2][16 * kLanes];  // a last, partial row tile's outputs
+  for (int r0 = 0; r0 < m.rows; r0 += 32) {
+    const int row_tiles = m.rows - r0 > 16 ? 2 : 1;
+    const int last_rows = std::min(16, m.rows - r0 - 16 * (row_tiles - 1));
     const uint32_t* a = m.a + static_cast<std::ptrdiff_t>(r0) * m.lda;
-    for (int j0 = 0; j0 < m.cols; j0 += kTileColumns * kLanes) {
-      const int columns = std::min(kTileColumns, (m.cols - j0) / kLanes);
-      float* c[kTileColumns];
-      std::ptrdiff_t ldc = m.ldo * sizeof(float);
-      for (int t = 0; t < columns; ++t)
-        c[t] = m.out + static_cast<std::ptrdiff_t>(r0) * m.ldo + j0 + t * kLanes;
-      if (n < 16)  // the last rows: through 16-row copies, so no row past `rows` is read or written
-        for (int t = 0; t < columns; ++t) {
+    for (int j0 = 0; j0 < m.cols; j0 += 2 * kLanes) {
+      const int col_tiles = m.cols - j0 > kLanes ? 2 : 1;
+      float* c[4];
+      std::ptrdiff_t ldc[4];
+      for (int t = 0; t < 4; ++t) {
+        c[t] = m.out + static_cast<std::ptrdiff_t>(r0 + 16 * (t / 2)) * m.ldo + j0 + kLanes * (t % 2);
+        ldc[t] = m.ldo * sizeof(float);
+      }
+      float* last = c[2 * (row_tiles - 1)];
+      if (last_rows < 16)  // through 16-row copies, so no row past `rows` is read or written
+        for (int t = 0; t < col_tiles; ++t) {
           std::fill(partial[t], partial[t] + 16 * kLanes, 0.0f);
-          for (int r = 0; r < n; ++r)
-            std::memcpy(partial[t] + r * kLanes, c[t] + r * m.ldo, kLanes * sizeof(float));
+          for (int r = 0; r < last_rows; ++r)
+            std::memcpy(partial[t] + r * kLanes, last + r * m.ldo + t * kLanes, kLanes * sizeof(float));
+          c[2 * (row_tiles - 1) + t] = partial[t];
+          ldc[2 * (row_tiles - 1) + t] = kLanes * sizeof(float);
         }
-      float* target[kTileColumns];
-      for (int t = 0; t < columns; ++t) target[t] = n < 16 ? partial[t] : c[t];
-      const std::ptrdiff_t ld_target = n < 16 ? kLanes * sizeof(float) : ldc;
-      if (columns == 3) AmxColumns<3>(m, a, target, ld_target, j0);
-      else if (columns == 2) AmxColumns<2>(m, a, target, ld_target, j0);
-      else AmxColumns<1>(m, a, target, ld_target, j0);
-      if (n < 16)
-        for (int t = 0; t < columns; ++t)
-          for (int r = 0; r < n; ++r)
-            std::memcpy(c[t] + r * m.ldo, partial[t] + r * kLanes, kLanes * sizeof(float));
+      const uint32_t* w = m.w + static_cast<std::ptrdiff_t>(j0 / kLanes) * ksteps * kTilePairs * kLanes;
+      if (row_tiles == 2 && col_tiles == 2) AmxBlock<2, 2>(a, m.lda, w, ksteps, c, ldc);
+      else if (row_tiles == 2) AmxBlock<2, 1>(a, m.lda, w, ksteps, c, ldc);
+      else if (col_tiles == 2) AmxBlock<1, 2>(a, m.lda, w, ksteps, c, ldc);
+      else AmxBlock<1, 1>(a, m.lda, w, ksteps, c, ldc);
+      if (last_rows < 16)
+        for (int t = 0; t < col_tiles; ++t)
+          for (int r = 0; r < last_rows; ++r)
+            std::memcpy(last + r * m.ldo + t * kLanes, partial[t] + r * kLanes, kLanes * sizeof(float));
     }
   }
   _tile_release();
 }
 #endif
 
+// Whether the bf16 products run on AMX tiles, and so take w tiled: the build has them and Linux grants them.
+inline bool UseAmx() {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+  return AmxGranted();
+#else
+  return false;
+#endif
+}
+
 #ifdef __AVX512BF16__
-// A bf16 product on AMX tiles where Linux grants them, else with vdpbf16ps. The operands are laid out for
-// both: `a` [RoundUp(rows, 16), lda] words with lda = RoundUp(pairs, kTilePairs), w [that many pairs, ldw]
-// words, all padding zero.
+// A bf16 product on AMX tiles where UseAmx(), else with vdpbf16ps: `a` [RoundUp(rows, 16), lda] words with
+// lda = RoundUp(pairs, kTilePairs), w that many pairs (tiled where UseAmx(), else [pairs, ldw] words), all
+// padding zero.
 void Bf16Product(const Bf16MatmulArgs& m) {
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
-  if (AmxGranted()) {
+  if (UseAmx()) {
     AmxBf16Matmul({m.a, m.lda, m.rows, RoundUp(m.pairs, kTilePairs), m.w, m.ldw, m.cols, m.out, m.ldo});
     return;
   }
@@ -374,27 +407,29 @@ void Bf16Product(const Bf16MatmulArgs& m) {
 }
 
 // Rows 2p and 2p + 1 of `matrix` [rows, width] (rows ld floats apart; a row past `rows` reads as zeros)
-// as bf16 pairs, for p < pairs: out[p * ld_out + j] = (row 2p, row 2p + 1) at column j, zero for j from
-// width to RoundUp(width, kLanes).
+// as bf16 pairs, for p < pairs: the pair at column j goes to out[p * ld_out + j], or with `tiled` (pairs a
+// multiple of kTilePairs) to out[TiledIndex(p, j, pairs / kTilePairs)]; zeros for j from width to
+// RoundUp(width, kLanes).
 void PairRows(const float* matrix, int rows, int width, std::ptrdiff_t ld, int pairs, uint32_t* out,
-              std::ptrdiff_t ld_out) {
+              std::ptrdiff_t ld_out, bool tiled) {
   for (int p = 0; p < pairs; ++p) {
     const float* even = matrix + 2 * p * ld;
-    uint32_t* words = out + p * ld_out;
     for (int k = 0; k < width; k += kLanes) {
+      uint32_t* words = out + (tiled ? TiledIndex(p, k, pairs / kTilePairs) : p * ld_out + k);
       const __mmask16 m = Lanes(k, width);
       const __m512 lo = 2 * p < rows ? _mm512_maskz_loadu_ps(m, even + k) : _mm512_setzero_ps();
       const __m512 hi = 2 * p + 1 < rows ? _mm512_maskz_loadu_ps(m, even + ld + k) : _mm512_setzero_ps();
       const __m512i lo16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(lo));
       const __m512i hi16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(hi));
-      _mm512_storeu_si512(words + k, _mm512_or_si512(lo16, _mm512_slli_epi32(hi16, 16)));
+      _mm512_storeu_si512(words, _mm512_or_si512(lo16, _mm512_slli_epi32(hi16, 16)));
     }
   }
 }
 #endif
 
 // The weights of a step's matmul out[rows, ld] += a[rows, depth] @ w[depth, ld]: float32 (zero-padded
-// to ld columns, in column panels) or bf16 pairs. StepMatmul rounds the rows of `a` into `scratch` for the bf16 product.
+// to ld columns, in column panels) or bf16 pairs (tiled where UseAmx()). StepMatmul rounds the rows of
+// `a` into `scratch` for the bf16 product.
 struct StepWeights {
   int depth, ld;
   std::vector<float> f32;
@@ -402,7 +437,7 @@ struct StepWeights {
 
   StepWeights(const float* matrix, int rows, int cols, bool transpose, bool use_bf16)
       : depth(transpose ? cols : rows), ld(RoundUp(transpose ? rows : cols, kLanes)) {
-    if (use_bf16) bf16 = PairedBf16(matrix, rows, cols, transpose);
+    if (use_bf16) bf16 = PairedBf16(matrix, rows, cols, transpose, UseAmx());
     else f32 = Panels(matrix, rows, cols, transpose);
   }
 };
@@ -795,8 +830,8 @@ void BackwardRows(const Shapes& s, const StepWeights& weights_t, const float* xs
 #ifdef __AVX512BF16__
     if (pending > 0 && bf16) {
       const int pairs = RoundUp((pending + 1) / 2, kTilePairs);
-      PairRows(dz_steps.data(), pending, ldz, ldz, pairs, dz_pairs.data(), ldz);
-      PairRows(a_steps.data(), pending, row_width, row_width, pairs, a_pairs.data(), ld_a);
+      PairRows(dz_steps.data(), pending, ldz, ldz, pairs, dz_pairs.data(), ldz, UseAmx());
+      PairRows(a_steps.data(), pending, row_width, row_width, pairs, a_pairs.data(), ld_a, false);
       for (int r = 0; r < ld_a; ++r)
         for (int p = 0; p < pairs; ++p) a_rows[static_cast<size_t>(r) * pairs + p] = a_pairs[static_cast<size_t>(p) * ld_a + r];
       Bf16Product({a_rows.data(), pairs, row_width, pairs, dz_pairs.data(), ldz, ldz, sums.weights.data(), ldz});

@@ -17,9 +17,9 @@ raises a `ConfigError` that names the fix, and ``engine="auto"`` falls back to `
 
 float32 in and out; the exponential is a Cephes-style polynomial (relative error ~1e-7), so results match
 ``scan`` to ~1e-6 rather than bit for bit (tests/test_lstm_api.py). ``matmul_precision="bfloat16"``
-(opt-in, on CPUs with AVX512-BF16) rounds the operands of each step's two recurrent products, [x_t, h_{t-1}]
-@ [W; U] forward and dz_t @ [W; U]^T backward, to bfloat16 and sums them in float32 (``vdpbf16ps``); the
-state, the gate arithmetic and the weight-gradient sums stay float32. The products run on AMX tiles where
+(opt-in, on CPUs with AVX512-BF16) rounds the operands of each step's three products, [x_t, h_{t-1}] @
+[W; U] forward, dz_t @ [W; U]^T and the weight gradient [x_t, h_{t-1}]^T @ dz_t backward, to bfloat16 and
+sums them in float32; the state, the gate arithmetic and the sums over steps stay float32. The products run on AMX tiles where
 the CPU has them and Linux grants the process their state (about 11x the float32 FMA rate on this
 project's Xeon), else with vdpbf16ps, which pays only where it runs at an FMA's rate (on that Xeon it
 runs at half, so there bf16 without AMX is slower than float32; WORKSPACE.md). Masked steps cost nothing: each
