@@ -82,7 +82,9 @@ inline __mmask16 Lanes(int k, int n) {
 // The operands of out[rows, cols] += a[rows, depth] @ w[depth, cols]. Element (r, k) of `a` is at
 // a[r * lda + k * ldk], so `a` can be read transposed; `cols` is a multiple of kLanes, and w's and out's
 // rows hold at least `cols` floats (zero-padded where the matrix is narrower). `w` is row-major with
-// leading dimension ldw, or, with `panels`, packed as `Panels` writes it (ldw unused).
+// leading dimension ldw, or, with `panels`, packed as `Panels` writes it (ldw unused). With `init` (a row
+// of `cols` floats) the product overwrites out with init + a @ w instead of adding to it: the forward's
+// gates start from the bias in registers rather than from a copy of it in every row.
 struct MatmulArgs {
   const float* a;
   std::ptrdiff_t lda, ldk;
@@ -93,6 +95,7 @@ struct MatmulArgs {
   float* out;
   std::ptrdiff_t ldo;
   bool panels = false;
+  const float* init = nullptr;
 };
 
 // Rows [r0, r0 + R) x columns [j0, j0 + V * kLanes), with the accumulators held in registers across the
@@ -103,7 +106,7 @@ inline void MatmulBlock(const MatmulArgs& m, const float* w, std::ptrdiff_t ldw,
   float* out = m.out + r0 * m.ldo + j0;
   const float* a = m.a + r0 * m.lda;
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = Load(out + r * m.ldo + v * kLanes);
+    for (int v = 0; v < V; ++v) acc[r][v] = m.init ? Load(m.init + j0 + v * kLanes) : Load(out + r * m.ldo + v * kLanes);
   for (int k = 0; k < m.depth; ++k) {
     Vec wk[V];
     for (int v = 0; v < V; ++v) wk[v] = Load(w + k * ldw + v * kLanes);
@@ -146,6 +149,7 @@ void Matmul(const MatmulArgs& m) {
     MatmulArgs part = m;
     part.a = m.a + k0 * m.ldk;
     part.depth = std::min(slice, m.depth - k0);
+    part.init = k0 == 0 ? m.init : nullptr;
     for (int j = 0; j < m.cols;) {
       const int width = BlockWidth(j, m.cols);
       const float* w = m.panels ? m.w + static_cast<std::ptrdiff_t>(j) * m.depth + k0 * width
@@ -442,12 +446,15 @@ struct StepWeights {
   }
 };
 
+// out = init + a @ w with `init` (a row of w.ld floats), else out += a @ w.
 void StepMatmul(const StepWeights& w, const float* a, std::ptrdiff_t lda, int rows, float* out,
-                std::ptrdiff_t ldo, std::vector<uint32_t>& scratch) {
+                std::ptrdiff_t ldo, std::vector<uint32_t>& scratch, const float* init = nullptr) {
   if (w.bf16.empty()) {
-    Matmul({a, lda, 1, rows, w.depth, w.f32.data(), w.ld, w.ld, out, ldo, true});
+    Matmul({a, lda, 1, rows, w.depth, w.f32.data(), w.ld, w.ld, out, ldo, true, init});
     return;
   }
+  if (init != nullptr)
+    for (int r = 0; r < rows; ++r) std::memcpy(out + r * ldo, init, w.ld * sizeof(float));
 #ifdef __AVX512BF16__
   // A row of bf16 values in order is already a row of pairs (little-endian words); rounded 16 at a time
   // (vcvtneps2bf16: to nearest even, as RoundToBf16), zeros past the depth.
@@ -737,6 +744,8 @@ void ForwardRows(const Shapes& s, const float* xs, const StepWeights& weights, c
   const int gate_width = s.gate_width(), row_width = s.row_width(), ldz = RoundUp(gate_width, kLanes);
   std::vector<float> h(h0 + first * hidden, h0 + end * hidden), c(c0 + first * hidden, c0 + end * hidden);
   std::vector<float> a(static_cast<size_t>(rows) * row_width), z(static_cast<size_t>(rows) * ldz, 0.0f);
+  std::vector<float> padded_bias(ldz, 0.0f);
+  std::copy(bias, bias + gate_width, padded_bias.begin());
   std::vector<int> active(rows);
   std::vector<uint32_t> scratch;
   // The states of the last kStagedSteps steps per row, [rows, kStagedSteps, H] each: a row's steps are
@@ -759,8 +768,7 @@ void ForwardRows(const Shapes& s, const float* xs, const StepWeights& weights, c
     if (n > 0) {
       StepInputs(s, xs, input_dropout, recurrent_dropout, first, active.data(), n, t,
                  [&](int r) { return &h[r * hidden]; }, a.data());
-      for (int i = 0; i < n; ++i) std::memcpy(&z[i * ldz], bias, gate_width * sizeof(float));
-      StepMatmul(weights, a.data(), row_width, n, z.data(), ldz, scratch);
+      StepMatmul(weights, a.data(), row_width, n, z.data(), ldz, scratch, padded_bias.data());
       for (int i = 0; i < n; ++i) {
         const int r = active[i];
         float* zr = &z[i * ldz];
