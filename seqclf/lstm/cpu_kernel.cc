@@ -106,7 +106,8 @@ inline void MatmulBlock(const MatmulArgs& m, const float* w, std::ptrdiff_t ldw,
   float* out = m.out + r0 * m.ldo + j0;
   const float* a = m.a + r0 * m.lda;
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = m.init ? Load(m.init + j0 + v * kLanes) : Load(out + r * m.ldo + v * kLanes);
+    for (int v = 0; v < V; ++v)
+      acc[r][v] = m.init ? Load(m.init + j0 + v * kLanes) : Load(out + r * m.ldo + v * kLanes);
   for (int k = 0; k < m.depth; ++k) {
     Vec wk[V];
     for (int v = 0; v < V; ++v) wk[v] = Load(w + k * ldw + v * kLanes);
@@ -223,7 +224,8 @@ std::vector<uint32_t> PairedBf16(const float* matrix, int rows, int cols, bool t
   for (int k = 0; k < depth; ++k)
     for (int j = 0; j < width; ++j) {
       const size_t at = transpose ? static_cast<size_t>(j) * cols + k : static_cast<size_t>(k) * cols + j;
-      const size_t to = tiled ? TiledIndex(k / 2, j, pairs / kTilePairs) : static_cast<size_t>(k / 2) * ld + j;
+      const size_t to =
+          tiled ? TiledIndex(k / 2, j, pairs / kTilePairs) : static_cast<size_t>(k / 2) * ld + j;
       out[to] |= static_cast<uint32_t>(RoundToBf16(matrix[at])) << (16 * (k % 2));
     }
   return out;
@@ -814,7 +816,8 @@ void BackwardRows(const Shapes& s, const StepWeights& weights_t, const float* xs
   // weight-gradient product of depth `pending` once it reaches about kGradientDepth.
   const int capacity = std::max(1, kGradientDepth / std::max(rows, 1)) * rows;
   const bool bf16 = !weights_t.bf16.empty();
-  std::vector<float> dz_steps(static_cast<size_t>(capacity) * ldz, 0.0f), dz_panels(bf16 ? 0 : dz_steps.size());
+  std::vector<float> dz_steps(static_cast<size_t>(capacity) * ldz, 0.0f);
+  std::vector<float> dz_panels(bf16 ? 0 : dz_steps.size());
   std::vector<float> a_steps(static_cast<size_t>(capacity) * row_width);
   std::vector<float> d_inputs(static_cast<size_t>(rows) * ld_inputs);
   std::vector<int> active(rows);
@@ -841,8 +844,10 @@ void BackwardRows(const Shapes& s, const StepWeights& weights_t, const float* xs
       PairRows(dz_steps.data(), pending, ldz, ldz, pairs, dz_pairs.data(), ldz, UseAmx());
       PairRows(a_steps.data(), pending, row_width, row_width, pairs, a_pairs.data(), ld_a, false);
       for (int r = 0; r < ld_a; ++r)
-        for (int p = 0; p < pairs; ++p) a_rows[static_cast<size_t>(r) * pairs + p] = a_pairs[static_cast<size_t>(p) * ld_a + r];
-      Bf16Product({a_rows.data(), pairs, row_width, pairs, dz_pairs.data(), ldz, ldz, sums.weights.data(), ldz});
+        for (int p = 0; p < pairs; ++p)
+          a_rows[static_cast<size_t>(r) * pairs + p] = a_pairs[static_cast<size_t>(p) * ld_a + r];
+      Bf16Product(
+          {a_rows.data(), pairs, row_width, pairs, dz_pairs.data(), ldz, ldz, sums.weights.data(), ldz});
     }
 #endif
     pending = 0;
