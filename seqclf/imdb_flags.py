@@ -13,8 +13,9 @@ from seqclf.data import imdb, load_encoded
 IMDB = flags.DEFINE_string(
   "imdb",
   imdb.default_source(),
-  "IMDB source: a local aclImdb .tar.gz or directory, an http(s) URL of the archive (downloaded once into"
-  " the cache), or 'tfds'. Default: $SEQCLF_IMDB, else the official archive's URL.",
+  "IMDB source (seqclf.main: when no --train_file): a local aclImdb .tar.gz or directory, an http(s) URL of"
+  " the archive (downloaded once into the cache), or 'tfds'. Default: $SEQCLF_IMDB, else the official"
+  " archive's URL.",
 )
 IMDB_SHA256 = flags.DEFINE_string(
   "imdb_sha256", None, "Expected SHA-256 of the archive at an --imdb URL (known for the official one)."
@@ -26,7 +27,7 @@ CACHE_DIR = flags.DEFINE_string(
 
 def given() -> bool:
   """Whether the command line chose the IMDB data (``--imdb`` or ``--imdb_sha256``)."""
-  return flags.FLAGS["imdb"].present or bool(IMDB_SHA256.value)
+  return IMDB.present or bool(IMDB_SHA256.value)
 
 
 def load(config):

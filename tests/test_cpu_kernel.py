@@ -1,6 +1,11 @@
 """The `cpu_kernel` engine: building and loading its C++ library, and its bfloat16 products (its float32
 numbers are in test_lstm_api.py)."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,6 +159,36 @@ def test_bf16_products_round_like_the_reference_and_stay_near_float32(shape):
   _assert_within(actual, _outputs_and_grads(scan.lstm, *args), outputs_atol=2e-2, grads_fraction=0.1)
   float32 = _outputs_and_grads(cpu_kernel.lstm, *args)
   assert not np.allclose(actual[0][0], float32[0][0], rtol=0, atol=1e-5)  # the products really are bf16
+
+
+# Run in a fresh process (one library per process registers the FFI targets): the kernel built without
+# AMX, its bf16 products on vdpbf16ps, held to the reference as above.
+_WITHOUT_AMX = """
+from seqclf.lstm import cpu_kernel
+cpu_kernel.CXXFLAGS = cpu_kernel.CXXFLAGS + ("-mno-amx-tile", "-mno-amx-bf16")
+assert not cpu_kernel.bf16_on_amx()
+from tests import test_cpu_kernel
+for shape in test_cpu_kernel.SHAPES:
+  test_cpu_kernel.test_bf16_products_round_like_the_reference_and_stay_near_float32(shape)
+"""
+
+
+def test_bf16_without_amx_rounds_like_the_reference_too(tmp_path):
+  """Where AMX runs the bf16 products here, the other path (vdpbf16ps, the one CPUs without AMX take) is
+  built and tested too; where it does not, the tests above already ran that path."""
+  _skip_without_bf16()
+  if not cpu_kernel.bf16_on_amx():
+    pytest.skip("the bf16 products here already run on vdpbf16ps")
+  result = subprocess.run(
+    [sys.executable, "-c", _WITHOUT_AMX],
+    cwd=pathlib.Path(__file__).resolve().parents[1],
+    env={**os.environ, "SEQCLF_CACHE_DIR": str(tmp_path)},
+    capture_output=True,
+    text=True,
+    timeout=900,
+    check=False,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_bf16_through_the_public_lstm_and_its_refusals(monkeypatch):

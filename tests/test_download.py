@@ -1,12 +1,14 @@
 """Downloading an archive over HTTP from a server on 127.0.0.1 that each test starts (nothing else reached)."""
 
 import contextlib
+import fcntl
 import hashlib
 import http.server
 import io
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -98,19 +100,41 @@ def test_download_then_cached_run_with_the_server_gone(archive_bytes, tmp_path):
 
 
 def test_a_killed_download_s_temporary_file_is_removed_by_the_next_fetch(archive_bytes, tmp_path):
+  """Old and unlocked: a killed process's, deleted. Locked (a live download) or new, or another URL's: kept."""
   downloads = tmp_path / "downloads"
+  downloads.mkdir()
   with serving(archive_bytes) as server:
     name = os.path.basename(download.cached_path(server.url, str(downloads)))
-    downloads.mkdir()
-    abandoned, live = downloads / f".{name}.dead.part", downloads / f".{name}.live.part"
-    other_url = downloads / ".other.tar.gz.dead.part"
-    for part in (abandoned, live, other_url):
+    parts = {kind: downloads / f".{name}.{kind}.part" for kind in ("killed", "live", "new")}
+    parts["other URL"] = downloads / ".other.tar.gz.killed.part"
+    old = time.time() - download.ABANDONED_AFTER_S - 1
+    for kind, part in parts.items():
       part.write_bytes(b"half an archive")
-    old = os.path.getmtime(live) - download.ABANDONED_AFTER_S - 1
-    os.utime(abandoned, (old, old))
-    os.utime(other_url, (old, old))
-    path = _fetch(server.url, downloads, sha256=_sha256(archive_bytes))
-  assert sorted(os.listdir(downloads)) == sorted([os.path.basename(path), live.name, other_url.name])
+      if kind != "new":
+        os.utime(part, (old, old))
+    with open(parts["live"], "rb") as live:
+      fcntl.flock(live, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the downloading process holds it
+      path = _fetch(server.url, downloads, sha256=_sha256(archive_bytes))
+  kept = [parts[kind].name for kind in ("live", "new", "other URL")]
+  assert sorted(os.listdir(downloads)) == sorted([os.path.basename(path), *kept])
+
+
+def test_a_download_holds_a_lock_on_its_temporary_file(tmp_path):
+  """While the bytes arrive, another process cannot lock the temporary file, so it never deletes it."""
+  seen = []
+
+  def fake_download(url, file, **kwargs):
+    del url, file, kwargs
+    (part,) = tmp_path.iterdir()
+    seen.append(download._lock(str(part)))
+    raise DataError("stopped here")
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(download, "_download", fake_download)
+    with pytest.raises(DataError, match="stopped here"):
+      _fetch("http://127.0.0.1:9/aclImdb.tar.gz", tmp_path)
+  assert seen == [None]
+  assert os.listdir(tmp_path) == []
 
 
 def test_a_cut_connection_is_resumed_with_a_range_request(archive_bytes, tmp_path):

@@ -25,15 +25,23 @@ def command_line():
 
 
 def _small_config():
+  """A small vocabulary and length, and the padding not the default, so that `load` must pass them on."""
   config = default.get_config()
-  config.top_words, config.maxlen = 50, 20
+  config.top_words, config.maxlen, config.padding, config.truncating = 50, 20, "post", "post"
   return config
 
 
-def test_load_reads_the_archive_and_cache_the_flags_name(command_line, tiny_aclimdb_archive, tmp_path):
+def test_load_reads_the_archive_and_the_cache_the_flags_name(command_line, tiny_aclimdb_archive, tmp_path):
   command_line(f"--imdb={tiny_aclimdb_archive}", f"--cache_dir={tmp_path / 'cache'}")
   loaded = imdb_flags.load(_small_config())
-  expected = load_encoded(str(tiny_aclimdb_archive), top_words=50, maxlen=20, padding="pre", truncating="pre")
+  expected = load_encoded(
+    str(tiny_aclimdb_archive),
+    top_words=50,
+    maxlen=20,
+    padding="post",
+    truncating="post",
+    cache_dir=str(tmp_path / "reference"),
+  )
   np.testing.assert_array_equal(loaded.x_train, expected.x_train)
   np.testing.assert_array_equal(loaded.y_test, expected.y_test)
   assert loaded.x_train.shape[1] == 20

@@ -37,7 +37,9 @@ def _inputs(batch, steps, input_size, hidden, mask_kind=None, dropout=False, see
   """Engine-signature arguments (dropout masks of ones without ``dropout``) and loss weights."""
   inputs = kernel_inputs.random_inputs(batch, steps, input_size, hidden, mask_kind, dropout, seed)
   ones = {"input_dropout_mask": (batch, input_size), "recurrent_dropout_mask": (batch, hidden)}
-  masks = [jnp.ones(shape) if inputs[key] is None else inputs[key] for key, shape in ones.items()]
+  masks = [
+    jnp.ones(shape, jnp.float32) if inputs[key] is None else inputs[key] for key, shape in ones.items()
+  ]
   args = (*(inputs[key] for key in ("params", "xs", "h0", "c0", "mask")), *masks)
   return args, inputs["loss_weights"]
 

@@ -4,9 +4,10 @@
 is returned without touching the network (checked against the sha256 when one is known). Otherwise the
 archive is streamed into a temporary file next to its final name, hashed on the way, and renamed only
 once it is complete, its sha256 matches and it opens as a gzip'd tar; so a reader never sees half an
-archive, and a failed download leaves nothing behind (a process killed outright cannot clean up: the next
-fetch of the same URL deletes a temporary file nobody has written to for `ABANDONED_AFTER_S`). A transfer cut short is resumed with an HTTP
-``Range`` request up to ``max_resumes`` times. Every socket operation (connecting, each read) times out
+archive, and a failed download leaves nothing behind. A process killed outright cannot clean up, so the
+downloading process holds a lock on its temporary file, and the next fetch of the same URL deletes the
+ones nobody holds. A transfer cut short is resumed with an HTTP ``Range`` request up to ``max_resumes``
+times. Every socket operation (connecting, each read) times out
 after ``timeout_s``, so an offline machine fails within seconds. Every failure is one `DataError` naming the
 URL, what went wrong and the offline alternative.
 """
@@ -27,6 +28,11 @@ import zlib
 
 from seqclf.errors import ConfigError, DataError
 
+try:
+  import fcntl
+except ImportError:  # Windows: no flock, so an abandoned temporary file stays until removed by hand
+  fcntl = None
+
 # The official archive (Maas et al. 2011) and the checksum tfds' own checksums file gives for it.
 OFFICIAL_URL = "http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
@@ -38,9 +44,9 @@ MAX_RESUMES = 3
 _KNOWN_SHA256 = {OFFICIAL_URL: OFFICIAL_SHA256}
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CHUNK_BYTES = 1 << 16
-# A live download writes at least once per socket timeout (20 s by default) or fails, so a temporary
-# file untouched this long belongs to a process that was killed.
-ABANDONED_AFTER_S = 600
+# A temporary file is locked within microseconds of its creation; one this old that no process holds a
+# lock on was left by a process that was killed.
+ABANDONED_AFTER_S = 60
 _OFFLINE_FIX = (
   "offline, download it elsewhere and pass --imdb=PATH (the aclImdb .tar.gz or its extracted directory)"
 )
@@ -102,6 +108,7 @@ def fetch(
     os.makedirs(directory, exist_ok=True)
     _remove_abandoned(directory, prefix)
     descriptor, temp_path = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".part")
+    lock = _lock(temp_path)  # held on a descriptor of its own until the file is renamed or deleted
   except OSError as error:
     raise DataError(
       f"cannot write downloads into {directory} ({error.strerror}): pass --cache_dir a writable directory"
@@ -119,19 +126,39 @@ def fetch(
   except BaseException:
     os.unlink(temp_path)
     raise
+  finally:
+    if lock is not None:
+      os.close(lock)
   if expected is None:
     print(f"downloaded {url}: sha256 {digest} (pass --imdb_sha256={digest} to pin it)", file=stream)
   return path
 
 
+def _lock(path: str) -> int | None:
+  """A descriptor holding an exclusive lock on ``path`` (released when it is closed, or the process ends),
+  or None where another process holds one or the platform has no flock."""
+  if fcntl is None:
+    return None
+  descriptor = os.open(path, os.O_RDONLY)
+  try:
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    os.close(descriptor)
+    return None
+  return descriptor
+
+
 def _remove_abandoned(directory: str, prefix: str) -> None:
-  """Deletes this URL's temporary files that no process has written to for `ABANDONED_AFTER_S`."""
+  """Deletes this URL's temporary files that are older than `ABANDONED_AFTER_S` and locked by nobody."""
   now = time.time()
   for name in os.listdir(directory):
-    if name.startswith(prefix) and name.endswith(".part"):
-      with contextlib.suppress(OSError):  # another process may remove it first
-        if now - os.path.getmtime(os.path.join(directory, name)) > ABANDONED_AFTER_S:
-          os.unlink(os.path.join(directory, name))
+    part = os.path.join(directory, name)
+    if not (name.startswith(prefix) and name.endswith(".part")):
+      continue
+    with contextlib.suppress(OSError):  # another process may remove it first
+      if now - os.path.getmtime(part) > ABANDONED_AFTER_S and (lock := _lock(part)) is not None:
+        os.unlink(part)
+        os.close(lock)
 
 
 def _download(url: str, file, *, timeout_s: float, max_resumes: int, stream) -> str:

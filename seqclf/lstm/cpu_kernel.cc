@@ -359,12 +359,13 @@ void AmxBf16Matmul(const Bf16MatmulArgs& m) {
     const uint32_t* a = m.a + static_cast<std::ptrdiff_t>(r0) * m.lda;
     for (int j0 = 0; j0 < m.cols; j0 += 2 * kLanes) {
       const int col_tiles = m.cols - j0 > kLanes ? 2 : 1;
-      float* c[4];
-      std::ptrdiff_t ldc[4];
-      for (int t = 0; t < 4; ++t) {
-        c[t] = m.out + static_cast<std::ptrdiff_t>(r0 + 16 * (t / 2)) * m.ldo + j0 + kLanes * (t % 2);
-        ldc[t] = m.ldo * sizeof(float);
-      }
+      float* c[4] = {};
+      std::ptrdiff_t ldc[4] = {};
+      for (int row = 0; row < row_tiles; ++row)
+        for (int col = 0; col < col_tiles; ++col) {
+          c[2 * row + col] = m.out + static_cast<std::ptrdiff_t>(r0 + 16 * row) * m.ldo + j0 + kLanes * col;
+          ldc[2 * row + col] = m.ldo * sizeof(float);
+        }
       float* last = c[2 * (row_tiles - 1)];
       if (last_rows < 16)  // through 16-row copies, so no row past `rows` is read or written
         for (int t = 0; t < col_tiles; ++t) {
@@ -419,12 +420,13 @@ void Bf16Product(const Bf16MatmulArgs& m) {
 void PairRows(const float* matrix, int rows, int width, std::ptrdiff_t ld, int pairs, uint32_t* out,
               std::ptrdiff_t ld_out, bool tiled) {
   for (int p = 0; p < pairs; ++p) {
-    const float* even = matrix + 2 * p * ld;
     for (int k = 0; k < width; k += kLanes) {
       uint32_t* words = out + (tiled ? TiledIndex(p, k, pairs / kTilePairs) : p * ld_out + k);
       const __mmask16 m = Lanes(k, width);
-      const __m512 lo = 2 * p < rows ? _mm512_maskz_loadu_ps(m, even + k) : _mm512_setzero_ps();
-      const __m512 hi = 2 * p + 1 < rows ? _mm512_maskz_loadu_ps(m, even + ld + k) : _mm512_setzero_ps();
+      auto row = [&](int r) {
+        return r < rows ? _mm512_maskz_loadu_ps(m, matrix + r * ld + k) : _mm512_setzero_ps();
+      };
+      const __m512 lo = row(2 * p), hi = row(2 * p + 1);
       const __m512i lo16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(lo));
       const __m512i hi16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(hi));
       _mm512_storeu_si512(words, _mm512_or_si512(lo16, _mm512_slli_epi32(hi16, 16)));
@@ -1034,3 +1036,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmBackward, Backward,
 
 // Whether this build has the bf16 products (the CPU it was built for has AVX512-BF16).
 extern "C" int SeqclfLstmHasBf16() { return kHasBf16 ? 1 : 0; }
+
+// Whether they run on AMX tiles in this process (UseAmx), rather than with vdpbf16ps.
+extern "C" int SeqclfLstmBf16OnAmx() { return kHasBf16 && UseAmx() ? 1 : 0; }

@@ -145,6 +145,12 @@ def has_bf16_products() -> bool:
   return bool(_register().SeqclfLstmHasBf16())
 
 
+def bf16_on_amx() -> bool:
+  """Whether this process's bfloat16 products run on AMX tiles (the CPU and the build have them and Linux
+  grants the tile state), rather than with ``vdpbf16ps``."""
+  return bool(_register().SeqclfLstmBf16OnAmx())
+
+
 def _check_precision(matmul_precision: str) -> None:
   if matmul_precision not in MATMUL_PRECISIONS:
     raise ConfigError(
