@@ -22,7 +22,7 @@ venv: $(VENV)/.installed-test
 # The tutorial's table (4 variants x 3 seeds) on whatever device JAX finds; IMDB from $SEQCLF_IMDB (a path
 # or URL), ../shared, or downloaded. A mirror: SEQCLF_IMDB=http://host/aclImdb.tar.gz BENCH_ARGS=--imdb_sha256=HEX
 bench: $(VENV)/.installed-test
-	$(PY) -m benchmarks.article $(if $(IMDB),--imdb=$(IMDB)) --workdir=$(WORKDIR) $(BENCH_ARGS)
+	$(PY) -m seqclf.benchmarks.article $(if $(IMDB),--imdb=$(IMDB)) --workdir=$(WORKDIR) $(BENCH_ARGS)
 
 test: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(PY) -m ruff format --check .

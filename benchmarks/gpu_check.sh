@@ -9,8 +9,8 @@
 #   1. install   the carried wheels into /tmp/site, no index (PYTHONPATH points there)
 #   2. preflight versions and devices; every driver imports
 #   3. tests     the engine equality tests and lowering tests on the GPU itself (no interpret mode)
-#   4. sweep     benchmarks.lstm_engines: every engine that claims the platform, beside flax and torch
-#   5. mosaic    benchmarks.mosaic_sweep: the mosaic engine's cluster sizes x precisions, us per step
+#   4. sweep     seqclf.benchmarks.lstm_engines: every engine that claims the platform, beside flax and torch
+#   5. mosaic    seqclf.benchmarks.mosaic_sweep: the mosaic engine's cluster sizes x precisions, us per step
 #   6. article   one epoch of lstm and cnn_lstm per engine beside PyTorch (cuDNN's LSTM on a GPU)
 # It writes at most 8 files under $OUT (summary.txt, log.txt, lstm_engines.json/.md, mosaic_sweep.json/.md,
 # article.json/.md) and ends by printing one table: step | status | seconds | detail.
@@ -73,7 +73,7 @@ fi
 PLATFORM=$("$PYTHON" -c "import jax; print(jax.default_backend())" 2>>"$LOG") || PLATFORM=none
 step preflight 60 "platform $PLATFORM" bash -c "
   '$PYTHON' -c 'import sys, jax, jaxlib, flax, optax; print(sys.version.split()[0], \"jax\", jax.__version__, \"jaxlib\", jaxlib.__version__, \"flax\", flax.__version__, \"optax\", optax.__version__); print(jax.devices())' &&
-  for module in seqclf.main benchmarks.article benchmarks.lstm_engines benchmarks.scaling; do
+  for module in seqclf.main seqclf.benchmarks.article seqclf.benchmarks.lstm_engines seqclf.benchmarks.scaling; do
     '$PYTHON' -c \"import \$module\" || exit 1
   done"
 
@@ -104,7 +104,7 @@ fi
 
 # 4. The engine sweep, side by side in one process.
 step sweep 75 "engines $ENGINES,flax; peers ${PEERS:-none}" \
-  "$PYTHON" -m benchmarks.lstm_engines --engines="$ENGINES,flax" --peers="$PEERS" "${SWEEP_SIZES[@]}" \
+  "$PYTHON" -m seqclf.benchmarks.lstm_engines --engines="$ENGINES,flax" --peers="$PEERS" "${SWEEP_SIZES[@]}" \
   --workdir="$WORK/sweep"
 cp "$WORK"/sweep/lstm_engines.{json,md} "$OUT"/ 2>/dev/null
 
@@ -120,14 +120,14 @@ else
     MOSAIC_SIZES=(--cluster_sizes=1 --precisions=bfloat16 --batch=2 --steps=2 --input_size=4 --hidden=4 --repeats=1)
   fi
   step mosaic 60 "N x precision, fwd and fwd+bwd us/step" \
-    "$PYTHON" -m benchmarks.mosaic_sweep "${MOSAIC_SIZES[@]}" --workdir="$WORK/mosaic"
+    "$PYTHON" -m seqclf.benchmarks.mosaic_sweep "${MOSAIC_SIZES[@]}" --workdir="$WORK/mosaic"
   cp "$WORK"/mosaic/mosaic_sweep.{json,md} "$OUT"/ 2>/dev/null
 fi
 
 # 6. The article's epoch per engine, beside the peers, in one invocation (same data and order for all).
 if [[ -f $IMDB ]]; then
   step article 180 "lstm,cnn_lstm; engines $ENGINES; peers ${ARTICLE_PEERS:-none}" \
-    "$PYTHON" -m benchmarks.article --imdb="$IMDB" --variants=lstm,cnn_lstm --seeds=0 --engine="$ENGINES" \
+    "$PYTHON" -m seqclf.benchmarks.article --imdb="$IMDB" --variants=lstm,cnn_lstm --seeds=0 --engine="$ENGINES" \
     ${ARTICLE_PEERS:+--peers=$ARTICLE_PEERS} "${ARTICLE_SIZES[@]}" --tensorboard=false --workdir="$WORK/article"
   cp "$WORK/article/results.json" "$OUT/article.json" 2>/dev/null
   cp "$WORK/article/results.md" "$OUT/article.md" 2>/dev/null

@@ -1,5 +1,5 @@
 """``--imdb``, ``--imdb_sha256`` and ``--cache_dir``: where the IMDB data comes from, for every driver that
-trains on it (``seqclf.main``, ``benchmarks.article``).
+trains on it (``seqclf.main``, ``seqclf.benchmarks.article``).
 
 The flags are defined here once and imported by those drivers (as ``--preset`` and ``--profile_dir`` are);
 `load` reads them and returns the encoded arrays a config asks for, so the drivers share one meaning of

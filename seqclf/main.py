@@ -2,7 +2,7 @@ r"""Trains one model into a run directory: checkpoints, resume, own datasets, va
 
   python -m seqclf.main --workdir=runs/imdb_lstm --imdb=../shared/data/aclImdb_labeled.tar.gz \
       --config.val_fraction=0.1 --config.patience=2 --config.epochs=10
-  python -m seqclf.main --config=configs/cnn_lstm.py --workdir=runs/imdb_cnn_lstm
+  python -m seqclf.main --config=seqclf/configs/cnn_lstm.py --workdir=runs/imdb_cnn_lstm
   python -m seqclf.main --workdir=runs/topics --train_file=train.csv --test_file=test.csv --variant=cnn_lstm
   python -m seqclf.predict --workdir=runs/topics "a new text"
 
@@ -41,7 +41,7 @@ _VARIANT = flags.DEFINE_string(
 )
 # A shortcut given on the command line sets its field; given with its --config.* spelling it is refused.
 _SHORTCUTS = {"variant": "variant"}
-# The fields seqclf.main reads beyond the shared training setup (configs/run.py).
+# The fields seqclf.main reads beyond the shared training setup (seqclf/configs/run.py).
 _RUN_FIELDS = ("variant", "val_fraction", "patience", "pretrained_embeddings")
 _SEED = flags.DEFINE_integer(
   "seed", 0, "Seed for initialisation, shuffling, dropout and the validation split."

@@ -1,4 +1,4 @@
-"""Classifying new texts with a run that `seqclf.main` trained (``benchmarks/article.py`` keeps no
+"""Classifying new texts with a run that `seqclf.main` trained (``seqclf/benchmarks/article.py`` keeps no
 checkpoints: its workdir holds results, not runs).
 
   python -m seqclf.predict --workdir=runs/imdb_lstm "A great film" "Dull and far too long"

@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from configs import tiny
+from seqclf.configs import tiny
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`benchmarks/article.py` end to end on the tiny config, and its answers to bad input."""
+"""`seqclf/benchmarks/article.py` end to end on the tiny config, and its answers to bad input."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks import article_report
+from seqclf.benchmarks import article_report
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -17,7 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 def run_article(*args, cwd=REPO, env_extra=None):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
   return subprocess.run(
-    [sys.executable, "-m", "benchmarks.article", *map(str, args)],
+    [sys.executable, "-m", "seqclf.benchmarks.article", *map(str, args)],
     cwd=cwd,
     capture_output=True,
     text=True,
@@ -28,7 +28,11 @@ def run_article(*args, cwd=REPO, env_extra=None):
 
 @pytest.fixture
 def tiny_args(tiny_aclimdb, tmp_path):
-  return [f"--imdb={tiny_aclimdb}", "--config=configs/article_tiny.py", f"--cache_dir={tmp_path / 'cache'}"]
+  return [
+    f"--imdb={tiny_aclimdb}",
+    "--config=seqclf/configs/article_tiny.py",
+    f"--cache_dir={tmp_path / 'cache'}",
+  ]
 
 
 def test_runs_end_to_end_and_writes_valid_results(tiny_args, tmp_path):
@@ -243,14 +247,14 @@ def test_three_seeds_show_the_spread_and_every_line_says_which_run(tiny_args, tm
 
 
 def test_the_default_config_trains_three_seeds():
-  from configs import article
+  from seqclf.configs import article
 
   assert article.get_config().seeds == "0,1,2"
 
 
 CONFIG_AND_FLAG_ERRORS = [
   # (case, args replacing or extending the tiny ones, expected words in the one line)
-  ("another driver's config", ["--config=configs/tiny.py"], "not a benchmarks.article config"),
+  ("another driver's config", ["--config=seqclf/configs/tiny.py"], "not a seqclf.benchmarks.article config"),
   ("shortcut and its config field", ["--epochs=2", "--config.epochs=3"], "--epochs and --config.epochs"),
   ("integer flag that is not a number", ["--epochs=three"], "epochs"),
   ("config field that is not a number", ["--config.epochs=three"], "epochs"),

@@ -17,7 +17,7 @@ from seqclf import cli
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
-CONFIG_DRIVERS = ("benchmarks.article", "seqclf.main", "benchmarks.scaling")
+CONFIG_DRIVERS = ("seqclf.benchmarks.article", "seqclf.main", "seqclf.benchmarks.scaling")
 # Arguments each driver needs to get as far as the check (never as far as training).
 NEEDS = {"seqclf.main": ["--workdir={tmp}/run"], "seqclf.predict": ["--workdir={tmp}/run", "a text"]}
 
@@ -46,36 +46,52 @@ CONFIG_CASES = [
 ]
 
 FLAG_CASES = [
-  ("benchmarks.article", ["--epochs=abc"], "flag --epochs=abc: invalid literal for int()"),
-  ("benchmarks.article", ["--tensorboard=maybe"], "Non-boolean argument to boolean flag"),
-  ("benchmarks.article", ["--preset=fast"], "flag --preset=fast: value should be one of"),
-  ("benchmarks.article", ["--profile_steps=0"], "flag --profile_steps=0: 0 is not a positive integer"),
+  ("seqclf.benchmarks.article", ["--epochs=abc"], "flag --epochs=abc: invalid literal for int()"),
+  ("seqclf.benchmarks.article", ["--tensorboard=maybe"], "Non-boolean argument to boolean flag"),
+  ("seqclf.benchmarks.article", ["--preset=fast"], "flag --preset=fast: value should be one of"),
+  ("seqclf.benchmarks.article", ["--profile_steps=0"], "flag --profile_steps=0: 0 is not a positive integer"),
   ("seqclf.main", ["--seed=x"], "flag --seed=x"),
   ("seqclf.main", ["--flagfile={tmp}/missing.flags"], "Unable to open flagfile"),
-  ("benchmarks.lstm_engines", ["--batch_sizes=16,a"], "--batch_sizes=16,a: takes comma-separated positive"),
-  ("benchmarks.lstm_engines", ["--steps=0"], "--steps=0: takes comma-separated positive integers"),
-  ("benchmarks.lstm_engines", ["--hidden_sizes="], "--hidden_sizes=: takes comma-separated positive"),
-  ("benchmarks.lstm_engines", ["--repeats=0"], "flag --repeats=0: 0 is not a positive integer"),
-  ("benchmarks.lstm_engines", ["--input_size=0"], "flag --input_size=0: 0 is not a positive integer"),
-  ("benchmarks.lstm_engines", ["surplus"], "unexpected arguments: surplus"),
-  ("benchmarks.lstm_engines", ["--engines=pallas"], "--engines=pallas runs in interpret mode on cpu"),
-  ("benchmarks.scaling", ["--per_device_batch=0"], "--per_device_batch=0: takes comma-separated positive"),
-  ("benchmarks.scaling", ["--device_counts=x"], "--device_counts=x: takes comma-separated positive"),
-  ("benchmarks.scaling", ["--repeats=0"], "flag --repeats=0: 0 is not a positive integer"),
-  ("benchmarks.scaling", ["--steps=-1"], "flag --steps=-1: -1 is not a positive integer"),
-  ("benchmarks.scaling", ["surplus"], "unexpected arguments: surplus"),
   (
-    "benchmarks.lstm_engines",
+    "seqclf.benchmarks.lstm_engines",
+    ["--batch_sizes=16,a"],
+    "--batch_sizes=16,a: takes comma-separated positive",
+  ),
+  ("seqclf.benchmarks.lstm_engines", ["--steps=0"], "--steps=0: takes comma-separated positive integers"),
+  ("seqclf.benchmarks.lstm_engines", ["--hidden_sizes="], "--hidden_sizes=: takes comma-separated positive"),
+  ("seqclf.benchmarks.lstm_engines", ["--repeats=0"], "flag --repeats=0: 0 is not a positive integer"),
+  ("seqclf.benchmarks.lstm_engines", ["--input_size=0"], "flag --input_size=0: 0 is not a positive integer"),
+  ("seqclf.benchmarks.lstm_engines", ["surplus"], "unexpected arguments: surplus"),
+  ("seqclf.benchmarks.lstm_engines", ["--engines=pallas"], "--engines=pallas runs in interpret mode on cpu"),
+  (
+    "seqclf.benchmarks.scaling",
+    ["--per_device_batch=0"],
+    "--per_device_batch=0: takes comma-separated positive",
+  ),
+  ("seqclf.benchmarks.scaling", ["--device_counts=x"], "--device_counts=x: takes comma-separated positive"),
+  ("seqclf.benchmarks.scaling", ["--repeats=0"], "flag --repeats=0: 0 is not a positive integer"),
+  ("seqclf.benchmarks.scaling", ["--steps=-1"], "flag --steps=-1: -1 is not a positive integer"),
+  ("seqclf.benchmarks.scaling", ["surplus"], "unexpected arguments: surplus"),
+  (
+    "seqclf.benchmarks.lstm_engines",
     ["--batch_sizes=99999999999", "--steps=1", "--hidden_sizes=1", "--engines=scan", "--workdir={tmp}/w"],
     "GiB available; lower --batch_sizes, --steps or --hidden_sizes",
   ),
   (
-    "benchmarks.scaling",
-    ["--config=configs/tiny.py", "--per_device_batch=999999999", "--workdir={tmp}/w"],
+    "seqclf.benchmarks.scaling",
+    ["--config=seqclf/configs/tiny.py", "--per_device_batch=999999999", "--workdir={tmp}/w"],
     "GiB available; lower --per_device_batch or --steps",
   ),
-  ("benchmarks.scaling", ["--config.num_buckets=4"], "--config.num_buckets and --config.device_resident"),
-  ("benchmarks.compare", ["--allow_config_mismatch=x", "--out={tmp}/out", "{tmp}"], "Non-boolean argument"),
+  (
+    "seqclf.benchmarks.scaling",
+    ["--config.num_buckets=4"],
+    "--config.num_buckets and --config.device_resident",
+  ),
+  (
+    "seqclf.benchmarks.compare",
+    ["--allow_config_mismatch=x", "--out={tmp}/out", "{tmp}"],
+    "Non-boolean argument",
+  ),
   ("seqclf.predict", ["--which=worst"], "flag --which=worst: value should be one of <best|last>"),
   ("seqclf.predict", ["--json=maybe"], "Non-boolean argument to boolean flag"),
 ]
@@ -129,11 +145,11 @@ def test_verbose_shows_the_traceback(config_dir):
 
 
 def test_the_default_config_goes_first_so_overrides_apply_to_it():
-  cli._CONFIG_DEFAULTS["config"] = "configs/default.py"  # as define_config records it
+  cli._CONFIG_DEFAULTS["config"] = "seqclf/configs/default.py"  # as define_config records it
   try:
     argv = cli._with_default_configs(["prog", "--config.epochs=2"])
-    assert argv == ["prog", "--config=configs/default.py", "--config.epochs=2"]
-    explicit = ["prog", "--config", "configs/tiny.py", "--config.epochs=2"]
+    assert argv == ["prog", "--config=seqclf/configs/default.py", "--config.epochs=2"]
+    explicit = ["prog", "--config", "seqclf/configs/tiny.py", "--config.epochs=2"]
     assert cli._with_default_configs(explicit) == explicit
   finally:
     del cli._CONFIG_DEFAULTS["config"]

@@ -1,4 +1,4 @@
-"""`benchmarks.compare`: merging results of several devices into a table and plots, and what it refuses."""
+"""`seqclf.benchmarks.compare`: merging results of several devices into a table and plots, and what it refuses."""
 
 import os
 import pathlib
@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from benchmarks import compare
-from benchmarks.compare import sources as loading
-from benchmarks.compare import table
-from configs import tiny
 from seqclf import results
+from seqclf.benchmarks import compare
+from seqclf.benchmarks.compare import sources as loading
+from seqclf.benchmarks.compare import table
+from seqclf.configs import tiny
 from seqclf.errors import UsageError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -122,7 +122,7 @@ def assert_png(path):
 def run_compare(*args):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   return subprocess.run(
-    [sys.executable, "-m", "benchmarks.compare", *map(str, args)],
+    [sys.executable, "-m", "seqclf.benchmarks.compare", *map(str, args)],
     cwd=REPO,
     capture_output=True,
     text=True,
@@ -309,7 +309,7 @@ def test_a_file_with_incomplete_runs_is_refused_with_its_gap(tmp_path, runs, mes
 
 
 def test_only_the_plots_module_imports_matplotlib():
-  package = REPO / "benchmarks" / "compare"
+  package = REPO / "seqclf" / "benchmarks" / "compare"
   imports = re.compile(r"^\s*(import matplotlib|from matplotlib|.*require\(\"matplotlib)", re.MULTILINE)
   importing = sorted(path.name for path in package.glob("*.py") if imports.search(path.read_text()))
   assert importing == ["plots.py"]

@@ -5,8 +5,8 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from configs import default
 from seqclf import imdb_flags
+from seqclf.configs import default
 from seqclf.data import load_encoded
 from seqclf.errors import ConfigError
 

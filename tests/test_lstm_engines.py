@@ -1,4 +1,4 @@
-"""`benchmarks.lstm_engines`: which engines it times, the FLOP count, and the results file it writes."""
+"""`seqclf.benchmarks.lstm_engines`: which engines it times, the FLOP count, and the results file it writes."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import sys
 
 import jax
 
-from benchmarks import lstm_engines
+from seqclf.benchmarks import lstm_engines
 from seqclf.lstm import init_params
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def test_time_engine_measures_forward_and_forward_backward():
 
 
 def test_the_driver_writes_every_shape_and_engine_against_scan(tmp_path):
-  command = [sys.executable, "-m", "benchmarks.lstm_engines", "--engines=fused", "--batch_sizes=2,4"]
+  command = [sys.executable, "-m", "seqclf.benchmarks.lstm_engines", "--engines=fused", "--batch_sizes=2,4"]
   command += ["--steps=3", "--hidden_sizes=4", "--input_size=3", "--repeats=1", f"--workdir={tmp_path}"]
   result = subprocess.run(
     command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300

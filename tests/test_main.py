@@ -45,7 +45,7 @@ def main_command(workdir, train_file, *extra):
     "seqclf.main",
     f"--workdir={workdir}",
     f"--train_file={train_file}",
-    "--config=configs/tiny.py",
+    "--config=seqclf/configs/tiny.py",
     "--config.learning_rate=0.01",
     "--tensorboard=false",
     *extra,
@@ -179,7 +179,7 @@ def run_driver(*args):
 
 @pytest.mark.parametrize(
   "variant_args",
-  [["--config=configs/cnn_lstm.py"], ["--config=configs/tiny.py", "--variant=cnn_lstm"]],
+  [["--config=seqclf/configs/cnn_lstm.py"], ["--config=seqclf/configs/tiny.py", "--variant=cnn_lstm"]],
   ids=["a variant's config file", "the --variant shortcut"],
 )
 def test_the_variant_comes_from_the_config(variant_args, topics, tmp_path):
@@ -198,29 +198,29 @@ def test_the_variant_comes_from_the_config(variant_args, topics, tmp_path):
 
 MAIN_BAD_INPUTS = [
   # (case, args after --workdir/--train_file, expected words in the one line)
-  ("the article driver's config", ["--config=configs/article_tiny.py"], "not a seqclf.main config"),
+  ("the article driver's config", ["--config=seqclf/configs/article_tiny.py"], "not a seqclf.main config"),
   (
     "shortcut and its config field",
-    ["--config=configs/tiny.py", "--variant=lstm", "--config.variant=cnn_lstm"],
+    ["--config=seqclf/configs/tiny.py", "--variant=lstm", "--config.variant=cnn_lstm"],
     "--variant and --config.variant",
   ),
-  ("unknown variant", ["--config=configs/tiny.py", "--variant=gru"], "gru"),
-  ("integer flag that is not a number", ["--config=configs/tiny.py", "--seed=one"], "seed"),
+  ("unknown variant", ["--config=seqclf/configs/tiny.py", "--variant=gru"], "gru"),
+  ("integer flag that is not a number", ["--config=seqclf/configs/tiny.py", "--seed=one"], "seed"),
   (
     "config field that is not a number",
-    ["--config=configs/tiny.py", "--config.val_fraction=a"],
+    ["--config=seqclf/configs/tiny.py", "--config.val_fraction=a"],
     "val_fraction",
   ),
   (
     "IMDB flags beside a train file",
-    ["--config=configs/tiny.py", "--imdb=x.tar.gz"],
+    ["--config=seqclf/configs/tiny.py", "--imdb=x.tar.gz"],
     "--train_file",
   ),
 ]
 
 
 def test_own_data_flags_without_a_train_file_are_refused(tmp_path):
-  result = run_driver(f"--workdir={tmp_path / 'run'}", "--config=configs/tiny.py", "--text_field=body")
+  result = run_driver(f"--workdir={tmp_path / 'run'}", "--config=seqclf/configs/tiny.py", "--text_field=body")
   assert result.returncode == 2 and result.stderr.startswith("error: --text_field describes an own dataset")
 
 

@@ -38,10 +38,10 @@ ENTRY_MODULES = (
   "seqclf.predict",
   "seqclf.metric_writers",
   "seqclf.data.imdb",
-  "benchmarks.article",
-  "benchmarks.lstm_engines",
-  "benchmarks.scaling",
-  "benchmarks.compare",
+  "seqclf.benchmarks.article",
+  "seqclf.benchmarks.lstm_engines",
+  "seqclf.benchmarks.scaling",
+  "seqclf.benchmarks.compare",
 )
 
 _BLOCKER = """
@@ -103,14 +103,14 @@ def _one_error_line(result) -> str:
 
 def test_compare_without_matplotlib_names_the_plots_extra(without_extras, tmp_path):
   article = REPO / "benchmarks" / "results" / "cpu_2core_article" / "results.json"
-  result = without_extras("-m", "benchmarks.compare", str(article), f"--out={tmp_path / 'out'}")
+  result = without_extras("-m", "seqclf.benchmarks.compare", str(article), f"--out={tmp_path / 'out'}")
   assert "pip install 'seqclf[plots]'" in _one_error_line(result)
   assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_tfds_without_tensorflow_datasets_names_the_tfds_extra(without_extras, tmp_path):
   result = without_extras(
-    "-m", "benchmarks.article", "--imdb=tfds", f"--workdir={tmp_path}", "--variants=lstm", "--epochs=1"
+    "-m", "seqclf.benchmarks.article", "--imdb=tfds", f"--workdir={tmp_path}", "--variants=lstm", "--epochs=1"
   )
   assert "pip install 'seqclf[tfds]'" in _one_error_line(result)
 

@@ -1,4 +1,4 @@
-"""`benchmarks.peers`: PyTorch and Keras peers have the article's sizes, train, and return fit's record."""
+"""`seqclf.benchmarks.peers`: PyTorch and Keras peers have the article's sizes, train, and return fit's record."""
 
 import dataclasses
 import importlib.util
@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import peers
-from configs import default
 from seqclf import models, train
+from seqclf.benchmarks import peers
+from seqclf.configs import default
 from seqclf.data import batching
 from seqclf.errors import ConfigError
 from tests import synthetic
@@ -104,7 +104,7 @@ def test_binary_metrics_equal_seqclf_loss_and_metrics():
 
 def test_missing_framework_is_a_config_error_with_the_install_hint(monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)  # "import torch" now fails as if it were not installed
-  monkeypatch.delitem(sys.modules, "benchmarks.peers.torch_models", raising=False)
+  monkeypatch.delitem(sys.modules, "seqclf.benchmarks.peers.torch_models", raising=False)
   data, config = tiny_setup()
   with pytest.raises(ConfigError, match=r"needs torch, which is not installed; pip install -e \.\[peers\]"):
     peers.fit_peer("torch", "lstm", data, config, seed=0)

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import tiny
 from seqclf import checkpoint, models, predict, train
+from seqclf.configs import tiny
 from seqclf.data import EncodedDataset, Vocabulary, encode
 from seqclf.errors import ConfigError, DataError, UsageError
 

@@ -72,7 +72,7 @@ def test_a_driver_writes_one_trace_per_measurement(tmp_path):
     [
       sys.executable,
       "-m",
-      "benchmarks.lstm_engines",
+      "seqclf.benchmarks.lstm_engines",
       "--engines=scan",
       "--batch_sizes=2",
       "--steps=3",

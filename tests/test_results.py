@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from configs import tiny
 from seqclf import results
+from seqclf.configs import tiny
 from seqclf.errors import UsageError
 
 

@@ -1,7 +1,7 @@
-"""`benchmarks.scaling`: weak and strong scaling over forced CPU devices, through the command line.
+"""`seqclf.benchmarks.scaling`: weak and strong scaling over forced CPU devices, through the command line.
 
 Only through the command line: the drivers' flags live in one absl registry per process, and
-`benchmarks.lstm_engines` (imported by its tests) defines ``--steps`` and ``--repeats`` too.
+`seqclf.benchmarks.lstm_engines` (imported by its tests) defines ``--steps`` and ``--repeats`` too.
 """
 
 import json
@@ -14,7 +14,13 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_weak_and_strong_scaling_over_two_forced_devices(tmp_path):
-  command = [sys.executable, "-m", "benchmarks.scaling", "--config=configs/tiny.py", "--per_device_batch=2"]
+  command = [
+    sys.executable,
+    "-m",
+    "seqclf.benchmarks.scaling",
+    "--config=seqclf/configs/tiny.py",
+    "--per_device_batch=2",
+  ]
   command += ["--steps=8", "--repeats=1", f"--workdir={tmp_path}"]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)

@@ -5,8 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from configs import default
 from seqclf import train
+from seqclf.configs import default
 from seqclf.data import batching
 from seqclf.errors import ConfigError
 

@@ -1,7 +1,7 @@
 """The ``flax`` engine: Flax's own ``nn.RNN(nn.OptimizedLSTMCell)``, the LSTM most JAX code reaches for.
 
 It is here as the baseline the fast engines are measured against, inside the same model and training loop
-(``benchmarks.article --engine=cpu_kernel,flax``), not as a choice for speed: ``engine="auto"`` never picks
+(``seqclf.benchmarks.article --engine=cpu_kernel,flax``), not as a choice for speed: ``engine="auto"`` never picks
 it. Our packed parameters are split into the cell's per-gate ``Dense`` parameters at every call, so a
 checkpoint trained with any engine runs here and the results match ``scan``. Flax's cell has no per-step
 mask and no dropout masks, so this engine refuses them (its `seqclf.lstm.api.ENGINES` entry).

@@ -51,7 +51,7 @@ Cost model, one step of one CTA on an H200 (HOPPER.md / H200.md: 132 SMs at ~1.9
 ~990 TFLOP/s = 7.5 TFLOP/s per SM; shared memory 128 B/clock per SM; MUFU (exp, reciprocal, tanh) 16
 per clock per SM). P = products per gate (1 bfloat16, 3 float32), p = pieces exchanged (1 or 2), Hs =
 128 / N. The remote-store latency (~0.5 us) and DSMEM bandwidth (~32 B/clock) are assumptions, not
-measured facts: the sweep (benchmarks/mosaic_sweep.py) is what tells.
+measured facts: the sweep (seqclf/benchmarks/mosaic_sweep.py) is what tells.
   * matmul: 4 gates x P x 2 x 64 x 128 x Hs = 65536 Hs P FLOPs (N=1: 8.4 MFLOP x P ... N=8: 1.05 x P)
     as 32 P wgmmas m64 n Hs k16 in 4 independent chains; tensor time 1.1 P / N us. The A operand
     (h or dz, 16 KiB) is re-read by every gate's wgmmas: 64 P KiB of shared memory a step, 0.26 P us,

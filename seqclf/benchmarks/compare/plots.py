@@ -5,16 +5,16 @@ The one module that uses matplotlib (the ``plots`` extra), imported where a plot
 
 import io
 
-from benchmarks.compare.sources import Source
-from benchmarks.compare.table import Row, accuracy_curve, format_seconds, median_epoch_s
 from seqclf import optional
 from seqclf.atomic import write_atomically
+from seqclf.benchmarks.compare.sources import Source
+from seqclf.benchmarks.compare.table import Row, accuracy_curve, format_seconds, median_epoch_s
 
 
 def matplotlib_parts():
   """matplotlib's ``Figure`` (pyplot-free: savefig renders PNG with Agg, no display) and ``ticker``, from
   the ``plots`` extra."""
-  figure = optional.require("matplotlib.figure", "plots", feature="benchmarks.compare's plots")
+  figure = optional.require("matplotlib.figure", "plots", feature="seqclf.benchmarks.compare's plots")
   return figure.Figure, optional.require("matplotlib.ticker", "plots")
 
 

@@ -1,4 +1,4 @@
-"""The article's four variants in PyTorch, for `benchmarks.peers.fit_peer("torch", ...)`.
+"""The article's four variants in PyTorch, for `seqclf.benchmarks.peers.fit_peer("torch", ...)`.
 
 ``Embedding -> [word dropout] -> [Dropout] -> [Conv1d + MaxPool] -> LSTM -> [Dropout] -> Linear``, built
 from the same `seqclf.models.VARIANTS` fields as seqclf's model, with Keras' initialisation.
@@ -142,7 +142,7 @@ def trainable_parameter_count(model: nn.Module) -> int:
 
 
 class TorchTrainer:
-  """A `benchmarks.peers.PeerTrainer` over a `Classifier` and torch.optim.Adam."""
+  """A `seqclf.benchmarks.peers.PeerTrainer` over a `Classifier` and torch.optim.Adam."""
 
   def __init__(self, model: Classifier, config, device: torch.device):
     self.model = model.to(device)

@@ -1,13 +1,13 @@
 """Beyond the article: a larger vocabulary, a bidirectional masked LSTM on length buckets, chosen on a
 validation split carved from train (never on test), with early stopping.
 
-  python -m seqclf.main --config=configs/beyond.py --workdir=runs/beyond_seed0 --seed=0 \
+  python -m seqclf.main --config=seqclf/configs/beyond.py --workdir=runs/beyond_seed0 --seed=0 \
       --imdb=../shared/data/aclImdb_labeled.tar.gz
 
 The held-out test split is scored once, with the checkpoint the validation split chose.
 """
 
-from configs import run
+from seqclf.configs import run
 
 
 def get_config():

@@ -1,10 +1,10 @@
-"""`benchmarks/article.py`: the article's setup, each variant trained with three seeds.
+"""`seqclf/benchmarks/article.py`: the article's setup, each variant trained with three seeds.
 
 Three seeds because one 3-epoch run swings by about ±2 points of test accuracy; ``--seeds=0`` is the quick
 one-seed run.
 """
 
-from configs import default
+from seqclf.configs import default
 
 
 def get_config():

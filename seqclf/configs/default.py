@@ -1,6 +1,6 @@
 """The article's training setup: top 5000 words, reviews cut/padded to 500 at the front, batch 64, Adam,
 3 epochs. What `seqclf.train` reads, shared by every driver; each driver's own config file adds the fields
-only that driver reads (``configs/article.py``, ``configs/run.py``).
+only that driver reads (``seqclf/configs/article.py``, ``seqclf/configs/run.py``).
 
 Every field can be overridden on the command line, e.g. ``--config.epochs=5 --config.model.engine=scan``.
 """

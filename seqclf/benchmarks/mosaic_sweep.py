@@ -1,7 +1,7 @@
 r"""The ``mosaic`` engine's configurations on a GPU: cluster size N x matmul_precision, µs per step.
 
-  python -m benchmarks.mosaic_sweep                       # B=64, T=500, E=32, H=100: the article's LSTM
-  python -m benchmarks.mosaic_sweep --cluster_sizes=8 --precisions=float32 --steps=100
+  python -m seqclf.benchmarks.mosaic_sweep                       # B=64, T=500, E=32, H=100: the article's LSTM
+  python -m seqclf.benchmarks.mosaic_sweep --cluster_sizes=8 --precisions=float32 --steps=100
 
 For every configuration that fits a CTA's shared memory (`seqclf.lstm.mosaic_gpu.fits`), best predicted
 first (so a timeout still leaves the interesting rows): compile time, forward and forward+backward time

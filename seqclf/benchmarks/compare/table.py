@@ -3,9 +3,9 @@
 import dataclasses
 import statistics
 
-from benchmarks import peers
-from benchmarks.compare.sources import DESCRIBED_CONFIG_KEYS, Source, config_differences
 from seqclf import results
+from seqclf.benchmarks import peers
+from seqclf.benchmarks.compare.sources import DESCRIBED_CONFIG_KEYS, Source, config_differences
 from seqclf.errors import UsageError
 
 
@@ -43,7 +43,7 @@ def group_rows(sources: list[Source]) -> list[Row]:
 
   seqclf picks its LSTM engine per device ("auto", `seqclf.lstm.api.AUTO`: cpu_kernel or else fused on
   CPU, pallas on GPU, fused on TPU), so its runs of a variant
-  share a row across devices; a peer framework (`benchmarks.peers`) gets a row of its own. Should a single
+  share a row across devices; a peer framework (`seqclf.benchmarks.peers`) gets a row of its own. Should a single
   file hold one variant under several seqclf engines, every engine gets its own row instead.
   """
   split_engines = any(

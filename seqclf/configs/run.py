@@ -1,9 +1,9 @@
 """`seqclf.main`: one model of the article's setup trained into a run directory.
 
-python -m seqclf.main --config=configs/run.py --workdir=runs/imdb_lstm --config.val_fraction=0.1
+python -m seqclf.main --config=seqclf/configs/run.py --workdir=runs/imdb_lstm --config.val_fraction=0.1
 """
 
-from configs import default
+from seqclf.configs import default
 
 
 def get_config():

@@ -1,10 +1,10 @@
 r"""Puts benchmark results from several devices side by side: a markdown table and PNG plots.
 
-  python -m benchmarks.compare runs/cpu runs/h200 --out=runs/compare
-  python -m benchmarks.compare a/results.json b/results.json --out=runs/compare --baseline="cpu x4"
+  python -m seqclf.benchmarks.compare runs/cpu runs/h200 --out=runs/compare
+  python -m seqclf.benchmarks.compare a/results.json b/results.json --out=runs/compare --baseline="cpu x4"
 
-Each RESULT is a results file or a directory holding ``results.json`` (`benchmarks.article`) and/or
-``lstm_engines.json`` (`benchmarks.lstm_engines`), directly or one level down. Every article results file
+Each RESULT is a results file or a directory holding ``results.json`` (`seqclf.benchmarks.article`) and/or
+``lstm_engines.json`` (`seqclf.benchmarks.lstm_engines`), directly or one level down. Every article results file
 becomes one device column, named from its ``meta`` (e.g. "gpu x1 (NVIDIA H200)"). Writes to OUT:
 
 * ``compare.md``: per variant, s/epoch (median over epochs and seeds), examples/s, final test accuracy
@@ -22,10 +22,10 @@ import os
 
 from absl import flags
 
-from benchmarks.compare import plots
-from benchmarks.compare.sources import check_configs, load_sources
-from benchmarks.compare.table import comparison_markdown, group_rows
 from seqclf import cli, results
+from seqclf.benchmarks.compare import plots
+from seqclf.benchmarks.compare.sources import check_configs, load_sources
+from seqclf.benchmarks.compare.table import comparison_markdown, group_rows
 from seqclf.errors import UsageError
 
 _OUT = flags.DEFINE_string("out", None, "Directory for compare.md and the plots (required).")
@@ -57,7 +57,7 @@ def write_comparison(
   for source in sweeps:
     if not any(run["mode"] == "fwd_bwd" for run in source.runs):
       raise UsageError(
-        f"{source.path} has no fwd_bwd measurement to plot; re-run benchmarks.lstm_engines "
+        f"{source.path} has no fwd_bwd measurement to plot; re-run seqclf.benchmarks.lstm_engines "
         "until it finishes a shape, or leave the file out"
       )
   if article or sweeps:
@@ -81,7 +81,7 @@ def main(argv):
   if len(argv) < 2:
     raise UsageError(
       "no results given; pass results.json files or benchmark workdirs, e.g. "
-      "python -m benchmarks.compare runs/a runs/b --out=runs/compare"
+      "python -m seqclf.benchmarks.compare runs/a runs/b --out=runs/compare"
     )
   if not _OUT.value:
     raise UsageError("--out is required: the directory for compare.md and the plots")

@@ -1,8 +1,8 @@
 """The drivers' config files: where they live, what each driver needs in one, and its shortcut flags.
 
-Every driver has one config (an ml_collections ``get_config()`` file under ``configs/``) holding the fields
-it reads: ``configs/default.py`` is the article's training setup that all of them share, and a driver's
-own file adds that driver's fields (``configs/article.py``: ``variants``, ``seeds``; ``configs/run.py``
+Every driver has one config (an ml_collections ``get_config()`` file under ``seqclf/configs/``) holding the fields
+it reads: ``seqclf/configs/default.py`` is the article's training setup that all of them share, and a driver's
+own file adds that driver's fields (``seqclf/configs/article.py``: ``variants``, ``seeds``; ``seqclf/configs/run.py``
 for ``seqclf.main``: ``variant``, ``val_fraction``, ``patience``, ``pretrained_embeddings``).
 
 A few fields have a shortcut flag (``--epochs`` for ``--config.epochs``). The one rule: a shortcut given
@@ -16,11 +16,11 @@ from absl import flags
 
 from seqclf.errors import ConfigError
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIGS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def path(name: str) -> str:
-  """The config file ``configs/<name>.py``."""
+  """The config file ``seqclf/configs/<name>.py``."""
   return os.path.join(CONFIGS_DIR, f"{name}.py")
 
 

@@ -1,7 +1,7 @@
 """Peer frameworks training the article's variants the way `seqclf.train.fit` does: PyTorch and Keras 3.
 
   record = fit_peer("torch", "lstm", data, config, seed=0)
-  runs.append({"variant": "lstm", "engine": "torch", **record})   # a row of benchmarks/article.py
+  runs.append({"variant": "lstm", "engine": "torch", **record})   # a row of seqclf/benchmarks/article.py
 
 What is the same as `seqclf.train.fit`, so the rows compare: the encoded arrays (``data.x_train`` ...), the
 fixed-length batches and their order (`seqclf.data.batching.batches`, ``epoch_order``), the variants'
@@ -40,8 +40,8 @@ class Peer:
 
 
 PEERS = {
-  "torch": Peer("benchmarks.peers.torch_models", "torch"),
-  "keras": Peer("benchmarks.peers.keras_models", "keras"),
+  "torch": Peer("seqclf.benchmarks.peers.torch_models", "torch"),
+  "keras": Peer("seqclf.benchmarks.peers.keras_models", "keras"),
 }
 
 INSTALL_HINT = "pip install -e .[peers]"
@@ -154,7 +154,7 @@ def fit_peer(name: str, variant: str, data, config, *, seed: int, on_epoch=None)
     name: a key of `PEERS`.
     variant: a key of `seqclf.models.VARIANTS`.
     data: has int32 arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` (an `EncodedDataset`).
-    config: the article config (``configs/default.py``).
+    config: the article config (``seqclf/configs/default.py``).
     seed: seeds the framework's initialisation and dropout, and picks the batch order.
     on_epoch: called with each epoch's `seqclf.train.EpochMetrics`.
 

@@ -1,7 +1,7 @@
 r"""Data-parallel scaling: train-step examples/s against device count and per-device batch size.
 
-  XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m benchmarks.scaling --device_counts=1,2,4
-  python -m benchmarks.scaling --variant=cnn_lstm --per_device_batch=16,64 --steps=500
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m seqclf.benchmarks.scaling --device_counts=1,2,4
+  python -m seqclf.benchmarks.scaling --variant=cnn_lstm --per_device_batch=16,64 --steps=500
 
 Weak scaling keeps the per-device batch fixed (global batch = per-device batch x devices); strong
 scaling keeps the global batch of the 1-device run and splits it. Efficiency is throughput against
@@ -72,7 +72,7 @@ def main(argv):
   train.validate(config)
   if config.get("num_buckets") or config.get("device_resident"):
     raise ConfigError(
-      "benchmarks.scaling times one train step on a fixed-length batch; --config.num_buckets and "
+      "seqclf.benchmarks.scaling times one train step on a fixed-length batch; --config.num_buckets and "
       "--config.device_resident feed epochs and do not apply here: drop them"
     )
   devices = jax.devices()

@@ -1,4 +1,4 @@
-"""The article's four variants in Keras 3 on the JAX backend, for `benchmarks.peers.fit_peer("keras", ...)`.
+"""The article's four variants in Keras 3 on the JAX backend, for `seqclf.benchmarks.peers.fit_peer("keras", ...)`.
 
 The article's layers with Keras' own defaults (which are the article's initialisation), built from the
 same `seqclf.models.VARIANTS` fields as seqclf's model. Keras 3 has no Embedding dropout any more (Keras
@@ -96,7 +96,7 @@ def _build(
 
 
 class KerasTrainer:
-  """A `benchmarks.peers.PeerTrainer` over a compiled Keras model."""
+  """A `seqclf.benchmarks.peers.PeerTrainer` over a compiled Keras model."""
 
   def __init__(self, model: keras.Model, config):
     self.model = model

@@ -1,6 +1,6 @@
 """`seqclf.main` training the article's `cnn_lstm` variant (see seqclf.models.VARIANTS for what it adds)."""
 
-from configs import run
+from seqclf.configs import run
 
 
 def get_config():

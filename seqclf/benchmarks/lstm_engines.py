@@ -1,7 +1,7 @@
 r"""LSTM engine sweep: forward and forward+backward time per engine and shape, against `scan`.
 
-  python -m benchmarks.lstm_engines --batch_sizes=64 --steps=500 --hidden_sizes=100 --peers=torch
-  python -m benchmarks.lstm_engines          # the full sweep B {16,64,256} x T {100,500} x H {100,256,512}
+  python -m seqclf.benchmarks.lstm_engines --batch_sizes=64 --steps=500 --hidden_sizes=100 --peers=torch
+  python -m seqclf.benchmarks.lstm_engines          # the full sweep B {16,64,256} x T {100,500} x H {100,256,512}
 
 Engines are seqclf.lstm's (``flax``, Flax's own nn.RNN(OptimizedLSTMCell), among them: the baseline, as in
 the article driver); peers are other frameworks (``torch``), timed in the same process.
@@ -95,7 +95,7 @@ def time_torch(batch, steps, input_size, hidden, repeats) -> dict:
 
   device = "cuda" if torch.cuda.is_available() else "cpu"
   if device == "cpu":
-    torch.set_flush_denormal(True)  # as XLA's CPU backend runs; see benchmarks/peers/torch_models.py
+    torch.set_flush_denormal(True)  # as XLA's CPU backend runs; see seqclf/benchmarks/peers/torch_models.py
   layer = torch.nn.LSTM(input_size, hidden, batch_first=True).to(device)
   xs = torch.randn(batch, steps, input_size, device=device, requires_grad=True)
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

@@ -1,7 +1,7 @@
 """A tiny `seqclf.main` config for tests and smoke runs: small vocabulary, short reviews, small LSTM, one
-epoch (``configs/article_tiny.py`` is the same for the article driver)."""
+epoch (``seqclf/configs/article_tiny.py`` is the same for the article driver)."""
 
-from configs import run
+from seqclf.configs import run
 
 
 def shrink(config):

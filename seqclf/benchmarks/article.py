@@ -1,9 +1,9 @@
 r"""Reproduces the tutorial's table: trains the variants on IMDB and reports s/epoch and test accuracy.
 
-  python -m benchmarks.article --workdir=runs/article            # 4 variants x 3 seeds, official archive
-  python -m benchmarks.article --imdb=../shared/data/aclImdb_labeled.tar.gz --seeds=0   # the quick run
-  python -m benchmarks.article --variants=lstm,cnn_lstm --epochs=1 --seeds=1,2 --engine=scan \
-      --config=configs/article_tiny.py --config.batch_size=8
+  python -m seqclf.benchmarks.article --workdir=runs/article            # 4 variants x 3 seeds, official archive
+  python -m seqclf.benchmarks.article --imdb=../shared/data/aclImdb_labeled.tar.gz --seeds=0   # the quick run
+  python -m seqclf.benchmarks.article --variants=lstm,cnn_lstm --epochs=1 --seeds=1,2 --engine=scan \
+      --config=seqclf/configs/article_tiny.py --config.batch_size=8
 
 Each row is one variant trained with one engine (an LSTM engine of seqclf.lstm, or a peer framework:
 torch, keras) over the config's seeds: the mean final test accuracy ± its sample standard deviation over
@@ -18,7 +18,6 @@ import time
 import jax
 from absl import flags
 
-from benchmarks import article_report, peers
 from seqclf import (
   cli,
   configs,
@@ -31,6 +30,7 @@ from seqclf import (
   results,
   train,
 )
+from seqclf.benchmarks import article_report, peers
 from seqclf.errors import ConfigError
 from seqclf.lstm import resolve_engine
 
@@ -128,7 +128,7 @@ def main(argv):
   preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value.unlock()
-  configs.check_fields(config, ("variants", "seeds"), "benchmarks.article", "article")
+  configs.check_fields(config, ("variants", "seeds"), "seqclf.benchmarks.article", "article")
   configs.apply_shortcuts(config, _SHORTCUTS)
   if _BUCKETING.value and not config.num_buckets:
     config.num_buckets = DEFAULT_BUCKETS

@@ -1,6 +1,6 @@
 """The article driver's report: the table's rows over seeds and the run-level progress line.
 
-Apart from `benchmarks/article.py` because that module defines absl flags when imported, and one process
+Apart from `seqclf/benchmarks/article.py` because that module defines absl flags when imported, and one process
 cannot import two drivers whose flags share names (--workdir, --steps, ...): this module has none, so
 tests and other tools can import it anywhere.
 """

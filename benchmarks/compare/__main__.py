@@ -1,5 +1,0 @@
-"""``python -m benchmarks.compare``: see the package docstring."""
-
-from benchmarks.compare import run
-
-run()

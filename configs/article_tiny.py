@@ -1,9 +1,0 @@
-"""A tiny `benchmarks/article.py` config for tests and smoke runs: ``configs/tiny.py``'s sizes, one seed."""
-
-from configs import article, tiny
-
-
-def get_config():
-  config = tiny.shrink(article.get_config())
-  config.seeds = "0"
-  return config
