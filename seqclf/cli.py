@@ -6,15 +6,22 @@ ml_collections reads), and later as a `UsageError` raised by the library.
 """
 
 import functools
+import os
 import re
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from seqclf import configs
 from seqclf.errors import UsageError
 
-flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors instead of one line.")
+
+def define_flags() -> None:
+  """Defines ``--verbose`` (full tracebacks instead of one line); `run` and `define_config` call it."""
+  if "verbose" not in flags.FLAGS:
+    flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors instead of one line.")
+
 
 # Config flags defined through `define_config`: flag name -> default config file.
 _CONFIG_DEFAULTS: dict[str, str] = {}
@@ -28,8 +35,12 @@ def define_config(default_path: str, name: str = "config"):
   so the flag gets no default here, and `run` puts ``--config=default_path`` on the command line instead:
   one parse, inside the one-line error handling, with or without an explicit ``--config``.
   """
+  define_flags()
   _CONFIG_DEFAULTS[name] = default_path
-  help_string = f"Config file (ml_collections get_config()); default {default_path}."
+  help_string = (
+    f"Config file (ml_collections get_config()), or the name of a packaged one ({', '.join(configs.names())});"
+    f" default {os.path.splitext(os.path.basename(default_path))[0]}."
+  )
   try:
     return config_flags.DEFINE_config_file(name, None, help_string, lock_config=True)
   except flags.CantOpenFlagFileError:
@@ -46,6 +57,24 @@ def _with_default_configs(argv: list[str]) -> list[str]:
     if not any(re.match(rf"^--?{re.escape(name)}(=|$)", arg) for arg in given)
   ]
   return [argv[0], *added, *argv[1:]]
+
+
+def _with_packaged_configs(argv: list[str]) -> list[str]:
+  """``argv`` with a bare config name (``--config=tiny``) replaced by the packaged file of that name.
+
+  A value that is an existing path, or names no packaged config, is left for ml_collections to read.
+  """
+  out = list(argv)
+  for i, arg in enumerate(out):
+    for name in _CONFIG_DEFAULTS:
+      value = None
+      if arg.startswith(f"--{name}="):
+        value, prefix = arg.split("=", 1)[1], f"--{name}="
+      elif arg == f"--{name}" and i + 1 < len(out):
+        value, prefix, i = out[i + 1], "", i + 1
+      if value and os.sep not in value and not os.path.exists(value) and os.path.exists(configs.path(value)):
+        out[i] = prefix + configs.path(value)
+  return out
 
 
 def _one_line(message: str) -> str:
@@ -109,7 +138,7 @@ def usage_errors_exit_2(main):
       _check_configs()
       return main(argv)
     except UsageError as e:
-      if flags.FLAGS.verbose:
+      if flags.FLAGS.get_flag_value("verbose", False):
         raise
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
@@ -117,14 +146,40 @@ def usage_errors_exit_2(main):
   return wrapped
 
 
+def _driver_help(main) -> str:
+  """``--help``: the driver's docstring and the flags it and the seqclf modules it uses define."""
+  module_name = main.__module__
+  doc = (sys.modules[module_name].__doc__ or "").strip()
+  by_module = flags.FLAGS.flags_by_module_dict()
+  # absl files the flags of ``__main__`` (``python -m``) under the script's path.
+  own = [module_name, sys.argv[0]] if module_name == "__main__" else [module_name]
+  modules = [*own, *sorted(name for name in by_module if name.startswith("seqclf.") and name not in own)]
+  label = getattr(sys.modules[module_name].__spec__, "name", module_name)  # -m: the module, not its path
+  sections = [
+    flags.FLAGS.module_help(name).replace(f"{sys.argv[0]}:", f"{label}:", 1)
+    for name in modules
+    if name in by_module
+  ]
+  tail = "Every flag, absl's own included: --helpfull."
+  return "\n\n".join(part for part in (doc, "flags:", *sections, tail) if part)
+
+
 def run(main, flags_parser=None):
-  """`absl.app.run` with one-line errors for bad flags, config files and overrides too."""
+  """`absl.app.run` with one-line errors for bad flags, config files and overrides too, and a ``--help``
+  that lists the driver's flags (absl's own lists only those of ``__main__``, none for a console script)."""
+  define_flags()
 
   def parse(argv):
+    if any(
+      arg in ("--help", "-h", "-?", "--helpshort")
+      for arg in argv[1 : argv.index("--") if "--" in argv else None]
+    ):
+      print(_driver_help(main))
+      sys.exit(0)
     # ml_collections logs a warning for a get_config() that returned None; the error line says it.
     logging.set_verbosity(logging.ERROR)
     try:
-      return flags.FLAGS(_with_default_configs(argv))
+      return flags.FLAGS(_with_packaged_configs(_with_default_configs(argv)))
     except Exception as e:  # anything raised while parsing comes from the command line or config file
       if "--verbose" in argv:
         raise

@@ -3,7 +3,8 @@
 Every driver has one config (an ml_collections ``get_config()`` file under ``seqclf/configs/``) holding the fields
 it reads: ``seqclf/configs/default.py`` is the article's training setup that all of them share, and a driver's
 own file adds that driver's fields (``seqclf/configs/article.py``: ``variants``, ``seeds``; ``seqclf/configs/run.py``
-for ``seqclf.main``: ``variant``, ``val_fraction``, ``patience``, ``pretrained_embeddings``).
+for ``seqclf.main``: ``variant``, ``val_fraction``, ``patience``, ``pretrained_embeddings``). The files ship
+with the package, and a driver takes one by name as well as by path (``--config=tiny``).
 
 A few fields have a shortcut flag (``--epochs`` for ``--config.epochs``). The one rule: a shortcut given
 on the command line sets its field; not given, the config's value stands; given together with its
@@ -24,13 +25,20 @@ def path(name: str) -> str:
   return os.path.join(CONFIGS_DIR, f"{name}.py")
 
 
+def names() -> list[str]:
+  """The packaged config names, each usable as ``--config=<name>``."""
+  return sorted(
+    name[:-3] for name in os.listdir(CONFIGS_DIR) if name.endswith(".py") and name != "__init__.py"
+  )
+
+
 def check_fields(config, fields: tuple[str, ...], driver: str, default_name: str) -> None:
   """Refuses a config that lacks a field the driver reads (another driver's config, most likely)."""
   missing = [field for field in fields if field not in config]
   if missing:
     raise ConfigError(
       f"the --config file has no {', '.join(missing)}: it is not a {driver} config; pass"
-      f" --config={os.path.relpath(path(default_name))} or a file built on it"
+      f" --config={default_name} or a file built on it"
     )
 
 
