@@ -13,6 +13,7 @@ directory it resumes after the last saved epoch; a different config there is ref
 """
 
 import os
+import statistics
 
 from absl import flags
 
@@ -28,12 +29,16 @@ from seqclf import (
   results,
   train,
 )
+from seqclf.benchmarks.article_report import duration
 from seqclf.data import embeddings, imdb
 from seqclf.data.cache import EncodedDataset
 from seqclf.data.encoding import encode
 from seqclf.data.text_files import encode_text_dataset, load_text_dataset, split_validation
 from seqclf.errors import ConfigError
 
+imdb_flags.define_flags()
+presets.define_flags()
+profiling.define_flags()
 _CONFIG = cli.define_config(configs.path("run"))
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run directory (created, or resumed).")
 _VARIANT = flags.DEFINE_string(
@@ -162,10 +167,15 @@ def main(argv):
   writer.write_hparams({"variant": variant, "seed": seed, **config.to_dict()})
   eval_name = "validation" if config.val_fraction else "test"
 
+  epoch_seconds = []  # this process's epochs, for the time left
+
   def report(m):
+    epoch_seconds.append(m.epoch_s)
+    left = statistics.median(epoch_seconds) * (config.epochs - m.epoch)
     print(
-      f"epoch {m.epoch}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} ex/s) train loss {m.train_loss:.4f} "
-      f"acc {m.train_acc:.4f} | {eval_name} loss {m.test_loss:.4f} acc {m.test_acc:.4f}",
+      f"epoch {m.epoch}/{config.epochs}: {m.epoch_s:.2f} s ({m.examples_per_s:,.0f} ex/s) train loss "
+      f"{m.train_loss:.4f} acc {m.train_acc:.4f} | {eval_name} loss {m.test_loss:.4f} acc {m.test_acc:.4f}"
+      f" | {duration(left)} left",
       flush=True,
     )
     scalars = metric_writers.epoch_scalars(m)
@@ -188,6 +198,12 @@ def main(argv):
     )
   finally:
     writer.close()
+  if record["stopped_early"]:
+    last = record["epochs"][-1]["epoch"]
+    print(
+      f"stopped early after epoch {last}/{config.epochs}: no better {eval_name} accuracy in the last"
+      f" {config.patience} epoch(s) (--config.patience={config.patience})"
+    )
   record.update(
     variant=variant,
     eval_split=eval_name,

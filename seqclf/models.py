@@ -119,7 +119,19 @@ class SequenceClassifier(nn.Module):
 
 
 def create(variant: str, **model_fields) -> SequenceClassifier:
-  """The model of ``variant`` with base fields ``model_fields`` (e.g. from ``config.model``)."""
+  """The model of ``variant``: its `VARIANTS` fields, with ``model_fields`` on top.
+
+  Args:
+    variant: A key of `VARIANTS`.
+    **model_fields: `SequenceClassifier` fields (e.g. ``config.model``); one that is None keeps the
+      variant's value (the config's dropout placeholders), any other value replaces it.
+
+  Returns:
+    The (unbound) Flax module.
+
+  Raises:
+    ConfigError: An unknown variant or field.
+  """
   if variant not in VARIANTS:
     raise ConfigError(f"unknown variant {variant!r}; choose from: {', '.join(VARIANTS)}")
   known = {f.name for f in dataclasses.fields(SequenceClassifier)} - {"parent", "name"}
@@ -128,7 +140,8 @@ def create(variant: str, **model_fields) -> SequenceClassifier:
     raise ConfigError(
       f"unknown model field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
     )
-  return SequenceClassifier(**{**model_fields, **VARIANTS[variant]})
+  given = {name: value for name, value in model_fields.items() if value is not None}
+  return SequenceClassifier(**{**VARIANTS[variant], **given})
 
 
 def check_input_length(model: SequenceClassifier, maxlen: int) -> None:

@@ -76,6 +76,12 @@ class Predictor:
   def predict(self, texts: Sequence[str]) -> list[Prediction]:
     """Classifies ``texts``; empty texts and texts of unknown words get a prediction too.
 
+    Args:
+      texts: the texts, encoded as the run's training texts were.
+
+    Returns:
+      One `Prediction` per text, in order: ``label``, ``probability`` and every class's ``probabilities``.
+
     Raises:
       UsageError: ``texts`` is a single string instead of a sequence of them.
     """
@@ -114,6 +120,12 @@ class Predictor:
 def find_run_dir(path: str) -> str:
   """``path`` if it is a run directory, else the single run directory below it.
 
+  Args:
+    path: a run directory or a directory above one.
+
+  Returns:
+    The run directory.
+
   Raises:
     DataError: ``path`` does not exist or holds no run.
     UsageError: ``path`` holds several runs (the message lists them).
@@ -143,6 +155,9 @@ def load(run_dir: str, which: str = "best") -> Predictor:
     run_dir: A run directory that `seqclf.main` wrote, or a directory holding exactly one (``runs/``
       with one run in it, say).
     which: The checkpoint to use: "best" (highest validation metric) or "last".
+
+  Returns:
+    A `Predictor`: ``load(run_dir).predict(["a text", ...])``.
 
   Raises:
     DataError: No run, no checkpoint, or files of the run that do not belong together.
@@ -197,7 +212,13 @@ def _define_flags() -> types.SimpleNamespace:
 
 
 def read_texts(source: str) -> list[str]:
-  """The lines of a UTF-8 file (``-``: stdin), one text each; a final newline ends the last text.
+  """The lines of a UTF-8 file, one text each; a final newline ends the last text.
+
+  Args:
+    source: a file path, or ``-`` for stdin.
+
+  Returns:
+    The texts.
 
   Raises:
     DataError: The file is missing, unreadable or not UTF-8.

@@ -58,13 +58,20 @@ PRESETS = {
 }
 
 
-# One flag for every driver (defined here so that drivers imported into one process share it).
-PRESET = flags.DEFINE_enum(
-  "preset",
-  "auto",
-  list(PRESETS),
-  "Platform preset (seqclf/presets.py); apply it first thing in main, before JAX starts its backends.",
-)
+# The --preset flag, once a driver called `define_flags` (one flag however many drivers share a process).
+PRESET: flags.FlagHolder | None = None
+
+
+def define_flags() -> None:
+  """Defines ``--preset`` (``PRESET``) for a driver; defined once per process."""
+  global PRESET
+  if PRESET is None:
+    PRESET = flags.DEFINE_enum(
+      "preset",
+      "auto",
+      list(PRESETS),
+      "Platform preset (seqclf/presets.py); apply it first thing in main, before JAX starts its backends.",
+    )
 
 
 def resolve(name: str, environ=os.environ) -> str:

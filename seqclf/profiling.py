@@ -11,7 +11,7 @@ Each traced step is marked with `jax.profiler.StepTraceAnnotation`, which the pr
 view reads. Tracing slows the traced steps down, so the epoch (or benchmark point) it lands in is not a
 measurement; the benchmark timing loops trace extra calls apart from their timed repeats.
 
-The flags are defined here once, and imported by the drivers that train or time (like ``--preset``);
+The flags are defined by `define_flags`, which the drivers that train or time call (like ``--preset``);
 the library (`seqclf.train.fit`, `seqclf.timing.steady_state`) takes a `StepTrace`, never the flags.
 """
 
@@ -25,15 +25,25 @@ from absl import flags
 # one-time costs that are not the steady state.
 WARMUP_STEPS = 2
 
-PROFILE_DIR = flags.DEFINE_string(
-  "profile_dir",
-  None,
-  "Write a jax.profiler trace of --profile_steps steady-state steps here (TensorBoard's profile plugin: "
-  "tensorboard --logdir=DIR; Perfetto: DIR/plugins/profile/*/perfetto_trace.json.gz).",
-)
-PROFILE_STEPS = flags.DEFINE_integer(
-  "profile_steps", 5, "Steps (or timed calls) in the --profile_dir trace.", lower_bound=1
-)
+# The flags, once a driver called `define_flags`.
+PROFILE_DIR: flags.FlagHolder | None = None
+PROFILE_STEPS: flags.FlagHolder | None = None
+
+
+def define_flags() -> None:
+  """Defines ``--profile_dir`` and ``--profile_steps`` for a driver; defined once per process."""
+  global PROFILE_DIR, PROFILE_STEPS
+  if PROFILE_DIR is not None:
+    return
+  PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir",
+    None,
+    "Write a jax.profiler trace of --profile_steps steady-state steps here (TensorBoard's profile plugin: "
+    "tensorboard --logdir=DIR; Perfetto: DIR/plugins/profile/*/perfetto_trace.json.gz).",
+  )
+  PROFILE_STEPS = flags.DEFINE_integer(
+    "profile_steps", 5, "Steps (or timed calls) in the --profile_dir trace.", lower_bound=1
+  )
 
 
 class StepTrace:
@@ -85,6 +95,6 @@ def from_flags(name: str = "") -> StepTrace | None:
   Drivers that trace several runs or measurements give each its own ``name`` (a subdirectory, which
   TensorBoard lists as a run).
   """
-  if not flags.FLAGS.is_parsed() or not PROFILE_DIR.value:  # called as a library, or no --profile_dir
+  if PROFILE_DIR is None or not flags.FLAGS.is_parsed() or not PROFILE_DIR.value:  # library, or no flag
     return None
   return StepTrace(os.path.join(PROFILE_DIR.value, name) if name else PROFILE_DIR.value, PROFILE_STEPS.value)

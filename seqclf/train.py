@@ -324,21 +324,30 @@ def fit(
   initial_embedding=None,
   trace=None,
 ) -> tuple[dict, TrainState]:
-  """Trains ``model`` on ``data`` (an `EncodedDataset`) as ``config`` says.
+  """Trains ``model`` on ``data`` as ``config`` says.
 
-  ``data.x_test``/``y_test`` is the split evaluated after every epoch (the test split in the article,
-  a validation split when one is carved out). With ``run_dir``, a checkpoint is saved after every epoch
-  (the last and the best by evaluation accuracy are kept) and a run that finds one there resumes after
-  it, replaying exactly what an uninterrupted run would do. ``initial_embedding`` [top_words, embed_dim]
-  replaces the initial embedding (pretrained vectors). ``config.patience`` > 0 stops after that many
-  epochs without a better evaluation accuracy. ``trace`` (a `seqclf.profiling.StepTrace`) records a
-  profiler trace of steps after its warm-up: with host batches inside the first epoch trained here when
-  it has enough steps, with device-resident chunks from the second dispatch on.
+  Args:
+    model: a `seqclf.models.SequenceClassifier` (`seqclf.models.create`).
+    data: an `EncodedDataset`; ``x_test``/``y_test`` is the split evaluated after every epoch (the test
+      split in the article, a validation split when one is carved out).
+    config: the training config (``seqclf/configs/default.py``'s fields); ``config.patience`` > 0 stops
+      after that many epochs without a better evaluation accuracy.
+    seed: initialisation, shuffling and dropout.
+    label: names the run in the progress line.
+    on_epoch: called with each `EpochMetrics` after every epoch trained here.
+    mesh: a `seqclf.parallel` mesh to shard batches over; default: all local devices.
+    run_dir: with it, a checkpoint after every epoch (the last and the best by evaluation accuracy
+      kept), and a run that finds one there resumes after it, replaying exactly what an uninterrupted
+      run would do.
+    initial_embedding: [top_words, embed_dim] replacing the initial embedding (pretrained vectors).
+    trace: a `seqclf.profiling.StepTrace` recording steps after its warm-up: with host batches inside
+      the first epoch trained here when it has enough steps, with device-resident chunks from the second
+      dispatch on.
 
-  Returns ``(record, state)``: the record has ``seed``, ``param_count``, ``compile_s``, ``shapes`` (the
-  compiled sequence lengths), ``devices``, ``stopped_early`` and ``epochs`` (a list of `EpochMetrics` as
-  dicts), ready for `seqclf.results`; ``state`` is the final `TrainState`. ``on_epoch(EpochMetrics)`` is
-  called after every epoch trained here.
+  Returns:
+    ``(record, state)``: the record has ``seed``, ``param_count``, ``compile_s``, ``shapes`` (the
+    compiled sequence lengths), ``devices``, ``stopped_early`` and ``epochs`` (a list of `EpochMetrics`
+    as dicts), ready for `seqclf.results`; ``state`` is the final `TrainState`.
   """
   validate(config)
   mesh = mesh or parallel.make_mesh()

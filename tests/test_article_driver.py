@@ -207,6 +207,12 @@ def test_summary_rows_give_mean_sample_sd_and_whether_the_article_lies_within():
   assert lstm[:8] == ["lstm", "fused", "31.50", "1.00", "85.92 ± 2.27 %", 3, "86.79 %", "yes"]
   # cnn_lstm: 87.85 ± 0.07: the article's 86.36 lies outside.
   assert cnn_lstm[4:8] == ["87.85 ± 0.07 %", 2, "86.36 %", "no"]
+  slower = [
+    {**run, "engine": "flax", "epochs": [{**e, "epoch_s": 2 * e["epoch_s"]} for e in run["epochs"]]}
+    for run in runs[:3]
+  ]
+  assert article_report.summary_rows(runs[:3] + slower)[1][8] == "0.50x"  # half the baseline's speed
+  assert article_report.table_header(runs)[8] == "speed-up vs fused"
   (one_seed,) = article_report.summary_rows(runs[:1])
   assert one_seed[4:8] == ["83.31 %", 1, "86.79 %", "–"]  # no spread from one seed
 

@@ -59,8 +59,8 @@ def test_a_failing_compiler_is_a_config_error_and_leaves_no_file(tmp_path, monke
 
 def test_auto_falls_back_to_fused_where_the_kernel_cannot_be_built(monkeypatch):
   monkeypatch.setattr(cpu_kernel, "unavailable_reason", lambda: "no compiler")
-  assert api.resolve_engine("auto", "cpu") == "fused"
-  assert api.resolve_engine("cpu_kernel", "cpu") == "cpu_kernel"  # asked by name: its own error at build
+  assert api.check_engine("auto", "cpu") == "fused"
+  assert api.check_engine("cpu_kernel", "cpu") == "cpu_kernel"  # asked by name: its own error at build
 
 
 def test_thread_count_follows_the_environment(monkeypatch):

@@ -203,11 +203,10 @@ def test_a_page_that_is_not_an_archive_is_refused(tmp_path):
   assert os.listdir(tmp_path / "downloads") == []
 
 
-def test_without_a_checksum_the_digest_is_printed_to_pin_it(archive_bytes, tmp_path):
-  stream = io.StringIO()
+def test_without_a_checksum_the_digest_is_logged_to_pin_it(archive_bytes, tmp_path, caplog):
   with serving(archive_bytes) as server:
-    download.fetch(server.url, directory=str(tmp_path), timeout_s=5, stream=stream)
-  assert f"--imdb_sha256={_sha256(archive_bytes)}" in stream.getvalue()
+    download.fetch(server.url, directory=str(tmp_path), timeout_s=5, stream=io.StringIO())
+  assert f"--imdb_sha256={_sha256(archive_bytes)}" in caplog.text
 
 
 def test_progress_without_a_terminal_is_one_line_per_ten_percent(tmp_path):

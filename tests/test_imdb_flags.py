@@ -10,6 +10,8 @@ from seqclf.configs import default
 from seqclf.data import load_encoded
 from seqclf.errors import ConfigError
 
+imdb_flags.define_flags()  # as the drivers that train on IMDB do
+
 
 @pytest.fixture
 def command_line():

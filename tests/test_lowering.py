@@ -85,7 +85,7 @@ def test_targeting_sets_the_platform_engines_see():
   assert lowering.target_platform() == jax.default_backend()
   with lowering.targeting("gpu"):
     assert lowering.target_platform() == "gpu"
-    assert api.resolve_engine("auto") == api.resolve_engine("auto", "gpu")
+    assert api.check_engine("auto") == api.check_engine("auto", "gpu")
   with lowering.targeting("tpu"):
     assert lowering.target_platform() == "tpu"
   assert lowering.target_platform() == jax.default_backend()

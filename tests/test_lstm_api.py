@@ -238,10 +238,10 @@ def test_cpu_kernel_refuses_other_dtypes():
 
 def test_unknown_engine_and_wrong_platform_are_config_errors():
   with pytest.raises(ConfigError, match="unknown LSTM engine 'nope'"):
-    api.resolve_engine("nope", "cpu")
+    api.check_engine("nope", "cpu")
   with pytest.raises(ConfigError, match="does not run on cpu"):
-    api.resolve_engine("cudnn", "cpu")
-  assert api.resolve_engine("auto", "cpu") in api.AUTO["cpu"]
+    api.check_engine("cudnn", "cpu")
+  assert api.check_engine("auto", "cpu") in api.AUTO["cpu"]
   with pytest.raises(ConfigError, match="not both"):
     lstm(
       init_params(jax.random.key(0), 2, 3),

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from seqclf import checkpoint
+from seqclf import checkpoint, models
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOPICS = {
@@ -101,6 +101,29 @@ def test_early_stopping_stops_when_validation_stalls(topics, tmp_path):
   assert result.returncode == 0, result.stderr
   record = json.loads((tmp_path / "run" / "results.json").read_text())["runs"][0]
   assert record["stopped_early"] and len(record["epochs"]) < 30
+  last = len(record["epochs"])
+  epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+  assert [line.split(":")[0] for line in epoch_lines] == [f"epoch {n}/30" for n in range(1, last + 1)]
+  assert all(line.endswith(" left") for line in epoch_lines)
+  stopped = [line for line in result.stdout.splitlines() if line.startswith("stopped early")]
+  assert stopped == [
+    f"stopped early after epoch {last}/30: no better validation accuracy in the last 1 epoch(s)"
+    " (--config.patience=1)"
+  ]
+
+
+def test_dropout_rates_are_set_from_the_command_line(topics, tmp_path):
+  result = run_main(
+    tmp_path / "run", topics[0], "--config.model.output_dropout=0.5", "--variant=lstm_dropout"
+  )
+  assert result.returncode == 0, result.stderr
+  config = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert config["model"]["output_dropout"] == 0.5
+  model = models.create("lstm_dropout", **config["model"])
+  assert (model.output_dropout, model.embedding_dropout) == (
+    0.5,
+    models.VARIANTS["lstm_dropout"]["embedding_dropout"],
+  )
 
 
 def test_patience_without_validation_and_a_changed_config_are_refused(topics, tmp_path):
@@ -138,7 +161,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     text=True,
   )
   for line in process.stdout:
-    if line.startswith("epoch 1:"):
+    if line.startswith("epoch 1/"):
       break
   time.sleep(0.3)  # well inside epoch 2
   process.send_signal(signal.SIGKILL)
@@ -150,7 +173,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
 
   resumed = run_main(killed_dir, train_file, *args)
   assert resumed.returncode == 0, resumed.stderr
-  assert "epoch 1:" not in resumed.stdout and "epoch 2:" in resumed.stdout  # it really resumed
+  assert "epoch 1/" not in resumed.stdout and "epoch 2/" in resumed.stdout  # it really resumed
   (epochs, params), (expected_epochs, expected_params) = (
     _final_state(killed_dir),
     _final_state(tmp_path / "reference"),

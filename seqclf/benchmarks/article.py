@@ -32,10 +32,13 @@ from seqclf import (
 )
 from seqclf.benchmarks import article_report, peers
 from seqclf.errors import ConfigError
-from seqclf.lstm import resolve_engine
+from seqclf.lstm import check_engine
 
 DEFAULT_BUCKETS = 6
 
+imdb_flags.define_flags()
+presets.define_flags()
+profiling.define_flags()
 _CONFIG = cli.define_config(configs.path("article"))
 _VARIANTS = flags.DEFINE_string(
   "variants",
@@ -135,7 +138,7 @@ def main(argv):
   train.validate(config)
   variants = models.parse_variants(config.variants)
   seeds = parse_seeds(config.seeds)
-  engines = list(dict.fromkeys(resolve_engine(name.strip()) for name in config.model.engine.split(",")))
+  engines = list(dict.fromkeys(check_engine(name.strip()) for name in config.model.engine.split(",")))
   peer_names = peers.parse_peers(_PEERS.value)
   if peer_names and (config.mask or config.num_buckets or config.device_resident):
     raise ConfigError(
@@ -174,7 +177,7 @@ def main(argv):
       for seed in seeds:
         record = train_one(model, variant, engine, seed, data, config, workdir if writer else None, progress)
         runs.append({"variant": variant, "engine": engine, **record})
-        table = results.markdown_table(article_report.TABLE_HEADER, article_report.summary_rows(runs))
+        table = results.markdown_table(article_report.table_header(runs), article_report.summary_rows(runs))
         if writer:
           results.write_json_atomic(
             os.path.join(workdir, "results.json"),

@@ -21,7 +21,8 @@ def summary_rows(runs: list[dict]) -> list[list]:
 
   The spread is the sample standard deviation over the seeds; "article in spread" says whether the
   article's figure lies within mean ± that. Every row after a variant's first (another engine, or a peer)
-  also says how many times faster the first engine was than that row.
+  also gives its speed relative to that first row, the baseline (`table_header` names it): the baseline's
+  s/epoch over the row's, so 2.00x is twice as fast as the baseline and 0.50x half as fast.
   """
   rows, first_engine_s = [], {}
   for variant, engine in dict.fromkeys((run["variant"], run["engine"]) for run in runs):
@@ -30,7 +31,7 @@ def summary_rows(runs: list[dict]) -> list[list]:
     mean, spread = accuracy_spread([run["epochs"][-1]["test_acc"] for run in mine])
     compile_s = statistics.mean(run["compile_s"] for run in mine)
     if variant in first_engine_s:
-      speedup = f"{median_s / first_engine_s[variant]:.2f}x"
+      speedup = f"{first_engine_s[variant] / median_s:.2f}x"
     else:
       first_engine_s[variant] = median_s
       speedup = "–"
@@ -56,6 +57,12 @@ def summary_rows(runs: list[dict]) -> list[list]:
   return rows
 
 
+def table_header(runs: list[dict]) -> list[str]:
+  """The header of `summary_rows`' table; the speed-up column names its baseline, the first engine run."""
+  baseline = runs[0]["engine"] if runs else "the first engine"
+  return [*TABLE_HEADER[:8], f"speed-up vs {baseline}", *TABLE_HEADER[9:]]
+
+
 TABLE_HEADER = [
   "variant",
   "engine",
@@ -65,7 +72,7 @@ TABLE_HEADER = [
   "seeds",
   "article acc",
   "article in spread",
-  "first engine's speed-up",
+  "speed-up vs the first engine",
   "article s/epoch",
 ]
 

@@ -22,6 +22,8 @@ from seqclf.errors import ConfigError
 from seqclf.lstm import ENGINES, init_params, lstm
 from seqclf.lstm.api import unavailable_reason
 
+presets.define_flags()
+profiling.define_flags()
 _ENGINES = flags.DEFINE_list("engines", None, "Engines to time (default: all that run natively here).")
 _BATCH_SIZES = cli.define_positive_int_list("batch_sizes", [16, 64, 256], "Batch sizes B.")
 _STEPS = cli.define_positive_int_list("steps", [100, 500], "Sequence lengths T.")

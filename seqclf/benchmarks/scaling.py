@@ -24,6 +24,8 @@ from absl import flags
 from seqclf import cli, feeding, memory, models, parallel, presets, profiling, results, timing, train
 from seqclf.errors import ConfigError
 
+presets.define_flags()
+profiling.define_flags()
 _CONFIG = cli.define_config(
   os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")
 )

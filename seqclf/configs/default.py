@@ -6,6 +6,17 @@ Every field can be overridden on the command line, e.g. ``--config.epochs=5 --co
 """
 
 import ml_collections
+from ml_collections import config_dict
+
+# The dropout rates a variant sets (seqclf.models.VARIANTS); None keeps the variant's value, a number
+# replaces it: --config.model.output_dropout=0.5.
+DROPOUT_FIELDS = (
+  "word_dropout",
+  "embedding_dropout",
+  "lstm_input_dropout",
+  "lstm_recurrent_dropout",
+  "output_dropout",
+)
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -25,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.lstm_layers = 1
   config.model.bidirectional = False
   config.model.freeze_embedding = False
+  for field in DROPOUT_FIELDS:
+    config.model[field] = config_dict.placeholder(float)
 
   # Training.
   config.batch_size = 64

@@ -16,6 +16,7 @@ import zipfile
 
 import numpy as np
 
+from seqclf import dirs
 from seqclf.atomic import write_atomically
 from seqclf.data.encoding import Vocabulary, encode, tokenize, validate_options
 from seqclf.data.imdb import load_imdb, local_source, source_fingerprint
@@ -26,7 +27,6 @@ from seqclf.errors import DataError
 ENCODING_VERSION = 1
 
 # One variable for every seqclf cache (encoded data, downloads, the cpu_kernel build).
-CACHE_DIR_ENV = "SEQCLF_CACHE_DIR"
 DOWNLOADS_DIR = "downloads"
 
 _ARRAY_NAMES = ("x_train", "y_train", "x_test", "y_test")
@@ -54,11 +54,6 @@ class EncodedDataset:
   vocab: Vocabulary
 
 
-def default_cache_dir() -> str:
-  """Returns ``$SEQCLF_CACHE_DIR`` if set, else ``~/.cache/seqclf``."""
-  return os.environ.get(CACHE_DIR_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "seqclf")
-
-
 def load_encoded(
   source: str | os.PathLike[str],
   *,
@@ -84,7 +79,7 @@ def load_encoded(
     maxlen: Length of every encoded review.
     padding: Where to pad short reviews: "pre" or "post".
     truncating: Where to cut long reviews: "pre" or "post".
-    cache_dir: Where cache entries live. Defaults to :func:`default_cache_dir`.
+    cache_dir: Where cache entries live. Defaults to `seqclf.dirs.cache_dir`.
     tfds_data_dir: Where the tfds data was prepared, for ``source="tfds"`` only.
     sha256: The expected SHA-256 of the archive at a URL source.
 
@@ -96,7 +91,7 @@ def load_encoded(
     DataError: The source cannot be downloaded or read, or the cache directory cannot be written.
   """
   validate_options(top_words=top_words, maxlen=maxlen, padding=padding, truncating=truncating)
-  cache_dir = os.path.abspath(cache_dir or default_cache_dir())
+  cache_dir = os.path.abspath(cache_dir or dirs.cache_dir())
   try:
     os.makedirs(cache_dir, exist_ok=True)
   except OSError as error:
@@ -173,5 +168,5 @@ def _write_cache_entry(path: str, dataset: EncodedDataset) -> None:
 def _unwritable_cache_error(cache_dir: str, error: OSError) -> DataError:
   return DataError(
     f"cannot write the encoded-data cache in {cache_dir} ({error}): pass cache_dir= a writable directory"
-    f" or set ${CACHE_DIR_ENV}"
+    f" or set ${dirs.CACHE_DIR_ENV}"
   )

@@ -26,6 +26,8 @@ import urllib.parse
 import urllib.request
 import zlib
 
+from absl import logging
+
 from seqclf.errors import ConfigError, DataError
 
 try:
@@ -36,7 +38,6 @@ except ImportError:  # Windows: no flock, so an abandoned temporary file stays u
 # The official archive (Maas et al. 2011) and the checksum tfds' own checksums file gives for it.
 OFFICIAL_URL = "http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
-OFFICIAL_SIZE = 84_125_825
 
 TIMEOUT_S = 20.0
 MAX_RESUMES = 3
@@ -130,7 +131,7 @@ def fetch(
     if lock is not None:
       os.close(lock)
   if expected is None:
-    print(f"downloaded {url}: sha256 {digest} (pass --imdb_sha256={digest} to pin it)", file=stream)
+    logging.warning("downloaded %s: sha256 %s (pass --imdb_sha256=%s to pin it)", url, digest, digest)
   return path
 
 

@@ -14,7 +14,8 @@ The archive and directory give identical arrays; tfds holds the same examples in
 """
 
 import os
-import sys
+
+from absl import logging
 
 from seqclf.data import aclimdb, download, imdb_tfds
 from seqclf.data.aclimdb import LABELS, SPLITS, TextDataset, TextSplit
@@ -73,9 +74,8 @@ def local_source(
   if source == TFDS_SOURCE:
     data_dir = imdb_tfds.resolve_data_dir(tfds_data_dir)
     if not imdb_tfds.is_prepared(data_dir):
-      print(
-        f"tfds imdb_reviews is not prepared in {data_dir}: downloading the official archive to prepare it",
-        file=sys.stderr,
+      logging.warning(
+        "tfds imdb_reviews is not prepared in %s: downloading the official archive to prepare it", data_dir
       )
       archive = download.fetch(download.OFFICIAL_URL, directory=download_dir)
       imdb_tfds.prepare_from_archive(archive, data_dir)

@@ -1,7 +1,7 @@
 """LSTM engines behind one interface: `lstm` (pure function), the Linen layers `LSTM`, `Bidirectional` and
 `Stacked`, and `init_params`. The NNX layers are in `seqclf.lstm.nnx`."""
 
-from seqclf.lstm.api import AUTO, ENGINES, check_engine, init_params, lengths_to_mask, lstm, resolve_engine
+from seqclf.lstm.api import AUTO, ENGINES, check_engine, init_params, lengths_to_mask, lstm
 from seqclf.lstm.layer import LSTM, Bidirectional, Stacked
 
 __all__ = [
@@ -14,5 +14,4 @@ __all__ = [
   "init_params",
   "lengths_to_mask",
   "lstm",
-  "resolve_engine",
 ]

@@ -100,7 +100,14 @@ AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("mosaic", "pallas", "fused"), "t
 
 
 def unavailable_reason(name: str) -> str | None:
-  """Why engine ``name`` cannot run in this process (say, no compiler for its kernel), or None."""
+  """Why engine ``name`` cannot run in this process (say, no compiler for its kernel).
+
+  Args:
+    name: a name in `ENGINES`.
+
+  Returns:
+    A one-line reason, or None when the engine can run here.
+  """
   check = getattr(importlib.import_module(ENGINES[name].module), "unavailable_reason", None)
   return check() if check else None
 
@@ -160,6 +167,9 @@ def check_engine(
     dtypes: the dtypes (anything `jnp.dtype` takes) of the parameters, inputs and initial state.
     matmul_precision: see `lstm`.
 
+  Returns:
+    The engine's name in `ENGINES` (``name`` itself unless it is "auto").
+
   Raises:
     ConfigError: one line naming what the engine cannot do and the engines that can.
   """
@@ -199,18 +209,29 @@ def check_engine(
   return name
 
 
-def resolve_engine(name: str, platform: str | None = None) -> str:
-  """Maps ``name`` (an engine or "auto") to a concrete engine for ``platform``, for a plain float32 call."""
-  return check_engine(name, platform)
-
-
 def engine_function(name: str, platform: str | None = None):
-  """The engine-signature function of engine ``name`` (after resolving "auto")."""
-  return importlib.import_module(ENGINES[resolve_engine(name, platform)].module).lstm
+  """The engine-signature function of an engine.
+
+  Args:
+    name: a name in `ENGINES`, or "auto".
+    platform: as in `check_engine`.
+
+  Returns:
+    The engine module's ``lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)``.
+  """
+  return importlib.import_module(ENGINES[check_engine(name, platform)].module).lstm
 
 
 def lengths_to_mask(lengths, max_length: int):
-  """[B] lengths -> [B, T] bool mask, True on the first ``length`` steps (right padding)."""
+  """The mask of right-padded sequences.
+
+  Args:
+    lengths: [B] integers, each sequence's number of real steps.
+    max_length: T, the padded length.
+
+  Returns:
+    [B, T] bool, True on the first ``lengths[b]`` steps of row b.
+  """
   return jnp.arange(max_length)[None, :] < jnp.asarray(lengths)[:, None]
 
 
@@ -295,7 +316,18 @@ def bias_init(key, shape, dtype=jnp.float32):
 
 
 def init_params(key, input_size: int, hidden_size: int, dtype=jnp.float32):
-  """Keras-style initial parameters: glorot-uniform kernel, orthogonal recurrent kernel, forget bias 1."""
+  """Keras-style initial parameters: glorot-uniform kernel, orthogonal recurrent kernel, forget bias 1.
+
+  Args:
+    key: a `jax.random` key.
+    input_size: E, the size of each input step.
+    hidden_size: H, the LSTM's units.
+    dtype: of the parameters.
+
+  Returns:
+    ``{"kernel": [E, 4H], "recurrent_kernel": [H, 4H], "bias": [4H]}``, gates in Keras' order i, f, c, o:
+    what `lstm`, the Linen `LSTM` and the NNX ``LSTM`` take.
+  """
   k_in, k_rec = jax.random.split(key)
   return {
     "kernel": kernel_init(k_in, (input_size, 4 * hidden_size), dtype),

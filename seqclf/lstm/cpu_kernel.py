@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
+from seqclf import dirs
 from seqclf.errors import ConfigError
 from seqclf.lstm import hoisted
 
@@ -97,8 +98,7 @@ def _compiler() -> list[str]:
 
 
 def _cache_dir() -> pathlib.Path:
-  default = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "seqclf"
-  return pathlib.Path(os.environ.get("SEQCLF_CACHE_DIR", default)) / "cpu_kernel"
+  return pathlib.Path(dirs.cache_dir()) / "cpu_kernel"
 
 
 def build_library() -> pathlib.Path:

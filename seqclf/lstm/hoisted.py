@@ -19,6 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from seqclf import lowering
 from seqclf.lstm.scan import matmul
 
 
@@ -208,3 +209,13 @@ def make_lstm(recurrence: Recurrence) -> Callable:
 
   run = recurrence.inference or (lambda *args: forward(*args)[0])
   return custom_vjp_engine(run, forward, backward)
+
+
+def pad_to(x, shape):
+  """Zero-pads ``x`` at the end of each axis up to ``shape`` (the GPU kernels' block padding)."""
+  return jnp.pad(x, [(0, size - dim) for dim, size in zip(x.shape, shape)])
+
+
+def interpret() -> bool:
+  """Whether the Pallas GPU kernels run interpreted: unless tracing for a GPU. Read at trace time."""
+  return lowering.target_platform() != "gpu"

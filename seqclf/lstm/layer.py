@@ -41,6 +41,17 @@ class LSTM(nn.Module):
 
   @nn.compact
   def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
+    """Runs the layer over ``xs``.
+
+    Args:
+      xs: [B, T, E] inputs.
+      mask: optional [B, T] bool, True on real steps (any padding side); padded steps keep the state.
+      lengths: optional [B] integers, right padding (what every engine, `cudnn` included, takes).
+      deterministic: False applies dropout (needs the ``"dropout"`` RNG).
+
+    Returns:
+      ``(outputs [B, T, H], (h [B, H], c [B, H]))``.
+    """
     input_size = xs.shape[-1]
     params = {
       "kernel": self.param("kernel", api.kernel_init, (input_size, 4 * self.features)),
@@ -75,6 +86,17 @@ class Bidirectional(nn.Module):
   backward: nn.Module
 
   def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
+    """Runs the layer over ``xs``.
+
+    Args:
+      xs: [B, T, E] inputs.
+      mask: optional [B, T] bool, True on real steps (any padding side); padded steps keep the state.
+      lengths: optional [B] integers, right padding (what every engine, `cudnn` included, takes).
+      deterministic: False applies dropout (needs the ``"dropout"`` RNG).
+
+    Returns:
+      ``(outputs [B, T, H_f + H_b], (forward_state, backward_state))``.
+    """
     return sequences.bidirectional(
       self.forward, self.backward, xs, mask=mask, lengths=lengths, deterministic=deterministic
     )
@@ -87,4 +109,15 @@ class Stacked(nn.Module):
   layers: Sequence[nn.Module]
 
   def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
+    """Runs the layer over ``xs``.
+
+    Args:
+      xs: [B, T, E] inputs.
+      mask: optional [B, T] bool, True on real steps (any padding side); padded steps keep the state.
+      lengths: optional [B] integers, right padding (what every engine, `cudnn` included, takes).
+      deterministic: False applies dropout (needs the ``"dropout"`` RNG).
+
+    Returns:
+      ``(outputs [B, T, H of the last layer], the last layer's state)``.
+    """
     return sequences.stacked(self.layers, xs, mask=mask, lengths=lengths, deterministic=deterministic)

@@ -427,21 +427,11 @@ def _backward_kernel(
   final_gmem[block, cta, 1] = dc0
 
 
-def _interpret() -> bool:
-  """Whether to run the kernels in the Mosaic GPU interpreter: unless tracing for a GPU."""
-  return lowering.target_platform() != "gpu"
-
-
-def _pad_to(x, shape):
-  """Zero-pads ``x`` at the end of each axis up to ``shape``."""
-  return jnp.pad(x, [(0, size - dim) for dim, size in zip(x.shape, shape)])
-
-
 def _blocks(x, cluster_size: int):
   """[T, B, X, H] (time-major planes of hidden units) -> [nb, T, N, X, 64, Hs], the kernels' step layout."""
   steps, batch, planes, hidden = x.shape
   padded_batch = pl.cdiv(batch, BLOCK_BATCH) * BLOCK_BATCH
-  x = _pad_to(x, (steps, padded_batch, planes, PADDED_HIDDEN))
+  x = hoisted.pad_to(x, (steps, padded_batch, planes, PADDED_HIDDEN))
   x = x.reshape(steps, padded_batch // BLOCK_BATCH, BLOCK_BATCH, planes, cluster_size, -1)
   return x.transpose(1, 0, 4, 3, 2, 5)
 
@@ -465,7 +455,9 @@ def _weights(recurrent_kernel, setup: _Setup, transposed: bool):
   [j, :, g][k, n] = U[unit n of CTA j, gate g unit k].
   """
   hidden = recurrent_kernel.shape[0]
-  u = _pad_to(_gate_planes(recurrent_kernel, hidden), (PADDED_HIDDEN, GATES, PADDED_HIDDEN))  # [m, g, k]
+  u = hoisted.pad_to(
+    _gate_planes(recurrent_kernel, hidden), (PADDED_HIDDEN, GATES, PADDED_HIDDEN)
+  )  # [m, g, k]
   if transposed:
     u = u.reshape(setup.cluster_size, setup.slice_width, GATES, PADDED_HIDDEN).transpose(0, 2, 3, 1)
   else:
@@ -541,7 +533,7 @@ def make_recurrence(
   def setup_for(hidden: int) -> _Setup:
     if hidden > PADDED_HIDDEN:
       raise ConfigError(f"the mosaic LSTM engine handles hidden sizes up to {PADDED_HIDDEN}, got {hidden}")
-    run_interpreted = _interpret() if interpret is None else interpret
+    run_interpreted = hoisted.interpret() if interpret is None else interpret
     size = cluster_size or (INTERPRET_CLUSTER_SIZE if run_interpreted else DEFAULT_CLUSTER_SIZE)
     # The interpreter has no shared-memory limit, so it runs every configuration (which proves the
     # arithmetic of X3 at N = 2 too); a GPU only those that fit.
@@ -568,7 +560,9 @@ def make_recurrence(
     )
     blocks = steps_in.shape[0]
     state = _state([h0, c0, recurrent_dropout_mask], setup).astype(jnp.float32)
-    h_masked = _pad_to(h0 * recurrent_dropout_mask, (blocks * BLOCK_BATCH, PADDED_HIDDEN)).astype(jnp.float32)
+    h_masked = hoisted.pad_to(h0 * recurrent_dropout_mask, (blocks * BLOCK_BATCH, PADDED_HIDDEN)).astype(
+      jnp.float32
+    )
     h_init = jnp.stack(_bf16_pieces(h_masked, pieces), axis=0).reshape(
       pieces, blocks, BLOCK_BATCH, PADDED_HIDDEN
     )
@@ -657,7 +651,3 @@ def lstm(
   """The engine: the kernels inside `hoisted`'s custom VJP; see `seqclf.lstm.api.lstm` for the contract."""
   run = _lstm_for(matmul_precision)
   return run(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
-
-
-RECURRENCE = make_recurrence()
-REFERENCE = make_reference()

@@ -62,7 +62,18 @@ class LSTM(nnx.Module):
     self.rngs = rngs.dropout.fork() if input_dropout > 0 or recurrent_dropout > 0 else nnx.data(None)
 
   def __call__(self, xs, mask=None, lengths=None, *, deterministic: bool | None = None, rngs=None):
-    """``deterministic`` and ``rngs`` (an ``nnx.Rngs`` or stream) override the layer's own for one call."""
+    """Runs the layer over ``xs``.
+
+    Args:
+      xs: [B, T, E] inputs.
+      mask: optional [B, T] bool, True on real steps (any padding side); padded steps keep the state.
+      lengths: optional [B] integers, right padding.
+      deterministic: overrides the layer's own for this call (True: no dropout).
+      rngs: an ``nnx.Rngs`` or stream overriding the layer's dropout stream for this call.
+
+    Returns:
+      ``(outputs [B, T, H], (h [B, H], c [B, H]))``.
+    """
     deterministic = self.deterministic if deterministic is None else deterministic
     stream = rngs.dropout if isinstance(rngs, nnx.Rngs) else rngs or self.rngs
     params = {
@@ -93,6 +104,8 @@ class Bidirectional(nnx.Module):
     self.backward = backward
 
   def __call__(self, xs, mask=None, lengths=None, **kwargs):
+    """Args: as `LSTM.__call__` (``kwargs`` reach both layers). Returns: ``(outputs [B, T, H_f + H_b],
+    (forward_state, backward_state))``."""
     return sequences.bidirectional(self.forward, self.backward, xs, mask=mask, lengths=lengths, **kwargs)
 
 
@@ -104,6 +117,8 @@ class Stacked(nnx.Module):
     self.layers = nnx.List(layers)
 
   def __call__(self, xs, mask=None, lengths=None, **kwargs):
+    """Args: as `LSTM.__call__` (``kwargs`` reach every layer). Returns: ``(outputs of the last layer,
+    state of the last layer)``."""
     return sequences.stacked(self.layers, xs, mask=mask, lengths=lengths, **kwargs)
 
 
@@ -154,13 +169,29 @@ def to_linen(module: nnx.Module) -> dict:
   """``module``'s parameters as its Linen twin's ``variables["params"]`` (`seqclf.lstm.layer`).
 
   For a single `LSTM` that is also the ``params`` of `seqclf.lstm.lstm`.
+
+  Args:
+    module: an `LSTM`, `Bidirectional` or `Stacked` of them.
+
+  Returns:
+    A nested dict of arrays, named as the Linen layers name them.
   """
   return _to_linen(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
 
 
 def from_linen(module: nnx.Module, params) -> nnx.Module:
-  """Loads the Linen twin's ``variables["params"]`` (or `seqclf.lstm.lstm`'s ``params``) into ``module``,
-  in place, and returns it. Parameters of another name or shape are a ``ValueError`` naming them."""
+  """Loads the Linen twin's parameters into ``module``, in place.
+
+  Args:
+    module: an `LSTM`, `Bidirectional` or `Stacked` of them.
+    params: the Linen twin's ``variables["params"]`` (or, for one `LSTM`, `seqclf.lstm.lstm`'s ``params``).
+
+  Returns:
+    ``module``.
+
+  Raises:
+    ValueError: a parameter of another name or shape, named.
+  """
   state = nnx.state(module, nnx.Param)
   nnx.replace_by_pure_dict(state, _from_linen(nnx.to_pure_dict(state), dict(params)))
   nnx.update(module, state)

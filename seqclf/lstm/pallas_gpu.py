@@ -52,7 +52,6 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from seqclf import lowering
 from seqclf.errors import ConfigError
 from seqclf.lstm import hoisted
 
@@ -111,11 +110,6 @@ def default_num_warps(block_batch: int, padded_hidden: int) -> int:
   return 4 if block_batch * padded_hidden <= 16 * 32 else 8
 
 
-def _interpret() -> bool:
-  """Whether to run the kernels in Pallas' interpret mode: unless tracing for a GPU. Read at trace time."""
-  return lowering.target_platform() != "gpu"
-
-
 class _KernelSetup(NamedTuple):
   """The static choices for one call: block sizes, padding, precision and how to launch."""
 
@@ -129,15 +123,12 @@ class _KernelSetup(NamedTuple):
   interpret: bool
 
 
-def _pad_to(x, shape):
-  """Zero-pads ``x`` at the end of each axis up to ``shape``."""
-  return jnp.pad(x, [(0, size - dim) for dim, size in zip(x.shape, shape)])
-
-
 def _pad_gates(x, hidden: int, padded_hidden: int):
   """[..., 4H] -> [..., 4Hp]: zero-pads each gate's block of units separately."""
   gates = x.reshape(*x.shape[:-1], GATES, hidden)
-  return _pad_to(gates, (*gates.shape[:-1], padded_hidden)).reshape(*x.shape[:-1], GATES * padded_hidden)
+  return hoisted.pad_to(gates, (*gates.shape[:-1], padded_hidden)).reshape(
+    *x.shape[:-1], GATES * padded_hidden
+  )
 
 
 def _unpad_gates(x, hidden: int, padded_hidden: int):
@@ -377,7 +368,7 @@ def make_recurrence(
       compiler_params=plgpu.CompilerParams(
         num_warps=num_warps or default_num_warps(rows, padded_hidden), num_stages=num_stages
       ),
-      interpret=_interpret() if interpret is None else interpret,
+      interpret=hoisted.interpret() if interpret is None else interpret,
     )
 
   def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
@@ -385,19 +376,19 @@ def make_recurrence(
     hidden = recurrent_kernel.shape[0]
     setup = setup_for(batch, hidden)
     rows, width, block = setup.padded_batch, setup.padded_hidden, setup.block_batch
-    state = functools.partial(_pad_to, shape=(rows, width))
+    state = functools.partial(hoisted.pad_to, shape=(rows, width))
     hs, cs, gates = _launch(
       _forward_kernel,
       "lstm_forward",
       setup,
       inputs=[
         (
-          _pad_to(_pad_gates(xw, hidden, width), (steps, rows, GATES * width)),
+          hoisted.pad_to(_pad_gates(xw, hidden, width), (steps, rows, GATES * width)),
           _time_block(steps, block, GATES * width),
         ),
-        (_pad_to(step_mask, (steps, rows)), _mask_block(steps, block)),
+        (hoisted.pad_to(step_mask, (steps, rows)), _mask_block(steps, block)),
         (
-          _pad_to(_pad_gates(recurrent_kernel, hidden, width), (width, GATES * width)).astype(
+          hoisted.pad_to(_pad_gates(recurrent_kernel, hidden, width), (width, GATES * width)).astype(
             setup.operand_dtype
           ),
           _whole((width, GATES * width)),
@@ -421,9 +412,9 @@ def make_recurrence(
     steps, batch, hidden = cs.shape
     setup = setup_for(batch, hidden)
     rows, width, block = setup.padded_batch, setup.padded_hidden, setup.block_batch
-    state = functools.partial(_pad_to, shape=(rows, width))
-    state_sequence = functools.partial(_pad_to, shape=(steps, rows, width))
-    kernel_t = _pad_to(_pad_gates(recurrent_kernel, hidden, width), (width, GATES * width)).T
+    state = functools.partial(hoisted.pad_to, shape=(rows, width))
+    state_sequence = functools.partial(hoisted.pad_to, shape=(steps, rows, width))
+    kernel_t = hoisted.pad_to(_pad_gates(recurrent_kernel, hidden, width), (width, GATES * width)).T
     dz, dh0, dc0 = _launch(
       _backward_kernel,
       "lstm_backward",
@@ -431,12 +422,12 @@ def make_recurrence(
       inputs=[
         (kernel_t.astype(setup.operand_dtype), _whole((GATES * width, width))),
         (
-          _pad_to(_pad_gates(gates, hidden, width), (steps, rows, GATES * width)),
+          hoisted.pad_to(_pad_gates(gates, hidden, width), (steps, rows, GATES * width)),
           _time_block(steps, block, GATES * width),
         ),
         (state_sequence(cs), _time_block(steps, block, width)),
         (state(c0), _batch_block(block, width)),
-        (_pad_to(step_mask, (steps, rows)), _mask_block(steps, block)),
+        (hoisted.pad_to(step_mask, (steps, rows)), _mask_block(steps, block)),
         (state(recurrent_dropout_mask), _batch_block(block, width)),
         (state_sequence(dhs), _time_block(steps, block, width)),
         (state(dh_last), _batch_block(block, width)),

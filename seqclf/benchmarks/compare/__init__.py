@@ -19,6 +19,7 @@ This module is the driver (flags, `write_comparison`); `sources` loads, checks a
 """
 
 import os
+import types
 
 from absl import flags
 
@@ -28,18 +29,23 @@ from seqclf.benchmarks.compare.sources import check_configs, load_sources
 from seqclf.benchmarks.compare.table import comparison_markdown, group_rows
 from seqclf.errors import UsageError
 
-_OUT = flags.DEFINE_string("out", None, "Directory for compare.md and the plots (required).")
-_BASELINE = flags.DEFINE_string(
-  "baseline",
-  None,
-  "Device column the speed-ups are relative to: its "
-  "label or a unique start of it, e.g. 'cpu x1'. Default: the first.",
-)
-_ALLOW_CONFIG_MISMATCH = flags.DEFINE_bool(
-  "allow_config_mismatch",
-  False,
-  "Merge article results even if their configs differ in maxlen, batch_size or top_words.",
-)
+
+def _define_flags() -> types.SimpleNamespace:
+  """The driver's flags, defined when it runs (``sources``, ``table`` and ``plots`` import this package)."""
+  return types.SimpleNamespace(
+    out=flags.DEFINE_string("out", None, "Directory for compare.md and the plots (required)."),
+    baseline=flags.DEFINE_string(
+      "baseline",
+      None,
+      "Device column the speed-ups are relative to: its label or a unique start of it, e.g. 'cpu x1'."
+      " Default: the first.",
+    ),
+    allow_config_mismatch=flags.DEFINE_bool(
+      "allow_config_mismatch",
+      False,
+      "Merge article results even if their configs differ in maxlen, batch_size or top_words.",
+    ),
+  )
 
 
 def write_comparison(
@@ -77,16 +83,19 @@ def write_comparison(
   return written
 
 
-def main(argv):
+def main(argv, options: types.SimpleNamespace):
   if len(argv) < 2:
     raise UsageError(
       "no results given; pass results.json files or benchmark workdirs, e.g. "
       "python -m seqclf.benchmarks.compare runs/a runs/b --out=runs/compare"
     )
-  if not _OUT.value:
+  if not options.out.value:
     raise UsageError("--out is required: the directory for compare.md and the plots")
   written = write_comparison(
-    argv[1:], _OUT.value, baseline=_BASELINE.value, allow_config_mismatch=_ALLOW_CONFIG_MISMATCH.value
+    argv[1:],
+    options.out.value,
+    baseline=options.baseline.value,
+    allow_config_mismatch=options.allow_config_mismatch.value,
   )
   with open(written[0]) as f:
     print(f.read())
@@ -94,7 +103,8 @@ def main(argv):
 
 
 def run():
-  cli.run(main)
+  options = _define_flags()
+  cli.run(lambda argv: main(argv, options))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ peer is used.
 
 import dataclasses
 import importlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -37,11 +38,13 @@ from seqclf.errors import ConfigError
 class Peer:
   module: str  # defines create_trainer(variant, config, *, seed) -> PeerTrainer
   requires: str  # the framework's top-level package
+  # Environment the framework reads once, at its first import; set by `load_peer`, never at import.
+  environ: tuple[tuple[str, str], ...] = ()
 
 
 PEERS = {
   "torch": Peer("seqclf.benchmarks.peers.torch_models", "torch"),
-  "keras": Peer("seqclf.benchmarks.peers.keras_models", "keras"),
+  "keras": Peer("seqclf.benchmarks.peers.keras_models", "keras", environ=(("KERAS_BACKEND", "jax"),)),
 }
 
 INSTALL_HINT = "pip install -e .[peers]"
@@ -76,6 +79,8 @@ def load_peer(name: str):
   if name not in PEERS:
     raise ConfigError(f"unknown peer {name!r}; choose from: {', '.join(PEERS)}")
   peer = PEERS[name]
+  for key, value in peer.environ:
+    os.environ.setdefault(key, value)
   try:
     return importlib.import_module(peer.module)
   except ModuleNotFoundError as e:

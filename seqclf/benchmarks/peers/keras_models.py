@@ -6,19 +6,16 @@ same `seqclf.models.VARIANTS` fields as seqclf's model. Keras 3 has no Embedding
 recurrent_dropout=...)`` is Keras' own, with one mask per sequence. Each epoch is one ``model.fit`` call,
 Keras' ordinary path, on the epoch's batches in seqclf's order.
 
-Importing this module selects the JAX backend: Keras reads ``KERAS_BACKEND`` once, at its first import.
+Keras reads ``KERAS_BACKEND`` once, at its first import: `seqclf.benchmarks.peers.load_peer` sets it to
+``jax`` before importing this module, and this module refuses a Keras already running on another backend.
 """
 
-import os
-
 import jax
+import keras
 import numpy as np
 
 from seqclf import models
 from seqclf.errors import ConfigError
-
-os.environ["KERAS_BACKEND"] = "jax"  # read by Keras once, at its first import
-import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if keras.backend.backend() != "jax":
   raise ConfigError(
