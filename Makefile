@@ -4,13 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Empty: the driver's default, the official archive downloaded once into the cache (~/.cache/seqclf).
-IMDB ?= $(or $(SEQCLF_IMDB),$(wildcard ../shared/data/aclImdb_labeled.tar.gz))
+IMDB ?= $(SEQCLF_IMDB)
 WORKDIR ?= runs/article
 BENCH_ARGS ?=
 # Extras `make test` installs; add `peers` (PyTorch, Keras) to run the peer tests instead of skipping them.
 TEST_EXTRAS ?= test
 
-.PHONY: bench test venv clean test-matrix gpu-wheels
+.PHONY: bench test venv clean test-matrix gpu-wheels micro
 
 $(VENV)/.installed-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.installed-%: pyproject.toml
 venv: $(VENV)/.installed-test
 
 # The tutorial's table (4 variants x 3 seeds) on whatever device JAX finds; IMDB from $SEQCLF_IMDB (a path
-# or URL), ../shared, or downloaded. A mirror: SEQCLF_IMDB=http://host/aclImdb.tar.gz BENCH_ARGS=--imdb_sha256=HEX
+# or URL), else downloaded. A mirror: SEQCLF_IMDB=http://host/aclImdb.tar.gz BENCH_ARGS=--imdb_sha256=HEX
 bench: $(VENV)/.installed-test
 	$(PY) -m seqclf.benchmarks.article $(if $(IMDB),--imdb=$(IMDB)) --workdir=$(WORKDIR) $(BENCH_ARGS)
 
@@ -29,19 +29,25 @@ test: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
-# The support range (pyproject.toml). The default stack is `make test`'s; the other two run on Python 3.12
-# (pyenv's), each in its own venv built from nothing: the GPU machine's jax 0.11.2, and the newest jax pip
-# resolves. They install `.[test]` without `peers` (torch's wheels are large; the default stack runs them).
+# The support range (pyproject.toml). The default stack is `make test`'s; the others each get their own
+# venv built from nothing: Python 3.12 with jax 0.11.2 and with the newest jax pip resolves, and Python
+# 3.13 with the newest jax. They install `.[test]` without `peers` (torch's wheels are large; the default
+# stack runs them). PYTHON312 / PYTHON313: the interpreters (pyenv's by default).
 PYTHON312 ?= PYENV_VERSION=3.12.1 python3.12
-STACKS := py312-jax0112 py312-latest
+PYTHON313 ?= PYENV_VERSION=3.13.0 python3.13
+STACKS := py312-jax0112 py312-latest py313-latest
 PINS_py312-jax0112 := jax==0.11.2 jaxlib==0.11.2
 PINS_py312-latest :=
+PINS_py313-latest :=
+PYTHON_py312-jax0112 = $(PYTHON312)
+PYTHON_py312-latest = $(PYTHON312)
+PYTHON_py313-latest = $(PYTHON313)
 
 # Kept after a run: make would otherwise delete a pattern rule's stamp as an intermediate file.
 .PRECIOUS: .venv-%/.installed
 .venv-%/.installed: pyproject.toml
 	rm -rf .venv-$*
-	$(PYTHON312) -m venv .venv-$*
+	$(PYTHON_$*) -m venv .venv-$*
 	.venv-$*/bin/python -m pip install --quiet -e '.[test]' $(PINS_$*)
 	touch $@
 
@@ -51,19 +57,26 @@ test-stack-%: .venv-%/.installed
 
 test-matrix: test $(addprefix test-stack-,$(STACKS))
 
-# Everything benchmarks/gpu_check.sh needs on the GPU machine and it lacks (Python 3.12, manylinux x86_64;
-# its package list: /work/.library/device/KINDS.md): ml-collections (its needs absl-py and PyYAML are
-# there), plus the IMDB archive. tfds, tensorboardX and matplotlib are extras the check does not use.
-# Carry with the device tool: run(carry=[".whl"], command="bash benchmarks/gpu_check.sh").
+# The micro-benchmarks in benchmarks/micro/ at smoke sizes (CI runs this; the published figures and their
+# full commands are in benchmarks/results/*/). fixed_vs_bucketed needs the IMDB archive: $SEQCLF_IMDB.
+ACCURACY := benchmarks/results/2026-12-01_cpu-xeon-2core_accuracy-over-seeds
+micro: $(VENV)/.installed-test
+	$(PY) benchmarks/micro/kernel_precisions.py --shape=2,8,3,4 --repeats=1
+	$(PY) benchmarks/micro/accuracy_over_seeds.py "float32=$(ACCURACY)/float32_seeds*" "bfloat16=$(ACCURACY)/bfloat16_seeds0-9"
+	$(if $(SEQCLF_IMDB),$(PY) benchmarks/micro/fixed_vs_bucketed.py --imdb=$(SEQCLF_IMDB) --train_examples=64 --maxlen=40 --buckets=2,@echo "fixed_vs_bucketed skipped: set SEQCLF_IMDB")
+
+# An offline bundle for benchmarks/gpu_check.sh on a GPU machine without an index (Python 3.12, manylinux
+# x86_64, with jax, flax, optax, absl-py and PyYAML installed): ml-collections, plus the IMDB archive from
+# $SEQCLF_IMDB. Copy .whl/ to the machine beside the checkout (docs/gpu.md).
 GPU_WHEELS ?= ml-collections==1.1.0
-GPU_IMDB ?= $(or $(SEQCLF_IMDB),../shared/data/aclImdb_labeled.tar.gz)
+GPU_IMDB ?= $(SEQCLF_IMDB)
 WHEEL_PLATFORMS := $(addprefix --platform ,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64)
 
 gpu-wheels:
 	rm -rf .whl
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  $(WHEEL_PLATFORMS) -d .whl $(GPU_WHEELS)
-	cp $(GPU_IMDB) .whl/aclImdb_labeled.tar.gz
+	$(if $(GPU_IMDB),cp $(GPU_IMDB) .whl/aclImdb_labeled.tar.gz,@echo "no SEQCLF_IMDB: the bundle has no IMDB archive")
 	@du -sh .whl; ls .whl
 
 clean:

@@ -102,7 +102,7 @@ def _one_error_line(result) -> str:
 
 
 def test_compare_without_matplotlib_names_the_plots_extra(without_extras, tmp_path):
-  article = REPO / "benchmarks" / "results" / "cpu_2core_article" / "results.json"
+  article = REPO / "benchmarks" / "results" / "2026-11-28_cpu-epyc-2core_article" / "results.json"
   result = without_extras("-m", "seqclf.benchmarks.compare", str(article), f"--out={tmp_path / 'out'}")
   assert "pip install 'seqclf[plots]'" in _one_error_line(result)
   assert not (tmp_path / "out").exists()  # nothing half-written
