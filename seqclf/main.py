@@ -1,8 +1,8 @@
 r"""Trains one model into a run directory: checkpoints, resume, own datasets, validation, early stopping.
 
-  python -m seqclf.main --workdir=runs/imdb_lstm --imdb=../shared/data/aclImdb_labeled.tar.gz \
+  python -m seqclf.main --workdir=runs/imdb_lstm --imdb=aclImdb_v1.tar.gz \
       --config.val_fraction=0.1 --config.patience=2 --config.epochs=10
-  python -m seqclf.main --config=seqclf/configs/cnn_lstm.py --workdir=runs/imdb_cnn_lstm
+  python -m seqclf.main --config=cnn_lstm --workdir=runs/imdb_cnn_lstm
   python -m seqclf.main --workdir=runs/topics --train_file=train.csv --test_file=test.csv --variant=cnn_lstm
   python -m seqclf.predict --workdir=runs/topics "a new text"
 

@@ -12,8 +12,6 @@ import tarfile
 import pytest
 
 _REAL_ARCHIVE_ENV = "SEQCLF_IMDB"
-_REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-_DEFAULT_REAL_ARCHIVE = _REPO_ROOT.parent / "shared" / "data" / "aclImdb_labeled.tar.gz"
 
 # Relative path under aclImdb/ -> review text.
 _TINY_ACLIMDB_REVIEWS = {
@@ -70,9 +68,9 @@ def tiny_aclimdb_archive(tmp_path: pathlib.Path, tiny_aclimdb: pathlib.Path) -> 
 
 @pytest.fixture(scope="session")
 def real_imdb_archive() -> pathlib.Path:
-  """The full labelled aclImdb archive: ``$SEQCLF_IMDB``, else ``<repo>/../shared/data/``; skips if absent."""
-  archive_path = pathlib.Path(os.environ.get(_REAL_ARCHIVE_ENV) or _DEFAULT_REAL_ARCHIVE)
-  if not archive_path.is_file():
+  """The full labelled aclImdb archive at ``$SEQCLF_IMDB``; skips if it is not set or not a file."""
+  archive_path = pathlib.Path(os.environ.get(_REAL_ARCHIVE_ENV) or "")
+  if not os.environ.get(_REAL_ARCHIVE_ENV) or not archive_path.is_file():
     pytest.skip(
       f"real IMDB archive not found at {archive_path}: set ${_REAL_ARCHIVE_ENV} to aclImdb_labeled.tar.gz"
     )

@@ -1,9 +1,9 @@
 r"""Reproduces the tutorial's table: trains the variants on IMDB and reports s/epoch and test accuracy.
 
   python -m seqclf.benchmarks.article --workdir=runs/article            # 4 variants x 3 seeds, official archive
-  python -m seqclf.benchmarks.article --imdb=../shared/data/aclImdb_labeled.tar.gz --seeds=0   # the quick run
+  python -m seqclf.benchmarks.article --imdb=aclImdb_v1.tar.gz --seeds=0   # a local archive, the quick run
   python -m seqclf.benchmarks.article --variants=lstm,cnn_lstm --epochs=1 --seeds=1,2 --engine=scan \
-      --config=seqclf/configs/article_tiny.py --config.batch_size=8
+      --config=article_tiny --config.batch_size=8
 
 Each row is one variant trained with one engine (an LSTM engine of seqclf.lstm, or a peer framework:
 torch, keras) over the config's seeds: the mean final test accuracy ± its sample standard deviation over

@@ -1,8 +1,7 @@
 """Beyond the article: a larger vocabulary, a bidirectional masked LSTM on length buckets, chosen on a
 validation split carved from train (never on test), with early stopping.
 
-  python -m seqclf.main --config=seqclf/configs/beyond.py --workdir=runs/beyond_seed0 --seed=0 \
-      --imdb=../shared/data/aclImdb_labeled.tar.gz
+  python -m seqclf.main --config=beyond --workdir=runs/beyond_seed0 --seed=0 --imdb=$SEQCLF_IMDB
 
 The held-out test split is scored once, with the checkpoint the validation split chose.
 """

@@ -20,9 +20,8 @@ float32 in and out; the exponential is a Cephes-style polynomial (relative error
 (opt-in, on CPUs with AVX512-BF16) rounds the operands of each step's three products, [x_t, h_{t-1}] @
 [W; U] forward, dz_t @ [W; U]^T and the weight gradient [x_t, h_{t-1}]^T @ dz_t backward, to bfloat16 and
 sums them in float32; the state, the gate arithmetic and the sums over steps stay float32. The products run on AMX tiles where
-the CPU has them and Linux grants the process their state (about 11x the float32 FMA rate on this
-project's Xeon), else with vdpbf16ps, which pays only where it runs at an FMA's rate (on that Xeon it
-runs at half, so there bf16 without AMX is slower than float32; WORKSPACE.md). Masked steps cost nothing: each
+the CPU has them and Linux grants the process their state, else with vdpbf16ps, which pays only where
+it runs at an FMA's rate (docs/kernels.md has the figures). Masked steps cost nothing: each
 step's products run on the rows whose step is not masked. Threads: ``$SEQCLF_LSTM_THREADS``, else the
 cores this process may run on; each thread gets a contiguous block of whole matmul row blocks (8 rows with
 AVX-512, else 4).

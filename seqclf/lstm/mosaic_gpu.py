@@ -1,86 +1,13 @@
 """The ``mosaic`` engine: the LSTM time loop as one Pallas Mosaic GPU kernel per pass, spread over a cluster.
 
-Like ``pallas`` (`pallas_gpu.py`) each pass of the recurrence ``z_t = xw_t + h_{t-1} @ U`` is a single
-kernel launch and everything else (input projection, weight gradients, custom VJP) comes from
-`hoisted.py`. Unlike it, the step's matmul runs on Hopper's tensor cores (``wgmma``) and one batch block
-is shared by a *cluster* of N CTAs (thread blocks on N SMs), so a step's latency is that of 1/N of the
-gate matmul plus one exchange.
-
-Kernel design (both passes; Bb = 64 batch rows = wgmma's M, Hp = 128 padded hidden units, Hs = Hp / N):
-  * The grid runs over blocks of 64 batch rows (the batch is padded, padded rows have step mask False);
-    each block is one cluster of N CTAs (N in `CLUSTER_SIZES`), one warpgroup each. CTA j owns hidden
-    units j*Hs .. (j+1)*Hs of all four gates: its slices of xw, h, c, the gates and the masks.
-  * CTA j keeps its slice of U (forward: U[:, gate g, units of j], [4, Hp, Hs]; backward: the matching
-    slice of U^T) in shared memory for the whole loop, loaded once by TMA.
-  * Forward step: four wgmmas ``[64, Hp] x [Hp, Hs]`` (one per gate, f32 accumulators) of the full
-    h_{t-1} (bf16, in shared memory) by the gate slices; gate arithmetic and c in registers (f32);
-    the new h slice (times the recurrent dropout mask) goes into the h buffer of every CTA.
-  * Backward step: dz of CTA j's units from the stored gates, then the dz slices are exchanged the same
-    way (so every CTA holds dz of all 4 x Hp gate units) and dh_{t-1} of CTA j's units is four wgmmas
-    ``[64, Hp] x [Hp, Hs]`` of dz by the U^T slice, summed in one accumulator.
-  * The exchange (``exchange``): "dsmem" (on a GPU) writes the slice straight into the other CTAs'
-    shared memory with ``async_store_smem`` (``st.async`` into distributed shared memory), completing
-    a transaction barrier in the receiver; each CTA waits on its own barrier, the step's one
-    synchronisation. With two buffer slots (by step parity) no second barrier is needed: a CTA can write
-    step t+2's slice into a slot only after every CTA has sent step t+1's, which each sends after its
-    step t+1 matmul, the last read of the slot. Where two slots do not fit (`exchange_slots`) there is
-    one, and a cluster barrier after the matmul. "gmem" goes through global memory and a cluster barrier
-    instead: the Mosaic GPU interpreter (CPU) runs it, so the whole kernel body is proven there at
-    N = 2, while "dsmem" (the interpreter has no remote stores) is proven by lowering for CUDA. At
-    N = 1 the CTA writes its own buffer and neither is needed.
-  * A step's input planes (xw of 4 gates and the mask; backward: dh, 4 gates, c_t, c_{t-1}, mask) are
-    loaded from global memory straight into registers one step ahead (in the loop carry, so their
-    latency hides behind the previous step), and its output planes (h, c, 4 gates; backward: dz) are
-    stored straight from registers: shared memory holds only U's slice and the exchange buffer.
-  * Padding: padded hidden units have zero xw and zero weights, so their state stays exactly 0 (as in
-    ``pallas``); padded batch rows are masked out. Both are sliced away afterwards.
-
-Precision (``matmul_precision``; the state, the gate arithmetic and the accumulation are float32):
-  * "float32" (default) = "BF16_BF16_F32_X3": Hopper's tensor cores have no float32 products, so each
-    operand is split into hi = bf16(x) and lo = bf16(x - hi) and the product is hi*hi + lo*hi + hi*lo
-    (the dropped lo*lo is ~2^-16 of it): 3 wgmmas per gate. Needs N >= 4 on a GPU (hi and lo weights
-    and exchange buffers exceed a CTA's 227 KiB below that; `fits`).
-  * "bfloat16": bfloat16 operands, one wgmma per gate; every N. Opt-in: not `auto`'s choice until
-    training with it is shown to reach ``scan``'s accuracy (`make_reference` rounds like the kernels).
-  Errors against float32 ``scan``, B = 64, T = 500, E = 32, H = 100, Keras init, largest |error| over
-  the largest |value| of the outputs / the parameter and input gradients (measured with `make_reference`,
-  which tests/test_mosaic_gpu.py holds equal to the interpreted kernels): "float32" 2.0e-6 / 1.6e-6
-  (float32 scan itself is ~4e-7 from float64), "bfloat16" 1.1e-3 / 1.1e-3.
-
-Cost model, one step of one CTA on an H200 (HOPPER.md / H200.md: 132 SMs at ~1.98 GHz, dense bf16
-~990 TFLOP/s = 7.5 TFLOP/s per SM; shared memory 128 B/clock per SM; MUFU (exp, reciprocal, tanh) 16
-per clock per SM). P = products per gate (1 bfloat16, 3 float32), p = pieces exchanged (1 or 2), Hs =
-128 / N. The remote-store latency (~0.5 us) and DSMEM bandwidth (~32 B/clock) are assumptions, not
-measured facts: the sweep (seqclf/benchmarks/mosaic_sweep.py) is what tells.
-  * matmul: 4 gates x P x 2 x 64 x 128 x Hs = 65536 Hs P FLOPs (N=1: 8.4 MFLOP x P ... N=8: 1.05 x P)
-    as 32 P wgmmas m64 n Hs k16 in 4 independent chains; tensor time 1.1 P / N us. The A operand
-    (h or dz, 16 KiB) is re-read by every gate's wgmmas: 64 P KiB of shared memory a step, 0.26 P us,
-    the floor for N >= 4. Plus ~0.1 us of chain latency.
-  * gate arithmetic: 64 Hs elements x ~8 MUFU operations (3 sigmoids = exp + reciprocal, 2 tanh)
-    forward: 32 Hs clocks = 2.1 / N us; backward about half.
-  * exchange: each CTA sends p x 64 x Hs x 2 bytes to each of N CTAs = 16 p KiB a step forward, 64 p KiB
-    backward (dz of 4 gates), whatever N; ~0.25 us forward, ~1 us backward per piece at 32 B/clock,
-    plus the ~0.5 us latency; the one barrier wait (and a cluster barrier, ~0.3 us, where one slot).
-  * global memory: 1280 Hs bytes in (prefetched) and 1536 Hs bytes out (not waited for) a step: 44 KiB
-    at N = 8, hidden if an SM streams ~60 GB/s.
-
-  | N | precision | slots fwd/bwd | FLOPs/CTA fwd | SMEM read/step | predicted us/step fwd | bwd |
-  |---|-----------|---------------|---------------|----------------|-----------------------|-----|
-  | 1 | bfloat16  | 2 / 1         | 8.4 M         | 192 KiB        | 3.3                   | 3.0 |
-  | 2 | bfloat16  | 2 / 2         | 4.2 M         | 128 KiB        | 2.2                   | 2.7 |
-  | 4 | bfloat16  | 2 / 2         | 2.1 M         | 96 KiB         | 1.4                   | 2.1 |
-  | 4 | float32   | 2 / 1         | 6.3 M         | 288 KiB        | 2.0                   | 4.2 |
-  | 8 | bfloat16  | 2 / 2         | 1.05 M        | 80 KiB         | 1.1                   | 2.0 |
-  | 8 | float32   | 2 / 1         | 3.1 M         | 240 KiB        | 1.6                   | 3.8 |
-
-  (SMEM read = A operands 64 P KiB + U's slice 128 P / N KiB.) So the step floor is the exchange and
-  the gate arithmetic, not the matmul, and N = 8 is predicted best: bfloat16 ~1.5 ms per 500-step
-  forward+backward (~0.6 s per article epoch of 391 batches, beside the rest of the model), float32
-  ~2.7 ms (~1.1 s), against ~4 us a step estimated for ``pallas`` (float32 FMAs on one SM) and cuDNN's
-  1.39 s/epoch. The next steps the model points to: one wgmma per product over all four gates (N = 4 Hs,
-  A read once: -0.2 P us), and a backward that exchanges partial dh (reduce-scatter, 4x fewer bytes)
-  instead of dz. Cluster size 16 needs the non-portable cluster-size opt-in (not exposed by Mosaic GPU)
-  and Hs = 8 < wgmma's K = 16 for bf16 in the backward's layout, so it is not offered.
+Each 64-row batch block is shared by a cluster of N CTAs (`CLUSTER_SIZES`); CTA j owns 1/N of the hidden
+units of all four gates, keeps its slice of U in shared memory for the whole loop, runs the step's
+matmul on Hopper's tensor cores (``wgmma``) and exchanges its h (forward) or dz (backward) slice with
+the other CTAs every step, through distributed shared memory on a GPU ("dsmem") or global memory in the
+interpreter ("gmem"). ``matmul_precision``: "float32" (= "BF16_BF16_F32_X3", three bf16 products, N >= 4)
+or "bfloat16". Off a GPU the kernels run in the Mosaic GPU interpreter (N <= 2). `make_reference` rounds
+like the kernels; input projection, weight gradients and the custom VJP come from `hoisted.py`.
+Design, precision figures and the per-step cost model: docs/kernels.md.
 """
 
 import functools

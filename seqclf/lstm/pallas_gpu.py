@@ -1,47 +1,12 @@
-"""The ``pallas`` engine: each pass of the LSTM time loop is one Pallas GPU kernel launch.
+"""The ``pallas`` engine: each pass of the LSTM time loop is one Pallas GPU (Triton) kernel launch.
 
-`fused.py` runs the recurrence ``z_t = xw_t + h_{t-1} @ U`` as a `lax.scan`, which on a GPU costs a few
-kernel launches (a small matmul plus the gate arithmetic) for every time step. Here the whole loop runs
-inside one kernel, once forward and once backward, and everything else (the hoisted input projection,
-the weight gradients, the custom VJP) comes from `hoisted.py`, like for ``fused``.
-
-Kernel design (both passes):
-  * The grid runs over blocks of ``block_batch`` (Bb) batch rows. A program owns all hidden units of
-    its rows, so the recurrence needs no synchronisation between programs: each one runs the full
-    `fori_loop` over time for its rows, and the blocks run side by side on the GPU's SMs.
-  * The state (h, c), the gate arithmetic and the matmul accumulation are float32; only the operands
-    of the recurrent matmul follow ``matmul_precision``.
-  * Triton wants power-of-two block dims and ``tl.dot`` wants every dim >= 16, so H is padded to
-    Hp = max(16, next power of two) *per gate* and the batch to a multiple of Bb. The padded hidden
-    units have zero input projection and zero weights, so their gates are sigmoid(0) = 0.5 and
-    tanh(0) = 0 and their state stays exactly zero (c = 0.5 * 0 + 0.5 * 0, h = 0.5 * tanh(0)); the
-    padded rows are masked out (step_mask False). Both are sliced away afterwards.
-  * The kernels never slice a loaded value (Pallas' Triton lowering has no rule for that, and
-    concatenates only [..., 1] pieces): each gate is its own [Bb, Hp] block, read and written through
-    static slices of the refs, and the recurrent matmul is four [Bb, Hp] x [Hp, Hp] products, one per
-    gate.
-  * U [Hp, 4Hp] (U^T in the backward kernel) is loaded once before the time loop when it is small
-    (``RESIDENT_RECURRENT_KERNEL_MAX_BYTES``): Triton then stages it in shared memory once and keeps
-    it there for the whole loop. A larger one would not fit: for H = 100 (Hp = 128) it is 256 KiB in
-    float32, more than the 227 KiB of shared memory an H100/H200 block can have. Then each gate's
-    block is re-read from global memory right before its product, at every step; it stays L2-resident
-    (one copy shared by all programs) and only one [Hp, Hp] block at a time takes shared memory.
-
-Precision (``matmul_precision``, named as ``jax.default_matmul_precision`` values):
-  * "float32" (default): IEEE float32 products on the CUDA cores; matches ``scan`` to ~1e-5 relative.
-  * "BF16_BF16_F32_X6": float32-level accuracy from six bfloat16 tensor-core products per matmul (Triton
-    splits the operands); an alternative to "float32", whose FMA matmul Triton builds with many
-    register spills at Hp = 128.
-  * "tensorfloat32": TF32 tensor cores (10-bit mantissa): expect errors around 1e-3 on the outputs.
-  * "bfloat16": bfloat16 operands (8-bit mantissa), float32 accumulation: errors around 1e-2.
-  Errors grow with the sequence length. In interpret mode (CPU) "tensorfloat32" computes in full
-  float32, while "bfloat16" does round the operands.
-
-Off a GPU the kernels run in Pallas' interpret mode (slowly, but the engine and its tests work on CPU).
-The kernels use Pallas' Triton backend (selected by passing Triton `CompilerParams`), which JAX 0.11
-deprecates in favour of Mosaic GPU but still ships.
-`make_reference` is the plain-JAX version of the same computation (the tests hold the kernels to it),
-and the custom VJP around both is `hoisted.make_lstm`'s.
+The grid runs over blocks of batch rows; a program owns all hidden units of its rows and runs the whole
+time loop for them, so programs never synchronise. State, gate arithmetic and accumulation are float32;
+``matmul_precision`` sets the recurrent matmul's operands ("float32", "BF16_BF16_F32_X6",
+"tensorfloat32", "bfloat16"). H is padded per gate to a power of two >= 16 and the batch to the block
+size; padded units keep a zero state and padded rows are masked. Off a GPU the kernels run in Pallas'
+interpret mode. `make_reference` is the plain-JAX version of the same computation; the custom VJP around
+both is `hoisted.make_lstm`'s. Design notes and precision figures: docs/kernels.md.
 """
 
 import functools

@@ -195,6 +195,6 @@ def create_trainer(variant: str, config, *, seed: int) -> TorchTrainer:
   if device.type == "cpu":
     torch.set_num_threads(os.cpu_count())
     # As XLA's CPU backend runs (flush-to-zero): without it the LSTM's backward pass meets denormal
-    # numbers and a full epoch took 267-306 s instead of ~64 s (issue 15), which would not be a fair peer.
+    # numbers and a full epoch took 267-306 s instead of ~64 s on the 2-core CPU, which would not be a fair peer.
     torch.set_flush_denormal(True)
   return TorchTrainer(create_model(variant, config), config, device)
