@@ -22,7 +22,7 @@ allocated yet, and XLA starts its worker threads with the backend.
                   A no-op where the C library is not glibc.
   gpu_graphs      CUDA graphs (command buffers) also for while loops and conditionals, so a `lax.scan`
                   time loop is replayed as one graph instead of being launched kernel by kernel from
-                  the host. Not yet measured on a GPU (no session has had one): opt-in.
+                  the host. Not yet measured on a GPU: opt-in.
 
 Tried and left out: one XLA CPU device per core (``--xla_force_host_platform_device_count=2``) so the
 data-parallel mesh splits each batch over both cores. On the 2-core CPU here the article LSTM epoch took

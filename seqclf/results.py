@@ -86,6 +86,20 @@ def _git_state() -> dict:
     return {"commit": None, "dirty": None}
 
 
+def command_line(argv: list[str]) -> list[str]:
+  """``argv`` as a command to repeat, without this machine's paths: the program becomes the module it ran
+  (``seqclf.benchmarks.article`` for ``python -m`` or a path into the package) or the console script's
+  name; the arguments stay as the user gave them."""
+  if not argv:
+    return []
+  program = os.path.abspath(argv[0])
+  package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the directory holding seqclf/
+  if program.endswith(".py") and program.startswith(os.path.join(package, "seqclf") + os.sep):
+    module = os.path.relpath(program, package).removesuffix(".py").replace(os.sep, ".")
+    return ["python", "-m", module.removesuffix(".__main__").removesuffix(".__init__"), *argv[1:]]
+  return [os.path.basename(argv[0]), *argv[1:]]
+
+
 def collect_meta(config=None, flags=None) -> dict:
   """Everything needed to compare a result with one from another machine or commit."""
   devices = jax.devices()
@@ -108,7 +122,7 @@ def collect_meta(config=None, flags=None) -> dict:
     },
     "versions": versions,
     "git": _git_state(),
-    "argv": sys.argv,
+    "argv": command_line(sys.argv),
     "flags": flags or {},
     "config": config.to_dict() if hasattr(config, "to_dict") else config,
   }

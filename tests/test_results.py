@@ -65,3 +65,19 @@ def test_markdown_table():
   assert results.markdown_table(["a", "b"], [[1, "x"], [2.5, "y"]]) == (
     "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |\n"
   )
+
+
+def test_the_recorded_command_names_the_module_not_this_machines_path():
+  from seqclf.benchmarks import article
+
+  assert results.command_line([article.__file__, "--seeds=0", "--workdir=/data/w"]) == [
+    "python",
+    "-m",
+    "seqclf.benchmarks.article",
+    "--seeds=0",
+    "--workdir=/data/w",
+  ]
+  assert results.command_line(["/home/u/.venv/bin/seqclf-train", "--workdir=runs/a"]) == [
+    "seqclf-train",
+    "--workdir=runs/a",
+  ]

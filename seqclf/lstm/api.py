@@ -92,7 +92,7 @@ ENGINES = {
 
 # What "auto" picks per platform: the first engine of the list that is available here (an engine module
 # may define ``unavailable_reason() -> str | None``) and can do what the call asks, else ``scan``.
-# Measured with seqclf/benchmarks/lstm_engines.py (see WORKSPACE.md): on CPU the C++ kernel, which needs a
+# Measured with seqclf/benchmarks/lstm_engines.py (docs/benchmarks.md): on CPU the C++ kernel, which needs a
 # compiler at first use, else fused (within run-to-run noise of scan, with a smaller backward); on GPU the
 # Mosaic GPU kernel (Hopper only), then the Pallas one, not yet measured on a GPU; each must first pass a
 # check against fused at run time (`auto_check`).
