@@ -84,6 +84,9 @@ def test_every_console_script_answers_help(venv, tmp_path):
   for script, flag in SCRIPTS.items():
     result = run([str(venv / "bin" / script), "--help"], cwd=tmp_path, env=clean_env())
     assert flag in result.stdout, (script, result.stdout[:2000])
+    assert "--preset" not in result.stdout or script != "seqclf-compare"  # only the flags it has
+    if script == "seqclf-compare":
+      assert result.stdout.startswith("Puts benchmark results from several devices side by side")
 
 
 def test_a_tiny_training_run_outside_the_checkout(venv, tmp_path):
