@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import auto_check
+from seqclf.lstm import auto_check, validation
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -230,11 +230,11 @@ def lstm(
 
   Args:
     params: ``{"kernel": [E, 4H], "recurrent_kernel": [H, 4H], "bias": [4H]}``, gates packed i, f, g, o.
-    xs: [B, T, E] inputs, batch-major.
+    xs: [B, T, E] inputs, batch-major (T = 0 or B = 0 returns empty outputs and the initial state).
     initial_state: optional ``(h0, c0)``, each [B, H]; zeros by default.
     mask: optional [B, T] bool; at a False step the state is left unchanged and the output repeats the
       previous ``h`` (so left or right padding, or holes, are skipped exactly).
-    lengths: optional [B] ints, shorthand for a right-padding mask; not together with ``mask``.
+    lengths: optional [B] ints in [0, T], shorthand for a right-padding mask; not together with ``mask``.
     input_dropout_mask: optional [B, E] multiplier applied to the input at every step (one mask per
       sequence, as Keras' LSTM ``dropout``); already scaled by 1/(1 - rate). Treated as a constant.
     recurrent_dropout_mask: optional [B, H] multiplier applied to ``h`` before the recurrent matmul at
@@ -248,13 +248,21 @@ def lstm(
     ``(outputs, (h, c))``: outputs [B, T, H] and the final state, each [B, H].
 
   Raises:
-    ConfigError: for a request the engine cannot honour (see `check_engine`).
+    ConfigError: for a request the engine cannot honour (see `check_engine`); its subclass
+      `validation.InputError` (also a ValueError) for arrays that do not fit each other (see
+      `validation.check_inputs`). Both at trace time, before any engine runs.
   """
-  batch, steps, input_size = xs.shape
-  hidden = params["recurrent_kernel"].shape[0]
+  batch, steps, input_size, hidden = validation.check_inputs(
+    params,
+    xs,
+    gates=4,
+    initial_state=initial_state,
+    mask=mask,
+    lengths=lengths,
+    input_dropout_mask=input_dropout_mask,
+    recurrent_dropout_mask=recurrent_dropout_mask,
+  )
   dtype = xs.dtype
-  if mask is not None and lengths is not None:
-    raise ConfigError("pass either mask or lengths to lstm(), not both")
   arrays = [xs, *jax.tree.leaves(params), *jax.tree.leaves(initial_state)]
   name = check_engine(
     engine,
@@ -268,11 +276,13 @@ def lstm(
     name = auto_check.checked(
       name, platform=lowering.target_platform(), hidden=hidden, matmul_precision=matmul_precision
     )
+  h0, c0 = initial_state if initial_state is not None else (jnp.zeros((batch, hidden), dtype),) * 2
+  if batch == 0 or steps == 0:  # nothing to run: the state stays as it was (every engine, by definition)
+    return jnp.zeros((batch, steps, hidden), dtype), (h0, c0)
   if lengths is not None:
     mask = lengths_to_mask(lengths, steps)
   if mask is None:
     mask = jnp.ones((batch, steps), bool)
-  h0, c0 = initial_state if initial_state is not None else (jnp.zeros((batch, hidden), dtype),) * 2
   if input_dropout_mask is None:
     input_dropout_mask = jnp.ones((batch, input_size), dtype)
   if recurrent_dropout_mask is None:
