@@ -134,15 +134,15 @@ def _is_int(value) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_fields(fields: dict, *, masked: bool = False) -> None:
+def check_fields(fields: dict, *, masked: bool = False, platform: str | None = None) -> None:
   """Refuses model fields that cannot build or run a model, one `ConfigError` naming the field.
 
   ``fields`` are `SequenceClassifier` fields (``config.model``, perhaps with a variant's); each given one
   is checked: sizes are integers >= 1 (``conv_filters`` >= 0, ``num_classes`` >= 2), dropout rates in
-  [0, 1), switches booleans, and the engine (each of a comma-separated list) is held against the
-  dropout, ``matmul_precision`` and, with ``masked``, the padding mask it will be asked for, on this
-  process's platform (`seqclf.lstm.api.check_engine`). So a bad value is refused before a driver writes
-  anything, not at the first step.
+  [0, 1), switches booleans, and the engine (each of a comma-separated list) must be known; with a
+  ``platform`` (where the model will run) it is held against the dropout, ``matmul_precision`` and, with
+  ``masked``, the padding mask it will be asked for there (`seqclf.lstm.api.check_engine`). So a bad value
+  is refused before a driver writes anything, not at the first step.
   """
   for key in _AT_LEAST_ONE:
     if key in fields and (not _is_int(fields[key]) or fields[key] < 1):
@@ -170,8 +170,15 @@ def check_fields(fields: dict, *, masked: bool = False) -> None:
   if not isinstance(engines, str) or not engines.strip():
     raise ConfigError(f"--config.model.engine must be an engine name, got {engines!r}")
   for engine in engines.split(","):
+    if platform is None:  # a model may be built here and lowered for another platform
+      if engine.strip() not in ("auto", *api.ENGINES):
+        raise ConfigError(
+          f"unknown LSTM engine {engine.strip()!r}; choose one of: auto, {', '.join(api.ENGINES)}"
+        )
+      continue
     api.check_engine(
       engine.strip(),
+      platform,
       masks="mask" if masked else None,
       input_dropout=fields.get("lstm_input_dropout", 0.0) > 0,
       recurrent_dropout=fields.get("lstm_recurrent_dropout", 0.0) > 0,

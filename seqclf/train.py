@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from seqclf import checkpoint, feeding, memory, models, parallel
+from seqclf import checkpoint, feeding, lowering, memory, models, parallel
 from seqclf.data import batching
 from seqclf.data.encoding import INDEX_FROM
 from seqclf.errors import ConfigError, DivergedError
@@ -87,7 +87,7 @@ def validate(config) -> None:
   if config.get("device_resident") and config.get("num_buckets"):
     raise ConfigError("--config.device_resident and --config.num_buckets cannot be combined yet; choose one")
   if "model" in config:
-    models.check_fields(dict(config.model), masked=uses_mask(config))
+    models.check_fields(dict(config.model), masked=uses_mask(config), platform=lowering.target_platform())
 
 
 def make_optimizer(config) -> optax.GradientTransformation:

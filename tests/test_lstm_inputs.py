@@ -309,3 +309,34 @@ def test_the_backward_kernel_refuses_buffers_that_disagree():
     jax.block_until_ready(
       jax.ffi.ffi_call("seqclf_lstm_backward", types)(*arguments, num_threads=np.int64(1), bf16=False)
     )
+
+
+# --- GPU kernels on a CPU -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["pallas", "mosaic", "cudnn"])
+def test_a_gpu_engine_on_a_cpu_is_one_line_naming_the_gpu_and_the_cpu_engines(engine, monkeypatch):
+  """pallas and mosaic ran in their interpreters without a word: a tiny epoch took 667 s instead of 1 s."""
+  from seqclf.lstm import api
+
+  monkeypatch.delenv(api.INTERPRET_ENV, raising=False)
+  with pytest.raises(
+    ConfigError, match=re.escape(f"LSTM engine {engine!r} needs a GPU and this process runs on cpu")
+  ) as error:
+    lstm(_params(), _xs(), engine=engine)
+  assert "scan, fused, cpu_kernel" in str(error.value)
+  assert (api.INTERPRET_ENV in str(error.value)) == (engine != "cudnn")
+  assert engine not in api._engines_that_can(
+    "cpu", masks=None, input_dropout=False, recurrent_dropout=False, dtypes=(), matmul_precision="float32"
+  )
+
+
+def test_the_interpreter_runs_when_asked_for(monkeypatch):
+  from seqclf.lstm import api
+
+  monkeypatch.setenv(api.INTERPRET_ENV, "1")
+  outputs, _ = lstm(_params(), _xs(), engine="pallas")
+  np.testing.assert_allclose(outputs, lstm(_params(), _xs(), engine="scan")[0], rtol=1e-5, atol=1e-5)
+  monkeypatch.setenv(api.INTERPRET_ENV, "0")
+  with pytest.raises(ConfigError, match="needs a GPU"):
+    lstm(_params(), _xs(), engine="pallas")
