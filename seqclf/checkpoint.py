@@ -23,6 +23,8 @@ Resuming replays an uninterrupted run exactly, provided that the loop derives ev
 ``fold_in(key, state.step)``, the step being restored with the state.
 """
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -32,11 +34,15 @@ import jax
 import orbax.checkpoint as ocp
 
 from seqclf import results
-from seqclf.errors import ConfigError, DataError
+from seqclf.errors import BusyError, ConfigError, DataError, StorageError
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = ".lock"  # holds the PID of the process training the run (see `lock_run_dir`)
+# What a write that fails because of where it writes (not what) raises: the disk or quota is full, the
+# file system read-only, the directory not ours.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 WHICH = ("best", "last")
 
 # The run facts write_run_config adds to the config; read_run_config takes them out again.
@@ -90,6 +96,89 @@ def read_run_config(run_dir: str) -> tuple[dict, str, int, list[str]]:
   return document, variant, seed, label_names
 
 
+def storage_cause(error: BaseException) -> OSError | None:
+  """The `OSError` of a full, read-only or forbidden file system in ``error``'s chain (orbax wraps them),
+  or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def describe_os_error(error: OSError) -> str:
+  """``No space left on device: /path``: the reason first, then the file, for an error line."""
+  reason = error.strerror or str(error)
+  return f"{reason}: {error.filename}" if error.filename else reason
+
+
+def complete_epochs(run_dir: str) -> list[int]:
+  """The epochs with a complete checkpoint in ``run_dir``, read from the directory alone (no orbax)."""
+  directory = os.path.join(run_dir, CHECKPOINT_DIR)
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return []
+  return sorted(
+    int(name)
+    for name in names
+    if name.isdigit() and os.path.exists(os.path.join(directory, name, _COMMIT_MARKER))
+  )
+
+
+def resume_hint(run_dir: str) -> str:
+  """What is safely on disk in ``run_dir``, and how to go on: the tail of an error or interrupt line."""
+  epochs = complete_epochs(run_dir)
+  if not epochs:
+    return f"no epoch of {run_dir} is saved yet; the same command starts it again"
+  return f"epoch {epochs[-1]} is safely saved in {run_dir}; run the same command again to resume after it"
+
+
+class RunLock:
+  """One process per run directory: an advisory `fcntl.flock` on ``RUN/.lock``, which holds the PID.
+
+  The kernel releases the lock when the process ends however it ends (a SIGKILL too), so a lock is never
+  stale; the file stays (deleting a lock file races with a process opening it).
+  """
+
+  def __init__(self, run_dir: str):
+    path = os.path.join(run_dir, LOCK_FILE)
+    try:
+      os.makedirs(run_dir, exist_ok=True)
+      self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+      raise StorageError(
+        f"cannot create the run directory lock ({describe_os_error(error)}): pass a writable --workdir"
+      ) from error
+    try:
+      fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+      os.close(self._fd)
+      raise BusyError(
+        f"{run_dir} is in use by process {holder} (it holds {path}); wait for it to finish or stop it, "
+        "or pass another --workdir"
+      ) from None
+    try:
+      os.ftruncate(self._fd, 0)
+      os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+      pass  # the lock holds without the PID; a second process then names the holder "unknown"
+
+  def __enter__(self) -> "RunLock":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.release()
+
+  def release(self) -> None:
+    if self._fd is not None:
+      os.close(self._fd)  # closing the last descriptor releases the flock
+      self._fd = None
+
+
 class Checkpointer:
   """Saves a run's train state after every epoch; keeps the last and the best checkpoint.
 
@@ -137,7 +226,15 @@ class Checkpointer:
       "optimizer": ocp.StandardCheckpointHandler(),
       "meta": ocp.JsonCheckpointHandler(),
     }
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    self._save_failed = False
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    except OSError as error:
+      if storage_cause(error) is None:
+        raise
+      raise StorageError(
+        f"cannot open {self.directory} ({describe_os_error(error)}): free space or make it writable"
+      ) from error
 
   def __enter__(self) -> "Checkpointer":
     return self
@@ -146,7 +243,11 @@ class Checkpointer:
     self.close()
 
   def close(self) -> None:
-    self._manager.close()
+    try:
+      self._manager.close()
+    except Exception:
+      if not self._save_failed:  # after a failed save the manager may fail again; the save's error counts
+        raise
 
   def epochs(self) -> list[int]:
     """The epochs with a complete checkpoint, in increasing order."""
@@ -185,17 +286,40 @@ class Checkpointer:
         f"{self.directory} already has a checkpoint of epoch {latest}: resume from it, or "
         "train in a fresh run directory"
       )
-    self._manager.save(
-      epoch,
-      args=ocp.args.Composite(
-        params=ocp.args.StandardSave(state.params),
-        optimizer=ocp.args.StandardSave(state.opt_state),
-        meta=ocp.args.JsonSave({"epoch": epoch, "step": int(state.step), "history": history}),
-      ),
-      # -inf rather than no metrics: orbax warns on every save without them.
-      metrics={"metric": float("-inf") if metric is None else float(metric)},
-      force=True,  # the epoch check above replaces orbax's save-interval policy
-    )
+    try:
+      self._manager.save(
+        epoch,
+        args=ocp.args.Composite(
+          params=ocp.args.StandardSave(state.params),
+          optimizer=ocp.args.StandardSave(state.opt_state),
+          meta=ocp.args.JsonSave({"epoch": epoch, "step": int(state.step), "history": history}),
+        ),
+        # -inf rather than no metrics: orbax warns on every save without them.
+        metrics={"metric": float("-inf") if metric is None else float(metric)},
+        force=True,  # the epoch check above replaces orbax's save-interval policy
+      )
+    except Exception as error:
+      cause = storage_cause(error)
+      if cause is None:
+        raise
+      self._save_failed = True
+      self._remove_partial_save(epoch)
+      run_dir = os.path.dirname(self.directory)
+      raise StorageError(
+        f"cannot save the checkpoint of epoch {epoch} ({describe_os_error(cause)}); {resume_hint(run_dir)} "
+        "once the disk has room (or is writable)"
+      ) from error
+
+  def _remove_partial_save(self, epoch: int) -> None:
+    """Deletes what a failed save of ``epoch`` left (orbax's temporary directory, or the step without
+    its commit marker), so the disk gets its space back and nothing half-written remains."""
+    for name in os.listdir(self.directory):
+      path = os.path.join(self.directory, name)
+      partial = name.startswith(f"{epoch}.orbax-checkpoint-tmp") or (
+        name == str(epoch) and not os.path.exists(os.path.join(path, _COMMIT_MARKER))
+      )
+      if partial:
+        shutil.rmtree(path, ignore_errors=True)
 
   def restore_latest(self, target_state):
     """Restores the last complete checkpoint into the structure of ``target_state``.
@@ -230,14 +354,35 @@ class Checkpointer:
     epoch = self.best_epoch() if which == "best" else self.latest_epoch()
     if epoch is None:
       raise DataError(f"no complete checkpoint in {self.directory}: train the run (at least one epoch)")
-    restored = self._manager.restore(epoch, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
+    try:
+      restored = self._manager.restore(epoch, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
+    except Exception as error:
+      raise self._damaged(epoch, error) from error
     return restored["params"]
+
+  def _damaged(self, epoch: int, error: Exception) -> DataError:
+    """The one-line error for checkpoint ``epoch`` that cannot be read, with the way out."""
+    others = [e for e in self.epochs() if e != epoch]
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    path = os.path.join(self.directory, str(epoch))
+    fix = (
+      f"move it away (e.g. mv {path} {path}.damaged) to go on from epoch {others[-1]}"
+      if others
+      else "train in a fresh --workdir"
+    )
+    return DataError(
+      f"checkpoint {path} is damaged and cannot be read ({type(error).__name__}: {reason[:200]}): {fix}"
+    )
 
   def _restore(self, epoch: int | None, target_state):
     if epoch is None:
       return None
     # Checked first because orbax reports a shape mismatch only midway through reading the arrays.
-    mismatch = describe_shape_mismatch(self._manager.item_metadata(epoch)["params"].tree, target_state.params)
+    try:
+      stored = self._manager.item_metadata(epoch)["params"].tree
+    except Exception as error:
+      raise self._damaged(epoch, error) from error
+    mismatch = describe_shape_mismatch(stored, target_state.params)
     if mismatch:
       raise DataError(
         f"checkpoint {self.directory}/{epoch} holds another model ({mismatch}): train in a "
@@ -254,12 +399,18 @@ class Checkpointer:
         ),
       )
     except ValueError as error:  # same parameters, another optimizer (e.g. gradient clipping toggled)
-      raise DataError(
-        f"checkpoint {self.directory}/{epoch} holds another optimizer state "
-        f"({str(error).splitlines()[0]}): train in a fresh run directory, or with the config "
-        "it was trained with"
-      ) from error
+      if _other_tree(error):
+        raise DataError(
+          f"checkpoint {self.directory}/{epoch} holds another optimizer state "
+          f"({str(error).splitlines()[0]}): train in a fresh run directory, or with the config "
+          "it was trained with"
+        ) from error
+      raise self._damaged(epoch, error) from error
+    except Exception as error:
+      raise self._damaged(epoch, error) from error
     meta = restored["meta"]
+    if not isinstance(meta, dict) or not {"epoch", "step", "history"} <= set(meta):
+      raise self._damaged(epoch, ValueError(f"meta holds {meta!r:.80}"))
     step = meta["step"]
     if isinstance(target_state.step, jax.Array):  # placed like the target's, e.g. replicated over a mesh
       step = jax.device_put(step, target_state.step.sharding)
@@ -271,6 +422,13 @@ def restore_params(run_dir: str, which: str = "best"):
   """The parameters of a run's best or last checkpoint, for prediction (see `Checkpointer.restore_params`)."""
   with Checkpointer(run_dir, writable=False) as checkpointer:
     return checkpointer.restore_params(which)
+
+
+def _other_tree(error: ValueError) -> bool:
+  """Whether orbax's ValueError says the stored tree differs from the target's (another optimizer), as
+  opposed to a damaged file."""
+  text = str(error).lower()
+  return "tree" in text or "structure" in text or "mismatch" in text
 
 
 def describe_shape_mismatch(checkpoint_params, model_params) -> str | None:

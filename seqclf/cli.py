@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from seqclf import configs
-from seqclf.errors import UsageError
+from seqclf.errors import Interrupted, UsageError
 
 
 def define_flags() -> None:
@@ -130,7 +130,8 @@ def _check_configs() -> None:
 
 
 def usage_errors_exit_2(main):
-  """Wraps an absl ``main`` so a `UsageError` prints ``error: <message>`` and exits 2, no traceback."""
+  """Wraps an absl ``main`` so a `UsageError` prints ``error: <message>`` and exits 2, and Ctrl-C (or an
+  `Interrupted` saying what is saved) prints ``interrupted: ...`` and exits 130, no traceback."""
 
   @functools.wraps(main)
   def wrapped(argv):
@@ -142,6 +143,12 @@ def usage_errors_exit_2(main):
         raise
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
+    except (KeyboardInterrupt, Interrupted) as e:  # Ctrl-C: one line, and the shell's code for SIGINT
+      if flags.FLAGS.verbose:
+        raise
+      newline = "\n" if sys.stderr.isatty() else ""  # off the progress line a terminal may be showing
+      print(f"{newline}interrupted: {e or 'stopped by the user'}", file=sys.stderr)
+      sys.exit(130)
 
   return wrapped
 

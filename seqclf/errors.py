@@ -24,3 +24,17 @@ class DivergedError(UsageError):
 
 class ResourceError(UsageError):
   """A config would not fit in the memory of the device it runs on (found before allocating)."""
+
+
+class StorageError(UsageError):
+  """A run directory or cache cannot be written (disk full, read-only, no permission); the message says
+  what is safely on disk and how to go on."""
+
+
+class BusyError(UsageError):
+  """Another process holds the run directory (its lock); the message names that process."""
+
+
+class Interrupted(Exception):
+  """The user stopped a driver (Ctrl-C); the message says what is on disk and how to go on. Drivers print
+  it as one line and exit with 130, as a shell does for SIGINT."""

@@ -34,7 +34,7 @@ from seqclf.data import embeddings, imdb
 from seqclf.data.cache import EncodedDataset
 from seqclf.data.encoding import encode
 from seqclf.data.text_files import encode_text_dataset, load_text_dataset, split_validation
-from seqclf.errors import ConfigError
+from seqclf.errors import ConfigError, Interrupted, StorageError
 
 imdb_flags.define_flags()
 presets.define_flags()
@@ -59,8 +59,23 @@ _TEXT_FIELD = flags.DEFINE_string("text_field", "text", "Column/key holding the 
 _LABEL_FIELD = flags.DEFINE_string("label_field", "label", "Column/key holding the label (name or integer).")
 _TENSORBOARD = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event files into RUN/logs.")
 
-# Config keys that may change between a run and its resumption.
-_RESUMABLE_CHANGES = ("epochs", "patience")
+# Config keys that may change between a run and its resumption: they change neither the model, nor the
+# data, nor the order it is seen in. Every engine computes the same function on one parameter layout, and
+# matmul_precision only rounds the recurrent products (a run may go on with other rounding); the flags
+# --preset and --profile_dir are not in the config at all. Every other config key, the variant and the
+# seed are the run's identity.
+_RESUMABLE_CHANGES = ("epochs", "patience", "model.engine", "model.matmul_precision")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  """``{"model": {"engine": x}}`` -> ``{"model.engine": x}``."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
 
 
 def load_data(config, seed: int):
@@ -112,7 +127,7 @@ def check_resumable(run_dir: str, config, variant: str, seed: int) -> None:
   if not os.path.exists(os.path.join(run_dir, checkpoint.CONFIG_FILE)):
     return
   saved, saved_variant, saved_seed, _ = checkpoint.read_run_config(run_dir)
-  current = config.to_dict()
+  saved, current = _flatten(saved), _flatten(config.to_dict())
   del current["variant"]  # compared with the run facts above (read_run_config takes it out of saved)
   if (saved_variant, saved_seed) != (variant, seed):
     raise ConfigError(
@@ -145,6 +160,10 @@ def main(argv):
   train.validate(config)
   if not 0 <= config.val_fraction < 1:
     raise ConfigError(f"--config.val_fraction must be in [0, 1), got {config.val_fraction}")
+  if not isinstance(config.patience, int) or isinstance(config.patience, bool) or config.patience < 0:
+    raise ConfigError(
+      f"--config.patience must be an integer >= 0 (0: never stop early), got {config.patience!r}"
+    )
   if config.patience and not config.val_fraction:
     raise ConfigError(
       "--config.patience needs a validation split: set --config.val_fraction (e.g. 0.1); "
@@ -160,6 +179,24 @@ def main(argv):
       config.pretrained_embeddings, data.vocab, config.model.embed_dim, seed=seed
     )
     print(f"pretrained embeddings: {coverage:.1%} of the vocabulary found in {config.pretrained_embeddings}")
+  with checkpoint.RunLock(run_dir):
+    check_resumable(run_dir, config, variant, seed)  # again: another process may have begun it meanwhile
+    try:
+      train_in(run_dir, config, variant, seed, model, data, test, label_names, initial_embedding, preset)
+    except KeyboardInterrupt:
+      raise Interrupted(f"stopped by the user; {checkpoint.resume_hint(run_dir)}") from None
+    except OSError as error:
+      cause = checkpoint.storage_cause(error)
+      if cause is None:
+        raise
+      raise StorageError(
+        f"cannot write the run directory ({checkpoint.describe_os_error(cause)}); "
+        f"{checkpoint.resume_hint(run_dir)} once it has room (or is writable)"
+      ) from error
+
+
+def train_in(run_dir, config, variant, seed, model, data, test, label_names, initial_embedding, preset):
+  """Trains (or resumes) the run in ``run_dir``, whose lock this process holds, and writes its results."""
   checkpoint.write_run_config(run_dir, config, variant=variant, seed=seed, label_names=label_names)
   data.vocab.save(os.path.join(run_dir, checkpoint.VOCAB_FILE))
 

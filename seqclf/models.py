@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM, Bidirectional, Stacked
+from seqclf.lstm import LSTM, Bidirectional, Stacked, api
 from seqclf.lstm.sequences import final_hidden
 
 VARIANTS = {
@@ -118,6 +118,74 @@ class SequenceClassifier(nn.Module):
     return final_hidden(state)
 
 
+# Fields of `SequenceClassifier` by the values they take; `check_fields` holds a model's fields to them.
+_AT_LEAST_ONE = ("vocab_size", "embed_dim", "lstm_features", "lstm_layers", "conv_width", "pool_size")
+_RATES = (
+  "word_dropout",
+  "embedding_dropout",
+  "lstm_input_dropout",
+  "lstm_recurrent_dropout",
+  "output_dropout",
+)
+_FLAGS = ("freeze_embedding", "bidirectional")
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_fields(fields: dict, *, masked: bool = False, platform: str | None = None) -> None:
+  """Refuses model fields that cannot build or run a model, one `ConfigError` naming the field.
+
+  ``fields`` are `SequenceClassifier` fields (``config.model``, perhaps with a variant's); each given one
+  is checked: sizes are integers >= 1 (``conv_filters`` >= 0, ``num_classes`` >= 2), dropout rates in
+  [0, 1), switches booleans, and the engine (each of a comma-separated list) must be known; with a
+  ``platform`` (where the model will run) it is held against the dropout, ``matmul_precision`` and, with
+  ``masked``, the padding mask it will be asked for there (`seqclf.lstm.api.check_engine`). So a bad value
+  is refused before a driver writes anything, not at the first step.
+  """
+  for key in _AT_LEAST_ONE:
+    if key in fields and (not _is_int(fields[key]) or fields[key] < 1):
+      raise ConfigError(f"--config.model.{key} must be an integer >= 1, got {fields[key]!r}")
+  if "conv_filters" in fields and (not _is_int(fields["conv_filters"]) or fields["conv_filters"] < 0):
+    raise ConfigError(
+      f"--config.model.conv_filters must be an integer >= 0 (0: no convolution), got {fields['conv_filters']!r}"
+    )
+  if "num_classes" in fields and (not _is_int(fields["num_classes"]) or fields["num_classes"] < 2):
+    raise ConfigError(f"a classifier needs at least 2 classes, got num_classes={fields['num_classes']!r}")
+  for key in _RATES:
+    value = fields.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+      raise ConfigError(f"{key} must be a dropout rate in [0, 1), got {value!r}")
+  for key in _FLAGS:
+    if key in fields and not isinstance(fields[key], bool):
+      raise ConfigError(f"--config.model.{key} must be True or False, got {fields[key]!r}")
+  precisions = sorted({"float32", *(p for e in api.ENGINES.values() for p in e.matmul_precisions)})
+  if fields.get("matmul_precision", "float32") not in precisions:
+    raise ConfigError(
+      f"--config.model.matmul_precision must be one of {', '.join(precisions)} (as the engine offers), "
+      f"got {fields['matmul_precision']!r}"
+    )
+  engines = fields.get("engine", "auto")
+  if not isinstance(engines, str) or not engines.strip():
+    raise ConfigError(f"--config.model.engine must be an engine name, got {engines!r}")
+  for engine in engines.split(","):
+    if platform is None:  # a model may be built here and lowered for another platform
+      if engine.strip() not in ("auto", *api.ENGINES):
+        raise ConfigError(
+          f"unknown LSTM engine {engine.strip()!r}; choose one of: auto, {', '.join(api.ENGINES)}"
+        )
+      continue
+    api.check_engine(
+      engine.strip(),
+      platform,
+      masks="mask" if masked else None,
+      input_dropout=fields.get("lstm_input_dropout", 0.0) > 0,
+      recurrent_dropout=fields.get("lstm_recurrent_dropout", 0.0) > 0,
+      matmul_precision=fields.get("matmul_precision", "float32"),
+    )
+
+
 def create(variant: str, **model_fields) -> SequenceClassifier:
   """The model of ``variant``: its `VARIANTS` fields, with ``model_fields`` on top.
 
@@ -130,7 +198,7 @@ def create(variant: str, **model_fields) -> SequenceClassifier:
     The (unbound) Flax module.
 
   Raises:
-    ConfigError: An unknown variant or field.
+    ConfigError: An unknown variant or field, or a field value `check_fields` refuses.
   """
   if variant not in VARIANTS:
     raise ConfigError(f"unknown variant {variant!r}; choose from: {', '.join(VARIANTS)}")
@@ -141,7 +209,9 @@ def create(variant: str, **model_fields) -> SequenceClassifier:
       f"unknown model field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
     )
   given = {name: value for name, value in model_fields.items() if value is not None}
-  return SequenceClassifier(**{**VARIANTS[variant], **given})
+  fields = {**VARIANTS[variant], **given}
+  check_fields(fields)
+  return SequenceClassifier(**fields)
 
 
 def check_input_length(model: SequenceClassifier, maxlen: int) -> None:

@@ -21,8 +21,9 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from seqclf import checkpoint, feeding, memory, models, parallel
+from seqclf import checkpoint, feeding, lowering, memory, models, parallel
 from seqclf.data import batching
+from seqclf.data.encoding import INDEX_FROM
 from seqclf.errors import ConfigError, DivergedError
 from seqclf.progress import Progress
 
@@ -47,18 +48,46 @@ class EpochMetrics:
   eval_s: float
 
 
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def validate(config) -> None:
-  """Rejects sizes that cannot work, with the flag to fix."""
+  """Rejects every config value that cannot work, with the flag to fix, before a driver writes anything:
+  the training fields here, the model's in `models.check_fields` (the engine held to the mask, dropout and
+  precision it will be asked for)."""
   for key in ("batch_size", "eval_batch_size", "epochs", "top_words", "maxlen"):
     value = config[key]
-    if not isinstance(value, int) or value <= 0:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
       raise ConfigError(f"--config.{key} must be a positive integer, got {value!r}")
-  if not 0 < config.learning_rate < 10:
+  if config.top_words <= INDEX_FROM:
+    raise ConfigError(
+      f"--config.top_words must be above {INDEX_FROM} (ids up to {INDEX_FROM} are reserved), got {config.top_words}"
+    )
+  for key in ("padding", "truncating"):
+    if config.get(key, "pre") not in ("pre", "post"):
+      raise ConfigError(f"--config.{key} must be 'pre' or 'post', got {config[key]!r}")
+  if not _is_number(config.learning_rate) or not 0 < config.learning_rate < 10:
     raise ConfigError(f"--config.learning_rate must be in (0, 10), got {config.learning_rate}")
-  if config.get("steps_per_dispatch", 0) < 0:
-    raise ConfigError("--config.steps_per_dispatch must be >= 0 (0: a whole epoch per dispatch)")
+  if not _is_number(config.get("adam_eps", 1e-7)) or not config.get("adam_eps", 1e-7) > 0:
+    raise ConfigError(f"--config.adam_eps must be > 0, got {config.adam_eps!r}")
+  if not _is_number(config.get("grad_clip_norm", 0.0)) or not config.get("grad_clip_norm", 0.0) >= 0:
+    raise ConfigError(f"--config.grad_clip_norm must be >= 0 (0: no clipping), got {config.grad_clip_norm!r}")
+  for key in ("mask", "device_resident"):
+    if not isinstance(config.get(key, False), bool):
+      raise ConfigError(f"--config.{key} must be True or False, got {config[key]!r}")
+  buckets = config.get("num_buckets", 0)
+  if not isinstance(buckets, int) or isinstance(buckets, bool) or not 0 <= buckets <= 8:
+    raise ConfigError(
+      f"--config.num_buckets must be in 0..8 (0: no buckets; each bucket is one compiled shape), got {buckets!r}"
+    )
+  steps = config.get("steps_per_dispatch", 0)
+  if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+    raise ConfigError("--config.steps_per_dispatch must be an integer >= 0 (0: a whole epoch per dispatch)")
   if config.get("device_resident") and config.get("num_buckets"):
     raise ConfigError("--config.device_resident and --config.num_buckets cannot be combined yet; choose one")
+  if "model" in config:
+    models.check_fields(dict(config.model), masked=uses_mask(config), platform=lowering.target_platform())
 
 
 def make_optimizer(config) -> optax.GradientTransformation:

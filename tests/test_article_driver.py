@@ -293,3 +293,25 @@ def test_a_url_with_no_server_behind_it_fails_in_one_line_and_keeps_nothing(tiny
   (line,) = result.stderr.strip().splitlines()
   assert line.startswith(f"error: cannot download {url}: cannot reach the server") and "--imdb=PATH" in line
   assert os.listdir(tmp_path / "cache" / "downloads") == []
+
+
+def test_a_rerun_keeps_the_runs_already_done_and_restart_starts_over(tiny_args, tmp_path):
+  """Killed after two of its twelve runs, the driver started all twelve again and overwrote results.json."""
+  workdir = tmp_path / "work"
+  common = [*tiny_args, "--variants=lstm", "--engine=scan", "--epochs=1", f"--workdir={workdir}"]
+  first = run_article(*common, "--seeds=1")
+  assert first.returncode == 0, first.stderr
+  first_runs = json.loads((workdir / "results.json").read_text())["runs"]
+  # As after a kill: seed 1 done, seed 2 not; the rerun trains seed 2 only and keeps seed 1's record.
+  second = run_article(*common, "--seeds=1,2")
+  assert second.returncode == 0, second.stderr
+  assert "keeping 1 run(s)" in second.stdout and "lstm [scan] seed 1 epoch" not in second.stdout
+  assert "lstm [scan] seed 2 epoch 1" in second.stdout
+  runs = json.loads((workdir / "results.json").read_text())["runs"]
+  assert [run["seed"] for run in runs] == [1, 2] and runs[0] == first_runs[0]
+  # Another config would mix incomparable rows: refused, and --restart replaces the runs.
+  other = run_article(*common, "--seeds=1,2", "--config.learning_rate=0.01")
+  assert other.returncode == 2 and "another config" in other.stderr and "--restart" in other.stderr
+  restarted = run_article(*common, "--seeds=2", "--config.learning_rate=0.01", "--restart")
+  assert restarted.returncode == 0, restarted.stderr
+  assert [run["seed"] for run in json.loads((workdir / "results.json").read_text())["runs"]] == [2]

@@ -96,3 +96,11 @@ def test_undecodable_bytes_do_not_stop_the_load(tmp_path):
   matrix, coverage = load_pretrained(path, _VOCAB)
   np.testing.assert_array_equal(matrix[4], [2, 2])
   assert coverage == pytest.approx(1 / 5)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_a_vector_with_nan_or_inf_is_refused_with_its_line(tmp_path, value):
+  """Loaded as it was, one NaN made every loss NaN and the model predict 0.5 for every text."""
+  content = _GLOVE.replace("movie 3e-1 0 1", f"movie 3e-1 {value} 1")
+  with pytest.raises(DataError, match="line 5: a vector holds nan or inf"):
+    load_pretrained(_write(tmp_path, "glove.txt", content), _VOCAB)

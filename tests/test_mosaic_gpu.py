@@ -28,6 +28,12 @@ needs_mosaic = pytest.mark.skipif(
 
 
 @pytest.fixture(autouse=True)
+def interpreted_off_a_gpu(monkeypatch):
+  """Off a GPU the GPU kernel engines run in their interpreters only when asked for."""
+  monkeypatch.setenv(api.INTERPRET_ENV, "1")
+
+
+@pytest.fixture(autouse=True)
 def float32_matmuls():
   with jax.default_matmul_precision("float32"):
     yield

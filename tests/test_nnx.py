@@ -7,8 +7,8 @@ import optax
 import pytest
 from flax import nnx
 
+from seqclf.lstm import api, lstm
 from seqclf.lstm import layer as linen_layers
-from seqclf.lstm import lstm
 from seqclf.lstm import nnx as lstm_nnx
 from tests import synthetic
 
@@ -24,6 +24,12 @@ ENGINES = [
   ("flax", None),
   pytest.param("cudnn", "lengths", marks=GPU_ONLY),
 ]
+
+
+@pytest.fixture(autouse=True)
+def interpreted_off_a_gpu(monkeypatch):
+  """Off a GPU the GPU kernel engines run in their interpreters only when asked for."""
+  monkeypatch.setenv(api.INTERPRET_ENV, "1")
 
 
 @pytest.fixture(autouse=True)

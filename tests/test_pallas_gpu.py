@@ -20,6 +20,12 @@ RTOL, ATOL = 1e-5, 1e-4
 
 
 @pytest.fixture(autouse=True)
+def interpreted_off_a_gpu(monkeypatch):
+  """Off a GPU the GPU kernel engines run in their interpreters only when asked for."""
+  monkeypatch.setenv(api.INTERPRET_ENV, "1")
+
+
+@pytest.fixture(autouse=True)
 def float32_matmuls():
   with jax.default_matmul_precision("float32"):
     yield

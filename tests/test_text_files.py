@@ -98,6 +98,18 @@ def test_given_label_names_fix_the_ids(tmp_path):
     ("negative.csv", "text,label\na,1\nb,-1\n", r"negative.csv line 3: label '-1' is not an id in 0..1"),
     ("one.csv", "text,label\na,pos\nb,pos\n", r"one.csv has one class \('pos'\)"),
     ("empty.csv", "text,label\n", r"empty.csv has no examples"),
+    ("nolabel.csv", "text,label\na,pos\nb,\nc,neg\n", "nolabel.csv line 3: the 'label' field is empty"),
+    ("spacelabel.tsv", "text\tlabel\na\tpos\nb\t  \n", "spacelabel.tsv line 3: the 'label' field is empty"),
+    (
+      "emptylabel.jsonl",
+      '{"text": "a", "label": ""}\n',
+      "emptylabel.jsonl line 1: the 'label' field is empty",
+    ),
+    (
+      "nulllabel.jsonl",
+      '{"text": "a", "label": null}\n',
+      "nulllabel.jsonl line 1: the 'label' field is empty",
+    ),
     ("reviews.txt", "a\n", r"cannot tell the format of .*reviews.txt: name it \.csv, \.tsv or \.jsonl"),
   ],
 )
@@ -173,3 +185,15 @@ def test_without_validation_the_test_split_is_evaluated(tmp_path):
   np.testing.assert_array_equal(data.y_test, [0])
   with pytest.raises(ConfigError, match="nothing to evaluate on"):
     text_files.load_text_dataset(train_path, val_fraction=0)
+
+
+def test_a_text_longer_than_csvs_default_field_limit_is_read(tmp_path):
+  """csv's 128 KiB field limit refused a correctly quoted 1 MB review, blaming the quoting."""
+  import csv
+
+  long_text = "word " * 200_000  # 1 MB
+  path = _write(tmp_path, "long.csv", f'text,label\n"{long_text}",pos\nshort,neg\n')
+  default_limit = csv.field_size_limit()
+  texts, labels, names = text_files.load_text_file(path)
+  assert texts[0] == long_text and names == ["neg", "pos"] and list(labels) == [1, 0]
+  assert csv.field_size_limit() == default_limit  # the process-wide limit is left as it was

@@ -1,5 +1,7 @@
 """The training loop's pieces: fixed-shape batches, weighted loss, config validation."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -101,3 +103,84 @@ def test_gradient_clipping_happens_before_adam():
   _, opt_state = tx.update({"w": jnp.array([1e6, 0.0, 0.0])}, tx.init(params), params)
   adam_state = opt_state[1][0]  # chain(clip, adam): Adam's first moment saw the clipped gradient
   np.testing.assert_allclose(adam_state.mu["w"], [0.1 * 1e-3, 0.0, 0.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("engine", ["scan", "fused", "cpu_kernel"])
+def test_one_nan_embedding_row_trips_the_guard_with_every_engine(engine):
+  """cpu_kernel turned a NaN input into finite numbers, so the guard never fired and a NaN model was saved."""
+  import jax
+
+  from seqclf import models
+
+  if engine == "cpu_kernel" and jax.default_backend() != "cpu":
+    pytest.skip("the cpu_kernel engine runs on CPU only")
+  model = models.create("lstm", vocab_size=20, embed_dim=4, lstm_features=3, engine=engine)
+  tokens = np.arange(12, dtype=np.int32).reshape(2, 6)
+  params = model.init(jax.random.PRNGKey(0), tokens)["params"]
+  params = {**params, "embedding": params["embedding"].at[7].set(jnp.nan)}  # token 7 is in the batch
+  state = train.TrainState.create(
+    apply_fn=model.apply, params=params, tx=train.make_optimizer(default.get_config())
+  )
+  batch = {"tokens": tokens, "labels": np.array([0, 1], np.int32), "weights": np.ones(2, np.float32)}
+  _, metrics = jax.jit(train.make_train_step(model))(state, batch, jax.random.PRNGKey(1))
+  with pytest.raises(train.DivergedError, match=r"at step 1 \(epoch 1\)"):
+    train.check_finite(metrics, epoch=1)
+
+
+CONFIG_CHANGES = {
+  # field: (value, words of the refusal)
+  "model.lstm_features": (0, "lstm_features must be an integer >= 1"),
+  "model.embed_dim": (0, "embed_dim must be an integer >= 1"),
+  "model.lstm_layers": (0, "lstm_layers must be an integer >= 1"),
+  "model.engine": ("bogus", "unknown LSTM engine 'bogus'"),
+  "model.matmul_precision": ("float64", "matmul_precision must be one of"),
+  "model.bidirectional": (1, "bidirectional must be True or False"),
+  "num_buckets": (100, "num_buckets must be in 0..8"),
+  "steps_per_dispatch": (-1, "steps_per_dispatch must be an integer >= 0"),
+  "padding": ("middle", "padding must be 'pre' or 'post'"),
+  "truncating": ("both", "truncating must be 'pre' or 'post'"),
+  "top_words": (3, "top_words must be above 3"),
+  "batch_size": (True, "batch_size must be a positive integer"),
+  "adam_eps": (0.0, "adam_eps must be > 0"),
+  "grad_clip_norm": (-1.0, "grad_clip_norm must be >= 0"),
+  "mask": ("yes", "mask must be True or False"),
+}
+
+
+@pytest.mark.parametrize("field", list(CONFIG_CHANGES))
+def test_every_config_field_is_checked_before_training(field):
+  value, words = CONFIG_CHANGES[field]
+  config = default.get_config()
+  *parents, leaf = field.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  with node.ignore_type():
+    node[leaf] = value
+  with pytest.raises(ConfigError, match=re.escape(words)):
+    train.validate(config)
+
+
+def test_the_engine_is_held_to_the_mask_the_config_asks_for():
+  config = default.get_config()
+  config.model.engine, config.mask = "flax", True
+  with pytest.raises(ConfigError, match="LSTM engine 'flax' has no padding masks"):
+    train.validate(config)
+
+
+@pytest.mark.parametrize(
+  "fields,words",
+  [
+    ({"lstm_input_dropout": 1.0}, "lstm_input_dropout must be a dropout rate in [0, 1)"),
+    ({"word_dropout": -0.1}, "word_dropout must be a dropout rate"),
+    ({"conv_filters": -2}, "conv_filters must be an integer >= 0"),
+    ({"pool_size": 0}, "pool_size must be an integer >= 1"),
+    ({"num_classes": 1}, "at least 2 classes"),
+    ({"vocab_size": 0}, "vocab_size must be an integer >= 1"),
+  ],
+)
+def test_model_fields_are_checked_when_a_model_is_created(fields, words):
+  from seqclf import models
+
+  with pytest.raises(ConfigError, match=re.escape(words)):
+    models.check_fields(fields)

@@ -10,6 +10,11 @@ torch, keras) over the config's seeds: the mean final test accuracy ± its sampl
 the seeds, whether the article's figure lies within that spread, and the median s/epoch over seeds and
 epochs. Writes ``WORKDIR/results.json`` (schema in WORKSPACE.md), ``WORKDIR/results.md`` (the printed
 table) and ``WORKDIR/vocab.json``; both result files are rewritten after every finished run, atomically.
+
+Run again with the same flags on the same ``--workdir`` (after a kill, say), it keeps the runs already in
+``results.json`` and trains only the others, provided that file was written with the same config (the
+run list aside: variants, seeds and engines may grow), data flags and code version (git commit and
+dirty state); otherwise it refuses. ``--restart`` starts over and replaces them.
 """
 
 import os
@@ -31,7 +36,7 @@ from seqclf import (
   train,
 )
 from seqclf.benchmarks import article_report, peers
-from seqclf.errors import ConfigError
+from seqclf.errors import ConfigError, UsageError
 from seqclf.lstm import check_engine
 
 DEFAULT_BUCKETS = 6
@@ -73,6 +78,11 @@ _PEERS = flags.DEFINE_string(
   "Also train each variant with these, same data and "
   "hyper-parameters: torch, keras (pip install -e .[peers]).",
 )
+_RESTART = flags.DEFINE_bool(
+  "restart",
+  False,
+  "Train every run again, replacing the runs an earlier invocation left in WORKDIR/results.json.",
+)
 _TENSORBOARD = flags.DEFINE_bool(
   "tensorboard", True, "Write TensorBoard event files beside WORKDIR/logs/<run>/metrics.jsonl."
 )
@@ -86,6 +96,45 @@ def parse_seeds(spec: str) -> list[int]:
   if not seeds:
     raise ConfigError("--seeds is empty; pass e.g. --seeds=0 or --seeds=1,2")
   return seeds
+
+
+# Config fields that list the runs rather than set them up: an invocation may add variants, seeds or
+# engines to a workdir's earlier runs.
+_RUN_LIST_FIELDS = ("variants", "seeds", "model.engine")
+
+
+def _setup(meta: dict) -> dict:
+  """What makes runs of two invocations comparable: config (less the run list), data flags, code version."""
+  config = {key: value for key, value in meta["config"].items() if key not in _RUN_LIST_FIELDS}
+  config["model"] = {key: value for key, value in config.get("model", {}).items() if key != "engine"}
+  data_flags = {key: meta["flags"].get(key) for key in ("imdb", "imdb_sha256")}
+  return {"config": config, "flags": data_flags, "git": meta["git"]}
+
+
+def earlier_runs(path: str, meta: dict, restart: bool) -> list[dict]:
+  """The runs of an earlier invocation in ``path`` to keep, or [] (none there, or ``restart``).
+
+  Raises:
+    ConfigError: they were trained with another setup (`_setup`): mixing them would make a table of
+      incomparable rows.
+  """
+  if restart or not os.path.exists(path):
+    return []
+  try:
+    earlier = results.load(path)
+  except UsageError as error:
+    raise ConfigError(f"{error}; or pass --restart to train its runs again") from error
+  if earlier.get("kind") != "article" or not isinstance(earlier.get("meta"), dict):
+    raise ConfigError(f"{path} holds no article runs; pass another --workdir, or --restart to replace it")
+  before, now = _setup(earlier["meta"]), _setup(meta)
+  for part in ("config", "flags", "git"):
+    if before[part] != now[part]:
+      what = {"config": "another config", "flags": "other data flags", "git": "another code version"}[part]
+      raise ConfigError(
+        f"{path} holds runs trained with {what} ({before[part]} vs now {now[part]}); pass --restart to "
+        "replace them, or another --workdir"
+      )
+  return list(earlier["runs"])
 
 
 def create_model(variant: str, engine: str, config):
@@ -167,20 +216,33 @@ def main(argv):
       "preset": preset,
     },
   )
-  runs = []
-  progress = article_report.RunProgress(
-    len(variants) * (len(engines) + len(peer_names)) * len(seeds), config.epochs
-  )
+  results_path = os.path.join(workdir, "results.json")
+  runs = earlier_runs(results_path, meta, _RESTART.value)
+  if runs and jax.process_count() > 1:
+    raise ConfigError(
+      f"{results_path} holds earlier runs and this invocation runs {jax.process_count()} processes, which "
+      "would have to agree on what to skip; pass --restart or another --workdir"
+    )
+  done = {(run["variant"], run["engine"], run["seed"]) for run in runs}
+  planned = [(v, e, s) for v in variants for e in [*engines, *peer_names] for s in seeds]
+  if done & set(planned):
+    print(
+      f"keeping {len(done & set(planned))} run(s) already in {results_path} (--restart trains them again)"
+    )
+  progress = article_report.RunProgress(len([key for key in planned if key not in done]), config.epochs)
+  table = results.markdown_table(article_report.TABLE_HEADER, article_report.summary_rows(runs))
   for variant in variants:
     for engine in [*engines, *peer_names]:
       model = None if engine in peers.PEERS else create_model(variant, engine, config)
       for seed in seeds:
+        if (variant, engine, seed) in done:
+          continue
         record = train_one(model, variant, engine, seed, data, config, workdir if writer else None, progress)
         runs.append({"variant": variant, "engine": engine, **record})
         table = results.markdown_table(article_report.table_header(runs), article_report.summary_rows(runs))
         if writer:
           results.write_json_atomic(
-            os.path.join(workdir, "results.json"),
+            results_path,
             {"schema_version": results.SCHEMA_VERSION, "kind": "article", "meta": meta, "runs": runs},
           )
           results.write_text_atomic(os.path.join(workdir, "results.md"), table)

@@ -91,6 +91,8 @@ def load_pretrained(
       matrix[word_id] = np.asarray(numbers, dtype=np.float32)
     except ValueError as error:
       raise DataError(f"{path} line {line_number}: {error}: vectors must be numbers") from error
+    if not np.all(np.isfinite(matrix[word_id])):  # a NaN would make every loss NaN from the first step
+      raise DataError(f"{path} line {line_number}: a vector holds nan or inf: vectors must be finite numbers")
   coverage = len(exact.keys() | lowercased.keys()) / len(vocab.words) if vocab.words else 0.0
   return matrix, coverage
 

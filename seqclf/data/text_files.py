@@ -102,8 +102,13 @@ def load_text_file(
         )
     if not isinstance(row[text_field], str):
       raise DataError(f"{path} line {line}: {text_field!r} is {row[text_field]!r}, not a text: quote it")
+    label = row[label_field]
+    if label is None or (isinstance(label, str) and not label.strip()):
+      raise DataError(
+        f"{path} line {line}: the {label_field!r} field is empty: give every row a label, or remove the row"
+      )
     texts.append(row[text_field])
-    raw_labels.append((line, row[label_field]))
+    raw_labels.append((line, label))
   if not texts:
     raise DataError(f"{path} has no examples: add some, one per row")
   labels, label_names = _label_ids(path, raw_labels, label_names, digits_are_ids=extension != _JSONL)
@@ -228,6 +233,9 @@ def _csv_rows(
   """Yields ``(line number, {column: field})`` per row; a row's line is the one it starts on."""
   reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, strict=True)
   header, line = None, 1
+  # csv refuses fields over 128 KiB by default; a text of any length is one review (the encoder keeps
+  # maxlen tokens of it) and no field outgrows the file, which is already in memory.
+  limit = csv.field_size_limit(max(csv.field_size_limit(), len(content) + 1))
   try:
     for fields in reader:
       if fields and header is None:
@@ -249,6 +257,8 @@ def _csv_rows(
       line = reader.line_num + 1
   except csv.Error as error:
     raise DataError(f"{path} line {line}: {error}: fix the quoting") from error
+  finally:
+    csv.field_size_limit(limit)
 
 
 def _jsonl_rows(path: str, content: str) -> Iterator[tuple[int, dict]]:

@@ -19,6 +19,7 @@ and add one line to ``ENGINES`` below.
 """
 
 import importlib
+import os
 from typing import NamedTuple
 
 import jax
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import auto_check
+from seqclf.lstm import auto_check, validation
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -35,7 +36,7 @@ class Engine(NamedTuple):
   """One engine and its capabilities, which `check_engine` holds every call against."""
 
   module: str  # module holding an engine-signature ``lstm`` function
-  platforms: tuple[str, ...]  # JAX platforms it runs on (pallas also runs on CPU, in interpret mode)
+  platforms: tuple[str, ...]  # JAX platforms it runs on
   doc: str
   # Which padding masks it honours: "any" (any [B, T] mask: left or right padding, holes), "lengths"
   # (right padding only, so `lstm` takes ``lengths=`` and refuses a ``mask=``, which under jit it could
@@ -47,6 +48,25 @@ class Engine(NamedTuple):
   # The ``matmul_precision`` values its ``lstm`` takes as a keyword. Empty: it takes none and its matmuls
   # are float32 products ("float32" is then the one value accepted).
   matmul_precisions: tuple[str, ...] = ()
+  # Platforms where it runs only in an interpreter (a GPU kernel on a CPU: correct, and 100-1000x
+  # slower): refused there unless $SEQCLF_INTERPRET=1 asks for it (`interpret_requested`).
+  interpreted: tuple[str, ...] = ()
+
+
+# The environment variable that lets a GPU kernel engine run in its interpreter where there is no GPU
+# (tests, and users who want to step through a kernel): "1" on, anything else off.
+INTERPRET_ENV = "SEQCLF_INTERPRET"
+
+
+def interpret_requested() -> bool:
+  """Whether ``$SEQCLF_INTERPRET=1`` asks for GPU kernel engines to run in their interpreters off a GPU."""
+  return os.environ.get(INTERPRET_ENV, "") == "1"
+
+
+def runs_on(name: str, platform: str) -> bool:
+  """Whether engine ``name`` runs on ``platform``: natively, or interpreted where that was asked for."""
+  engine = ENGINES[name]
+  return platform in engine.platforms or (platform in engine.interpreted and interpret_requested())
 
 
 ENGINES = {
@@ -61,16 +81,18 @@ ENGINES = {
   ),
   "pallas": Engine(
     "seqclf.lstm.pallas_gpu",
-    ("gpu", "cpu"),
+    ("gpu",),
     "one-launch Pallas recurrence kernel",
     matmul_precisions=("float32", "BF16_BF16_F32_X6", "tensorfloat32", "bfloat16"),
+    interpreted=("cpu",),
   ),
   "mosaic": Engine(
     "seqclf.lstm.mosaic_gpu",
-    ("gpu", "cpu"),
+    ("gpu",),
     "Hopper Mosaic GPU recurrence on a cluster of SMs (jax >= 0.11)",
     dtypes=("float32",),
     matmul_precisions=("float32", "BF16_BF16_F32_X3", "bfloat16"),  # float32 = X3: three bf16 products
+    interpreted=("cpu",),
   ),
   "cudnn": Engine(
     "seqclf.lstm.cudnn",
@@ -143,7 +165,7 @@ def _refusals(
 
 
 def _engines_that_can(platform: str, **request) -> list[str]:
-  return [name for name in ENGINES if platform in ENGINES[name].platforms and not _refusals(name, **request)]
+  return [name for name in ENGINES if runs_on(name, platform) and not _refusals(name, **request)]
 
 
 def check_engine(
@@ -196,10 +218,16 @@ def check_engine(
     )
   if name not in ENGINES:
     raise ConfigError(f"unknown LSTM engine {name!r}; choose one of: auto, {', '.join(ENGINES)}")
-  if platform not in ENGINES[name].platforms:
+  if not runs_on(name, platform):
+    native = [engine for engine in ENGINES if platform in ENGINES[engine].platforms]
+    interpreter = (
+      f", or set {INTERPRET_ENV}=1 to run it in its interpreter (slow: for tests and debugging)"
+      if platform in ENGINES[name].interpreted
+      else ""
+    )
     raise ConfigError(
-      f"LSTM engine {name!r} does not run on {platform}; it needs one of "
-      f"{', '.join(ENGINES[name].platforms)} (use engine='auto')"
+      f"LSTM engine {name!r} needs a {' or '.join(ENGINES[name].platforms).upper()} and this process runs on "
+      f"{platform}; use engine='auto' or one of {', '.join(native)}{interpreter}"
     )
   refusals = _refusals(name, **request)
   if refusals:
@@ -251,11 +279,11 @@ def lstm(
 
   Args:
     params: ``{"kernel": [E, 4H], "recurrent_kernel": [H, 4H], "bias": [4H]}``, gates packed i, f, g, o.
-    xs: [B, T, E] inputs, batch-major.
+    xs: [B, T, E] inputs, batch-major (T = 0 or B = 0 returns empty outputs and the initial state).
     initial_state: optional ``(h0, c0)``, each [B, H]; zeros by default.
     mask: optional [B, T] bool; at a False step the state is left unchanged and the output repeats the
       previous ``h`` (so left or right padding, or holes, are skipped exactly).
-    lengths: optional [B] ints, shorthand for a right-padding mask; not together with ``mask``.
+    lengths: optional [B] ints in [0, T], shorthand for a right-padding mask; not together with ``mask``.
     input_dropout_mask: optional [B, E] multiplier applied to the input at every step (one mask per
       sequence, as Keras' LSTM ``dropout``); already scaled by 1/(1 - rate). Treated as a constant.
     recurrent_dropout_mask: optional [B, H] multiplier applied to ``h`` before the recurrent matmul at
@@ -269,13 +297,21 @@ def lstm(
     ``(outputs, (h, c))``: outputs [B, T, H] and the final state, each [B, H].
 
   Raises:
-    ConfigError: for a request the engine cannot honour (see `check_engine`).
+    ConfigError: for a request the engine cannot honour (see `check_engine`); its subclass
+      `validation.InputError` (also a ValueError) for arrays that do not fit each other (see
+      `validation.check_inputs`). Both at trace time, before any engine runs.
   """
-  batch, steps, input_size = xs.shape
-  hidden = params["recurrent_kernel"].shape[0]
+  batch, steps, input_size, hidden = validation.check_inputs(
+    params,
+    xs,
+    gates=4,
+    initial_state=initial_state,
+    mask=mask,
+    lengths=lengths,
+    input_dropout_mask=input_dropout_mask,
+    recurrent_dropout_mask=recurrent_dropout_mask,
+  )
   dtype = xs.dtype
-  if mask is not None and lengths is not None:
-    raise ConfigError("pass either mask or lengths to lstm(), not both")
   arrays = [xs, *jax.tree.leaves(params), *jax.tree.leaves(initial_state)]
   name = check_engine(
     engine,
@@ -289,11 +325,13 @@ def lstm(
     name = auto_check.checked(
       name, platform=lowering.target_platform(), hidden=hidden, matmul_precision=matmul_precision
     )
+  h0, c0 = initial_state if initial_state is not None else (jnp.zeros((batch, hidden), dtype),) * 2
+  if batch == 0 or steps == 0:  # nothing to run: the state stays as it was (every engine, by definition)
+    return jnp.zeros((batch, steps, hidden), dtype), (h0, c0)
   if lengths is not None:
     mask = lengths_to_mask(lengths, steps)
   if mask is None:
     mask = jnp.ones((batch, steps), bool)
-  h0, c0 = initial_state if initial_state is not None else (jnp.zeros((batch, hidden), dtype),) * 2
   if input_dropout_mask is None:
     input_dropout_mask = jnp.ones((batch, input_size), dtype)
   if recurrent_dropout_mask is None:

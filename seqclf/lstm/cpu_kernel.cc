@@ -32,8 +32,11 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <limits>
+#include <string>
 #include <vector>
 
 #ifdef __AVX512F__
@@ -201,6 +204,9 @@ std::vector<float> Panels(const float* matrix, int rows, int cols, bool transpos
 // AMX, w's words are regrouped into tiles (TiledIndex).
 inline uint16_t RoundToBf16(float x) {
   const uint32_t bits = __builtin_bit_cast(uint32_t, x);
+  // A NaN stays a (quiet) NaN, as with vcvtneps2bf16: rounding its bits could carry into the exponent
+  // and make it an infinity, or wrap to zero.
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
@@ -523,8 +529,12 @@ void ParallelOverRows(ffi::ThreadPool& pool, int rows, int64_t num_threads, cons
 // |r| <= ln2 / 2, a degree-6 polynomial for exp(r), relative error about 1e-7 over the clamped range,
 // beyond which sigmoid and tanh saturate), with 2^n by vscalefps. 1 / d stays a division: vrcp14ps with a
 // Newton step was no faster here and its extra rounding doubled the kernel's error against `scan`.
+// NaN and infinities behave as in `scan`: the clamp keeps a NaN (vmaxps/vminps return their second
+// operand when either is NaN, so x goes second), and its upper bound lies past exp's overflow, so
+// exp(x) is +inf there and sigmoid(-inf) is exactly 0 (with a bound below it, 6e-39, whose slope times an
+// infinite cotangent gave inf where `scan` gives NaN).
 inline __m512 Exp(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-87.0f), x));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -616,8 +626,10 @@ inline void CellBackward(int hidden, const float* __restrict g, const float* __r
 // exp(x) as in Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, a degree-6 polynomial for exp(r), and
 // 2^n built in the exponent bits. Written branch-free so that g++ vectorises the loops that call it.
 // Relative error about 1e-7 over the clamped range; beyond it the result saturates, as sigmoid and tanh do.
+// std::max/min return their first argument when a comparison with NaN is false, so a NaN stays NaN;
+// n reaches 128 above 88.7, which makes 2^n (and exp) +inf, as in the AVX-512 version.
 inline float Exp(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
+  x = std::min(std::max(x, -87.0f), 89.0f);
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -912,10 +924,71 @@ using F32 = ffi::Buffer<ffi::F32>;
 using Mask = ffi::Buffer<ffi::PRED>;
 using F32Out = ffi::ResultBuffer<ffi::F32>;
 
-Shapes ShapesOf(const Mask& step_mask, const F32& weights, const F32& state) {
-  const int hidden = static_cast<int>(state.dimensions()[1]);
-  return Shapes{static_cast<int>(step_mask.dimensions()[0]), static_cast<int>(step_mask.dimensions()[1]),
-                static_cast<int>(weights.dimensions()[0]) - hidden, hidden};
+// The handlers get raw buffers: seqclf.lstm.api checks shapes before it calls them, but a direct
+// jax.ffi.ffi_call (or a future caller) could hand over buffers that disagree, and the loops index them
+// by the sizes of xs and h0. So every buffer is held against those sizes first, and a mismatch is an
+// InvalidArgument error naming it, never a read or write out of bounds.
+class ShapeCheck {
+ public:
+  explicit ShapeCheck(const char* handler) : handler_(handler) {}
+
+  template <typename Dims>
+  void Expect(const char* name, const Dims& dims, std::initializer_list<int64_t> want) {
+    if (!error_.empty()) return;
+    if (dims.size() == want.size() && std::equal(dims.begin(), dims.end(), want.begin())) return;
+    error_ = std::string(handler_) + ": " + name + " is " + Text(dims.begin(), dims.end()) + ", expected " +
+             Text(want.begin(), want.end()) + " (xs [B, T, E], h0 [B, H])";
+  }
+
+  void Fail(const std::string& message) {
+    if (error_.empty()) error_ = std::string(handler_) + ": " + message;
+  }
+
+  bool ok() const { return error_.empty(); }
+  ffi::Error error() const { return ffi::Error::InvalidArgument(error_); }
+
+ private:
+  template <typename It>
+  static std::string Text(It begin, It end) {
+    std::string text = "[";
+    for (It it = begin; it != end; ++it) text += (it == begin ? "" : ", ") + std::to_string(*it);
+    return text + "]";
+  }
+
+  const char* handler_;
+  std::string error_;
+};
+
+// The sizes of a call, from xs [B, T, E] and h0 [B, H]; each must fit an int (the loops' index type).
+bool ShapesOf(ShapeCheck& check, const F32& xs, const F32& h0, Shapes& s) {
+  const auto x = xs.dimensions(), h = h0.dimensions();
+  if (x.size() != 3 || h.size() != 2) {
+    check.Fail("xs must be rank 3 and h0 rank 2");
+    return false;
+  }
+  constexpr int64_t kMax = std::numeric_limits<int>::max() / 8;
+  for (int64_t size : {x[0], x[1], x[2], h[1]})
+    if (size < 0 || size > kMax) {
+      check.Fail("a dimension is out of range: " + std::to_string(size));
+      return false;
+    }
+  if (h[1] < 1) {
+    check.Fail("the hidden size (h0's second dimension) must be at least 1");
+    return false;
+  }
+  s = Shapes{static_cast<int>(x[0]), static_cast<int>(x[1]), static_cast<int>(x[2]), static_cast<int>(h[1])};
+  return true;
+}
+
+// The arguments both forward handlers and the backward handler take, held against the sizes.
+void CheckCommon(ShapeCheck& check, const Shapes& s, const F32& weights, const F32& h0, const F32& c0,
+                 const Mask& step_mask, const F32& input_dropout, const F32& recurrent_dropout) {
+  check.Expect("weights", weights.dimensions(), {s.row_width(), s.gate_width()});
+  check.Expect("h0", h0.dimensions(), {s.batch, s.hidden});
+  check.Expect("c0", c0.dimensions(), {s.batch, s.hidden});
+  check.Expect("step_mask", step_mask.dimensions(), {s.batch, s.steps});
+  check.Expect("input_dropout_mask", input_dropout.dimensions(), {s.batch, s.input_size});
+  check.Expect("recurrent_dropout_mask", recurrent_dropout.dimensions(), {s.batch, s.hidden});
 }
 
 // Forward and Inference differ only in what they store.
@@ -925,9 +998,8 @@ ffi::Error NoBf16() {
 
 ffi::Error RunForward(ffi::ThreadPool& pool, F32& xs, F32& weights, F32& bias, F32& h0, F32& c0,
                       Mask& step_mask, F32& input_dropout, F32& recurrent_dropout, int64_t num_threads,
-                      bool bf16, float* hs, float* cs, float* gates, float* c_last) {
+                      bool bf16, const Shapes& s, float* hs, float* cs, float* gates, float* c_last) {
   if (bf16 && !kHasBf16) return NoBf16();
-  const Shapes s = ShapesOf(step_mask, weights, h0);
   const StepWeights w(weights.typed_data(), s.row_width(), s.gate_width(), false, bf16);
   ParallelOverRows(pool, s.batch, num_threads, [&](int first, int end) {
     ForwardRows(s, xs.typed_data(), w, bias.typed_data(), h0.typed_data(), c0.typed_data(),
@@ -937,26 +1009,68 @@ ffi::Error RunForward(ffi::ThreadPool& pool, F32& xs, F32& weights, F32& bias, F
   return ffi::Error::Success();
 }
 
+// The forward handlers' arguments and `outputs` (name, dimensions) held against the sizes of xs and h0.
+bool CheckForward(ShapeCheck& check, Shapes& s, const F32& xs, const F32& weights, const F32& bias,
+                  const F32& h0, const F32& c0, const Mask& step_mask, const F32& input_dropout,
+                  const F32& recurrent_dropout) {
+  if (!ShapesOf(check, xs, h0, s)) return false;
+  CheckCommon(check, s, weights, h0, c0, step_mask, input_dropout, recurrent_dropout);
+  check.Expect("bias", bias.dimensions(), {s.gate_width()});
+  return check.ok();
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, F32 xs, F32 weights, F32 bias, F32 h0, F32 c0, Mask step_mask,
                    F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, bool bf16, F32Out hs,
                    F32Out cs, F32Out gates) {
+  ShapeCheck check("seqclf_lstm_forward");
+  Shapes s{};
+  if (CheckForward(check, s, xs, weights, bias, h0, c0, step_mask, input_dropout, recurrent_dropout)) {
+    check.Expect("hs (result)", hs->dimensions(), {s.batch, s.steps, s.hidden});
+    check.Expect("cs (result)", cs->dimensions(), {s.batch, s.steps, s.hidden});
+    check.Expect("gates (result)", gates->dimensions(), {s.batch, s.steps, s.gate_width()});
+  }
+  if (!check.ok()) return check.error();
   return RunForward(pool, xs, weights, bias, h0, c0, step_mask, input_dropout, recurrent_dropout,
-                    num_threads, bf16, hs->typed_data(), cs->typed_data(), gates->typed_data(), nullptr);
+                    num_threads, bf16, s, hs->typed_data(), cs->typed_data(), gates->typed_data(), nullptr);
 }
 
 ffi::Error Inference(ffi::ThreadPool pool, F32 xs, F32 weights, F32 bias, F32 h0, F32 c0, Mask step_mask,
                      F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, bool bf16, F32Out hs,
                      F32Out c_last) {
+  ShapeCheck check("seqclf_lstm_inference");
+  Shapes s{};
+  if (CheckForward(check, s, xs, weights, bias, h0, c0, step_mask, input_dropout, recurrent_dropout)) {
+    check.Expect("hs (result)", hs->dimensions(), {s.batch, s.steps, s.hidden});
+    check.Expect("c_last (result)", c_last->dimensions(), {s.batch, s.hidden});
+  }
+  if (!check.ok()) return check.error();
   return RunForward(pool, xs, weights, bias, h0, c0, step_mask, input_dropout, recurrent_dropout,
-                    num_threads, bf16, hs->typed_data(), nullptr, nullptr, c_last->typed_data());
+                    num_threads, bf16, s, hs->typed_data(), nullptr, nullptr, c_last->typed_data());
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, F32 xs, F32 weights, F32 h0, F32 c0, Mask step_mask,
                     F32 input_dropout, F32 recurrent_dropout, F32 hs, F32 cs, F32 gates, F32 dhs, F32 dh_last,
                     F32 dc_last, int64_t num_threads, bool bf16, F32Out dxs, F32Out dh0, F32Out dc0,
                     F32Out d_weights, F32Out d_bias) {
+  ShapeCheck check("seqclf_lstm_backward");
+  Shapes s{};
+  if (ShapesOf(check, xs, h0, s)) {
+    CheckCommon(check, s, weights, h0, c0, step_mask, input_dropout, recurrent_dropout);
+    const std::initializer_list<int64_t> state = {s.batch, s.steps, s.hidden};
+    check.Expect("hs", hs.dimensions(), state);
+    check.Expect("cs", cs.dimensions(), state);
+    check.Expect("gates", gates.dimensions(), {s.batch, s.steps, s.gate_width()});
+    check.Expect("dhs", dhs.dimensions(), state);
+    check.Expect("dh_last", dh_last.dimensions(), {s.batch, s.hidden});
+    check.Expect("dc_last", dc_last.dimensions(), {s.batch, s.hidden});
+    check.Expect("dxs (result)", dxs->dimensions(), {s.batch, s.steps, s.input_size});
+    check.Expect("dh0 (result)", dh0->dimensions(), {s.batch, s.hidden});
+    check.Expect("dc0 (result)", dc0->dimensions(), {s.batch, s.hidden});
+    check.Expect("d_weights (result)", d_weights->dimensions(), {s.row_width(), s.gate_width()});
+    check.Expect("d_bias (result)", d_bias->dimensions(), {s.gate_width()});
+  }
+  if (!check.ok()) return check.error();
   if (bf16 && !kHasBf16) return NoBf16();
-  const Shapes s = ShapesOf(step_mask, weights, h0);
   const int gate_width = s.gate_width(), ldz = RoundUp(gate_width, kLanes);
   const StepWeights wt(weights.typed_data(), s.row_width(), gate_width, true, bf16);
   const int chunk = RowsPerRange(s.batch, num_threads);

@@ -10,7 +10,7 @@ layer's options, draw the per-sequence masks of Keras' ``dropout`` and ``recurre
 import jax
 import jax.numpy as jnp
 
-from seqclf.lstm import api
+from seqclf.lstm import api, validation
 
 
 def dropout_mask(key, rate: float, shape, dtype):
@@ -35,6 +35,7 @@ def run_lstm(
   """One LSTM layer's call: the engine checked against the layer's dropout and precision, then
   `seqclf.lstm.api.lstm` with dropout masks drawn from ``next_key()`` (a key per mask, input mask
   first), or none when ``next_key`` is None (deterministic)."""
+  validation.check_inputs(params, xs, gates=4, mask=mask, lengths=lengths)
   api.check_engine(
     engine,
     input_dropout=input_dropout > 0,
