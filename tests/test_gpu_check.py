@@ -1,55 +1,153 @@
-"""`benchmarks/gpu_check.sh`'s CPU dry run: the same script as on the GPU, tiny sizes, so a broken import or
-flag in any step fails here and not in a device call."""
+"""`benchmarks/gpu_check.sh` rehearsed on CPU: the same script as on a GPU, tiny sizes, and the faults a
+first GPU run may meet injected on purpose (`benchmarks/faults.py`): a step that hangs ignoring SIGINT
+(its limit fires, SIGKILL follows, later steps still run), one that raises inside a driver (an error row,
+the driver goes on), one whose process dies of a signal; and the script itself killed half-way (the
+summary keeps what finished). A broken import or flag of any step fails here too, not on a GPU.
 
+Where this jax has Mosaic GPU (jax 0.11, the GPU machine's), the mosaic steps run interpreted and the
+hang is put in one of them; elsewhere they are skipped with the reason and the hang goes into the article
+step.
+"""
+
+import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 from seqclf.lstm import mosaic_gpu
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
+MOSAIC = mosaic_gpu.unavailable_reason() is None
+# How long a hung step gets before SIGINT: enough to start Python and JAX and reach the fault, loaded.
+HANG_LIMIT_S = 30
 
 
-def test_dry_run_runs_every_step_but_the_gpu_only_one(tmp_path, tiny_aclimdb_archive):
-  out = tmp_path / "out"
-  result = subprocess.run(
-    ["bash", str(REPO / "benchmarks" / "gpu_check.sh")],
-    env={
-      **os.environ,
-      "JAX_PLATFORMS": "cpu",
-      "OUT": str(out),
-      "WHEELS": str(tmp_path / "no_wheels"),
-      "IMDB": str(tiny_aclimdb_archive),
-      "PYTHON": sys.executable,
-    },
-    capture_output=True,
-    text=True,
-    timeout=400,
-  )
-  log = (out / "log.txt").read_text() if (out / "log.txt").exists() else ""
-  assert result.returncode == 0, result.stdout + log[-4000:]
-  lines = result.stdout.splitlines()
-  table = lines[lines.index("| step | status | s | detail |") + 2 :]  # the summary table ends the output
-  rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table}
-  # The mosaic sweep runs (interpreted, tiny) where this jax has Mosaic GPU, else is skipped with the reason.
-  mosaic = mosaic_gpu.unavailable_reason() is None
-  assert rows == {
-    "install": "skipped",
-    "preflight": "ok",
-    "tests": "skipped",
-    "sweep": "ok",
-    "mosaic": "ok" if mosaic else "skipped",
-    "article": "ok",
+def _env(tmp_path, archive, **extra):
+  return {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "SEQCLF_GPU_CHECK_OUT": str(tmp_path / "out"),
+    "SEQCLF_GPU_CHECK_BUNDLE": str(tmp_path / "no_bundle"),
+    "SEQCLF_IMDB": str(archive),
+    "PYTHON": sys.executable,
+    "SEQCLF_GPU_CHECK_KILL_AFTER_S": "2",
+    **extra,
   }
-  written = sorted(path.name for path in out.rglob("*") if path.is_file())
-  assert written == [
-    "article.json",
-    "article.md",
-    "log.txt",
-    "lstm_engines.json",
-    "lstm_engines.md",
-    *(["mosaic_sweep.json", "mosaic_sweep.md"] if mosaic else []),
-    "summary.txt",
-  ]
-  assert (out / "summary.txt").read_text() == result.stdout
+
+
+def _summary(out):
+  return json.loads((out / "summary.json").read_text())
+
+
+def test_rehearsal_survives_a_hang_an_exception_and_a_signal(tmp_path, tiny_aclimdb_archive):
+  hang_unit, hang_step = (
+    ("mosaic_sweep N=2 bfloat16", "mosaic N=2 bfloat16")
+    if MOSAIC
+    else ("article cnn_lstm fused", "article fused resident")
+  )
+  faults = {
+    "lstm_engines fused B2 T3 H4": "raise",
+    "lstm_engines scan B4 T3 H4": "signal",
+    hang_unit: "hang",
+  }
+  env = _env(
+    tmp_path,
+    tiny_aclimdb_archive,
+    SEQCLF_GPU_CHECK_FAULTS=",".join(f"{unit}={kind}" for unit, kind in faults.items()),
+    SEQCLF_GPU_CHECK_LIMITS=f"{hang_step}={HANG_LIMIT_S}",
+  )
+  result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
+  out = tmp_path / "out"
+  log = (out / "log.txt").read_text()
+  summary = _summary(out)
+  steps = {step["step"]: step for step in summary["steps"]}
+  statuses = {name: step["status"] for name, step in steps.items()}
+  assert result.returncode == 1, result.stdout + log[-4000:]  # a step timed out and one crashed
+  expected = {
+    "install": "skipped",
+    "preflight nvidia-smi": "skipped",
+    "preflight versions": "ok",
+    "preflight devices": "ok",
+    "preflight cuda": "ok",
+    "preflight mosaic": "ok",
+    "preflight imports": "ok",
+    "tests": "skipped",
+    **(
+      {"smoke": "ok", "mosaic N=2 bfloat16": "", "mosaic N=1 bfloat16": "ok"}
+      if MOSAIC
+      else {"mosaic": "skipped"}
+    ),
+    "article fused resident": "ok",
+    "sweep B=2 H=4": "ok, 1 error rows",
+    "sweep B=4 H=4": "CRASH (SIGSEGV)",
+  }
+  expected[hang_step] = f"TIMEOUT ({HANG_LIMIT_S} s, SIGKILL after 2 s more)"
+  assert statuses == expected, result.stdout + log[-4000:]
+  assert summary["finished"] is True and summary["platform"] == "cpu"
+  # Each fault happened where it was put, and each row says what happened.
+  for unit, kind in faults.items():
+    assert f"injected fault: {unit}={kind}" in log
+  assert "RuntimeError: injected fault in lstm_engines fused B2 T3 H4" in steps["sweep B=2 H=4"]["detail"]
+  sweep = json.loads((out / "lstm_engines.json").read_text())
+  assert {(run["engine"], "error" in run) for run in sweep["runs"]} == {
+    ("scan", False),
+    ("flax", False),
+    ("fused", True),
+  }
+  # What finished before the hang is kept: the article's lstm run (or, with Mosaic, N = 1 after it).
+  article = json.loads((out / "article.json").read_text())
+  assert ("lstm", "fused") in {(run["variant"], run["engine"]) for run in article["runs"]}
+  if MOSAIC:
+    assert {run["cluster_size"] for run in json.loads((out / "mosaic_sweep.json").read_text())["runs"]} == {1}
+  assert len(list(out.iterdir())) <= 8
+  markdown = (out / "summary.md").read_text()
+  assert markdown in result.stdout and "| sweep B=4 H=4 | CRASH (SIGSEGV) |" in markdown
+  assert (
+    "## engine sweep (benchmarks.lstm_engines)" in markdown
+    and "## article: article fused resident" in markdown
+  )
+
+
+def test_a_killed_check_keeps_what_finished(tmp_path, tiny_aclimdb_archive):
+  """SIGKILL to the whole check once the preflight is done: the summary on disk holds every finished
+  step and names the one in flight."""
+  out = tmp_path / "out"
+  check = subprocess.Popen(
+    ["bash", str(SCRIPT)],
+    env=_env(tmp_path, tiny_aclimdb_archive),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    start_new_session=True,
+  )
+  try:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+      try:
+        steps = _summary(out)["steps"]
+      except (OSError, ValueError):
+        steps = []
+      if any(step["status"] == "RUNNING" and not step["step"].startswith("preflight") for step in steps):
+        break
+      time.sleep(0.5)
+    else:
+      raise AssertionError("the check never got past its preflight")
+  finally:
+    os.killpg(check.pid, signal.SIGKILL)
+    check.wait()
+  summary = _summary(out)
+  assert summary["finished"] is False
+  statuses = {step["step"]: step["status"] for step in summary["steps"]}
+  assert {name: statuses[name] for name in statuses if name.startswith("preflight")} == {
+    "preflight nvidia-smi": "skipped",
+    "preflight versions": "ok",
+    "preflight devices": "ok",
+    "preflight cuda": "ok",
+    "preflight mosaic": "ok",
+    "preflight imports": "ok",
+  }
+  assert list(statuses.values())[-1] == "RUNNING"
+  assert "| preflight imports | ok |" in (out / "summary.md").read_text()
