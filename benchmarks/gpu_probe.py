@@ -1,7 +1,7 @@
 r"""What `benchmarks/gpu_check.sh` asks of a machine before it trusts it, one question per process.
 
   python -m benchmarks.gpu_probe versions   # Python, jax, jaxlib, the CUDA plugin, flax, optax, torch
-  python -m benchmarks.gpu_probe devices    # JAX's backend and devices, each GPU's compute capability
+  python -m benchmarks.gpu_probe devices    # JAX's devices, their compute capability, whether mosaic can run
   python -m benchmarks.gpu_probe cuda       # the CUDA root Mosaic GPU will use and whether ptxas is in it
   python -m benchmarks.gpu_probe smoke      # a 10-line Mosaic GPU kernel, compiled, run and checked
 
@@ -34,13 +34,17 @@ def versions() -> None:
 def devices() -> None:
   import jax
 
-  print(f"backend: {jax.default_backend()}")
+  print(f"backend: {jax.default_backend()}", flush=True)
   for device in jax.devices():
     capability = getattr(device, "compute_capability", None)
     print(
       f"device: {device.id} {device.device_kind}"
-      + (f" (compute capability {capability})" if capability else "")
+      + (f" (compute capability {capability})" if capability else ""),
+      flush=True,
     )
+  from seqclf.lstm import mosaic_gpu  # after the devices: they are worth having even if this fails
+
+  print(f"mosaic: {mosaic_gpu.unavailable_reason() or 'available'}")
 
 
 def _has_ptxas(root) -> bool:

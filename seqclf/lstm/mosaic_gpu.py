@@ -47,7 +47,7 @@ Precision (``matmul_precision``; the state, the gate arithmetic and the accumula
   which tests/test_mosaic_gpu.py holds equal to the interpreted kernels): "float32" 2.0e-6 / 1.6e-6
   (float32 scan itself is ~4e-7 from float64), "bfloat16" 1.1e-3 / 1.1e-3.
 
-Cost model, one step of one CTA on an H200 (HOPPER.md / H200.md: 132 SMs at ~1.98 GHz, dense bf16
+Cost model, one step of one CTA on an H200 (NVIDIA's figures: 132 SMs at ~1.98 GHz, dense bf16
 ~990 TFLOP/s = 7.5 TFLOP/s per SM; shared memory 128 B/clock per SM; MUFU (exp, reciprocal, tanh) 16
 per clock per SM). P = products per gate (1 bfloat16, 3 float32), p = pieces exchanged (1 or 2), Hs =
 128 / N. The remote-store latency (~0.5 us) and DSMEM bandwidth (~32 B/clock) are assumptions, not
