@@ -2,7 +2,7 @@
 first GPU run may meet injected on purpose (`benchmarks/faults.py`): a step that hangs ignoring SIGINT
 (its limit fires, SIGKILL follows, later steps still run), one that raises inside a driver (an error row,
 the driver goes on), one whose process dies of a signal; and the script itself killed half-way (the
-summary keeps what finished). A broken import or flag of any step fails here too, not on a GPU.
+summary keeps what finished, and a SIGTERM marks the step it stopped). A broken import or flag of any step fails here too, not on a GPU.
 
 Where this jax has Mosaic GPU (jax 0.11, the GPU machine's), the mosaic steps run interpreted and the
 hang is put in one of them; elsewhere they are skipped with the reason and the hang goes into a sweep
@@ -116,8 +116,8 @@ def test_rehearsal_survives_a_hang_an_exception_and_a_signal(tmp_path, tiny_acli
 
 
 def test_a_killed_check_keeps_what_finished(tmp_path, tiny_aclimdb_archive):
-  """SIGKILL to the whole check once the preflight is done: the summary on disk holds every finished
-  step and names the one in flight."""
+  """The summary on disk while the check runs holds every finished step and names the one in flight, so a
+  SIGKILL loses nothing that finished; a SIGTERM (a machine's limit, ^C) also marks the step it stopped."""
   out = tmp_path / "out"
   check = subprocess.Popen(
     ["bash", str(SCRIPT)],
@@ -130,26 +130,36 @@ def test_a_killed_check_keeps_what_finished(tmp_path, tiny_aclimdb_archive):
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
       try:
-        steps = _summary(out)["steps"]
+        on_disk = _summary(out)
       except (OSError, ValueError):
-        steps = []
-      if any(step["status"] == "RUNNING" and not step["step"].startswith("preflight") for step in steps):
+        on_disk = {"steps": []}
+      in_flight = [step["step"] for step in on_disk["steps"] if step["status"] == "RUNNING"]
+      if in_flight and not in_flight[0].startswith("preflight"):
         break
       time.sleep(0.5)
     else:
       raise AssertionError("the check never got past its preflight")
+    # What a SIGKILL now would leave: the preflight finished, the next step in flight.
+    statuses = {step["step"]: step["status"] for step in on_disk["steps"]}
+    assert on_disk["finished"] is False
+    assert {name: status for name, status in statuses.items() if name.startswith("preflight")} == {
+      "preflight nvidia-smi": "skipped",
+      "preflight versions": "ok",
+      "preflight devices": "ok",
+      "preflight cuda": "ok",
+      "preflight imports": "ok",
+    }
+    assert list(statuses.values())[-1] == "RUNNING"
+    check.send_signal(signal.SIGTERM)  # to the script alone; it stops its step's process itself
+    assert check.wait(timeout=60) == 130
   finally:
-    os.killpg(check.pid, signal.SIGKILL)
+    try:  # whatever of the check's processes is left
+      os.killpg(check.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
     check.wait()
   summary = _summary(out)
+  last = summary["steps"][-1]
+  assert (last["step"], last["status"]) == (in_flight[0], "INTERRUPTED (check got SIGTERM)")
   assert summary["finished"] is False
-  statuses = {step["step"]: step["status"] for step in summary["steps"]}
-  assert {name: statuses[name] for name in statuses if name.startswith("preflight")} == {
-    "preflight nvidia-smi": "skipped",
-    "preflight versions": "ok",
-    "preflight devices": "ok",
-    "preflight cuda": "ok",
-    "preflight imports": "ok",
-  }
-  assert list(statuses.values())[-1] == "RUNNING"
-  assert "| preflight imports | ok |" in (out / "summary.md").read_text()
+  assert f"| {in_flight[0]} | INTERRUPTED (check got SIGTERM) |" in (out / "summary.md").read_text()
