@@ -227,10 +227,10 @@ merge() {
   shift 2
   local table=$WORK/$kind.md
   [[ -n $title ]] && add_section "$title" "$table"
-  timeout -s INT -k 5 30 "$PYTHON" -m benchmarks.merge_results --inputs="$(
+  timeout -s INT -k 5 30 "$PYTHON" -m benchmarks.merge_results --parts="$(
     IFS=,
     echo "$*"
-  )" --out="$OUTPUT_DIR/$kind.json" --markdown_out="$table" >>"$LOG" 2>&1
+  )" --merged="$OUTPUT_DIR/$kind.json" --merged_markdown="$table" >>"$LOG" 2>&1
   write_summary
 }
 

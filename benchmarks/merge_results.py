@@ -1,14 +1,15 @@
 r"""Merges the results files of several invocations of one driver into one file (and one table).
 
-  python -m benchmarks.merge_results --inputs=a/mosaic_sweep.json,b/mosaic_sweep.json \
-      --out=mosaic_sweep.json --markdown_out=mosaic_sweep.md
+  python -m benchmarks.merge_results --parts=a/mosaic_sweep.json,b/mosaic_sweep.json \
+      --merged=mosaic_sweep.json --merged_markdown=mosaic_sweep.md
 
 `benchmarks/gpu_check.sh` runs each configuration or shape in its own process, so that a hang or a GPU
 fault costs that one only; this puts their rows back together. The inputs must be of one kind (schema
-v1); the merged file has the first input's meta, each input's ``meta.flags`` under ``meta.parts``, and
-every input's runs in order. It imports no JAX, so it costs the check well under a second. ``--markdown_out``: the tables beside the inputs (``X.md`` beside ``X.json``,
-one header, as the driver writes them) as one table. An input that does not exist (its process died
-before writing it) is left out; none at all is an error.
+v1); the merged file has the first input's meta, each input's ``argv``, ``flags`` and ``config`` under
+``meta.parts``, and every input's runs in order, each with ``part``, its input's index. ``--merged_markdown``:
+the tables beside the inputs (``X.md`` beside ``X.json``, one header, as the driver writes them) as one
+table. An input that does not exist (its process died before writing it) is left out; none at all is an
+error. It imports no JAX, so it costs the check well under a second.
 """
 
 import json
@@ -20,9 +21,13 @@ from seqclf import cli
 from seqclf.atomic import write_atomically
 from seqclf.errors import UsageError
 
-_INPUTS = flags.DEFINE_list("inputs", None, "Results files of one kind, in order.", required=True)
-_OUT = flags.DEFINE_string("out", None, "The merged results file.", required=True)
-_MARKDOWN_OUT = flags.DEFINE_string("markdown_out", "", "The merged markdown table (optional).")
+# What tells the parts apart (say a device-resident article epoch from a host-fed one).
+PART_KEYS = ("argv", "flags", "config")
+
+# Names of their own: a test process imports this beside the other drivers, whose flags share one registry.
+_PARTS = flags.DEFINE_list("parts", [], "Results files of one kind, in order (required).")
+_MERGED = flags.DEFINE_string("merged", "", "The merged results file (required).")
+_MERGED_MARKDOWN = flags.DEFINE_string("merged_markdown", "", "The merged markdown table (optional).")
 
 
 def merge(paths: list[str]) -> dict:
@@ -41,12 +46,12 @@ def merge(paths: list[str]) -> dict:
     raise UsageError(
       f"the inputs hold results of different schema versions or kinds: {sorted(map(str, kinds))}"
     )
-  meta = {**loaded[0]["meta"], "parts": [part["meta"].get("flags") for part in loaded]}
+  parts = [{key: part["meta"][key] for key in PART_KEYS if key in part["meta"]} for part in loaded]
   return {
     "schema_version": loaded[0]["schema_version"],
     "kind": loaded[0]["kind"],
-    "meta": meta,
-    "runs": [run for part in loaded for run in part["runs"]],
+    "meta": {**loaded[0]["meta"], "parts": parts},
+    "runs": [{**run, "part": index} for index, part in enumerate(loaded) for run in part["runs"]],
   }
 
 
@@ -73,11 +78,13 @@ def _write(path: str, text: str) -> None:
 
 def main(argv):
   cli.require_no_arguments(argv)
-  merged = merge(_INPUTS.value)
-  _write(_OUT.value, json.dumps(merged, indent=1) + "\n")
-  if _MARKDOWN_OUT.value:
-    _write(_MARKDOWN_OUT.value, merge_tables(_INPUTS.value))
-  print(f"wrote {_OUT.value}: {len(merged['runs'])} runs from {len(merged['meta']['parts'])} files")
+  if not _PARTS.value or not _MERGED.value:
+    raise UsageError("pass --parts=A.json,B.json,... and --merged=OUT.json")
+  merged = merge(_PARTS.value)
+  _write(_MERGED.value, json.dumps(merged, indent=1) + "\n")
+  if _MERGED_MARKDOWN.value:
+    _write(_MERGED_MARKDOWN.value, merge_tables(_PARTS.value))
+  print(f"wrote {_MERGED.value}: {len(merged['runs'])} runs from {len(merged['meta']['parts'])} files")
 
 
 if __name__ == "__main__":
