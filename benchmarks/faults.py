@@ -16,6 +16,8 @@ import signal
 import sys
 import time
 
+from seqclf.errors import ConfigError
+
 ENV = "SEQCLF_GPU_CHECK_FAULTS"
 KINDS = ("raise", "hang", "signal")
 
@@ -26,7 +28,7 @@ def planned() -> dict[str, str]:
   for item in filter(None, (part.strip() for part in os.environ.get(ENV, "").split(","))):
     unit, _, kind = item.rpartition("=")
     if kind not in KINDS or not unit:
-      raise ValueError(f"{ENV}: {item!r} is not UNIT=KIND with KIND one of {', '.join(KINDS)}")
+      raise ConfigError(f"{ENV}: {item!r} is not UNIT=KIND with KIND one of {', '.join(KINDS)}")
     faults[unit] = kind
   return faults
 
