@@ -314,8 +314,8 @@ PLAN=()
 plan() { PLAN+=("$1|$2|$3"); }  # NAME DEFAULT_LIMIT SPEC
 if [[ $PLATFORM == gpu ]]; then
   [[ -n $MOSAIC ]] && plan smoke 60 smoke
-  [[ -n $MOSAIC ]] && plan "tests mosaic" 120 "tests tests/test_mosaic_gpu.py"
-  plan "tests pallas" 90 "tests tests/test_pallas_gpu.py"
+  [[ -n $MOSAIC ]] && plan "tests mosaic" 90 "tests tests/test_mosaic_gpu.py"
+  plan "tests pallas" 60 "tests tests/test_pallas_gpu.py"
 else
   [[ -n $MOSAIC ]] && plan smoke 60 smoke
 fi
@@ -373,7 +373,7 @@ for entry in "${PLAN[@]}"; do
       ;;
     article)
       [[ -z $IMDB ]] && continue
-      workdir=$WORK/article/${args[1]}-${args[2]}
+      workdir=$WORK/article/${args[1]//,/+}-${args[2]}  # no comma: merge takes a comma-separated list
       feed=()
       [[ ${args[2]} == resident ]] && feed=(--config.device_resident=True --config.steps_per_dispatch=0)
       peers=()
