@@ -1,5 +1,5 @@
 # `make bench` (the article benchmark) and `make test`: both set up .venv from nothing.
-# `make test-matrix`: the suite on every supported stack; `make gpu-wheels`: what a GPU check carries.
+# `make test-matrix`: the suite on every supported stack; `make gpu-bundle`: the GPU check's offline bundle.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 # Extras `make test` installs; add `peers` (PyTorch, Keras) to run the peer tests instead of skipping them.
 TEST_EXTRAS ?= test
 
-.PHONY: bench test venv clean test-matrix gpu-wheels micro
+.PHONY: bench test venv clean test-matrix gpu-bundle micro
 
 $(VENV)/.installed-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,19 +65,23 @@ micro: $(VENV)/.installed-test
 	$(PY) benchmarks/micro/accuracy_over_seeds.py "float32=$(ACCURACY)/float32_seeds*" "bfloat16=$(ACCURACY)/bfloat16_seeds0-9"
 	$(if $(SEQCLF_IMDB),$(PY) benchmarks/micro/fixed_vs_bucketed.py --imdb=$(SEQCLF_IMDB) --train_examples=64 --maxlen=40 --buckets=2,@echo "fixed_vs_bucketed skipped: set SEQCLF_IMDB")
 
-# An offline bundle for benchmarks/gpu_check.sh on a GPU machine without an index (Python 3.12, manylinux
-# x86_64, with jax, flax, optax, absl-py and PyYAML installed): ml-collections, plus the IMDB archive from
-# $SEQCLF_IMDB. Copy .whl/ to the machine beside the checkout (docs/gpu.md).
+# The offline bundle for benchmarks/gpu_check.sh (docs/gpu.md): what a GPU machine without network needs
+# beside the repository, built on any machine with network. Its wheels target Python 3.12 on manylinux
+# x86_64 and hold what an image with jax, flax, optax, absl-py and PyYAML lacks: ml-collections (add
+# wheels with GPU_WHEELS="ml-collections==1.1.0 NAME==VERSION"); plus the IMDB archive (IMDB above, or
+# SEQCLF_IMDB). tfds, tensorboardX and matplotlib are extras the check does not use.
+GPU_BUNDLE ?= gpu-bundle
 GPU_WHEELS ?= ml-collections==1.1.0
-GPU_IMDB ?= $(SEQCLF_IMDB)
+GPU_IMDB ?= $(IMDB)
 WHEEL_PLATFORMS := $(addprefix --platform ,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64)
 
-gpu-wheels:
-	rm -rf .whl
+gpu-bundle:
+	@test -f "$(GPU_IMDB)" || { echo "error: no IMDB archive at '$(GPU_IMDB)': set SEQCLF_IMDB=path/to/aclImdb_labeled.tar.gz"; exit 2; }
+	rm -rf $(GPU_BUNDLE)
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-	  $(WHEEL_PLATFORMS) -d .whl $(GPU_WHEELS)
-	$(if $(GPU_IMDB),cp $(GPU_IMDB) .whl/aclImdb_labeled.tar.gz,@echo "no SEQCLF_IMDB: the bundle has no IMDB archive")
-	@du -sh .whl; ls .whl
+	  $(WHEEL_PLATFORMS) -d $(GPU_BUNDLE) $(GPU_WHEELS)
+	cp $(GPU_IMDB) $(GPU_BUNDLE)/aclImdb_labeled.tar.gz
+	@du -sh $(GPU_BUNDLE); ls $(GPU_BUNDLE)
 
 clean:
-	rm -rf $(VENV) $(addprefix .venv-,$(STACKS)) .whl runs .pytest_cache
+	rm -rf $(VENV) $(addprefix .venv-,$(STACKS)) $(GPU_BUNDLE) runs .pytest_cache

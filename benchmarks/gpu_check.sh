@@ -1,152 +1,394 @@
 #!/usr/bin/env bash
-# The prepared one-shot GPU check: everything in one call of the device tool, nothing to prepare there.
+# The one-shot GPU check: does everything the project claims for a GPU hold on this one, and how fast is
+# it? In about 7 minutes, compile included, with no network needed. How to run it: docs/gpu.md.
 #
-#   here:       make gpu-wheels      # .whl/: the wheels the GPU machine lacks + the IMDB archive (< 64 MiB)
-#   on the GPU: the device tool's `run` with carry=[".whl"] and
-#               command="bash benchmarks/gpu_check.sh", timeout_s=540
+#   bash benchmarks/gpu_check.sh [OUTPUT_DIR]
 #
-# Steps, each under its own timeout, all within GPU_CHECK_BUDGET_S (default 450 s, under 8 minutes):
-#   1. install   the carried wheels into /tmp/site, no index (PYTHONPATH points there)
-#   2. preflight versions and devices; every driver imports
-#   3. tests     the engine equality tests and lowering tests on the GPU itself (no interpret mode)
-#   4. sweep     seqclf.benchmarks.lstm_engines: every engine that claims the platform, beside flax and torch
-#   5. mosaic    seqclf.benchmarks.mosaic_sweep: the mosaic engine's cluster sizes x precisions, us per step
-#   6. article   one epoch of lstm and cnn_lstm per engine beside PyTorch (cuDNN's LSTM on a GPU)
-# It writes at most 8 files under $OUT (summary.txt, log.txt, lstm_engines.json/.md, mosaic_sweep.json/.md,
-# article.json/.md) and ends by printing one table: step | status | seconds | detail.
+# Steps, most valuable first, each shown with its time limit before it runs (the preflight's at the start,
+# the others' once the preflight has told what this machine is):
+#   install    the offline bundle's wheels (make gpu-bundle) into a temporary directory, no index
+#   preflight  nvidia-smi; Python/jax/jaxlib/CUDA plugin versions; the devices and their compute
+#              capability; the CUDA root and ptxas Mosaic GPU will use (CUDA_ROOT=/usr/local/cuda is set
+#              for every later step when jax found no ptxas and that has one); the mosaic engine's
+#              availability; the drivers import
+#   smoke      a 10-line Mosaic GPU kernel compiled, run and checked
+#   tests      the mosaic and pallas engines' equality tests on the GPU itself (no interpreter)
+#   mosaic     seqclf.benchmarks.mosaic_sweep, one configuration per process, N = 8 first
+#   article    one epoch of lstm and cnn_lstm, device-resident (the epoch's batches on the device, no host
+#              round trip per step): mosaic, then cudnn beside PyTorch
+#   then, while the budget lasts: the other mosaic configurations, the engine sweep (one shape per
+#   process), the article epoch for pallas and fused and with host-fed batches, the api tests.
 #
-# CPU dry run (CI, tests/test_gpu_check.py): JAX_PLATFORMS=cpu gives tiny sizes and reports the GPU-only
-# step (tests) as skipped, so a broken import or flag shows here, not on the device.
-# Environment: OUT (default runs/gpu_check), WHEELS (.whl), IMDB (.whl/aclImdb_labeled.tar.gz),
-# PYTHON (python3), GPU_CHECK_BUDGET_S (450).
+# Isolation: every step, configuration and shape is its own process under its own limit (`timeout -s INT
+# -k KILL_AFTER`: SIGINT first, so pytest and the drivers still report what they have; SIGKILL
+# KILL_AFTER s later for a process stuck in a device wait). A fault, hang or kill costs that step only.
+# Results are written as they come: summary.md and summary.json after every step (the step in flight
+# shows as RUNNING), the drivers' merged results after every configuration and shape, so a kill of this
+# script itself keeps what finished. OUTPUT_DIR gets at most 6 files: summary.md (the step table, then
+# each driver's table), summary.json, log.txt (every step's output), mosaic_sweep.json, article.json,
+# lstm_engines.json. The exit status is 0 when no step failed.
+#
+# Off a GPU (JAX_PLATFORMS=cpu) the same script is its own rehearsal: tiny sizes, the GPU-only steps
+# skipped, the Pallas and Mosaic kernels in their interpreters (the engines' own choice off a GPU); with
+# SEQCLF_GPU_CHECK_FAULTS (seqclf/benchmarks/faults.py) it proves that a hang, an exception and a signal in a
+# step each cost that step only (tests/test_gpu_check.py).
+#
+# Environment:
+#   OUTPUT_DIR                    the argument, else SEQCLF_GPU_CHECK_OUT, else OUT, else runs/gpu_check
+#   SEQCLF_GPU_CHECK_BUNDLE       the offline bundle (default gpu-bundle): wheels and the IMDB archive
+#   SEQCLF_IMDB                   the IMDB archive (path or URL) when the bundle has none
+#   PYTHON                        the interpreter (default python3)
+#   SEQCLF_GPU_CHECK_BUDGET_S     wall-time budget of all steps (default 420)
+#   SEQCLF_GPU_CHECK_LIMITS       per-step limits over the defaults, "STEP=SECONDS,..." (STEP as printed)
+#   SEQCLF_GPU_CHECK_KILL_AFTER_S SIGKILL this long after a step's SIGINT (default 10)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
-OUT=${OUT:-runs/gpu_check}
-WHEELS=${WHEELS:-.whl}
-IMDB=${IMDB:-$WHEELS/aclImdb_labeled.tar.gz}
+OUTPUT_DIR=${1:-${SEQCLF_GPU_CHECK_OUT:-${OUT:-runs/gpu_check}}}
+BUNDLE=${SEQCLF_GPU_CHECK_BUNDLE:-gpu-bundle}
 PYTHON=${PYTHON:-python3}
-BUDGET_S=${GPU_CHECK_BUDGET_S:-450}
-WORK=$(mktemp -d)  # drivers' workdirs (caches, vocabularies, logs); only chosen files go to $OUT
-mkdir -p "$OUT"
-LOG=$OUT/log.txt
+# The rehearsal on a CPU (JAX_PLATFORMS=cpu) runs interpreted kernels on a shared host: 4 x the limits.
+[[ ${JAX_PLATFORMS:-} == cpu ]] && SCALE=4 || SCALE=1
+BUDGET_S=${SEQCLF_GPU_CHECK_BUDGET_S:-$((420 * SCALE))}
+KILL_AFTER_S=${SEQCLF_GPU_CHECK_KILL_AFTER_S:-10}
+LIMITS=${SEQCLF_GPU_CHECK_LIMITS:-}
+# A step with less than this left of the budget is skipped rather than started.
+MIN_STEP_S=5
+# Per-test limit for pytest (pytest-timeout): one test that hangs fails alone.
+TEST_TIMEOUT_S=60
+
+mkdir -p "$OUTPUT_DIR" || exit 2
+OUTPUT_DIR=$(cd "$OUTPUT_DIR" && pwd)
+WORK=$(mktemp -d)  # the drivers' workdirs, caches and per-step logs; only chosen files reach OUTPUT_DIR
+LOG=$OUTPUT_DIR/log.txt
 : >"$LOG"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 START=$SECONDS
-ROWS=()
+ROWS=()        # "step|status|seconds|limit|detail", finished steps
+RUNNING=       # the step in flight, as a row
+CHILD=         # its `timeout` process
+PLATFORM=unknown
+DEVICE=unknown
+SECTIONS=()    # "title|markdown file" of the results' tables, in the order they first appear
 
-# step NAME LIMIT_S DETAIL COMMAND...: runs COMMAND under `timeout`, within what is left of the budget.
-step() {
-  local name=$1 limit=$2 detail=$3
-  shift 3
-  local left=$((BUDGET_S - (SECONDS - START)))
-  ((limit > left)) && limit=$left
-  if ((limit < 5)); then
-    ROWS+=("$name|skipped|0|out of budget ($BUDGET_S s)")
-    return
-  fi
-  echo "=== $name (limit ${limit}s): $*" >>"$LOG"
-  local begin=$SECONDS status
-  timeout "$limit" "$@" >>"$LOG" 2>&1
-  local rc=$?
-  case $rc in
-    0) status=ok ;;
-    124) status="TIMEOUT (${limit}s)" ;;
-    *) status="FAIL (exit $rc)" ;;
-  esac
-  ROWS+=("$name|$status|$((SECONDS - begin))|$detail")
+clean() { tr '\t' ' ' | tr -d '\000-\010\013-\037' | tr '|\n' '/ ' | cut -c1-"${1:-240}"; }
+
+json_string() {
+  local s=$1
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf '"%s"' "$s"
 }
 
-skip() { ROWS+=("$1|skipped|0|$2"); }
+# The summary, rewritten whole (temporary file, then rename) after every change.
+write_summary() {
+  local finished=${1:-false} row name status seconds limit detail first=1 section
+  {
+    echo "# GPU check"
+    echo
+    echo "platform $PLATFORM; $DEVICE; $((SECONDS - START)) s of a $BUDGET_S s budget;" \
+      "$([[ $finished == true ]] && echo finished || echo 'not finished')"
+    echo
+    echo "| step | status | s | limit s | detail |"
+    echo "|---|---|---|---|---|"
+    for row in "${ROWS[@]}" ${RUNNING:+"$RUNNING"}; do
+      IFS='|' read -r name status seconds limit detail <<<"$row"
+      echo "| $name | $status | $seconds | $limit | $detail |"
+    done
+    for section in "${SECTIONS[@]}"; do
+      if [[ -s ${section#*|} ]]; then
+        printf '\n## %s\n\n' "${section%%|*}"
+        cat "${section#*|}"
+      fi
+    done
+  } >"$OUTPUT_DIR/.summary.md.tmp" && mv -f "$OUTPUT_DIR/.summary.md.tmp" "$OUTPUT_DIR/summary.md"
+  {
+    printf '{"platform": %s, "device": %s, "budget_s": %s, "elapsed_s": %s, "finished": %s, "steps": [' \
+      "$(json_string "$PLATFORM")" "$(json_string "$DEVICE")" "$BUDGET_S" "$((SECONDS - START))" "$finished"
+    for row in "${ROWS[@]}" ${RUNNING:+"$RUNNING"}; do
+      IFS='|' read -r name status seconds limit detail <<<"$row"
+      ((first)) || printf ','
+      first=0
+      printf '\n {"step": %s, "status": %s, "seconds": %s, "limit_s": %s, "detail": %s}' \
+        "$(json_string "$name")" "$(json_string "$status")" "$seconds" "$limit" "$(json_string "$detail")"
+    done
+    printf '\n]}\n'
+  } >"$OUTPUT_DIR/.summary.json.tmp" && mv -f "$OUTPUT_DIR/.summary.json.tmp" "$OUTPUT_DIR/summary.json"
+}
 
-# 1. The carried wheels (make gpu-wheels), installed without an index: the GPU machine reaches nothing.
-if compgen -G "$WHEELS/*.whl" >/dev/null; then
-  step install 60 "$(ls "$WHEELS"/*.whl | xargs -n1 basename | cut -d- -f1 | paste -sd, -)" \
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    "$WHEELS"/*.whl
-  export PYTHONPATH=/tmp/site:$PYTHONPATH
-else
-  skip install "no wheels in $WHEELS (make gpu-wheels)"
-fi
+add_row() {  # NAME STATUS SECONDS LIMIT DETAIL
+  ROWS+=("$1|$2|$3|$4|$(printf '%s' "$5" | clean 400)")
+  RUNNING=
+  write_summary
+}
 
-# 2. What this machine runs, and whether every driver imports (one process each: each defines --config).
-PLATFORM=$("$PYTHON" -c "import jax; print(jax.default_backend())" 2>>"$LOG") || PLATFORM=none
-step preflight 60 "platform $PLATFORM" bash -c "
-  '$PYTHON' -c 'import sys, jax, jaxlib, flax, optax; print(sys.version.split()[0], \"jax\", jax.__version__, \"jaxlib\", jaxlib.__version__, \"flax\", flax.__version__, \"optax\", optax.__version__); print(jax.devices())' &&
-  for module in seqclf.main seqclf.benchmarks.article seqclf.benchmarks.lstm_engines seqclf.benchmarks.scaling; do
-    '$PYTHON' -c \"import \$module\" || exit 1
-  done"
+skip() { add_row "$1" skipped 0 0 "$2"; }
 
-# Engines that claim this platform (seqclf.lstm.ENGINES), and the peer present. The sweep times the flax
-# baseline engine too; the article step leaves it out for time (its GPU epoch is known: 9.25 s).
-ENGINES=$("$PYTHON" -c "
-from seqclf.lstm import ENGINES
-print(','.join(n for n, e in ENGINES.items() if '$PLATFORM' in e.platforms and n != 'flax'))" 2>>"$LOG")
-PEERS=
-"$PYTHON" -c "import torch" 2>/dev/null && PEERS=torch
-ARTICLE_PEERS=$PEERS
-
-if [[ $PLATFORM == gpu ]]; then
-  SWEEP_SIZES=(--batch_sizes=64,256 --steps=500 --hidden_sizes=100,256 --repeats=3)
-  ARTICLE_SIZES=(--epochs=1)
-  TESTS=(tests/test_lstm_api.py tests/test_pallas_gpu.py tests/test_cudnn.py tests/test_lowering.py)
-  TESTS+=($(compgen -G "tests/test_mosaic*.py"))
-  # 3. On the GPU the Pallas kernels run for real (interpret mode is for CPU hosts only).
-  step tests 120 "${TESTS[*]}" "$PYTHON" -m pytest -q -rs -p no:cacheprovider "${TESTS[@]}"
-else
-  # Tiny sizes: checks the steps' imports and flags, not speed.
-  ENGINES=$(echo "$ENGINES" | tr , '\n' | grep -v -e pallas -e mosaic | paste -sd, -)  # interpreters: slow, tested apart
-  SWEEP_SIZES=(--batch_sizes=2 --steps=3 --hidden_sizes=4 --input_size=4 --repeats=1)
-  ARTICLE_SIZES=(--epochs=1 --config.maxlen=16 --config.top_words=60 --config.batch_size=4
-    --config.eval_batch_size=4 --config.model.embed_dim=4 --config.model.lstm_features=4)
-  skip tests "GPU only (platform $PLATFORM)"
-fi
-
-# 4. The engine sweep, side by side in one process.
-step sweep 75 "engines $ENGINES,flax; peers ${PEERS:-none}" \
-  "$PYTHON" -m seqclf.benchmarks.lstm_engines --engines="$ENGINES,flax" --peers="$PEERS" "${SWEEP_SIZES[@]}" \
-  --workdir="$WORK/sweep"
-cp "$WORK"/sweep/lstm_engines.{json,md} "$OUT"/ 2>/dev/null
-
-# 5. The mosaic engine's configurations (cluster size x matmul_precision), best predicted first, each
-#    checked against fused; rows are written as they finish, so a timeout keeps the ones before it.
-MOSAIC_UNAVAILABLE=$("$PYTHON" -c "from seqclf.lstm import mosaic_gpu; print(mosaic_gpu.unavailable_reason() or '')" 2>>"$LOG")
-if [[ -n $MOSAIC_UNAVAILABLE ]]; then
-  skip mosaic "$MOSAIC_UNAVAILABLE"
-else
-  if [[ $PLATFORM == gpu ]]; then
-    MOSAIC_SIZES=(--batch=64 --steps=500 --repeats=3)
-  else
-    MOSAIC_SIZES=(--cluster_sizes=1 --precisions=bfloat16 --batch=2 --steps=2 --input_size=4 --hidden=4 --repeats=1)
+# The check itself killed (a machine's limit, ^C): the step in flight is marked, its process stopped.
+interrupted() {
+  local signal=$1
+  if [[ -n $RUNNING ]]; then
+    IFS='|' read -r name _ _ limit _ <<<"$RUNNING"
+    [[ -n $CHILD ]] && kill -TERM "$CHILD" 2>/dev/null
+    add_row "$name" "INTERRUPTED (check got SIG$signal)" $((SECONDS - STEP_BEGIN)) "$limit" "the check was stopped here"
   fi
-  step mosaic 60 "N x precision, fwd and fwd+bwd us/step" \
-    "$PYTHON" -m seqclf.benchmarks.mosaic_sweep "${MOSAIC_SIZES[@]}" --workdir="$WORK/mosaic"
-  cp "$WORK"/mosaic/mosaic_sweep.{json,md} "$OUT"/ 2>/dev/null
-fi
+  write_summary
+  rm -rf "$WORK"
+  exit 130
+}
+for signal in INT TERM HUP; do trap "interrupted $signal" "$signal"; done
 
-# 6. The article's epoch per engine, beside the peers, in one invocation (same data and order for all).
-if [[ -f $IMDB ]]; then
-  step article 180 "lstm,cnn_lstm; engines $ENGINES; peers ${ARTICLE_PEERS:-none}" \
-    "$PYTHON" -m seqclf.benchmarks.article --imdb="$IMDB" --variants=lstm,cnn_lstm --seeds=0 --engine="$ENGINES" \
-    ${ARTICLE_PEERS:+--peers=$ARTICLE_PEERS} "${ARTICLE_SIZES[@]}" --tensorboard=false --workdir="$WORK/article"
-  cp "$WORK/article/results.json" "$OUT/article.json" 2>/dev/null
-  cp "$WORK/article/results.md" "$OUT/article.md" 2>/dev/null
+limit_for() {  # NAME DEFAULT: the step's limit (SEQCLF_GPU_CHECK_LIMITS overrides)
+  local item
+  IFS=',' read -r -a items <<<"$LIMITS"
+  for item in "${items[@]}"; do
+    [[ ${item%=*} == "$1" ]] && echo "${item##*=}" && return
+  done
+  echo $(($2 * SCALE))
+}
+
+# Why a step's process ended, from `timeout`'s exit status.
+status_of() {  # RC LIMIT ELAPSED
+  local rc=$1 limit=$2 elapsed=$3
+  if ((rc == 0)); then
+    echo ok
+  elif ((rc == 124)); then
+    echo "TIMEOUT (${limit} s)"
+  elif ((rc == 137 && elapsed >= limit)); then
+    echo "TIMEOUT (${limit} s, SIGKILL after ${KILL_AFTER_S} s more)"
+  elif ((rc > 128)); then
+    echo "CRASH (SIG$(kill -l $((rc - 128)) 2>/dev/null || echo $((rc - 128))))"
+  else
+    echo "FAIL (exit $rc)"
+  fi
+}
+
+# run NAME LIMIT DETAIL COMMAND...: COMMAND in its own process under its limit (within the budget left),
+# its output appended to log.txt and kept in $STEP_LOG; sets STATUS. The row's detail: DETAIL, then
+# what the output says (pytest's last line, a driver's error rows, the error that ended it).
+run() {
+  local name=$1 limit=$2 detail=$3
+  shift 3
+  limit=$(limit_for "$name" "$limit")
+  local left=$((BUDGET_S - (SECONDS - START)))
+  ((limit > left)) && limit=$left
+  if ((limit < MIN_STEP_S)); then
+    STATUS=skipped STEP_LOG=/dev/null
+    add_row "$name" skipped 0 0 "out of budget ($BUDGET_S s)"
+    return
+  fi
+  STEP_LOG=$WORK/step.log
+  STEP_BEGIN=$SECONDS
+  RUNNING="$name|RUNNING|0|$limit|started at +$((SECONDS - START)) s"
+  write_summary
+  echo "=== $name (limit ${limit} s, +$((SECONDS - START)) s): $*" >>"$LOG"
+  timeout -s INT -k "$KILL_AFTER_S" "$limit" "$@" >"$STEP_LOG" 2>&1 &
+  CHILD=$!
+  wait "$CHILD"
+  local rc=$?
+  CHILD=
+  cat "$STEP_LOG" >>"$LOG"
+  local elapsed=$((SECONDS - STEP_BEGIN))
+  STATUS=$(status_of "$rc" "$limit" "$elapsed")
+  local said errors
+  said=$(grep -E '^(=+ .*(passed|failed|error).* =+|[0-9]+ (passed|failed).*)$' "$STEP_LOG" | tail -1)
+  errors=$(grep -c '^ERROR ' "$STEP_LOG")
+  if [[ $STATUS == ok ]] && ((errors > 0)); then
+    STATUS="ok, $errors error row$( ((errors > 1)) && echo s)"
+    said="$said $(grep -m1 '^ERROR ' "$STEP_LOG" | cut -c7-)"
+  elif [[ $STATUS != ok ]]; then
+    said="$said $(grep -E '^(error|Error|[A-Za-z.]*(Error|Exception)|injected fault|E  )' "$STEP_LOG" | tail -1)"
+  fi
+  said=$(echo "$said" | clean 180 | sed 's/^ *//; s/ *$//')
+  add_row "$name" "$STATUS" "$elapsed" "$limit" "$detail${said:+; $said}"
+}
+
+# A probe: run, and the step's output becomes its detail (its lines are short `key: value`s).
+probe() {  # NAME LIMIT COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  run "$name" "$limit" "" "$@"
+  local last=${ROWS[-1]}
+  IFS='|' read -r _ status seconds limit _ <<<"$last"
+  unset 'ROWS[-1]'
+  add_row "$name" "$status" "$seconds" "$limit" "$(grep -v -e '^CUDA_ROOT=' -e Warning "$STEP_LOG" | paste -sd';' | sed 's/;/; /g')"
+}
+
+add_section() {  # TITLE FILE: a table for the summary, once
+  local section
+  for section in "${SECTIONS[@]}"; do [[ $section == "$1|$2" ]] && return; done
+  SECTIONS+=("$1|$2")
+}
+
+# merge KIND TITLE PARTS...: the parts' results files (those that exist) as OUTPUT_DIR/KIND.json and, with
+# a TITLE, their tables as one in the summary.
+merge() {
+  local kind=$1 title=$2
+  shift 2
+  local table=$WORK/$kind.md
+  [[ -n $title ]] && add_section "$title" "$table"
+  timeout -s INT -k 5 30 "$PYTHON" -m seqclf.benchmarks.merge_results --parts="$(
+    IFS=,
+    echo "$*"
+  )" --merged="$OUTPUT_DIR/$kind.json" --merged_markdown="$table" >>"$LOG" 2>&1
+  write_summary
+}
+
+write_summary
+echo "gpu_check: output in $OUTPUT_DIR, budget $BUDGET_S s" | tee -a "$LOG"
+
+# 1. The offline bundle (make gpu-bundle): wheels the machine lacks, installed without an index.
+if compgen -G "$BUNDLE/*.whl" >/dev/null; then
+  run install 60 "$(ls "$BUNDLE"/*.whl | xargs -n1 basename | cut -d- -f1 | paste -sd, -)" \
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" \
+    "$BUNDLE"/*.whl
+  export PYTHONPATH=$WORK/site:$PYTHONPATH
 else
-  skip article "no IMDB archive at $IMDB (make gpu-wheels)"
+  skip install "no wheels in $BUNDLE (make gpu-bundle)"
 fi
-rm -rf "$WORK"
+IMDB=${SEQCLF_IMDB:-}
+[[ -f $BUNDLE/aclImdb_labeled.tar.gz ]] && IMDB=$BUNDLE/aclImdb_labeled.tar.gz
+
+# 2. Preflight: each question its own process, so a CUDA initialisation that hangs costs only itself.
+echo "preflight limits: nvidia-smi $(limit_for "preflight nvidia-smi" 20) s," \
+  "versions $(limit_for "preflight versions" 30) s, devices $(limit_for "preflight devices" 60) s," \
+  "cuda $(limit_for "preflight cuda" 30) s, imports $(limit_for "preflight imports" 60) s" | tee -a "$LOG"
+if command -v nvidia-smi >/dev/null; then
+  probe "preflight nvidia-smi" 20 nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,memory.used \
+    --format=csv,noheader
+else
+  skip "preflight nvidia-smi" "no nvidia-smi on PATH"
+fi
+probe "preflight versions" 30 "$PYTHON" -m seqclf.benchmarks.gpu_probe versions
+grep -q '^pytest-timeout: [0-9]' "$STEP_LOG" && HAS_PYTEST_TIMEOUT=1 || HAS_PYTEST_TIMEOUT=
+grep -q '^torch: [0-9]' "$STEP_LOG" && PEERS=torch || PEERS=
+probe "preflight devices" 60 "$PYTHON" -m seqclf.benchmarks.gpu_probe devices
+PLATFORM=$(sed -n 's/^backend: //p' "$STEP_LOG" | tail -1)
+DEVICE=$(grep -m1 '^device: ' "$STEP_LOG" | cut -d' ' -f3- | clean 80 | sed 's/ *$//')
+if [[ -z $PLATFORM ]]; then  # JAX did not answer: trust nvidia-smi
+  command -v nvidia-smi >/dev/null && PLATFORM=gpu || PLATFORM=cpu
+  DEVICE="unknown (JAX did not answer)"
+fi
+MOSAIC_REASON=$(sed -n 's/^mosaic: //p' "$STEP_LOG")
+[[ $MOSAIC_REASON == available ]] && MOSAIC=1 || MOSAIC=
+probe "preflight cuda" 30 "$PYTHON" -m seqclf.benchmarks.gpu_probe cuda
+FIX=$(sed -n 's/^CUDA_ROOT=//p' "$STEP_LOG")
+if [[ -n $FIX ]]; then
+  export CUDA_ROOT=$FIX
+  ROWS[-1]="${ROWS[-1]}; set CUDA_ROOT=$FIX for every later step"
+fi
+# The drivers the check runs (each defines its own flags, so one process each).
+run "preflight imports" 60 "seqclf.benchmarks.article, lstm_engines, mosaic_sweep" bash -c "
+  for module in seqclf.benchmarks.article seqclf.benchmarks.lstm_engines seqclf.benchmarks.mosaic_sweep; do
+    '$PYTHON' -c \"import \$module\" || { echo \"error: import \$module failed\"; exit 1; }
+  done"
+write_summary
+
+# The plan: what runs where, most valuable first. Each entry: "NAME|LIMIT|KIND ARGS".
+MOSAIC_FIRST=() MOSAIC_REST=() SHAPES=()
+if [[ $PLATFORM == gpu ]]; then
+  MOSAIC_SIZES=(--batch=64 --steps=500 --repeats=3)
+  MOSAIC_FIRST=("8 float32" "8 bfloat16")
+  MOSAIC_REST=("4 float32" "4 bfloat16" "2 bfloat16" "1 bfloat16")
+  SWEEP_SIZES=(--steps=500 --repeats=3)
+  SWEEP_ENGINES=  # every engine that runs natively here, the flax baseline among them
+  SHAPES=("64 100" "256 100" "64 256")
+  ARTICLE_SIZES=(--epochs=1)
+  ARTICLE_FIRST=(mosaic cudnn)  # cudnn's run trains PyTorch beside it
+  ARTICLE_REST=(pallas fused)
+else
+  # Rehearsal: tiny sizes, interpreted kernels; the steps' processes, limits and files as on a GPU.
+  MOSAIC_SIZES=(--batch=2 --steps=2 --input_size=4 --hidden=4 --repeats=1)
+  MOSAIC_FIRST=("2 bfloat16" "1 bfloat16")
+  SWEEP_SIZES=(--steps=3 --input_size=4 --repeats=1)
+  SWEEP_ENGINES=fused,flax
+  SHAPES=("2 4" "4 4")
+  ARTICLE_SIZES=(--epochs=1 --config=configs/article_tiny.py)
+  ARTICLE_FIRST=(fused)
+  ARTICLE_REST=()
+fi
+[[ -n $MOSAIC ]] || MOSAIC_FIRST=() MOSAIC_REST=()
+[[ -n $MOSAIC ]] || ARTICLE_FIRST=("${ARTICLE_FIRST[@]/mosaic/}")
+
+PLAN=()
+plan() { PLAN+=("$1|$2|$3"); }  # NAME DEFAULT_LIMIT SPEC
+if [[ $PLATFORM == gpu ]]; then
+  [[ -n $MOSAIC ]] && plan smoke 60 smoke
+  [[ -n $MOSAIC ]] && plan "tests mosaic" 90 "tests tests/test_mosaic_gpu.py"
+  plan "tests pallas" 60 "tests tests/test_pallas_gpu.py"
+else
+  [[ -n $MOSAIC ]] && plan smoke 60 smoke
+fi
+for config in "${MOSAIC_FIRST[@]}"; do plan "mosaic N=${config% *} ${config#* }" 45 "mosaic $config"; done
+for engine in "${ARTICLE_FIRST[@]}"; do
+  [[ -n $engine ]] && plan "article $engine resident" 100 "article $engine resident"
+done
+for config in "${MOSAIC_REST[@]}"; do plan "mosaic N=${config% *} ${config#* }" 40 "mosaic $config"; done
+for shape in "${SHAPES[@]}"; do plan "sweep B=${shape% *} H=${shape#* }" 60 "sweep $shape"; done
+for engine in "${ARTICLE_REST[@]}"; do plan "article $engine resident" 80 "article $engine resident"; done
+HOST_FED=${MOSAIC:+mosaic,}cudnn  # the article's own feeding, beside the device-resident epochs
+[[ $PLATFORM == gpu ]] && plan "article host-fed ${HOST_FED/,/ }" 120 "article $HOST_FED host"
+[[ $PLATFORM == gpu ]] && plan "tests api" 120 "tests tests/test_lstm_api.py tests/test_cudnn.py"
+[[ $PLATFORM == gpu ]] || skip tests "GPU only (platform $PLATFORM): the kernels' tests run interpreted in the suite"
+[[ -n $MOSAIC ]] || skip mosaic "${MOSAIC_REASON:-mosaic availability unknown}"
+[[ -z $IMDB ]] && skip article "no IMDB archive: make gpu-bundle, or set SEQCLF_IMDB"
 
 {
-  for table in "$OUT/lstm_engines.md" "$OUT/mosaic_sweep.md" "$OUT/article.md"; do
-    [[ -f $table ]] && printf '%s\n\n' "$(basename "$table")" && cat "$table" && echo
+  echo "plan ($((BUDGET_S - (SECONDS - START))) s of the budget left; later steps run while it lasts):"
+  for entry in "${PLAN[@]}"; do
+    IFS='|' read -r name limit _ <<<"$entry"
+    printf '  %-34s %4s s\n' "$name" "$(limit_for "$name" "$limit")"
   done
-  echo "gpu_check: platform $PLATFORM, $((SECONDS - START)) s of $BUDGET_S s; full output in $LOG"
-  echo
-  echo "| step | status | s | detail |"
-  echo "|---|---|---|---|"
-  for row in "${ROWS[@]}"; do
-    IFS='|' read -r name status seconds detail <<<"$row"
-    echo "| $name | $status | $seconds | $detail |"
-  done
-} | tee "$OUT/summary.txt"
-! grep -qE '\| (FAIL|TIMEOUT)' "$OUT/summary.txt"
+} | tee -a "$LOG"
+
+MOSAIC_PARTS=() SWEEP_PARTS=() ARTICLE_PARTS=()
+for entry in "${PLAN[@]}"; do
+  IFS='|' read -r name limit spec <<<"$entry"
+  read -r -a args <<<"$spec"
+  case ${args[0]} in
+    smoke)
+      run "$name" "$limit" "out = 2 x + 1 on a [64, 128] tile" "$PYTHON" -m seqclf.benchmarks.gpu_probe smoke
+      ;;
+    tests)
+      options=(-q -rfEs -p no:cacheprovider)
+      [[ -n $HAS_PYTEST_TIMEOUT ]] && options+=(--timeout="$TEST_TIMEOUT_S")  # the plugin loads itself
+      # Lowering is proven on CPU by the suite; here the kernels run.
+      run "$name" "$limit" "${args[*]:1}${HAS_PYTEST_TIMEOUT:+, $TEST_TIMEOUT_S s a test}" \
+        "$PYTHON" -m pytest "${options[@]}" -k "not lowers" "${args[@]:1}"
+      ;;
+    mosaic)
+      workdir=$WORK/mosaic/${args[1]}-${args[2]}
+      run "$name" "$limit" "fwd and fwd+bwd us/step, error vs fused" "$PYTHON" -m seqclf.benchmarks.mosaic_sweep \
+        --cluster_sizes="${args[1]}" --precisions="${args[2]}" "${MOSAIC_SIZES[@]}" --workdir="$workdir"
+      MOSAIC_PARTS+=("$workdir/mosaic_sweep.json")
+      merge mosaic_sweep "mosaic configurations (benchmarks.mosaic_sweep)" "${MOSAIC_PARTS[@]}"
+      ;;
+    sweep)
+      workdir=$WORK/sweep/${args[1]}-${args[2]}
+      run "$name" "$limit" "engines ${SWEEP_ENGINES:-native}; peers ${PEERS:-none}" \
+        "$PYTHON" -m seqclf.benchmarks.lstm_engines ${SWEEP_ENGINES:+--engines=$SWEEP_ENGINES} --peers="$PEERS" \
+        --batch_sizes="${args[1]}" --hidden_sizes="${args[2]}" "${SWEEP_SIZES[@]}" --workdir="$workdir"
+      SWEEP_PARTS+=("$workdir/lstm_engines.json")
+      merge lstm_engines "engine sweep (benchmarks.lstm_engines)" "${SWEEP_PARTS[@]}"
+      ;;
+    article)
+      [[ -z $IMDB ]] && continue
+      workdir=$WORK/article/${args[1]//,/+}-${args[2]}  # no comma: merge takes a comma-separated list
+      feed=()
+      [[ ${args[2]} == resident ]] && feed=(--config.device_resident=True --config.steps_per_dispatch=0)
+      peers=()
+      [[ ${args[1]} == cudnn || $PLATFORM != gpu ]] && [[ -n $PEERS ]] && peers=(--peers="$PEERS")
+      run "$name" "$limit" "lstm,cnn_lstm, 1 epoch${peers:+, beside ${PEERS}}" "$PYTHON" -m seqclf.benchmarks.article \
+        "${ARTICLE_SIZES[@]}" --imdb="$IMDB" --variants=lstm,cnn_lstm --seeds=0 --engine="${args[1]}" \
+        "${peers[@]}" "${feed[@]}" --tensorboard=false --cache_dir="$WORK/cache" --workdir="$workdir"
+      ARTICLE_PARTS+=("$workdir/results.json")
+      add_section "article: $name" "$workdir/results.md"
+      merge article "" "${ARTICLE_PARTS[@]}"
+      ;;
+  esac
+done
+RUNNING=
+write_summary true
+rm -rf "$WORK"
+cat "$OUTPUT_DIR/summary.md"
+! grep -qE '^\| [^|]+ \| (FAIL|TIMEOUT|CRASH)' "$OUTPUT_DIR/summary.md"

@@ -1,7 +1,8 @@
-"""`auto` on a GPU checks its kernel engine against fused first and falls back, saying why.
+"""`auto` on a GPU checks its kernel engine against fused first, in a child process, and falls back.
 
-On CPU the GPU path is exercised with fake engines registered in `api.ENGINES` (a wrong one, a raising
-one, a correct one) and a faked default backend, so the real equality check runs end to end.
+On CPU the GPU path is exercised with engine modules that misbehave on purpose (`tests/fake_engines`: a
+wrong one, a raising one, a hanging one, one killed by a signal, a correct one) and a faked default
+backend, so the real check, child process and timeout included, runs end to end.
 """
 
 import sys
@@ -10,26 +11,18 @@ import types
 import jax
 import pytest
 
-from seqclf.lstm import api, auto_check, fused, scan
+from seqclf.lstm import api, auto_check, scan
 
 HIDDEN = 7
 
 
-def _register(monkeypatch, name, lstm, platforms=("cpu", "gpu")):
-  """Puts an engine ``name`` running ``lstm`` into `api.ENGINES` (and its module into sys.modules)."""
-  module = types.ModuleType(f"fake_engine_{name}")
-  module.lstm = lstm
-  monkeypatch.setitem(sys.modules, module.__name__, module)
-  monkeypatch.setitem(api.ENGINES, name, api.Engine(module.__name__, platforms, f"fake {name}"))
+def _candidate(kind):
+  return auto_check.Candidate(kind, f"tests.fake_engines.{kind}", None)
 
 
-def _wrong(*args):
-  outputs, (h, c) = fused.lstm(*args)
-  return outputs * 1.01, (h, c)
-
-
-def _raising(*args):
-  raise RuntimeError("kernel crashed on this device")
+def _register(monkeypatch, name, kind):
+  """Makes engine ``name`` of `api.ENGINES` the fake engine ``kind``."""
+  monkeypatch.setitem(api.ENGINES, name, api.Engine(f"tests.fake_engines.{kind}", ("cpu", "gpu"), kind))
 
 
 @pytest.fixture(autouse=True)
@@ -39,42 +32,41 @@ def fresh_cache():
   auto_check.verified_engine.cache_clear()
 
 
-def test_a_wrong_engine_falls_back_to_a_correct_one_with_one_line(monkeypatch, capsys):
-  _register(monkeypatch, "wrong", _wrong)
-  _register(monkeypatch, "right", scan.lstm)
-  assert auto_check.verified_engine(("wrong", "right", "fused"), HIDDEN, "float32") == "right"
+def test_every_way_of_failing_falls_back_with_one_line(monkeypatch, capsys):
+  """Raising, dying of a signal, differing: each is a reason, and the check goes on to the next one;
+  the choice is cached."""
+  candidates = tuple(_candidate(kind) for kind in ("raising", "killed", "wrong", "right"))
+  for _ in range(2):  # the second call is answered from the cache: no second line
+    assert auto_check.verified_engine(candidates, HIDDEN, "float32") == "right"
   (line,) = capsys.readouterr().err.splitlines()
-  assert "auto -> right" in line and "wrong: its outputs or gradients differ from fused" in line
+  assert "auto -> right" in line
+  assert "raising: it raised RuntimeError: kernel crashed" in line
+  assert "killed: its check process died of SIGSEGV" in line
+  assert "wrong: its outputs or gradients differ from fused" in line
 
 
-def test_a_raising_engine_falls_back_and_all_failing_ends_at_fused(monkeypatch, capsys):
-  _register(monkeypatch, "wrong", _wrong)
-  _register(monkeypatch, "crashing", _raising)
-  assert auto_check.verified_engine(("crashing", "wrong", "fused"), HIDDEN, "float32") == "fused"
+def test_a_hanging_engine_is_given_up_at_the_timeout(monkeypatch, capsys):
+  monkeypatch.setattr(auto_check, "TIMEOUT_S", 5)
+  assert auto_check.verified_engine((_candidate("hanging"),), HIDDEN, "float32") == "fused"
   (line,) = capsys.readouterr().err.splitlines()
-  assert "auto -> fused" in line and "crashing: it raised RuntimeError: kernel crashed" in line
-  assert "wrong: its outputs" in line
+  assert "auto -> fused" in line and "hanging: its check did not finish within 5 s" in line
 
 
-def test_a_passing_engine_is_chosen_and_the_result_cached(monkeypatch, capsys):
-  _register(monkeypatch, "right", scan.lstm)
-  for _ in range(2):
-    assert auto_check.verified_engine(("right", "fused"), HIDDEN, "float32") == "right"
+def test_all_failing_ends_at_fused_saying_it_computes_float32(capsys):
+  assert auto_check.verified_engine((_candidate("wrong"),), HIDDEN, "bfloat16") == "fused"
   (line,) = capsys.readouterr().err.splitlines()
-  assert "auto -> right" in line and "matches fused" in line
+  assert "auto -> fused" in line and "wrong: its outputs" in line and "fused computes float32" in line
 
 
 def test_off_a_gpu_nothing_is_checked(capsys):
-  assert auto_check.checked("cpu_kernel", platform="cpu", hidden=HIDDEN, matmul_precision="float32") == (
-    "cpu_kernel"
-  )
+  assert api._checked_on_gpu("cpu_kernel", HIDDEN, "float32") == "cpu_kernel"
   assert capsys.readouterr().err == ""
 
 
 def test_api_auto_on_a_gpu_runs_the_check_and_falls_back(monkeypatch, capsys):
   """Through `api.lstm(engine="auto")` on a (faked) GPU: a wrong mosaic gives way to pallas."""
-  _register(monkeypatch, "mosaic", _wrong)
-  _register(monkeypatch, "pallas", scan.lstm)
+  _register(monkeypatch, "mosaic", "wrong")
+  _register(monkeypatch, "pallas", "right")
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   params = api.init_params(jax.random.key(0), 4, HIDDEN)
   xs = jax.random.normal(jax.random.key(1), (2, 3, 4))
@@ -83,6 +75,14 @@ def test_api_auto_on_a_gpu_runs_the_check_and_falls_back(monkeypatch, capsys):
   assert jax.numpy.allclose(outputs, expected, atol=1e-5)
   (line,) = capsys.readouterr().err.splitlines()
   assert "auto -> pallas" in line and "mosaic: its outputs or gradients differ" in line
+
+
+def test_the_child_is_a_module_of_its_own():
+  """The check's child process imports the engine by module, not through the api (no import circle)."""
+  assert "seqclf.lstm.api" not in {
+    name for name, value in vars(auto_check).items() if isinstance(value, types.ModuleType)
+  } and "api" not in vars(auto_check)
+  assert sys.modules["seqclf.lstm.auto_check"] is auto_check
 
 
 def api_defaults(params, xs):

@@ -322,3 +322,14 @@ def test_cli_names_out_when_it_cannot_write(tmp_path):
   assert result.returncode == 2
   (line,) = result.stderr.strip().splitlines()
   assert line.startswith("error: cannot write") and line.endswith("pass a writable --out")
+
+
+def test_a_sweeps_error_rows_are_left_out(tmp_path):
+  """An engine that refused a shape is an error row in lstm_engines.json, with no timing to compare."""
+  sweep = engine_results()
+  sweep["runs"].append(
+    {"engine": "mosaic", "batch": 64, "steps": 500, "hidden": 256, "error": "ConfigError: x"}
+  )
+  write(tmp_path / "lstm_engines.json", sweep)
+  (source,) = loading.load_sources([str(tmp_path)])
+  assert source.runs == engine_results()["runs"]

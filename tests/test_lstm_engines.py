@@ -35,7 +35,13 @@ def test_time_engine_measures_forward_and_forward_backward():
 
 
 def test_the_driver_writes_every_shape_and_engine_against_scan(tmp_path):
-  command = [sys.executable, "-m", "seqclf.benchmarks.lstm_engines", "--engines=fused", "--batch_sizes=2,4"]
+  command = [
+    sys.executable,
+    "-m",
+    "seqclf.benchmarks.lstm_engines",
+    "--engines=fused,cudnn",
+    "--batch_sizes=2,4",
+  ]
   command += ["--steps=3", "--hidden_sizes=4", "--input_size=3", "--repeats=1", f"--workdir={tmp_path}"]
   result = subprocess.run(
     command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300
@@ -44,7 +50,12 @@ def test_the_driver_writes_every_shape_and_engine_against_scan(tmp_path):
   written = json.loads((tmp_path / "lstm_engines.json").read_text())
   assert written["schema_version"] == 1 and written["kind"] == "lstm_engines"
   assert written["meta"]["flags"]["batch_sizes"] == [2, 4]
-  runs = written["runs"]
+  # cudnn does not run on CPU: an error row per shape with the reason, and the sweep goes on.
+  refused = [run for run in written["runs"] if "error" in run]
+  assert [(r["engine"], r["batch"]) for r in refused] == [("cudnn", 2), ("cudnn", 4)]
+  assert "does not run on cpu" in refused[0]["error"]
+  assert "ERROR lstm_engines cudnn B2 T3 H4: ConfigError" in result.stderr
+  runs = [run for run in written["runs"] if "error" not in run]
   # scan is always measured: every ratio is against it, in the same process.
   assert sorted((r["engine"], r["mode"], r["batch"]) for r in runs) == sorted(
     (engine, mode, batch) for engine in ("scan", "fused") for mode in ("fwd", "fwd_bwd") for batch in (2, 4)
@@ -53,4 +64,5 @@ def test_the_driver_writes_every_shape_and_engine_against_scan(tmp_path):
     assert run["tflops_per_s"] > 0 and run["min_s"] <= run["median_s"] <= run["max_s"]
     if run["engine"] == "scan":
       assert run["speedup_vs_scan"] == 1.0
-  assert "| fused | fwd_bwd | 4 | 3 | 4 |" in (tmp_path / "lstm_engines.md").read_text()
+  table = (tmp_path / "lstm_engines.md").read_text()
+  assert "| fused | fwd_bwd | 4 | 3 | 4 |" in table and "| cudnn | – | 4 | 3 | 4 |" in table

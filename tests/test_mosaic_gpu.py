@@ -212,3 +212,23 @@ def test_old_jax_is_refused_with_one_line():
   args, _ = _inputs(3, 2, 4, 7)
   with pytest.raises(ConfigError, match="needs jax >= 0.11"):
     mosaic_gpu.lstm(*args)
+
+
+@needs_mosaic
+@pytest.mark.parametrize(
+  "capability, usable", [("9.0", True), ("8.0", False), ("10.0", False), ("12.0", False)]
+)
+def test_only_hopper_runs_the_kernels(monkeypatch, capability, usable):
+  """wgmma is sm_90(a) only: a newer GPU gets one line naming Hopper, as an older one does."""
+
+  class Device:
+    compute_capability = capability
+
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(jax, "devices", lambda *platform: [Device()])
+  monkeypatch.setattr(lowering, "target_platform", lambda: "gpu")
+  reason = mosaic_gpu.unavailable_reason()
+  if usable:
+    assert reason is None
+  else:
+    assert "needs a Hopper GPU" in reason and f"compute capability {capability}" in reason

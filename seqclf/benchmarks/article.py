@@ -35,7 +35,7 @@ from seqclf import (
   results,
   train,
 )
-from seqclf.benchmarks import article_report, peers
+from seqclf.benchmarks import article_report, faults, peers
 from seqclf.errors import ConfigError, UsageError
 from seqclf.lstm import check_engine
 
@@ -189,10 +189,12 @@ def main(argv):
   seeds = parse_seeds(config.seeds)
   engines = list(dict.fromkeys(check_engine(name.strip()) for name in config.model.engine.split(",")))
   peer_names = peers.parse_peers(_PEERS.value)
-  if peer_names and (config.mask or config.num_buckets or config.device_resident):
+  # device_resident changes how the same fixed-length batches reach the steps (all on the device, no host
+  # round trip per step), not what is learned: beside a peer it shows the kernel's epoch, not Python's.
+  if peer_names and (config.mask or config.num_buckets):
     raise ConfigError(
-      "--peers trains the article's fixed-length setup; drop --bucketing / "
-      "--config.mask / --config.device_resident to compare like with like"
+      "--peers trains the article's fixed-length setup; drop --bucketing / --config.mask to compare "
+      "like with like"
     )
   for name in peer_names:  # after the flag checks: a wrong combination is named even without torch
     peers.load_peer(name)  # a missing framework fails now, not after training
@@ -237,6 +239,7 @@ def main(argv):
       for seed in seeds:
         if (variant, engine, seed) in done:
           continue
+        faults.inject(faults.unit("article", variant, engine))
         record = train_one(model, variant, engine, seed, data, config, workdir if writer else None, progress)
         runs.append({"variant": variant, "engine": engine, **record})
         table = results.markdown_table(article_report.table_header(runs), article_report.summary_rows(runs))

@@ -8,16 +8,19 @@ the article driver); peers are other frameworks (``torch``), timed in the same p
 
 Reports ms per call, achieved TFLOP/s (matmul FLOPs of the LSTM: 2·B·T·(E+H)·4H forward, three times that
 for forward+backward) and speed-up against `scan` measured in the same process, and writes
-``WORKDIR/lstm_engines.json``. Pallas runs only on GPU here: its CPU interpret mode is for tests.
+``WORKDIR/lstm_engines.json`` and ``.md`` after every shape. An engine that refuses a shape or fails on it
+is a row with the reason (and a line on stderr starting ``ERROR``), and the sweep goes on. Pallas runs only on GPU here: its CPU interpret mode is for tests.
 """
 
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 from absl import flags
 
 from seqclf import cli, memory, optional, presets, profiling, results, timing
+from seqclf.benchmarks import faults
 from seqclf.errors import ConfigError
 from seqclf.lstm import ENGINES, init_params, lstm
 from seqclf.lstm.api import unavailable_reason
@@ -164,33 +167,19 @@ def main(argv):
   runs, rows = [], []
   e = _INPUT_SIZE.value
   for b, t, h in shapes:
-    params = init_params(jax.random.key(0), e, h)
-    compiled = {
-      name: compile_engine(name, params, jax.ShapeDtypeStruct((b, t, e), jnp.float32)) for name in engines
-    }
-    # Before the inputs exist: a shape too large for the device is one error line, not an allocation failure.
-    memory.check_fits_in_memory(
-      [function for modes in compiled.values() for function, _ in modes.values()],
-      fix="lower --batch_sizes, --steps or --hidden_sizes",
-    )
-    xs = jax.random.normal(jax.random.key(1), (b, t, e))
-    timings = {name: time_engine(name, params, xs, _REPEATS.value, compiled[name]) for name in engines}
-    if "torch" in _PEERS.value:
-      timings["torch"] = time_torch(b, t, e, h, _REPEATS.value)
+    shape = {"batch": b, "steps": t, "input_size": e, "hidden": h}
+    timings, failures = _time_shape(engines, b, t, e, h)
     flops = lstm_flops(b, t, e, h)
     for name, modes in timings.items():
       for mode, stats in modes.items():
         mode_flops = flops * (3 if mode == "fwd_bwd" else 1)
-        scan_s = timings["scan"][mode]["median_s"]
+        scan_s = timings["scan"][mode]["median_s"] if "scan" in timings else None
         entry = {
           "engine": name,
           "mode": mode,
-          "batch": b,
-          "steps": t,
-          "input_size": e,
-          "hidden": h,
+          **shape,
           "tflops_per_s": mode_flops / stats["median_s"] / 1e12,
-          "speedup_vs_scan": scan_s / stats["median_s"],
+          "speedup_vs_scan": scan_s / stats["median_s"] if scan_s else None,
           **stats,
         }
         runs.append(entry)
@@ -204,21 +193,69 @@ def main(argv):
             f"{1e3 * stats['median_s']:.2f}",
             f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.2f}",
             f"{entry['tflops_per_s']:.3f}",
-            f"{entry['speedup_vs_scan']:.2f}x",
+            f"{entry['speedup_vs_scan']:.2f}x" if scan_s else "–",
             f"{stats['compile_s']:.2f}" if "compile_s" in stats else "–",
+            "",
           ]
         )
-    print(results.markdown_table(HEADER, rows[-len(timings) * 2 :]), flush=True)
+    for name, reason in failures.items():  # a refusal or failure is a row too; the sweep goes on
+      runs.append({"engine": name, **shape, "error": reason})
+      rows.append([name, "–", b, t, h, "–", "–", "–", "–", "–", reason])
+      print(
+        f"ERROR {faults.unit('lstm_engines', name, f'B{b}', f'T{t}', f'H{h}')}: {reason}", file=sys.stderr
+      )
+    print(results.markdown_table(HEADER, rows[-(2 * len(timings) + len(failures)) :]), flush=True)
+    # Both files after every shape: a later shape that hangs or kills the process loses only itself.
     results.write_json_atomic(
       path, {"schema_version": results.SCHEMA_VERSION, "kind": "lstm_engines", "meta": meta, "runs": runs}
     )
-  results.write_text_atomic(
-    os.path.join(_WORKDIR.value, "lstm_engines.md"), results.markdown_table(HEADER, rows)
-  )
+    results.write_text_atomic(
+      os.path.join(_WORKDIR.value, "lstm_engines.md"), results.markdown_table(HEADER, rows)
+    )
   print(f"wrote {path}")
 
 
-HEADER = ["engine", "mode", "B", "T", "H", "ms", "± ms", "TFLOP/s", "vs scan", "compile s"]
+def _reason(error: Exception) -> str:
+  """An exception as one short line for a table's error cell."""
+  first = str(error).splitlines()[0] if str(error) else ""
+  return f"{type(error).__name__}: {first}"[:200]
+
+
+def _time_shape(engines, b, t, e, h) -> tuple[dict, dict]:
+  """({engine or peer: {mode: stats}}, {engine or peer: why it has no timing}) for one shape.
+
+  Each engine is compiled and timed on its own, so one that refuses the shape (say mosaic above
+  H = 128) or fails costs only its own rows."""
+  params = init_params(jax.random.key(0), e, h)
+  compiled, failures = {}, {}
+  for name in engines:
+    try:
+      faults.inject(faults.unit("lstm_engines", name, f"B{b}", f"T{t}", f"H{h}"))
+      compiled[name] = compile_engine(name, params, jax.ShapeDtypeStruct((b, t, e), jnp.float32))
+      # Before the inputs exist: too large for the device is one reason, not an allocation failure.
+      memory.check_fits_in_memory(
+        [function for function, _ in compiled[name].values()],
+        fix="lower --batch_sizes, --steps or --hidden_sizes",
+      )
+    except Exception as error:
+      compiled.pop(name, None)
+      failures[name] = _reason(error)
+  xs = jax.random.normal(jax.random.key(1), (b, t, e))
+  timings = {}
+  for name in compiled:
+    try:
+      timings[name] = time_engine(name, params, xs, _REPEATS.value, compiled[name])
+    except Exception as error:
+      failures[name] = _reason(error)
+  if "torch" in _PEERS.value:
+    try:
+      timings["torch"] = time_torch(b, t, e, h, _REPEATS.value)
+    except Exception as error:
+      failures["torch"] = _reason(error)
+  return timings, failures
+
+
+HEADER = ["engine", "mode", "B", "T", "H", "ms", "± ms", "TFLOP/s", "vs scan", "compile s", "error"]
 
 
 def run():

@@ -7,14 +7,18 @@ For every configuration that fits a CTA's shared memory (`seqclf.lstm.mosaic_gpu
 first (so a timeout still leaves the interesting rows): compile time, forward and forward+backward time
 per call and per time step, and the largest error against ``fused`` (relative to the largest value) of
 the outputs and of the gradients, measured on the same inputs, so a fast but wrong kernel shows. A
-configuration that fails to compile or run is a row with its error, and the sweep goes on. Read the
-µs/step against the cost model in `seqclf/lstm/mosaic_gpu.py`. Writes ``WORKDIR/mosaic_sweep.json``
-(after every configuration) and ``mosaic_sweep.md``.
+configuration that fails to compile or run is a row with its error (and a line on stderr starting
+``ERROR``), and the sweep goes on. Read the µs/step against the cost model in
+`seqclf/lstm/mosaic_gpu.py`. Writes ``WORKDIR/mosaic_sweep.json`` and ``mosaic_sweep.md`` after every
+configuration. A fault that kills the process (an illegal address) or a hang ends it: to keep the other
+configurations, run each in its own process (``--cluster_sizes=8 --precisions=float32``), as
+`benchmarks/gpu_check.sh` does.
 
 Off a GPU the kernels run in the Mosaic GPU interpreter: a check of the driver, not a speed.
 """
 
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +26,7 @@ import numpy as np
 from absl import flags
 
 from seqclf import cli, results, timing
+from seqclf.benchmarks import faults
 from seqclf.errors import ConfigError
 from seqclf.lstm import fused, hoisted, init_params, mosaic_gpu
 
@@ -130,12 +135,15 @@ def main(argv):
       "hidden": h,
     }
     try:
+      faults.inject(faults.unit("mosaic_sweep", f"N={size}", precision))
       measured = measure(lstm, args, reference, _REPEATS.value)
     except Exception as error:  # a failing configuration is a result too; the others still run
       message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]
       runs.append({**shape, "error": message})
       rows.append([size, precision, "–", "–", "–", "–", "–", "–", message])
-      print(f"N={size} {precision}: {message}", flush=True)
+      print(
+        f"ERROR {faults.unit('mosaic_sweep', f'N={size}', precision)}: {message}", file=sys.stderr, flush=True
+      )
     else:
       for mode, stats in measured.items():
         runs.append({**shape, "mode": mode, "us_per_step": 1e6 * stats["median_s"] / t, **stats})
@@ -153,12 +161,13 @@ def main(argv):
           ]
         )
       print(results.markdown_table(HEADER, rows[-2:]), flush=True)
+    # Both files after every configuration: one that hangs or faults later loses only itself.
     results.write_json_atomic(
       path, {"schema_version": results.SCHEMA_VERSION, "kind": "mosaic_sweep", "meta": meta, "runs": runs}
     )
-  results.write_text_atomic(
-    os.path.join(_WORKDIR.value, "mosaic_sweep.md"), results.markdown_table(HEADER, rows)
-  )
+    results.write_text_atomic(
+      os.path.join(_WORKDIR.value, "mosaic_sweep.md"), results.markdown_table(HEADER, rows)
+    )
   print(results.markdown_table(HEADER, rows))
   print(f"wrote {path}")
 

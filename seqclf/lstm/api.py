@@ -117,7 +117,7 @@ ENGINES = {
 # Measured with seqclf/benchmarks/lstm_engines.py (docs/benchmarks.md): on CPU the C++ kernel, which needs a
 # compiler at first use, else fused (within run-to-run noise of scan, with a smaller backward); on GPU the
 # Mosaic GPU kernel (Hopper only), then the Pallas one, not yet measured on a GPU; each must first pass a
-# check against fused at run time (`auto_check`).
+# check against fused at run time, in a child process (`auto_check`), else the next of the list runs.
 AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("mosaic", "pallas", "fused"), "tpu": ("fused",)}
 
 
@@ -132,6 +132,26 @@ def unavailable_reason(name: str) -> str | None:
   """
   check = getattr(importlib.import_module(ENGINES[name].module), "unavailable_reason", None)
   return check() if check else None
+
+
+def _checked_on_gpu(chosen: str, hidden: int, matmul_precision: str) -> str:
+  """What `auto` runs, given the engine it chose: on a GPU the first of it and the later engines of
+  ``AUTO["gpu"]`` that pass `auto_check`'s check. Elsewhere, or when lowering for a GPU this host lacks (no
+  device to check on), ``chosen`` itself."""
+  order = AUTO["gpu"]
+  if lowering.target_platform() != "gpu" or jax.default_backend() != "gpu" or chosen not in order:
+    return chosen
+  candidates = tuple(
+    auto_check.Candidate(
+      name,
+      ENGINES[name].module,
+      # The precision the engine runs the request at (one without the keyword computes float32).
+      matmul_precision if matmul_precision in ENGINES[name].matmul_precisions else None,
+    )
+    for name in order[order.index(chosen) :]
+    if name != auto_check.REFERENCE and unavailable_reason(name) is None
+  )
+  return auto_check.verified_engine(candidates, hidden, matmul_precision)
 
 
 def _refusals(
@@ -322,9 +342,7 @@ def lstm(
     matmul_precision=matmul_precision,
   )
   if engine == "auto":
-    name = auto_check.checked(
-      name, platform=lowering.target_platform(), hidden=hidden, matmul_precision=matmul_precision
-    )
+    name = _checked_on_gpu(name, hidden, matmul_precision)
   h0, c0 = initial_state if initial_state is not None else (jnp.zeros((batch, hidden), dtype),) * 2
   if batch == 0 or steps == 0:  # nothing to run: the state stays as it was (every engine, by definition)
     return jnp.zeros((batch, steps, hidden), dtype), (h0, c0)

@@ -1,95 +1,107 @@
 """``engine="auto"`` on a GPU is safe before it is fast: its kernel engines prove themselves first.
 
 The GPU kernels (``mosaic``, ``pallas``) are proven on CPU in interpreters and by lowering, but a
-compiler or driver on a real device may still get them wrong. So the first time in a process that `auto`
-picks one for a shape class (hidden size) and precision, it runs a tiny forward and backward pass of it
-next to ``fused`` (plain XLA, the reference engine) and compares. An engine that errs or differs gives
-way to the next of `GPU_ORDER`; ``fused`` is the last resort. One line on stderr says which engine runs
-and, if any fell back, why. Results are cached for the process.
+compiler or driver on a real device may still get them wrong, hang (a barrier waiting forever) or fault
+(an illegal address, which poisons the CUDA context of the process it happens in). So the first time in
+a process that `auto` picks one for a shape class (hidden size) and precision, a *child process* runs a
+tiny forward and backward pass of it next to ``fused`` (plain XLA, the reference engine) and compares,
+under a timeout. An engine that errs, differs, hangs or kills its process gives way to the next
+candidate; ``fused`` is the last resort. One line on stderr says which engine runs and, if any fell
+back, why. Results are cached for the process.
 
-A user of `auto` never gets a silently wrong LSTM: at worst a slower one, and a line saying so.
+A user of `auto` never gets a silently wrong LSTM, nor a hung or crashed one: at worst a slower one, and
+a line saying so.
+
+The candidates (their order is `seqclf.lstm.api.AUTO`'s) come from the caller, so this module imports
+nothing of the api; the child (`child`: MODULE HIDDEN PRECISION) imports the engine's module itself.
 """
 
 import functools
+import importlib
+import json
+import os
+import signal
+import subprocess
 import sys
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Fallback order on a GPU (``mosaic`` needs compute capability >= 9.0: its unavailable_reason).
-GPU_ORDER = ("mosaic", "pallas", "fused")
 REFERENCE = "fused"
+REFERENCE_MODULE = "seqclf.lstm.fused"
 # The check's problem: a padded batch, a hole in the mask, dropout masks; small enough to run in ~1 s.
 CHECK_BATCH, CHECK_STEPS, CHECK_INPUT = 5, 3, 4
 # Largest |engine - fused| allowed, relative to the largest |fused| value of each output/gradient:
 # float32-level engines as the engine tests, bf16 operands at their rounding.
 TOLERANCE = {"float32": 1e-4, "BF16_BF16_F32_X3": 1e-4, "BF16_BF16_F32_X6": 1e-4, "tensorfloat32": 1e-2}
 BF16_TOLERANCE = 5e-2
+# A child's whole life: starting Python and JAX on the GPU, compiling the engine's kernels and fused's
+# (tens of seconds for a Mosaic GPU kernel), running both. Past it the engine is taken to hang.
+TIMEOUT_S = 180
+
+
+class Candidate(NamedTuple):
+  """An engine `auto` may run: its name, its module (holding an engine-signature ``lstm``) and the
+  ``matmul_precision`` keyword to call it with (None: its ``lstm`` takes none; it computes float32)."""
+
+  name: str
+  module: str
+  matmul_precision: str | None
 
 
 def _problem(hidden: int):
-  """The check's arguments for `api.lstm` as numpy arrays (fixed seed)."""
-  from seqclf.lstm import api
-
+  """The check's engine-signature arguments as numpy arrays (fixed seed)."""
   rng = np.random.default_rng(0)
-  # Concrete even while an outer jit traces (where `auto` is usually resolved).
-  with jax.ensure_compile_time_eval():
-    params = jax.tree.map(np.asarray, api.init_params(jax.random.key(0), CHECK_INPUT, hidden))
+  # The parameter layout of `seqclf.lstm.scan`, at the scale of Keras' initialisation, forget bias 1.
+  bias = np.zeros(4 * hidden, np.float32)
+  bias[hidden : 2 * hidden] = 1.0
+  params = {
+    "kernel": (rng.normal(size=(CHECK_INPUT, 4 * hidden)) / np.sqrt(CHECK_INPUT)).astype(np.float32),
+    "recurrent_kernel": (rng.normal(size=(hidden, 4 * hidden)) / np.sqrt(hidden)).astype(np.float32),
+    "bias": bias,
+  }
   mask = np.ones((CHECK_BATCH, CHECK_STEPS), bool)
   mask[1, 1] = False
-  return dict(
-    params=params,
-    xs=rng.normal(size=(CHECK_BATCH, CHECK_STEPS, CHECK_INPUT)).astype(np.float32),
-    mask=mask,
-    input_dropout_mask=((rng.random((CHECK_BATCH, CHECK_INPUT)) < 0.7) / 0.7).astype(np.float32),
-    recurrent_dropout_mask=((rng.random((CHECK_BATCH, hidden)) < 0.7) / 0.7).astype(np.float32),
+  zeros = np.zeros((CHECK_BATCH, hidden), np.float32)
+  return (
+    params,
+    rng.normal(size=(CHECK_BATCH, CHECK_STEPS, CHECK_INPUT)).astype(np.float32),
+    zeros,
+    zeros,
+    mask,
+    ((rng.random((CHECK_BATCH, CHECK_INPUT)) < 0.7) / 0.7).astype(np.float32),
+    ((rng.random((CHECK_BATCH, hidden)) < 0.7) / 0.7).astype(np.float32),
   )
 
 
-def _outputs_and_gradients(engine: str, matmul_precision: str, problem):
-  """Outputs, final state and parameter/input gradients of ``engine`` on ``problem``, compiled and run.
-
-  Runs an AOT-compiled executable on concrete arrays, so it also works while an outer jit is tracing.
-  """
-  from seqclf.lstm import api
+def _outputs_and_gradients(module: str, matmul_precision: str | None, problem):
+  """Outputs, final state and parameter/input gradients of the engine in ``module`` on ``problem``."""
+  run = importlib.import_module(module).lstm
+  options = {} if matmul_precision is None else {"matmul_precision": matmul_precision}
+  params, xs, *rest = problem
 
   def loss(params, xs):
-    outputs, (h, c) = api.lstm(
-      params,
-      xs,
-      mask=problem["mask"],
-      input_dropout_mask=problem["input_dropout_mask"],
-      recurrent_dropout_mask=problem["recurrent_dropout_mask"],
-      engine=engine,
-      matmul_precision=matmul_precision,
-    )
+    outputs, (h, c) = run(params, xs, *rest, **options)
     return jnp.sum(outputs * outputs) + jnp.sum(h) + jnp.sum(c), (outputs, h, c)
 
-  args = (problem["params"], problem["xs"])
   # The reference's XLA matmuls must be float32 products too (XLA on a GPU would use TF32).
   with jax.default_matmul_precision("float32"):
-    compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)).lower(*args).compile()
-  (_, outputs), grads = compiled(*args)
+    (_, outputs), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, xs)
   return jax.tree.map(np.asarray, (outputs, grads))
 
 
-def _precision_for(engine: str, matmul_precision: str) -> str:
-  """The precision ``engine`` runs the request at (``fused`` computes float32 whatever was asked)."""
-  from seqclf.lstm import api
-
-  return matmul_precision if matmul_precision in api.ENGINES[engine].matmul_precisions else "float32"
-
-
-def _mismatch(engine: str, matmul_precision: str, hidden: int) -> str | None:
-  """Why ``engine`` fails the check against the reference, or None if it passes."""
+def mismatch(module: str, matmul_precision: str | None, hidden: int) -> str | None:
+  """Why the engine in ``module`` fails the check against `REFERENCE`, or None if it passes (in this
+  process: the child's job)."""
   problem = _problem(hidden)
   try:
-    actual = _outputs_and_gradients(engine, matmul_precision, problem)
+    actual = _outputs_and_gradients(module, matmul_precision, problem)
   except Exception as error:  # any failure of the engine is a reason to fall back, not to crash
     return f"it raised {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-  expected = _outputs_and_gradients(REFERENCE, "float32", problem)
-  tolerance = TOLERANCE.get(matmul_precision, BF16_TOLERANCE)
+  expected = _outputs_and_gradients(REFERENCE_MODULE, None, problem)
+  tolerance = TOLERANCE.get(matmul_precision or "float32", BF16_TOLERANCE)
   worst = 0.0
   for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
     error = float(np.max(np.abs(a - e))) / max(float(np.max(np.abs(e))), 1e-30)
@@ -99,18 +111,50 @@ def _mismatch(engine: str, matmul_precision: str, hidden: int) -> str | None:
   return None
 
 
+def _signal_name(number: int) -> str:
+  try:
+    return signal.Signals(number).name
+  except ValueError:
+    return f"signal {number}"
+
+
+def isolated_mismatch(candidate: Candidate, hidden: int) -> str | None:
+  """`mismatch` run in a child process under `TIMEOUT_S`: a hang or a fault is a reason too."""
+  command = [
+    sys.executable,
+    "-c",
+    f"import sys; from {__package__} import auto_check; auto_check.child(*sys.argv[1:])",
+    candidate.module,
+    str(hidden),
+    candidate.matmul_precision or "",
+  ]
+  # The parent may already hold most of the GPU's memory (JAX preallocates): the child takes what it uses.
+  env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  try:
+    child = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+  except subprocess.TimeoutExpired:
+    return f"its check did not finish within {TIMEOUT_S} s (a hang?)"
+  if child.returncode < 0:
+    return f"its check process died of {_signal_name(-child.returncode)}"
+  lines = child.stdout.strip().splitlines()
+  if child.returncode != 0 or not lines:
+    last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+    return f"its check process failed (exit {child.returncode}: {last[:200]})"
+  return json.loads(lines[-1])["mismatch"]
+
+
 @functools.cache
-def verified_engine(candidates: tuple[str, ...], hidden: int, matmul_precision: str) -> str:
+def verified_engine(candidates: tuple[Candidate, ...], hidden: int, matmul_precision: str) -> str:
   """The first of ``candidates`` that passes the check (else `REFERENCE`); prints one line saying so."""
   reasons, chosen = [], REFERENCE
-  for engine in candidates:
-    if engine == REFERENCE:
+  for candidate in candidates:
+    if candidate.name == REFERENCE:
       break
-    reason = _mismatch(engine, _precision_for(engine, matmul_precision), hidden)
+    reason = isolated_mismatch(candidate, hidden)
     if reason is None:
-      chosen = engine
+      chosen = candidate.name
       break
-    reasons.append(f"{engine}: {reason}")
+    reasons.append(f"{candidate.name}: {reason}")
   if not reasons and chosen != REFERENCE:
     why = f"matches {REFERENCE} on a [{CHECK_BATCH}, {CHECK_STEPS}, {CHECK_INPUT}] -> {hidden} check"
   elif reasons:
@@ -123,16 +167,7 @@ def verified_engine(candidates: tuple[str, ...], hidden: int, matmul_precision: 
   return chosen
 
 
-def checked(chosen: str, *, platform: str, hidden: int, matmul_precision: str) -> str:
-  """What `auto` runs, given the engine it chose: on a GPU the first of it and the later engines of
-  `GPU_ORDER` that pass the check. Elsewhere, or when lowering for a GPU this host lacks (no device to
-  check on), ``chosen`` itself."""
-  if platform != "gpu" or jax.default_backend() != "gpu" or chosen not in GPU_ORDER:
-    return chosen
-  from seqclf.lstm import api
-
-  later = GPU_ORDER[GPU_ORDER.index(chosen) :]
-  candidates = tuple(
-    engine for engine in later if engine == REFERENCE or api.unavailable_reason(engine) is None
-  )
-  return verified_engine(candidates, hidden, matmul_precision)
+def child(module: str, hidden: str, matmul_precision: str) -> None:
+  """The child process's side: one JSON line, ``{"mismatch": reason or null}``, on stdout."""
+  reason = mismatch(module, matmul_precision or None, int(hidden))
+  print(json.dumps({"mismatch": reason}), flush=True)

@@ -47,16 +47,24 @@ _FORWARD_OUT_PLANES = 2 + GATES
 SMEM_BUDGET_BYTES = 227 * 1024 - 1024
 
 
+# A Hopper device's compute capability as jax gives it (the kernels' wgmma is sm_90a only).
+HOPPER_CAPABILITY = "9.0"
+
+
 def unavailable_reason() -> str | None:
-  """Why the engine cannot run here: too old a jax, or a GPU older than Hopper; None if it can."""
+  """Why the engine cannot run here: too old a jax, or a GPU other than Hopper; None if it can."""
   if not hasattr(plgpu, "InterpretGPUParams"):  # jax 0.10 has parts of Mosaic GPU, not these
     return f"the mosaic LSTM engine needs jax >= 0.11 (Pallas Mosaic GPU); this is jax {jax.__version__}"
   if lowering.target_platform() == "gpu":
     capability = (
       getattr(jax.devices("gpu")[0], "compute_capability", None) if jax.default_backend() == "gpu" else None
     )
-    if capability is not None and float(capability) < 9.0:
-      return f"the mosaic LSTM engine needs a Hopper GPU (compute capability >= 9.0), not {capability}"
+    # wgmma exists on sm_90(a) only: Blackwell (10.x, 12.x) has other tensor-core instructions.
+    if capability is not None and str(capability) != HOPPER_CAPABILITY:
+      return (
+        f"the mosaic LSTM engine needs a Hopper GPU (H100/H200, compute capability 9.0), not compute "
+        f"capability {capability}; use engine='pallas' or 'auto'"
+      )
   return None
 
 

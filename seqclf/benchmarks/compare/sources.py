@@ -72,6 +72,8 @@ def load_sources(paths: list[str]) -> list[Source]:
       raise UsageError(
         f"{path} holds {loaded.get('kind')!r} results; compare reads {' and '.join(KINDS)} results"
       )
+    if isinstance(loaded.get("runs"), list):  # a sweep's error rows (a refused shape) have no timing
+      loaded["runs"] = [run for run in loaded["runs"] if not (isinstance(run, dict) and "error" in run)]
     check_runs(path, loaded)
     sources.append(Source(path, loaded))
   for kind in KINDS:
