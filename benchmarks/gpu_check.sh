@@ -303,7 +303,7 @@ else
   SWEEP_SIZES=(--steps=3 --input_size=4 --repeats=1)
   SWEEP_ENGINES=fused,flax
   SHAPES=("2 4" "4 4")
-  ARTICLE_SIZES=(--epochs=1 --config=configs/article_tiny.py)
+  ARTICLE_SIZES=(--epochs=1 --config=seqclf/configs/article_tiny.py)
   ARTICLE_FIRST=(fused)
   ARTICLE_REST=()
 fi

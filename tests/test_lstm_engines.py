@@ -53,7 +53,7 @@ def test_the_driver_writes_every_shape_and_engine_against_scan(tmp_path):
   # cudnn does not run on CPU: an error row per shape with the reason, and the sweep goes on.
   refused = [run for run in written["runs"] if "error" in run]
   assert [(r["engine"], r["batch"]) for r in refused] == [("cudnn", 2), ("cudnn", 4)]
-  assert "does not run on cpu" in refused[0]["error"]
+  assert "needs a GPU and this process runs on cpu" in refused[0]["error"]
   assert "ERROR lstm_engines cudnn B2 T3 H4: ConfigError" in result.stderr
   runs = [run for run in written["runs"] if "error" not in run]
   # scan is always measured: every ratio is against it, in the same process.
