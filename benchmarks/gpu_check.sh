@@ -215,7 +215,8 @@ probe() {  # NAME LIMIT COMMAND...
   local last=${ROWS[-1]}
   IFS='|' read -r _ status seconds limit _ <<<"$last"
   unset 'ROWS[-1]'
-  add_row "$name" "$status" "$seconds" "$limit" "$(grep -v -e '^CUDA_ROOT=' -e Warning "$STEP_LOG" | paste -sd';' | sed 's/;/; /g')"
+  add_row "$name" "$status" "$seconds" "$limit" \
+    "$(grep -v -e '^CUDA_ROOT=' -e Warning "$STEP_LOG" | awk 'NR > 1 { printf "; " } { printf "%s", $0 }')"
 }
 
 add_section() {  # TITLE FILE: a table for the summary, once
