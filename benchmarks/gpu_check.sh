@@ -26,7 +26,7 @@
 # shows as RUNNING), the drivers' merged results after every configuration and shape, so a kill of this
 # script itself keeps what finished. OUTPUT_DIR gets at most 6 files: summary.md (the step table, then
 # each driver's table), summary.json, log.txt (every step's output), mosaic_sweep.json, article.json,
-# lstm_engines.json. The exit status is 0 when no step failed.
+# lstm_engines.json. The exit status is 0 when no step failed, timed out or crashed.
 #
 # Off a GPU (JAX_PLATFORMS=cpu) the same script is its own rehearsal: tiny sizes, the GPU-only steps
 # skipped, the Pallas and Mosaic kernels in their interpreters (the engines' own choice off a GPU); with
@@ -35,17 +35,22 @@
 #
 # Environment:
 #   OUTPUT_DIR                    the argument, else SEQCLF_GPU_CHECK_OUT, else OUT, else runs/gpu_check
-#   SEQCLF_GPU_CHECK_BUNDLE       the offline bundle (default gpu-bundle): wheels and the IMDB archive
+#                                 in the repository
+#   SEQCLF_GPU_CHECK_BUNDLE       the offline bundle (default: the repository's gpu-bundle), wheels and
+#                                 the IMDB archive
 #   SEQCLF_IMDB                   the IMDB archive (path or URL) when the bundle has none
 #   PYTHON                        the interpreter (default python3)
 #   SEQCLF_GPU_CHECK_BUDGET_S     wall-time budget of all steps (default 420)
 #   SEQCLF_GPU_CHECK_LIMITS       per-step limits over the defaults, "STEP=SECONDS,..." (STEP as printed)
 #   SEQCLF_GPU_CHECK_KILL_AFTER_S SIGKILL this long after a step's SIGINT (default 10)
 set -uo pipefail
-cd "$(dirname "$0")/.."
-REPO=$PWD
-OUTPUT_DIR=${1:-${SEQCLF_GPU_CHECK_OUT:-${OUT:-runs/gpu_check}}}
-BUNDLE=${SEQCLF_GPU_CHECK_BUNDLE:-gpu-bundle}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+# Paths given are the caller's (relative to where the check was started); defaults are the repository's.
+absolute() { [[ $1 == /* || $1 == *://* ]] && echo "$1" || echo "$PWD/$1"; }
+OUTPUT_DIR=$(absolute "${1:-${SEQCLF_GPU_CHECK_OUT:-${OUT:-$REPO/runs/gpu_check}}}")
+BUNDLE=$(absolute "${SEQCLF_GPU_CHECK_BUNDLE:-$REPO/gpu-bundle}")
+IMDB=${SEQCLF_IMDB:+$(absolute "$SEQCLF_IMDB")}
+cd "$REPO" || exit 2
 PYTHON=${PYTHON:-python3}
 # The rehearsal on a CPU (JAX_PLATFORMS=cpu) runs interpreted kernels on a shared host: 4 x the limits.
 [[ ${JAX_PLATFORMS:-} == cpu ]] && SCALE=4 || SCALE=1
@@ -58,7 +63,6 @@ MIN_STEP_S=5
 TEST_TIMEOUT_S=60
 
 mkdir -p "$OUTPUT_DIR" || exit 2
-OUTPUT_DIR=$(cd "$OUTPUT_DIR" && pwd)
 WORK=$(mktemp -d)  # the drivers' workdirs, caches and per-step logs; only chosen files reach OUTPUT_DIR
 LOG=$OUTPUT_DIR/log.txt
 : >"$LOG"
@@ -211,7 +215,8 @@ probe() {  # NAME LIMIT COMMAND...
   local last=${ROWS[-1]}
   IFS='|' read -r _ status seconds limit _ <<<"$last"
   unset 'ROWS[-1]'
-  add_row "$name" "$status" "$seconds" "$limit" "$(grep -v -e '^CUDA_ROOT=' -e Warning "$STEP_LOG" | paste -sd';' | sed 's/;/; /g')"
+  add_row "$name" "$status" "$seconds" "$limit" \
+    "$(grep -v -e '^CUDA_ROOT=' -e Warning "$STEP_LOG" | awk 'NR > 1 { printf "; " } { printf "%s", $0 }')"
 }
 
 add_section() {  # TITLE FILE: a table for the summary, once
@@ -246,7 +251,6 @@ if compgen -G "$BUNDLE/*.whl" >/dev/null; then
 else
   skip install "no wheels in $BUNDLE (make gpu-bundle)"
 fi
-IMDB=${SEQCLF_IMDB:-}
 [[ -f $BUNDLE/aclImdb_labeled.tar.gz ]] && IMDB=$BUNDLE/aclImdb_labeled.tar.gz
 
 # 2. Preflight: each question its own process, so a CUDA initialisation that hangs costs only itself.
