@@ -142,8 +142,10 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
   [0, 1), switches booleans, and the engine (each of a comma-separated list) must be known; with a
   ``platform`` (where the model will run) it is held against the dropout, ``matmul_precision`` and, with
   ``masked``, the padding mask it will be asked for there (`seqclf.lstm.api.check_engine`). So a bad value
-  is refused before a driver writes anything, not at the first step.
+  is refused before a driver writes anything, not at the first step. A None value is a config's
+  placeholder for the variant's own value (`create` fills it in), so it is checked there, not here.
   """
+  fields = {key: value for key, value in fields.items() if value is not None}
   for key in _AT_LEAST_ONE:
     if key in fields and (not _is_int(fields[key]) or fields[key] < 1):
       raise ConfigError(f"--config.model.{key} must be an integer >= 1, got {fields[key]!r}")
