@@ -340,3 +340,16 @@ def test_the_interpreter_runs_when_asked_for(monkeypatch):
   monkeypatch.setenv(api.INTERPRET_ENV, "0")
   with pytest.raises(ConfigError, match="needs a GPU"):
     lstm(_params(), _xs(), engine="pallas")
+
+
+@CPU_ONLY
+def test_an_unwritable_kernel_cache_is_one_line_naming_the_fix(tmp_path, monkeypatch):
+  """It was an OSError traceback, blamed on the run directory by seqclf.main."""
+  from seqclf.lstm import cpu_kernel
+
+  (tmp_path / "file").write_text("")
+  monkeypatch.setenv("SEQCLF_CACHE_DIR", str(tmp_path / "file" / "cache"))  # below a file: cannot exist
+  with pytest.raises(
+    ConfigError, match=r"cannot build its kernel into .*set \$SEQCLF_CACHE_DIR to a writable"
+  ):
+    cpu_kernel.build_library()

@@ -111,9 +111,16 @@ def build_library() -> pathlib.Path:
   library = _cache_dir() / f"seqclf_lstm_{key}.so"
   if library.exists():
     return library
-  library.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    library.parent.mkdir(parents=True, exist_ok=True)
+    scratch_dir = tempfile.TemporaryDirectory(dir=library.parent)
+  except OSError as error:
+    raise ConfigError(
+      f"LSTM engine 'cpu_kernel' cannot build its kernel into {library.parent} ({error.strerror}); set "
+      "$SEQCLF_CACHE_DIR to a writable directory, or use engine='fused'"
+    ) from error
   # Build to a temporary name and rename, so a concurrent or interrupted build never leaves a torn file.
-  with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
+  with scratch_dir as scratch:
     partial = pathlib.Path(scratch) / library.name
     command = [*compiler, *CXXFLAGS, f"-I{include}", str(SOURCE), "-o", str(partial)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
