@@ -71,7 +71,13 @@ _TARGETS = {
 def default_num_threads() -> int:
   """The cores this process may run on (``$SEQCLF_LSTM_THREADS`` overrides)."""
   if "SEQCLF_LSTM_THREADS" in os.environ:
-    return max(1, int(os.environ["SEQCLF_LSTM_THREADS"]))
+    value = os.environ["SEQCLF_LSTM_THREADS"]
+    try:
+      return max(1, int(value))
+    except ValueError:
+      raise ConfigError(
+        f"$SEQCLF_LSTM_THREADS must be a number of threads, got {value!r}; unset it to use every core"
+      ) from None
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
