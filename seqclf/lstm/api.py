@@ -161,6 +161,15 @@ def _engines_that_can(platform: str, **request) -> list[str]:
   return [name for name in ENGINES if runs_on(name, platform) and not _refusals(name, **request)]
 
 
+def _none_can(platform: str, request: dict) -> str:
+  """The tail of an error when no engine on ``platform`` can do ``request``: the ones that can elsewhere."""
+  elsewhere = [name for name in ENGINES if not _refusals(name, **request)]
+  where = sorted({p for name in elsewhere for p in ENGINES[name].platforms})
+  return f"no engine on {platform} can" + (
+    f" ({', '.join(elsewhere)} can on {'/'.join(where)})" if elsewhere else ""
+  )
+
+
 def check_engine(
   name: str,
   platform: str | None = None,
@@ -201,7 +210,7 @@ def check_engine(
       return chosen
     if "scan" in able:
       return "scan"
-    fix = f"pass engine={' or '.join(repr(e) for e in able)}" if able else f"no engine on {platform} can"
+    fix = f"pass engine={' or '.join(repr(e) for e in able)}" if able else _none_can(platform, request)
     raise ConfigError(
       f"no LSTM engine that engine='auto' picks on {platform} can do this call "
       f"(scan {'; '.join(_refusals('scan', **request))}); {fix}"
@@ -222,7 +231,7 @@ def check_engine(
   refusals = _refusals(name, **request)
   if refusals:
     able = _engines_that_can(platform, **request)
-    fix = f"use engine {' or '.join(repr(e) for e in able)}" if able else f"no engine on {platform} can"
+    fix = f"use engine {' or '.join(repr(e) for e in able)}" if able else _none_can(platform, request)
     raise ConfigError(f"LSTM engine {name!r} {'; '.join(refusals)}; {fix}")
   return name
 
