@@ -326,7 +326,9 @@ def lstm(
     recurrent_dropout_mask = jnp.ones((batch, hidden), dtype)
   options = {"matmul_precision": matmul_precision} if ENGINES[name].matmul_precisions else {}
   run = importlib.import_module(ENGINES[name].module).lstm
-  return run(params, xs, h0, c0, mask.astype(bool), input_dropout_mask, recurrent_dropout_mask, **options)
+  return run(
+    params, xs, h0, c0, jnp.asarray(mask, bool), input_dropout_mask, recurrent_dropout_mask, **options
+  )
 
 
 # Keras' LSTM initialisation, shared by `init_params` and the Flax `LSTM` layer.
