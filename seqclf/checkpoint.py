@@ -351,14 +351,20 @@ class Checkpointer:
     """
     if which not in WHICH:
       raise ConfigError(f"which checkpoint must be 'best' or 'last', got {which!r}")
-    epoch = self.best_epoch() if which == "best" else self.latest_epoch()
-    if epoch is None:
-      raise DataError(f"no complete checkpoint in {self.directory}: train the run (at least one epoch)")
-    try:
-      restored = self._manager.restore(epoch, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
-    except Exception as error:
-      raise self._damaged(epoch, error) from error
-    return restored["params"]
+    # A run being trained deletes the checkpoint that stops being the last or the best right after each
+    # save: one that vanishes while it is read is looked up again, not reported damaged.
+    for attempt in range(3):
+      epoch = self.best_epoch() if which == "best" else self.latest_epoch()
+      if epoch is None:
+        raise DataError(f"no complete checkpoint in {self.directory}: train the run (at least one epoch)")
+      try:
+        restored = self._manager.restore(epoch, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
+      except Exception as error:
+        if os.path.isdir(os.path.join(self.directory, str(epoch))) or attempt == 2:
+          raise self._damaged(epoch, error) from error
+        self._manager.reload()
+        continue
+      return restored["params"]
 
   def _damaged(self, epoch: int, error: Exception) -> DataError:
     """The one-line error for checkpoint ``epoch`` that cannot be read, with the way out."""

@@ -157,6 +157,7 @@ def main(argv):
   configs.check_fields(config, _RUN_FIELDS, "seqclf.main", "run")
   configs.apply_shortcuts(config, _SHORTCUTS)
   variant = config.variant
+  train.check_seed(seed)
   train.validate(config)
   if not 0 <= config.val_fraction < 1:
     raise ConfigError(f"--config.val_fraction must be in [0, 1), got {config.val_fraction}")

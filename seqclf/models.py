@@ -178,7 +178,7 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
           f"unknown LSTM engine {engine.strip()!r}; choose one of: auto, {', '.join(api.ENGINES)}"
         )
       continue
-    api.check_engine(
+    name = api.check_engine(
       engine.strip(),
       platform,
       masks="mask" if masked else None,
@@ -186,6 +186,9 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
       recurrent_dropout=fields.get("lstm_recurrent_dropout", 0.0) > 0,
       matmul_precision=fields.get("matmul_precision", "float32"),
     )
+    reason = api.unavailable_reason(name)  # say, cpu_kernel without a compiler or a writable cache
+    if reason:
+      raise ConfigError(reason)
 
 
 def create(variant: str, **model_fields) -> SequenceClassifier:

@@ -52,6 +52,16 @@ def _is_number(value) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Seeds become JAX PRNG keys and numpy generators: both take integers in [0, 2**32) alike.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed, flag: str = "--seed") -> None:
+  """Refuses a seed that a PRNG key or numpy generator would not take (negative, or over 32 bits)."""
+  if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+    raise ConfigError(f"{flag} takes integers from 0 to {MAX_SEED}, got {seed!r}")
+
+
 def validate(config) -> None:
   """Rejects every config value that cannot work, with the flag to fix, before a driver writes anything:
   the training fields here, the model's in `models.check_fields` (the engine held to the mask, dropout and
@@ -69,10 +79,14 @@ def validate(config) -> None:
       raise ConfigError(f"--config.{key} must be 'pre' or 'post', got {config[key]!r}")
   if not _is_number(config.learning_rate) or not 0 < config.learning_rate < 10:
     raise ConfigError(f"--config.learning_rate must be in (0, 10), got {config.learning_rate}")
-  if not _is_number(config.get("adam_eps", 1e-7)) or not config.get("adam_eps", 1e-7) > 0:
-    raise ConfigError(f"--config.adam_eps must be > 0, got {config.adam_eps!r}")
-  if not _is_number(config.get("grad_clip_norm", 0.0)) or not config.get("grad_clip_norm", 0.0) >= 0:
-    raise ConfigError(f"--config.grad_clip_norm must be >= 0 (0: no clipping), got {config.grad_clip_norm!r}")
+  adam_eps = config.get("adam_eps", 1e-7)
+  if not _is_number(adam_eps) or not 0 < adam_eps < float("inf"):
+    raise ConfigError(f"--config.adam_eps must be a finite number > 0, got {config.adam_eps!r}")
+  clip = config.get("grad_clip_norm", 0.0)
+  if not _is_number(clip) or not 0 <= clip < float("inf"):
+    raise ConfigError(
+      f"--config.grad_clip_norm must be a finite number >= 0 (0: no clipping), got {config.grad_clip_norm!r}"
+    )
   for key in ("mask", "device_resident"):
     if not isinstance(config.get(key, False), bool):
       raise ConfigError(f"--config.{key} must be True or False, got {config[key]!r}")

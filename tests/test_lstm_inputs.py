@@ -91,6 +91,15 @@ def test_every_engine_refuses_inputs_that_do_not_fit_at_trace_time(engine, case)
       jax.jit(lambda p, x, a: lstm(p, x, engine=engine, **a))(params, xs, arguments)
 
 
+def test_lengths_and_masks_may_be_python_lists():
+  expected = lstm(_params(), _xs(), lengths=jnp.array([4, 2]), engine="scan")
+  np.testing.assert_array_equal(lstm(_params(), _xs(), lengths=[4, 2], engine="scan")[0], expected[0])
+  mask = [[True] * 4, [True, True, False, False]]
+  np.testing.assert_array_equal(lstm(_params(), _xs(), mask=mask, engine="scan")[0], expected[0])
+  with pytest.raises(InputError, match=re.escape("lengths must lie in [0, 4]")):
+    lstm(_params(), _xs(), lengths=[4, 5], engine="scan")
+
+
 def test_input_errors_are_config_errors_and_value_errors():
   """So drivers print them as one error line and library callers catch them as ValueError."""
   assert issubclass(InputError, ConfigError) and issubclass(InputError, ValueError)
@@ -340,3 +349,16 @@ def test_the_interpreter_runs_when_asked_for(monkeypatch):
   monkeypatch.setenv(api.INTERPRET_ENV, "0")
   with pytest.raises(ConfigError, match="needs a GPU"):
     lstm(_params(), _xs(), engine="pallas")
+
+
+@CPU_ONLY
+def test_an_unwritable_kernel_cache_is_one_line_naming_the_fix(tmp_path, monkeypatch):
+  """It was an OSError traceback, blamed on the run directory by seqclf.main."""
+  from seqclf.lstm import cpu_kernel
+
+  (tmp_path / "file").write_text("")
+  monkeypatch.setenv("SEQCLF_CACHE_DIR", str(tmp_path / "file" / "cache"))  # below a file: cannot exist
+  with pytest.raises(
+    ConfigError, match=r"cannot build its kernel into .*set \$SEQCLF_CACHE_DIR to a writable"
+  ):
+    cpu_kernel.build_library()

@@ -229,6 +229,7 @@ MAIN_BAD_INPUTS = [
   ),
   ("unknown variant", ["--config=seqclf/configs/tiny.py", "--variant=gru"], "gru"),
   ("integer flag that is not a number", ["--config=seqclf/configs/tiny.py", "--seed=one"], "seed"),
+  ("negative seed", ["--config=seqclf/configs/tiny.py", "--seed=-1"], "--seed takes integers from 0 to"),
   (
     "config field that is not a number",
     ["--config=seqclf/configs/tiny.py", "--config.val_fraction=a"],

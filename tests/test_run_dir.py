@@ -225,3 +225,24 @@ def test_predict_reads_the_last_complete_checkpoint_while_a_save_is_under_way(tw
     assert reader.latest_epoch() == 2
   assert checkpoint.restore_params(str(workdir), "last")["head"]["kernel"].shape[0] == 12
   assert pathlib.Path(workdir / "checkpoints" / "4").exists()  # a reader removes nothing
+
+
+def test_predict_looks_again_when_the_checkpoint_it_reads_is_deleted_by_the_trainer(two_epochs, tmp_path):
+  import shutil
+
+  workdir = tmp_path / "run"
+  shutil.copytree(two_epochs, workdir)
+  last = checkpoint.complete_epochs(str(workdir))[-1]
+  newer = workdir / "checkpoints" / str(last + 1)
+  shutil.copytree(workdir / "checkpoints" / str(last), newer)  # a second complete checkpoint
+  with checkpoint.Checkpointer(str(workdir), writable=False) as reader:
+    restore = reader._manager.restore
+
+    def deleted_while_read(epoch, *args, **kwargs):
+      if epoch == last + 1:  # the trainer's clean-up removes it under the reader
+        shutil.rmtree(newer)
+        raise FileNotFoundError(f"{newer}/params")
+      return restore(epoch, *args, **kwargs)
+
+    reader._manager.restore = deleted_while_read
+    assert reader.restore_params("last")["head"]["kernel"].shape[0] == 12

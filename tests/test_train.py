@@ -141,8 +141,9 @@ CONFIG_CHANGES = {
   "truncating": ("both", "truncating must be 'pre' or 'post'"),
   "top_words": (3, "top_words must be above 3"),
   "batch_size": (True, "batch_size must be a positive integer"),
-  "adam_eps": (0.0, "adam_eps must be > 0"),
-  "grad_clip_norm": (-1.0, "grad_clip_norm must be >= 0"),
+  "adam_eps": (float("inf"), "adam_eps must be a finite number > 0"),
+  "grad_clip_norm": (-1.0, "grad_clip_norm must be a finite number >= 0"),
+  "learning_rate": (float("nan"), "learning_rate must be in (0, 10)"),
   "mask": ("yes", "mask must be True or False"),
 }
 
@@ -184,3 +185,20 @@ def test_model_fields_are_checked_when_a_model_is_created(fields, words):
 
   with pytest.raises(ConfigError, match=re.escape(words)):
     models.check_fields(fields)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 10**20, 1.5, True])
+def test_seeds_a_prng_key_or_numpy_would_refuse_are_refused(seed):
+  """-1 and 10**20 gave a ValueError or OverflowError traceback from numpy or jax."""
+  with pytest.raises(ConfigError, match="--seed takes integers from 0 to 4294967295"):
+    train.check_seed(seed)
+  train.check_seed(0)
+  train.check_seed(2**32 - 1)
+
+
+def test_a_thread_count_that_is_not_a_number_is_one_line(monkeypatch):
+  from seqclf.lstm import cpu_kernel
+
+  monkeypatch.setenv("SEQCLF_LSTM_THREADS", "abc")
+  with pytest.raises(ConfigError, match="SEQCLF_LSTM_THREADS must be a number of threads, got 'abc'"):
+    cpu_kernel.default_num_threads()

@@ -95,6 +95,8 @@ def parse_seeds(spec: str) -> list[int]:
     raise ConfigError(f"--seeds must be comma-separated integers, got {spec!r}") from None
   if not seeds:
     raise ConfigError("--seeds is empty; pass e.g. --seeds=0 or --seeds=1,2")
+  for seed in seeds:
+    train.check_seed(seed, "--seeds")
   return seeds
 
 

@@ -188,6 +188,15 @@ def _engines_that_can(platform: str, **request) -> list[str]:
   return [name for name in ENGINES if runs_on(name, platform) and not _refusals(name, **request)]
 
 
+def _none_can(platform: str, request: dict) -> str:
+  """The tail of an error when no engine on ``platform`` can do ``request``: the ones that can elsewhere."""
+  elsewhere = [name for name in ENGINES if not _refusals(name, **request)]
+  where = sorted({p for name in elsewhere for p in ENGINES[name].platforms})
+  return f"no engine on {platform} can" + (
+    f" ({', '.join(elsewhere)} can on {'/'.join(where)})" if elsewhere else ""
+  )
+
+
 def check_engine(
   name: str,
   platform: str | None = None,
@@ -231,7 +240,7 @@ def check_engine(
       return chosen
     if "scan" in able:
       return "scan"
-    fix = f"pass engine={' or '.join(repr(e) for e in able)}" if able else f"no engine on {platform} can"
+    fix = f"pass engine={' or '.join(repr(e) for e in able)}" if able else _none_can(platform, request)
     raise ConfigError(
       f"no LSTM engine that engine='auto' picks on {platform} can do this call "
       f"(scan {'; '.join(_refusals('scan', **request))}); {fix}"
@@ -252,7 +261,7 @@ def check_engine(
   refusals = _refusals(name, **request)
   if refusals:
     able = _engines_that_can(platform, **request)
-    fix = f"use engine {' or '.join(repr(e) for e in able)}" if able else f"no engine on {platform} can"
+    fix = f"use engine {' or '.join(repr(e) for e in able)}" if able else _none_can(platform, request)
     raise ConfigError(f"LSTM engine {name!r} {'; '.join(refusals)}; {fix}")
   return name
 
@@ -356,7 +365,9 @@ def lstm(
     recurrent_dropout_mask = jnp.ones((batch, hidden), dtype)
   options = {"matmul_precision": matmul_precision} if ENGINES[name].matmul_precisions else {}
   run = importlib.import_module(ENGINES[name].module).lstm
-  return run(params, xs, h0, c0, mask.astype(bool), input_dropout_mask, recurrent_dropout_mask, **options)
+  return run(
+    params, xs, h0, c0, jnp.asarray(mask, bool), input_dropout_mask, recurrent_dropout_mask, **options
+  )
 
 
 # Keras' LSTM initialisation, shared by `init_params` and the Flax `LSTM` layer.

@@ -71,7 +71,13 @@ _TARGETS = {
 def default_num_threads() -> int:
   """The cores this process may run on (``$SEQCLF_LSTM_THREADS`` overrides)."""
   if "SEQCLF_LSTM_THREADS" in os.environ:
-    return max(1, int(os.environ["SEQCLF_LSTM_THREADS"]))
+    value = os.environ["SEQCLF_LSTM_THREADS"]
+    try:
+      return max(1, int(value))
+    except ValueError:
+      raise ConfigError(
+        f"$SEQCLF_LSTM_THREADS must be a number of threads, got {value!r}; unset it to use every core"
+      ) from None
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -110,9 +116,16 @@ def build_library() -> pathlib.Path:
   library = _cache_dir() / f"seqclf_lstm_{key}.so"
   if library.exists():
     return library
-  library.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    library.parent.mkdir(parents=True, exist_ok=True)
+    scratch_dir = tempfile.TemporaryDirectory(dir=library.parent)
+  except OSError as error:
+    raise ConfigError(
+      f"LSTM engine 'cpu_kernel' cannot build its kernel into {library.parent} ({error.strerror}); set "
+      "$SEQCLF_CACHE_DIR to a writable directory, or use engine='fused'"
+    ) from error
   # Build to a temporary name and rename, so a concurrent or interrupted build never leaves a torn file.
-  with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
+  with scratch_dir as scratch:
     partial = pathlib.Path(scratch) / library.name
     command = [*compiler, *CXXFLAGS, f"-I{include}", str(SOURCE), "-o", str(partial)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)

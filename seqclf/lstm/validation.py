@@ -34,7 +34,8 @@ def _shape(x) -> tuple[int, ...]:
 
 
 def _dtype(x):
-  return jnp.result_type(x)
+  # A Python list or scalar (say lengths=[3, 5]) has no dtype of its own: numpy's reading of it.
+  return jnp.result_type(x if hasattr(x, "dtype") else np.asarray(x))
 
 
 def check_inputs(
