@@ -114,7 +114,11 @@ def test_early_stopping_stops_when_validation_stalls(topics, tmp_path):
 
 def test_dropout_rates_are_set_from_the_command_line(topics, tmp_path):
   result = run_main(
-    tmp_path / "run", topics[0], "--config.model.output_dropout=0.5", "--variant=lstm_dropout"
+    tmp_path / "run",
+    topics[0],
+    f"--test_file={topics[1]}",
+    "--config.model.output_dropout=0.5",
+    "--variant=lstm_dropout",
   )
   assert result.returncode == 0, result.stderr
   config = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -97,7 +97,7 @@ def test_a_tiny_training_run_outside_the_checkout(venv, tmp_path):
   run(
     [*command, f"--test_file={test}", "--config=tiny", "--tensorboard=false"], cwd=tmp_path, env=clean_env()
   )
-  assert (workdir / "metrics.jsonl").exists()
+  assert (workdir / "results.json").exists() and (workdir / "logs" / "metrics.jsonl").exists()
   result = run(
     [str(venv / "bin" / "seqclf-predict"), f"--workdir={workdir}", "goal match"], tmp_path, clean_env()
   )
