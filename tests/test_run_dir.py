@@ -85,7 +85,7 @@ def test_resuming_with_another_engine_and_precision_is_allowed_but_not_another_s
     workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=2", "--config.model.engine=fused"
   )
   assert resumed.returncode == 0, resumed.stderr
-  assert "epoch 1:" not in resumed.stdout and "epoch 2:" in resumed.stdout
+  assert "epoch 1/" not in resumed.stdout and "epoch 2/" in resumed.stdout
   assert json.loads((workdir / "config.json").read_text())["model"]["engine"] == "fused"
   refused = run_main(workdir, train_file, "--config.val_fraction=0.2", "--config.model.lstm_features=7")
   assert "was trained with model.lstm_features=12, not 7" in one_error_line(refused)
@@ -121,7 +121,7 @@ def test_a_full_disk_during_a_save_stops_with_one_line_and_loses_nothing(train_f
   assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]  # no temporary directory left
   resumed = run_main(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=3")
   assert resumed.returncode == 0, resumed.stderr
-  assert "epoch 1:" not in resumed.stdout and "epoch 3:" in resumed.stdout
+  assert "epoch 1/" not in resumed.stdout and "epoch 3/" in resumed.stdout
 
 
 def test_an_unwritable_run_directory_is_one_line(train_file, tmp_path):
@@ -189,7 +189,7 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(train_file, tmp_path):
     text=True,
   )
   for line in process.stdout:
-    if line.startswith("epoch 2:"):
+    if line.startswith("epoch 2/"):
       break
   process.send_signal(signal.SIGINT)
   _, stderr = process.communicate(timeout=120)
