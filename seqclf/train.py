@@ -403,13 +403,20 @@ def fit(
   state = create_train_state(model, config, init_key, feeder.lengths[-1], initial_embedding)
   checkpointer = checkpoint.Checkpointer(run_dir) if run_dir else None
   start_epoch, history = 0, []
-  restored = checkpointer.restore_latest(state) if checkpointer else None
-  if restored:  # before sharding and compiling, so a resumed state is placed like a fresh one
-    state, start_epoch, history = restored
-  state, dropout_key, shuffle_key = parallel.shard(
-    (state, dropout_key, shuffle_key), parallel.replicated(mesh)
-  )
-  epochs = _Epochs(model, data, config, feeder, state, dropout_key, shuffle_key, mesh)
+  try:
+    restored = checkpointer.restore_latest(state) if checkpointer else None
+    if restored:  # before sharding and compiling, so a resumed state is placed like a fresh one
+      state, start_epoch, history = restored
+    state, dropout_key, shuffle_key = parallel.shard(
+      (state, dropout_key, shuffle_key), parallel.replicated(mesh)
+    )
+    epochs = _Epochs(model, data, config, feeder, state, dropout_key, shuffle_key, mesh)
+  except BaseException:
+    # Closed before the error leaves: orbax's background clean-up thread would otherwise outlive the
+    # interpreter's executors and print its own traceback under the one error line.
+    if checkpointer:
+      checkpointer.close()
+    raise
   loop = _Loop(state, history)
   try:
     stopped_early = _train_epochs(loop, epochs, config, start_epoch, label, checkpointer, on_epoch, trace)
