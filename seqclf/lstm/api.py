@@ -98,16 +98,55 @@ ENGINES = {
 # check against fused at run time (`auto_check`).
 AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("mosaic", "pallas", "fused"), "tpu": ("fused",)}
 
+# The GRU's engines (`seqclf.lstm.gru`), their capabilities as data as above; each module exposes the GRU
+# engine signature ``gru(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask)``. An
+# engine of `ENGINES` missing here (the GPU kernels, cuDNN) has no GRU, and asking it for one is refused
+# naming those that have one.
+# float64 too where JAX computes it (with jax_enable_x64), so `scan` can be held to PyTorch in float64.
+GRU_ENGINES = {
+  "scan": Engine(
+    "seqclf.lstm.gru_scan",
+    ("cpu", "gpu", "tpu"),
+    "reference lax.scan GRU cell, autodiff",
+    dtypes=(*FLOAT_DTYPES, "float64"),
+  ),
+  "fused": Engine(
+    "seqclf.lstm.gru_fused",
+    ("cpu", "gpu", "tpu"),
+    "hoisted projections + custom-VJP scan",
+    dtypes=(*FLOAT_DTYPES, "float64"),
+  ),
+  "cpu_kernel": Engine(
+    "seqclf.lstm.gru_cpu_kernel",
+    ("cpu",),
+    "multithreaded C++ recurrence via XLA FFI",
+    dtypes=("float32",),  # float32 products only: the LSTM's bf16 products are not wired to the GRU cell
+  ),
+  "flax": Engine(
+    "seqclf.lstm.gru_flax",
+    ("cpu", "gpu", "tpu"),
+    "Flax's nn.RNN(GRUCell): the baseline to beat",
+    masks="none",
+    input_dropout=False,
+    recurrent_dropout=False,
+  ),
+}
+GRU_AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("fused",), "tpu": ("fused",)}
 
-def unavailable_reason(name: str) -> str | None:
+# Each cell's engines and "auto" preferences: `check_engine(..., cell=)` reads them.
+CELLS = {"lstm": (ENGINES, AUTO), "gru": (GRU_ENGINES, GRU_AUTO)}
+
+
+def unavailable_reason(name: str, cell: str = "lstm") -> str | None:
   """Why engine ``name`` cannot run in this process (say, no compiler for its kernel), or None."""
-  check = getattr(importlib.import_module(ENGINES[name].module), "unavailable_reason", None)
+  check = getattr(importlib.import_module(CELLS[cell][0][name].module), "unavailable_reason", None)
   return check() if check else None
 
 
 def _refusals(
   name: str,
   *,
+  cell: str,
   masks: str | None,
   input_dropout: bool,
   recurrent_dropout: bool,
@@ -115,7 +154,7 @@ def _refusals(
   matmul_precision: str,
 ) -> list[str]:
   """What engine ``name`` cannot do of what a call asks, each as the tail of an error line."""
-  engine = ENGINES[name]
+  engine = CELLS[cell][0][name]
   refusals = []
   if masks == "mask" and engine.masks != "any":
     refusals.append(
@@ -136,7 +175,8 @@ def _refusals(
 
 
 def _engines_that_can(platform: str, **request) -> list[str]:
-  return [name for name in ENGINES if platform in ENGINES[name].platforms and not _refusals(name, **request)]
+  engines = CELLS[request["cell"]][0]
+  return [name for name in engines if platform in engines[name].platforms and not _refusals(name, **request)]
 
 
 def check_engine(
@@ -148,6 +188,7 @@ def check_engine(
   recurrent_dropout: bool = False,
   dtypes=(),
   matmul_precision: str = "float32",
+  cell: str = "lstm",
 ) -> str:
   """The concrete engine that runs a call, after holding the call against the engine's capabilities.
 
@@ -159,12 +200,16 @@ def check_engine(
     input_dropout, recurrent_dropout: whether the call passes those masks.
     dtypes: the dtypes (anything `jnp.dtype` takes) of the parameters, inputs and initial state.
     matmul_precision: see `lstm`.
+    cell: "lstm" or "gru": whose engines (`CELLS`) the call is held against.
 
   Raises:
     ConfigError: one line naming what the engine cannot do and the engines that can.
   """
   platform = platform or lowering.target_platform()
+  engines, auto = CELLS[cell]
+  label = cell.upper()
   request = dict(
+    cell=cell,
     masks=masks,
     input_dropout=input_dropout,
     recurrent_dropout=recurrent_dropout,
@@ -173,29 +218,31 @@ def check_engine(
   )
   if name == "auto":
     able = _engines_that_can(platform, **request)
-    preferences = [engine for engine in AUTO.get(platform, ()) if engine in able]
-    chosen = next((engine for engine in preferences if unavailable_reason(engine) is None), None)
+    preferences = [engine for engine in auto.get(platform, ()) if engine in able]
+    chosen = next((engine for engine in preferences if unavailable_reason(engine, cell) is None), None)
     if chosen is not None:
       return chosen
     if "scan" in able:
       return "scan"
     fix = f"pass engine={' or '.join(repr(e) for e in able)}" if able else f"no engine on {platform} can"
     raise ConfigError(
-      f"no LSTM engine that engine='auto' picks on {platform} can do this call "
+      f"no {label} engine that engine='auto' picks on {platform} can do this call "
       f"(scan {'; '.join(_refusals('scan', **request))}); {fix}"
     )
-  if name not in ENGINES:
-    raise ConfigError(f"unknown LSTM engine {name!r}; choose one of: auto, {', '.join(ENGINES)}")
-  if platform not in ENGINES[name].platforms:
+  if name not in engines:
+    other = [other for other, (registry, _) in CELLS.items() if name in registry]
+    known = f" (it has no {label}; it runs {', '.join(o.upper() for o in other)})" if other else ""
+    raise ConfigError(f"unknown {label} engine {name!r}{known}; choose one of: auto, {', '.join(engines)}")
+  if platform not in engines[name].platforms:
     raise ConfigError(
-      f"LSTM engine {name!r} does not run on {platform}; it needs one of "
-      f"{', '.join(ENGINES[name].platforms)} (use engine='auto')"
+      f"{label} engine {name!r} does not run on {platform}; it needs one of "
+      f"{', '.join(engines[name].platforms)} (use engine='auto')"
     )
   refusals = _refusals(name, **request)
   if refusals:
     able = _engines_that_can(platform, **request)
     fix = f"use engine {' or '.join(repr(e) for e in able)}" if able else f"no engine on {platform} can"
-    raise ConfigError(f"LSTM engine {name!r} {'; '.join(refusals)}; {fix}")
+    raise ConfigError(f"{label} engine {name!r} {'; '.join(refusals)}; {fix}")
   return name
 
 
