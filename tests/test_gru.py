@@ -57,8 +57,9 @@ def _assert_close(actual, expected):
 
 @pytest.mark.parametrize("engine", FAST_ENGINES)
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("mask_kind", [None, "holes", "left"])
-@pytest.mark.parametrize("with_dropout", [False, True])
+@pytest.mark.parametrize(
+  "mask_kind, with_dropout", [(None, False), ("holes", True), ("left", True), ("left", False)]
+)
 def test_engine_equals_scan(engine, shape, mask_kind, with_dropout):
   params, xs, h0, mask, input_mask, recurrent_mask = _inputs(*shape, mask_kind=mask_kind or "holes")
   kwargs = {"mask": mask} if mask_kind else {}
@@ -244,3 +245,20 @@ def test_nan_and_inf_propagate_as_in_scan(engine):
     finite = np.isfinite(e)
     np.testing.assert_allclose(np.asarray(a)[finite], np.asarray(e)[finite], rtol=RTOL, atol=ATOL)
   assert np.isnan(expected[0][0, 1:]).all()  # a NaN input poisons its row from that step on
+
+
+@CPU_ONLY
+@pytest.mark.parametrize("batch, steps", [(0, 3), (2, 0)])
+def test_cpu_kernel_handles_an_empty_batch_or_no_steps(batch, steps):
+  params, _, _, _, _, _ = _inputs(2, 3, 4, 5)
+  xs, h0 = jnp.ones((batch, steps, 4)), jnp.ones((batch, 5))
+  _assert_close(
+    gru(params, xs, initial_state=h0, engine="cpu_kernel"), gru(params, xs, initial_state=h0, engine="scan")
+  )
+  _assert_close(_loss_and_grads("cpu_kernel", params, xs, h0), _loss_and_grads("scan", params, xs, h0))
+
+
+def test_cpu_kernel_refuses_other_dtypes():
+  params, xs, _, _, _, _ = _inputs(2, 3, 4, 5)
+  with pytest.raises(ConfigError, match="GRU engine 'cpu_kernel' computes in float32, not bfloat16"):
+    gru(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params), xs.astype(jnp.bfloat16), engine="cpu_kernel")
