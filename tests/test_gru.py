@@ -12,7 +12,7 @@ import pytest
 
 from seqclf.errors import ConfigError
 from seqclf.lstm import api, gru, gru_flax, init_gru_params
-from seqclf.lstm.gru import from_keras, from_torch
+from seqclf.lstm.gru_api import from_keras, from_torch
 
 RTOL, ATOL = 1e-5, 1e-5
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")

@@ -12,18 +12,23 @@ from seqclf.lstm.api import (
   lstm,
   resolve_engine,
 )
-from seqclf.lstm.gru import gru, init_gru_params
-from seqclf.lstm.layer import LSTM, Bidirectional, Stacked
+from seqclf.lstm.gru_api import from_keras as gru_from_keras
+from seqclf.lstm.gru_api import from_torch as gru_from_torch
+from seqclf.lstm.gru_api import gru, init_gru_params
+from seqclf.lstm.layer import GRU, LSTM, Bidirectional, Stacked
 
 __all__ = [
   "AUTO",
   "ENGINES",
+  "GRU",
   "GRU_ENGINES",
   "LSTM",
   "Bidirectional",
   "Stacked",
   "check_engine",
   "gru",
+  "gru_from_keras",
+  "gru_from_torch",
   "init_gru_params",
   "init_params",
   "lengths_to_mask",

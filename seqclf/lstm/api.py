@@ -98,7 +98,7 @@ ENGINES = {
 # check against fused at run time (`auto_check`).
 AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("mosaic", "pallas", "fused"), "tpu": ("fused",)}
 
-# The GRU's engines (`seqclf.lstm.gru`), their capabilities as data as above; each module exposes the GRU
+# The GRU's engines (`seqclf.lstm.gru_api`), their capabilities as data as above; each module exposes the GRU
 # engine signature ``gru(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask)``. An
 # engine of `ENGINES` missing here (the GPU kernels, cuDNN) has no GRU, and asking it for one is refused
 # naming those that have one.

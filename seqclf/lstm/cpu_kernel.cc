@@ -1043,7 +1043,7 @@ extern "C" int SeqclfLstmBf16OnAmx() { return kHasBf16 && UseAmx() ? 1 : 0; }
 // ---------------------------------------------------------------------------------------------------------
 // The GRU (seqclf/lstm/gru_cpu_kernel.py): the same row ranges, masked-row compaction, register-blocked
 // float32 matmul over packed panels and staged non-temporal state stores as the LSTM above, around the GRU
-// cell of Keras' reset_after=True and PyTorch's nn.GRU (seqclf/lstm/gru.py):
+// cell of Keras' reset_after=True and PyTorch's nn.GRU (seqclf/lstm/gru_api.py):
 //   z = sigmoid(x W_z + b_z + h U_z + b'_z), r = sigmoid(x W_r + b_r + h U_r + b'_r),
 //   n = tanh(x W_n + b_n + r * (h U_n + b'_n)), h_new = z * h + (1 - z) * n.
 // A step's pre-activations are one row [z | r | xn | hn] of four blocks, each H rounded up to whole vectors

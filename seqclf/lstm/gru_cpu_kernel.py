@@ -96,5 +96,5 @@ _make_cached = functools.cache(make_gru)
 
 
 def gru(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask):
-  """The engine-signature GRU (see `seqclf.lstm.gru.gru`)."""
+  """The engine-signature GRU (see `seqclf.lstm.gru_api.gru`)."""
   return _make_cached(None)(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask)

@@ -1,7 +1,7 @@
 """The reference GRU: one `jax.lax.scan` step per time step, differentiated by JAX.
 
 The oracle every GRU engine is tested against, and itself tested against PyTorch's ``nn.GRU`` and
-Keras 3's ``GRU`` (tests/test_gru.py). The cell and the parameter layout are in `seqclf.lstm.gru`.
+Keras 3's ``GRU`` (tests/test_gru.py). The cell and the parameter layout are in `seqclf.lstm.gru_api`.
 """
 
 import jax
@@ -11,9 +11,9 @@ from seqclf.lstm.scan import matmul
 
 
 def gru(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask):
-  """Runs the GRU over ``xs`` [B, T, E]; see `seqclf.lstm.gru.gru` for the contract.
+  """Runs the GRU over ``xs`` [B, T, E]; see `seqclf.lstm.gru_api.gru` for the contract.
 
-  All arguments are arrays here (`seqclf.lstm.gru.gru` fills in the optional ones). Where ``step_mask``
+  All arguments are arrays here (`seqclf.lstm.gru_api.gru` fills in the optional ones). Where ``step_mask``
   [B, T] is False the state is carried over unchanged and the output repeats the previous ``h``.
   """
   kernel, recurrent_kernel, bias = params["kernel"], params["recurrent_kernel"], params["bias"]

@@ -1,4 +1,4 @@
-"""Input checks shared by the recurrent layers' pure functions (`seqclf.lstm.gru.gru`; written so that
+"""Input checks shared by the recurrent layers' pure functions (`seqclf.lstm.gru_api.gru`; written so that
 `seqclf.lstm.api.lstm` can call the same): one `ConfigError` line naming the argument, its shape and the
 shape it must have, before any engine runs, instead of a broadcast error deep in an engine or, worse, a
 kernel reading past a buffer.

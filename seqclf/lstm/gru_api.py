@@ -19,8 +19,8 @@ Parameters with Keras' names and layout (`init_gru_params`, Keras' initialisatio
   ``bias``             [2, 3H]  input bias b (row 0) and recurrent bias b' (row 1)
 
 Loading trained weights, one line each:
-    params = from_keras(keras_gru_layer.get_weights())   # keras.layers.GRU (reset_after=True)
-    params = from_torch(torch_gru.state_dict())          # torch.nn.GRU, one layer (it orders r, z, n)
+    params = seqclf.lstm.gru_from_keras(keras_gru.get_weights())   # keras.layers.GRU (reset_after=True)
+    params = seqclf.lstm.gru_from_torch(torch_gru.state_dict())    # torch.nn.GRU, one layer (r, z, n)
 
 Which engine can do what is data in `seqclf.lstm.api.GRU_ENGINES`, held against every call by
 `seqclf.lstm.api.check_engine(..., cell="gru")`; an engine of the LSTM that has no GRU is refused naming
