@@ -1096,7 +1096,9 @@ GruPanels GatePanels(const float* matrix, int rows, int hidden, int first_gate, 
 
 #ifdef __AVX512F__
 // x where x is NaN, else y: sigmoid and tanh of a NaN are NaN, as in `scan` (Exp clamps its argument).
-inline __m512 KeepNan(__m512 x, __m512 y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x); }
+inline __m512 KeepNan(__m512 x, __m512 y) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
+}
 
 // One unmasked step of one row: the pre-activations zr [4 Hp] become the gates [z | r | n | hn] in place
 // and h the new state.
@@ -1106,7 +1108,8 @@ inline void GruCellForward(int hidden, float* __restrict zr, float* __restrict h
   for (int k = 0; k < hidden; k += kLanes) {
     const __mmask16 m = Lanes(k, hidden);
     auto load = [m](const float* p) { return _mm512_maskz_loadu_ps(m, p); };
-    const __m512 az = load(zr + k), ar = load(zr + hp + k), xn = load(zr + 2 * hp + k), hn = load(zr + 3 * hp + k);
+    const __m512 az = load(zr + k), ar = load(zr + hp + k);
+    const __m512 xn = load(zr + 2 * hp + k), hn = load(zr + 3 * hp + k);
     const __m512 z = KeepNan(az, Sigmoid(az)), r = KeepNan(ar, Sigmoid(ar));
     const __m512 an = _mm512_fmadd_ps(r, hn, xn), n = KeepNan(an, Tanh(an));
     _mm512_mask_storeu_ps(zr + k, m, z);
@@ -1186,7 +1189,8 @@ struct GruForwardWeights {
     const int hp = GruBlock(hidden);
     for (int gate = 0; gate < 3; ++gate)
       for (int c = 0; c < hidden; ++c)
-        input_bias[gate * hp + c] = bias[gate * hidden + c] + (gate < 2 ? bias[3 * hidden + gate * hidden + c] : 0.0f);
+        input_bias[gate * hp + c] =
+            bias[gate * hidden + c] + (gate < 2 ? bias[3 * hidden + gate * hidden + c] : 0.0f);
     for (int c = 0; c < hidden; ++c) recurrent_bias[c] = bias[3 * hidden + 2 * hidden + c];
   }
 };
@@ -1210,7 +1214,8 @@ void GruForwardRows(const Shapes& s, const float* xs, const GruForwardWeights& w
   };
   for (int t = 0; t < s.steps; ++t) {
     if (t + kPrefetchSteps < s.steps)
-      for (int r = 0; r < rows; ++r) Prefetch(xs + s.at(first + r, t + kPrefetchSteps) * s.input_size, s.input_size);
+      for (int r = 0; r < rows; ++r)
+        Prefetch(xs + s.at(first + r, t + kPrefetchSteps) * s.input_size, s.input_size);
     const int n = ActiveRows(s, step_mask, first, end, t, active.data());
     if (n > 0) {
       StepInputs(s, xs, input_dropout, recurrent_dropout, first, active.data(), n, t,
@@ -1291,7 +1296,9 @@ void GruBackwardRows(const Shapes& s, const GruBackwardWeights& w, const float* 
     if (n == 0) continue;
     if (pending + n > capacity) flush();
     float* dz = &dz_steps[static_cast<size_t>(pending) * ldz];
-    auto h_prev = [&](int r) { return t > 0 ? hs + s.at(first + r, t - 1) * hidden : h0 + (first + r) * hidden; };
+    auto h_prev = [&](int r) {
+      return t > 0 ? hs + s.at(first + r, t - 1) * hidden : h0 + (first + r) * hidden;
+    };
     for (int i = 0; i < n; ++i) {
       const int r = active[i];
       const size_t row = s.at(first + r, t);
@@ -1340,7 +1347,8 @@ ffi::Error GruCheckShapes(const F32& xs, const F32& kernel, const F32& recurrent
 ffi::Error GruRunForward(ffi::ThreadPool& pool, F32& xs, F32& kernel, F32& recurrent_kernel, F32& bias, F32& h0,
                          Mask& step_mask, F32& input_dropout, F32& recurrent_dropout, int64_t num_threads,
                          float* hs, float* gates) {
-  ffi::Error error = GruCheckShapes(xs, kernel, recurrent_kernel, h0, step_mask, input_dropout, recurrent_dropout);
+  ffi::Error error =
+      GruCheckShapes(xs, kernel, recurrent_kernel, h0, step_mask, input_dropout, recurrent_dropout);
   if (error.failure()) return error;
   const int hidden = static_cast<int>(h0.dimensions()[1]);
   const Shapes s{static_cast<int>(xs.dimensions()[0]), static_cast<int>(xs.dimensions()[1]),
@@ -1359,21 +1367,23 @@ ffi::Error GruRunForward(ffi::ThreadPool& pool, F32& xs, F32& kernel, F32& recur
 ffi::Error GruForward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_kernel, F32 bias, F32 h0,
                       Mask step_mask, F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, F32Out hs,
                       F32Out gates) {
-  return GruRunForward(pool, xs, kernel, recurrent_kernel, bias, h0, step_mask, input_dropout, recurrent_dropout,
-                       num_threads, hs->typed_data(), gates->typed_data());
+  return GruRunForward(pool, xs, kernel, recurrent_kernel, bias, h0, step_mask, input_dropout,
+                       recurrent_dropout, num_threads, hs->typed_data(), gates->typed_data());
 }
 
 ffi::Error GruInference(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_kernel, F32 bias, F32 h0,
-                        Mask step_mask, F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, F32Out hs) {
-  return GruRunForward(pool, xs, kernel, recurrent_kernel, bias, h0, step_mask, input_dropout, recurrent_dropout,
-                       num_threads, hs->typed_data(), nullptr);
+                        Mask step_mask, F32 input_dropout, F32 recurrent_dropout, int64_t num_threads,
+                        F32Out hs) {
+  return GruRunForward(pool, xs, kernel, recurrent_kernel, bias, h0, step_mask, input_dropout,
+                       recurrent_dropout, num_threads, hs->typed_data(), nullptr);
 }
 
 ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_kernel, F32 h0, Mask step_mask,
                        F32 input_dropout, F32 recurrent_dropout, F32 hs, F32 gates, F32 dhs, F32 dh_last,
                        int64_t num_threads, F32Out dxs, F32Out dh0, F32Out d_kernel, F32Out d_recurrent_kernel,
                        F32Out d_bias) {
-  ffi::Error error = GruCheckShapes(xs, kernel, recurrent_kernel, h0, step_mask, input_dropout, recurrent_dropout);
+  ffi::Error error =
+      GruCheckShapes(xs, kernel, recurrent_kernel, h0, step_mask, input_dropout, recurrent_dropout);
   if (error.failure()) return error;
   const int hidden = static_cast<int>(h0.dimensions()[1]), hp = GruBlock(hidden), ldz = 4 * hp;
   const Shapes s{static_cast<int>(xs.dimensions()[0]), static_cast<int>(xs.dimensions()[1]),
@@ -1410,7 +1420,8 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_k
       for (int c = 0; c < hidden; ++c) {
         const int to = gate * hidden + c;
         for (int i = 0; i < s.input_size; ++i)
-          dk[static_cast<size_t>(i) * cols + to] += part.weights[static_cast<size_t>(i) * ldz + input_block + c];
+          dk[static_cast<size_t>(i) * cols + to] +=
+              part.weights[static_cast<size_t>(i) * ldz + input_block + c];
         for (int i = 0; i < hidden; ++i)
           dr[static_cast<size_t>(i) * cols + to] +=
               part.weights[static_cast<size_t>(s.input_size + i) * ldz + recurrent_block + c];
