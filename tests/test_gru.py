@@ -262,3 +262,24 @@ def test_cpu_kernel_refuses_other_dtypes():
   params, xs, _, _, _, _ = _inputs(2, 3, 4, 5)
   with pytest.raises(ConfigError, match="GRU engine 'cpu_kernel' computes in float32, not bfloat16"):
     gru(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params), xs.astype(jnp.bfloat16), engine="cpu_kernel")
+
+
+@CPU_ONLY
+def test_cpu_kernel_under_vmap_equals_scan():
+  params, xs, h0, mask, _, _ = _inputs(3, 5, 4, 6)
+  run = jax.vmap(lambda x, h, m: gru(params, x, initial_state=h, mask=m, engine="cpu_kernel"))
+  expected = jax.vmap(lambda x, h, m: gru(params, x, initial_state=h, mask=m, engine="scan"))
+  args = (xs[None].repeat(2, 0), h0[None].repeat(2, 0), mask[None].repeat(2, 0))
+  _assert_close(run(*args), expected(*args))
+
+
+@CPU_ONLY
+def test_cpu_kernel_refuses_buffers_that_do_not_fit_instead_of_reading_past_them():
+  from seqclf.lstm import gru_cpu_kernel  # noqa: PLC0415
+
+  params, xs, h0, mask, input_mask, recurrent_mask = _inputs(3, 5, 4, 6)
+  args = (xs, params["kernel"], params["recurrent_kernel"], params["bias"], h0, mask, input_mask)
+  with pytest.raises(Exception, match="gru: argument shapes do not fit"):
+    gru_cpu_kernel._call(  # noqa: SLF001 -- the FFI call itself, below the api's checks
+      "seqclf_gru_inference", [(3, 5, 6)], *args, recurrent_mask[:, :5], num_threads=1
+    )
