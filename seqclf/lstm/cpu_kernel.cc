@@ -1250,7 +1250,8 @@ struct GruBackwardWeights {
 };
 
 // The reverse loop over batch rows [first, end), as BackwardRows: dxs, dh0 and this range's sums of
-// [x, h]^T @ dz ([E + H, 4 Hp]) and of dz ([4 Hp]); a masked step passes its cotangent through.
+// x^T @ [dz_z | dz_r | dn] and h^T @ [dz_z | dz_r | r dn] (the kernel's and the recurrent kernel's
+// gradients, rows [E + H] of 3 Hp each) and of dz ([4 Hp]); a masked step passes its cotangent through.
 void GruBackwardRows(const Shapes& s, const GruBackwardWeights& w, const float* xs, const float* h0,
                      const float* hs, const float* gates, const bool* step_mask, const float* input_dropout,
                      const float* recurrent_dropout, const float* dhs, const float* dh_last, float* dxs,
@@ -1259,18 +1260,26 @@ void GruBackwardRows(const Shapes& s, const GruBackwardWeights& w, const float* 
   const int ldz = 4 * hp, row_width = s.row_width(), ld_x = RoundUp(input_size, kLanes);
   std::vector<float> dh_next(dh_last + first * hidden, dh_last + end * hidden);
   const int capacity = std::max(1, kGradientDepth / std::max(rows, 1)) * rows;
-  std::vector<float> dz_steps(static_cast<size_t>(capacity) * ldz, 0.0f), dz_panels(dz_steps.size());
+  std::vector<float> dz_steps(static_cast<size_t>(capacity) * ldz, 0.0f);
+  std::vector<float> dz_input(static_cast<size_t>(capacity) * 3 * hp), dz_recurrent(dz_input.size());
   std::vector<float> a_steps(static_cast<size_t>(capacity) * row_width);
   std::vector<float> d_x(static_cast<size_t>(rows) * ld_x), d_h(static_cast<size_t>(rows) * hp);
   const std::vector<float> zeros(std::max(ld_x, hp), 0.0f);
   std::vector<int> active(rows);
   int pending = 0;
+  // The weight gradients of the pending steps: the x columns of their inputs (read transposed) against
+  // the input side of dz, the h columns against the recurrent side, dz packed in panels first.
   auto flush = [&] {
     if (pending > 0) {
-      PackPanels(pending, ldz, [&](int k, int j) { return dz_steps[static_cast<size_t>(k) * ldz + j]; },
-                 dz_panels.data());
-      Matmul({a_steps.data(), 1, row_width, row_width, pending, dz_panels.data(), 0, ldz, sums.weights.data(),
-              ldz, true});
+      const int width = 3 * hp;
+      auto dz_at = [&](int k, int j) { return dz_steps[static_cast<size_t>(k) * ldz + j]; };
+      PackPanels(pending, width, dz_at, dz_input.data());
+      PackPanels(pending, width, [&](int k, int j) { return dz_at(k, j < 2 * hp ? j : j + hp); },
+                 dz_recurrent.data());
+      Matmul({a_steps.data(), 1, row_width, input_size, pending, dz_input.data(), 0, width, sums.weights.data(),
+              width, true});
+      Matmul({a_steps.data() + input_size, 1, row_width, hidden, pending, dz_recurrent.data(), 0, width,
+              sums.weights.data() + static_cast<size_t>(input_size) * width, width, true});
     }
     pending = 0;
   };
@@ -1396,7 +1405,7 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_k
   const int chunk = RowsPerRange(s.batch, num_threads);
   std::vector<GradientSums> sums(std::max(1, (s.batch + chunk - 1) / chunk));
   for (GradientSums& part : sums) {
-    part.weights.assign(static_cast<size_t>(s.row_width()) * ldz, 0.0f);
+    part.weights.assign(static_cast<size_t>(s.row_width()) * 3 * hp, 0.0f);
     part.bias.assign(ldz, 0.0f);
   }
   ParallelOverRows(pool, s.batch, num_threads, [&](int first, int end) {
@@ -1405,8 +1414,8 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_k
                     dhs.typed_data(), dh_last.typed_data(), dxs->typed_data(), dh0->typed_data(),
                     sums[first / chunk], first, end);
   });
-  // The sums in a fixed order; the kernel's gradient is the x rows' blocks z, r, xn, the recurrent
-  // kernel's the h rows' blocks z, r, hn (the other two blocks pair x with hn and h with xn: unused).
+  // The sums in a fixed order, without the padding; the biases' gradients are dz's blocks z, r, n (input
+  // side) and z, r, hn (recurrent side).
   float* dk = d_kernel->typed_data();
   float* dr = d_recurrent_kernel->typed_data();
   float* db = d_bias->typed_data();
@@ -1416,16 +1425,15 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_k
   std::fill(db, db + 2 * cols, 0.0f);
   for (const GradientSums& part : sums)
     for (int gate = 0; gate < 3; ++gate) {
-      const int input_block = gate * hp, recurrent_block = (gate == 2 ? 3 : gate) * hp;
+      const int block = gate * hp, recurrent_block = (gate == 2 ? 3 : gate) * hp;
       for (int c = 0; c < hidden; ++c) {
         const int to = gate * hidden + c;
         for (int i = 0; i < s.input_size; ++i)
-          dk[static_cast<size_t>(i) * cols + to] +=
-              part.weights[static_cast<size_t>(i) * ldz + input_block + c];
+          dk[static_cast<size_t>(i) * cols + to] += part.weights[static_cast<size_t>(i) * 3 * hp + block + c];
         for (int i = 0; i < hidden; ++i)
           dr[static_cast<size_t>(i) * cols + to] +=
-              part.weights[static_cast<size_t>(s.input_size + i) * ldz + recurrent_block + c];
-        db[to] += part.bias[input_block + c];
+              part.weights[static_cast<size_t>(s.input_size + i) * 3 * hp + block + c];
+        db[to] += part.bias[block + c];
         db[cols + to] += part.bias[recurrent_block + c];
       }
     }
