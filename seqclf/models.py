@@ -1,7 +1,7 @@
 """The tutorial's four variants as one configurable Flax classifier, registered by name.
 
 Every variant is ``Embedding -> [word dropout] -> [Dropout] -> [Conv1D + MaxPool] -> LSTM -> [Dropout] ->
-Dense``; a variant is a set of field values (`VARIANTS`), so adding one is one line. The base sizes come
+Dense``, or the same with a GRU (``cell="gru"``: the ``gru*`` variants); a variant is a set of field values (`VARIANTS`), so adding one is one line. The base sizes come
 from ``config.model`` (embedding size, LSTM size, engine, ...), the variant adds what makes it that variant.
 
 Initialisation follows Keras so accuracies compare: embedding uniform(-0.05, 0.05), glorot-uniform kernels,
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM, Bidirectional, Stacked, api
+from seqclf.lstm import GRU, LSTM, Bidirectional, Stacked, api
 from seqclf.lstm.sequences import final_hidden
 
 VARIANTS = {
@@ -27,7 +27,20 @@ VARIANTS = {
   "lstm_recurrent_dropout": {"word_dropout": 0.2, "lstm_input_dropout": 0.2, "lstm_recurrent_dropout": 0.2},
   # Embedding -> Conv1D(32, 3, same, relu) -> MaxPool1D(2) -> LSTM(100) -> Dense
   "cnn_lstm": {"conv_filters": 32, "conv_width": 3, "pool_size": 2},
+  # The same four with a GRU(100) (Keras' GRU, reset_after=True) in place of the LSTM.
+  "gru": {"cell": "gru"},
+  "gru_dropout": {"cell": "gru", "word_dropout": 0.2, "embedding_dropout": 0.2, "output_dropout": 0.2},
+  "gru_recurrent_dropout": {
+    "cell": "gru",
+    "word_dropout": 0.2,
+    "lstm_input_dropout": 0.2,
+    "lstm_recurrent_dropout": 0.2,
+  },
+  "cnn_gru": {"cell": "gru", "conv_filters": 32, "conv_width": 3, "pool_size": 2},
 }
+# What --variants names besides single variants: the article's four, and every variant.
+ARTICLE_VARIANTS = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm"]
+VARIANT_GROUPS = {"article": ARTICLE_VARIANTS, "all": list(VARIANTS)}
 
 # Keras' parameter counts for the article's sizes, checked by the tests.
 KERAS_PARAM_COUNTS = {
@@ -35,6 +48,10 @@ KERAS_PARAM_COUNTS = {
   "lstm_dropout": 213_301,
   "lstm_recurrent_dropout": 213_301,
   "cnn_lstm": 216_405,
+  "gru": 200_301,
+  "gru_dropout": 200_301,
+  "gru_recurrent_dropout": 200_301,
+  "cnn_gru": 203_405,
 }
 
 
@@ -51,7 +68,8 @@ class SequenceClassifier(nn.Module):
 
   vocab_size: int = 5000
   embed_dim: int = 32
-  lstm_features: int = 100
+  lstm_features: int = 100  # the recurrent layer's size, LSTM or GRU
+  cell: str = "lstm"  # the recurrent layer: "lstm" or "gru" (seqclf.lstm.GRU; its lstm_* fields apply)
   num_classes: int = 2
   engine: str = "auto"
   matmul_precision: str = "float32"  # of the LSTM's recurrent matmul, see seqclf.lstm.lstm
@@ -95,9 +113,17 @@ class SequenceClassifier(nn.Module):
     return logits[:, 0] if outputs == 1 else logits
 
   def _recurrent_stack(self, x, mask, train: bool):
-    """Runs the (stacked, optionally bidirectional) LSTMs; returns the final hidden state(s) [B, H']."""
+    """Runs the (stacked, optionally bidirectional) LSTMs or GRUs; returns the final hidden state(s) [B, H']."""
 
     def lstm(name):
+      if self.cell == "gru":
+        return GRU(
+          self.lstm_features,
+          engine=self.engine,
+          input_dropout=self.lstm_input_dropout,
+          recurrent_dropout=self.lstm_recurrent_dropout,
+          name=name.replace("lstm", "gru"),
+        )
       return LSTM(
         self.lstm_features,
         engine=self.engine,
@@ -115,6 +141,8 @@ class SequenceClassifier(nn.Module):
       forward = lstm("lstm" + suffix)
       layers.append(Bidirectional(forward, lstm("lstm_backward" + suffix)) if self.bidirectional else forward)
     _, state = Stacked(layers)(x, mask=mask, deterministic=not train)
+    if self.cell == "gru":  # a GRU's state is its h; a bidirectional one's the pair of them
+      return jnp.concatenate(state, axis=-1) if self.bidirectional else state
     return final_hidden(state)
 
 
@@ -171,12 +199,16 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
   engines = fields.get("engine", "auto")
   if not isinstance(engines, str) or not engines.strip():
     raise ConfigError(f"--config.model.engine must be an engine name, got {engines!r}")
+  cell = fields.get("cell", "lstm")
+  if cell not in api.CELLS:
+    raise ConfigError(f"--config.model.cell must be one of {', '.join(api.CELLS)}, got {cell!r}")
   for engine in engines.split(","):
     if platform is None:  # a model may be built here and lowered for another platform
-      if engine.strip() not in ("auto", *api.ENGINES):
-        raise ConfigError(
-          f"unknown LSTM engine {engine.strip()!r}; choose one of: auto, {', '.join(api.ENGINES)}"
-        )
+      if engine.strip() not in ("auto", *api.CELLS[cell][0]):
+        # check_engine names the engines that have this cell, and the cell an LSTM-only engine runs.
+        api.check_engine(engine.strip(), "cpu", cell=cell)
+      if cell != "lstm":  # the GRU engines take no matmul_precision but float32
+        api.check_engine("scan", "cpu", cell=cell, matmul_precision=fields.get("matmul_precision", "float32"))
       continue
     name = api.check_engine(
       engine.strip(),
@@ -185,8 +217,9 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
       input_dropout=fields.get("lstm_input_dropout", 0.0) > 0,
       recurrent_dropout=fields.get("lstm_recurrent_dropout", 0.0) > 0,
       matmul_precision=fields.get("matmul_precision", "float32"),
+      cell=cell,
     )
-    reason = api.unavailable_reason(name)  # say, cpu_kernel without a compiler or a writable cache
+    reason = api.unavailable_reason(name, cell)  # say, cpu_kernel without a compiler or a writable cache
     if reason:
       raise ConfigError(reason)
 
@@ -230,14 +263,20 @@ def check_input_length(model: SequenceClassifier, maxlen: int) -> None:
 
 
 def parse_variants(spec: str) -> list[str]:
-  """``"all"`` or a comma-separated list of variant names -> validated list."""
-  names = list(VARIANTS) if spec.strip() == "all" else [v.strip() for v in spec.split(",") if v.strip()]
+  """A group (``"article"``: the article's four LSTM variants, ``"all"``: every variant) or a
+  comma-separated list of variant names -> validated list."""
+  spec = spec.strip()
+  names = (
+    VARIANT_GROUPS[spec] if spec in VARIANT_GROUPS else [v.strip() for v in spec.split(",") if v.strip()]
+  )
   if not names:
-    raise ConfigError("no variant given; pass --variants=all or a list such as lstm,cnn_lstm")
+    raise ConfigError("no variant given; pass --variants=article or a list such as lstm,cnn_lstm")
   for name in names:
     if name not in VARIANTS:
-      raise ConfigError(f"unknown variant {name!r}; choose from: all, {', '.join(VARIANTS)}")
-  return names
+      raise ConfigError(
+        f"unknown variant {name!r}; choose from: {', '.join(VARIANT_GROUPS)}, {', '.join(VARIANTS)}"
+      )
+  return list(names)
 
 
 def param_count(params) -> int:

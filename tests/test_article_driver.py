@@ -95,6 +95,23 @@ def test_several_engines_train_side_by_side(tiny_args, tmp_path):
   assert all(row.split("|")[9].strip().endswith("x") for row in rows[1:])
 
 
+def test_gru_variants_train_with_the_gru_engines_side_by_side(tiny_args, tmp_path):
+  workdir = tmp_path / "work"
+  result = run_article(
+    *tiny_args, "--variants=gru,cnn_gru", "--epochs=1", f"--workdir={workdir}", "--engine=cpu_kernel,flax"
+  )
+  assert result.returncode == 0, result.stderr
+  runs = json.loads((workdir / "results.json").read_text())["runs"]
+  assert [(r["variant"], r["engine"]) for r in runs] == [
+    ("gru", "cpu_kernel"),
+    ("gru", "flax"),
+    ("cnn_gru", "cpu_kernel"),
+    ("cnn_gru", "flax"),
+  ]
+  losses = [r["epochs"][0]["train_loss"] for r in runs[:2]]
+  assert abs(losses[0] - losses[1]) < 1e-3  # the same model, two engines
+
+
 def test_the_flax_baseline_refuses_a_model_with_lstm_dropout(tiny_args, tmp_path):
   result = run_article(
     *tiny_args,
@@ -141,7 +158,12 @@ BAD_INPUTS = [
   ("missing archive", ["--imdb=/nonexistent/aclImdb.tar.gz"], "/nonexistent/aclImdb.tar.gz"),
   ("corrupt archive", _corrupt_archive, "corrupt.tar.gz"),
   ("tree without test/neg", _tree_without_test_neg, "neg"),
-  ("unknown variant", ["--variants=lstm,gru"], "unknown variant 'gru'"),
+  ("unknown variant", ["--variants=lstm,rnn"], "unknown variant 'rnn'"),
+  (
+    "a GRU on an LSTM-only engine",
+    ["--variants=gru", "--engine=pallas"],
+    "runs a GRU, which engine 'pallas' lacks",
+  ),
   ("unknown engine", ["--engine=warp"], "unknown LSTM engine 'warp'"),
   ("zero batch size", ["--config.batch_size=0"], "batch_size"),
   ("negative maxlen", ["--config.maxlen=-5"], "maxlen"),

@@ -66,3 +66,45 @@ def test_the_driver_writes_every_shape_and_engine_against_scan(tmp_path):
       assert run["speedup_vs_scan"] == 1.0
   table = (tmp_path / "lstm_engines.md").read_text()
   assert "| fused | fwd_bwd | 4 | 3 | 4 |" in table and "| cudnn | – | 4 | 3 | 4 |" in table
+
+
+def test_cells_sweeps_the_gru_engines_against_the_grus_scan(tmp_path):
+  command = [
+    sys.executable,
+    "-m",
+    "seqclf.benchmarks.lstm_engines",
+    "--cells=lstm,gru",
+    "--engines=fused,pallas",
+  ]
+  command += ["--batch_sizes=2", "--steps=3", "--hidden_sizes=4", "--input_size=3", "--repeats=1"]
+  result = subprocess.run(
+    [*command, f"--workdir={tmp_path}"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    timeout=300,
+  )
+  assert result.returncode != 0 and "error: --engines=pallas runs in interpret mode" in result.stderr
+  result = subprocess.run(
+    [*command[:4], "--engines=fused", *command[5:], f"--workdir={tmp_path}"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr
+  runs = json.loads((tmp_path / "lstm_engines.json").read_text())["runs"]
+  assert sorted((r["cell"], r["engine"], r["mode"]) for r in runs) == sorted(
+    (cell, engine, mode)
+    for cell in ("lstm", "gru")
+    for engine in ("scan", "fused")
+    for mode in ("fwd", "fwd_bwd")
+  )
+  gru_scan = next(r for r in runs if (r["cell"], r["engine"], r["mode"]) == ("gru", "scan", "fwd"))
+  assert gru_scan["speedup_vs_scan"] == 1.0
+  assert gru_scan["tflops_per_s"] * gru_scan["median_s"] * 1e12 == lstm_engines.lstm_flops(
+    2, 3, 3, 4, gates=3
+  )
+  assert "| gru/fused | fwd_bwd | 2 | 3 | 4 |" in (tmp_path / "lstm_engines.md").read_text()

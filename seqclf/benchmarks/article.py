@@ -48,7 +48,8 @@ _CONFIG = cli.define_config(configs.path("article"))
 _VARIANTS = flags.DEFINE_string(
   "variants",
   None,
-  f"Shortcut for --config.variants: 'all' or a comma-separated list of {', '.join(models.VARIANTS)}.",
+  f"Shortcut for --config.variants: {' or '.join(repr(g) for g in models.VARIANT_GROUPS)} (the article's "
+  f"four LSTM variants; every variant), or a comma-separated list of {', '.join(models.VARIANTS)}.",
 )
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Shortcut for --config.epochs: epochs per run.")
 _SEEDS = flags.DEFINE_string(

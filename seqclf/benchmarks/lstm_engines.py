@@ -2,6 +2,10 @@ r"""LSTM engine sweep: forward and forward+backward time per engine and shape, a
 
   python -m seqclf.benchmarks.lstm_engines --batch_sizes=64 --steps=500 --hidden_sizes=100 --peers=torch
   python -m seqclf.benchmarks.lstm_engines          # the full sweep B {16,64,256} x T {100,500} x H {100,256,512}
+  python -m seqclf.benchmarks.lstm_engines --cells=lstm,gru --batch_sizes=64 --steps=500 --hidden_sizes=100
+
+``--cells`` sweeps the GRU's engines (`seqclf.lstm.api.GRU_ENGINES`) too; a GRU row's engine reads
+``gru/<engine>``, its ratio is against the GRU's own `scan` and its FLOPs are 2·B·T·(E+H)·3H.
 
 Engines are seqclf.lstm's (``flax``, Flax's own nn.RNN(OptimizedLSTMCell), among them: the baseline, as in
 the article driver); peers are other frameworks (``torch``), timed in the same process.
@@ -22,8 +26,8 @@ from absl import flags
 from seqclf import cli, memory, optional, presets, profiling, results, timing
 from seqclf.benchmarks import faults
 from seqclf.errors import ConfigError
-from seqclf.lstm import ENGINES, init_params, lstm
-from seqclf.lstm.api import unavailable_reason
+from seqclf.lstm import ENGINES, gru, init_gru_params, init_params, lstm
+from seqclf.lstm.api import CELLS, unavailable_reason
 
 presets.define_flags()
 profiling.define_flags()
@@ -41,26 +45,33 @@ _PEERS = flags.DEFINE_list(
   "Other frameworks to time in the same process: torch (nn.LSTM; cuDNN on GPU).",
 )
 _WORKDIR = flags.DEFINE_string("workdir", "runs/lstm_engines", "Where lstm_engines.json goes.")
+_CELLS = flags.DEFINE_list("cells", ["lstm"], f"Cells whose engines to sweep: {', '.join(CELLS)}.")
+
+# Per cell: its pure function's final h, its parameters, its gate blocks (for the FLOPs).
+CELL_CALLS = {
+  "lstm": (lambda params, xs, engine: lstm(params, xs, engine=engine)[1][0], init_params, 4),
+  "gru": (lambda params, xs, engine: gru(params, xs, engine=engine)[1], init_gru_params, 3),
+}
 
 
 # GPU kernel engines that run elsewhere only in an interpreter.
 INTERPRETED_OFF_GPU = ("pallas", "mosaic")
 
 
-def native_engines(platform: str) -> list[str]:
+def native_engines(platform: str, cell: str = "lstm") -> list[str]:
   """The engines worth timing here, the ``flax`` baseline among them: Pallas and Mosaic "run" on CPU only in
   interpreters, correctness tools; an engine that cannot build here is skipped."""
   return [
     name
-    for name, engine in ENGINES.items()
+    for name, engine in CELLS[cell][0].items()
     if platform in engine.platforms
     and not (name in INTERPRETED_OFF_GPU and platform != "gpu")
-    and unavailable_reason(name) is None
+    and unavailable_reason(name, cell) is None
   ]
 
 
-def lstm_flops(batch, steps, input_size, hidden) -> float:
-  return 2.0 * batch * steps * (input_size + hidden) * 4 * hidden
+def lstm_flops(batch, steps, input_size, hidden, gates: int = 4) -> float:
+  return 2.0 * batch * steps * (input_size + hidden) * gates * hidden
 
 
 def _trace(engine: str, mode: str, batch: int, steps: int, hidden: int):
@@ -68,14 +79,15 @@ def _trace(engine: str, mode: str, batch: int, steps: int, hidden: int):
   return profiling.from_flags(f"{engine}-{mode}-B{batch}-T{steps}-H{hidden}")
 
 
-def compile_engine(engine, params, xs) -> dict:
+def compile_engine(engine, params, xs, cell: str = "lstm") -> dict:
   """``{mode: (compiled, compile_s)}`` for fwd and fwd_bwd; ``xs`` may be a `jax.ShapeDtypeStruct`."""
+  final_h = CELL_CALLS[cell][0]
 
   def forward(params, xs):
-    return lstm(params, xs, engine=engine)[1][0]
+    return final_h(params, xs, engine)
 
   def forward_backward(params, xs):
-    return jax.grad(lambda p, x: jnp.sum(lstm(p, x, engine=engine)[1][0]), argnums=(0, 1))(params, xs)
+    return jax.grad(lambda p, x: jnp.sum(final_h(p, x, engine)), argnums=(0, 1))(params, xs)
 
   return {
     mode: timing.compile_seconds(jax.jit(fn), params, xs)
@@ -95,23 +107,27 @@ def time_engine(engine, params, xs, repeats, compiled=None) -> dict:
   return out
 
 
-def time_torch(batch, steps, input_size, hidden, repeats) -> dict:
+def time_torch(batch, steps, input_size, hidden, repeats, cell: str = "lstm") -> dict:
   import torch  # optional peer
 
   device = "cuda" if torch.cuda.is_available() else "cpu"
   if device == "cpu":
     torch.set_flush_denormal(True)  # as XLA's CPU backend runs; see seqclf/benchmarks/peers/torch_models.py
-  layer = torch.nn.LSTM(input_size, hidden, batch_first=True).to(device)
+  layer = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](input_size, hidden, batch_first=True).to(device)
   xs = torch.randn(batch, steps, input_size, device=device, requires_grad=True)
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
+  def final_h():  # nn.LSTM's state is (h, c), nn.GRU's h
+    state = layer(xs)[1]
+    return state[0] if cell == "lstm" else state
+
   def forward():
     with torch.no_grad():
-      return layer(xs)[1][0]
+      return final_h()
 
   def forward_backward():
     layer.zero_grad(set_to_none=True)
-    layer(xs)[1][0].sum().backward()
+    final_h().sum().backward()
     return xs.grad
 
   out = {}
@@ -125,25 +141,40 @@ def main(argv):
   cli.require_no_arguments(argv)
   preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
   platform = jax.default_backend()
+  for cell in _CELLS.value:
+    if cell not in CELLS:
+      raise ConfigError(f"unknown cell {cell!r} in --cells; choose from {', '.join(CELLS)}")
   engines = _ENGINES.value or native_engines(platform)
   for engine in engines:
     if engine not in ENGINES:
       raise ConfigError(f"unknown LSTM engine {engine!r}; choose from {', '.join(ENGINES)}")
+  # Per cell, the asked engines it has (all of them: an LSTM engine without a GRU is left out of the GRU's).
+  cell_engines = {
+    cell: [e for e in engines if e in CELLS[cell][0]] if _ENGINES.value else native_engines(platform, cell)
+    for cell in _CELLS.value
+  }
   interpreted = [engine for engine in engines if engine in INTERPRETED_OFF_GPU and platform != "gpu"]
   if interpreted:  # would time the interpreter, not a kernel
     raise ConfigError(
       f"--engines={interpreted[0]} runs in interpret mode on {platform} (a correctness tool, not a kernel to time); "
       "time it on a GPU"
     )
-  if "scan" not in engines:
-    engines = ["scan", *engines]  # every ratio is against scan, measured here
+  for cell, names in cell_engines.items():
+    if "scan" not in names:
+      cell_engines[cell] = ["scan", *names]  # every ratio is against scan, measured here
   unknown_peers = set(_PEERS.value) - {"torch"}
   if unknown_peers:
     hint = "; flax is an engine: --engines=...,flax" if "flax" in unknown_peers else ""
     raise ConfigError(f"unknown peer(s) {', '.join(sorted(unknown_peers))}; available: torch{hint}")
   if "torch" in _PEERS.value:
     optional.require("torch", "peers", feature="--peers=torch")  # fails now, not after the first shape
-  shapes = [(b, t, h) for b in _BATCH_SIZES.value for t in _STEPS.value for h in _HIDDEN_SIZES.value]
+  shapes = [
+    (cell, b, t, h)
+    for cell in _CELLS.value
+    for b in _BATCH_SIZES.value
+    for t in _STEPS.value
+    for h in _HIDDEN_SIZES.value
+  ]
   path = os.path.join(_WORKDIR.value, "lstm_engines.json")
   meta = results.collect_meta(
     flags={
@@ -157,6 +188,7 @@ def main(argv):
           "input_size",
           "repeats",
           "peers",
+          "cells",
           "profile_dir",
           "profile_steps",
         )
@@ -166,16 +198,17 @@ def main(argv):
   )
   runs, rows = [], []
   e = _INPUT_SIZE.value
-  for b, t, h in shapes:
+  for cell, b, t, h in shapes:
     shape = {"batch": b, "steps": t, "input_size": e, "hidden": h}
-    timings, failures = _time_shape(engines, b, t, e, h)
-    flops = lstm_flops(b, t, e, h)
+    timings, failures = _time_shape(cell, cell_engines[cell], b, t, e, h)
+    flops = lstm_flops(b, t, e, h, CELL_CALLS[cell][2])
     for name, modes in timings.items():
       for mode, stats in modes.items():
         mode_flops = flops * (3 if mode == "fwd_bwd" else 1)
         scan_s = timings["scan"][mode]["median_s"] if "scan" in timings else None
         entry = {
           "engine": name,
+          "cell": cell,
           "mode": mode,
           **shape,
           "tflops_per_s": mode_flops / stats["median_s"] / 1e12,
@@ -185,7 +218,7 @@ def main(argv):
         runs.append(entry)
         rows.append(
           [
-            name,
+            name if cell == "lstm" else f"{cell}/{name}",
             mode,
             b,
             t,
@@ -199,8 +232,10 @@ def main(argv):
           ]
         )
     for name, reason in failures.items():  # a refusal or failure is a row too; the sweep goes on
-      runs.append({"engine": name, **shape, "error": reason})
-      rows.append([name, "–", b, t, h, "–", "–", "–", "–", "–", reason])
+      runs.append({"engine": name, "cell": cell, **shape, "error": reason})
+      rows.append(
+        [name if cell == "lstm" else f"{cell}/{name}", "–", b, t, h, "–", "–", "–", "–", "–", reason]
+      )
       print(
         f"ERROR {faults.unit('lstm_engines', name, f'B{b}', f'T{t}', f'H{h}')}: {reason}", file=sys.stderr
       )
@@ -221,17 +256,17 @@ def _reason(error: Exception) -> str:
   return f"{type(error).__name__}: {first}"[:200]
 
 
-def _time_shape(engines, b, t, e, h) -> tuple[dict, dict]:
-  """({engine or peer: {mode: stats}}, {engine or peer: why it has no timing}) for one shape.
+def _time_shape(cell, engines, b, t, e, h) -> tuple[dict, dict]:
+  """({engine or peer: {mode: stats}}, {engine or peer: why it has no timing}) for one cell and shape.
 
   Each engine is compiled and timed on its own, so one that refuses the shape (say mosaic above
   H = 128) or fails costs only its own rows."""
-  params = init_params(jax.random.key(0), e, h)
+  params = CELL_CALLS[cell][1](jax.random.key(0), e, h)
   compiled, failures = {}, {}
   for name in engines:
     try:
       faults.inject(faults.unit("lstm_engines", name, f"B{b}", f"T{t}", f"H{h}"))
-      compiled[name] = compile_engine(name, params, jax.ShapeDtypeStruct((b, t, e), jnp.float32))
+      compiled[name] = compile_engine(name, params, jax.ShapeDtypeStruct((b, t, e), jnp.float32), cell)
       # Before the inputs exist: too large for the device is one reason, not an allocation failure.
       memory.check_fits_in_memory(
         [function for function, _ in compiled[name].values()],
@@ -249,7 +284,7 @@ def _time_shape(engines, b, t, e, h) -> tuple[dict, dict]:
       failures[name] = _reason(error)
   if "torch" in _PEERS.value:
     try:
-      timings["torch"] = time_torch(b, t, e, h, _REPEATS.value)
+      timings["torch"] = time_torch(b, t, e, h, _REPEATS.value, cell)
     except Exception as error:
       failures["torch"] = _reason(error)
   return timings, failures

@@ -9,6 +9,6 @@ from seqclf.configs import default
 
 def get_config():
   config = default.get_config()
-  config.variants = "all"  # "all" or a comma-separated list of seqclf.models.VARIANTS
+  config.variants = "article"  # "article" (its four LSTMs), "all", or a list of seqclf.models.VARIANTS
   config.seeds = "0,1,2"  # one run per variant and seed
   return config

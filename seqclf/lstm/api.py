@@ -63,9 +63,9 @@ def interpret_requested() -> bool:
   return os.environ.get(INTERPRET_ENV, "") == "1"
 
 
-def runs_on(name: str, platform: str) -> bool:
-  """Whether engine ``name`` runs on ``platform``: natively, or interpreted where that was asked for."""
-  engine = ENGINES[name]
+def runs_on(name: str, platform: str, cell: str = "lstm") -> bool:
+  """Whether ``cell``'s engine ``name`` runs on ``platform``: natively, or interpreted where that was asked for."""
+  engine = CELLS[cell][0][name]
   return platform in engine.platforms or (platform in engine.interpreted and interpret_requested())
 
 
@@ -120,17 +120,56 @@ ENGINES = {
 # check against fused at run time, in a child process (`auto_check`), else the next of the list runs.
 AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("mosaic", "pallas", "fused"), "tpu": ("fused",)}
 
+# The GRU's engines (`seqclf.lstm.gru_api`), their capabilities as data as above; each module exposes the GRU
+# engine signature ``gru(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask)``. An
+# engine of `ENGINES` missing here (the GPU kernels, cuDNN) has no GRU, and asking it for one is refused
+# naming those that have one.
+# float64 too where JAX computes it (with jax_enable_x64), so `scan` can be held to PyTorch in float64.
+GRU_ENGINES = {
+  "scan": Engine(
+    "seqclf.lstm.gru_scan",
+    ("cpu", "gpu", "tpu"),
+    "reference lax.scan GRU cell, autodiff",
+    dtypes=(*FLOAT_DTYPES, "float64"),
+  ),
+  "fused": Engine(
+    "seqclf.lstm.gru_fused",
+    ("cpu", "gpu", "tpu"),
+    "hoisted projections + custom-VJP scan",
+    dtypes=(*FLOAT_DTYPES, "float64"),
+  ),
+  "cpu_kernel": Engine(
+    "seqclf.lstm.gru_cpu_kernel",
+    ("cpu",),
+    "multithreaded C++ recurrence via XLA FFI",
+    dtypes=("float32",),  # float32 products only: the LSTM's bf16 products are not wired to the GRU cell
+  ),
+  "flax": Engine(
+    "seqclf.lstm.gru_flax",
+    ("cpu", "gpu", "tpu"),
+    "Flax's nn.RNN(GRUCell): the baseline to beat",
+    masks="none",
+    input_dropout=False,
+    recurrent_dropout=False,
+  ),
+}
+GRU_AUTO = {"cpu": ("cpu_kernel", "fused"), "gpu": ("fused",), "tpu": ("fused",)}
 
-def unavailable_reason(name: str) -> str | None:
+# Each cell's engines and "auto" preferences: `check_engine(..., cell=)` reads them.
+CELLS = {"lstm": (ENGINES, AUTO), "gru": (GRU_ENGINES, GRU_AUTO)}
+
+
+def unavailable_reason(name: str, cell: str = "lstm") -> str | None:
   """Why engine ``name`` cannot run in this process (say, no compiler for its kernel).
 
   Args:
-    name: a name in `ENGINES`.
+    name: a name in `ENGINES` (or `GRU_ENGINES` with ``cell="gru"``).
+    cell: "lstm" or "gru".
 
   Returns:
     A one-line reason, or None when the engine can run here.
   """
-  check = getattr(importlib.import_module(ENGINES[name].module), "unavailable_reason", None)
+  check = getattr(importlib.import_module(CELLS[cell][0][name].module), "unavailable_reason", None)
   return check() if check else None
 
 
@@ -157,6 +196,7 @@ def _checked_on_gpu(chosen: str, hidden: int, matmul_precision: str) -> str:
 def _refusals(
   name: str,
   *,
+  cell: str,
   masks: str | None,
   input_dropout: bool,
   recurrent_dropout: bool,
@@ -164,7 +204,7 @@ def _refusals(
   matmul_precision: str,
 ) -> list[str]:
   """What engine ``name`` cannot do of what a call asks, each as the tail of an error line."""
-  engine = ENGINES[name]
+  engine = CELLS[cell][0][name]
   refusals = []
   if masks == "mask" and engine.masks != "any":
     refusals.append(
@@ -185,13 +225,17 @@ def _refusals(
 
 
 def _engines_that_can(platform: str, **request) -> list[str]:
-  return [name for name in ENGINES if runs_on(name, platform) and not _refusals(name, **request)]
+  engines = CELLS[request["cell"]][0]
+  return [
+    name for name in engines if runs_on(name, platform, request["cell"]) and not _refusals(name, **request)
+  ]
 
 
 def _none_can(platform: str, request: dict) -> str:
   """The tail of an error when no engine on ``platform`` can do ``request``: the ones that can elsewhere."""
-  elsewhere = [name for name in ENGINES if not _refusals(name, **request)]
-  where = sorted({p for name in elsewhere for p in ENGINES[name].platforms})
+  engines = CELLS[request["cell"]][0]
+  elsewhere = [name for name in engines if not _refusals(name, **request)]
+  where = sorted({p for name in elsewhere for p in engines[name].platforms})
   return f"no engine on {platform} can" + (
     f" ({', '.join(elsewhere)} can on {'/'.join(where)})" if elsewhere else ""
   )
@@ -206,6 +250,7 @@ def check_engine(
   recurrent_dropout: bool = False,
   dtypes=(),
   matmul_precision: str = "float32",
+  cell: str = "lstm",
 ) -> str:
   """The concrete engine that runs a call, after holding the call against the engine's capabilities.
 
@@ -217,6 +262,7 @@ def check_engine(
     input_dropout, recurrent_dropout: whether the call passes those masks.
     dtypes: the dtypes (anything `jnp.dtype` takes) of the parameters, inputs and initial state.
     matmul_precision: see `lstm`.
+    cell: "lstm" or "gru": whose engines (`CELLS`) the call is held against.
 
   Returns:
     The engine's name in `ENGINES` (``name`` itself unless it is "auto").
@@ -225,7 +271,10 @@ def check_engine(
     ConfigError: one line naming what the engine cannot do and the engines that can.
   """
   platform = platform or lowering.target_platform()
+  engines, auto = CELLS[cell]
+  label = cell.upper()
   request = dict(
+    cell=cell,
     masks=masks,
     input_dropout=input_dropout,
     recurrent_dropout=recurrent_dropout,
@@ -234,35 +283,37 @@ def check_engine(
   )
   if name == "auto":
     able = _engines_that_can(platform, **request)
-    preferences = [engine for engine in AUTO.get(platform, ()) if engine in able]
-    chosen = next((engine for engine in preferences if unavailable_reason(engine) is None), None)
+    preferences = [engine for engine in auto.get(platform, ()) if engine in able]
+    chosen = next((engine for engine in preferences if unavailable_reason(engine, cell) is None), None)
     if chosen is not None:
       return chosen
     if "scan" in able:
       return "scan"
     fix = f"pass engine={' or '.join(repr(e) for e in able)}" if able else _none_can(platform, request)
     raise ConfigError(
-      f"no LSTM engine that engine='auto' picks on {platform} can do this call "
+      f"no {label} engine that engine='auto' picks on {platform} can do this call "
       f"(scan {'; '.join(_refusals('scan', **request))}); {fix}"
     )
-  if name not in ENGINES:
-    raise ConfigError(f"unknown LSTM engine {name!r}; choose one of: auto, {', '.join(ENGINES)}")
-  if not runs_on(name, platform):
-    native = [engine for engine in ENGINES if platform in ENGINES[engine].platforms]
+  if name not in engines:
+    other = [other for other, (registry, _) in CELLS.items() if name in registry]
+    known = f" (it has no {label}; it runs {', '.join(o.upper() for o in other)})" if other else ""
+    raise ConfigError(f"unknown {label} engine {name!r}{known}; choose one of: auto, {', '.join(engines)}")
+  if not runs_on(name, platform, cell):
+    native = [engine for engine in engines if platform in engines[engine].platforms]
     interpreter = (
       f", or set {INTERPRET_ENV}=1 to run it in its interpreter (slow: for tests and debugging)"
-      if platform in ENGINES[name].interpreted
+      if platform in engines[name].interpreted
       else ""
     )
     raise ConfigError(
-      f"LSTM engine {name!r} needs a {' or '.join(ENGINES[name].platforms).upper()} and this process runs on "
+      f"{label} engine {name!r} needs a {' or '.join(engines[name].platforms).upper()} and this process runs on "
       f"{platform}; use engine='auto' or one of {', '.join(native)}{interpreter}"
     )
   refusals = _refusals(name, **request)
   if refusals:
     able = _engines_that_can(platform, **request)
     fix = f"use engine {' or '.join(repr(e) for e in able)}" if able else _none_can(platform, request)
-    raise ConfigError(f"LSTM engine {name!r} {'; '.join(refusals)}; {fix}")
+    raise ConfigError(f"{label} engine {name!r} {'; '.join(refusals)}; {fix}")
   return name
 
 

@@ -65,6 +65,10 @@ _TARGETS = {
   "SeqclfLstmForward": "seqclf_lstm_forward",
   "SeqclfLstmInference": "seqclf_lstm_inference",
   "SeqclfLstmBackward": "seqclf_lstm_backward",
+  # The GRU's (seqclf/lstm/gru_cpu_kernel.py), in the same library.
+  "SeqclfGruForward": "seqclf_gru_forward",
+  "SeqclfGruInference": "seqclf_gru_inference",
+  "SeqclfGruBackward": "seqclf_gru_backward",
 }
 
 

@@ -121,3 +121,43 @@ class Stacked(nn.Module):
       ``(outputs [B, T, H of the last layer], the last layer's state)``.
     """
     return sequences.stacked(self.layers, xs, mask=mask, lengths=lengths, deterministic=deterministic)
+
+
+class GRU(nn.Module):
+  """A GRU layer (`seqclf.lstm.gru_api`): ``__call__(xs [B, T, E], mask=None, lengths=None,
+  deterministic=True) -> (outputs [B, T, H], h)``; usable inside `Bidirectional` and `Stacked`.
+
+  Attributes:
+    features: hidden size H.
+    engine: GRU engine name (see `seqclf.lstm.api.GRU_ENGINES`) or "auto".
+    input_dropout: rate of Keras' ``dropout``: one input mask per sequence, reused at every step.
+    recurrent_dropout: rate of Keras' ``recurrent_dropout``: one mask on ``h`` per sequence.
+
+  Parameters ``kernel`` [E, 3H], ``recurrent_kernel`` [H, 3H], ``bias`` [2, 3H] with Keras' initialisation,
+  so ``variables["params"]`` is the ``params`` of `seqclf.lstm.gru`.
+  """
+
+  features: int
+  engine: str = "auto"
+  input_dropout: float = 0.0
+  recurrent_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
+    input_size, gates = xs.shape[-1], 3 * self.features
+    params = {
+      "kernel": self.param("kernel", api.kernel_init, (input_size, gates)),
+      "recurrent_kernel": self.param("recurrent_kernel", api.recurrent_kernel_init, (self.features, gates)),
+      "bias": self.param("bias", nn.initializers.zeros_init(), (2, gates)),
+    }
+    return sequences.run_gru(
+      params,
+      xs,
+      mask=mask,
+      lengths=lengths,
+      features=self.features,
+      input_dropout=self.input_dropout,
+      recurrent_dropout=self.recurrent_dropout,
+      engine=self.engine,
+      next_key=None if deterministic else lambda: self.make_rng("dropout"),
+    )

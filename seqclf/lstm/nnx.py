@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from flax import nnx
 
-from seqclf.lstm import api, sequences
+from seqclf.lstm import api, gru_api, sequences
 
 
 class LSTM(nnx.Module):
@@ -196,3 +196,62 @@ def from_linen(module: nnx.Module, params) -> nnx.Module:
   nnx.replace_by_pure_dict(state, _from_linen(nnx.to_pure_dict(state), dict(params)))
   nnx.update(module, state)
   return module
+
+
+class GRU(nnx.Module):
+  """A GRU layer: ``__call__(xs [B, T, E], mask=None, lengths=None) -> (outputs [B, T, H], h)``, the
+  Linen `seqclf.lstm.GRU` in NNX form (same parameters, Keras initialisation, dropout from the
+  ``"dropout"`` stream, ``eval()``/``train()``); usable inside `Bidirectional` and `Stacked`, converted
+  with `to_linen` / `from_linen`.
+
+  Args:
+    in_features: input size E.
+    features: hidden size H.
+    engine: GRU engine name (see `seqclf.lstm.api.GRU_ENGINES`) or "auto".
+    input_dropout, recurrent_dropout: Keras' ``dropout`` and ``recurrent_dropout`` rates.
+    deterministic: no dropout (``model.eval()`` sets it, ``model.train()`` clears it).
+    rngs: ``params`` initialises the weights; ``dropout`` (forked here) draws the dropout masks.
+  """
+
+  def __init__(
+    self,
+    in_features: int,
+    features: int,
+    *,
+    engine: str = "auto",
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    deterministic: bool = False,
+    rngs: nnx.Rngs,
+  ):
+    params = gru_api.init_gru_params(rngs.params(), in_features, features)
+    self.kernel = nnx.Param(params["kernel"])
+    self.recurrent_kernel = nnx.Param(params["recurrent_kernel"])
+    self.bias = nnx.Param(params["bias"])
+    self.features = features
+    self.engine = engine
+    self.input_dropout = input_dropout
+    self.recurrent_dropout = recurrent_dropout
+    self.deterministic = deterministic
+    self.rngs = rngs.dropout.fork() if input_dropout > 0 or recurrent_dropout > 0 else nnx.data(None)
+
+  def __call__(self, xs, mask=None, lengths=None, *, deterministic: bool | None = None, rngs=None):
+    """``deterministic`` and ``rngs`` (an ``nnx.Rngs`` or stream) override the layer's own for one call."""
+    deterministic = self.deterministic if deterministic is None else deterministic
+    stream = rngs.dropout if isinstance(rngs, nnx.Rngs) else rngs or self.rngs
+    params = {
+      "kernel": self.kernel[...],
+      "recurrent_kernel": self.recurrent_kernel[...],
+      "bias": self.bias[...],
+    }
+    return sequences.run_gru(
+      params,
+      xs,
+      mask=mask,
+      lengths=lengths,
+      features=self.features,
+      input_dropout=self.input_dropout,
+      recurrent_dropout=self.recurrent_dropout,
+      engine=self.engine,
+      next_key=None if deterministic else stream,
+    )

@@ -10,7 +10,7 @@ layer's options, draw the per-sequence masks of Keras' ``dropout`` and ``recurre
 import jax
 import jax.numpy as jnp
 
-from seqclf.lstm import api, validation
+from seqclf.lstm import api, gru_api, validation
 
 
 def dropout_mask(key, rate: float, shape, dtype):
@@ -109,3 +109,37 @@ def final_hidden(state):
   if isinstance(first, tuple):
     return jnp.concatenate([first[0], second[0]], axis=-1)
   return first
+
+
+def run_gru(
+  params,
+  xs,
+  *,
+  mask,
+  lengths,
+  features: int,
+  input_dropout: float,
+  recurrent_dropout: float,
+  engine: str,
+  next_key=None,
+):
+  """One GRU layer's call, as `run_lstm`: the engine checked against the layer's dropout, then
+  `seqclf.lstm.gru_api.gru` with per-sequence dropout masks drawn from ``next_key()`` (input mask first)."""
+  api.check_engine(
+    engine, input_dropout=input_dropout > 0, recurrent_dropout=recurrent_dropout > 0, cell="gru"
+  )
+  batch, _, input_size = xs.shape
+  input_mask = recurrent_mask = None
+  if next_key is not None and input_dropout > 0:
+    input_mask = dropout_mask(next_key(), input_dropout, (batch, input_size), xs.dtype)
+  if next_key is not None and recurrent_dropout > 0:
+    recurrent_mask = dropout_mask(next_key(), recurrent_dropout, (batch, features), xs.dtype)
+  return gru_api.gru(
+    params,
+    xs,
+    mask=mask,
+    lengths=lengths,
+    input_dropout_mask=input_mask,
+    recurrent_dropout_mask=recurrent_mask,
+    engine=engine,
+  )

@@ -3,7 +3,7 @@
 The article's layers with Keras' own defaults (which are the article's initialisation), built from the
 same `seqclf.models.VARIANTS` fields as seqclf's model. Keras 3 has no Embedding dropout any more (Keras
 1's drops whole vocabulary rows), so `WordDropoutEmbedding` brings it back; ``LSTM(dropout=...,
-recurrent_dropout=...)`` is Keras' own, with one mask per sequence. Each epoch is one ``model.fit`` call,
+recurrent_dropout=...)`` (or ``GRU``, for the ``gru*`` variants) is Keras' own, with one mask per sequence. Each epoch is one ``model.fit`` call,
 Keras' ordinary path, on the epoch's batches in seqclf's order.
 
 Keras reads ``KERAS_BACKEND`` once, at its first import: `seqclf.benchmarks.peers.load_peer` sets it to
@@ -72,6 +72,7 @@ def _build(
   lstm_input_dropout: float = 0.0,
   lstm_recurrent_dropout: float = 0.0,
   output_dropout: float = 0.0,
+  cell: str = "lstm",
 ) -> keras.Model:
   """Token ids [B, maxlen] -> one logit [B, 1]; the fields are those of `seqclf.models.SequenceClassifier`."""
   tokens = keras.Input((maxlen,), dtype="int32")
@@ -84,9 +85,8 @@ def _build(
   if conv_filters:
     x = keras.layers.Conv1D(conv_filters, conv_width, padding="same", activation="relu")(x)
     x = keras.layers.MaxPooling1D(pool_size)(x)
-  x = keras.layers.LSTM(lstm_features, dropout=lstm_input_dropout, recurrent_dropout=lstm_recurrent_dropout)(
-    x
-  )
+  recurrent = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]  # GRU: reset_after=True, as seqclf's
+  x = recurrent(lstm_features, dropout=lstm_input_dropout, recurrent_dropout=lstm_recurrent_dropout)(x)
   if output_dropout:
     x = keras.layers.Dropout(output_dropout)(x)
   return keras.Model(tokens, keras.layers.Dense(1)(x))

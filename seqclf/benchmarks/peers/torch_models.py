@@ -10,6 +10,9 @@ Two PyTorch differences are bridged so the parameter counts equal Keras' (`KERAS
 * nn.LSTM has no recurrent dropout (its ``dropout`` sits between stacked layers), so the
   lstm_recurrent_dropout variant runs `RecurrentDropoutLSTM`, a step loop in Python. It is several times
   slower than nn.LSTM's fused kernel; that is what this variant costs in plain PyTorch.
+
+The ``gru*`` variants run ``nn.GRU`` (the cell of seqclf's GRU and Keras' ``reset_after=True``, with the
+same two biases, so no bridging), or `RecurrentDropoutGRU` for recurrent dropout.
 """
 
 import os
@@ -57,6 +60,36 @@ class RecurrentDropoutLSTM(nn.Module):
     return h
 
 
+class RecurrentDropoutGRU(nn.Module):
+  """A GRU with Keras' recurrent dropout (one mask on ``h`` before the recurrent product, per sequence;
+  ``z * h`` keeps the undropped ``h``). Gates in nn.GRU's order (r, z, n), its two biases; the input
+  projection of all steps is one matmul. ``forward(xs [B, T, E]) -> h [B, H]``, the last hidden state."""
+
+  def __init__(self, input_size: int, hidden_size: int, recurrent_dropout: float):
+    super().__init__()
+    self.hidden_size = hidden_size
+    self.recurrent_dropout = recurrent_dropout
+    self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
+    self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+    self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size))
+    self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size))
+
+  def forward(self, xs: torch.Tensor) -> torch.Tensor:
+    batch = xs.shape[0]
+    x_r, x_z, x_n = (xs @ self.weight_ih.T + self.bias_ih).chunk(3, dim=2)
+    h = xs.new_zeros(batch, self.hidden_size)
+    mask = None
+    if self.training and self.recurrent_dropout > 0:
+      mask = _dropout_mask(xs, (batch, self.hidden_size), self.recurrent_dropout)
+    for step in range(xs.shape[1]):
+      h_r, h_z, h_n = ((h if mask is None else h * mask) @ self.weight_hh.T + self.bias_hh).chunk(3, dim=1)
+      r = torch.sigmoid(x_r[:, step] + h_r)
+      z = torch.sigmoid(x_z[:, step] + h_z)
+      n = torch.tanh(x_n[:, step] + r * h_n)
+      h = z * h + (1 - z) * n
+    return h
+
+
 class Classifier(nn.Module):
   """Token ids [B, T] -> one logit per review [B]; the fields are those of `seqclf.models.SequenceClassifier`."""
 
@@ -74,6 +107,7 @@ class Classifier(nn.Module):
     lstm_input_dropout: float = 0.0,
     lstm_recurrent_dropout: float = 0.0,
     output_dropout: float = 0.0,
+    cell: str = "lstm",
   ):
     super().__init__()
     self.word_dropout = word_dropout
@@ -84,7 +118,11 @@ class Classifier(nn.Module):
     self.embedding = nn.Embedding(vocab_size, embed_dim)
     self.conv = nn.Conv1d(embed_dim, conv_filters, conv_width, padding="same") if conv_filters else None
     lstm_inputs = conv_filters or embed_dim
-    if lstm_recurrent_dropout:
+    if cell == "gru" and lstm_recurrent_dropout:
+      self.lstm = RecurrentDropoutGRU(lstm_inputs, lstm_features, lstm_recurrent_dropout)
+    elif cell == "gru":
+      self.lstm = nn.GRU(lstm_inputs, lstm_features, batch_first=True)
+    elif lstm_recurrent_dropout:
       self.lstm = RecurrentDropoutLSTM(lstm_inputs, lstm_features, lstm_recurrent_dropout)
     else:
       self.lstm = nn.LSTM(lstm_inputs, lstm_features, batch_first=True)
@@ -92,21 +130,31 @@ class Classifier(nn.Module):
     self._init_like_keras()
 
   def _init_like_keras(self) -> None:
-    """Embedding uniform(±0.05), glorot-uniform kernels, orthogonal recurrent kernel, biases 0 but the
-    forget gate's 1; nn.LSTM's second bias frozen at 0."""
+    """Embedding uniform(±0.05), glorot-uniform kernels, orthogonal recurrent kernel, zero biases but an
+    LSTM's forget gate's 1; nn.LSTM's second bias frozen at 0 (a GRU keeps both, as Keras' does)."""
     nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
-    if isinstance(self.lstm, nn.LSTM):
-      weight_ih, weight_hh, bias = self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, self.lstm.bias_ih_l0
-      nn.init.zeros_(self.lstm.bias_hh_l0)
-      self.lstm.bias_hh_l0.requires_grad_(False)
+    recurrent = self.lstm
+    if isinstance(recurrent, (nn.LSTM, nn.GRU)):
+      weight_ih, weight_hh = recurrent.weight_ih_l0, recurrent.weight_hh_l0
+      biases = [recurrent.bias_ih_l0, recurrent.bias_hh_l0]
+    elif isinstance(recurrent, RecurrentDropoutGRU):
+      weight_ih, weight_hh, biases = (
+        recurrent.weight_ih,
+        recurrent.weight_hh,
+        [recurrent.bias_ih, recurrent.bias_hh],
+      )
     else:
-      weight_ih, weight_hh, bias = self.lstm.weight_ih, self.lstm.weight_hh, self.lstm.bias
-    nn.init.xavier_uniform_(weight_ih)  # fans as Keras' [E, 4H] kernel: the transpose has the same ones
+      weight_ih, weight_hh, biases = recurrent.weight_ih, recurrent.weight_hh, [recurrent.bias]
+    nn.init.xavier_uniform_(weight_ih)  # fans as Keras' [E, 4H] / [E, 3H] kernel: the transpose has the same
     nn.init.orthogonal_(weight_hh)
-    nn.init.zeros_(bias)
-    hidden = weight_hh.shape[1]
-    with torch.no_grad():
-      bias[hidden : 2 * hidden] = 1.0
+    for bias in biases:
+      nn.init.zeros_(bias)
+    if isinstance(recurrent, nn.LSTM):
+      recurrent.bias_hh_l0.requires_grad_(False)
+    if isinstance(recurrent, (nn.LSTM, RecurrentDropoutLSTM)):
+      hidden = weight_hh.shape[1]
+      with torch.no_grad():
+        biases[0][hidden : 2 * hidden] = 1.0
     for layer in (self.conv, self.head):
       if layer is not None:
         nn.init.xavier_uniform_(layer.weight)
@@ -123,7 +171,9 @@ class Classifier(nn.Module):
       x = F.max_pool1d(x, self.pool_size).transpose(1, 2)
     if self.training and self.lstm_input_dropout > 0:
       x = x * _dropout_mask(x, (x.shape[0], 1, x.shape[2]), self.lstm_input_dropout)
-    if isinstance(self.lstm, nn.LSTM):
+    if isinstance(self.lstm, nn.GRU):
+      h = self.lstm(x)[1][0]
+    elif isinstance(self.lstm, nn.LSTM):
       h = self.lstm(x)[1][0][0]
     else:
       h = self.lstm(x)

@@ -1,0 +1,285 @@
+"""The GRU: `scan` equals PyTorch's nn.GRU (float64) and Keras 3's GRU given the same weights, every other
+engine equals `scan` (outputs, final state, gradients; masks with holes, left padding, dropout), inputs
+are validated, and NaN propagates as in `scan`."""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqclf.errors import ConfigError
+from seqclf.lstm import api, gru, gru_flax, init_gru_params
+from seqclf.lstm.gru_api import from_keras, from_torch
+
+RTOL, ATOL = 1e-5, 1e-5
+CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
+FAST_ENGINES = ["fused", pytest.param("cpu_kernel", marks=CPU_ONLY)]
+SHAPES = [  # (batch, steps, input, hidden)
+  (3, 7, 5, 100),  # H=100 and a batch that is not a multiple of 8
+  (5, 1, 4, 6),  # a single step
+  (19, 6, 5, 20),  # cpu_kernel: two threads, 16 + 3 rows
+]
+
+
+def _inputs(batch, steps, input_size, hidden, mask_kind="holes", seed=0):
+  rng = np.random.default_rng(seed)
+  params = init_gru_params(jax.random.key(seed), input_size, hidden)
+  params["bias"] = jnp.asarray(rng.normal(0, 0.3, (2, 3 * hidden)), jnp.float32)
+  xs = jnp.asarray(rng.normal(size=(batch, steps, input_size)), jnp.float32)
+  h0 = jnp.asarray(rng.normal(size=(batch, hidden)), jnp.float32)
+  if mask_kind == "holes":
+    mask = rng.random((batch, steps)) < 0.7
+    mask[-1] = False  # a fully masked row
+  else:  # left padding
+    lengths = rng.integers(0, steps + 1, batch)
+    mask = np.arange(steps)[None, :] >= (steps - lengths)[:, None]
+  input_mask = jnp.asarray((rng.random((batch, input_size)) < 0.8) / 0.8, jnp.float32)
+  recurrent_mask = jnp.asarray((rng.random((batch, hidden)) < 0.8) / 0.8, jnp.float32)
+  return params, xs, h0, jnp.asarray(mask), input_mask, recurrent_mask
+
+
+def _loss_and_grads(engine, params, xs, h0, **kwargs):
+  def loss(params, xs, h0):
+    outputs, h = gru(params, xs, initial_state=h0, engine=engine, **kwargs)
+    weights = jnp.linspace(-1.0, 2.0, outputs.shape[-1])
+    return jnp.sum(outputs * weights) + jnp.sum(jnp.sin(h))
+
+  return jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, h0)
+
+
+def _assert_close(actual, expected):
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("engine", FAST_ENGINES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(
+  "mask_kind, with_dropout", [(None, False), ("holes", True), ("left", True), ("left", False)]
+)
+def test_engine_equals_scan(engine, shape, mask_kind, with_dropout):
+  params, xs, h0, mask, input_mask, recurrent_mask = _inputs(*shape, mask_kind=mask_kind or "holes")
+  kwargs = {"mask": mask} if mask_kind else {}
+  if with_dropout:
+    kwargs |= {"input_dropout_mask": input_mask, "recurrent_dropout_mask": recurrent_mask}
+  expected = gru(params, xs, initial_state=h0, engine="scan", **kwargs)
+  _assert_close(gru(params, xs, initial_state=h0, engine=engine, **kwargs), expected)
+  _assert_close(
+    jax.jit(lambda p, x, h: gru(p, x, initial_state=h, engine=engine, **kwargs))(params, xs, h0), expected
+  )
+  _assert_close(
+    _loss_and_grads(engine, params, xs, h0, **kwargs), _loss_and_grads("scan", params, xs, h0, **kwargs)
+  )
+
+
+@pytest.mark.parametrize("engine", ["scan", *FAST_ENGINES])
+def test_masked_steps_carry_the_state_and_repeat_the_output(engine):
+  params, xs, h0, _, _, _ = _inputs(4, 6, 3, 5)
+  mask = jnp.array([[1, 1, 0, 1, 0, 0]] * 4, bool)
+  outputs, h = gru(params, xs, initial_state=h0, mask=mask, engine=engine)
+  alone, h_alone = gru(params, xs[:, jnp.array([0, 1, 3])], initial_state=h0, engine="scan")
+  _assert_close((outputs[:, jnp.array([0, 1, 3])], h), (alone, h_alone))
+  _assert_close((outputs[:, 2], outputs[:, 4], outputs[:, 5]), (outputs[:, 1], outputs[:, 3], outputs[:, 3]))
+  # lengths= is the same as its right-padding mask
+  lengths = jnp.array([6, 3, 0, 1])
+  _assert_close(
+    gru(params, xs, initial_state=h0, lengths=lengths, engine=engine),
+    gru(params, xs, initial_state=h0, mask=api.lengths_to_mask(lengths, 6), engine="scan"),
+  )
+
+
+def test_reference_matches_the_equations_by_hand():
+  params, xs, h0, _, _, _ = _inputs(2, 1, 3, 4)
+  w, u, (b, b_rec) = (np.asarray(params[k], np.float64) for k in ("kernel", "recurrent_kernel", "bias"))
+  x, h = np.asarray(xs[:, 0], np.float64), np.asarray(h0, np.float64)
+  sigmoid = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+  xw, hu = np.split(x @ w + b, 3, axis=-1), np.split(h @ u + b_rec, 3, axis=-1)
+  z, r = sigmoid(xw[0] + hu[0]), sigmoid(xw[1] + hu[1])
+  n = np.tanh(xw[2] + r * hu[2])
+  expected = z * h + (1 - z) * n
+  outputs, h_last = gru(params, xs, initial_state=h0, engine="scan")
+  np.testing.assert_allclose(h_last, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(outputs[:, 0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_initialisation():
+  params = init_gru_params(jax.random.key(0), 7, 5)
+  assert {k: v.shape for k, v in params.items()} == {
+    "kernel": (7, 15),
+    "recurrent_kernel": (5, 15),
+    "bias": (2, 15),
+  }
+  np.testing.assert_array_equal(params["bias"], 0.0)
+  u = np.asarray(params["recurrent_kernel"])
+  np.testing.assert_allclose(u @ u.T, np.eye(5), atol=1e-5)  # orthogonal rows
+  limit = np.sqrt(6 / (7 + 15))
+  assert np.abs(params["kernel"]).max() <= limit
+
+
+def test_scan_equals_pytorch_gru_in_float64():
+  torch = pytest.importorskip("torch")
+  batch, steps, input_size, hidden = 3, 9, 4, 6
+  torch.manual_seed(0)
+  layer = torch.nn.GRU(input_size, hidden, batch_first=True).double()
+  rng = np.random.default_rng(0)
+  xs, h0 = rng.normal(size=(batch, steps, input_size)), rng.normal(size=(batch, hidden))
+  lengths = np.array([9, 5, 1])
+  with torch.no_grad():
+    expected, expected_h = layer(torch.from_numpy(xs), torch.from_numpy(h0)[None])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(xs), lengths, batch_first=True)
+    packed_out, packed_h = layer(packed, torch.from_numpy(h0)[None])
+    padded, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
+  with jax.enable_x64(True):
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), from_torch(layer.state_dict()))
+    outputs, h = gru(params, jnp.asarray(xs), initial_state=jnp.asarray(h0), engine="scan")
+    np.testing.assert_allclose(outputs, expected.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(h, expected_h[0].numpy(), rtol=1e-12, atol=1e-12)
+    # Packed sequences: the same final state; PyTorch's outputs are zeros where ours repeat h.
+    outputs, h = gru(
+      params, jnp.asarray(xs), initial_state=jnp.asarray(h0), lengths=jnp.asarray(lengths), engine="scan"
+    )
+    np.testing.assert_allclose(h, packed_h[0].numpy(), rtol=1e-12, atol=1e-12)
+    mask = np.arange(steps)[None, :, None] < lengths[:, None, None]
+    np.testing.assert_allclose(np.asarray(outputs) * mask, padded.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def _keras():
+  if importlib.util.find_spec("keras") is None:
+    pytest.skip("keras is not installed (extra peers)")
+  os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras reads it once, at its first import
+  import keras  # noqa: PLC0415
+
+  if keras.backend.backend() != "jax":
+    pytest.skip(f"keras was imported with the {keras.backend.backend()!r} backend")
+  return keras
+
+
+def test_scan_equals_keras_gru():
+  keras = _keras()
+  batch, steps, input_size, hidden = 3, 8, 4, 5
+  layer = keras.layers.GRU(hidden, return_sequences=True, return_state=True)
+  rng = np.random.default_rng(1)
+  xs = rng.normal(size=(batch, steps, input_size)).astype(np.float32)
+  h0 = rng.normal(size=(batch, hidden)).astype(np.float32)
+  layer.build((batch, steps, input_size))
+  weights = layer.get_weights()
+  weights[2] = rng.normal(0, 0.3, weights[2].shape).astype(np.float32)  # non-zero biases, both rows
+  layer.set_weights(weights)
+  params = from_keras(layer.get_weights())
+  mask = np.ones((batch, steps), bool)
+  mask[1, 5:] = False  # right padding
+  mask[2, :3] = False  # left padding
+  for kwargs in ({}, {"mask": mask}):
+    expected, expected_h = layer(xs, initial_state=[h0], **kwargs)
+    outputs, h = gru(params, jnp.asarray(xs), initial_state=jnp.asarray(h0), engine="scan", **kwargs)
+    np.testing.assert_allclose(h, np.asarray(expected_h), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outputs, np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_flax_baseline_equals_scan_and_refuses_masks():
+  params, xs, h0, mask, _, _ = _inputs(3, 5, 4, 6)
+  _assert_close(
+    gru(params, xs, initial_state=h0, engine="flax"), gru(params, xs, initial_state=h0, engine="scan")
+  )
+  _assert_close(_loss_and_grads("flax", params, xs, h0), _loss_and_grads("scan", params, xs, h0))
+  assert set(gru_flax.cell_params(params)["params"]["cell"]) == {"iz", "ir", "in", "hz", "hr", "hn"}
+  with pytest.raises(ConfigError, match="GRU engine 'flax' has no padding masks; use engine"):
+    gru(params, xs, mask=mask, engine="flax")
+
+
+def test_an_lstm_only_engine_is_refused_naming_the_gru_engines():
+  params, xs, _, _, _, _ = _inputs(2, 3, 4, 5)
+  with pytest.raises(
+    ConfigError,
+    match="unknown GRU engine 'pallas' \\(it has no GRU; it runs LSTM\\); choose one of: auto, scan, fused, cpu_kernel, flax",
+  ):
+    gru(params, xs, engine="pallas")
+  assert api.check_engine("auto", "gpu", cell="gru") == "fused"
+
+
+@pytest.mark.parametrize(
+  "change, message",
+  [
+    (lambda a: {**a, "xs": a["xs"][0]}, "takes xs as \\[batch, steps, features\\]; got shape \\(3, 4\\)"),
+    (
+      lambda a: {**a, "xs": a["xs"][..., :3]},
+      "params\\['kernel'\\] has shape \\(4, 15\\), but xs has 3 features",
+    ),
+    (
+      lambda a: {**a, "params": {**a["params"], "bias": a["params"]["bias"][0]}},
+      "params\\['bias'\\] has shape \\(15,\\)",
+    ),
+    (lambda a: {**a, "params": {"kernel": a["params"]["kernel"]}}, "params lack recurrent_kernel, bias"),
+    (
+      lambda a: {**a, "initial_state": jnp.zeros((2, 4))},
+      "initial_state must be \\[batch, hidden\\] = \\(2, 5\\)",
+    ),
+    (lambda a: {**a, "mask": jnp.ones((2, 4), bool)}, "mask must be \\[batch, steps\\] = \\(2, 3\\)"),
+    (lambda a: {**a, "lengths": jnp.array([1, 4])}, "lengths must lie in \\[0, 3\\]"),
+    (lambda a: {**a, "lengths": jnp.array([1.0, 2.0])}, "lengths must be \\[batch\\] = \\(2,\\) integers"),
+    (lambda a: {**a, "lengths": jnp.array([1, 2]), "mask": jnp.ones((2, 3), bool)}, "either mask or lengths"),
+    (
+      lambda a: {**a, "recurrent_dropout_mask": jnp.ones((2, 4))},
+      "recurrent_dropout_mask must be \\(2, 5\\)",
+    ),
+  ],
+)
+def test_bad_inputs_are_one_config_error(change, message):
+  params, xs, _, _, _, _ = _inputs(2, 3, 4, 5)
+  call = change({"params": params, "xs": xs})
+  with pytest.raises(ConfigError, match=message):
+    gru(call.pop("params"), call.pop("xs"), **call)
+
+
+@pytest.mark.parametrize("engine", ["fused", pytest.param("cpu_kernel", marks=CPU_ONLY), "flax"])
+def test_nan_and_inf_propagate_as_in_scan(engine):
+  params, xs, h0, _, _, _ = _inputs(3, 4, 3, 5)
+  xs = xs.at[0, 1, 0].set(jnp.nan).at[1, 2, 1].set(jnp.inf).at[2, 0, 2].set(-jnp.inf)
+  expected = gru(params, xs, initial_state=h0, engine="scan")
+  actual = gru(params, xs, initial_state=h0, engine=engine)
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
+    finite = np.isfinite(e)
+    np.testing.assert_allclose(np.asarray(a)[finite], np.asarray(e)[finite], rtol=RTOL, atol=ATOL)
+  assert np.isnan(expected[0][0, 1:]).all()  # a NaN input poisons its row from that step on
+
+
+@CPU_ONLY
+@pytest.mark.parametrize("batch, steps", [(0, 3), (2, 0)])
+def test_cpu_kernel_handles_an_empty_batch_or_no_steps(batch, steps):
+  params, _, _, _, _, _ = _inputs(2, 3, 4, 5)
+  xs, h0 = jnp.ones((batch, steps, 4)), jnp.ones((batch, 5))
+  _assert_close(
+    gru(params, xs, initial_state=h0, engine="cpu_kernel"), gru(params, xs, initial_state=h0, engine="scan")
+  )
+  _assert_close(_loss_and_grads("cpu_kernel", params, xs, h0), _loss_and_grads("scan", params, xs, h0))
+
+
+def test_cpu_kernel_refuses_other_dtypes():
+  params, xs, _, _, _, _ = _inputs(2, 3, 4, 5)
+  with pytest.raises(ConfigError, match="GRU engine 'cpu_kernel' computes in float32, not bfloat16"):
+    gru(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params), xs.astype(jnp.bfloat16), engine="cpu_kernel")
+
+
+@CPU_ONLY
+def test_cpu_kernel_under_vmap_equals_scan():
+  params, xs, h0, mask, _, _ = _inputs(3, 5, 4, 6)
+  run = jax.vmap(lambda x, h, m: gru(params, x, initial_state=h, mask=m, engine="cpu_kernel"))
+  expected = jax.vmap(lambda x, h, m: gru(params, x, initial_state=h, mask=m, engine="scan"))
+  args = (xs[None].repeat(2, 0), h0[None].repeat(2, 0), mask[None].repeat(2, 0))
+  _assert_close(run(*args), expected(*args))
+
+
+@CPU_ONLY
+def test_cpu_kernel_refuses_buffers_that_do_not_fit_instead_of_reading_past_them():
+  from seqclf.lstm import gru_cpu_kernel  # noqa: PLC0415
+
+  params, xs, h0, mask, input_mask, recurrent_mask = _inputs(3, 5, 4, 6)
+  args = (xs, params["kernel"], params["recurrent_kernel"], params["bias"], h0, mask, input_mask)
+  with pytest.raises(Exception, match="gru: argument shapes do not fit"):
+    gru_cpu_kernel._call(  # noqa: SLF001 -- the FFI call itself, below the api's checks
+      "seqclf_gru_inference", [(3, 5, 6)], *args, recurrent_mask[:, :5], num_threads=1
+    )
