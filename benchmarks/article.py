@@ -2,6 +2,7 @@ r"""Reproduces the tutorial's table: trains the variants on IMDB and reports s/e
 
   python -m benchmarks.article --workdir=runs/article            # 4 variants x 3 seeds, official archive
   python -m benchmarks.article --imdb=../shared/data/aclImdb_labeled.tar.gz --seeds=0   # the quick run
+  python -m benchmarks.article --variants=lstm --seeds=0,1,2 --peers=keras --peers_only   # Keras 3 alone
   python -m benchmarks.article --variants=lstm,cnn_lstm --epochs=1 --seeds=1,2 --engine=scan \
       --config=configs/article_tiny.py --config.batch_size=8
 
@@ -70,6 +71,12 @@ _PEERS = flags.DEFINE_string(
   "Also train each variant with these, same data and "
   "hyper-parameters: torch, keras (pip install -e .[peers]).",
 )
+_PEERS_ONLY = flags.DEFINE_bool(
+  "peers_only",
+  False,
+  "Train only the --peers, no seqclf engine: each framework in its own process, e.g. for seed "
+  "distributions measured side by side.",
+)
 _TENSORBOARD = flags.DEFINE_bool(
   "tensorboard", True, "Write TensorBoard event files beside WORKDIR/logs/<run>/metrics.jsonl."
 )
@@ -137,6 +144,8 @@ def main(argv):
   seeds = parse_seeds(config.seeds)
   engines = list(dict.fromkeys(resolve_engine(name.strip()) for name in config.model.engine.split(",")))
   peer_names = peers.parse_peers(_PEERS.value)
+  if _PEERS_ONLY.value and not peer_names:
+    raise ConfigError("--peers_only trains the --peers only; name them, e.g. --peers=torch")
   if peer_names and (config.mask or config.num_buckets or config.device_resident):
     raise ConfigError(
       "--peers trains the article's fixed-length setup; drop --bucketing / "
@@ -164,12 +173,11 @@ def main(argv):
       "preset": preset,
     },
   )
+  trained = [*([] if _PEERS_ONLY.value else engines), *peer_names]
   runs = []
-  progress = article_report.RunProgress(
-    len(variants) * (len(engines) + len(peer_names)) * len(seeds), config.epochs
-  )
+  progress = article_report.RunProgress(len(variants) * len(trained) * len(seeds), config.epochs)
   for variant in variants:
-    for engine in [*engines, *peer_names]:
+    for engine in trained:
       model = None if engine in peers.PEERS else create_model(variant, engine, config)
       for seed in seeds:
         record = train_one(model, variant, engine, seed, data, config, workdir if writer else None, progress)
