@@ -33,7 +33,7 @@ from seqclf import (
   train,
 )
 from seqclf.errors import ConfigError
-from seqclf.lstm import resolve_engine
+from seqclf.lstm import check_engine
 
 DEFAULT_BUCKETS = 6
 
@@ -142,7 +142,13 @@ def main(argv):
   train.validate(config)
   variants = models.parse_variants(config.variants)
   seeds = parse_seeds(config.seeds)
-  engines = list(dict.fromkeys(resolve_engine(name.strip()) for name in config.model.engine.split(",")))
+  # Resolved for the model's gates: "auto" names the engine that trains them (the table's label).
+  gates = config.model.get("recurrent_activation", "sigmoid")
+  engines = list(
+    dict.fromkeys(
+      check_engine(name.strip(), recurrent_activation=gates) for name in config.model.engine.split(",")
+    )
+  )
   peer_names = peers.parse_peers(_PEERS.value)
   if _PEERS_ONLY.value and not peer_names:
     raise ConfigError("--peers_only trains the --peers only; name them, e.g. --peers=torch")
@@ -182,7 +188,7 @@ def main(argv):
       for seed in seeds:
         record = train_one(model, variant, engine, seed, data, config, workdir if writer else None, progress)
         runs.append({"variant": variant, "engine": engine, **record})
-        table = results.markdown_table(article_report.TABLE_HEADER, article_report.summary_rows(runs))
+        table = article_report.markdown(runs)
         if writer:
           results.write_json_atomic(
             os.path.join(workdir, "results.json"),
@@ -193,7 +199,8 @@ def main(argv):
   print(table, end="")
   training_s = time.perf_counter() - progress.start
   print(
-    f"\ntest acc: mean ± sample standard deviation over the seeds; training took {article_report.duration(training_s)}"
+    f"\ntest acc: mean ± sample standard deviation over the seeds (se: of the mean); median and "
+    f"collapse rate with 95 % intervals; training took {article_report.duration(training_s)}"
   )
   print(f"wrote {os.path.join(workdir, 'results.json')}")
 

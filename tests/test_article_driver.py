@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from benchmarks import article_report
+from seqclf.lstm import api
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -154,6 +155,12 @@ BAD_INPUTS = [
   ("too many buckets", ["--config.num_buckets=9"], "num_buckets"),
   ("a step too large for memory", ["--config.batch_size=4000000", "--config.maxlen=100000"], "GiB"),
   ("peers with bucketing", ["--peers=torch", "--bucketing"], "fixed-length"),
+  ("peers_only without peers", ["--peers_only"], "--peers_only trains the --peers only"),
+  (
+    "unknown gate activation",
+    ["--config.model.recurrent_activation=relu"],
+    "unknown recurrent_activation 'relu'",
+  ),
 ]
 
 
@@ -240,6 +247,43 @@ def test_three_seeds_show_the_spread_and_every_line_says_which_run(tiny_args, tm
   cells = [cell.strip() for cell in row.split("|")[1:-1]]
   assert "±" in cells[4] and cells[5] == "3" and cells[7] in ("yes", "no")
   assert "mean ± sample standard deviation" in result.stdout
+
+
+def test_the_article_s_gates_train_with_an_engine_that_has_them(tiny_args, tmp_path):
+  """hard_sigmoid gates: auto resolves past the C++ kernel (sigmoid only) to an engine that has them."""
+  workdir = tmp_path / "work"
+  args = ["--variants=lstm", "--epochs=1", "--config.model.recurrent_activation=hard_sigmoid"]
+  result = run_article(*tiny_args, *args, f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["meta"]["config"]["model"]["recurrent_activation"] == "hard_sigmoid"
+  (run,) = results["runs"]
+  assert api.ENGINES[run["engine"]].recurrent_activations  # fused on CPU
+  refused = run_article(*tiny_args, *args, "--engine=cpu_kernel", f"--workdir={tmp_path / 'refused'}")
+  assert refused.returncode == 2
+  assert (
+    "'cpu_kernel' has no recurrent_activation='hard_sigmoid'; use engine 'scan' or 'fused'" in refused.stderr
+  )
+
+
+def test_peers_only_trains_the_peers_and_no_seqclf_engine(tiny_args, tmp_path):
+  pytest.importorskip("torch")
+  workdir = tmp_path / "work"
+  result = run_article(
+    *tiny_args, "--variants=lstm", "--epochs=1", "--peers=torch", "--peers_only", f"--workdir={workdir}"
+  )
+  assert result.returncode == 0, result.stderr
+  assert [run["engine"] for run in json.loads((workdir / "results.json").read_text())["runs"]] == ["torch"]
+
+
+def test_the_article_faithful_config_is_the_article_with_keras_1s_gates_and_epsilon():
+  from configs import article, article_faithful
+
+  faithful, default = article_faithful.get_config(), article.get_config()
+  assert faithful.model.recurrent_activation == "hard_sigmoid" and faithful.adam_eps == 1e-8
+  assert default.model.recurrent_activation == "sigmoid" and default.adam_eps == 1e-7
+  faithful.model.recurrent_activation, faithful.adam_eps = "sigmoid", 1e-7
+  assert faithful.to_dict() == default.to_dict()  # nothing else differs
 
 
 def test_the_default_config_trains_three_seeds():
