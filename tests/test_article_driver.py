@@ -327,3 +327,33 @@ def test_a_url_with_no_server_behind_it_fails_in_one_line_and_keeps_nothing(tiny
   (line,) = result.stderr.strip().splitlines()
   assert line.startswith(f"error: cannot download {url}: cannot reach the server") and "--imdb=PATH" in line
   assert os.listdir(tmp_path / "cache" / "downloads") == []
+
+
+def test_wilson_interval_and_median_interval_are_the_textbook_ones():
+  low, high = article_report.wilson_interval(1, 10)
+  assert (round(100 * low, 2), round(100 * high, 2)) == (1.79, 40.42)
+  low, high = article_report.wilson_interval(0, 10)
+  assert low == 0.0 and round(100 * high, 2) == 27.75
+  values = [0.1 * v for v in (9, 3, 7, 1, 5, 8, 2, 10, 4, 6)]
+  assert article_report.median_interval(values) == (0.2, 0.9)  # x_(2), x_(9) of 10: 97.9 % coverage
+  assert article_report.median_interval(values[:6]) == (0.1, 0.9)  # x_(1), x_(6) of 6: 96.9 %
+  assert article_report.median_interval(values[:5]) is None  # 5 values cannot give 95 %
+
+
+def test_the_table_shows_the_distribution_and_flags_a_collapsed_run():
+  finals = [0.8744, 0.7534, 0.8677, 0.8743, 0.8656, 0.8676, 0.8590, 0.8557, 0.8358, 0.8546]
+  runs = [_run("lstm", "cpu_kernel", seed, acc) for seed, acc in enumerate(finals)]
+  (row,) = article_report.summary_rows(runs)
+  header = article_report.TABLE_HEADER
+  cells = dict(zip(header, row))
+  assert cells["test acc (mean ± sd)"] == "85.08 ± 3.61 %"
+  assert cells["mean's se"] == "1.14"  # 3.61 / sqrt(10)
+  assert cells["median (95 % CI)"] == "86.23 % (83.58–87.43)"
+  assert cells["collapsed (< 80 %, 95 % CI)"] == "1/10 (2–40 %)"
+  per_seed = cells["per seed (✗: collapsed)"].split(", ")
+  assert per_seed[:3] == ["0: 87.44", "1: 75.34 ✗", "2: 86.77"] and len(per_seed) == 10
+  seed_rows = article_report.seed_rows(runs)
+  assert seed_rows[1] == ["lstm", "cpu_kernel", 1, "75.34 / 75.34", "75.34 %", "✗"]
+  assert seed_rows[0][-1] == ""
+  markdown = article_report.markdown(runs)
+  assert markdown.count("| lstm | cpu_kernel |") == 11  # the summary row and one row per run
