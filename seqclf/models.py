@@ -73,6 +73,7 @@ class SequenceClassifier(nn.Module):
   num_classes: int = 2
   engine: str = "auto"
   matmul_precision: str = "float32"  # of the LSTM's recurrent matmul, see seqclf.lstm.lstm
+  recurrent_activation: str = "sigmoid"  # the LSTM's gates; "hard_sigmoid" is Keras 1's (the article's)
   freeze_embedding: bool = False  # keep (pretrained) embedding vectors as they are
   word_dropout: float = 0.0  # drops whole vocabulary rows per batch (Keras 1 Embedding dropout)
   embedding_dropout: float = 0.0  # elementwise Dropout layer after the embedding
@@ -130,6 +131,7 @@ class SequenceClassifier(nn.Module):
         input_dropout=self.lstm_input_dropout,
         recurrent_dropout=self.lstm_recurrent_dropout,
         matmul_precision=self.matmul_precision,
+        recurrent_activation=self.recurrent_activation,
         name=name,
       )
 

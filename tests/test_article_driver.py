@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from seqclf.benchmarks import article_report
+from seqclf.lstm import api
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -180,6 +181,12 @@ BAD_INPUTS = [
   ("too many buckets", ["--config.num_buckets=9"], "num_buckets"),
   ("a step too large for memory", ["--config.batch_size=4000000", "--config.maxlen=100000"], "GiB"),
   ("peers with bucketing", ["--peers=torch", "--bucketing"], "fixed-length"),
+  ("peers_only without peers", ["--peers_only"], "--peers_only trains the --peers only"),
+  (
+    "unknown gate activation",
+    ["--config.model.recurrent_activation=relu"],
+    "unknown recurrent_activation 'relu'",
+  ),
 ]
 
 
@@ -274,6 +281,43 @@ def test_three_seeds_show_the_spread_and_every_line_says_which_run(tiny_args, tm
   assert "mean ± sample standard deviation" in result.stdout
 
 
+def test_the_article_s_gates_train_with_an_engine_that_has_them(tiny_args, tmp_path):
+  """hard_sigmoid gates: auto resolves past the C++ kernel (sigmoid only) to an engine that has them."""
+  workdir = tmp_path / "work"
+  args = ["--variants=lstm", "--epochs=1", "--config.model.recurrent_activation=hard_sigmoid"]
+  result = run_article(*tiny_args, *args, f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["meta"]["config"]["model"]["recurrent_activation"] == "hard_sigmoid"
+  (run,) = results["runs"]
+  assert api.ENGINES[run["engine"]].recurrent_activations  # fused on CPU
+  refused = run_article(*tiny_args, *args, "--engine=cpu_kernel", f"--workdir={tmp_path / 'refused'}")
+  assert refused.returncode == 2
+  assert (
+    "'cpu_kernel' has no recurrent_activation='hard_sigmoid'; use engine 'scan' or 'fused'" in refused.stderr
+  )
+
+
+def test_peers_only_trains_the_peers_and_no_seqclf_engine(tiny_args, tmp_path):
+  pytest.importorskip("torch")
+  workdir = tmp_path / "work"
+  result = run_article(
+    *tiny_args, "--variants=lstm", "--epochs=1", "--peers=torch", "--peers_only", f"--workdir={workdir}"
+  )
+  assert result.returncode == 0, result.stderr
+  assert [run["engine"] for run in json.loads((workdir / "results.json").read_text())["runs"]] == ["torch"]
+
+
+def test_the_article_faithful_config_is_the_article_with_keras_1s_gates_and_epsilon():
+  from configs import article, article_faithful
+
+  faithful, default = article_faithful.get_config(), article.get_config()
+  assert faithful.model.recurrent_activation == "hard_sigmoid" and faithful.adam_eps == 1e-8
+  assert default.model.recurrent_activation == "sigmoid" and default.adam_eps == 1e-7
+  faithful.model.recurrent_activation, faithful.adam_eps = "sigmoid", 1e-7
+  assert faithful.to_dict() == default.to_dict()  # nothing else differs
+
+
 def test_the_default_config_trains_three_seeds():
   from seqclf.configs import article
 
@@ -337,3 +381,33 @@ def test_a_rerun_keeps_the_runs_already_done_and_restart_starts_over(tiny_args, 
   restarted = run_article(*common, "--seeds=2", "--config.learning_rate=0.01", "--restart")
   assert restarted.returncode == 0, restarted.stderr
   assert [run["seed"] for run in json.loads((workdir / "results.json").read_text())["runs"]] == [2]
+
+
+def test_wilson_interval_and_median_interval_are_the_textbook_ones():
+  low, high = article_report.wilson_interval(1, 10)
+  assert (round(100 * low, 2), round(100 * high, 2)) == (1.79, 40.42)
+  low, high = article_report.wilson_interval(0, 10)
+  assert low == 0.0 and round(100 * high, 2) == 27.75
+  values = [0.1 * v for v in (9, 3, 7, 1, 5, 8, 2, 10, 4, 6)]
+  assert article_report.median_interval(values) == (0.2, 0.9)  # x_(2), x_(9) of 10: 97.9 % coverage
+  assert article_report.median_interval(values[:6]) == (0.1, 0.9)  # x_(1), x_(6) of 6: 96.9 %
+  assert article_report.median_interval(values[:5]) is None  # 5 values cannot give 95 %
+
+
+def test_the_table_shows_the_distribution_and_flags_a_collapsed_run():
+  finals = [0.8744, 0.7534, 0.8677, 0.8743, 0.8656, 0.8676, 0.8590, 0.8557, 0.8358, 0.8546]
+  runs = [_run("lstm", "cpu_kernel", seed, acc) for seed, acc in enumerate(finals)]
+  (row,) = article_report.summary_rows(runs)
+  header = article_report.TABLE_HEADER
+  cells = dict(zip(header, row))
+  assert cells["test acc (mean ± sd)"] == "85.08 ± 3.61 %"
+  assert cells["mean's se"] == "1.14"  # 3.61 / sqrt(10)
+  assert cells["median (95 % CI)"] == "86.23 % (83.58–87.43)"
+  assert cells["collapsed (< 80 %, 95 % CI)"] == "1/10 (2–40 %)"
+  per_seed = cells["per seed (✗: collapsed)"].split(", ")
+  assert per_seed[:3] == ["0: 87.44", "1: 75.34 ✗", "2: 86.77"] and len(per_seed) == 10
+  seed_rows = article_report.seed_rows(runs)
+  assert seed_rows[1] == ["lstm", "cpu_kernel", 1, "75.34 / 75.34", "75.34 %", "✗"]
+  assert seed_rows[0][-1] == ""
+  markdown = article_report.markdown(runs)
+  assert markdown.count("| lstm | cpu_kernel |") == 11  # the summary row and one row per run

@@ -10,7 +10,7 @@ import pytest
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM, api, init_params, lstm
+from seqclf.lstm import LSTM, api, hoisted, init_params, lstm, scan
 
 # f32 on CPU: engines differ from the reference only in summation order.
 RTOL, ATOL = 1e-5, 1e-5
@@ -305,3 +305,74 @@ def test_every_engine_entry_declares_capabilities_the_api_knows():
     assert engine.masks in ("any", "lengths", "none"), name
     assert set(engine.dtypes) <= set(api.FLOAT_DTYPES), name
     assert set(engine.platforms) <= {"cpu", "gpu", "tpu"}, name
+    assert set(engine.recurrent_activations) <= set(scan.RECURRENT_ACTIVATIONS), name
+
+
+HARD_SIGMOID_ENGINES = [
+  name for name, engine in api.ENGINES.items() if "hard_sigmoid" in engine.recurrent_activations
+]
+
+
+def test_hard_sigmoid_is_keras_1s_with_its_slope_inside_and_none_outside():
+  x = jnp.array([-4.0, -2.6, -1.0, 0.0, 1.5, 2.4, 2.6, 9.0])
+  np.testing.assert_allclose(scan.hard_sigmoid(x), np.clip(0.2 * np.asarray(x) + 0.5, 0, 1), rtol=1e-7)
+  slope = jax.vmap(jax.grad(scan.hard_sigmoid))(x)
+  np.testing.assert_allclose(slope, [0, 0, 0.2, 0.2, 0.2, 0.2, 0, 0], rtol=1e-6)
+  # The fast engines' backward takes the slope from the gate's output.
+  from_output = hoisted.GATE_DERIVATIVES["hard_sigmoid"](scan.hard_sigmoid(x))
+  np.testing.assert_allclose(from_output, slope, rtol=1e-6)
+
+
+def test_hard_sigmoid_gates_are_what_scan_computes_by_hand():
+  params, xs, (h0, c0), *_ = _inputs(2, 1, 3, 4)
+  p = jax.tree.map(np.asarray, params)
+  z = np.asarray(xs[:, 0]) @ p["kernel"] + np.asarray(h0) @ p["recurrent_kernel"] + p["bias"]
+  hard = lambda v: np.clip(0.2 * v + 0.5, 0, 1)
+  i, f, g, o = np.split(z, 4, axis=-1)
+  c = hard(f) * np.asarray(c0) + hard(i) * np.tanh(g)
+  h = hard(o) * np.tanh(c)
+  _, (h_ref, c_ref) = lstm(
+    params, xs, initial_state=(h0, c0), engine="scan", recurrent_activation="hard_sigmoid"
+  )
+  np.testing.assert_allclose(h_ref, h, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(c_ref, c, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", [e for e in HARD_SIGMOID_ENGINES if e != "scan"])
+@pytest.mark.parametrize("shape", SHAPES[:3])
+@pytest.mark.parametrize("with_mask_and_dropout", [False, True])
+def test_hard_sigmoid_engine_equals_scan(engine, shape, with_mask_and_dropout):
+  params, xs, state, mask, input_mask, recurrent_mask = _inputs(*shape)
+  # Larger pre-activations so that many gates sit in hard_sigmoid's flat parts, where the slope is 0.
+  params = jax.tree.map(lambda v: 3.0 * v, params)
+  kwargs = {"recurrent_activation": "hard_sigmoid"}
+  if with_mask_and_dropout:
+    kwargs.update(mask=mask, input_dropout_mask=input_mask, recurrent_dropout_mask=recurrent_mask)
+  expected_out = lstm(params, xs, initial_state=state, engine="scan", **kwargs)
+  sigmoid_out = lstm(
+    params, xs, initial_state=state, engine="scan", **{**kwargs, "recurrent_activation": "sigmoid"}
+  )
+  assert not np.allclose(expected_out[0], sigmoid_out[0], atol=1e-3)  # the option changes the cell
+  run = jax.jit(lambda p, x, st: lstm(p, x, initial_state=st, engine=engine, **kwargs))
+  _assert_close(run(params, xs, state), expected_out)
+  expected = _loss_and_grads("scan", params, xs, state, **kwargs)
+  _assert_close(_loss_and_grads(engine, params, xs, state, **kwargs), expected)
+
+
+def test_hard_sigmoid_is_refused_by_engines_without_it_and_unknown_activations_are_errors():
+  params, xs, *_ = _inputs(2, 3, 4, 5)
+  lacking = [name for name in api.ENGINES if name not in HARD_SIGMOID_ENGINES]
+  assert "scan" in HARD_SIGMOID_ENGINES and "fused" in HARD_SIGMOID_ENGINES and lacking
+  able = " or ".join(repr(name) for name in HARD_SIGMOID_ENGINES)
+  for name in lacking:
+    platform = api.ENGINES[name].platforms[0]
+    with pytest.raises(
+      ConfigError, match=f"'{name}' has no recurrent_activation='hard_sigmoid'; use engine {able}"
+    ):
+      api.check_engine(name, platform, recurrent_activation="hard_sigmoid")
+  with pytest.raises(
+    ConfigError, match="unknown recurrent_activation 'relu'; choose one of: sigmoid, hard_sigmoid"
+  ):
+    lstm(params, xs, engine="scan", recurrent_activation="relu")
+  # auto picks an engine that has it; the C++ kernel comes first for sigmoid gates only.
+  assert api.check_engine("auto", "cpu", recurrent_activation="hard_sigmoid") in HARD_SIGMOID_ENGINES

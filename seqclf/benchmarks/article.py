@@ -4,11 +4,14 @@ r"""Reproduces the tutorial's table: trains the variants on IMDB and reports s/e
   python -m seqclf.benchmarks.article --imdb=aclImdb_v1.tar.gz --seeds=0   # a local archive, the quick run
   python -m seqclf.benchmarks.article --variants=lstm,cnn_lstm --epochs=1 --seeds=1,2 --engine=scan \
       --config=article_tiny --config.batch_size=8
+  python -m seqclf.benchmarks.article --variants=lstm --seeds=0,1,2 --peers=keras --peers_only   # Keras 3 alone
 
 Each row is one variant trained with one engine (an LSTM engine of seqclf.lstm, or a peer framework:
 torch, keras) over the config's seeds: the mean final test accuracy ± its sample standard deviation over
-the seeds, whether the article's figure lies within that spread, and the median s/epoch over seeds and
-epochs. Writes ``WORKDIR/results.json`` (schema in WORKSPACE.md), ``WORKDIR/results.md`` (the printed
+the seeds, whether the article's figure lies within that spread, the median s/epoch over seeds and
+epochs, and the distribution over the seeds: the mean's standard error, the median, the collapse rate
+(final test accuracy under 80 %) with 95 % intervals, and each seed's accuracy, a collapsed run marked; a
+second table has every run's test accuracy per epoch. Writes ``WORKDIR/results.json`` (schema in WORKSPACE.md), ``WORKDIR/results.md`` (the printed
 table) and ``WORKDIR/vocab.json``; both result files are rewritten after every finished run, atomically.
 
 Run again with the same flags on the same ``--workdir`` (after a kill, say), it keeps the runs already in
@@ -83,6 +86,12 @@ _RESTART = flags.DEFINE_bool(
   "restart",
   False,
   "Train every run again, replacing the runs an earlier invocation left in WORKDIR/results.json.",
+)
+_PEERS_ONLY = flags.DEFINE_bool(
+  "peers_only",
+  False,
+  "Train only the --peers, no seqclf engine: each framework in its own process, e.g. for seed "
+  "distributions measured side by side.",
 )
 _TENSORBOARD = flags.DEFINE_bool(
   "tensorboard", True, "Write TensorBoard event files beside WORKDIR/logs/<run>/metrics.jsonl."
@@ -190,8 +199,16 @@ def main(argv):
   train.validate(config)
   variants = models.parse_variants(config.variants)
   seeds = parse_seeds(config.seeds)
-  engines = list(dict.fromkeys(check_engine(name.strip()) for name in config.model.engine.split(",")))
+  # Resolved for the model's gates: "auto" names the engine that trains them (the table's label).
+  gates = config.model.get("recurrent_activation", "sigmoid")
+  engines = list(
+    dict.fromkeys(
+      check_engine(name.strip(), recurrent_activation=gates) for name in config.model.engine.split(",")
+    )
+  )
   peer_names = peers.parse_peers(_PEERS.value)
+  if _PEERS_ONLY.value and not peer_names:
+    raise ConfigError("--peers_only trains the --peers only; name them, e.g. --peers=torch")
   # device_resident changes how the same fixed-length batches reach the steps (all on the device, no host
   # round trip per step), not what is learned: beside a peer it shows the kernel's epoch, not Python's.
   if peer_names and (config.mask or config.num_buckets):
@@ -229,15 +246,16 @@ def main(argv):
       "would have to agree on what to skip; pass --restart or another --workdir"
     )
   done = {(run["variant"], run["engine"], run["seed"]) for run in runs}
-  planned = [(v, e, s) for v in variants for e in [*engines, *peer_names] for s in seeds]
+  trained = [*([] if _PEERS_ONLY.value else engines), *peer_names]
+  planned = [(v, e, s) for v in variants for e in trained for s in seeds]
   if done & set(planned):
     print(
       f"keeping {len(done & set(planned))} run(s) already in {results_path} (--restart trains them again)"
     )
   progress = article_report.RunProgress(len([key for key in planned if key not in done]), config.epochs)
-  table = results.markdown_table(article_report.TABLE_HEADER, article_report.summary_rows(runs))
+  table = article_report.markdown(runs)
   for variant in variants:
-    for engine in [*engines, *peer_names]:
+    for engine in trained:
       model = None if engine in peers.PEERS else create_model(variant, engine, config)
       for seed in seeds:
         if (variant, engine, seed) in done:
@@ -245,7 +263,7 @@ def main(argv):
         faults.inject(faults.unit("article", variant, engine))
         record = train_one(model, variant, engine, seed, data, config, workdir if writer else None, progress)
         runs.append({"variant": variant, "engine": engine, **record})
-        table = results.markdown_table(article_report.table_header(runs), article_report.summary_rows(runs))
+        table = article_report.markdown(runs)
         if writer:
           results.write_json_atomic(
             results_path,
@@ -256,7 +274,8 @@ def main(argv):
   print(table, end="")
   training_s = time.perf_counter() - progress.start
   print(
-    f"\ntest acc: mean ± sample standard deviation over the seeds; training took {article_report.duration(training_s)}"
+    f"\ntest acc: mean ± sample standard deviation over the seeds (se: of the mean); median and "
+    f"collapse rate with 95 % intervals; training took {article_report.duration(training_s)}"
   )
   print(f"wrote {os.path.join(workdir, 'results.json')}")
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from seqclf import lowering
 from seqclf.errors import ConfigError
 from seqclf.lstm import auto_check, validation
+from seqclf.lstm.scan import RECURRENT_ACTIVATIONS
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -51,6 +52,9 @@ class Engine(NamedTuple):
   # Platforms where it runs only in an interpreter (a GPU kernel on a CPU: correct, and 100-1000x
   # slower): refused there unless $SEQCLF_INTERPRET=1 asks for it (`interpret_requested`).
   interpreted: tuple[str, ...] = ()
+  # The ``recurrent_activation`` values (gate activations, `scan.RECURRENT_ACTIVATIONS`) its ``lstm``
+  # takes as a keyword. Empty: it takes none and its gates are sigmoids ("sigmoid" the one value accepted).
+  recurrent_activations: tuple[str, ...] = ()
 
 
 # The environment variable that lets a GPU kernel engine run in its interpreter where there is no GPU
@@ -70,8 +74,18 @@ def runs_on(name: str, platform: str, cell: str = "lstm") -> bool:
 
 
 ENGINES = {
-  "scan": Engine("seqclf.lstm.scan", ("cpu", "gpu", "tpu"), "reference lax.scan cell, autodiff"),
-  "fused": Engine("seqclf.lstm.fused", ("cpu", "gpu", "tpu"), "hoisted projections + custom-VJP scan"),
+  "scan": Engine(
+    "seqclf.lstm.scan",
+    ("cpu", "gpu", "tpu"),
+    "reference lax.scan cell, autodiff",
+    recurrent_activations=tuple(RECURRENT_ACTIVATIONS),
+  ),
+  "fused": Engine(
+    "seqclf.lstm.fused",
+    ("cpu", "gpu", "tpu"),
+    "hoisted projections + custom-VJP scan",
+    recurrent_activations=tuple(RECURRENT_ACTIVATIONS),
+  ),
   "cpu_kernel": Engine(
     "seqclf.lstm.cpu_kernel",
     ("cpu",),
@@ -202,6 +216,7 @@ def _refusals(
   recurrent_dropout: bool,
   dtypes: tuple[str, ...],
   matmul_precision: str,
+  recurrent_activation: str,
 ) -> list[str]:
   """What engine ``name`` cannot do of what a call asks, each as the tail of an error line."""
   engine = CELLS[cell][0][name]
@@ -221,6 +236,8 @@ def _refusals(
       refusals.append(f"computes in {', '.join(engine.dtypes)}, not {dtype}")
   if matmul_precision not in (engine.matmul_precisions or ("float32",)):
     refusals.append(f"has no matmul_precision={matmul_precision!r}")
+  if recurrent_activation not in (engine.recurrent_activations or ("sigmoid",)):
+    refusals.append(f"has no recurrent_activation={recurrent_activation!r}")
   return refusals
 
 
@@ -251,6 +268,7 @@ def check_engine(
   dtypes=(),
   matmul_precision: str = "float32",
   cell: str = "lstm",
+  recurrent_activation: str = "sigmoid",
 ) -> str:
   """The concrete engine that runs a call, after holding the call against the engine's capabilities.
 
@@ -261,7 +279,7 @@ def check_engine(
     masks: None, "mask" (an arbitrary [B, T] mask) or "lengths" (right padding).
     input_dropout, recurrent_dropout: whether the call passes those masks.
     dtypes: the dtypes (anything `jnp.dtype` takes) of the parameters, inputs and initial state.
-    matmul_precision: see `lstm`.
+    matmul_precision, recurrent_activation: see `lstm`.
     cell: "lstm" or "gru": whose engines (`CELLS`) the call is held against.
 
   Returns:
@@ -270,6 +288,10 @@ def check_engine(
   Raises:
     ConfigError: one line naming what the engine cannot do and the engines that can.
   """
+  if recurrent_activation not in RECURRENT_ACTIVATIONS:
+    raise ConfigError(
+      f"unknown recurrent_activation {recurrent_activation!r}; choose one of: {', '.join(RECURRENT_ACTIVATIONS)}"
+    )
   platform = platform or lowering.target_platform()
   engines, auto = CELLS[cell]
   label = cell.upper()
@@ -280,6 +302,7 @@ def check_engine(
     recurrent_dropout=recurrent_dropout,
     dtypes=tuple(dict.fromkeys(jnp.dtype(d).name for d in dtypes)),
     matmul_precision=matmul_precision,
+    recurrent_activation=recurrent_activation,
   )
   if name == "auto":
     able = _engines_that_can(platform, **request)
@@ -354,6 +377,7 @@ def lstm(
   recurrent_dropout_mask=None,
   engine: str = "auto",
   matmul_precision: str = "float32",
+  recurrent_activation: str = "sigmoid",
 ):
   """Runs an LSTM layer over a batch of sequences.
 
@@ -372,6 +396,9 @@ def lstm(
     matmul_precision: the products of the recurrent matmul: "float32" (default), or another value of
       ``jax.default_matmul_precision`` that the engine lists in its ``matmul_precisions`` (say pallas'
       "bfloat16"). The state and the gate arithmetic stay in the inputs' dtype.
+    recurrent_activation: the input, forget and output gates' activation (Keras' name): "sigmoid"
+      (default) or "hard_sigmoid" (Keras 1's clip(0.2 x + 0.5, 0, 1), the article's), for engines that
+      list it in their ``recurrent_activations``.
 
   Returns:
     ``(outputs, (h, c))``: outputs [B, T, H] and the final state, each [B, H].
@@ -400,6 +427,7 @@ def lstm(
     recurrent_dropout=recurrent_dropout_mask is not None,
     dtypes=[jnp.result_type(a) for a in arrays],
     matmul_precision=matmul_precision,
+    recurrent_activation=recurrent_activation,
   )
   if engine == "auto":
     name = _checked_on_gpu(name, hidden, matmul_precision)
@@ -415,6 +443,8 @@ def lstm(
   if recurrent_dropout_mask is None:
     recurrent_dropout_mask = jnp.ones((batch, hidden), dtype)
   options = {"matmul_precision": matmul_precision} if ENGINES[name].matmul_precisions else {}
+  if ENGINES[name].recurrent_activations:
+    options["recurrent_activation"] = recurrent_activation
   run = importlib.import_module(ENGINES[name].module).lstm
   return run(
     params, xs, h0, c0, jnp.asarray(mask, bool), input_dropout_mask, recurrent_dropout_mask, **options

@@ -7,6 +7,8 @@ the activated gates instead of re-deriving them and leaves every weight gradient
 the loop. Without a gradient (evaluation, prediction) it runs the reference cell.
 """
 
+import functools
+
 from seqclf.lstm import hoisted, scan
 
 # Steps per loop iteration. On CPU unrolling measured slower (B=64, T=500, H=100: 1 step 46-67 ms,
@@ -16,5 +18,24 @@ UNROLL = 1
 
 # Without a gradient the reference cell is the fastest forward on CPU (B=64, T=500, H=100: 50 ms against
 # 132 ms for the hoisted forward, whose [T*B, 32] x [32, 400] projection XLA's CPU matmul runs poorly).
-RECURRENCE = hoisted.scan_recurrence(scan.matmul, unroll=UNROLL, inference=scan.lstm)
-lstm = hoisted.make_lstm(RECURRENCE)
+# One custom-VJP LSTM per gate activation of `scan.RECURRENT_ACTIVATIONS`.
+_LSTMS = {
+  name: hoisted.make_lstm(
+    hoisted.scan_recurrence(
+      scan.matmul,
+      unroll=UNROLL,
+      inference=functools.partial(scan.lstm, recurrent_activation=name),
+      recurrent_activation=name,
+    )
+  )
+  for name in scan.RECURRENT_ACTIVATIONS
+}
+
+
+def lstm(
+  params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, recurrent_activation="sigmoid"
+):
+  """The engine signature of `seqclf.lstm.api`, with the gates' ``recurrent_activation``."""
+  return _LSTMS[recurrent_activation](
+    params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask
+  )

@@ -84,7 +84,7 @@ def gru(
     gates=GATES,
     cell="gru",
     initial_state=None if initial_state is None else (initial_state,),
-    state_names=("initial_state",),
+    state_names=("h0",),
     mask=mask,
     lengths=lengths,
     input_dropout_mask=input_dropout_mask,

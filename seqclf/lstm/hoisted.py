@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from seqclf import lowering
-from seqclf.lstm.scan import matmul
+from seqclf.lstm.scan import RECURRENT_ACTIVATIONS, matmul
 
 
 class Recurrence(NamedTuple):
@@ -30,7 +30,7 @@ class Recurrence(NamedTuple):
     xw [T, B, 4H] (input projection plus bias), step_mask [T, B] bool, h0, c0 and
     recurrent_dropout_mask [B, H].
     Returns hs, cs [T, B, H] (state after each step) and gates [T, B, 4H]: the activated gates
-    (sigmoid i, sigmoid f, tanh g, sigmoid o) of each step, which the backward loop needs.
+    (i, f and o through the recurrent activation, tanh g) of each step, which the backward loop needs.
   backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last)
       -> (dz, dh0, dc0)
     dhs [T, B, H] is the cotangent of the outputs; dh_last/dc_last of the final state. Returns the
@@ -46,7 +46,15 @@ class Recurrence(NamedTuple):
   inference: Callable | None = None
 
 
-def lstm_cell_backward(dh, dc, gates, c_prev, c):
+# The derivative of each of `scan.RECURRENT_ACTIVATIONS` from its output y, as the backward loops hold the
+# activated gates: sigmoid' = y (1 - y); hard_sigmoid' = 0.2 where it is not clipped (0 < y < 1), else 0.
+GATE_DERIVATIVES = {
+  "sigmoid": lambda y: y * (1.0 - y),
+  "hard_sigmoid": lambda y: jnp.where((y > 0.0) & (y < 1.0), 0.2, 0.0).astype(y.dtype),
+}
+
+
+def lstm_cell_backward(dh, dc, gates, c_prev, c, recurrent_activation="sigmoid"):
   """Gradients through one unmasked LSTM step, given the cotangents ``dh``, ``dc`` of its new state.
 
   Returns (dz, dc_prev): the pre-activation gate gradients [B, 4H] and the cotangent of the previous cell
@@ -54,14 +62,15 @@ def lstm_cell_backward(dh, dc, gates, c_prev, c):
   the caller so that a kernel can fuse the product into its own loop.
   """
   i, f, g, o = jnp.split(gates, 4, axis=-1)
+  derivative = GATE_DERIVATIVES[recurrent_activation]
   tanh_c = jnp.tanh(c)
   dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
   dz = jnp.concatenate(
     [
-      dc * g * i * (1.0 - i),
-      dc * c_prev * f * (1.0 - f),
+      dc * g * derivative(i),
+      dc * c_prev * derivative(f),
       dc * i * (1.0 - g * g),
-      dh * tanh_c * o * (1.0 - o),
+      dh * tanh_c * derivative(o),
     ],
     axis=-1,
   )
@@ -69,7 +78,12 @@ def lstm_cell_backward(dh, dc, gates, c_prev, c):
 
 
 def scan_recurrence(
-  product: Callable = matmul, *, state_dtype=None, unroll: int = 1, inference: Callable | None = None
+  product: Callable = matmul,
+  *,
+  state_dtype=None,
+  unroll: int = 1,
+  inference: Callable | None = None,
+  recurrent_activation: str = "sigmoid",
 ) -> Recurrence:
   """The recurrence as two plain `lax.scan`s over packed [B, 4H] gates: `fused`'s loop and every kernel's
   reference.
@@ -77,8 +91,11 @@ def scan_recurrence(
   ``product(a, b)`` is the step's recurrent matmul, so a reference can round its operands as its kernel
   does; ``state_dtype`` (say float32 for kernels that keep float32 state whatever the inputs) is the dtype
   the loops compute in, the results being cast back to the inputs' dtypes; None keeps the inputs' dtypes.
+  ``recurrent_activation`` names the input, forget and output gates' activation in
+  `scan.RECURRENT_ACTIVATIONS`.
   """
   cast = (lambda x: x) if state_dtype is None else (lambda x: x.astype(state_dtype))
+  gate = RECURRENT_ACTIVATIONS[recurrent_activation]
 
   def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
     recurrent_mask = cast(recurrent_dropout_mask)
@@ -88,7 +105,7 @@ def scan_recurrence(
       xw_t, keep = inputs
       z = cast(xw_t) + product(h * recurrent_mask, recurrent_kernel)
       i, f, g, o = jnp.split(z, 4, axis=-1)
-      i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+      i, f, g, o = gate(i), gate(f), jnp.tanh(g), gate(o)
       keep = keep[:, None]
       c_new = jnp.where(keep, f * c + i * g, c)
       h_new = jnp.where(keep, o * jnp.tanh(c_new), h)
@@ -106,7 +123,7 @@ def scan_recurrence(
       dh_next, dc_next = carry
       dh_out, gates_t, c_prev, c_t, keep = inputs
       dh = dh_next + dh_out
-      dz, dc_prev = lstm_cell_backward(dh, dc_next, gates_t, c_prev, c_t)
+      dz, dc_prev = lstm_cell_backward(dh, dc_next, gates_t, c_prev, c_t, recurrent_activation)
       keep = keep[:, None]
       dz = jnp.where(keep, dz, 0.0)
       # A masked step passed the state through unchanged, so its cotangents pass through too.

@@ -26,11 +26,13 @@ class LSTM(nn.Module):
     input_dropout: rate of Keras' ``dropout``: one input mask per sequence, reused at every step.
     recurrent_dropout: rate of Keras' ``recurrent_dropout``: one mask on ``h`` per sequence.
     matmul_precision: of the recurrent matmul, see `seqclf.lstm.api.lstm`.
+    recurrent_activation: of the input, forget and output gates, "sigmoid" or "hard_sigmoid" (Keras 1's,
+      the article's), see `seqclf.lstm.api.lstm`.
 
   Dropout needs the ``"dropout"`` RNG when ``deterministic=False``. Parameters are named as in
   `seqclf.lstm.api` (``kernel``, ``recurrent_kernel``, ``bias``), so ``variables["params"]`` of this module
-  can be passed to `seqclf.lstm.lstm` directly. An engine that cannot honour the layer's dropout or
-  precision is refused when the layer is built (initialised or applied), not at the first training step.
+  can be passed to `seqclf.lstm.lstm` directly. An engine that cannot honour the layer's dropout,
+  precision or gate activation is refused when the layer is built (initialised or applied), not at the first training step.
   """
 
   features: int
@@ -38,6 +40,7 @@ class LSTM(nn.Module):
   input_dropout: float = 0.0
   recurrent_dropout: float = 0.0
   matmul_precision: str = "float32"
+  recurrent_activation: str = "sigmoid"
 
   @nn.compact
   def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
@@ -70,6 +73,7 @@ class LSTM(nn.Module):
       recurrent_dropout=self.recurrent_dropout,
       engine=self.engine,
       matmul_precision=self.matmul_precision,
+      recurrent_activation=self.recurrent_activation,
       next_key=None if deterministic else lambda: self.make_rng("dropout"),
     )
 

@@ -31,6 +31,8 @@ class LSTM(nnx.Module):
     input_dropout: rate of Keras' ``dropout``: one input mask per sequence, reused at every step.
     recurrent_dropout: rate of Keras' ``recurrent_dropout``: one mask on ``h`` per sequence.
     matmul_precision: of the recurrent matmul, see `seqclf.lstm.api.lstm`.
+    recurrent_activation: of the input, forget and output gates, "sigmoid" or "hard_sigmoid" (Keras 1's,
+      the article's), see `seqclf.lstm.api.lstm`.
     deterministic: no dropout (``model.eval()`` sets it, ``model.train()`` clears it).
     rngs: ``params`` initialises the weights; ``dropout`` (forked here) draws the dropout masks.
 
@@ -46,6 +48,7 @@ class LSTM(nnx.Module):
     input_dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
     matmul_precision: str = "float32",
+    recurrent_activation: str = "sigmoid",
     deterministic: bool = False,
     rngs: nnx.Rngs,
   ):
@@ -58,6 +61,7 @@ class LSTM(nnx.Module):
     self.input_dropout = input_dropout
     self.recurrent_dropout = recurrent_dropout
     self.matmul_precision = matmul_precision
+    self.recurrent_activation = recurrent_activation
     self.deterministic = deterministic
     self.rngs = rngs.dropout.fork() if input_dropout > 0 or recurrent_dropout > 0 else nnx.data(None)
 
@@ -91,6 +95,7 @@ class LSTM(nnx.Module):
       recurrent_dropout=self.recurrent_dropout,
       engine=self.engine,
       matmul_precision=self.matmul_precision,
+      recurrent_activation=self.recurrent_activation,
       next_key=None if deterministic else stream,
     )
 

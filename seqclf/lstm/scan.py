@@ -20,7 +20,20 @@ import jax.numpy as jnp
 matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
 
 
-def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+def hard_sigmoid(x):
+  """Keras 1's ``hard_sigmoid``, the article's gate activation: clip(0.2 x + 0.5, 0, 1), slope 0.2 on
+  (-2.5, 2.5) and flat outside (unlike ``jax.nn.hard_sigmoid`` and Keras 3's, whose slope is 1/6)."""
+  return jnp.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
+# The activations of the input, forget and output gates (``recurrent_activation`` of `seqclf.lstm.lstm`,
+# Keras' name); the cell candidate and the output always use tanh.
+RECURRENT_ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "hard_sigmoid": hard_sigmoid}
+
+
+def lstm(
+  params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, recurrent_activation="sigmoid"
+):
   """Runs the LSTM over ``xs`` [B, T, E]; see `seqclf.lstm.api.lstm` for the contract.
 
   All arguments are arrays here (the api fills in the optional ones). ``step_mask`` [B, T] is boolean;
@@ -31,14 +44,15 @@ def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_ma
   input_dropout_mask = jax.lax.stop_gradient(input_dropout_mask)
   recurrent_dropout_mask = jax.lax.stop_gradient(recurrent_dropout_mask)
   xs = xs * input_dropout_mask[:, None, :]
+  gate = RECURRENT_ACTIVATIONS[recurrent_activation]
 
   def step(carry, inputs):
     h, c = carry
     x_t, keep = inputs
     z = matmul(x_t, kernel) + matmul(h * recurrent_dropout_mask, recurrent_kernel) + bias
     i, f, g, o = jnp.split(z, 4, axis=-1)
-    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+    c_new = gate(f) * c + gate(i) * jnp.tanh(g)
+    h_new = gate(o) * jnp.tanh(c_new)
     keep = keep[:, None]
     h_new = jnp.where(keep, h_new, h)
     c_new = jnp.where(keep, c_new, c)

@@ -30,9 +30,10 @@ def run_lstm(
   recurrent_dropout: float,
   engine: str,
   matmul_precision: str,
+  recurrent_activation: str = "sigmoid",
   next_key=None,
 ):
-  """One LSTM layer's call: the engine checked against the layer's dropout and precision, then
+  """One LSTM layer's call: the engine checked against the layer's dropout, precision and gate activation, then
   `seqclf.lstm.api.lstm` with dropout masks drawn from ``next_key()`` (a key per mask, input mask
   first), or none when ``next_key`` is None (deterministic)."""
   validation.check_inputs(params, xs, gates=4, mask=mask, lengths=lengths)
@@ -41,6 +42,7 @@ def run_lstm(
     input_dropout=input_dropout > 0,
     recurrent_dropout=recurrent_dropout > 0,
     matmul_precision=matmul_precision,
+    recurrent_activation=recurrent_activation,
   )
   batch, _, input_size = xs.shape
   input_mask = recurrent_mask = None
@@ -57,6 +59,7 @@ def run_lstm(
     recurrent_dropout_mask=recurrent_mask,
     engine=engine,
     matmul_precision=matmul_precision,
+    recurrent_activation=recurrent_activation,
   )
 
 
