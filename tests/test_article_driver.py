@@ -91,8 +91,9 @@ def test_several_engines_train_side_by_side(tiny_args, tmp_path):
   # Same initialisation and data order, the same model: the engines' first-epoch losses agree closely.
   losses = [r["epochs"][0]["train_loss"] for r in runs]
   assert max(losses) - min(losses) < 1e-3
-  rows = [line for line in (workdir / "results.md").read_text().splitlines() if line.startswith("| lstm")]
-  assert rows[0].split("|")[9].strip() == "–"  # the first engine is the reference
+  summary = (workdir / "results.md").read_text().split("\n\n")[0]  # then the per-run table
+  rows = [line for line in summary.splitlines() if line.startswith("| lstm")]
+  assert len(rows) == 3 and rows[0].split("|")[9].strip() == "–"  # the first engine is the reference
   assert all(row.split("|")[9].strip().endswith("x") for row in rows[1:])
 
 
@@ -163,7 +164,7 @@ BAD_INPUTS = [
   (
     "a GRU on an LSTM-only engine",
     ["--variants=gru", "--engine=pallas"],
-    "runs a GRU, which engine 'pallas' lacks",
+    "unknown GRU engine 'pallas' (it has no GRU; it runs LSTM)",
   ),
   ("unknown engine", ["--engine=warp"], "unknown LSTM engine 'warp'"),
   ("zero batch size", ["--config.batch_size=0"], "batch_size"),
@@ -275,7 +276,8 @@ def test_three_seeds_show_the_spread_and_every_line_says_which_run(tiny_args, tm
     "run 2/3",
     "run 3/3",
   ]
-  (row,) = [line for line in (workdir / "results.md").read_text().splitlines() if line.startswith("| lstm")]
+  summary = (workdir / "results.md").read_text().split("\n\n")[0]  # then the per-run table
+  (row,) = [line for line in summary.splitlines() if line.startswith("| lstm")]
   cells = [cell.strip() for cell in row.split("|")[1:-1]]
   assert "±" in cells[4] and cells[5] == "3" and cells[7] in ("yes", "no")
   assert "mean ± sample standard deviation" in result.stdout
@@ -309,7 +311,7 @@ def test_peers_only_trains_the_peers_and_no_seqclf_engine(tiny_args, tmp_path):
 
 
 def test_the_article_faithful_config_is_the_article_with_keras_1s_gates_and_epsilon():
-  from configs import article, article_faithful
+  from seqclf.configs import article, article_faithful
 
   faithful, default = article_faithful.get_config(), article.get_config()
   assert faithful.model.recurrent_activation == "hard_sigmoid" and faithful.adam_eps == 1e-8

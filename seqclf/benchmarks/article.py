@@ -196,8 +196,11 @@ def main(argv):
   configs.apply_shortcuts(config, _SHORTCUTS)
   if _BUCKETING.value and not config.num_buckets:
     config.num_buckets = DEFAULT_BUCKETS
-  train.validate(config)
   variants = models.parse_variants(config.variants)
+  cells = {models.VARIANTS[variant].get("cell", "lstm") for variant in variants}
+  for cell in sorted(cells - {"lstm"}):  # first: a GRU variant's engines are the GRU's, named as such
+    models.check_fields({"engine": config.model.engine, "cell": cell})
+  train.validate(config)
   seeds = parse_seeds(config.seeds)
   # Resolved for the model's gates: "auto" names the engine that trains them (the table's label).
   gates = config.model.get("recurrent_activation", "sigmoid")
