@@ -25,6 +25,7 @@ DRIVERS = {
   "seqclf.benchmarks.scaling",
   "seqclf.benchmarks.mosaic_sweep",
   "seqclf.benchmarks.compare.__main__",
+  "seqclf.benchmarks.merge_results",
 }
 # Modules that import an optional framework at the top (extra ``peers``).
 OPTIONAL = {"seqclf.benchmarks.peers.torch_models": "torch", "seqclf.benchmarks.peers.keras_models": "keras"}
@@ -130,10 +131,12 @@ print(json.dumps({"flags": sorted(set(flags.FLAGS) - defined), "environ": change
 
 def test_importing_the_library_defines_no_flag_and_changes_no_environment():
   modules = [name for name in all_modules() if name not in DRIVERS]
+  # One clean environment for both probes: another test may have set, say, KERAS_BACKEND in this process.
+  env = {"PATH": "/usr/bin:/bin", "HOME": str(pathlib.Path.home()), "JAX_PLATFORMS": "cpu"}
   missing = [
     name
     for name, package in OPTIONAL.items()
-    if subprocess.run([sys.executable, "-c", f"import {package}"], capture_output=True).returncode
+    if subprocess.run([sys.executable, "-c", f"import {package}"], capture_output=True, env=env).returncode
   ]
   modules = [name for name in modules if name not in missing]
   result = subprocess.run(
@@ -142,7 +145,7 @@ def test_importing_the_library_defines_no_flag_and_changes_no_environment():
     capture_output=True,
     text=True,
     timeout=600,
-    env={"PATH": "/usr/bin:/bin", "HOME": str(pathlib.Path.home()), "JAX_PLATFORMS": "cpu"},
+    env=env,
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads(result.stdout.strip().splitlines()[-1]) == {"flags": [], "environ": []}

@@ -54,7 +54,7 @@ def test_the_driver_writes_every_shape_and_engine_against_scan(tmp_path):
   refused = [run for run in written["runs"] if "error" in run]
   assert [(r["engine"], r["batch"]) for r in refused] == [("cudnn", 2), ("cudnn", 4)]
   assert "needs a GPU and this process runs on cpu" in refused[0]["error"]
-  assert "ERROR lstm_engines cudnn B2 T3 H4: ConfigError" in result.stderr
+  assert "ERROR lstm_engines cudnn B2 T3 H4: ConfigError" in result.stdout
   runs = [run for run in written["runs"] if "error" not in run]
   # scan is always measured: every ratio is against it, in the same process.
   assert sorted((r["engine"], r["mode"], r["batch"]) for r in runs) == sorted(

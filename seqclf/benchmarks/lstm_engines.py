@@ -13,11 +13,11 @@ the article driver); peers are other frameworks (``torch``), timed in the same p
 Reports ms per call, achieved TFLOP/s (matmul FLOPs of the LSTM: 2·B·T·(E+H)·4H forward, three times that
 for forward+backward) and speed-up against `scan` measured in the same process, and writes
 ``WORKDIR/lstm_engines.json`` and ``.md`` after every shape. An engine that refuses a shape or fails on it
-is a row with the reason (and a line on stderr starting ``ERROR``), and the sweep goes on. Pallas runs only on GPU here: its CPU interpret mode is for tests.
+is a row with the reason (and a line starting ``ERROR``), and the sweep goes on; a sweep that timed
+nothing ends with one ``error:`` line and exit code 2. Pallas runs only on GPU here: its CPU interpret mode is for tests.
 """
 
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -236,9 +236,8 @@ def main(argv):
       rows.append(
         [name if cell == "lstm" else f"{cell}/{name}", "–", b, t, h, "–", "–", "–", "–", "–", reason]
       )
-      print(
-        f"ERROR {faults.unit('lstm_engines', name, f'B{b}', f'T{t}', f'H{h}')}: {reason}", file=sys.stderr
-      )
+      # On stdout with the table: stderr keeps to the one `error:` line of a sweep that timed nothing.
+      print(f"ERROR {faults.unit('lstm_engines', name, f'B{b}', f'T{t}', f'H{h}')}: {reason}")
     print(results.markdown_table(HEADER, rows[-(2 * len(timings) + len(failures)) :]), flush=True)
     # Both files after every shape: a later shape that hangs or kills the process loses only itself.
     results.write_json_atomic(
@@ -248,6 +247,8 @@ def main(argv):
       os.path.join(_WORKDIR.value, "lstm_engines.md"), results.markdown_table(HEADER, rows)
     )
   print(f"wrote {path}")
+  if runs and all("error" in run for run in runs):  # nothing was timed: the request itself is wrong
+    raise ConfigError(f"no engine could be timed at any shape; the first: {runs[0]['error']}")
 
 
 def _reason(error: Exception) -> str:
