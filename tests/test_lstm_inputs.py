@@ -336,7 +336,14 @@ def test_a_gpu_engine_on_a_cpu_is_one_line_naming_the_gpu_and_the_cpu_engines(en
   assert "scan, fused, cpu_kernel" in str(error.value)
   assert (api.INTERPRET_ENV in str(error.value)) == (engine != "cudnn")
   assert engine not in api._engines_that_can(
-    "cpu", masks=None, input_dropout=False, recurrent_dropout=False, dtypes=(), matmul_precision="float32"
+    "cpu",
+    cell="lstm",
+    masks=None,
+    input_dropout=False,
+    recurrent_dropout=False,
+    dtypes=(),
+    matmul_precision="float32",
+    recurrent_activation="sigmoid",
   )
 
 

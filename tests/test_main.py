@@ -231,7 +231,7 @@ MAIN_BAD_INPUTS = [
     ["--config=seqclf/configs/tiny.py", "--variant=lstm", "--config.variant=cnn_lstm"],
     "--variant and --config.variant",
   ),
-  ("unknown variant", ["--config=seqclf/configs/tiny.py", "--variant=gru"], "gru"),
+  ("unknown variant", ["--config=seqclf/configs/tiny.py", "--variant=rnn"], "rnn"),
   ("integer flag that is not a number", ["--config=seqclf/configs/tiny.py", "--seed=one"], "seed"),
   ("negative seed", ["--config=seqclf/configs/tiny.py", "--seed=-1"], "--seed takes integers from 0 to"),
   (

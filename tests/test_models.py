@@ -68,8 +68,8 @@ def test_multiclass_gives_one_logit_per_class():
 
 
 def test_unknown_variant_and_field_are_config_errors():
-  with pytest.raises(ConfigError, match="unknown variant 'gru'"):
-    models.create("gru")
+  with pytest.raises(ConfigError, match="unknown variant 'rnn'"):
+    models.create("rnn")
   with pytest.raises(ConfigError, match="unknown model field"):
     models.create("lstm", hidden=3)
   with pytest.raises(ConfigError, match="unknown variant 'x'"):

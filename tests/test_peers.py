@@ -114,8 +114,8 @@ def test_unknown_names_are_config_errors():
   data, config = tiny_setup()
   with pytest.raises(ConfigError, match="unknown peer 'mxnet'; choose from: torch, keras"):
     peers.fit_peer("mxnet", "lstm", data, config, seed=0)
-  with pytest.raises(ConfigError, match="unknown variant 'gru'"):
-    peers.fit_peer("torch", "gru", data, config, seed=0)
+  with pytest.raises(ConfigError, match="unknown variant 'rnn'"):
+    peers.fit_peer("torch", "rnn", data, config, seed=0)
   with pytest.raises(ConfigError, match="unknown peer 'tf'"):
     peers.parse_peers("torch, tf")
   assert peers.parse_peers("torch, keras") == ["torch", "keras"] and peers.parse_peers("") == []
