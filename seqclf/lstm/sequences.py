@@ -19,6 +19,18 @@ def dropout_mask(key, rate: float, shape, dtype):
   return keep.astype(dtype) / (1.0 - rate)
 
 
+def _sequence_dropout_masks(xs, features: int, input_dropout: float, recurrent_dropout: float, next_key):
+  """The per-sequence input [B, E] and recurrent [B, H] dropout masks of one layer call (input first, each
+  None when its rate is 0 or no ``next_key`` is given), as both cells' engines take them."""
+  batch, _, input_size = xs.shape
+  input_mask = recurrent_mask = None
+  if next_key is not None and input_dropout > 0:
+    input_mask = dropout_mask(next_key(), input_dropout, (batch, input_size), xs.dtype)
+  if next_key is not None and recurrent_dropout > 0:
+    recurrent_mask = dropout_mask(next_key(), recurrent_dropout, (batch, features), xs.dtype)
+  return input_mask, recurrent_mask
+
+
 def run_lstm(
   params,
   xs,
@@ -44,12 +56,9 @@ def run_lstm(
     matmul_precision=matmul_precision,
     recurrent_activation=recurrent_activation,
   )
-  batch, _, input_size = xs.shape
-  input_mask = recurrent_mask = None
-  if next_key is not None and input_dropout > 0:
-    input_mask = dropout_mask(next_key(), input_dropout, (batch, input_size), xs.dtype)
-  if next_key is not None and recurrent_dropout > 0:
-    recurrent_mask = dropout_mask(next_key(), recurrent_dropout, (batch, features), xs.dtype)
+  input_mask, recurrent_mask = _sequence_dropout_masks(
+    xs, features, input_dropout, recurrent_dropout, next_key
+  )
   return api.lstm(
     params,
     xs,
@@ -131,12 +140,9 @@ def run_gru(
   api.check_engine(
     engine, input_dropout=input_dropout > 0, recurrent_dropout=recurrent_dropout > 0, cell="gru"
   )
-  batch, _, input_size = xs.shape
-  input_mask = recurrent_mask = None
-  if next_key is not None and input_dropout > 0:
-    input_mask = dropout_mask(next_key(), input_dropout, (batch, input_size), xs.dtype)
-  if next_key is not None and recurrent_dropout > 0:
-    recurrent_mask = dropout_mask(next_key(), recurrent_dropout, (batch, features), xs.dtype)
+  input_mask, recurrent_mask = _sequence_dropout_masks(
+    xs, features, input_dropout, recurrent_dropout, next_key
+  )
   return gru_api.gru(
     params,
     xs,
