@@ -239,11 +239,12 @@ class TorchTrainer:
 
 
 def create_trainer(variant: str, config, *, seed: int) -> TorchTrainer:
-  """Seeds torch, uses CUDA if present, else every CPU core with denormals flushed to zero."""
+  """Seeds torch, uses CUDA if present, else every core it may run on with denormals flushed to zero."""
   torch.manual_seed(seed)
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   if device.type == "cpu":
-    torch.set_num_threads(os.cpu_count())
+    # The cores this process may run on, as for the cpu_kernel engine: `taskset` narrows both alike.
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     # As XLA's CPU backend runs (flush-to-zero): without it the LSTM's backward pass meets denormal
     # numbers and a full epoch took 267-306 s instead of ~64 s on the 2-core CPU, which would not be a fair peer.
     torch.set_flush_denormal(True)
