@@ -72,7 +72,7 @@ class SequenceClassifier(nn.Module):
   cell: str = "lstm"  # the recurrent layer: "lstm" or "gru" (seqclf.lstm.GRU; its lstm_* fields apply)
   num_classes: int = 2
   engine: str = "auto"
-  matmul_precision: str = "float32"  # of the LSTM's recurrent matmul, see seqclf.lstm.lstm
+  matmul_precision: str = "float32"  # of the recurrent layer's products, see seqclf.lstm.lstm and gru
   recurrent_activation: str = "sigmoid"  # the LSTM's gates; "hard_sigmoid" is Keras 1's (the article's)
   freeze_embedding: bool = False  # keep (pretrained) embedding vectors as they are
   word_dropout: float = 0.0  # drops whole vocabulary rows per batch (Keras 1 Embedding dropout)
@@ -123,6 +123,7 @@ class SequenceClassifier(nn.Module):
           engine=self.engine,
           input_dropout=self.lstm_input_dropout,
           recurrent_dropout=self.lstm_recurrent_dropout,
+          matmul_precision=self.matmul_precision,
           name=name.replace("lstm", "gru"),
         )
       return LSTM(
@@ -192,25 +193,24 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
   for key in _FLAGS:
     if key in fields and not isinstance(fields[key], bool):
       raise ConfigError(f"--config.model.{key} must be True or False, got {fields[key]!r}")
-  precisions = sorted({"float32", *(p for e in api.ENGINES.values() for p in e.matmul_precisions)})
+  cell = fields.get("cell", "lstm")
+  if cell not in api.CELLS:
+    raise ConfigError(f"--config.model.cell must be one of {', '.join(api.CELLS)}, got {cell!r}")
+  cell_engines = api.CELLS[cell][0]
+  precisions = sorted({"float32", *(p for e in cell_engines.values() for p in e.matmul_precisions)})
   if fields.get("matmul_precision", "float32") not in precisions:
     raise ConfigError(
-      f"--config.model.matmul_precision must be one of {', '.join(precisions)} (as the engine offers), "
-      f"got {fields['matmul_precision']!r}"
+      f"--config.model.matmul_precision must be one of {', '.join(precisions)} (as the {cell} engines "
+      f"offer), got {fields['matmul_precision']!r}"
     )
   engines = fields.get("engine", "auto")
   if not isinstance(engines, str) or not engines.strip():
     raise ConfigError(f"--config.model.engine must be an engine name, got {engines!r}")
-  cell = fields.get("cell", "lstm")
-  if cell not in api.CELLS:
-    raise ConfigError(f"--config.model.cell must be one of {', '.join(api.CELLS)}, got {cell!r}")
   for engine in engines.split(","):
     if platform is None:  # a model may be built here and lowered for another platform
-      if engine.strip() not in ("auto", *api.CELLS[cell][0]):
+      if engine.strip() not in ("auto", *cell_engines):
         # check_engine names the engines that have this cell, and the cell an LSTM-only engine runs.
         api.check_engine(engine.strip(), "cpu", cell=cell)
-      if cell != "lstm":  # the GRU engines take no matmul_precision but float32
-        api.check_engine("scan", "cpu", cell=cell, matmul_precision=fields.get("matmul_precision", "float32"))
       continue
     name = api.check_engine(
       engine.strip(),

@@ -2,6 +2,7 @@
 engine equals `scan` (outputs, final state, gradients; masks with holes, left padding, dropout), inputs
 are validated, and NaN propagates as in `scan`."""
 
+import functools
 import importlib.util
 import os
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import api, gru, gru_flax, init_gru_params
+from seqclf.lstm import api, cpu_kernel, gru, gru_cpu_kernel, gru_flax, gru_scan, init_gru_params
 from seqclf.lstm.gru_api import from_keras, from_torch
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -270,6 +271,88 @@ def test_cpu_kernel_refuses_other_dtypes():
     gru(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params), xs.astype(jnp.bfloat16), engine="cpu_kernel")
 
 
+# bfloat16 products: the kernel rounds the operands of the step's products (x @ W and h @ U forward, dz @ W^T
+# and dz @ U^T backward) to bfloat16 and sums in float32; the weight gradient stays float32. This reference
+# does the same in plain JAX.
+@jax.custom_vjp
+def _bf16_product(a, w):
+  return jnp.matmul(a.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+
+
+def _bf16_product_forward(a, w):
+  return _bf16_product(a, w), (a, w)
+
+
+def _bf16_product_backward(residuals, dz):
+  a, w = residuals
+  da = jnp.matmul(dz.astype(jnp.bfloat16), w.astype(jnp.bfloat16).T, preferred_element_type=jnp.float32)
+  return da, jnp.matmul(a.T, dz, precision=jax.lax.Precision.HIGHEST)
+
+
+_bf16_product.defvjp(_bf16_product_forward, _bf16_product_backward)
+
+
+def _bf16_reference(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+  hidden = h0.shape[1]
+
+  def step(h, inputs):
+    x_t, keep = inputs
+    xw = _bf16_product(x_t * input_dropout_mask, params["kernel"]) + params["bias"][0]
+    hu = _bf16_product(h * recurrent_dropout_mask, params["recurrent_kernel"]) + params["bias"][1]
+    z = jax.nn.sigmoid(xw[:, :hidden] + hu[:, :hidden])
+    r = jax.nn.sigmoid(xw[:, hidden : 2 * hidden] + hu[:, hidden : 2 * hidden])
+    n = jnp.tanh(xw[:, 2 * hidden :] + r * hu[:, 2 * hidden :])
+    h_new = jnp.where(keep[:, None], z * h + (1 - z) * n, h)
+    return h_new, h_new
+
+  h, hs = jax.lax.scan(step, h0, (jnp.swapaxes(xs, 0, 1), jnp.swapaxes(step_mask, 0, 1)))
+  return jnp.swapaxes(hs, 0, 1), h
+
+
+@CPU_ONLY
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cpu_kernel_bf16_products_round_like_the_reference_and_stay_near_float32(shape):
+  """As the LSTM's (tests/test_cpu_kernel.py): equal to the reference that rounds like the kernel up to
+  float32 summation order, near float32 `scan` within bfloat16's tolerance, and not float32."""
+  if not cpu_kernel.has_bf16_products():
+    pytest.skip("this CPU has no AVX512-BF16")
+  params, xs, h0, mask, input_mask, recurrent_mask = _inputs(*shape)
+  masks = (mask, input_mask, recurrent_mask)
+
+  def outputs_and_grads(run):
+    def loss(params, xs, h0):
+      outputs, h = run(params, xs, h0, *masks)
+      return jnp.sum(outputs * jnp.linspace(-1.0, 2.0, outputs.shape[-1])) + jnp.sum(jnp.sin(h))
+
+    return run(params, xs, h0, *masks), jax.grad(loss, argnums=(0, 1, 2))(params, xs, h0)
+
+  def assert_within(actual, expected, outputs_atol, grads_fraction):
+    for a, e in zip(jax.tree.leaves(actual[0]), jax.tree.leaves(expected[0])):
+      np.testing.assert_allclose(a, e, rtol=0, atol=outputs_atol)
+    for a, e in zip(jax.tree.leaves(actual[1]), jax.tree.leaves(expected[1])):
+      np.testing.assert_allclose(a, e, rtol=0, atol=grads_fraction * float(np.abs(e).max()))
+
+  actual = outputs_and_grads(functools.partial(gru_cpu_kernel.gru, matmul_precision="bfloat16"))
+  assert_within(actual, outputs_and_grads(_bf16_reference), outputs_atol=1e-4, grads_fraction=1e-3)
+  assert_within(actual, outputs_and_grads(gru_scan.gru), outputs_atol=2e-2, grads_fraction=0.1)
+  float32 = outputs_and_grads(gru_cpu_kernel.gru)
+  assert not np.allclose(actual[0][0], float32[0][0], rtol=0, atol=1e-5)  # the products really are bf16
+
+
+def test_cpu_kernel_bf16_through_the_public_gru_and_its_refusals(monkeypatch):
+  params, xs, *_ = _inputs(3, 4, 5, 6)
+  with pytest.raises(ConfigError, match="GRU engine 'fused' has no matmul_precision='bfloat16'"):
+    gru(params, xs, engine="fused", matmul_precision="bfloat16")
+  if jax.default_backend() == "cpu" and cpu_kernel.has_bf16_products():
+    outputs, _ = gru(params, xs, engine="auto", matmul_precision="bfloat16")
+    np.testing.assert_allclose(outputs, gru(params, xs, engine="scan")[0], atol=2e-2)
+  monkeypatch.setattr(cpu_kernel, "has_bf16_products", lambda: False)
+  with pytest.raises(
+    ConfigError, match="GRU engine 'cpu_kernel' computes matmul_precision='bfloat16' with AVX"
+  ):
+    gru_cpu_kernel.make_gru(matmul_precision="bfloat16")
+
+
 @CPU_ONLY
 def test_cpu_kernel_under_vmap_equals_scan():
   params, xs, h0, mask, _, _ = _inputs(3, 5, 4, 6)
@@ -281,11 +364,9 @@ def test_cpu_kernel_under_vmap_equals_scan():
 
 @CPU_ONLY
 def test_cpu_kernel_refuses_buffers_that_do_not_fit_instead_of_reading_past_them():
-  from seqclf.lstm import gru_cpu_kernel  # noqa: PLC0415
-
   params, xs, h0, mask, input_mask, recurrent_mask = _inputs(3, 5, 4, 6)
   args = (xs, params["kernel"], params["recurrent_kernel"], params["bias"], h0, mask, input_mask)
   with pytest.raises(Exception, match="gru: argument shapes do not fit"):
     gru_cpu_kernel._call(  # noqa: SLF001 -- the FFI call itself, below the api's checks
-      "seqclf_gru_inference", [(3, 5, 6)], *args, recurrent_mask[:, :5], num_threads=1
+      "seqclf_gru_inference", [(3, 5, 6)], *args, recurrent_mask[:, :5], num_threads=1, bf16=False
     )

@@ -156,7 +156,8 @@ GRU_ENGINES = {
     "seqclf.lstm.gru_cpu_kernel",
     ("cpu",),
     "multithreaded C++ recurrence via XLA FFI",
-    dtypes=("float32",),  # float32 products only: the LSTM's bf16 products are not wired to the GRU cell
+    dtypes=("float32",),
+    matmul_precisions=("float32", "bfloat16"),  # bfloat16: CPUs with AVX512-BF16 only (else ConfigError)
   ),
   "flax": Engine(
     "seqclf.lstm.gru_flax",

@@ -1173,39 +1173,24 @@ extern "C" int SeqclfLstmBf16OnAmx() { return kHasBf16 && UseAmx() ? 1 : 0; }
 //                       recurrent_dropout_mask, hs, gates, dhs, dh_last)
 //                       -> (dxs, dh0, d_kernel [E, 3H], d_recurrent_kernel [H, 3H], d_bias [2, 3H])
 // with Keras' parameter layout (kernel [E, 3H], recurrent_kernel [H, 3H], gates z, r, n; bias [2, 3H]).
-// float32 products only (the LSTM's bf16 path is not wired to this cell).
+// With the `bf16` attribute the step's products (forward, and dx and dh backward) are bfloat16 as the
+// LSTM's (StepWeights, StepMatmul); the weight gradient stays a float32 product of the stored steps.
 
 namespace {
 
 inline int GruBlock(int hidden) { return RoundUp(hidden, kLanes); }
 
-// A product's w packed in Matmul's column panels: element (k, j) = at(k, j), `width` a multiple of kLanes.
-struct GruPanels {
-  int depth, width;
-  std::vector<float> f32;
-  template <typename At>
-  GruPanels(int depth_, int width_, const At& at)
-      : depth(depth_), width(width_), f32(static_cast<size_t>(depth_) * width_) {
-    PackPanels(depth, width, at, f32.data());
-  }
-  // out[rows, width] = init + a @ w with `init` (a row of `width` floats), else out += a @ w.
-  void Multiply(const float* a, std::ptrdiff_t lda, int rows, float* out, std::ptrdiff_t ldo,
-                const float* init) const {
-    Matmul({a, lda, 1, rows, depth, f32.data(), width, width, out, ldo, true, init});
-  }
-};
-
-// Columns [first_gate * Hp, (first_gate + gates) * Hp) of `matrix` [depth, 3H] (gates of H columns) in
-// blocks of Hp, the padding zero; or, `transposed`, rows of the result are those columns (depth = blocks).
-GruPanels GatePanels(const float* matrix, int rows, int hidden, int first_gate, int gates, bool transposed) {
+// Columns [first_gate * Hp, (first_gate + gates) * Hp) of `matrix` [rows, 3H] (gates of H columns) in
+// blocks of Hp, the padding zero, as a step product's weights; or, `transposed`, their transpose.
+StepWeights GateWeights(const float* matrix, int rows, int hidden, int first_gate, int gates, bool transposed,
+                        bool bf16) {
   const int hp = GruBlock(hidden), cols = 3 * hidden;
-  auto source = [=](int r, int block_column) -> float {  // matrix[r, gate column] or 0 in the padding
-    const int gate = first_gate + block_column / hp, c = block_column % hp;
-    return c < hidden ? matrix[static_cast<size_t>(r) * cols + gate * hidden + c] : 0.0f;
-  };
-  if (!transposed) return GruPanels(rows, gates * hp, [&](int k, int j) { return source(k, j); });
-  return GruPanels(gates * hp, RoundUp(rows, kLanes),
-                   [&](int k, int j) { return j < rows ? source(j, k) : 0.0f; });
+  std::vector<float> blocks(static_cast<size_t>(rows) * gates * hp, 0.0f);  // [rows, gates * Hp]
+  for (int r = 0; r < rows; ++r)
+    for (int gate = 0; gate < gates; ++gate)
+      std::memcpy(&blocks[(static_cast<size_t>(r) * gates + gate) * hp],
+                  matrix + static_cast<size_t>(r) * cols + (first_gate + gate) * hidden, hidden * sizeof(float));
+  return StepWeights(blocks.data(), rows, gates * hp, transposed, bf16);
 }
 
 #ifdef __AVX512F__
@@ -1291,13 +1276,13 @@ inline void GruCellBackward(int hidden, const float* __restrict g, const float* 
 
 // The forward weights: x @ [W_z W_r W_n] with the summed biases, h @ [U_z U_r], h @ U_n with b'_n.
 struct GruForwardWeights {
-  GruPanels input, recurrent_zr, recurrent_n;
+  StepWeights input, recurrent_zr, recurrent_n;
   std::vector<float> input_bias, recurrent_bias;  // [3 Hp]: b + b' for z and r, b_n; [Hp]: b'_n
   GruForwardWeights(const float* kernel, const float* recurrent_kernel, const float* bias, int input_size,
-                    int hidden)
-      : input(GatePanels(kernel, input_size, hidden, 0, 3, false)),
-        recurrent_zr(GatePanels(recurrent_kernel, hidden, hidden, 0, 2, false)),
-        recurrent_n(GatePanels(recurrent_kernel, hidden, hidden, 2, 1, false)),
+                    int hidden, bool bf16)
+      : input(GateWeights(kernel, input_size, hidden, 0, 3, false, bf16)),
+        recurrent_zr(GateWeights(recurrent_kernel, hidden, hidden, 0, 2, false, bf16)),
+        recurrent_n(GateWeights(recurrent_kernel, hidden, hidden, 2, 1, false, bf16)),
         input_bias(3 * GruBlock(hidden), 0.0f),
         recurrent_bias(GruBlock(hidden), 0.0f) {
     const int hp = GruBlock(hidden);
@@ -1319,6 +1304,7 @@ void GruForwardRows(const Shapes& s, const float* xs, const GruForwardWeights& w
   std::vector<float> h(h0 + first * hidden, h0 + end * hidden);
   std::vector<float> a(static_cast<size_t>(rows) * row_width), z(static_cast<size_t>(rows) * ldz, 0.0f);
   std::vector<int> active(rows);
+  std::vector<uint32_t> scratch;  // a step's operand rows as bf16 pairs (StepMatmul)
   const int staged = std::min(kStagedSteps, std::max(s.steps, 1));
   std::vector<float> h_staged(static_cast<size_t>(rows) * staged * hidden);
   auto flush = [&](int t0, int count) {
@@ -1335,9 +1321,9 @@ void GruForwardRows(const Shapes& s, const float* xs, const GruForwardWeights& w
       StepInputs(s, xs, input_dropout, recurrent_dropout, first, active.data(), n, t,
                  [&](int r) { return &h[r * hidden]; }, a.data());
       const float* a_h = a.data() + s.input_size;
-      w.input.Multiply(a.data(), row_width, n, z.data(), ldz, w.input_bias.data());
-      w.recurrent_zr.Multiply(a_h, row_width, n, z.data(), ldz, nullptr);
-      w.recurrent_n.Multiply(a_h, row_width, n, z.data() + 3 * hp, ldz, w.recurrent_bias.data());
+      StepMatmul(w.input, a.data(), row_width, n, z.data(), ldz, scratch, w.input_bias.data());
+      StepMatmul(w.recurrent_zr, a_h, row_width, n, z.data(), ldz, scratch);
+      StepMatmul(w.recurrent_n, a_h, row_width, n, z.data() + 3 * hp, ldz, scratch, w.recurrent_bias.data());
       for (int i = 0; i < n; ++i) {
         float* zr = &z[i * ldz];
         GruCellForward(hidden, zr, &h[active[i] * hidden]);
@@ -1356,11 +1342,11 @@ void GruForwardRows(const Shapes& s, const float* xs, const GruForwardWeights& w
 // The backward weights: dz[:, :3 Hp] @ [W_z W_r W_n]^T -> dx, dz[:, :2 Hp] @ [U_z U_r]^T and
 // dz[:, 3 Hp:] @ U_n^T -> dh.
 struct GruBackwardWeights {
-  GruPanels input_t, recurrent_zr_t, recurrent_n_t;
-  GruBackwardWeights(const float* kernel, const float* recurrent_kernel, int input_size, int hidden)
-      : input_t(GatePanels(kernel, input_size, hidden, 0, 3, true)),
-        recurrent_zr_t(GatePanels(recurrent_kernel, hidden, hidden, 0, 2, true)),
-        recurrent_n_t(GatePanels(recurrent_kernel, hidden, hidden, 2, 1, true)) {}
+  StepWeights input_t, recurrent_zr_t, recurrent_n_t;
+  GruBackwardWeights(const float* kernel, const float* recurrent_kernel, int input_size, int hidden, bool bf16)
+      : input_t(GateWeights(kernel, input_size, hidden, 0, 3, true, bf16)),
+        recurrent_zr_t(GateWeights(recurrent_kernel, hidden, hidden, 0, 2, true, bf16)),
+        recurrent_n_t(GateWeights(recurrent_kernel, hidden, hidden, 2, 1, true, bf16)) {}
 };
 
 // The reverse loop over batch rows [first, end), as BackwardRows: dxs, dh0 and this range's sums of
@@ -1380,6 +1366,7 @@ void GruBackwardRows(const Shapes& s, const GruBackwardWeights& w, const float* 
   std::vector<float> d_x(static_cast<size_t>(rows) * ld_x), d_h(static_cast<size_t>(rows) * hp);
   const std::vector<float> zeros(std::max(ld_x, hp), 0.0f);
   std::vector<int> active(rows);
+  std::vector<uint32_t> scratch;  // dz rows as bf16 pairs (StepMatmul)
   int pending = 0;
   // The weight gradients of the pending steps: the x columns of their inputs (read transposed) against
   // the input side of dz, the h columns against the recurrent side, dz packed in panels first.
@@ -1428,9 +1415,9 @@ void GruBackwardRows(const Shapes& s, const GruBackwardWeights& w, const float* 
       GruCellBackward(hidden, gates + row * ldz, h_prev(r), dhs + row * hidden, &dh_next[r * hidden],
                       &dz[i * ldz], sums.bias.data());
     }
-    w.input_t.Multiply(dz, ldz, n, d_x.data(), ld_x, zeros.data());
-    w.recurrent_zr_t.Multiply(dz, ldz, n, d_h.data(), hp, zeros.data());
-    w.recurrent_n_t.Multiply(dz + 3 * hp, ldz, n, d_h.data(), hp, nullptr);
+    StepMatmul(w.input_t, dz, ldz, n, d_x.data(), ld_x, scratch, zeros.data());
+    StepMatmul(w.recurrent_zr_t, dz, ldz, n, d_h.data(), hp, scratch, zeros.data());
+    StepMatmul(w.recurrent_n_t, dz + 3 * hp, ldz, n, d_h.data(), hp, scratch);
     StepInputs(s, xs, input_dropout, recurrent_dropout, first, active.data(), n, t, h_prev,
                &a_steps[static_cast<size_t>(pending) * row_width]);
     pending += n;
@@ -1469,7 +1456,8 @@ ffi::Error GruCheckShapes(const F32& xs, const F32& kernel, const F32& recurrent
 
 ffi::Error GruRunForward(ffi::ThreadPool& pool, F32& xs, F32& kernel, F32& recurrent_kernel, F32& bias, F32& h0,
                          Mask& step_mask, F32& input_dropout, F32& recurrent_dropout, int64_t num_threads,
-                         float* hs, float* gates) {
+                         bool bf16, float* hs, float* gates) {
+  if (bf16 && !kHasBf16) return NoBf16();
   ffi::Error error =
       GruCheckShapes(xs, kernel, recurrent_kernel, h0, step_mask, input_dropout, recurrent_dropout);
   if (error.failure()) return error;
@@ -1479,7 +1467,7 @@ ffi::Error GruRunForward(ffi::ThreadPool& pool, F32& xs, F32& kernel, F32& recur
   if (bias.element_count() != static_cast<size_t>(6) * hidden)
     return ffi::Error::InvalidArgument("gru: bias must be [2, 3H]");
   const GruForwardWeights w(kernel.typed_data(), recurrent_kernel.typed_data(), bias.typed_data(), s.input_size,
-                            hidden);
+                            hidden, bf16);
   ParallelOverRows(pool, s.batch, num_threads, [&](int first, int end) {
     GruForwardRows(s, xs.typed_data(), w, h0.typed_data(), step_mask.typed_data(), input_dropout.typed_data(),
                    recurrent_dropout.typed_data(), hs, gates, first, end);
@@ -1488,23 +1476,24 @@ ffi::Error GruRunForward(ffi::ThreadPool& pool, F32& xs, F32& kernel, F32& recur
 }
 
 ffi::Error GruForward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_kernel, F32 bias, F32 h0,
-                      Mask step_mask, F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, F32Out hs,
-                      F32Out gates) {
+                      Mask step_mask, F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, bool bf16,
+                      F32Out hs, F32Out gates) {
   return GruRunForward(pool, xs, kernel, recurrent_kernel, bias, h0, step_mask, input_dropout,
-                       recurrent_dropout, num_threads, hs->typed_data(), gates->typed_data());
+                       recurrent_dropout, num_threads, bf16, hs->typed_data(), gates->typed_data());
 }
 
 ffi::Error GruInference(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_kernel, F32 bias, F32 h0,
-                        Mask step_mask, F32 input_dropout, F32 recurrent_dropout, int64_t num_threads,
+                        Mask step_mask, F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, bool bf16,
                         F32Out hs) {
   return GruRunForward(pool, xs, kernel, recurrent_kernel, bias, h0, step_mask, input_dropout,
-                       recurrent_dropout, num_threads, hs->typed_data(), nullptr);
+                       recurrent_dropout, num_threads, bf16, hs->typed_data(), nullptr);
 }
 
 ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_kernel, F32 h0, Mask step_mask,
                        F32 input_dropout, F32 recurrent_dropout, F32 hs, F32 gates, F32 dhs, F32 dh_last,
-                       int64_t num_threads, F32Out dxs, F32Out dh0, F32Out d_kernel, F32Out d_recurrent_kernel,
-                       F32Out d_bias) {
+                       int64_t num_threads, bool bf16, F32Out dxs, F32Out dh0, F32Out d_kernel,
+                       F32Out d_recurrent_kernel, F32Out d_bias) {
+  if (bf16 && !kHasBf16) return NoBf16();
   ffi::Error error =
       GruCheckShapes(xs, kernel, recurrent_kernel, h0, step_mask, input_dropout, recurrent_dropout);
   if (error.failure()) return error;
@@ -1515,7 +1504,7 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_k
   if (hs.element_count() != states * hidden || dhs.element_count() != states * hidden ||
       gates.element_count() != states * ldz || dh_last.element_count() != static_cast<size_t>(s.batch) * hidden)
     return ffi::Error::InvalidArgument("gru: hs, dhs, gates or dh_last do not fit xs and h0");
-  const GruBackwardWeights w(kernel.typed_data(), recurrent_kernel.typed_data(), s.input_size, hidden);
+  const GruBackwardWeights w(kernel.typed_data(), recurrent_kernel.typed_data(), s.input_size, hidden, bf16);
   const int chunk = RowsPerRange(s.batch, num_threads);
   std::vector<GradientSums> sums(std::max(1, (s.batch + chunk - 1) / chunk));
   for (GradientSums& part : sums) {
@@ -1567,7 +1556,8 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_k
       .Arg<Mask>() /* step_mask */                \
       .Arg<F32>()  /* input_dropout_mask */       \
       .Arg<F32>()  /* recurrent_dropout_mask */   \
-      .Attr<int64_t>("num_threads")
+      .Attr<int64_t>("num_threads")               \
+      .Attr<bool>("bf16")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfGruForward, GruForward,
                               SEQCLF_GRU_FORWARD_ARGS
@@ -1591,6 +1581,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfGruBackward, GruBackward,
                                   .Arg<F32>()   // dhs
                                   .Arg<F32>()   // dh_last
                                   .Attr<int64_t>("num_threads")
+                                  .Attr<bool>("bf16")
                                   .Ret<F32>()    // dxs
                                   .Ret<F32>()    // dh0
                                   .Ret<F32>()    // d_kernel

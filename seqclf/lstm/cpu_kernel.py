@@ -167,15 +167,16 @@ def bf16_on_amx() -> bool:
   return bool(_register().SeqclfLstmBf16OnAmx())
 
 
-def _check_precision(matmul_precision: str) -> None:
+def check_precision(matmul_precision: str, cell: str = "LSTM") -> None:
+  """Refuses a ``matmul_precision`` the kernel lacks, or bfloat16 on a CPU without AVX512-BF16."""
   if matmul_precision not in MATMUL_PRECISIONS:
     raise ConfigError(
-      f"LSTM engine 'cpu_kernel' has no matmul_precision={matmul_precision!r}; choose one of "
+      f"{cell} engine 'cpu_kernel' has no matmul_precision={matmul_precision!r}; choose one of "
       f"{', '.join(MATMUL_PRECISIONS)}"
     )
   if matmul_precision == "bfloat16" and not has_bf16_products():
     raise ConfigError(
-      "LSTM engine 'cpu_kernel' computes matmul_precision='bfloat16' with AVX512-BF16 instructions, which "
+      f"{cell} engine 'cpu_kernel' computes matmul_precision='bfloat16' with AVX512-BF16 instructions, which "
       "this CPU lacks; use matmul_precision='float32'"
     )
 
@@ -207,7 +208,7 @@ def _stacked_weights(params):
 def make_lstm(num_threads: int | None = None, matmul_precision: str = "float32"):
   """An LSTM with the engine signature of `seqclf.lstm.api`, its rows split into ``num_threads`` ranges
   (default `default_num_threads()`), its recurrent products in ``matmul_precision``."""
-  _check_precision(matmul_precision)
+  check_precision(matmul_precision)
   threads = num_threads or default_num_threads()
   bf16 = matmul_precision == "bfloat16"
 

@@ -69,7 +69,8 @@ def gru(
       Treated as a constant.
     engine: a name in `seqclf.lstm.api.GRU_ENGINES`, or "auto" for the fastest on the platform that can
       do the call.
-    matmul_precision: "float32" (every GRU engine computes its products in float32).
+    matmul_precision: of the step's products: "float32", or "bfloat16" where the engine lists it in its
+      ``matmul_precisions`` (`cpu_kernel` on CPUs with AVX512-BF16).
 
   Returns:
     ``(outputs, h)``: outputs [B, T, H] and the final state [B, H].
@@ -117,8 +118,9 @@ def gru(
     input_dropout_mask = jnp.ones((batch, input_size), dtype)
   if recurrent_dropout_mask is None:
     recurrent_dropout_mask = jnp.ones((batch, hidden), dtype)
+  options = {"matmul_precision": matmul_precision} if api.GRU_ENGINES[name].matmul_precisions else {}
   run = importlib.import_module(api.GRU_ENGINES[name].module).gru
-  return run(params, xs, h0, mask.astype(bool), input_dropout_mask, recurrent_dropout_mask)
+  return run(params, xs, h0, mask.astype(bool), input_dropout_mask, recurrent_dropout_mask, **options)
 
 
 def init_gru_params(key, input_size: int, hidden_size: int, dtype=jnp.float32):

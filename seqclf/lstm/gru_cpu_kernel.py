@@ -7,9 +7,11 @@ is three register-blocked float32 products (x @ [W_z W_r W_n], h @ [U_z U_r], h 
 last, so it stays apart) and one vectorised pass of gate arithmetic; the backward call returns every
 gradient in the parameters' own layout. Results match ``scan`` to ~1e-6 (the exponential is a polynomial).
 
-float32 products only: the LSTM kernel's bfloat16 products (AVX512-BF16/AMX) are not wired to the GRU
-cell, so its `seqclf.lstm.api.GRU_ENGINES` entry lists no ``matmul_precision`` but float32. Threads as
-for the LSTM (``$SEQCLF_LSTM_THREADS``, else the cores this process may run on).
+``matmul_precision="bfloat16"`` (opt-in, CPUs with AVX512-BF16; AMX tiles where granted) rounds the
+operands of the step's products to bfloat16, as the LSTM's: x @ W and h @ U forward, dz @ W^T and dz @ U^T
+backward, summed in float32. The weight gradient stays a float32 product (it runs once per block of steps,
+not in the recurrence), as do the state and the gate arithmetic. Threads as for the LSTM
+(``$SEQCLF_LSTM_THREADS``, else the cores this process may run on).
 """
 
 import functools
@@ -28,19 +30,22 @@ def unavailable_reason() -> str | None:
   return cpu_kernel.unavailable_reason()
 
 
-def _call(target: str, out_shapes, *args, num_threads: int):
+def _call(target: str, out_shapes, *args, num_threads: int, bf16: bool):
   cpu_kernel._register()  # noqa: SLF001 -- the shared library and its targets, built once
   out_types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in out_shapes]
   # vmap runs the kernel once per mapped element: it has no batch dimension beyond its own.
   return jax.ffi.ffi_call(target, out_types, vmap_method="sequential")(
-    *args, num_threads=np.int64(num_threads)
+    *args, num_threads=np.int64(num_threads), bf16=bf16
   )
 
 
-def make_gru(num_threads: int | None = None):
+def make_gru(num_threads: int | None = None, matmul_precision: str = "float32"):
   """A GRU with the engine signature of `seqclf.lstm.gru_scan.gru`, its rows split into ``num_threads``
-  ranges (default `seqclf.lstm.cpu_kernel.default_num_threads()`)."""
+  ranges (default `seqclf.lstm.cpu_kernel.default_num_threads()`), its step products in
+  ``matmul_precision``."""
+  cpu_kernel.check_precision(matmul_precision, cell="GRU")
   threads = num_threads or cpu_kernel.default_num_threads()
+  bf16 = matmul_precision == "bfloat16"
 
   def arguments(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask):
     weights = (params["kernel"], params["recurrent_kernel"], params["bias"])
@@ -55,6 +60,7 @@ def make_gru(num_threads: int | None = None):
       [(batch, steps, hidden), (batch, steps, gate_width)],
       *arguments(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask),
       num_threads=threads,
+      bf16=bf16,
     )
     residuals = (params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, gates)
     return (hs, hs[:, -1] if steps else h0), residuals
@@ -77,6 +83,7 @@ def make_gru(num_threads: int | None = None):
       d_hs,
       dh_last,
       num_threads=threads,
+      bf16=bf16,
     )
     return {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}, d_xs, dh0
 
@@ -86,6 +93,7 @@ def make_gru(num_threads: int | None = None):
       [(*xs.shape[:2], h0.shape[1])],
       *arguments(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask),
       num_threads=threads,
+      bf16=bf16,
     )
     return hs, hs[:, -1] if xs.shape[1] else h0
 
@@ -95,6 +103,8 @@ def make_gru(num_threads: int | None = None):
 _make_cached = functools.cache(make_gru)
 
 
-def gru(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask):
-  """The engine-signature GRU (see `seqclf.lstm.gru_api.gru`)."""
-  return _make_cached(None)(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask)
+def gru(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask, matmul_precision="float32"):
+  """The engine-signature GRU (see `seqclf.lstm.gru_api.gru`), products in ``matmul_precision``."""
+  return _make_cached(None, matmul_precision)(
+    params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask
+  )

@@ -136,6 +136,7 @@ class GRU(nn.Module):
     engine: GRU engine name (see `seqclf.lstm.api.GRU_ENGINES`) or "auto".
     input_dropout: rate of Keras' ``dropout``: one input mask per sequence, reused at every step.
     recurrent_dropout: rate of Keras' ``recurrent_dropout``: one mask on ``h`` per sequence.
+    matmul_precision: of the step's products, see `seqclf.lstm.gru_api.gru`.
 
   Parameters ``kernel`` [E, 3H], ``recurrent_kernel`` [H, 3H], ``bias`` [2, 3H] with Keras' initialisation,
   so ``variables["params"]`` is the ``params`` of `seqclf.lstm.gru`.
@@ -145,6 +146,7 @@ class GRU(nn.Module):
   engine: str = "auto"
   input_dropout: float = 0.0
   recurrent_dropout: float = 0.0
+  matmul_precision: str = "float32"
 
   @nn.compact
   def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
@@ -163,5 +165,6 @@ class GRU(nn.Module):
       input_dropout=self.input_dropout,
       recurrent_dropout=self.recurrent_dropout,
       engine=self.engine,
+      matmul_precision=self.matmul_precision,
       next_key=None if deterministic else lambda: self.make_rng("dropout"),
     )

@@ -214,6 +214,7 @@ class GRU(nnx.Module):
     features: hidden size H.
     engine: GRU engine name (see `seqclf.lstm.api.GRU_ENGINES`) or "auto".
     input_dropout, recurrent_dropout: Keras' ``dropout`` and ``recurrent_dropout`` rates.
+    matmul_precision: of the step's products, see `seqclf.lstm.gru_api.gru`.
     deterministic: no dropout (``model.eval()`` sets it, ``model.train()`` clears it).
     rngs: ``params`` initialises the weights; ``dropout`` (forked here) draws the dropout masks.
   """
@@ -226,6 +227,7 @@ class GRU(nnx.Module):
     engine: str = "auto",
     input_dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
+    matmul_precision: str = "float32",
     deterministic: bool = False,
     rngs: nnx.Rngs,
   ):
@@ -237,6 +239,7 @@ class GRU(nnx.Module):
     self.engine = engine
     self.input_dropout = input_dropout
     self.recurrent_dropout = recurrent_dropout
+    self.matmul_precision = matmul_precision
     self.deterministic = deterministic
     self.rngs = rngs.dropout.fork() if input_dropout > 0 or recurrent_dropout > 0 else nnx.data(None)
 
@@ -258,5 +261,6 @@ class GRU(nnx.Module):
       input_dropout=self.input_dropout,
       recurrent_dropout=self.recurrent_dropout,
       engine=self.engine,
+      matmul_precision=self.matmul_precision,
       next_key=None if deterministic else stream,
     )

@@ -133,12 +133,17 @@ def run_gru(
   input_dropout: float,
   recurrent_dropout: float,
   engine: str,
+  matmul_precision: str = "float32",
   next_key=None,
 ):
   """One GRU layer's call, as `run_lstm`: the engine checked against the layer's dropout, then
   `seqclf.lstm.gru_api.gru` with per-sequence dropout masks drawn from ``next_key()`` (input mask first)."""
   api.check_engine(
-    engine, input_dropout=input_dropout > 0, recurrent_dropout=recurrent_dropout > 0, cell="gru"
+    engine,
+    input_dropout=input_dropout > 0,
+    recurrent_dropout=recurrent_dropout > 0,
+    matmul_precision=matmul_precision,
+    cell="gru",
   )
   input_mask, recurrent_mask = _sequence_dropout_masks(
     xs, features, input_dropout, recurrent_dropout, next_key
@@ -151,4 +156,5 @@ def run_gru(
     input_dropout_mask=input_mask,
     recurrent_dropout_mask=recurrent_mask,
     engine=engine,
+    matmul_precision=matmul_precision,
   )
