@@ -262,6 +262,9 @@ class Prediction(NamedTuple):
   forward: PassCost  # µs per step
   backward: PassCost
   layout_us: float  # per training batch: XLA's passes around both kernels, hoisted matmuls included
+  call_us: (
+    dict  # per call, as mosaic_sweep times the engine: forward ("fwd"), forward and backward ("fwd_bwd")
+  )
   eval_unread_s: float  # per epoch, within epoch_s: output planes evaluation writes and unblocks, never reads
   epoch_s: dict  # seconds per article epoch (train batches forward + backward, test batches forward), by part
 
@@ -323,8 +326,15 @@ def predict(
   unread = FORWARD._replace(planes_in=0)
   eval_unread_us = steps * waves * _pass_cost(unread, cluster_size, pieces, slots[0]).global_io
   eval_unread_us += _hbm_us(_layout_bytes(unread, batch, steps, hidden, source_planes=0))
-  per_step_s = 1e-6 * batches * steps * waves
-  epoch_s = {part: per_step_s * (2 * getattr(forward, part) + getattr(backward, part)) for part in PARTS}
+  kernel_steps = steps * waves
+  call_us = {
+    "fwd": kernel_steps * forward.total + _hbm_us(eval_layout),
+    "fwd_bwd": kernel_steps * (forward.total + backward.total) + _hbm_us(train_layout),
+  }
+  epoch_s = {
+    part: 1e-6 * batches * kernel_steps * (2 * getattr(forward, part) + getattr(backward, part))
+    for part in PARTS
+  }
   epoch_s["layout"] = 1e-6 * batches * _hbm_us(train_layout + eval_layout)
   return Prediction(
     cluster_size=cluster_size,
@@ -334,6 +344,7 @@ def predict(
     forward=forward,
     backward=backward,
     layout_us=_hbm_us(train_layout),
+    call_us=call_us,
     eval_unread_s=1e-6 * batches * eval_unread_us,
     epoch_s=epoch_s,
   )
