@@ -245,16 +245,19 @@ def _layout_bytes(kernel_pass: Pass, batch: int, steps: int, hidden: int, source
 def _hoisted_bytes(batch: int, steps: int, input_size: int, hidden: int, backward: bool) -> float:
   """`hoisted.make_lstm`'s XLA work, memory-bound at these shapes.
 
-  Forward: xs made time-major (read, written), read, xw written. Backward: dz read by three matmuls and
-  the bias sum, h_{t-1} built and read, dxs written and made batch-major.
+  Forward: xs made time-major (read, written) and read by the projection, xw written. Backward: dz read
+  by three matmuls and the bias sum; h_{t-1} built (hs read, written) and read; xs read by dW's matmul,
+  dxs written, then made batch-major (read, written).
   """
   rows = steps * batch * 4
   if not backward:
     return rows * (3 * input_size + GATES * hidden)
-  return rows * (4 * GATES * hidden + 3 * hidden + input_size + 3 * input_size)
+  return rows * (4 * GATES * hidden + 3 * hidden + 4 * input_size)
 
 
 class Prediction(NamedTuple):
+  """One configuration's predicted cost on an H200 (`predict`)."""
+
   cluster_size: int
   matmul_precision: str
   slots: tuple  # exchange buffer slots (forward, backward)
