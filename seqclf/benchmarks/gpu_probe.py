@@ -74,7 +74,7 @@ def smoke() -> None:
   import numpy as np
   from jax.experimental.pallas import mosaic_gpu as plgpu
 
-  from seqclf.lstm import mosaic_gpu
+  from seqclf.lstm import hoisted, mosaic_gpu
 
   reason = mosaic_gpu.unavailable_reason()
   if reason is not None:
@@ -83,7 +83,7 @@ def smoke() -> None:
   def body(x_gmem, out_gmem):
     out_gmem[...] = plgpu.load(x_gmem, layout=plgpu.Layout.WGMMA, optimized=False) * 2.0 + 1.0
 
-  interpret = plgpu.InterpretGPUParams() if mosaic_gpu._interpret() else None
+  interpret = plgpu.InterpretGPUParams() if hoisted.interpret() else None
   x = jnp.arange(64 * 128, dtype=jnp.float32).reshape(64, 128)
   out = plgpu.kernel(body, out_type=jax.ShapeDtypeStruct(x.shape, x.dtype), interpret=interpret)(x)
   np.testing.assert_array_equal(np.asarray(out), 2 * np.asarray(x) + 1)

@@ -8,9 +8,9 @@ first (so a timeout still leaves the interesting rows): compile time, forward an
 per call and per time step, and the largest error against ``fused`` (relative to the largest value) of
 the outputs and of the gradients, measured on the same inputs, so a fast but wrong kernel shows. A
 configuration that fails to compile or run is a row with its error (and a line on stderr starting
-``ERROR``), and the sweep goes on. Read the µs/step against the cost model in
-`seqclf/lstm/mosaic_gpu.py`. Writes ``WORKDIR/mosaic_sweep.json`` and ``mosaic_sweep.md`` after every
-configuration. A fault that kills the process (an illegal address) or a hang ends it: to keep the other
+``ERROR``), and the sweep goes on. Beside each measured µs/step is the one `seqclf.lstm.mosaic_cost`
+predicts for an H200, where a GPU runs the configuration (docs/kernels.md). Writes
+``WORKDIR/mosaic_sweep.json`` and ``mosaic_sweep.md`` after every configuration. A fault that kills the process (an illegal address) or a hang ends it: to keep the other
 configurations, run each in its own process (``--cluster_sizes=8 --precisions=float32``), as
 `benchmarks/gpu_check.sh` does.
 
@@ -28,7 +28,7 @@ from absl import flags
 from seqclf import cli, results, timing
 from seqclf.benchmarks import faults
 from seqclf.errors import ConfigError
-from seqclf.lstm import fused, hoisted, init_params, mosaic_gpu
+from seqclf.lstm import fused, hoisted, init_params, mosaic_cost, mosaic_gpu
 
 _CLUSTER_SIZES = cli.define_positive_int_list(
   "cluster_sizes", list(mosaic_gpu.CLUSTER_SIZES), "Cluster sizes N (CTAs per 64-row batch block)."
@@ -41,7 +41,8 @@ _HIDDEN = flags.DEFINE_integer("hidden", 100, "Hidden size H (at most 128).", lo
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement.", lower_bound=1)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/mosaic_sweep", "Where mosaic_sweep.json goes.")
 
-HEADER = ["N", "precision", "mode", "µs/step", "ms", "± ms", "compile s", "max rel err vs fused", "error"]
+HEADER = ["N", "precision", "mode", "µs/step", "predicted µs/step", "ms", "± ms", "compile s"]
+HEADER += ["max rel err vs fused", "error"]
 
 
 def configurations(cluster_sizes, precisions) -> list[tuple[int, str]]:
@@ -95,6 +96,43 @@ def measure(lstm, args, reference, repeats) -> dict:
   return out
 
 
+def predicted_us_per_step(shape: dict) -> dict | None:
+  """{mode: µs per step} `mosaic_cost` predicts for ``shape`` (the sweep's fields) on an H200; None where
+  the configuration does not fit a GPU (the interpreter runs it anyway)."""
+  size, precision = shape["cluster_size"], shape["matmul_precision"]
+  if not mosaic_gpu.fits(size, precision):
+    return None
+  sizes = {key: shape[key] for key in ("batch", "steps", "input_size", "hidden")}
+  cost = mosaic_cost.predict(size, precision, **sizes)
+  return {mode: us / shape["steps"] for mode, us in cost.call_us.items()}
+
+
+def results_of(shape: dict, measured: dict, predicted: dict | None) -> tuple[list, list]:
+  """The JSON runs and markdown rows of one configuration's measurements, each beside its prediction."""
+  runs, rows = [], []
+  for mode, stats in measured.items():
+    us_per_step = 1e6 * stats["median_s"] / shape["steps"]
+    expected = None if predicted is None else predicted[mode]
+    runs.append(
+      {**shape, "mode": mode, "us_per_step": us_per_step, "predicted_us_per_step": expected, **stats}
+    )
+    rows.append(
+      [
+        shape["cluster_size"],
+        shape["matmul_precision"],
+        mode,
+        f"{us_per_step:.2f}",
+        "–" if expected is None else f"{expected:.2f}",
+        f"{1e3 * stats['median_s']:.3f}",
+        f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.3f}",
+        f"{stats['compile_s']:.2f}",
+        f"{stats['max_rel_error_vs_fused']:.2g}",
+        "",
+      ]
+    )
+  return runs, rows
+
+
 def main(argv):
   cli.require_no_arguments(argv)
   reason = mosaic_gpu.unavailable_reason()
@@ -140,26 +178,14 @@ def main(argv):
     except Exception as error:  # a failing configuration is a result too; the others still run
       message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]
       runs.append({**shape, "error": message})
-      rows.append([size, precision, "–", "–", "–", "–", "–", "–", message])
+      rows.append([size, precision, "–", "–", "–", "–", "–", "–", "–", message])
       print(
         f"ERROR {faults.unit('mosaic_sweep', f'N={size}', precision)}: {message}", file=sys.stderr, flush=True
       )
     else:
-      for mode, stats in measured.items():
-        runs.append({**shape, "mode": mode, "us_per_step": 1e6 * stats["median_s"] / t, **stats})
-        rows.append(
-          [
-            size,
-            precision,
-            mode,
-            f"{1e6 * stats['median_s'] / t:.2f}",
-            f"{1e3 * stats['median_s']:.3f}",
-            f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.3f}",
-            f"{stats['compile_s']:.2f}",
-            f"{stats['max_rel_error_vs_fused']:.2g}",
-            "",
-          ]
-        )
+      new_runs, new_rows = results_of(shape, measured, predicted_us_per_step(shape))
+      runs += new_runs
+      rows += new_rows
       print(results.markdown_table(HEADER, rows[-2:]), flush=True)
     # Both files after every configuration: one that hangs or faults later loses only itself.
     results.write_json_atomic(

@@ -1,0 +1,417 @@
+"""The ``mosaic`` engine's cost, predicted: µs per time step of each pass and seconds per article epoch.
+
+Every figure the prediction rests on is a `Term` in `TERMS`: a value, its unit and its source, one of
+"specified" (NVIDIA's published figure; ``basis`` names the document), "measured" (``basis`` says
+where) or "assumed" (``basis`` says why). What the kernels do (planes loaded and stored per step, bytes
+exchanged, buffer slots, what fits) is counted from `seqclf.lstm.mosaic_gpu` as written. A step of one
+CTA is one warpgroup doing its parts one after another: the matmul (tensor cores or their shared-memory
+operand reads, whichever is slower), the gate arithmetic, the step's global loads and stores, the
+exchange and, with one buffer slot, a cluster barrier. Around the kernels, XLA's passes (`_blocks`,
+`_unblock`, the concatenations, the hoisted matmuls) move their bytes through HBM.
+
+  python -m seqclf.lstm.mosaic_cost     # the table in docs/kernels.md
+"""
+
+import math
+from typing import NamedTuple
+
+from seqclf.errors import ConfigError
+from seqclf.lstm import mosaic_gpu
+from seqclf.lstm.mosaic_gpu import BLOCK_BATCH, GATES, PADDED_HIDDEN, WARPGROUP_THREADS
+
+SOURCES = ("specified", "measured", "assumed")
+
+
+class Term(NamedTuple):
+  value: float
+  unit: str
+  source: str  # one of SOURCES
+  basis: str  # the document, the measurement, or the reason
+
+
+_DATASHEET = "NVIDIA H200 Tensor Core GPU datasheet"
+_THROUGHPUT = "CUDA C++ Programming Guide, arithmetic instruction throughput, compute capability 9.0"
+_LIBDEVICE = "typical SASS of CUDA's libdevice on sm_90, not disassembled from these kernels"
+
+TERMS = {
+  "sms": Term(
+    132,
+    "SMs",
+    "specified",
+    "NVIDIA H100 Tensor Core GPU Architecture whitepaper (GH100, SXM5; the H200 is the same GPU)",
+  ),
+  "fp32_flops": Term(67e12, "FLOP/s", "specified", f"{_DATASHEET}, FP32"),
+  "bf16_dense_flops": Term(
+    989e12, "FLOP/s", "specified", f"{_DATASHEET}: BF16 Tensor Core 1,979 TFLOPS with sparsity, half dense"
+  ),
+  "hbm_bytes_per_s": Term(4.8e12, "B/s", "specified", f"{_DATASHEET}, HBM3e bandwidth"),
+  "fp32_lanes": Term(128, "results/clock/SM", "specified", f"{_THROUGHPUT}: 32-bit add, multiply, FMA"),
+  "mufu_lanes": Term(16, "results/clock/SM", "specified", f"{_THROUGHPUT}: exp2, reciprocal, ... (MUFU)"),
+  "warp_issue": Term(
+    1,
+    "warp instructions/clock/scheduler",
+    "specified",
+    "NVIDIA H100 Tensor Core GPU Architecture whitepaper: four partitions per SM, one warp scheduler each",
+  ),
+  "smem_bytes_per_clock": Term(
+    128, "B/clock/SM", "specified", "CUDA C++ Programming Guide, shared memory: 32 banks of 32 bits a clock"
+  ),
+  "register_cap": Term(
+    255,
+    "registers/thread",
+    "specified",
+    "CUDA C++ Programming Guide, technical specifications: 255 32-bit registers per thread",
+  ),
+  "l2_bytes_per_clock": Term(
+    64,
+    "B/clock/SM",
+    "assumed",
+    "an SM's port to L2; Hopper's is not published (A100's whitepaper gives 5120 B/clock over 108 SMs, 47 each)",
+  ),
+  "dsmem_bytes_per_clock": Term(
+    32, "B/clock/SM", "assumed", "remote shared-memory stores leaving one SM; not published, not yet measured"
+  ),
+  "exchange_latency_us": Term(
+    0.5, "µs", "assumed", "a remote st.async and the receiver's barrier completing; not yet measured"
+  ),
+  "cluster_barrier_us": Term(
+    0.3, "µs", "assumed", "barrier.cluster arrive and wait across N SMs; not yet measured"
+  ),
+  "hbm_efficiency": Term(
+    0.7,
+    "of the datasheet bandwidth",
+    "assumed",
+    "XLA's transposes and concatenations of 16- to 128-wide tiles stream below peak",
+  ),
+  "other_registers": Term(
+    16, "registers/thread", "assumed", "addresses, loop index, predicates beside the planes"
+  ),
+  "expf_instructions": Term(
+    8, "instructions", "assumed", f"expf (not __expf): FFMA range reduction around one MUFU.EX2; {_LIBDEVICE}"
+  ),
+  "expf_mufu": Term(1, "MUFU instructions", "assumed", f"one MUFU.EX2; {_LIBDEVICE}"),
+  "tanhf_instructions": Term(
+    20,
+    "instructions",
+    "assumed",
+    f"tanhf: an exp2 and reciprocal path and a polynomial path, selected; {_LIBDEVICE}",
+  ),
+  "tanhf_mufu": Term(2, "MUFU instructions", "assumed", f"MUFU.EX2 and MUFU.RCP; {_LIBDEVICE}"),
+  "divide_instructions": Term(
+    8, "instructions", "assumed", f"IEEE div.rn.f32: MUFU.RCP, Newton FFMAs and a range check; {_LIBDEVICE}"
+  ),
+  "divide_mufu": Term(1, "MUFU instructions", "assumed", f"one MUFU.RCP; {_LIBDEVICE}"),
+  "split_instructions": Term(
+    3,
+    "instructions/element",
+    "assumed",
+    "`_bf16_pieces` with hi and lo: cvt to bf16x2 (1/2), hi back to f32, subtract, cvt (1/2)",
+  ),
+  "round_instructions": Term(
+    0.5,
+    "instructions/element",
+    "assumed",
+    "`_bf16_pieces` with hi only: one cvt.rn.bf16x2.f32 per two elements",
+  ),
+  "global_elements_per_instruction": Term(
+    2,
+    "f32/instruction",
+    "assumed",
+    "the wgmma layout holds column pairs, loaded and stored as 8-byte vectors",
+  ),
+}
+# Design targets (s per article epoch, H200), set against PyTorch's cuDNN LSTM epoch of 1.39 s.
+TARGETS = {"float32": 0.9, "bfloat16": 0.6}
+# IMDB's train and test splits: 25,000 reviews each; an epoch trains on one and evaluates on the other.
+ARTICLE_EXAMPLES = 25_000
+
+
+def _value(name: str) -> float:
+  return TERMS[name].value
+
+
+def _clock_hz() -> float:
+  """The SM clock the datasheet's FP32 rate implies: 132 SMs x 128 FMA lanes x 2 FLOP, ~1.98 GHz."""
+  return _value("fp32_flops") / (_value("sms") * _value("fp32_lanes") * 2)
+
+
+def _us(clocks: float) -> float:
+  return 1e6 * clocks / _clock_hz()
+
+
+class Pass(NamedTuple):
+  """What one step of a kernel pass moves and computes, per element of the CTA's [64, Hs] slice."""
+
+  planes_in: int  # [64, Hs] f32 planes loaded (prefetched a step ahead)
+  planes_out: int  # stored from registers
+  operands: int  # [64, Hs] slices exchanged: h forward, dz of each gate backward
+  live_planes: int  # planes live in registers at the gate arithmetic, prefetched inputs included
+  plain_ops: int  # FP32 add, multiply, FMA, compare, select, per element
+  calls: dict  # libdevice calls per element: {"expf" | "tanhf" | "divide": count}
+
+
+# As `mosaic_gpu.make_recurrence` builds them. Forward in: xw of 4 gates and the step mask; out: h, c and
+# the 4 gates. Live: the next step's 5 inputs and this step's 5, 4 accumulators that become i, f, g, o,
+# h, c and the recurrent mask. Sigmoid lowers to 1 / (1 + exp(-z)): an expf, an add, a divide. Plain
+# ops: 4 (z = xw + product) + 3 (the sigmoids' adds) + 1 (keep) + 3 (c) + 2 (h) + 1 (h x mask).
+FORWARD = Pass(GATES + 1, 2 + GATES, 1, 2 * (GATES + 1) + GATES + 3, 14, {"expf": 3, "divide": 3, "tanhf": 2})
+# Backward in: dh, 4 gates, c_t, c_{t-1}, mask; out: dz of the 4 gates. Live: the next step's 8 inputs
+# and this step's 8, dz (4), the accumulator, dh, dc and the recurrent mask. Plain ops: 1 (keep) + 1 (dh)
+# + 4 (dc) + 4 + 4 + 3 + 4 (dz of i, f, g, o) + 4 (where keep) + 2 (dh_prev) + 2 (dc_prev).
+BACKWARD = Pass(1 + GATES + 3, GATES, GATES, 2 * (1 + GATES + 3) + GATES + 4, 29, {"tanhf": 1})
+
+
+class PassCost(NamedTuple):
+  """µs per time step of one pass on one CTA, by part."""
+
+  tensor: float  # the wgmma FLOPs at the SM's dense bf16 rate
+  smem_operands: float  # the wgmma operands (A and B) read from shared memory
+  gate_math: float  # the elementwise code as written, issued by one warp per scheduler
+  global_io: float  # the step's plane loads and stores: their issue, or their bytes through L2
+  exchange: float  # st.async issue or DSMEM bytes, plus latency (N = 1: plain shared-memory stores)
+  barrier: float  # a cluster barrier per step where only one buffer slot fits
+
+  @property
+  def matmul(self) -> float:
+    """The tensor cores read their operands while they multiply: the slower of the two."""
+    return max(self.tensor, self.smem_operands)
+
+  @property
+  def total(self) -> float:
+    return sum(getattr(self, part) for part in PARTS)
+
+
+# The parts of a step in series: one warpgroup does each in turn.
+PARTS = ("matmul", "gate_math", "global_io", "exchange", "barrier")
+
+
+def _gate_clocks(kernel_pass: Pass, pieces: int) -> float:
+  """Clocks of one element's arithmetic per thread: instructions issued, or MUFU occupancy if longer."""
+  split = _value("split_instructions" if pieces == 2 else "round_instructions")
+  issued = kernel_pass.plain_ops + kernel_pass.operands * split
+  issued += sum(count * _value(f"{call}_instructions") for call, count in kernel_pass.calls.items())
+  mufu = sum(count * _value(f"{call}_mufu") for call, count in kernel_pass.calls.items())
+  # A partition's 32 threads share mufu_lanes / 4 units: one warp MUFU instruction holds them 8 clocks.
+  mufu_clocks = mufu * WARPGROUP_THREADS / _value("mufu_lanes")
+  return max(issued, mufu_clocks) / _value("warp_issue")
+
+
+def _pass_cost(kernel_pass: Pass, cluster_size: int, pieces: int, slots: int) -> PassCost:
+  width = PADDED_HIDDEN // cluster_size
+  per_thread = BLOCK_BATCH * width / WARPGROUP_THREADS  # elements of one plane each thread holds
+  products = len(mosaic_gpu._products(pieces))
+  flops = GATES * products * 2 * BLOCK_BATCH * PADDED_HIDDEN * width
+  operand_bytes = GATES * products * 2 * (BLOCK_BATCH * PADDED_HIDDEN + PADDED_HIDDEN * width)
+  io_instructions = (kernel_pass.planes_in + kernel_pass.planes_out) * per_thread
+  io_instructions /= _value("global_elements_per_instruction")
+  io_bytes = (kernel_pass.planes_in + kernel_pass.planes_out) * BLOCK_BATCH * width * 4
+  # Each CTA sends its [64, Hs] bf16 slice of every operand piece to every CTA, itself included, as one
+  # 4-byte store per bf16x2 register per thread.
+  sent_bytes = cluster_size * kernel_pass.operands * pieces * BLOCK_BATCH * width * 2
+  stores = cluster_size * kernel_pass.operands * pieces * per_thread / 2
+  if cluster_size == 1:
+    exchange = _us(max(stores, sent_bytes / _value("smem_bytes_per_clock")))
+  else:
+    exchange = _us(max(stores, sent_bytes / _value("dsmem_bytes_per_clock"))) + _value("exchange_latency_us")
+  return PassCost(
+    tensor=1e6 * flops / (_value("bf16_dense_flops") / _value("sms")),
+    smem_operands=_us(operand_bytes / _value("smem_bytes_per_clock")),
+    gate_math=_us(per_thread * _gate_clocks(kernel_pass, pieces)),
+    global_io=_us(max(io_instructions, io_bytes / _value("l2_bytes_per_clock"))),
+    exchange=exchange,
+    barrier=_value("cluster_barrier_us") if slots == 1 and cluster_size > 1 else 0.0,
+  )
+
+
+def _registers(kernel_pass: Pass, cluster_size: int, pieces: int) -> int:
+  """32-bit registers per thread: the live f32 planes, the bf16x2 pieces being sent, and the rest."""
+  per_thread = BLOCK_BATCH * (PADDED_HIDDEN // cluster_size) // WARPGROUP_THREADS
+  pieces_sent = kernel_pass.operands * pieces * per_thread // 2
+  return kernel_pass.live_planes * per_thread + pieces_sent + int(_value("other_registers"))
+
+
+def _hbm_us(nbytes: float) -> float:
+  return 1e6 * nbytes / (_value("hbm_bytes_per_s") * _value("hbm_efficiency"))
+
+
+def _layout_bytes(kernel_pass: Pass, batch: int, steps: int, hidden: int, source_planes: int) -> float:
+  """XLA's passes around one kernel: `_blocks` (sources read, padded planes written), `_unblock`."""
+  padded_rows = math.ceil(batch / BLOCK_BATCH) * BLOCK_BATCH
+  plane, padded_plane = steps * batch * hidden * 4, steps * padded_rows * PADDED_HIDDEN * 4
+  blocks = source_planes * plane + kernel_pass.planes_in * padded_plane
+  return blocks + kernel_pass.planes_out * (padded_plane + plane)
+
+
+def _hoisted_bytes(batch: int, steps: int, input_size: int, hidden: int, backward: bool) -> float:
+  """`hoisted.make_lstm`'s XLA work, memory-bound at these shapes.
+
+  Forward: xs made time-major (read, written) and read by the projection, xw written. Backward: dz read
+  by three matmuls and the bias sum; h_{t-1} built (hs read, written) and read; xs read by dW's matmul,
+  dxs written, then made batch-major (read, written).
+  """
+  rows = steps * batch * 4
+  if not backward:
+    return rows * (3 * input_size + GATES * hidden)
+  return rows * (4 * GATES * hidden + 3 * hidden + 4 * input_size)
+
+
+class Prediction(NamedTuple):
+  """One configuration's predicted cost on an H200 (`predict`)."""
+
+  cluster_size: int
+  matmul_precision: str
+  slots: tuple  # exchange buffer slots (forward, backward)
+  registers: tuple  # estimated registers per thread (forward, backward)
+  forward: PassCost  # µs per step
+  backward: PassCost
+  layout_us: float  # per training batch: XLA's passes around both kernels, hoisted matmuls included
+  call_us: (
+    dict  # per call, as mosaic_sweep times the engine: forward ("fwd"), forward and backward ("fwd_bwd")
+  )
+  eval_unread_s: float  # per epoch, within epoch_s: output planes evaluation writes and unblocks, never reads
+  epoch_s: dict  # seconds per article epoch (train batches forward + backward, test batches forward), by part
+
+  @property
+  def spills(self) -> bool:
+    return max(self.registers) > _value("register_cap")
+
+  @property
+  def train_s_per_epoch(self) -> float:
+    return sum(self.epoch_s.values())
+
+
+def _check(cluster_size: int, matmul_precision: str, **sizes) -> int:
+  """The number of bf16 pieces of ``matmul_precision``, after checking the configuration."""
+  if matmul_precision not in mosaic_gpu.MATMUL_PRECISIONS:
+    raise ConfigError(
+      f"unknown matmul_precision {matmul_precision!r}; choose one of: {', '.join(mosaic_gpu.MATMUL_PRECISIONS)}"
+    )
+  if cluster_size not in mosaic_gpu.CLUSTER_SIZES:
+    raise ConfigError(f"cluster_size must be one of {mosaic_gpu.CLUSTER_SIZES}, got {cluster_size}")
+  if not mosaic_gpu.fits(cluster_size, matmul_precision):
+    raise ConfigError(
+      f"cluster_size {cluster_size} with matmul_precision {matmul_precision!r} does not fit a CTA's shared "
+      "memory, so there is nothing to predict; choose a configuration for which mosaic_gpu.fits is True"
+    )
+  for name, size in sizes.items():
+    if size < 1:
+      raise ConfigError(f"{name} must be at least 1, got {size}")
+  if sizes["hidden"] > PADDED_HIDDEN:
+    raise ConfigError(f"the mosaic kernels handle hidden sizes up to {PADDED_HIDDEN}, got {sizes['hidden']}")
+  return mosaic_gpu._PIECES[matmul_precision]
+
+
+def predict(
+  cluster_size: int,
+  matmul_precision: str,
+  *,
+  batch: int = 64,
+  steps: int = 500,
+  input_size: int = 32,
+  hidden: int = 100,
+) -> Prediction:
+  """The predicted cost of the kernels as written on an H200, for one configuration and one shape."""
+  pieces = _check(
+    cluster_size, matmul_precision, batch=batch, steps=steps, input_size=input_size, hidden=hidden
+  )
+  slots = tuple(mosaic_gpu.exchange_slots(cluster_size, pieces, p.operands) for p in (FORWARD, BACKWARD))
+  forward, backward = (_pass_cost(p, cluster_size, pieces, s) for p, s in zip((FORWARD, BACKWARD), slots))
+  # Batch blocks beyond what the SMs hold at once run in further waves.
+  waves = math.ceil(math.ceil(batch / BLOCK_BATCH) * cluster_size / _value("sms"))
+  eval_layout = _layout_bytes(FORWARD, batch, steps, hidden, GATES)
+  eval_layout += _hoisted_bytes(batch, steps, input_size, hidden, backward=False)
+  # The backward's sources: dh, 4 gates and c (c_{t-1} is c shifted); its mask plane is broadcast.
+  train_layout = eval_layout + _layout_bytes(BACKWARD, batch, steps, hidden, 1 + GATES + 1)
+  train_layout += _hoisted_bytes(batch, steps, input_size, hidden, backward=True)
+  # Each epoch runs the forward on its train and its test batches, the backward on the train batches.
+  batches = math.ceil(ARTICLE_EXAMPLES / batch)
+  # Evaluation reads only the final state, yet the forward kernel stores and `_unblock` moves every plane.
+  unread = FORWARD._replace(planes_in=0)
+  eval_unread_us = steps * waves * _pass_cost(unread, cluster_size, pieces, slots[0]).global_io
+  eval_unread_us += _hbm_us(_layout_bytes(unread, batch, steps, hidden, source_planes=0))
+  kernel_steps = steps * waves
+  call_us = {
+    "fwd": kernel_steps * forward.total + _hbm_us(eval_layout),
+    "fwd_bwd": kernel_steps * (forward.total + backward.total) + _hbm_us(train_layout),
+  }
+  epoch_s = {
+    part: 1e-6 * batches * kernel_steps * (2 * getattr(forward, part) + getattr(backward, part))
+    for part in PARTS
+  }
+  epoch_s["layout"] = 1e-6 * batches * _hbm_us(train_layout + eval_layout)
+  return Prediction(
+    cluster_size=cluster_size,
+    matmul_precision=matmul_precision,
+    slots=slots,
+    registers=tuple(_registers(p, cluster_size, pieces) for p in (FORWARD, BACKWARD)),
+    forward=forward,
+    backward=backward,
+    layout_us=_hbm_us(train_layout),
+    call_us=call_us,
+    eval_unread_s=1e-6 * batches * eval_unread_us,
+    epoch_s=epoch_s,
+  )
+
+
+def configurations() -> list[tuple[int, str]]:
+  """Every (N, precision) a GPU runs, largest N first."""
+  return [
+    (n, p)
+    for n in sorted(mosaic_gpu.CLUSTER_SIZES, reverse=True)
+    for p in ("float32", "bfloat16")
+    if mosaic_gpu.fits(n, p)
+  ]
+
+
+# How `markdown` names the parts of `Prediction.epoch_s`.
+_LABELS = {
+  "matmul": "matmul",
+  "gate_math": "gate arithmetic",
+  "global_io": "global loads and stores",
+  "exchange": "exchange",
+  "barrier": "cluster barrier",
+  "layout": "XLA's passes around the kernels",
+}
+
+
+def _table(header: list, rows: list) -> str:
+  lines = [header, ["---"] * len(header), *rows]
+  return "".join("| " + " | ".join(str(cell) for cell in line) + " |\n" for line in lines)
+
+
+def markdown() -> str:
+  """The table of every configuration a GPU runs, then which targets the kernels as written miss, and why."""
+  header = ["N", "precision", "slots fwd/bwd", "registers fwd/bwd", "spills", "fwd µs/step", "bwd µs/step"]
+  header += ["train s/epoch"]
+  rows, best = [], {}
+  for size, precision in configurations():
+    cost = predict(size, precision)
+    rows.append(
+      [
+        size,
+        precision,
+        "{} / {}".format(*cost.slots),
+        "{} / {}".format(*cost.registers),
+        "yes" if cost.spills else "no",
+        f"{cost.forward.total:.2f}",
+        f"{cost.backward.total:.2f}",
+        f"{cost.train_s_per_epoch:.2f}",
+      ]
+    )
+    if precision not in best or cost.train_s_per_epoch < best[precision].train_s_per_epoch:
+      best[precision] = cost
+  lines = []
+  for precision, cost in best.items():
+    met = "meets" if cost.train_s_per_epoch <= TARGETS[precision] else "misses"
+    largest = sorted(cost.epoch_s.items(), key=lambda item: -item[1])[:2]
+    parts = " and ".join(f"{_LABELS[part]} {seconds:.2f} s" for part, seconds in largest)
+    lines.append(
+      f"  * {precision}: best at N = {cost.cluster_size}, {cost.train_s_per_epoch:.2f} s/epoch, {met} the "
+      f"{TARGETS[precision]} s target; largest parts: {parts}; output planes evaluation never reads: "
+      f"{cost.eval_unread_s:.2f} s.\n"
+    )
+  return _table(header, rows) + "\nPredicted for the kernels as written:\n" + "".join(lines)
+
+
+if __name__ == "__main__":
+  print(markdown(), end="")

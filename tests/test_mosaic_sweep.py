@@ -1,0 +1,94 @@
+"""`seqclf.benchmarks.mosaic_sweep`: every measured row beside the cost model's prediction.
+
+The rows are built without a GPU from made-up timings; where this jax has Mosaic GPU the driver itself
+runs one tiny configuration in the interpreter (on a GPU, `benchmarks/gpu_check.sh` runs it per
+configuration).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from seqclf.benchmarks import mosaic_sweep
+from seqclf.lstm import mosaic_cost, mosaic_gpu
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+ARTICLE = {"batch": 64, "steps": 500, "input_size": 32, "hidden": 100}
+
+
+def _stats(median_s):
+  return {
+    "median_s": median_s,
+    "min_s": median_s,
+    "max_s": median_s,
+    "compile_s": 1.0,
+    "max_rel_error_vs_fused": 0.0,
+  }
+
+
+def test_each_mode_is_measured_beside_its_prediction():
+  shape = {"cluster_size": 8, "matmul_precision": "float32", **ARTICLE}
+  predicted = mosaic_sweep.predicted_us_per_step(shape)
+  cost = mosaic_cost.predict(8, "float32")
+  assert predicted == pytest.approx({mode: us / 500 for mode, us in cost.call_us.items()})
+  # The forward and backward together take longer than the forward alone.
+  assert predicted["fwd_bwd"] > predicted["fwd"] > cost.forward.total
+  runs, rows = mosaic_sweep.results_of(shape, {"fwd": _stats(1e-3), "fwd_bwd": _stats(3e-3)}, predicted)
+  assert [(run["mode"], run["us_per_step"]) for run in runs] == [
+    ("fwd", pytest.approx(2.0)),
+    ("fwd_bwd", pytest.approx(6.0)),
+  ]
+  assert [run["predicted_us_per_step"] for run in runs] == [predicted["fwd"], predicted["fwd_bwd"]]
+  column = mosaic_sweep.HEADER.index("predicted µs/step")
+  assert column == mosaic_sweep.HEADER.index("µs/step") + 1
+  assert [row[column] for row in rows] == [f"{predicted['fwd']:.2f}", f"{predicted['fwd_bwd']:.2f}"]
+  assert all(len(row) == len(mosaic_sweep.HEADER) for row in rows)
+
+
+def test_a_configuration_a_gpu_does_not_run_has_no_prediction():
+  shape = {"cluster_size": 2, "matmul_precision": "float32", **ARTICLE}  # the interpreter runs it anyway
+  assert mosaic_sweep.predicted_us_per_step(shape) is None
+  runs, rows = mosaic_sweep.results_of(shape, {"fwd": _stats(1e-3)}, None)
+  assert (
+    runs[0]["predicted_us_per_step"] is None
+    and rows[0][mosaic_sweep.HEADER.index("predicted µs/step")] == "–"
+  )
+
+
+@pytest.mark.skipif(mosaic_gpu.unavailable_reason() is not None, reason=str(mosaic_gpu.unavailable_reason()))
+def test_the_driver_writes_the_prediction_beside_the_measurement(tmp_path):
+  command = [
+    sys.executable,
+    "-m",
+    "seqclf.benchmarks.mosaic_sweep",
+    "--cluster_sizes=1",
+    "--precisions=bfloat16",
+  ]
+  command += [
+    "--batch=2",
+    "--steps=2",
+    "--input_size=4",
+    "--hidden=4",
+    "--repeats=1",
+    f"--workdir={tmp_path}",
+  ]
+  result = subprocess.run(
+    command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300
+  )
+  assert result.returncode == 0, result.stderr[-4000:]
+  runs = json.loads((tmp_path / "mosaic_sweep.json").read_text())["runs"]
+  shape = {
+    "cluster_size": 1,
+    "matmul_precision": "bfloat16",
+    "batch": 2,
+    "steps": 2,
+    "input_size": 4,
+    "hidden": 4,
+  }
+  predicted = mosaic_sweep.predicted_us_per_step(shape)
+  assert {run["mode"]: run["predicted_us_per_step"] for run in runs} == pytest.approx(predicted)
+  assert "| µs/step | predicted µs/step |" in (tmp_path / "mosaic_sweep.md").read_text()
