@@ -24,7 +24,12 @@ FILES = {  # row label -> results.json files, relative to benchmarks/results
   "seqclf cpu_kernel float32, re-run": [
     "2026-12-06_cpu-2core_lstm-seeds/seqclf_float32_seeds01/results.json"
   ],
-  "Keras 3 LSTM (JAX)": ["2026-12-06_cpu-2core_lstm-seeds/keras/results.json"],
+  "seqclf cpu_kernel float32, one thread": ["2026-12-06_cpu-epyc-2core_article-3seeds/lstm/results.json"],
+  "PyTorch nn.LSTM": ["2026-12-06_cpu-2core_lstm-seeds/torch/results.json"],
+  "Keras 3 LSTM (JAX)": [
+    "2026-12-06_cpu-2core_lstm-seeds/keras/results.json",
+    "2026-12-06_cpu-2core_lstm-seeds/keras_seeds5-9/results.json",
+  ],
   "seqclf fused, article_faithful.py": ["2026-12-06_cpu-2core_lstm-seeds/faithful/results.json"],
 }
 
@@ -34,7 +39,7 @@ def main():
   for label, paths in FILES.items():
     for path in paths:
       with open(os.path.join(RESULTS, path)) as f:
-        runs += [{**run, "engine": label} for run in json.load(f)["runs"]]
+        runs += [{**run, "engine": label} for run in json.load(f)["runs"] if run["variant"] == "lstm"]
   with open(OUT, "w") as f:
     f.write(article_report.markdown(runs))
 
