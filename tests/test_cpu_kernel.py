@@ -13,6 +13,7 @@ import pytest
 
 from seqclf.errors import ConfigError
 from seqclf.lstm import api, cpu_kernel, init_params, lstm, scan
+from tests import bf16_products
 
 # (batch, steps, input, hidden): 19 = 16 + 3 rows; 40 = 24 + 16 rows, a thread's range of a whole and a
 # partial 16-row AMX tile (bf16 products on AMX CPUs)
@@ -73,23 +74,7 @@ def test_thread_count_follows_the_environment(monkeypatch):
 # bfloat16 products: the kernel rounds the operands of each step's products (the recurrent ones forward and
 # backward, and the weight gradient's) to bfloat16 and sums in float32. This reference does the same in
 # plain JAX.
-@jax.custom_vjp
-def _bf16_product(a, w):
-  return jnp.matmul(a.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
-
-
-def _bf16_product_forward(a, w):
-  return _bf16_product(a, w), (a, w)
-
-
-def _bf16_product_backward(residuals, dz):
-  a, w = residuals
-  da = jnp.matmul(dz.astype(jnp.bfloat16), w.astype(jnp.bfloat16).T, preferred_element_type=jnp.float32)
-  dw = jnp.matmul(a.astype(jnp.bfloat16).T, dz.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
-  return da, dw
-
-
-_bf16_product.defvjp(_bf16_product_forward, _bf16_product_backward)
+_bf16_product = bf16_products.product(weight_gradient="bfloat16")
 
 
 def _bf16_reference(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):

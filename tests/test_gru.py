@@ -14,6 +14,7 @@ import pytest
 from seqclf.errors import ConfigError
 from seqclf.lstm import api, cpu_kernel, gru, gru_cpu_kernel, gru_flax, gru_scan, init_gru_params
 from seqclf.lstm.gru_api import from_keras, from_torch
+from tests import bf16_products
 
 RTOL, ATOL = 1e-5, 1e-5
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
@@ -274,22 +275,7 @@ def test_cpu_kernel_refuses_other_dtypes():
 # bfloat16 products: the kernel rounds the operands of the step's products (x @ W and h @ U forward, dz @ W^T
 # and dz @ U^T backward) to bfloat16 and sums in float32; the weight gradient stays float32. This reference
 # does the same in plain JAX.
-@jax.custom_vjp
-def _bf16_product(a, w):
-  return jnp.matmul(a.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
-
-
-def _bf16_product_forward(a, w):
-  return _bf16_product(a, w), (a, w)
-
-
-def _bf16_product_backward(residuals, dz):
-  a, w = residuals
-  da = jnp.matmul(dz.astype(jnp.bfloat16), w.astype(jnp.bfloat16).T, preferred_element_type=jnp.float32)
-  return da, jnp.matmul(a.T, dz, precision=jax.lax.Precision.HIGHEST)
-
-
-_bf16_product.defvjp(_bf16_product_forward, _bf16_product_backward)
+_bf16_product = bf16_products.product(weight_gradient="float32")
 
 
 def _bf16_reference(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask):
