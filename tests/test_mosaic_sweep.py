@@ -1,4 +1,4 @@
-"""`seqclf.benchmarks.mosaic_sweep`: every measured row beside the cost model's prediction.
+"""`seqclf.benchmarks.mosaic_sweep` and its report: every measured row beside the cost model's prediction.
 
 The rows are built without a GPU from made-up timings; where this jax has Mosaic GPU the driver itself
 runs one tiny configuration in the interpreter (on a GPU, `benchmarks/gpu_check.sh` runs it per
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from seqclf.benchmarks import mosaic_sweep
+from seqclf.benchmarks import mosaic_report
 from seqclf.lstm import mosaic_cost, mosaic_gpu
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -32,30 +32,30 @@ def _stats(median_s):
 
 def test_each_mode_is_measured_beside_its_prediction():
   shape = {"cluster_size": 8, "matmul_precision": "float32", **ARTICLE}
-  predicted = mosaic_sweep.predicted_us_per_step(shape)
+  predicted = mosaic_report.predicted_us_per_step(shape)
   cost = mosaic_cost.predict(8, "float32")
   assert predicted == pytest.approx({mode: us / 500 for mode, us in cost.call_us.items()})
   # The forward and backward together take longer than the forward alone.
   assert predicted["fwd_bwd"] > predicted["fwd"] > cost.forward.total
-  runs, rows = mosaic_sweep.results_of(shape, {"fwd": _stats(1e-3), "fwd_bwd": _stats(3e-3)}, predicted)
+  runs, rows = mosaic_report.results_of(shape, {"fwd": _stats(1e-3), "fwd_bwd": _stats(3e-3)}, predicted)
   assert [(run["mode"], run["us_per_step"]) for run in runs] == [
     ("fwd", pytest.approx(2.0)),
     ("fwd_bwd", pytest.approx(6.0)),
   ]
   assert [run["predicted_us_per_step"] for run in runs] == [predicted["fwd"], predicted["fwd_bwd"]]
-  column = mosaic_sweep.HEADER.index("predicted µs/step")
-  assert column == mosaic_sweep.HEADER.index("µs/step") + 1
+  column = mosaic_report.HEADER.index("predicted µs/step")
+  assert column == mosaic_report.HEADER.index("µs/step") + 1
   assert [row[column] for row in rows] == [f"{predicted['fwd']:.2f}", f"{predicted['fwd_bwd']:.2f}"]
-  assert all(len(row) == len(mosaic_sweep.HEADER) for row in rows)
+  assert all(len(row) == len(mosaic_report.HEADER) for row in rows)
 
 
 def test_a_configuration_a_gpu_does_not_run_has_no_prediction():
   shape = {"cluster_size": 2, "matmul_precision": "float32", **ARTICLE}  # the interpreter runs it anyway
-  assert mosaic_sweep.predicted_us_per_step(shape) is None
-  runs, rows = mosaic_sweep.results_of(shape, {"fwd": _stats(1e-3)}, None)
+  assert mosaic_report.predicted_us_per_step(shape) is None
+  runs, rows = mosaic_report.results_of(shape, {"fwd": _stats(1e-3)}, None)
   assert (
     runs[0]["predicted_us_per_step"] is None
-    and rows[0][mosaic_sweep.HEADER.index("predicted µs/step")] == "–"
+    and rows[0][mosaic_report.HEADER.index("predicted µs/step")] == "–"
   )
 
 
@@ -89,6 +89,6 @@ def test_the_driver_writes_the_prediction_beside_the_measurement(tmp_path):
     "input_size": 4,
     "hidden": 4,
   }
-  predicted = mosaic_sweep.predicted_us_per_step(shape)
+  predicted = mosaic_report.predicted_us_per_step(shape)
   assert {run["mode"]: run["predicted_us_per_step"] for run in runs} == pytest.approx(predicted)
   assert "| µs/step | predicted µs/step |" in (tmp_path / "mosaic_sweep.md").read_text()

@@ -27,8 +27,9 @@ from absl import flags
 
 from seqclf import cli, results, timing
 from seqclf.benchmarks import faults
+from seqclf.benchmarks.mosaic_report import HEADER, predicted_us_per_step, results_of
 from seqclf.errors import ConfigError
-from seqclf.lstm import fused, hoisted, init_params, mosaic_cost, mosaic_gpu
+from seqclf.lstm import fused, hoisted, init_params, mosaic_gpu
 
 _CLUSTER_SIZES = cli.define_positive_int_list(
   "cluster_sizes", list(mosaic_gpu.CLUSTER_SIZES), "Cluster sizes N (CTAs per 64-row batch block)."
@@ -40,9 +41,6 @@ _INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "Input (embedding) size E."
 _HIDDEN = flags.DEFINE_integer("hidden", 100, "Hidden size H (at most 128).", lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement.", lower_bound=1)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/mosaic_sweep", "Where mosaic_sweep.json goes.")
-
-HEADER = ["N", "precision", "mode", "µs/step", "predicted µs/step", "ms", "± ms", "compile s"]
-HEADER += ["max rel err vs fused", "error"]
 
 
 def configurations(cluster_sizes, precisions) -> list[tuple[int, str]]:
@@ -94,43 +92,6 @@ def measure(lstm, args, reference, repeats) -> dict:
     error = _relative_error(compiled(*args), reference[mode]) if reference is not None else 0.0
     out[mode] = {"compile_s": compile_s, "max_rel_error_vs_fused": error, **stats}
   return out
-
-
-def predicted_us_per_step(shape: dict) -> dict | None:
-  """{mode: µs per step} `mosaic_cost` predicts for ``shape`` (the sweep's fields) on an H200; None where
-  the configuration does not fit a GPU (the interpreter runs it anyway)."""
-  size, precision = shape["cluster_size"], shape["matmul_precision"]
-  if not mosaic_gpu.fits(size, precision):
-    return None
-  sizes = {key: shape[key] for key in ("batch", "steps", "input_size", "hidden")}
-  cost = mosaic_cost.predict(size, precision, **sizes)
-  return {mode: us / shape["steps"] for mode, us in cost.call_us.items()}
-
-
-def results_of(shape: dict, measured: dict, predicted: dict | None) -> tuple[list, list]:
-  """The JSON runs and markdown rows of one configuration's measurements, each beside its prediction."""
-  runs, rows = [], []
-  for mode, stats in measured.items():
-    us_per_step = 1e6 * stats["median_s"] / shape["steps"]
-    expected = None if predicted is None else predicted[mode]
-    runs.append(
-      {**shape, "mode": mode, "us_per_step": us_per_step, "predicted_us_per_step": expected, **stats}
-    )
-    rows.append(
-      [
-        shape["cluster_size"],
-        shape["matmul_precision"],
-        mode,
-        f"{us_per_step:.2f}",
-        "–" if expected is None else f"{expected:.2f}",
-        f"{1e3 * stats['median_s']:.3f}",
-        f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.3f}",
-        f"{stats['compile_s']:.2f}",
-        f"{stats['max_rel_error_vs_fused']:.2g}",
-        "",
-      ]
-    )
-  return runs, rows
 
 
 def main(argv):
