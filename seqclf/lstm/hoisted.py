@@ -44,6 +44,9 @@ class Recurrence(NamedTuple):
   # It stores nothing for a backward pass (XLA does not drop a loop's unused outputs, so `forward`
   # would pay for the residuals) and need not hoist anything.
   inference: Callable | None = None
+  # Optional, same signature, returning only the final (h, c): what a caller that reads no per-step
+  # outputs runs when no gradient is taken.
+  final_state: Callable | None = None
 
 
 # The derivative of each of `scan.RECURRENT_ACTIVATIONS` from its output y, as the backward loops hold the
@@ -54,16 +57,16 @@ GATE_DERIVATIVES = {
 }
 
 
-def lstm_cell_backward(dh, dc, gates, c_prev, c, recurrent_activation="sigmoid"):
+def lstm_cell_backward(dh, dc, gates, c_prev, c, recurrent_activation="sigmoid", tanh=jnp.tanh):
   """Gradients through one unmasked LSTM step, given the cotangents ``dh``, ``dc`` of its new state.
 
   Returns (dz, dc_prev): the pre-activation gate gradients [B, 4H] and the cotangent of the previous cell
   state. The cotangent of the previous hidden state is ``(dz @ U^T) * recurrent_dropout_mask``, left to
-  the caller so that a kernel can fuse the product into its own loop.
+  the caller so that a kernel can fuse the product into its own loop. ``tanh``: how to compute tanh(c).
   """
   i, f, g, o = jnp.split(gates, 4, axis=-1)
   derivative = GATE_DERIVATIVES[recurrent_activation]
-  tanh_c = jnp.tanh(c)
+  tanh_c = tanh(c)
   dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
   dz = jnp.concatenate(
     [
@@ -84,6 +87,7 @@ def scan_recurrence(
   unroll: int = 1,
   inference: Callable | None = None,
   recurrent_activation: str = "sigmoid",
+  activations: tuple[Callable, Callable] | None = None,
 ) -> Recurrence:
   """The recurrence as two plain `lax.scan`s over packed [B, 4H] gates: `fused`'s loop and every kernel's
   reference.
@@ -92,10 +96,11 @@ def scan_recurrence(
   does; ``state_dtype`` (say float32 for kernels that keep float32 state whatever the inputs) is the dtype
   the loops compute in, the results being cast back to the inputs' dtypes; None keeps the inputs' dtypes.
   ``recurrent_activation`` names the input, forget and output gates' activation in
-  `scan.RECURRENT_ACTIVATIONS`.
+  `scan.RECURRENT_ACTIVATIONS`; ``activations`` = (gate activation, tanh), if given, computes them as a
+  kernel does (its own formulas for the same functions).
   """
   cast = (lambda x: x) if state_dtype is None else (lambda x: x.astype(state_dtype))
-  gate = RECURRENT_ACTIVATIONS[recurrent_activation]
+  gate, tanh = activations or (RECURRENT_ACTIVATIONS[recurrent_activation], jnp.tanh)
 
   def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
     recurrent_mask = cast(recurrent_dropout_mask)
@@ -105,10 +110,10 @@ def scan_recurrence(
       xw_t, keep = inputs
       z = cast(xw_t) + product(h * recurrent_mask, recurrent_kernel)
       i, f, g, o = jnp.split(z, 4, axis=-1)
-      i, f, g, o = gate(i), gate(f), jnp.tanh(g), gate(o)
+      i, f, g, o = gate(i), gate(f), tanh(g), gate(o)
       keep = keep[:, None]
       c_new = jnp.where(keep, f * c + i * g, c)
-      h_new = jnp.where(keep, o * jnp.tanh(c_new), h)
+      h_new = jnp.where(keep, o * tanh(c_new), h)
       return (h_new, c_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
 
     _, outputs = jax.lax.scan(step, (cast(h0), cast(c0)), (xw, step_mask), unroll=unroll)
@@ -123,7 +128,7 @@ def scan_recurrence(
       dh_next, dc_next = carry
       dh_out, gates_t, c_prev, c_t, keep = inputs
       dh = dh_next + dh_out
-      dz, dc_prev = lstm_cell_backward(dh, dc_next, gates_t, c_prev, c_t, recurrent_activation)
+      dz, dc_prev = lstm_cell_backward(dh, dc_next, gates_t, c_prev, c_t, recurrent_activation, tanh)
       keep = keep[:, None]
       dz = jnp.where(keep, dz, 0.0)
       # A masked step passed the state through unchanged, so its cotangents pass through too.
@@ -165,6 +170,15 @@ def _time_major_rows(x):
   return jnp.swapaxes(x, 0, 1).reshape(-1, x.shape[-1])
 
 
+def project(params, xs, input_dropout_mask):
+  """The hoisted input projection: (xw [T, B, 4H] = (xs * mask) @ W + b, time-major; the dropped inputs
+  as [T * B, E] rows, which the weight gradient reads)."""
+  batch, steps, _ = xs.shape
+  dropped_rows = _time_major_rows(xs * input_dropout_mask[:, None, :])
+  xw = (matmul(dropped_rows, params["kernel"]) + params["bias"]).reshape(steps, batch, -1)
+  return xw, dropped_rows
+
+
 def make_lstm(recurrence: Recurrence) -> Callable:
   """Builds an LSTM function with the `seqclf.lstm.api` engine signature around ``recurrence``.
 
@@ -173,9 +187,7 @@ def make_lstm(recurrence: Recurrence) -> Callable:
   """
 
   def forward(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
-    batch, steps, _ = xs.shape
-    dropped_rows = _time_major_rows(xs * input_dropout_mask[:, None, :])
-    xw = (matmul(dropped_rows, params["kernel"]) + params["bias"]).reshape(steps, batch, -1)
+    xw, dropped_rows = project(params, xs, input_dropout_mask)
     step_mask_t = jnp.swapaxes(step_mask, 0, 1)
     hs, cs, gates = recurrence.forward(
       xw, params["recurrent_kernel"], h0, c0, step_mask_t, recurrent_dropout_mask

@@ -1,13 +1,15 @@
 """The ``mosaic`` engine: the LSTM time loop as one Pallas Mosaic GPU kernel per pass, spread over a cluster.
 
 Each 64-row batch block is shared by a cluster of N CTAs (`CLUSTER_SIZES`); CTA j owns 1/N of the hidden
-units of all four gates, keeps its slice of U in shared memory for the whole loop, runs the step's
-matmul on Hopper's tensor cores (``wgmma``) and exchanges its h (forward) or dz (backward) slice with
-the other CTAs every step, through distributed shared memory on a GPU ("dsmem") or global memory in the
-interpreter ("gmem"). ``matmul_precision``: "float32" (= "BF16_BF16_F32_X3", three bf16 products, N >= 4)
-or "bfloat16". Off a GPU the kernels run in the Mosaic GPU interpreter (N <= 2). `make_reference` rounds
-like the kernels; input projection, weight gradients and the custom VJP come from `hoisted.py`.
-Design, precision figures and the per-step cost model: docs/kernels.md.
+units of all four gates and keeps its slice of U in shared memory for the whole loop. Forward, each step
+gathers h from every CTA (all-gather) and multiplies it by CTA j's gate columns on Hopper's tensor cores
+(``wgmma``); backward, CTA j multiplies its own dz by its rows of U^T and sends each CTA that CTA's share
+of the partial dh (reduce-scatter). The exchange goes through distributed shared memory on a GPU
+("dsmem") or global memory in the interpreter ("gmem"). ``matmul_precision``: "float32" (=
+"BF16_BF16_F32_X3", three bf16 products) or "bfloat16". The gate arithmetic is built from exp and rsqrt,
+which a GPU runs as ``ex2.approx``/``rsqrt.approx`` (`APPROX_ERRORS`). Off a GPU the kernels run in the
+Mosaic GPU interpreter (N <= 2). `make_reference` rounds like the kernels; input projection, weight
+gradients and the custom VJP come from `hoisted.py`. Design, precision and the cost model: docs/kernels.md.
 """
 
 import functools
@@ -41,8 +43,10 @@ EXCHANGES = ("dsmem", "gmem")
 _PIECES = {"float32": 2, "BF16_BF16_F32_X3": 2, "bfloat16": 1}
 # The values `lstm`'s ``matmul_precision`` takes (the engine's ``matmul_precisions`` in `seqclf.lstm.api`).
 MATMUL_PRECISIONS = tuple(_PIECES)
-# Forward outputs per step: h, c and the four gates.
-_FORWARD_OUT_PLANES = 2 + GATES
+# What a forward kernel stores per step, by use: training keeps h, c and the four gates for the backward;
+# a forward without gradient only h; one that only wants the final state nothing (the final (h, c) is
+# stored once, by every kernel).
+FORWARD_STORES = {"train": 2 + GATES, "sequence": 1, "final": 0}
 # A CTA's shared memory on an H100/H200 (227 KiB), less a margin for barriers and Mosaic's own use.
 SMEM_BUDGET_BYTES = 227 * 1024 - 1024
 
@@ -81,6 +85,33 @@ class _Setup(NamedTuple):
     return PADDED_HIDDEN // self.cluster_size
 
 
+# Forward: the all-gather of h; backward: the reduce-scatter of the partial dh.
+_PASSES = ("forward", "backward")
+
+# The largest relative error of the approximate instructions a GPU runs the gate arithmetic with
+# (`approx_math`), as NVIDIA specifies them (PTX ISA, "ex2" and "rsqrt"; CUDA C++ Programming Guide,
+# intrinsic functions: __expf, which is ex2.approx of x * log2(e), 2 + floor(1.173 |x|) ulp). exp's is
+# a function of its argument; tests/test_mosaic_gpu.py runs the reference with these errors, all of one
+# sign at every step, and holds it to float32 scan at T = 500.
+APPROX_ERRORS = {
+  "exp": lambda x: (2.0 + jnp.floor(1.173 * jnp.abs(x))) * 2.0**-23,
+  "rsqrt": lambda x: 2.0**-22.9 + 0.0 * x,
+}
+
+
+def sigmoid(z, exp=jnp.exp, rsqrt=jax.lax.rsqrt):
+  """1 / (1 + e^-z) as rsqrt(1 + e^-z)^2: ex2.approx and rsqrt.approx on a GPU, where sigmoid would be
+  an IEEE division and a libdevice expf (e^-z = inf for z < -88 gives rsqrt(inf)^2 = 0, as it should)."""
+  root = rsqrt(1.0 + exp(-z))
+  return root * root
+
+
+def tanh(x, exp=jnp.exp, rsqrt=jax.lax.rsqrt):
+  """tanh(x) = 2 sigmoid(2x) - 1: two approximate instructions instead of libdevice's tanhf (a GPU's
+  tanh.approx is accurate to only ~2^-11); absolute error ~2^-22, enough for the state."""
+  return 2.0 * sigmoid(2.0 * x, exp, rsqrt) - 1.0
+
+
 def _bf16_pieces(x, pieces: int):
   """x (f32) -> [hi] or [hi, lo] in bfloat16, hi + lo = x to ~2^-16 relative."""
   hi = x.astype(jnp.bfloat16)
@@ -94,29 +125,40 @@ def _products(pieces: int):
   return [(0, 0)] if pieces == 1 else [(0, 0), (1, 0), (0, 1)]
 
 
-def _weight_bytes(cluster_size: int, pieces: int) -> int:
-  """Shared memory of one CTA's slice of U (or U^T): pieces x [4, Hp, Hs] bf16."""
-  return pieces * GATES * PADDED_HIDDEN * (PADDED_HIDDEN // cluster_size) * 2
+def _fixed_bytes(cluster_size: int, pieces: int, kernel_pass: str) -> int:
+  """Shared memory a CTA holds for the whole loop: its slice of U (forward) or U^T (backward), 4 Hp Hs
+  bf16 values per piece, and the backward's dz operand [pieces * 4, 64, Hs] bf16."""
+  width = PADDED_HIDDEN // cluster_size
+  weights = pieces * GATES * PADDED_HIDDEN * width * 2
+  return weights + (pieces * GATES * BLOCK_BATCH * width * 2 if kernel_pass == "backward" else 0)
 
 
-def _operand_bytes(pieces: int, operands: int) -> int:
-  """Shared memory of one slot of the exchanged operand: pieces x operands x [64, Hp] bf16."""
-  return pieces * operands * BLOCK_BATCH * PADDED_HIDDEN * 2
+def _slot_bytes(pieces: int, kernel_pass: str) -> int:
+  """Shared memory of one exchange slot: h [64, Hp] in bf16 pieces, or the N partials [64, Hs] f32."""
+  if kernel_pass == "forward":
+    return pieces * BLOCK_BATCH * PADDED_HIDDEN * 2
+  return BLOCK_BATCH * PADDED_HIDDEN * 4
 
 
-def exchange_slots(cluster_size: int, pieces: int, operands: int) -> int:
-  """Slots of the exchange buffer: 2 (double buffer, no second barrier) if they fit, else 1, else 0."""
-  weights = _weight_bytes(cluster_size, pieces)
+def exchange_slots(cluster_size: int, pieces: int, kernel_pass: str) -> int:
+  """Slots of a pass's exchange buffer: 2 (double buffer, no second barrier) if they fit, else 1, else 0.
+
+  The backward at N = 1 exchanges nothing (its partial is the whole dh): 2 if the rest fits, else 0.
+  """
+  fixed = _fixed_bytes(cluster_size, pieces, kernel_pass)
+  if kernel_pass == "backward" and cluster_size == 1:
+    return 2 if fixed <= SMEM_BUDGET_BYTES else 0
   for slots in (2, 1):
-    if weights + slots * _operand_bytes(pieces, operands) <= SMEM_BUDGET_BYTES:
+    if fixed + slots * _slot_bytes(pieces, kernel_pass) <= SMEM_BUDGET_BYTES:
       return slots
   return 0
 
 
-def _tiled(width: int):
-  """The SMEM tiling and swizzle of a bf16 wgmma operand whose column blocks are ``width`` wide."""
-  swizzle = min(128, width * 2)
-  return (plgpu.TilingTransform((8, swizzle // 2)), plgpu.SwizzleTransform(swizzle))
+def _tiled(width: int, dtype=jnp.bfloat16):
+  """The SMEM tiling and swizzle of a wgmma operand or received partial whose column blocks are ``width`` wide."""
+  itemsize = jnp.dtype(dtype).itemsize
+  swizzle = min(128, width * itemsize)
+  return (plgpu.TilingTransform((8, swizzle // itemsize)), plgpu.SwizzleTransform(swizzle))
 
 
 def _load(ref):
@@ -126,30 +168,59 @@ def _load(ref):
   return plgpu.load(ref, layout=plgpu.Layout.WGMMA, optimized=False)
 
 
-def _gate_matmul(setup: _Setup, operand_buffer, weights_smem, gates):
-  """Sums of operand[gate] @ weights[gate] ([64, Hp] x [Hp, Hs] each) in f32, one per entry of ``gates``.
-
-  ``operand_buffer(piece, gate)`` is the [64, Hp] bf16 SMEM operand; ``gates`` lists, per accumulator,
-  the gates summed into it. Every wgmma is issued before the one wait.
-  """
-  shape = (BLOCK_BATCH, setup.slice_width)
+def _accumulate(count: int, width: int, issue):
+  """``count`` f32 [64, width] products: ``issue(accumulators)`` issues the wgmmas, one wait, the values."""
 
   def run(*accumulators):
-    for accumulator, summed in zip(accumulators, gates):
-      for gate in summed:
-        for piece, weight_piece in _products(setup.pieces):
-          plgpu.wgmma(accumulator, operand_buffer(piece, gate), weights_smem.at[weight_piece * GATES + gate])
+    issue(accumulators)
     plgpu.wgmma_wait(0)
     return [accumulator[...] for accumulator in accumulators]
 
-  return pl.run_scoped(run, *[plgpu.ACC(shape, jnp.float32) for _ in gates])
+  return pl.run_scoped(run, *[plgpu.ACC((BLOCK_BATCH, width), jnp.float32) for _ in range(count)])
+
+
+def _gate_products(setup: _Setup, h_buffer, weights_smem):
+  """Forward: h [64, Hp] (bf16 pieces in SMEM) times CTA j's columns of each gate, [Hp, Hs] each."""
+
+  def issue(accumulators):
+    for gate, accumulator in enumerate(accumulators):
+      for piece, weight_piece in _products(setup.pieces):
+        plgpu.wgmma(accumulator, h_buffer.at[piece], weights_smem.at[weight_piece * GATES + gate])
+
+  return _accumulate(GATES, setup.slice_width, issue)
+
+
+def _partial_dh(setup: _Setup, dz, dz_smem, weights_smem):
+  """Backward: CTA j's dz ([64, Hs] per gate) times its rows of U^T, cut by receiving CTA: the N
+  [64, Hs] f32 shares of dh_{t-1} this CTA contributes to each CTA's units.
+
+  dz goes to the tensor cores through this CTA's own shared memory (``dz_smem`` [pieces * 4, 64, Hs]
+  bf16): wgmma could take it from registers, but jax 0.11's interpreter cannot run that, and the stores
+  are local and small.
+  """
+  for gate, dz_gate in enumerate(dz):
+    for piece, value in enumerate(_bf16_pieces(dz_gate, setup.pieces)):
+      dz_smem[piece * GATES + gate] = value
+  plgpu.commit_smem()
+  n = setup.cluster_size
+
+  def issue(accumulators):
+    for target, accumulator in enumerate(accumulators):
+      for gate in range(GATES):
+        for piece, weight_piece in _products(setup.pieces):
+          weights = weights_smem.at[(weight_piece * GATES + gate) * n + target]
+          plgpu.wgmma(accumulator, dz_smem.at[piece * GATES + gate], weights)
+
+  return _accumulate(n, setup.slice_width, issue)
 
 
 class _Exchange:
-  """Sends a CTA's [64, Hs] slices of K [64, Hp] operands to every CTA of the cluster and waits for all.
+  """Both passes' exchange between the CTAs of a cluster; ``slots`` buffers, used by step parity.
 
-  ``buffer`` [slots, pieces * K, 64, Hp] bf16 SMEM (piece-major; TMA copies take at most 5 strided
-  dims); K = 1 forward (h), 4 backward (dz of each gate).
+  Forward (`gather`): every CTA's [64, Hs] slice of h, in bf16 pieces, lands in every CTA's
+  [slots, pieces, 64, Hp] SMEM buffer, the next step's wgmma operand. Backward (`reduce_scatter`):
+  CTA j's share for CTA k's units, [64, Hs] f32, lands in row j of CTA k's [slots, N, 64, Hs] buffer,
+  and CTA k sums the N rows.
   """
 
   def __init__(self, setup, slots, buffer, ready, staging, exchange_gmem, gmem_barriers, cluster_barrier):
@@ -158,96 +229,143 @@ class _Exchange:
     self.gmem_barriers, self.cluster_barrier = gmem_barriers, cluster_barrier
 
   def slot(self, index):
-    """The buffer slot that holds the operands of step ``index``."""
+    """The buffer slot that holds the exchange of step ``index``."""
     return index % self.slots
 
-  def send(self, index, operands, block, cta):
-    """Writes ``operands`` (K arrays [64, Hs] f32) of CTA ``cta`` for step ``index`` into every CTA."""
+  def _cluster_barrier(self):
+    plgpu.barrier_arrive(self.cluster_barrier)
+    plgpu.barrier_wait(self.cluster_barrier)
+
+  def gather(self, index, h, block, cta):
+    """Writes CTA ``cta``'s h slice for step ``index`` into every CTA's buffer; returns once all arrived."""
     slot = self.slot(index)
     setup = self.setup
     width = setup.slice_width
-    pieces = [_bf16_pieces(operand, setup.pieces) for operand in operands]
+    pieces = _bf16_pieces(h, setup.pieces)
     if setup.exchange == "local":
-      for operand, operand_pieces in enumerate(pieces):
-        for piece, value in enumerate(operand_pieces):
-          self.buffer[slot, piece * len(operands) + operand] = value
+      for piece, value in enumerate(pieces):
+        self.buffer[slot, piece] = value
       # Order the stores before the tensor cores' (async proxy) reads.
       plgpu.commit_smem()
       return
     if setup.exchange == "dsmem":
-      # Every CTA's buffer gets this CTA's columns; each store arrives on that CTA's barrier (once per
-      # thread: `WARPGROUP_THREADS`).
+      # Each store arrives on the receiver's barrier (once per thread: `WARPGROUP_THREADS`).
       columns = pl.ds(pl.multiple_of(cta * width, width), width)
       for target in range(setup.cluster_size):
-        for operand, operand_pieces in enumerate(pieces):
-          for piece, value in enumerate(operand_pieces):
-            plgpu.async_store_smem(
-              value,
-              self.buffer.at[slot, piece * len(operands) + operand, :, columns],
-              self.ready.at[slot],
-              cluster_idx=target,
-              cluster_dim="cluster",
-            )
-
+        for piece, value in enumerate(pieces):
+          plgpu.async_store_smem(
+            value,
+            self.buffer.at[slot, piece, :, columns],
+            self.ready.at[slot],
+            cluster_idx=target,
+            cluster_dim="cluster",
+          )
       plgpu.barrier_wait(self.ready.at[slot])
+      # The reader is this CTA's wgmma (async proxy) and the writers other SMs' st.async, so the fence
+      # that orders the data before the reads is the reader's, after the barrier says it has landed.
       plgpu.commit_smem()
       return
     # "gmem": stage, store to global memory, cluster barrier, then every CTA copies all slices in. The
     # global copy has two slots whatever the SMEM buffer has: a CTA rewrites one two steps on, after
     # the barrier of the next step, which every CTA reaches only after reading it.
-    for operand, operand_pieces in enumerate(pieces):
-      for piece, value in enumerate(operand_pieces):
-        self.staging[piece, operand] = value
+    for piece, value in enumerate(pieces):
+      self.staging[piece] = value
     plgpu.commit_smem()
     gmem_slot = index % 2
     plgpu.copy_smem_to_gmem(self.staging, self.exchange_gmem.at[block, gmem_slot, cta])
     plgpu.wait_smem_to_gmem(0)
-    plgpu.barrier_arrive(self.cluster_barrier)
-    plgpu.barrier_wait(self.cluster_barrier)
+    self._cluster_barrier()
     for owner in range(setup.cluster_size):
       for piece in range(setup.pieces):
-        for operand in range(len(operands)):
-          plgpu.copy_gmem_to_smem(
-            self.exchange_gmem.at[block, gmem_slot, owner, piece, operand],
-            self.buffer.at[slot, piece * len(operands) + operand, :, pl.ds(owner * width, width)],
-            self.gmem_barriers.at[owner],
-          )
+        plgpu.copy_gmem_to_smem(
+          self.exchange_gmem.at[block, gmem_slot, owner, piece],
+          self.buffer.at[slot, piece, :, pl.ds(owner * width, width)],
+          self.gmem_barriers.at[owner],
+        )
     for owner in range(setup.cluster_size):
       plgpu.barrier_wait(self.gmem_barriers.at[owner])
 
+  def reduce_scatter(self, index, partials, block, cta):
+    """Sends CTA ``cta``'s share ``partials[k]`` to CTA k, returns the sum of the N shares it received.
+
+    Two slots make this safe with no second barrier, as for `gather`: a CTA writes a slot again two
+    steps on, after its next step's wait, which needs every CTA's next send, which each makes after
+    summing this step's shares. The sum runs over senders in a fixed order: reproducible.
+    """
+    setup = self.setup
+    if setup.exchange == "local":
+      return partials[0]
+    slot = self.slot(index)
+    if setup.exchange == "dsmem":
+      for target, partial in enumerate(partials):
+        plgpu.async_store_smem(
+          partial, self.buffer.at[slot, cta], self.ready.at[slot], cluster_idx=target, cluster_dim="cluster"
+        )
+      plgpu.barrier_wait(self.ready.at[slot])
+      # Ordinary loads read the shares, so no proxy fence is needed (no async-proxy reader).
+      shares = [
+        plgpu.load(self.buffer.at[slot, sender], layout=plgpu.Layout.WGMMA)
+        for sender in range(setup.cluster_size)
+      ]
+    else:  # "gmem": every share through global memory, one cluster barrier
+      for target, partial in enumerate(partials):
+        self.exchange_gmem[block, slot, target, cta] = partial
+      self._cluster_barrier()
+      shares = [
+        _load(self.exchange_gmem.at[block, slot, cta, sender]) for sender in range(setup.cluster_size)
+      ]
+    total = shares[0]
+    for share in shares[1:]:
+      total = total + share
+    return total
+
   def release(self):
-    """After the step's matmul: with one slot, no CTA may overwrite the buffer before all have read it."""
+    """After the step's last read of the buffer: with one slot no CTA may overwrite it before all have read it."""
     if self.slots == 1 and self.setup.exchange == "dsmem":
-      plgpu.barrier_arrive(self.cluster_barrier)
-      plgpu.barrier_wait(self.cluster_barrier)
+      self._cluster_barrier()
 
 
-def _kernel_scratch(setup: _Setup, slots: int, operands: int):
-  """The kernels' scratch, in argument order: weights, exchange buffer and its barriers, staging."""
-  width = setup.slice_width
-  arrivals = WARPGROUP_THREADS * setup.cluster_size * setup.pieces * operands
+def _kernel_scratch(setup: _Setup, slots: int, kernel_pass: str):
+  """The kernels' scratch, in argument order: weights, exchange buffer and its barriers, staging, dz."""
+  width, n, pieces = setup.slice_width, setup.cluster_size, setup.pieces
+  gmem = setup.exchange == "gmem"
+  if kernel_pass == "forward":
+    weights = plgpu.SMEM((pieces * GATES, PADDED_HIDDEN, width), jnp.bfloat16, transforms=_tiled(width))
+    buffer = [plgpu.SMEM((slots, pieces, BLOCK_BATCH, PADDED_HIDDEN), jnp.bfloat16, transforms=_tiled(width))]
+    arrivals = WARPGROUP_THREADS * n * pieces
+    staging = [plgpu.SMEM((pieces, BLOCK_BATCH, width), jnp.bfloat16)] if gmem else []
+    copies = [plgpu.Barrier(num_barriers=n, num_arrivals=pieces)] if gmem else []
+    operand = []
+  else:
+    # One [Hs, Hs] block of U^T per (piece, gate, receiving CTA): the B operand of one share's wgmma.
+    weights = plgpu.SMEM((pieces * GATES * n, width, width), jnp.bfloat16, transforms=_tiled(width))
+    # The receive buffer exists only for the remote stores; "gmem" sums straight from global memory.
+    buffer = (
+      [plgpu.SMEM((slots, n, BLOCK_BATCH, width), jnp.float32, transforms=_tiled(width, jnp.float32))]
+      if setup.exchange == "dsmem"
+      else []
+    )
+    arrivals = WARPGROUP_THREADS * n
+    staging, copies = [], []
+    operand = [plgpu.SMEM((pieces * GATES, BLOCK_BATCH, width), jnp.bfloat16, transforms=_tiled(width))]
   return [
-    plgpu.SMEM((setup.pieces * GATES, PADDED_HIDDEN, width), jnp.bfloat16, transforms=_tiled(width)),
-    plgpu.SMEM(
-      (slots, setup.pieces * operands, BLOCK_BATCH, PADDED_HIDDEN), jnp.bfloat16, transforms=_tiled(width)
-    ),
+    weights,
+    buffer,
     plgpu.Barrier(num_barriers=slots, num_arrivals=arrivals),
-    # The "gmem" exchange's staging buffer and copy barriers (empty otherwise).
-    [plgpu.SMEM((setup.pieces, operands, BLOCK_BATCH, width), jnp.bfloat16)]
-    if setup.exchange == "gmem"
-    else [],
-    [plgpu.Barrier(num_barriers=setup.cluster_size, num_arrivals=setup.pieces * operands)]
-    if setup.exchange == "gmem"
-    else [],
+    staging,
+    copies,
+    operand,  # the backward's dz, the A operand of its wgmmas
     plgpu.ClusterBarrier(collective_axes=("cluster",)),
     plgpu.Barrier(),  # the one-off copies: weights, initial operand
   ]
 
 
 def _prologue(setup, slots, weights_gmem, scratch, exchange_gmem):
-  """Loads the CTA's weight slice; returns (block, cta, exchange, weights_smem, buffer, once)."""
-  weights_smem, buffer, ready, staging, gmem_barriers, cluster_barrier, once = scratch
-  staging, gmem_barriers = (staging[0], gmem_barriers[0]) if setup.exchange == "gmem" else (None, None)
+  """Loads the CTA's weight slice; returns (block, cta, exchange, weights_smem, buffer, operand, once)."""
+  weights_smem, buffer, ready, staging, gmem_barriers, operand, cluster_barrier, once = scratch
+  buffer, staging, gmem_barriers, operand = (
+    group[0] if group else None for group in (buffer, staging, gmem_barriers, operand)
+  )
   block, cta = jax.lax.axis_index("batch"), jax.lax.axis_index("cluster")
   plgpu.copy_gmem_to_smem(weights_gmem.at[cta], weights_smem, once)
   plgpu.barrier_wait(once)
@@ -256,15 +374,15 @@ def _prologue(setup, slots, weights_gmem, scratch, exchange_gmem):
     plgpu.barrier_arrive(cluster_barrier)
     plgpu.barrier_wait(cluster_barrier)
   exchange = _Exchange(setup, slots, buffer, ready, staging, exchange_gmem, gmem_barriers, cluster_barrier)
-  return block, cta, exchange, weights_smem, buffer, once
+  return block, cta, exchange, weights_smem, buffer, operand, once
 
 
 def _time_loop(steps_gmem, outputs_gmem, block, cta, body, init, reverse: bool):
-  """Runs ``body(index, inputs, carry) -> (outputs, carry)`` over the steps, returns the last carry.
+  """Runs ``body(index, inputs, carry, store) -> carry`` over the steps, returns the last carry.
 
   A step's input planes ([64, Hs] f32 each) are loaded from global memory into registers one step
-  ahead (they travel in the loop carry, so their latency hides behind the step before); its output
-  planes are stored straight from registers.
+  ahead (they travel in the loop carry, so their latency hides behind the step before); ``store(planes)``
+  stores its output planes straight from registers, as early as the body can, so they die early.
   """
   steps, planes = steps_gmem.shape[1], steps_gmem.shape[3]
 
@@ -277,21 +395,27 @@ def _time_loop(steps_gmem, outputs_gmem, block, cta, body, init, reverse: bool):
   def step(index, carry):
     inputs, state = carry
     next_inputs = load_step(jnp.minimum(index + 1, steps - 1))
-    outputs, state = body(index, inputs, state)
-    t = time_of(index)
-    for plane, value in enumerate(outputs):
-      outputs_gmem[block, t, cta, plane] = value
-    return next_inputs, state
+
+    def store(outputs):
+      for plane, value in enumerate(outputs):
+        outputs_gmem[block, time_of(index), cta, plane] = value
+
+    return next_inputs, body(index, inputs, state, store)
 
   _, state = jax.lax.fori_loop(0, steps, step, (load_step(0), init))
   return state
 
 
-def _forward_kernel(
-  steps_gmem, state_gmem, h_init_gmem, weights_gmem, outputs_gmem, exchange_gmem, *scratch, setup, slots
-):
-  """One cluster's batch block of `hoisted.scan_recurrence`'s forward (see the module docstring)."""
-  block, cta, exchange, weights_smem, h_buffer, once = _prologue(
+def _forward_kernel(steps_gmem, state_gmem, h_init_gmem, weights_gmem, *refs, setup, slots, stores):
+  """One cluster's batch block of `hoisted.scan_recurrence`'s forward (see the module docstring).
+
+  ``refs``: the outputs (the final state [nb, N, 2, 64, Hs], then the per-step planes unless
+  ``stores`` is "final"), the exchange's global buffer and the scratch.
+  """
+  planes = FORWARD_STORES[stores]
+  final_gmem, outputs_gmem = refs[0], refs[1] if planes else None
+  exchange_gmem, scratch = refs[1 + bool(planes)], refs[2 + bool(planes) :]
+  block, cta, exchange, weights_smem, h_buffer, _, once = _prologue(
     setup, slots, weights_gmem, scratch, exchange_gmem
   )
   steps = steps_gmem.shape[1]
@@ -299,43 +423,43 @@ def _forward_kernel(
   plgpu.barrier_wait(once)
   h0, c0, recurrent_mask = [_load(state_gmem.at[block, cta, plane]) for plane in range(3)]
 
-  def body(index, inputs, carry):
+  def body(index, inputs, carry, store):
     h, c = carry
     xw, keep = inputs[:GATES], inputs[GATES] > 0.5
-    slot = exchange.slot(index)
-    products = _gate_matmul(
-      setup, lambda piece, gate: h_buffer.at[slot, piece], weights_smem, [[gate] for gate in range(GATES)]
-    )
+    products = _gate_products(setup, h_buffer.at[exchange.slot(index)], weights_smem)
     exchange.release()
     z = [x + p for x, p in zip(xw, products)]
-    i, f, g, o = jax.nn.sigmoid(z[0]), jax.nn.sigmoid(z[1]), jnp.tanh(z[2]), jax.nn.sigmoid(z[3])
+    i, f, g, o = sigmoid(z[0]), sigmoid(z[1]), tanh(z[2]), sigmoid(z[3])
     c_new = jnp.where(keep, f * c + i * g, c)
-    h_new = jnp.where(keep, o * jnp.tanh(c_new), h)
+    h_new = jnp.where(keep, o * tanh(c_new), h)
+    store([h_new, c_new, i, f, g, o][:planes])
 
     @pl.when(index + 1 < steps)
     def _send():
-      exchange.send(index + 1, [h_new * recurrent_mask], block, cta)
+      exchange.gather(index + 1, h_new * recurrent_mask, block, cta)
 
-    return [h_new, c_new, i, f, g, o], (h_new, c_new)
+    return h_new, c_new
 
-  _time_loop(steps_gmem, outputs_gmem, block, cta, body, (h0, c0), reverse=False)
+  h, c = _time_loop(steps_gmem, outputs_gmem, block, cta, body, (h0, c0), reverse=False)
+  final_gmem[block, cta, 0] = h
+  final_gmem[block, cta, 1] = c
 
 
 def _backward_kernel(
   steps_gmem, state_gmem, weights_gmem, outputs_gmem, final_gmem, exchange_gmem, *scratch, setup, slots
 ):
   """One cluster's batch block of `hoisted.scan_recurrence`'s backward, steps in reverse (see the module docstring)."""
-  block, cta, exchange, weights_smem, dz_buffer, _ = _prologue(
+  block, cta, exchange, weights_smem, _, dz_smem, _ = _prologue(
     setup, slots, weights_gmem, scratch, exchange_gmem
   )
   dh_last, dc_last, recurrent_mask = [_load(state_gmem.at[block, cta, plane]) for plane in range(3)]
 
-  def body(index, inputs, carry):
+  def body(index, inputs, carry, store):
     dh_next, dc_next = carry
     dh_out, i, f, g, o, c, c_prev, keep = inputs
     keep = keep > 0.5
     dh = dh_next + dh_out
-    tanh_c = jnp.tanh(c)
+    tanh_c = tanh(c)
     dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
     dz = [
       jnp.where(keep, dz_gate, 0.0)
@@ -346,16 +470,13 @@ def _backward_kernel(
         dh * tanh_c * o * (1.0 - o),
       )
     ]
-    exchange.send(index, dz, block, cta)
-    slot = exchange.slot(index)
-    (dh_recurrent,) = _gate_matmul(
-      setup, lambda piece, gate: dz_buffer.at[slot, piece * GATES + gate], weights_smem, [list(range(GATES))]
-    )
+    store(dz)
+    dh_recurrent = exchange.reduce_scatter(index, _partial_dh(setup, dz, dz_smem, weights_smem), block, cta)
     exchange.release()
     # A masked step passed the state through unchanged, so its cotangents pass through too.
     dh_prev = jnp.where(keep, dh_recurrent * recurrent_mask, dh)
     dc_prev = jnp.where(keep, dc * f, dc_next)
-    return dz, (dh_prev, dc_prev)
+    return dh_prev, dc_prev
 
   dh0, dc0 = _time_loop(steps_gmem, outputs_gmem, block, cta, body, (dh_last, dc_last), reverse=True)
   final_gmem[block, cta, 0] = dh0
@@ -383,22 +504,26 @@ def _gate_planes(x, hidden: int):
   return x.reshape(*x.shape[:-1], GATES, hidden)
 
 
-def _weights(recurrent_kernel, setup: _Setup, transposed: bool):
-  """U [H, 4H] -> the per-CTA slices [N, pieces * 4, Hp, Hs] in bf16 pieces (piece-major).
+def _weights(recurrent_kernel, setup: _Setup, kernel_pass: str):
+  """U [H, 4H] -> each CTA's slice in bf16 pieces (piece-major), as `_kernel_scratch` holds it.
 
-  Forward: slice [j, :, g] = U[:, gate g, units of CTA j] (rows: all h units). Backward: the U^T slice,
-  [j, :, g][k, n] = U[unit n of CTA j, gate g unit k].
+  Forward [N, pieces * 4, Hp, Hs]: slice [j, g] = U[:, gate g, units of CTA j] (rows: all h units).
+  Backward [N, pieces * 4 * N, Hs, Hs]: slice [j, (g, k)][u, m] = U[unit m of CTA k, gate g unit u of
+  CTA j], the block of U^T that takes CTA j's dz of gate g to CTA k's units.
   """
+  n, width = setup.cluster_size, setup.slice_width
   hidden = recurrent_kernel.shape[0]
   u = hoisted.pad_to(
     _gate_planes(recurrent_kernel, hidden), (PADDED_HIDDEN, GATES, PADDED_HIDDEN)
-  )  # [m, g, k]
-  if transposed:
-    u = u.reshape(setup.cluster_size, setup.slice_width, GATES, PADDED_HIDDEN).transpose(0, 2, 3, 1)
+  )  # [m, g, unit]
+  if kernel_pass == "forward":
+    u = u.reshape(PADDED_HIDDEN, GATES, n, width).transpose(2, 1, 0, 3)
+    shape = (n, setup.pieces * GATES, PADDED_HIDDEN, width)
   else:
-    u = u.reshape(PADDED_HIDDEN, GATES, setup.cluster_size, setup.slice_width).transpose(2, 1, 0, 3)
+    u = u.reshape(n, width, GATES, n, width).transpose(3, 2, 0, 4, 1)  # [j, g, k, unit u, m]
+    shape = (n, setup.pieces * GATES * n, width, width)
   pieces = jnp.stack(_bf16_pieces(u.astype(jnp.float32), setup.pieces), axis=1)
-  return pieces.reshape(setup.cluster_size, setup.pieces * GATES, PADDED_HIDDEN, setup.slice_width)
+  return pieces.reshape(shape)
 
 
 def _state(arrays, setup: _Setup):
@@ -406,24 +531,30 @@ def _state(arrays, setup: _Setup):
   return _blocks(jnp.stack(arrays, axis=1)[None], setup.cluster_size)[:, 0]
 
 
-def _launch(kernel, setup: _Setup, blocks: int, out_types, operands: int, *args):
-  """Runs ``kernel`` on a grid of ``blocks`` clusters of N CTAs; returns its outputs but the exchange's.
+def _exchange_type(setup: _Setup, blocks: int, kernel_pass: str):
+  """The "gmem" exchange's global buffer, two slots by step parity (a placeholder for the others)."""
+  shape = (setup.cluster_size, BLOCK_BATCH, setup.slice_width)
+  if kernel_pass == "forward":  # [block, slot, sender, piece, 64, Hs] bf16
+    return jax.ShapeDtypeStruct((blocks, 2, setup.cluster_size, setup.pieces, *shape[1:]), jnp.bfloat16)
+  return jax.ShapeDtypeStruct(
+    (blocks, 2, setup.cluster_size, *shape), jnp.float32
+  )  # [.., receiver, sender, ..]
 
-  ``operands``: how many [64, Hp] operands the cluster exchanges per step (1 forward, 4 backward).
-  """
-  exchange_type = jax.ShapeDtypeStruct(
-    (blocks, 2, setup.cluster_size, setup.pieces, operands, BLOCK_BATCH, setup.slice_width), jnp.bfloat16
-  )
+
+def _launch(kernel, setup: _Setup, blocks: int, out_types, kernel_pass: str, *args):
+  """Runs ``kernel`` on a grid of ``blocks`` clusters of N CTAs; returns its outputs but the exchange's."""
   # 0 slots (over the GPU's limit) only reaches here interpreted, where shared memory is unlimited.
-  slots = exchange_slots(setup.cluster_size, setup.pieces, operands) or 1
+  slots = exchange_slots(setup.cluster_size, setup.pieces, kernel_pass) or 1
   call = plgpu.kernel(
     functools.partial(kernel, setup=setup, slots=slots),
-    out_type=(*out_types, exchange_type),
-    scratch_types=_kernel_scratch(setup, slots, operands),
+    out_type=(*out_types, _exchange_type(setup, blocks, kernel_pass)),
+    scratch_types=_kernel_scratch(setup, slots, kernel_pass),
     grid=(blocks,),
     grid_names=("batch",),
     cluster=(setup.cluster_size,),
     cluster_names=("cluster",),
+    # exp and rsqrt as ex2.approx and rsqrt.approx (`APPROX_ERRORS`); the interpreter computes them exactly.
+    compiler_params=plgpu.CompilerParams(approx_math=True),
     interpret=plgpu.InterpretGPUParams() if setup.interpret else None,
   )
   return call(*args)[:-1]
@@ -432,7 +563,7 @@ def _launch(kernel, setup: _Setup, blocks: int, out_types, operands: int, *args)
 def fits(cluster_size: int, matmul_precision: str) -> bool:
   """Whether both kernels of this configuration fit in a CTA's shared memory."""
   pieces = _PIECES[matmul_precision]
-  return all(exchange_slots(cluster_size, pieces, operands) > 0 for operands in (1, GATES))
+  return all(exchange_slots(cluster_size, pieces, kernel_pass) > 0 for kernel_pass in _PASSES)
 
 
 def make_recurrence(
@@ -485,7 +616,8 @@ def make_recurrence(
       mode = exchange or ("gmem" if run_interpreted else "dsmem")
     return _Setup(cluster_size=size, pieces=pieces, exchange=mode, interpret=run_interpreted)
 
-  def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
+  def run_forward(stores, xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
+    """The forward kernel storing ``stores`` (`FORWARD_STORES`): ((h, c) final, [T, B, planes, H] or None)."""
     steps, batch, _ = xw.shape
     hidden = recurrent_kernel.shape[0]
     setup = setup_for(hidden)
@@ -502,23 +634,42 @@ def make_recurrence(
       pieces, blocks, BLOCK_BATCH, PADDED_HIDDEN
     )
     h_init = h_init.transpose(1, 0, 2, 3)
-    (steps_out,) = _launch(
-      _forward_kernel,
+    slice_shape = (BLOCK_BATCH, setup.slice_width)
+    out_types = [jax.ShapeDtypeStruct((blocks, setup.cluster_size, 2, *slice_shape), jnp.float32)]
+    planes = FORWARD_STORES[stores]
+    if planes:
+      out_types.append(jax.ShapeDtypeStruct((*steps_in.shape[:3], planes, *slice_shape), jnp.float32))
+    final, *steps_out = _launch(
+      functools.partial(_forward_kernel, stores=stores),
       setup,
       blocks,
-      [
-        jax.ShapeDtypeStruct(
-          (*steps_in.shape[:3], _FORWARD_OUT_PLANES, BLOCK_BATCH, setup.slice_width), jnp.float32
-        )
-      ],
-      1,
+      out_types,
+      "forward",
       steps_in,
       state,
       h_init,
-      _weights(recurrent_kernel, setup, transposed=False),
+      _weights(recurrent_kernel, setup, "forward"),
     )
-    out = _unblock(steps_out, batch, hidden).astype(xw.dtype)
-    return out[:, :, 0], out[:, :, 1], out[:, :, 2:].reshape(steps, batch, GATES * hidden)
+    final = _unblock(final[:, None], batch, hidden)[0].astype(xw.dtype)
+    per_step = _unblock(steps_out[0], batch, hidden).astype(xw.dtype) if planes else None
+    return (final[:, 0], final[:, 1]), per_step
+
+  def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
+    steps, batch, _ = xw.shape
+    _, out = run_forward("train", xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask)
+    return out[:, :, 0], out[:, :, 1], out[:, :, 2:].reshape(steps, batch, -1)
+
+  def inference(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    xw, _ = hoisted.project(params, xs, input_dropout_mask)
+    mask = jnp.swapaxes(step_mask, 0, 1)
+    state, hs = run_forward("sequence", xw, params["recurrent_kernel"], h0, c0, mask, recurrent_dropout_mask)
+    return jnp.swapaxes(hs[:, :, 0], 0, 1), state
+
+  def final_state(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    xw, _ = hoisted.project(params, xs, input_dropout_mask)
+    mask = jnp.swapaxes(step_mask, 0, 1)
+    state, _ = run_forward("final", xw, params["recurrent_kernel"], h0, c0, mask, recurrent_dropout_mask)
+    return state
 
   def backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last):
     steps, batch, hidden = cs.shape
@@ -540,16 +691,16 @@ def make_recurrence(
         jax.ShapeDtypeStruct((*steps_in.shape[:3], GATES, BLOCK_BATCH, setup.slice_width), jnp.float32),
         jax.ShapeDtypeStruct((blocks, setup.cluster_size, 2, BLOCK_BATCH, setup.slice_width), jnp.float32),
       ],
-      GATES,
+      "backward",
       steps_in,
       state,
-      _weights(recurrent_kernel, setup, transposed=True),
+      _weights(recurrent_kernel, setup, "backward"),
     )
     dz = _unblock(dz, batch, hidden).reshape(steps, batch, GATES * hidden).astype(gates.dtype)
     final = _unblock(final[:, None], batch, hidden)[0].astype(dh_last.dtype)
     return dz, final[:, 0], final[:, 1]
 
-  return hoisted.Recurrence(forward=forward, backward=backward)
+  return hoisted.Recurrence(forward=forward, backward=backward, inference=inference, final_state=final_state)
 
 
 def _product(a, b, pieces: int):
@@ -560,16 +711,22 @@ def _product(a, b, pieces: int):
   )
 
 
-def make_reference(matmul_precision: str = "float32") -> hoisted.Recurrence:
+def make_reference(
+  matmul_precision: str = "float32", *, exp=jnp.exp, rsqrt=jax.lax.rsqrt
+) -> hoisted.Recurrence:
   """The plain-JAX version of the kernels' computation, a `hoisted.Recurrence` too.
 
-  The `fused` recurrence with the recurrent products rounded as the kernels round them (`_product`),
-  written as `lax.scan`s over packed [B, 4H] gates: no padding, no clusters. The training-accuracy
-  check of a reduced precision uses it on CPU, where it is fast.
+  The `fused` recurrence with the recurrent products rounded as the kernels round them (`_product`) and
+  the kernels' gate formulas (`sigmoid`, `tanh`, from ``exp`` and ``rsqrt``: pass perturbed ones to see
+  what the GPU's approximate instructions can do), written as `lax.scan`s over packed [B, 4H] gates: no
+  padding, no clusters. The training-accuracy check of a reduced precision uses it on CPU, where it is fast.
   """
   pieces = _PIECES[matmul_precision]
-
-  return hoisted.scan_recurrence(lambda a, b: _product(a, b, pieces))
+  activations = (
+    functools.partial(sigmoid, exp=exp, rsqrt=rsqrt),
+    functools.partial(tanh, exp=exp, rsqrt=rsqrt),
+  )
+  return hoisted.scan_recurrence(lambda a, b: _product(a, b, pieces), activations=activations)
 
 
 @functools.cache
