@@ -26,61 +26,91 @@ def test_n8_float32_parts_match_the_hand_count():
   """N = 8, "float32" (3 products, hi and lo pieces), B = 64, T = 500: Hs = 16, 8 elements a thread."""
   cost = mosaic_cost.predict(8, "float32")
   # 4 gates x 3 products x 2 x [64, 128] x [128, 16] at 989 TFLOP/s over 132 SMs; operands A and B of
-  # each wgmma, bf16, at 128 B/clock.
+  # each wgmma, bf16, at 128 B/clock. The backward's 8 accumulators x 4 gates x 3 products of
+  # [64, 16] x [16, 16] are the same FLOPs and the same operand bytes.
   matmul = pytest.approx(1e6 * 4 * 3 * 2 * 64 * 128 * 16 / (989e12 / 132))
+  assert 8 * 4 * 3 * 2 * 64 * 16 * 16 == 4 * 3 * 2 * 64 * 128 * 16
   operands = _us(4 * 3 * 2 * (64 * 128 + 128 * 16) / 128)
+  assert operands == _us(8 * 4 * 3 * 2 * (64 * 16 + 16 * 16) / 128)
   for kernel_pass in (cost.forward, cost.backward):
     assert kernel_pass.tensor == matmul
     assert kernel_pass.smem_operands == pytest.approx(operands)
-  # Forward, per element: 14 plain ops, 3 (split h into hi and lo), 3 expf (8) and 3 divides (8), 2
-  # tanhf (20): 105 issued; 10 MUFU x 8 clocks = 80 does not bind.
-  assert cost.forward.gate_math == pytest.approx(_us(8 * (14 + 3 + 3 * 8 + 3 * 8 + 2 * 20)))
+  # Forward, per element: 3 sigmoids (ex2, rsqrt, add, square) and 2 tanh (a sigmoid, 2x, 2s - 1): 5
+  # ex2 (FMUL + MUFU.EX2), 5 rsqrt; plain ops 4 (z) + 1 (keep) + 3 (c) + 2 (h) + 1 (h x mask) + 3 x 2 +
+  # 2 x 4 = 25, 3 (split h into hi and lo): 25 + 3 + 5 x 2 + 5 = 43 issued, below 10 MUFU x 8 = 80.
+  assert cost.forward.gate_math == pytest.approx(_us(8 * 80))
   # 5 planes in and 6 out, 8 f32 a thread as 2-wide vectors (44 instructions) or 45056 B at 64 B/clock.
   assert cost.forward.global_io == pytest.approx(_us(11 * 64 * 16 * 4 / 64))
   # h's hi and lo slices [64, 16] bf16 to 8 CTAs: 32 KiB at 32 B/clock (64 stores a thread), + 0.5 us.
   assert cost.forward.exchange == pytest.approx(_us(8 * 2 * 64 * 16 * 2 / 32) + 0.5)
   assert cost.forward.barrier == 0.0  # two slots
-  # Backward: 29 plain ops, 4 x 3 splitting dz, one tanhf: 61; 8 planes in, 4 out; dz of 4 gates in
-  # two pieces to 8 CTAs (128 KiB, 256 stores a thread); one slot, so a cluster barrier.
-  assert cost.backward.gate_math == pytest.approx(_us(8 * (29 + 4 * 3 + 20)))
+  # Backward, per element: 29 plain ops + 4 of tanh(c), 1 ex2 (2) and 1 rsqrt, dz of 4 gates split (4 x
+  # 3) and staged as bf16x2 (4 x 2 / 2 st.shared): 52 issued, above 2 MUFU x 8 = 16 and the staged
+  # 4 x 2 x 2 B x 128 threads at 128 B/clock = 16. 8 planes in, 4 out.
+  assert cost.backward.gate_math == pytest.approx(_us(8 * (33 + 3 + 4 * 3 + 4)))
   assert cost.backward.global_io == pytest.approx(_us(12 * 64 * 16 * 4 / 64))
-  assert cost.backward.exchange == pytest.approx(_us(8 * 4 * 2 * 64 * 16 * 2 / 32) + 0.5)
-  assert cost.backward.barrier == 0.3
-  assert cost.slots == (2, 1)
-  forward = max(cost.forward.tensor, operands) + _us(8 * 105 + 704 + 1024) + 0.5
-  backward = max(cost.backward.tensor, operands) + _us(8 * 61 + 768 + 4096) + 0.5 + 0.3
+  # Reduce-scatter: 8 shares [64, 16] f32 = 32 KiB at 32 B/clock (32 eight-byte stores a thread), 0.5 us,
+  # then the 8 shares received: 32 KiB at 128 B/clock (32 ld.shared.v2 a thread) and 7 adds x 8.
+  assert cost.backward.exchange == pytest.approx(
+    _us(8 * 64 * 16 * 4 / 32 + 8 * 64 * 16 * 4 / 128 + 7 * 8) + 0.5
+  )
+  assert cost.backward.barrier == 0.0
+  assert cost.slots == (2, 2)
+  forward = max(cost.forward.tensor, operands) + _us(8 * 80 + 704 + 1024) + 0.5
+  backward = max(cost.backward.tensor, operands) + _us(8 * 52 + 768 + 1024 + 256 + 56) + 0.5
   assert cost.forward.total == pytest.approx(forward)
   assert cost.backward.total == pytest.approx(backward)
+
+
+def test_the_exchange_at_n1_and_n2_and_the_one_slot_barrier():
+  # N = 1: the forward writes h (bf16, [64, 128] = 16 KiB) into its own shared memory at 128 B/clock
+  # (32 stores a thread); the backward's one accumulator is dh, so there is no exchange.
+  alone = mosaic_cost.predict(1, "bfloat16")
+  assert alone.forward.exchange == pytest.approx(_us(64 * 128 * 2 / 128))
+  assert alone.backward.exchange == 0.0 and alone.slots == (2, 2)
+  # N = 2 float32: one backward slot, so a cluster barrier a step; 32 elements a thread. Shares: 2 x
+  # [64, 64] f32 = 32 KiB at 32 B/clock, 0.5 us, 32 KiB read at 128 B/clock and 1 add x 32.
+  pair = mosaic_cost.predict(2, "float32")
+  assert pair.slots == (2, 1) and (pair.forward.barrier, pair.backward.barrier) == (0.0, 0.3)
+  assert pair.backward.exchange == pytest.approx(_us(2 * 64 * 64 * 4 / 32 + 2 * 64 * 64 * 4 / 128 + 32) + 0.5)
 
 
 def test_article_epoch_and_layout_traffic_match_the_hand_count():
   cost = mosaic_cost.predict(8, "bfloat16")
   # Bytes XLA moves around the kernels per batch; planes [T, B, H] and padded [T, 64, 128] of float32.
   plane, padded = 500 * 64 * 100 * 4, 500 * 64 * 128 * 4
-  forward = 4 * plane + 5 * padded + 6 * (padded + plane)  # _blocks of xw and the mask, _unblock
-  forward += 500 * 64 * 4 * (3 * 32 + 400)  # xs made time-major, xw written
+  projection = 500 * 64 * 4 * (3 * 32 + 400)  # xs made time-major, xw written
+  forward = 4 * plane + 5 * padded + 6 * (padded + plane) + projection  # _blocks of xw and the mask, _unblock
   backward = 6 * plane + 8 * padded + 4 * (padded + plane)
   backward += 500 * 64 * 4 * (4 * 400 + 3 * 100 + 4 * 32)  # dz read 4 times, h_{t-1}, dxs
   assert forward + backward == pytest.approx(955.9e6, rel=1e-4)  # about 1 GB a training batch
+  # Without a gradient the forward stores h alone (one plane unblocked); evaluation's, which wants only
+  # the final state, none: _blocks and the projection.
+  sequence = 4 * plane + 5 * padded + (padded + plane) + projection
+  evaluation = 4 * plane + 5 * padded + projection
   hbm = 4.8e12 * 0.7
   assert cost.layout_us == pytest.approx(1e6 * (forward + backward) / hbm)
-  # 391 batches each way: train = forward and backward, test = forward only.
+  # Evaluation's kernel loads the 5 planes (20 KiB a step at 64 B/clock) and stores none; the rest of a
+  # step is the forward's. Storing h too: 6 planes, 24 KiB.
+  assert cost.evaluation.global_io == pytest.approx(_us(5 * 64 * 16 * 4 / 64))
+  assert cost.evaluation._replace(global_io=cost.forward.global_io) == cost.forward
+  sequence_step = cost.forward.total - cost.forward.global_io + _us(6 * 64 * 16 * 4 / 64)
+  # 391 batches each way: train = forward and backward, test = evaluation's forward.
   train = 500 * (cost.forward.total + cost.backward.total) + 1e6 * (forward + backward) / hbm
-  test = 500 * cost.forward.total + 1e6 * forward / hbm
-  assert cost.call_us == pytest.approx({"fwd": test, "fwd_bwd": train})
+  test = 500 * cost.evaluation.total + 1e6 * evaluation / hbm
+  fwd = 500 * sequence_step + 1e6 * sequence / hbm  # as mosaic_sweep times it: outputs, no gradient
+  assert cost.call_us == pytest.approx({"fwd": fwd, "fwd_bwd": train})
   assert cost.train_s_per_epoch == pytest.approx(391e-6 * (train + test))
   assert sum(cost.epoch_s.values()) == pytest.approx(cost.train_s_per_epoch)
-  # Evaluation's unread outputs: 6 planes stored in the kernel (24 instructions or 24 KiB at 64 B/clock
-  # a step), then unblocked.
-  unread = 500 * _us(6 * 64 * 16 * 4 / 64) + 1e6 * 6 * (padded + plane) / hbm
-  assert cost.eval_unread_s == pytest.approx(391e-6 * unread)
 
 
 def test_registers_are_live_planes_pieces_and_the_rest_and_spills_are_flagged_above_255():
   # N = 4 bfloat16 forward: 16 elements a plane a thread; 17 live planes, h's bf16x2 pieces (8), 16.
   assert mosaic_cost.predict(4, "bfloat16").registers[0] == 17 * 16 + 8 + 16
-  # N = 8 float32 backward: 24 live planes of 8, dz's hi and lo as bf16x2 (4 x 2 x 4), 16: 240.
-  assert mosaic_cost.predict(8, "float32").registers == (160, 240)
+  # N = 8 float32 backward: 19 live planes of 8, 8 accumulators [64, 16] f32 (64 a thread), 16: 232.
+  assert mosaic_cost.predict(8, "float32").registers == (160, 19 * 8 + 64 + 16)
+  # N = 1 backward: the one accumulator is still 64 registers.
+  assert mosaic_cost.predict(1, "bfloat16").registers[1] == 19 * 64 + 64 + 16
   for size, precision in mosaic_cost.configurations():
     cost = mosaic_cost.predict(size, precision)
     assert cost.spills == (max(cost.registers) > 255), (size, precision)
@@ -96,29 +126,58 @@ def test_every_term_names_its_source():
       assert "NVIDIA" in term.basis or "CUDA C++" in term.basis, name
   # Nothing is measured yet; what is assumed says so in the docs too.
   assert mosaic_cost.TERMS["dsmem_bytes_per_clock"].source == "assumed"
+  # The gate arithmetic's approximate instructions, each with its instruction and MUFU count.
+  for name in ("ex2", "rsqrt"):
+    for suffix in ("instructions", "mufu"):
+      assert mosaic_cost.TERMS[f"{name}_{suffix}"].source == "assumed"
 
 
 def test_the_plane_counts_are_what_make_recurrence_builds(monkeypatch):
-  """The kernels' launches replaced by zeros: the planes each pass loads and stores, the operands it exchanges."""
+  """The kernels' launches replaced by zeros: the planes each pass loads and stores, and its name."""
   seen = {}
 
-  def launch(kernel, setup, blocks, out_types, operands, steps_in, *args):
-    seen[kernel.__name__] = (steps_in.shape[3], out_types[0].shape[3], operands)
+  def launch(kernel, setup, blocks, out_types, kernel_pass, steps_in, *args):
+    name = getattr(kernel, "func", kernel).__name__  # the forward's variants are partials
+    # Per-step outputs are [nb, T, N, planes, 64, Hs]; the final state [nb, N, 2, 64, Hs] is not one.
+    stored = [out.shape[3] for out in out_types if out.ndim == 6 and out.shape[:3] == steps_in.shape[:3]]
+    seen[name, sum(stored)] = (steps_in.shape[3], kernel_pass)
     return [jnp.zeros(out.shape, out.dtype) for out in out_types]
 
   monkeypatch.setattr(mosaic_gpu, "_launch", launch)
   recurrence = mosaic_gpu.make_recurrence("bfloat16", cluster_size=2, interpret=True)
-  steps, batch, hidden = 2, 3, 4
+  steps, batch, hidden, inputs = 3, 3, 4, 5  # T != N, so a step plane and the final state differ
   state, planes = jnp.ones((batch, hidden)), jnp.ones((steps, batch, hidden))
   mask, kernel = jnp.ones((steps, batch), bool), jnp.ones((hidden, 4 * hidden))
   recurrence.forward(jnp.ones((steps, batch, 4 * hidden)), kernel, state, state, mask, state)
   gates = jnp.ones((steps, batch, 4 * hidden))
   recurrence.backward(kernel, gates, planes, state, mask, state, planes, state, state)
+  params = {
+    "kernel": jnp.ones((inputs, 4 * hidden)),
+    "recurrent_kernel": kernel,
+    "bias": jnp.ones(4 * hidden),
+  }
+  engine_args = (
+    params,
+    jnp.ones((batch, steps, inputs)),
+    state,
+    state,
+    mask.T,
+    jnp.ones((batch, inputs)),
+    state,
+  )
+  recurrence.inference(*engine_args)
+  recurrence.final_state(*engine_args)
+  expected = {}
   for name, kernel_pass in (
     ("_forward_kernel", mosaic_cost.FORWARD),
+    ("_forward_kernel", mosaic_cost.SEQUENCE),
+    ("_forward_kernel", mosaic_cost.EVALUATION),
     ("_backward_kernel", mosaic_cost.BACKWARD),
   ):
-    assert seen[name] == (kernel_pass.planes_in, kernel_pass.planes_out, kernel_pass.operands)
+    expected[name, kernel_pass.planes_out] = (kernel_pass.planes_in, kernel_pass.kernel_pass)
+  assert seen == expected
+  for kernel_pass, exchange in ((mosaic_cost.FORWARD, "gather"), (mosaic_cost.BACKWARD, "reduce_scatter")):
+    assert kernel_pass.exchange == exchange and hasattr(mosaic_gpu._Exchange, exchange)
 
 
 @pytest.mark.parametrize(
@@ -139,7 +198,7 @@ def test_bad_configurations_are_one_clear_error(args, sizes, message):
 def test_the_docs_hold_the_models_table():
   table = mosaic_cost.markdown()
   rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
-  assert len(rows) == len(mosaic_cost.configurations()) == 6  # N = 1, 2 float32 do not fit
+  assert len(rows) == len(mosaic_cost.configurations()) == 7  # N = 1 float32 does not fit
   assert table in (REPO / "docs" / "kernels.md").read_text(), (
     "docs/kernels.md's cost table differs from the model: paste `python -m seqclf.lstm.mosaic_cost`'s output"
   )
