@@ -262,11 +262,15 @@ def _pass_cost(kernel_pass: Pass, cluster_size: int, pieces: int, slots: int) ->
   width = PADDED_HIDDEN // cluster_size
   per_thread = BLOCK_BATCH * width / WARPGROUP_THREADS  # elements of one plane each thread holds
   products = len(mosaic_gpu._products(pieces))
-  # Forward: 4 P wgmmas [64, Hp] x [Hp, Hs]. Backward: N accumulators, each 4 P wgmmas [64, Hs] x [Hs, Hs]
-  # (dz of a gate by one block of U^T): the same FLOPs, and A and B bytes N x 4P x 2 (64 Hs + Hs Hs) =
-  # 4P x 2 (64 Hp + Hp Hs), as N Hs = Hp.
+  # Forward: per product one wgmma [64, Hp] x [Hp, 4 Hs] (G = 2 of [Hp, 2 Hs] at N = 1, wgmma's N being
+  # at most 256), so h is read G times. Backward: 4 P wgmmas [64, Hs] x [Hs, Hp] (dz of a gate by its
+  # rows of U^T) into one [64, Hp] accumulator. The same FLOPs either way.
   flops = GATES * products * 2 * BLOCK_BATCH * PADDED_HIDDEN * width
-  operand_bytes = GATES * products * 2 * (BLOCK_BATCH * PADDED_HIDDEN + PADDED_HIDDEN * width)
+  if kernel_pass.exchange == "gather":
+    groups = GATES // mosaic_gpu.gates_per_wgmma(width)
+    operand_bytes = products * 2 * (groups * BLOCK_BATCH * PADDED_HIDDEN + GATES * PADDED_HIDDEN * width)
+  else:
+    operand_bytes = GATES * products * 2 * (BLOCK_BATCH * width + width * PADDED_HIDDEN)
   io_instructions = (kernel_pass.planes_in + kernel_pass.planes_out) * per_thread
   io_instructions /= _value("global_elements_per_instruction")
   io_bytes = (kernel_pass.planes_in + kernel_pass.planes_out) * BLOCK_BATCH * width * 4

@@ -179,20 +179,33 @@ def _accumulate(count: int, width: int, issue):
   return pl.run_scoped(run, *[plgpu.ACC((BLOCK_BATCH, width), jnp.float32) for _ in range(count)])
 
 
+# wgmma's largest N: the forward's columns of several gates share a wgmma up to this width.
+WGMMA_MAX_N = 256
+
+
+def gates_per_wgmma(slice_width: int) -> int:
+  """Gates whose [Hp, Hs] column slices one forward wgmma multiplies at once (so it reads h once)."""
+  return min(GATES, WGMMA_MAX_N // slice_width)
+
+
 def _gate_products(setup: _Setup, h_buffer, weights_smem):
-  """Forward: h [64, Hp] (bf16 pieces in SMEM) times CTA j's columns of each gate, [Hp, Hs] each."""
+  """Forward: h [64, Hp] (bf16 pieces in SMEM) times CTA j's columns of the four gates, [Hp, 4 Hs],
+  in as few wgmmas as wgmma's width allows; returns the four [64, Hs] f32 products."""
+  per_wgmma, width = gates_per_wgmma(setup.slice_width), setup.slice_width
 
   def issue(accumulators):
-    for gate, accumulator in enumerate(accumulators):
+    for group, accumulator in enumerate(accumulators):
       for piece, weight_piece in _products(setup.pieces):
-        plgpu.wgmma(accumulator, h_buffer.at[piece], weights_smem.at[weight_piece * GATES + gate])
+        groups = GATES // per_wgmma
+        plgpu.wgmma(accumulator, h_buffer.at[piece], weights_smem.at[weight_piece * groups + group])
 
-  return _accumulate(GATES, setup.slice_width, issue)
+  groups = _accumulate(GATES // per_wgmma, per_wgmma * width, issue)
+  return [group[:, k * width : (k + 1) * width] for group in groups for k in range(per_wgmma)]
 
 
 def _partial_dh(setup: _Setup, dz, dz_smem, weights_smem):
-  """Backward: CTA j's dz ([64, Hs] per gate) times its rows of U^T, cut by receiving CTA: the N
-  [64, Hs] f32 shares of dh_{t-1} this CTA contributes to each CTA's units.
+  """Backward: CTA j's dz ([64, Hs] per gate) times its rows of U^T ([Hs, Hp] per gate), one
+  [64, Hp] f32 accumulator, cut into the N [64, Hs] shares of dh_{t-1} it contributes to each CTA.
 
   dz goes to the tensor cores through this CTA's own shared memory (``dz_smem`` [pieces * 4, 64, Hs]
   bf16): wgmma could take it from registers, but jax 0.11's interpreter cannot run that, and the stores
@@ -202,16 +215,18 @@ def _partial_dh(setup: _Setup, dz, dz_smem, weights_smem):
     for piece, value in enumerate(_bf16_pieces(dz_gate, setup.pieces)):
       dz_smem[piece * GATES + gate] = value
   plgpu.commit_smem()
-  n = setup.cluster_size
 
   def issue(accumulators):
-    for target, accumulator in enumerate(accumulators):
-      for gate in range(GATES):
-        for piece, weight_piece in _products(setup.pieces):
-          weights = weights_smem.at[(weight_piece * GATES + gate) * n + target]
-          plgpu.wgmma(accumulator, dz_smem.at[piece * GATES + gate], weights)
+    (accumulator,) = accumulators
+    for gate in range(GATES):
+      for piece, weight_piece in _products(setup.pieces):
+        plgpu.wgmma(
+          accumulator, dz_smem.at[piece * GATES + gate], weights_smem.at[weight_piece * GATES + gate]
+        )
 
-  return _accumulate(n, setup.slice_width, issue)
+  (partial,) = _accumulate(1, PADDED_HIDDEN, issue)
+  width = setup.slice_width
+  return [partial[:, k * width : (k + 1) * width] for k in range(setup.cluster_size)]
 
 
 class _Exchange:
@@ -330,15 +345,18 @@ def _kernel_scratch(setup: _Setup, slots: int, kernel_pass: str):
   width, n, pieces = setup.slice_width, setup.cluster_size, setup.pieces
   gmem = setup.exchange == "gmem"
   if kernel_pass == "forward":
-    weights = plgpu.SMEM((pieces * GATES, PADDED_HIDDEN, width), jnp.bfloat16, transforms=_tiled(width))
+    groups = GATES // gates_per_wgmma(setup.slice_width)
+    weights = plgpu.SMEM(
+      (pieces * groups, PADDED_HIDDEN, GATES // groups * width), jnp.bfloat16, transforms=_tiled(width)
+    )
     buffer = [plgpu.SMEM((slots, pieces, BLOCK_BATCH, PADDED_HIDDEN), jnp.bfloat16, transforms=_tiled(width))]
     arrivals = WARPGROUP_THREADS * n * pieces
     staging = [plgpu.SMEM((pieces, BLOCK_BATCH, width), jnp.bfloat16)] if gmem else []
     copies = [plgpu.Barrier(num_barriers=n, num_arrivals=pieces)] if gmem else []
     operand = []
   else:
-    # One [Hs, Hs] block of U^T per (piece, gate, receiving CTA): the B operand of one share's wgmma.
-    weights = plgpu.SMEM((pieces * GATES * n, width, width), jnp.bfloat16, transforms=_tiled(width))
+    # CTA j's rows of U^T, [Hs, Hp] per (piece, gate): the B operand of one wgmma each.
+    weights = plgpu.SMEM((pieces * GATES, width, PADDED_HIDDEN), jnp.bfloat16, transforms=_tiled(width))
     # The receive buffer exists only for the remote stores; "gmem" sums straight from global memory.
     buffer = (
       [plgpu.SMEM((slots, n, BLOCK_BATCH, width), jnp.float32, transforms=_tiled(width, jnp.float32))]
@@ -356,19 +374,22 @@ def _kernel_scratch(setup: _Setup, slots: int, kernel_pass: str):
     copies,
     operand,  # the backward's dz, the A operand of its wgmmas
     plgpu.ClusterBarrier(collective_axes=("cluster",)),
-    plgpu.Barrier(),  # the one-off copies: weights, initial operand
+    plgpu.Barrier(),  # the one-off copy of the initial h
+    # The weights, one TMA copy per leading index (a whole slice would take 6 strided dimensions, TMA 5).
+    plgpu.Barrier(num_arrivals=weights.shape[0]),
   ]
 
 
 def _prologue(setup, slots, weights_gmem, scratch, exchange_gmem):
   """Loads the CTA's weight slice; returns (block, cta, exchange, weights_smem, buffer, operand, once)."""
-  weights_smem, buffer, ready, staging, gmem_barriers, operand, cluster_barrier, once = scratch
+  weights_smem, buffer, ready, staging, gmem_barriers, operand, cluster_barrier, once, loaded = scratch
   buffer, staging, gmem_barriers, operand = (
     group[0] if group else None for group in (buffer, staging, gmem_barriers, operand)
   )
   block, cta = jax.lax.axis_index("batch"), jax.lax.axis_index("cluster")
-  plgpu.copy_gmem_to_smem(weights_gmem.at[cta], weights_smem, once)
-  plgpu.barrier_wait(once)
+  for index in range(weights_smem.shape[0]):
+    plgpu.copy_gmem_to_smem(weights_gmem.at[cta, index], weights_smem.at[index], loaded)
+  plgpu.barrier_wait(loaded)
   if setup.exchange == "dsmem":
     # Every CTA's barriers exist before anyone stores into its shared memory.
     plgpu.barrier_arrive(cluster_barrier)
@@ -507,9 +528,10 @@ def _gate_planes(x, hidden: int):
 def _weights(recurrent_kernel, setup: _Setup, kernel_pass: str):
   """U [H, 4H] -> each CTA's slice in bf16 pieces (piece-major), as `_kernel_scratch` holds it.
 
-  Forward [N, pieces * 4, Hp, Hs]: slice [j, g] = U[:, gate g, units of CTA j] (rows: all h units).
-  Backward [N, pieces * 4 * N, Hs, Hs]: slice [j, (g, k)][u, m] = U[unit m of CTA k, gate g unit u of
-  CTA j], the block of U^T that takes CTA j's dz of gate g to CTA k's units.
+  Forward [N, pieces * groups, Hp, 4 Hs / groups]: CTA j's columns of the gates of each wgmma's group,
+  side by side, U[:, gate g, units of CTA j] (rows: all h units). Backward [N, pieces * 4, Hs, Hp]:
+  [j, g][u, m] = U[unit m, gate g unit u of CTA j], the rows of U^T that take CTA j's dz of gate g to
+  every unit.
   """
   n, width = setup.cluster_size, setup.slice_width
   hidden = recurrent_kernel.shape[0]
@@ -517,11 +539,12 @@ def _weights(recurrent_kernel, setup: _Setup, kernel_pass: str):
     _gate_planes(recurrent_kernel, hidden), (PADDED_HIDDEN, GATES, PADDED_HIDDEN)
   )  # [m, g, unit]
   if kernel_pass == "forward":
-    u = u.reshape(PADDED_HIDDEN, GATES, n, width).transpose(2, 1, 0, 3)
-    shape = (n, setup.pieces * GATES, PADDED_HIDDEN, width)
+    groups = GATES // gates_per_wgmma(setup.slice_width)
+    u = u.reshape(PADDED_HIDDEN, groups, GATES // groups, n, width).transpose(3, 1, 0, 2, 4)
+    shape = (n, setup.pieces * groups, PADDED_HIDDEN, GATES // groups * width)
   else:
-    u = u.reshape(n, width, GATES, n, width).transpose(3, 2, 0, 4, 1)  # [j, g, k, unit u, m]
-    shape = (n, setup.pieces * GATES * n, width, width)
+    u = u.reshape(PADDED_HIDDEN, GATES, n, width).transpose(2, 1, 3, 0)  # [j, g, unit u, m]
+    shape = (n, setup.pieces * GATES, width, PADDED_HIDDEN)
   pieces = jnp.stack(_bf16_pieces(u.astype(jnp.float32), setup.pieces), axis=1)
   return pieces.reshape(shape)
 
