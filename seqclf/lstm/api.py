@@ -425,7 +425,8 @@ def lstm(
   """
   if not isinstance(return_sequences, bool):
     raise ConfigError(
-      f"return_sequences must be a bool, got {return_sequences!r}; pass True (every step's h) or False (the final h)"
+      f"return_sequences must be a bool, got {return_sequences!r}; "
+      "pass True (every step's h) or False (the final h)"
     )
   batch, steps, input_size, hidden = validation.check_inputs(
     params,

@@ -78,7 +78,8 @@ def run_lstm(
 
 def returns_sequences(layer) -> bool:
   """Whether ``layer`` returns every step's outputs: not an LSTM with ``return_sequences=False``, nor a
-  bidirectional pair or a stack ending in them (their property says so); a layer without the attribute does."""
+  bidirectional pair or a stack ending in them (their property says so); a layer without the attribute
+  does."""
   return getattr(layer, "return_sequences", True)
 
 
