@@ -116,7 +116,7 @@ class SequenceClassifier(nn.Module):
   def _recurrent_stack(self, x, mask, train: bool):
     """Runs the (stacked, optionally bidirectional) LSTMs or GRUs; returns the final hidden state(s) [B, H']."""
 
-    def lstm(name):
+    def lstm(name, last):
       if self.cell == "gru":
         return GRU(
           self.lstm_features,
@@ -133,6 +133,8 @@ class SequenceClassifier(nn.Module):
         recurrent_dropout=self.lstm_recurrent_dropout,
         matmul_precision=self.matmul_precision,
         recurrent_activation=self.recurrent_activation,
+        # Only the final state is read: the last layer need not store every step's outputs.
+        return_sequences=not last,
         name=name,
       )
 
@@ -140,9 +142,11 @@ class SequenceClassifier(nn.Module):
     for depth in range(self.lstm_layers):
       # Built here, the layers' parameters sit in this module under these names: the first layer keeps
       # the name "lstm" of the article's parameters, and run directories of earlier versions still load.
-      suffix = f"_{depth}" if depth else ""
-      forward = lstm("lstm" + suffix)
-      layers.append(Bidirectional(forward, lstm("lstm_backward" + suffix)) if self.bidirectional else forward)
+      suffix, last = f"_{depth}" if depth else "", depth == self.lstm_layers - 1
+      forward = lstm("lstm" + suffix, last)
+      layers.append(
+        Bidirectional(forward, lstm("lstm_backward" + suffix, last)) if self.bidirectional else forward
+      )
     _, state = Stacked(layers)(x, mask=mask, deterministic=not train)
     if self.cell == "gru":  # a GRU's state is its h; a bidirectional one's the pair of them
       return jnp.concatenate(state, axis=-1) if self.bidirectional else state

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from seqclf.errors import ConfigError
 from seqclf.lstm import LSTM, Bidirectional, Stacked, sequences
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -100,3 +101,53 @@ def test_dropout_reaches_every_layer_of_a_stack():
   )[1][0]
   np.testing.assert_array_equal(run(1), run(1))
   assert not np.allclose(run(1), plain) and not np.allclose(run(1), run(2))
+
+
+def _final_only(layer):
+  """``layer`` (an LSTM or a Bidirectional pair of them) with return_sequences=False."""
+  if isinstance(layer, Bidirectional):
+    return layer.clone(forward=_final_only(layer.forward), backward=_final_only(layer.backward))
+  return layer.clone(return_sequences=False)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_bidirectional_with_return_sequences_false_gives_both_final_hs(side):
+  """Each direction's final h, concatenated: the full run's final states, however the rows are padded."""
+  xs, mask = _padded(_sequences(), side)
+  layer = _bidirectional()
+  params = layer.init(jax.random.key(0), xs)["params"]
+  final = _final_only(layer)
+  assert layer.return_sequences and not final.return_sequences
+  paddings = [{"mask": mask}] + ([{"lengths": jnp.array(LENGTHS)}] if side == "right" else [])
+  for padding in paddings:
+    _, state = layer.apply({"params": params}, xs, **padding)
+    outputs, final_state = final.apply({"params": params}, xs, **padding)
+    assert outputs.shape == (3, 9)
+    np.testing.assert_array_equal(outputs, sequences.final_hidden(final_state))
+    jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL), final_state, state)
+
+
+def test_a_stack_may_end_in_return_sequences_false_only():
+  xs = jax.random.normal(jax.random.key(2), (2, 5, 4))
+  layer = Stacked([_bidirectional(), LSTM(7, engine="fused")])
+  params = layer.init(jax.random.key(0), xs)["params"]
+  _, (h, c) = layer.apply({"params": params}, xs)
+  final = Stacked([_bidirectional(), LSTM(7, engine="fused", return_sequences=False)])
+  outputs, final_state = final.apply({"params": params}, xs)
+  np.testing.assert_array_equal(outputs, final_state[0])
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL), final_state, (h, c))
+  for refused, depth in (
+    (Stacked([_final_only(_bidirectional()), LSTM(7)]), 0),
+    (Stacked([LSTM(3), final, LSTM(2)]), 1),
+  ):
+    with pytest.raises(
+      ConfigError, match=f"layer {depth} of a stack has return_sequences=False, .*last layer only"
+    ):
+      refused.init(jax.random.key(0), xs)
+
+
+def test_bidirectional_refuses_directions_that_disagree_on_return_sequences():
+  xs = jax.random.normal(jax.random.key(2), (2, 5, 4))
+  layer = Bidirectional(LSTM(3), LSTM(3, return_sequences=False))
+  with pytest.raises(ConfigError, match="give both the same return_sequences"):
+    layer.init(jax.random.key(0), xs)

@@ -2,6 +2,9 @@
 
 (`pallas` in interpret mode is in test_pallas_gpu.py, `cudnn` in test_cudnn.py.)"""
 
+import importlib
+import inspect
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,6 +14,7 @@ import pytest
 from seqclf import lowering
 from seqclf.errors import ConfigError
 from seqclf.lstm import LSTM, api, hoisted, init_params, lstm, scan
+from tests import jaxprs
 
 # f32 on CPU: engines differ from the reference only in summation order.
 RTOL, ATOL = 1e-5, 1e-5
@@ -376,3 +380,100 @@ def test_hard_sigmoid_is_refused_by_engines_without_it_and_unknown_activations_a
     lstm(params, xs, engine="scan", recurrent_activation="relu")
   # auto picks an engine that has it; the C++ kernel comes first for sigmoid gates only.
   assert api.check_engine("auto", "cpu", recurrent_activation="hard_sigmoid") in HARD_SIGMOID_ENGINES
+
+
+# Engines that run here: (engine, whether it honours masks and dropout, recurrent_activation).
+FINAL_STATE_CASES = [
+  *[(engine, True, gates) for engine in ("scan", "fused") for gates in scan.RECURRENT_ACTIVATIONS],
+  pytest.param("cpu_kernel", True, "sigmoid", marks=CPU_ONLY),
+  ("flax", False, "sigmoid"),
+]
+
+
+def _holes_and_left_padding(batch, steps):
+  """A [B, T] mask with rows left-padded by 0 to T steps (a row masked throughout) and random holes."""
+  padding = jnp.arange(batch) * steps // max(batch - 1, 1)
+  left = jnp.arange(steps)[None] >= padding[:, None]
+  return left & jax.random.bernoulli(jax.random.key(7), 0.75, (batch, steps))
+
+
+@pytest.mark.parametrize("engine, masked, recurrent_activation", FINAL_STATE_CASES)
+def test_return_sequences_false_is_the_final_h_of_the_full_run_with_its_gradients(
+  engine, masked, recurrent_activation
+):
+  batch, steps, hidden = 5, 9, 6
+  params, xs, state, _, input_mask, recurrent_mask = _inputs(batch, steps, 4, hidden)
+  kwargs = {"engine": engine, "recurrent_activation": recurrent_activation}
+  if masked:
+    kwargs.update(
+      mask=_holes_and_left_padding(batch, steps),
+      input_dropout_mask=input_mask,
+      recurrent_dropout_mask=recurrent_mask,
+    )
+  weights = jnp.linspace(-1.0, 2.0, hidden)
+
+  def loss(params, xs, state, return_sequences):
+    outputs, (h, c) = lstm(params, xs, initial_state=state, return_sequences=return_sequences, **kwargs)
+    final_h = outputs if not return_sequences else h  # the full run's loss reads its final h twice too
+    return jnp.sum(final_h * weights) + jnp.sum(h**2) + jnp.sum(jnp.sin(c))
+
+  _, full_state = lstm(params, xs, initial_state=state, **kwargs)
+  h, final_state = jax.jit(lambda p, x, s: lstm(p, x, initial_state=s, return_sequences=False, **kwargs))(
+    params, xs, state
+  )
+  assert h.shape == (batch, hidden)
+  np.testing.assert_array_equal(h, final_state[0])
+  _assert_close(final_state, full_state)
+  grads = lambda return_sequences: jax.value_and_grad(loss, argnums=(0, 1, 2))(
+    params, xs, state, return_sequences
+  )
+  _assert_close(grads(False), grads(True))
+
+
+@pytest.mark.parametrize("recurrent_activation", list(scan.RECURRENT_ACTIVATIONS))
+def test_fused_stores_no_per_step_outputs_for_the_final_state(recurrent_activation):
+  """Without a gradient, fused's return_sequences=False loop has no per-step outputs: XLA would keep them
+  even unread. scan, which runs in full, shows that the check finds them where they are."""
+  batch, steps, hidden = 3, 11, 5
+  params, xs, state, mask, *_ = _inputs(batch, steps, 4, hidden)
+
+  def scan_outputs(engine, return_sequences):
+    run = lambda p, x: lstm(
+      p,
+      x,
+      initial_state=state,
+      mask=mask,
+      engine=engine,
+      recurrent_activation=recurrent_activation,
+      return_sequences=return_sequences,
+    )
+    return jaxprs.scan_output_shapes(jax.make_jaxpr(jax.jit(run))(params, xs).jaxpr)
+
+  assert (steps, batch, hidden) in scan_outputs("fused", True)
+  assert (steps, batch, hidden) in scan_outputs("scan", False)
+  final = scan_outputs("fused", False)
+  assert final and all(shape[:1] != (steps,) for shape in final), final
+
+
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_return_sequences_takes_a_bool_only(value):
+  params, xs, *_ = _inputs(2, 3, 4, 5)
+  with pytest.raises(ConfigError, match=f"return_sequences must be a bool, got {value!r}; pass True"):
+    lstm(params, xs, return_sequences=value)
+  with pytest.raises(ConfigError, match="return_sequences must be a bool"):
+    LSTM(features=5, return_sequences=value).init(jax.random.key(0), xs)
+
+
+def test_return_sequences_false_on_an_empty_sequence_is_the_initial_h():
+  params, xs, state, *_ = _inputs(2, 0, 4, 5)
+  h, (h_last, c_last) = lstm(params, xs, initial_state=state, return_sequences=False)
+  for actual, expected in ((h, state[0]), (h_last, state[0]), (c_last, state[1])):
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_engines_with_final_state_take_return_sequences():
+  able = [name for name, engine in api.ENGINES.items() if engine.final_state]
+  assert "fused" in able
+  for name in able:
+    module = importlib.import_module(api.ENGINES[name].module)
+    assert "return_sequences" in inspect.signature(module.lstm).parameters, name

@@ -7,7 +7,8 @@ import pytest
 
 from seqclf import models, train
 from seqclf.errors import ConfigError
-from tests import synthetic
+from seqclf.lstm import LSTM
+from tests import jaxprs, synthetic
 
 
 @pytest.mark.parametrize("variant", list(models.VARIANTS))
@@ -104,3 +105,37 @@ def test_a_model_asking_an_engine_for_what_it_lacks_is_refused_when_built():
   )
   with pytest.raises(ConfigError, match="'scan' has no matmul_precision='tensorfloat32'; .*pallas"):
     model.init(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))
+
+
+@pytest.mark.parametrize(
+  "variant,fields",
+  [("lstm", {}), ("cnn_lstm", {}), ("lstm", {"bidirectional": True, "lstm_layers": 2})],
+  ids=["lstm", "cnn_lstm", "stacked_bidirectional"],
+)
+@pytest.mark.parametrize("engine", ["scan", "fused"])
+def test_final_state_layers_leave_parameters_logits_and_gradients_as_before(
+  monkeypatch, variant, fields, engine
+):
+  """The last LSTM layer returns its final h only (so fused stores no per-step outputs at evaluation), with
+  the parameters, logits and gradients of the model whose layers all return their sequences."""
+  model = models.create(variant, vocab_size=40, embed_dim=8, lstm_features=6, engine=engine, **fields)
+  tokens = jnp.pad(jnp.arange(1, 15).reshape(2, 7) % 40, ((0, 0), (3, 0)))
+  variables = model.init(jax.random.key(0), tokens)
+  steps = tokens.shape[1] // (model.pool_size if model.conv_filters else 1)
+
+  def run():
+    """Logits, their gradients, and how many of the loops store every step's h [T, B, H]."""
+    logits = lambda params: model.apply({"params": params}, tokens, tokens != 0)
+    # A new function each time: make_jaxpr would reuse the trace of one it has seen.
+    jaxpr = jax.make_jaxpr(lambda params: logits(params))(variables["params"]).jaxpr
+    per_step = jaxprs.scan_output_shapes(jaxpr).count((steps, tokens.shape[0], 6))
+    return logits(variables["params"]), jax.grad(lambda p: logits(p).sum())(variables["params"]), per_step
+
+  final_logits, final_grads, final_per_step = run()
+  monkeypatch.setattr(models, "LSTM", lambda *args, return_sequences, **kwargs: LSTM(*args, **kwargs))
+  assert jax.tree.map(jnp.shape, model.init(jax.random.key(0), tokens)) == jax.tree.map(jnp.shape, variables)
+  logits, grads, per_step = run()
+  np.testing.assert_array_equal(final_logits, logits)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7), final_grads, grads)
+  if engine == "fused":  # the last layer's loops (both directions) have no per-step outputs
+    assert per_step - final_per_step == (2 if model.bidirectional else 1)

@@ -156,6 +156,38 @@ def test_engine_through_the_api():
   _assert_trees_close(jax.jit(lambda: run("mosaic"))(), run("scan"))
 
 
+@needs_mosaic
+def test_return_sequences_false_takes_the_final_state_kernel_and_its_gradient():
+  """``return_sequences=False`` through `api.lstm`: the final h and state of scan, and scan's gradients;
+  without a gradient the call lowers for a GPU to the kernel that stores no per-step planes."""
+  args, _ = _inputs(*SHAPES[0], seed=2)
+  params, xs, h0, c0, mask, input_dropout_mask, recurrent_dropout_mask = args
+
+  def run(engine, params, xs):
+    return api.lstm(
+      params,
+      xs,
+      initial_state=(h0, c0),
+      mask=mask,
+      input_dropout_mask=input_dropout_mask,
+      recurrent_dropout_mask=recurrent_dropout_mask,
+      engine=engine,
+      return_sequences=False,
+    )
+
+  def loss(engine, params, xs):
+    outputs, (h, c) = run(engine, params, xs)
+    return jnp.sum(outputs * h) + jnp.sum(jnp.sin(c))
+
+  _assert_trees_close(jax.jit(lambda: run("mosaic", params, xs))(), run("scan", params, xs))
+  gradient = jax.jit(jax.grad(lambda p, x: loss("mosaic", p, x), argnums=(0, 1)))(params, xs)
+  _assert_trees_close(gradient, jax.grad(lambda p, x: loss("scan", p, x), argnums=(0, 1))(params, xs))
+  text = lowering.lower(jax.jit(lambda p, x: run("mosaic", p, x)), params, xs, platform="gpu").as_text()
+  (call,) = [line for line in text.splitlines() if "stablehlo.custom_call @mosaic_gpu" in line]
+  results = call.rsplit("->", 1)[1]  # the final state [nb, N, 2, 64, Hs] only: no [nb, T, N, planes, ...]
+  assert "tensor<1x8x2x64x16xf32>" in results and not re.findall(r"tensor<1x4x8x\d+x64x16xf32>", results)
+
+
 def test_reference_rounds_like_a_three_product_split():
   """The reference's products: X3 within 1e-5 of float32, bf16 within bf16 rounding."""
   a = jax.random.normal(jax.random.key(0), (64, 128))

@@ -7,6 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
+from seqclf.errors import ConfigError
 from seqclf.lstm import api, lstm
 from seqclf.lstm import layer as linen_layers
 from seqclf.lstm import nnx as lstm_nnx
@@ -81,6 +82,23 @@ def test_lstm_equals_the_linen_layer_and_the_pure_function(engine, padding):
   _assert_close(linen_grads, pure_grads)
 
 
+@pytest.mark.parametrize("engine, padding", ENGINES)
+def test_return_sequences_false_equals_the_linen_layer_and_the_pure_function(engine, padding):
+  xs, lengths = _batch()
+  kwargs = _padding(padding, lengths, xs.shape[1])
+  model = lstm_nnx.LSTM(4, 5, engine=engine, return_sequences=False, rngs=nnx.Rngs(0))
+  params = lstm_nnx.to_linen(model)
+  linen = linen_layers.LSTM(5, engine=engine, return_sequences=False)
+  expected = lstm(params, xs, engine="scan", return_sequences=False, **kwargs)
+  outputs, state = model(xs, **kwargs)
+  assert outputs.shape == (3, 5)
+  _assert_close((outputs, state), expected)
+  _assert_close(linen.apply({"params": params}, xs, **kwargs), expected)
+  nnx_grads = nnx.grad(lambda m: _loss(m(xs, **kwargs)))(model)
+  pure_grads = jax.grad(lambda p: _loss(lstm(p, xs, engine="scan", return_sequences=False, **kwargs)))(params)
+  _assert_close(lstm_nnx.to_linen(nnx_grads), pure_grads)
+
+
 def _linen_and_nnx_stacks(engine="fused"):
   """Stacked([Bidirectional(LSTM, LSTM), LSTM]) in Linen and in NNX, the NNX one holding Linen's params."""
   xs, _ = _batch()
@@ -112,6 +130,22 @@ def test_bidirectional_stack_equals_the_linen_one(padding):
   nnx_grads = nnx.grad(lambda m: _loss(m(xs, **kwargs)))(model)
   linen_grads = jax.grad(lambda p: _loss(linen.apply({"params": p}, xs, **kwargs)))(params)
   _assert_close(lstm_nnx.to_linen(nnx_grads), linen_grads)
+
+
+def test_a_stack_ending_in_return_sequences_false_equals_the_linen_one_and_refuses_it_elsewhere():
+  xs, lengths = _batch()
+  linen, params, model = _linen_and_nnx_stacks()
+  model.layers[-1].return_sequences = False
+  outputs, state = model(xs, lengths=lengths)
+  _, expected_state = linen.apply({"params": params}, xs, lengths=lengths)
+  np.testing.assert_array_equal(outputs, state[0])
+  _assert_close(state, expected_state)
+  bidirectional = model.layers[0]
+  bidirectional.forward.return_sequences = bidirectional.backward.return_sequences = False
+  h, (forward_state, backward_state) = bidirectional(xs, lengths=lengths)
+  np.testing.assert_array_equal(h, jnp.concatenate([forward_state[0], backward_state[0]], axis=-1))
+  with pytest.raises(ConfigError, match="layer 0 of a stack has return_sequences=False, .*last layer only"):
+    model(xs, lengths=lengths)
 
 
 def test_parameters_convert_both_ways_in_one_call():

@@ -5,6 +5,7 @@
     outputs, (h, c) = lstm(params, xs)                      # xs [B, T, E] -> outputs [B, T, H]
     outputs, (h, c) = lstm(params, xs, lengths=lengths)     # right-padded batch: padding leaves state alone
     outputs, (h, c) = lstm(params, xs, engine="scan")       # any name in ENGINES, or "auto"
+    h, (h, c) = lstm(params, xs, return_sequences=False)     # the final h [B, H] only, as Keras' LSTM
 
 Every engine takes the same parameters (see `scan.py` for the layout), gives the same outputs and
 gradients (tested against ``scan``), and so is interchangeable, also on a trained checkpoint.
@@ -15,7 +16,11 @@ argument the engine silently drops.
 
 Adding an engine: write ``seqclf/lstm/<name>.py`` exposing ``lstm(params, xs, h0, c0, step_mask,
 input_dropout_mask, recurrent_dropout_mask)`` (plus a ``matmul_precision=`` keyword if it offers several)
-and add one line to ``ENGINES`` below.
+and add one line to ``ENGINES`` below. An engine that can skip storing per-step outputs sets
+``final_state=True`` in its entry; its ``lstm`` then also takes ``return_sequences=`` (a Python bool, always
+passed): with False it returns ``(h, (h, c))``, the final h as the outputs, stores nothing per step when no
+gradient is taken, and its gradient adds the outputs' cotangent to the final h's. `hoisted.make_lstm` gives
+that keyword to an engine built on a `hoisted.Recurrence` (with its ``final_state`` loop, if it has one).
 """
 
 import importlib
@@ -55,6 +60,9 @@ class Engine(NamedTuple):
   # The ``recurrent_activation`` values (gate activations, `scan.RECURRENT_ACTIVATIONS`) its ``lstm``
   # takes as a keyword. Empty: it takes none and its gates are sigmoids ("sigmoid" the one value accepted).
   recurrent_activations: tuple[str, ...] = ()
+  # Its module's ``lstm`` takes ``return_sequences=`` and with False stores no per-step outputs. Without it,
+  # `lstm(..., return_sequences=False)` runs the engine in full and returns its final h as the outputs.
+  final_state: bool = False
 
 
 # The environment variable that lets a GPU kernel engine run in its interpreter where there is no GPU
@@ -85,6 +93,7 @@ ENGINES = {
     ("cpu", "gpu", "tpu"),
     "hoisted projections + custom-VJP scan",
     recurrent_activations=tuple(RECURRENT_ACTIVATIONS),
+    final_state=True,
   ),
   "cpu_kernel": Engine(
     "seqclf.lstm.cpu_kernel",
@@ -107,6 +116,7 @@ ENGINES = {
     dtypes=("float32",),
     matmul_precisions=("float32", "BF16_BF16_F32_X3", "bfloat16"),  # float32 = X3: three bf16 products
     interpreted=("cpu",),
+    final_state=True,
   ),
   "cudnn": Engine(
     "seqclf.lstm.cudnn",
@@ -379,6 +389,7 @@ def lstm(
   engine: str = "auto",
   matmul_precision: str = "float32",
   recurrent_activation: str = "sigmoid",
+  return_sequences: bool = True,
 ):
   """Runs an LSTM layer over a batch of sequences.
 
@@ -400,15 +411,24 @@ def lstm(
     recurrent_activation: the input, forget and output gates' activation (Keras' name): "sigmoid"
       (default) or "hard_sigmoid" (Keras 1's clip(0.2 x + 0.5, 0, 1), the article's), for engines that
       list it in their ``recurrent_activations``.
+    return_sequences: True (default) returns every step's h; False only the final h [B, H] as the outputs
+      (Keras' ``LSTM(return_sequences=False)``; with a mask, the h of each row's last real step). Engines
+      with ``final_state`` in their entry then store no per-step outputs; the others run in full.
 
   Returns:
-    ``(outputs, (h, c))``: outputs [B, T, H] and the final state, each [B, H].
+    ``(outputs, (h, c))``: outputs [B, T, H] (with ``return_sequences=False`` the final h [B, H]) and the
+    final state, each [B, H].
 
   Raises:
     ConfigError: for a request the engine cannot honour (see `check_engine`); its subclass
       `validation.InputError` (also a ValueError) for arrays that do not fit each other (see
       `validation.check_inputs`). Both at trace time, before any engine runs.
   """
+  if not isinstance(return_sequences, bool):
+    raise ConfigError(
+      f"return_sequences must be a bool, got {return_sequences!r}; "
+      "pass True (every step's h) or False (the final h)"
+    )
   batch, steps, input_size, hidden = validation.check_inputs(
     params,
     xs,
@@ -434,7 +454,7 @@ def lstm(
     name = _checked_on_gpu(name, hidden, matmul_precision)
   h0, c0 = initial_state if initial_state is not None else (jnp.zeros((batch, hidden), dtype),) * 2
   if batch == 0 or steps == 0:  # nothing to run: the state stays as it was (every engine, by definition)
-    return jnp.zeros((batch, steps, hidden), dtype), (h0, c0)
+    return (jnp.zeros((batch, steps, hidden), dtype) if return_sequences else h0), (h0, c0)
   if lengths is not None:
     mask = lengths_to_mask(lengths, steps)
   if mask is None:
@@ -446,10 +466,13 @@ def lstm(
   options = {"matmul_precision": matmul_precision} if ENGINES[name].matmul_precisions else {}
   if ENGINES[name].recurrent_activations:
     options["recurrent_activation"] = recurrent_activation
+  if ENGINES[name].final_state:
+    options["return_sequences"] = return_sequences
   run = importlib.import_module(ENGINES[name].module).lstm
-  return run(
+  outputs, state = run(
     params, xs, h0, c0, jnp.asarray(mask, bool), input_dropout_mask, recurrent_dropout_mask, **options
   )
+  return (outputs, state) if return_sequences or ENGINES[name].final_state else (state[0], state)
 
 
 # Keras' LSTM initialisation, shared by `init_params` and the Flax `LSTM` layer.

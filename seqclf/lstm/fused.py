@@ -4,7 +4,8 @@ Compared with the reference (`scan.py`) the loop body holds only the recurrent m
 in one [B, H] x [H, 4H] product, and the backward pass is a hand-written reverse scan (the custom VJP in
 `hoisted.py`; its loops are `hoisted.scan_recurrence`, which every kernel's reference shares) that stores
 the activated gates instead of re-deriving them and leaves every weight gradient to one large matmul after
-the loop. Without a gradient (evaluation, prediction) it runs the reference cell.
+the loop. Without a gradient (evaluation, prediction) it runs the reference cell, and with
+``return_sequences=False`` that cell's loop without per-step outputs (`scan.final_state`).
 """
 
 import functools
@@ -25,6 +26,7 @@ _LSTMS = {
       scan.matmul,
       unroll=UNROLL,
       inference=functools.partial(scan.lstm, recurrent_activation=name),
+      final_state=functools.partial(scan.final_state, recurrent_activation=name),
       recurrent_activation=name,
     )
   )
@@ -33,9 +35,26 @@ _LSTMS = {
 
 
 def lstm(
-  params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, recurrent_activation="sigmoid"
+  params,
+  xs,
+  h0,
+  c0,
+  step_mask,
+  input_dropout_mask,
+  recurrent_dropout_mask,
+  *,
+  recurrent_activation="sigmoid",
+  return_sequences=True,
 ):
-  """The engine signature of `seqclf.lstm.api`, with the gates' ``recurrent_activation``."""
+  """The engine signature of `seqclf.lstm.api`, with the gates' ``recurrent_activation`` and
+  ``return_sequences`` (False: ``(h, (h, c))``, no per-step outputs stored)."""
   return _LSTMS[recurrent_activation](
-    params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask
+    params,
+    xs,
+    h0,
+    c0,
+    step_mask,
+    input_dropout_mask,
+    recurrent_dropout_mask,
+    return_sequences=return_sequences,
   )

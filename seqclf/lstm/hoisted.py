@@ -44,8 +44,11 @@ class Recurrence(NamedTuple):
   # It stores nothing for a backward pass (XLA does not drop a loop's unused outputs, so `forward`
   # would pay for the residuals) and need not hoist anything.
   inference: Callable | None = None
-  # Optional, same signature, returning only the final (h, c): what a caller that reads no per-step
-  # outputs runs when no gradient is taken.
+  # Optional forward for when no gradient is taken of a ``return_sequences=False`` call, with the engine
+  # signature but returning the final state only: (params, xs, h0, c0, step_mask, input_dropout_mask,
+  # recurrent_dropout_mask) -> (h, c), each [B, H] (h and c after each row's last unmasked step). It stores
+  # nothing per step, the point of asking for the final state only. None: `make_lstm` runs the full
+  # inference and keeps its state.
   final_state: Callable | None = None
 
 
@@ -86,6 +89,7 @@ def scan_recurrence(
   state_dtype=None,
   unroll: int = 1,
   inference: Callable | None = None,
+  final_state: Callable | None = None,
   recurrent_activation: str = "sigmoid",
   activations: tuple[Callable, Callable] | None = None,
 ) -> Recurrence:
@@ -97,7 +101,8 @@ def scan_recurrence(
   the loops compute in, the results being cast back to the inputs' dtypes; None keeps the inputs' dtypes.
   ``recurrent_activation`` names the input, forget and output gates' activation in
   `scan.RECURRENT_ACTIVATIONS`; ``activations`` = (gate activation, tanh), if given, computes them as a
-  kernel does (its own formulas for the same functions).
+  kernel does (its own formulas for the same functions). ``inference`` and ``final_state`` are the
+  `Recurrence`'s.
   """
   cast = (lambda x: x) if state_dtype is None else (lambda x: x.astype(state_dtype))
   gate, tanh = activations or (RECURRENT_ACTIVATIONS[recurrent_activation], jnp.tanh)
@@ -140,7 +145,7 @@ def scan_recurrence(
     (dh0, dc0), dz = jax.lax.scan(step, initial, inputs, reverse=True, unroll=unroll)
     return dz.astype(gates.dtype), dh0.astype(dh_last.dtype), dc0.astype(dc_last.dtype)
 
-  return Recurrence(forward=forward, backward=backward, inference=inference)
+  return Recurrence(forward=forward, backward=backward, inference=inference, final_state=final_state)
 
 
 def custom_vjp_engine(inference: Callable, forward: Callable, backward: Callable) -> Callable:
@@ -182,6 +187,11 @@ def project(params, xs, input_dropout_mask):
 def make_lstm(recurrence: Recurrence) -> Callable:
   """Builds an LSTM function with the `seqclf.lstm.api` engine signature around ``recurrence``.
 
+  The function also takes ``return_sequences`` (a Python bool, keyword only): with False it returns
+  ``(h, (h, c))``, the final h in place of the outputs, running ``recurrence.final_state`` when no gradient
+  is taken; under a gradient it runs the full forward (the backward loop needs every step's state), and
+  the outputs' cotangent adds to the final h's.
+
   The hoisted products are written as 2-D matmuls over [T * B, X] rows on purpose: XLA's CPU backend
   runs the equivalent multi-axis einsums (e.g. ``"tbh,tbg->hg"``) 3-5x slower at the article's shapes.
   """
@@ -207,22 +217,16 @@ def make_lstm(recurrence: Recurrence) -> Callable:
     )
     return outputs, residuals
 
-  def backward(residuals, cotangents):
+  def backward(residuals, dhs, dh_last, dc_last):
+    """The cotangents of the inputs, given those of every step's h (``dhs`` [T, B, H], None: zeros) and
+    of the final state."""
     (params, dropped_rows, h0, c0, step_mask_t, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates) = (
       residuals
     )
-    d_outputs, (dh_last, dc_last) = cotangents
     steps, batch, hidden = hs.shape
+    dhs = jnp.zeros_like(hs) if dhs is None else dhs
     dz, dh0, dc0 = recurrence.backward(
-      params["recurrent_kernel"],
-      gates,
-      cs,
-      c0,
-      step_mask_t,
-      recurrent_dropout_mask,
-      jnp.swapaxes(d_outputs, 0, 1),
-      dh_last,
-      dc_last,
+      params["recurrent_kernel"], gates, cs, c0, step_mask_t, recurrent_dropout_mask, dhs, dh_last, dc_last
     )
     # The hoisted weight gradients: every step's contribution in one matmul each.
     dz_rows = dz.reshape(steps * batch, -1)
@@ -236,8 +240,35 @@ def make_lstm(recurrence: Recurrence) -> Callable:
     d_xs = d_xs * input_dropout_mask[:, None, :]
     return d_params, d_xs, dh0, dc0
 
+  def sequences_backward(residuals, cotangents):
+    d_outputs, (dh_last, dc_last) = cotangents
+    return backward(residuals, jnp.swapaxes(d_outputs, 0, 1), dh_last, dc_last)
+
   run = recurrence.inference or (lambda *args: forward(*args)[0])
-  return custom_vjp_engine(run, forward, backward)
+  sequences = custom_vjp_engine(run, forward, sequences_backward)
+
+  def final_inference(*args):
+    h, c = recurrence.final_state(*args) if recurrence.final_state else run(*args)[1]
+    return h, (h, c)
+
+  def final_forward(*args):
+    (_, state), residuals = forward(*args)
+    return (state[0], state), residuals
+
+  def final_backward(residuals, cotangents):
+    # The outputs are the final h: their cotangent joins the final h's, and no other step's h has one.
+    dh, (dh_last, dc_last) = cotangents
+    return backward(residuals, None, dh + dh_last, dc_last)
+
+  final = custom_vjp_engine(final_inference, final_forward, final_backward)
+
+  def lstm(
+    params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, return_sequences=True
+  ):
+    engine = sequences if return_sequences else final
+    return engine(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
+
+  return lstm
 
 
 def pad_to(x, shape):

@@ -18,7 +18,7 @@ from seqclf.lstm import api, sequences
 
 class LSTM(nn.Module):
   """An LSTM layer. ``__call__(xs [B, T, E], mask=None, lengths=None, deterministic=True)``
-  ``-> (outputs [B, T, H], (h, c))``.
+  ``-> (outputs [B, T, H], (h, c))``, or ``(h, (h, c))`` with ``return_sequences=False``.
 
   Attributes:
     features: hidden size H.
@@ -28,6 +28,9 @@ class LSTM(nn.Module):
     matmul_precision: of the recurrent matmul, see `seqclf.lstm.api.lstm`.
     recurrent_activation: of the input, forget and output gates, "sigmoid" or "hard_sigmoid" (Keras 1's,
       the article's), see `seqclf.lstm.api.lstm`.
+    return_sequences: False returns the final h [B, H] as the outputs (Keras' ``return_sequences``), and
+      engines that can then store no per-step outputs; see `seqclf.lstm.api.lstm`. In a `Stacked`, the
+      last layer only.
 
   Dropout needs the ``"dropout"`` RNG when ``deterministic=False``. Parameters are named as in
   `seqclf.lstm.api` (``kernel``, ``recurrent_kernel``, ``bias``), so ``variables["params"]`` of this module
@@ -41,6 +44,7 @@ class LSTM(nn.Module):
   recurrent_dropout: float = 0.0
   matmul_precision: str = "float32"
   recurrent_activation: str = "sigmoid"
+  return_sequences: bool = True
 
   @nn.compact
   def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
@@ -53,7 +57,7 @@ class LSTM(nn.Module):
       deterministic: False applies dropout (needs the ``"dropout"`` RNG).
 
     Returns:
-      ``(outputs [B, T, H], (h [B, H], c [B, H]))``.
+      ``(outputs [B, T, H], (h [B, H], c [B, H]))``; the outputs are h with ``return_sequences=False``.
     """
     input_size = xs.shape[-1]
     params = {
@@ -74,13 +78,15 @@ class LSTM(nn.Module):
       engine=self.engine,
       matmul_precision=self.matmul_precision,
       recurrent_activation=self.recurrent_activation,
+      return_sequences=self.return_sequences,
       next_key=None if deterministic else lambda: self.make_rng("dropout"),
     )
 
 
 class Bidirectional(nn.Module):
   """``forward`` over the sequence and ``backward`` over it reversed (see `sequences.bidirectional`):
-  ``-> (outputs [B, T, H_f + H_b], (forward_state, backward_state))``.
+  ``-> (outputs [B, T, H_f + H_b], (forward_state, backward_state))``; outputs [B, H_f + H_b], the final
+  h's, when both layers have ``return_sequences=False``.
 
   The two layers hold the parameters; this module has none. Built inside another module's compact
   method, the layers belong to that module (their parameters sit beside it under their own names).
@@ -88,6 +94,11 @@ class Bidirectional(nn.Module):
 
   forward: nn.Module
   backward: nn.Module
+
+  @property
+  def return_sequences(self) -> bool:
+    """Whether it returns every step's outputs: as its layers do (they must agree)."""
+    return sequences.returns_sequences(self.forward)
 
   def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
     """Runs the layer over ``xs``.
@@ -107,10 +118,15 @@ class Bidirectional(nn.Module):
 
 
 class Stacked(nn.Module):
-  """``layers`` one after another, each reading the full output sequence of the one before:
-  ``-> (outputs of the last, state of the last)``."""
+  """``layers`` one after another, each reading the full output sequence of the one before (so only the
+  last may have ``return_sequences=False``): ``-> (outputs of the last, state of the last)``."""
 
   layers: Sequence[nn.Module]
+
+  @property
+  def return_sequences(self) -> bool:
+    """Whether it returns every step's outputs: as its last layer does."""
+    return sequences.returns_sequences(self.layers[-1])
 
   def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
     """Runs the layer over ``xs``.

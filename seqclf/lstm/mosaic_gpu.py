@@ -761,8 +761,18 @@ def _lstm_for(matmul_precision: str):
 
 
 def lstm(
-  params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, matmul_precision="float32"
+  params,
+  xs,
+  h0,
+  c0,
+  step_mask,
+  input_dropout_mask,
+  recurrent_dropout_mask,
+  *,
+  matmul_precision="float32",
+  return_sequences=True,
 ):
   """The engine: the kernels inside `hoisted`'s custom VJP; see `seqclf.lstm.api.lstm` for the contract."""
   run = _lstm_for(matmul_precision)
-  return run(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
+  args = (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
+  return run(*args, return_sequences=return_sequences)

@@ -22,7 +22,8 @@ from seqclf.lstm import api, gru_api, sequences
 
 
 class LSTM(nnx.Module):
-  """An LSTM layer: ``__call__(xs [B, T, E], mask=None, lengths=None) -> (outputs [B, T, H], (h, c))``.
+  """An LSTM layer: ``__call__(xs [B, T, E], mask=None, lengths=None) -> (outputs [B, T, H], (h, c))``, or
+  ``(h, (h, c))`` with ``return_sequences=False``.
 
   Args:
     in_features: input size E.
@@ -33,6 +34,9 @@ class LSTM(nnx.Module):
     matmul_precision: of the recurrent matmul, see `seqclf.lstm.api.lstm`.
     recurrent_activation: of the input, forget and output gates, "sigmoid" or "hard_sigmoid" (Keras 1's,
       the article's), see `seqclf.lstm.api.lstm`.
+    return_sequences: False returns the final h [B, H] as the outputs (Keras' ``return_sequences``), and
+      engines that can then store no per-step outputs; see `seqclf.lstm.api.lstm`. In a `Stacked`, the
+      last layer only.
     deterministic: no dropout (``model.eval()`` sets it, ``model.train()`` clears it).
     rngs: ``params`` initialises the weights; ``dropout`` (forked here) draws the dropout masks.
 
@@ -49,6 +53,7 @@ class LSTM(nnx.Module):
     recurrent_dropout: float = 0.0,
     matmul_precision: str = "float32",
     recurrent_activation: str = "sigmoid",
+    return_sequences: bool = True,
     deterministic: bool = False,
     rngs: nnx.Rngs,
   ):
@@ -62,6 +67,7 @@ class LSTM(nnx.Module):
     self.recurrent_dropout = recurrent_dropout
     self.matmul_precision = matmul_precision
     self.recurrent_activation = recurrent_activation
+    self.return_sequences = return_sequences
     self.deterministic = deterministic
     self.rngs = rngs.dropout.fork() if input_dropout > 0 or recurrent_dropout > 0 else nnx.data(None)
 
@@ -76,7 +82,7 @@ class LSTM(nnx.Module):
       rngs: an ``nnx.Rngs`` or stream overriding the layer's dropout stream for this call.
 
     Returns:
-      ``(outputs [B, T, H], (h [B, H], c [B, H]))``.
+      ``(outputs [B, T, H], (h [B, H], c [B, H]))``; the outputs are h with ``return_sequences=False``.
     """
     deterministic = self.deterministic if deterministic is None else deterministic
     stream = rngs.dropout if isinstance(rngs, nnx.Rngs) else rngs or self.rngs
@@ -96,17 +102,24 @@ class LSTM(nnx.Module):
       engine=self.engine,
       matmul_precision=self.matmul_precision,
       recurrent_activation=self.recurrent_activation,
+      return_sequences=self.return_sequences,
       next_key=None if deterministic else stream,
     )
 
 
 class Bidirectional(nnx.Module):
   """``forward`` over the sequence and ``backward`` over it reversed (see `sequences.bidirectional`):
-  ``-> (outputs [B, T, H_f + H_b], (forward_state, backward_state))``."""
+  ``-> (outputs [B, T, H_f + H_b], (forward_state, backward_state))``; outputs [B, H_f + H_b], the final
+  h's, when both layers have ``return_sequences=False``."""
 
   def __init__(self, forward: nnx.Module, backward: nnx.Module):
     self.forward = forward
     self.backward = backward
+
+  @property
+  def return_sequences(self) -> bool:
+    """Whether it returns every step's outputs: as its layers do (they must agree)."""
+    return sequences.returns_sequences(self.forward)
 
   def __call__(self, xs, mask=None, lengths=None, **kwargs):
     """Args: as `LSTM.__call__` (``kwargs`` reach both layers). Returns: ``(outputs [B, T, H_f + H_b],
@@ -115,11 +128,16 @@ class Bidirectional(nnx.Module):
 
 
 class Stacked(nnx.Module):
-  """``layers`` one after another, each reading the full output sequence of the one before:
-  ``-> (outputs of the last, state of the last)``."""
+  """``layers`` one after another, each reading the full output sequence of the one before (so only the
+  last may have ``return_sequences=False``): ``-> (outputs of the last, state of the last)``."""
 
   def __init__(self, layers: Sequence[nnx.Module]):
     self.layers = nnx.List(layers)
+
+  @property
+  def return_sequences(self) -> bool:
+    """Whether it returns every step's outputs: as its last layer does."""
+    return sequences.returns_sequences(self.layers[-1])
 
   def __call__(self, xs, mask=None, lengths=None, **kwargs):
     """Args: as `LSTM.__call__` (``kwargs`` reach every layer). Returns: ``(outputs of the last layer,

@@ -31,15 +31,8 @@ def hard_sigmoid(x):
 RECURRENT_ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "hard_sigmoid": hard_sigmoid}
 
 
-def lstm(
-  params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, recurrent_activation="sigmoid"
-):
-  """Runs the LSTM over ``xs`` [B, T, E]; see `seqclf.lstm.api.lstm` for the contract.
-
-  All arguments are arrays here (the api fills in the optional ones). ``step_mask`` [B, T] is boolean;
-  where it is False the state is carried over unchanged and the output repeats the previous ``h``.
-  The dropout masks [B, E] and [B, H] are already scaled (0 or 1/(1-rate)) and count as constants.
-  """
+def _cell(params, xs, step_mask, input_dropout_mask, recurrent_dropout_mask, recurrent_activation):
+  """The masked step ``((h, c), (x_t, keep)) -> (h, c)`` and its time-major inputs ``(xs, step_mask)``."""
   kernel, recurrent_kernel, bias = params["kernel"], params["recurrent_kernel"], params["bias"]
   input_dropout_mask = jax.lax.stop_gradient(input_dropout_mask)
   recurrent_dropout_mask = jax.lax.stop_gradient(recurrent_dropout_mask)
@@ -54,9 +47,38 @@ def lstm(
     c_new = gate(f) * c + gate(i) * jnp.tanh(g)
     h_new = gate(o) * jnp.tanh(c_new)
     keep = keep[:, None]
-    h_new = jnp.where(keep, h_new, h)
-    c_new = jnp.where(keep, c_new, c)
-    return (h_new, c_new), h_new
+    return jnp.where(keep, h_new, h), jnp.where(keep, c_new, c)
 
-  (h, c), hs = jax.lax.scan(step, (h0, c0), (jnp.swapaxes(xs, 0, 1), jnp.swapaxes(step_mask, 0, 1)))
+  return step, (jnp.swapaxes(xs, 0, 1), jnp.swapaxes(step_mask, 0, 1))
+
+
+def lstm(
+  params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, recurrent_activation="sigmoid"
+):
+  """Runs the LSTM over ``xs`` [B, T, E]; see `seqclf.lstm.api.lstm` for the contract.
+
+  All arguments are arrays here (the api fills in the optional ones). ``step_mask`` [B, T] is boolean;
+  where it is False the state is carried over unchanged and the output repeats the previous ``h``.
+  The dropout masks [B, E] and [B, H] are already scaled (0 or 1/(1-rate)) and count as constants.
+  """
+  step, inputs = _cell(
+    params, xs, step_mask, input_dropout_mask, recurrent_dropout_mask, recurrent_activation
+  )
+
+  def step_with_output(carry, inputs):
+    carry = step(carry, inputs)
+    return carry, carry[0]
+
+  (h, c), hs = jax.lax.scan(step_with_output, (h0, c0), inputs)
   return jnp.swapaxes(hs, 0, 1), (h, c)
+
+
+def final_state(
+  params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, recurrent_activation="sigmoid"
+):
+  """`lstm`'s final state ``(h, c)`` only. The loop has no per-step outputs, so nothing [T, B, H] is
+  stored: XLA keeps a loop's outputs even where nobody reads them."""
+  step, inputs = _cell(
+    params, xs, step_mask, input_dropout_mask, recurrent_dropout_mask, recurrent_activation
+  )
+  return jax.lax.scan(lambda carry, inputs: (step(carry, inputs), None), (h0, c0), inputs)[0]

@@ -1,6 +1,7 @@
 """How LSTM layers compose, shared by the Linen (`layer.py`) and NNX (`nnx.py`) layers.
 
-A layer here is anything called as ``layer(xs, mask=None, lengths=None, **kwargs) -> (outputs, state)``:
+A layer here is anything called as ``layer(xs, mask=None, lengths=None, **kwargs) -> (outputs, state)``,
+its outputs [B, T, H], or the final h [B, H] where it has ``return_sequences=False`` (`returns_sequences`):
 `bidirectional` runs one layer over the sequence and another over it reversed, `stacked` runs layers one
 after another, and `run_lstm` is what both LSTM layers do with their parameters (hold the engine to the
 layer's options, draw the per-sequence masks of Keras' ``dropout`` and ``recurrent_dropout`` with
@@ -10,6 +11,7 @@ layer's options, draw the per-sequence masks of Keras' ``dropout`` and ``recurre
 import jax
 import jax.numpy as jnp
 
+from seqclf.errors import ConfigError
 from seqclf.lstm import api, gru_api, validation
 
 
@@ -43,11 +45,12 @@ def run_lstm(
   engine: str,
   matmul_precision: str,
   recurrent_activation: str = "sigmoid",
+  return_sequences: bool = True,
   next_key=None,
 ):
   """One LSTM layer's call: the engine checked against the layer's dropout, precision and gate activation, then
-  `seqclf.lstm.api.lstm` with dropout masks drawn from ``next_key()`` (a key per mask, input mask
-  first), or none when ``next_key`` is None (deterministic)."""
+  `seqclf.lstm.api.lstm` (with ``return_sequences``) with dropout masks drawn from ``next_key()`` (a key
+  per mask, input mask first), or none when ``next_key`` is None (deterministic)."""
   validation.check_inputs(params, xs, gates=4, mask=mask, lengths=lengths)
   api.check_engine(
     engine,
@@ -69,7 +72,15 @@ def run_lstm(
     engine=engine,
     matmul_precision=matmul_precision,
     recurrent_activation=recurrent_activation,
+    return_sequences=return_sequences,
   )
+
+
+def returns_sequences(layer) -> bool:
+  """Whether ``layer`` returns every step's outputs: not an LSTM with ``return_sequences=False``, nor a
+  bidirectional pair or a stack ending in them (their property says so); a layer without the attribute
+  does."""
+  return getattr(layer, "return_sequences", True)
 
 
 def reverse(xs, lengths=None):
@@ -94,21 +105,37 @@ def bidirectional(forward, backward, xs, mask=None, lengths=None, **kwargs):
   ``lengths`` each row is reversed within its length (right padding stays right padding); with a
   ``mask`` the steps and the mask are reversed together, which is exact for any padding side because a
   masked step leaves the state alone wherever it sits. Both give the same final states, and the same
-  outputs at the unmasked steps.
+  outputs at the unmasked steps. Two layers with ``return_sequences=False`` give their final h's
+  concatenated, [B, H_f + H_b].
   """
+  sequences = returns_sequences(forward)
+  if sequences != returns_sequences(backward):
+    raise ConfigError(
+      f"a bidirectional layer's forward has return_sequences={sequences}, its backward the opposite; "
+      "give both the same return_sequences"
+    )
   outputs, state = forward(xs, mask=mask, lengths=lengths, **kwargs)
   if lengths is not None:
     back_outputs, back_state = backward(reverse(xs, lengths), lengths=lengths, **kwargs)
-    back_outputs = reverse(back_outputs, lengths)
+    back_outputs = reverse(back_outputs, lengths) if sequences else back_outputs
   else:
     back_mask = None if mask is None else mask[:, ::-1]
     back_outputs, back_state = backward(xs[:, ::-1], mask=back_mask, **kwargs)
-    back_outputs = back_outputs[:, ::-1]
+    back_outputs = back_outputs[:, ::-1] if sequences else back_outputs
   return jnp.concatenate([outputs, back_outputs], axis=-1), (state, back_state)
 
 
 def stacked(layers, xs, mask=None, lengths=None, **kwargs):
-  """Each layer reads the full output sequence of the one before -> (last outputs, last layer's state)."""
+  """Each layer reads the full output sequence of the one before -> (last outputs, last layer's state).
+
+  Only the last layer may have ``return_sequences=False``: the next one needs a sequence to read.
+  """
+  for depth, layer in enumerate(list(layers)[:-1]):
+    if not returns_sequences(layer):
+      raise ConfigError(
+        f"layer {depth} of a stack has return_sequences=False, but layer {depth + 1} reads its output "
+        "sequence; set return_sequences=False on the last layer only"
+      )
   state = None
   for layer in layers:
     xs, state = layer(xs, mask=mask, lengths=lengths, **kwargs)
