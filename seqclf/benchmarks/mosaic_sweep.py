@@ -64,15 +64,19 @@ def configurations(cluster_sizes, precisions) -> list[tuple[int, str]]:
 
 
 def _functions(lstm):
-  """(forward, forward+backward) of an engine-signature ``lstm``, jitted: outputs, and the gradients."""
+  """The timed modes of an engine-signature ``lstm``, jitted: "fwd" (the outputs, no gradient), "final"
+  (the final state of ``return_sequences=False``, as evaluation runs it) and "fwd_bwd" (the gradients)."""
 
   def forward(params, *args):
     return lstm(params, *args)[0]
 
+  def final(params, *args):
+    return lstm(params, *args, return_sequences=False)[1]
+
   def forward_backward(params, *args):
     return jax.grad(lambda p, x: jnp.sum(lstm(p, x, *args[1:])[0] ** 2), argnums=(0, 1))(params, args[0])
 
-  return {"fwd": jax.jit(forward), "fwd_bwd": jax.jit(forward_backward)}
+  return {"fwd": jax.jit(forward), "final": jax.jit(final), "fwd_bwd": jax.jit(forward_backward)}
 
 
 def _relative_error(actual, expected) -> float:

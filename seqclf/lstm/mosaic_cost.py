@@ -400,6 +400,7 @@ def predict(
   kernel_steps = steps * waves
   call_us = {
     "fwd": kernel_steps * sequence.total + _hbm_us(sequence_layout),
+    "final": kernel_steps * evaluation.total + _hbm_us(eval_layout),
     "fwd_bwd": kernel_steps * (forward.total + backward.total) + _hbm_us(train_layout),
   }
   epoch_s = {
