@@ -362,7 +362,7 @@ for entry in "${PLAN[@]}"; do
       ;;
     mosaic)
       workdir=$WORK/mosaic/${args[1]}-${args[2]}
-      run "$name" "$limit" "fwd and fwd+bwd us/step, error vs fused" "$PYTHON" -m seqclf.benchmarks.mosaic_sweep \
+      run "$name" "$limit" "fwd, final-state and fwd+bwd us/step, error vs fused" "$PYTHON" -m seqclf.benchmarks.mosaic_sweep \
         --cluster_sizes="${args[1]}" --precisions="${args[2]}" "${MOSAIC_SIZES[@]}" --workdir="$workdir"
       MOSAIC_PARTS+=("$workdir/mosaic_sweep.json")
       merge mosaic_sweep "mosaic configurations (benchmarks.mosaic_sweep)" "${MOSAIC_PARTS[@]}"

@@ -2,11 +2,12 @@
 it takes from the kernels' code, its register estimate and the copy of its table in docs/kernels.md.
 
 Nothing here needs Mosaic GPU: the model is arithmetic, and the kernels' plane counts are read from
-`mosaic_gpu.make_recurrence` with the kernel launch replaced.
+`mosaic_gpu.make_lstm` with the kernel launch replaced.
 """
 
 import pathlib
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -39,16 +40,17 @@ def test_n8_float32_parts_match_the_hand_count():
   # ex2 (FMUL + MUFU.EX2), 5 rsqrt; plain ops 4 (z) + 1 (keep) + 3 (c) + 2 (h) + 1 (h x mask) + 3 x 2 +
   # 2 x 4 = 25, 3 (split h into hi and lo): 25 + 3 + 5 x 2 + 5 = 43 issued, below 10 MUFU x 8 = 80.
   assert cost.forward.gate_math == pytest.approx(_us(8 * 80))
-  # 5 planes in and 6 out, 8 f32 a thread as 2-wide vectors (44 instructions) or 45056 B at 64 B/clock.
-  assert cost.forward.global_io == pytest.approx(_us(11 * 64 * 16 * 4 / 64))
+  # 4 planes in and 6 out, 8 f32 a thread as 2-wide vectors (40 instructions) or 40960 B at 64 B/clock.
+  assert cost.forward.global_io == pytest.approx(_us(10 * 64 * 16 * 4 / 64))
   # h's hi and lo slices [64, 16] bf16 to 8 CTAs: 32 KiB at 32 B/clock (64 stores a thread), + 0.5 us.
   assert cost.forward.exchange == pytest.approx(_us(8 * 2 * 64 * 16 * 2 / 32) + 0.5)
   assert cost.forward.barrier == 0.0  # two slots
-  # Backward, per element: 29 plain ops + 4 of tanh(c), 1 ex2 (2) and 1 rsqrt, dz of 4 gates split (4 x
-  # 3) and staged as bf16x2 (4 x 2 / 2 st.shared): 52 issued, above 2 MUFU x 8 = 16 and the staged
-  # 4 x 2 x 2 B x 128 threads at 128 B/clock = 16. 8 planes in, 4 out.
-  assert cost.backward.gate_math == pytest.approx(_us(8 * (33 + 3 + 4 * 3 + 4)))
-  assert cost.backward.global_io == pytest.approx(_us(12 * 64 * 16 * 4 / 64))
+  # Backward (no per-step cotangent, as the classifier trains), per element: 28 plain ops + 4 of
+  # tanh(c), 1 ex2 (2) and 1 rsqrt, dz of 4 gates split (4 x 3) and staged as bf16x2 (4 x 2 / 2
+  # st.shared): 51 issued, above 2 MUFU x 8 = 16 and the staged 4 x 2 x 2 B x 128 threads at 128
+  # B/clock = 16. 6 planes in (4 gates, c_t, c_{t-1}), 4 out.
+  assert cost.backward.gate_math == pytest.approx(_us(8 * (32 + 3 + 4 * 3 + 4)))
+  assert cost.backward.global_io == pytest.approx(_us(10 * 64 * 16 * 4 / 64))
   # Reduce-scatter: 8 shares [64, 16] f32 = 32 KiB at 32 B/clock (32 eight-byte stores a thread), 0.5 us,
   # then the 8 shares received: 32 KiB at 128 B/clock (32 ld.shared.v2 a thread) and 7 adds x 8.
   assert cost.backward.exchange == pytest.approx(
@@ -56,8 +58,8 @@ def test_n8_float32_parts_match_the_hand_count():
   )
   assert cost.backward.barrier == 0.0
   assert cost.slots == (2, 2)
-  forward = cost.forward.tensor + _us(8 * 80 + 704 + 1024) + 0.5
-  backward = cost.backward.tensor + _us(8 * 52 + 768 + 1024 + 256 + 56) + 0.5
+  forward = cost.forward.tensor + _us(8 * 80 + 640 + 1024) + 0.5
+  backward = cost.backward.tensor + _us(8 * 51 + 640 + 1024 + 256 + 56) + 0.5
   assert cost.forward.total == pytest.approx(forward)
   assert cost.backward.total == pytest.approx(backward)
 
@@ -77,41 +79,44 @@ def test_the_exchange_at_n1_and_n2_and_the_one_slot_barrier():
 
 def test_article_epoch_and_layout_traffic_match_the_hand_count():
   cost = mosaic_cost.predict(8, "bfloat16")
-  # Bytes XLA moves around the kernels per batch; planes [T, B, H] and padded [T, 64, 128] of float32.
-  plane, padded = 500 * 64 * 100 * 4, 500 * 64 * 128 * 4
-  projection = 500 * 64 * 4 * (3 * 32 + 400)  # xs made time-major, xw written
-  forward = 4 * plane + 5 * padded + 6 * (padded + plane) + projection  # _blocks of xw and the mask, _unblock
-  backward = 6 * plane + 8 * padded + 4 * (padded + plane)
-  backward += 500 * 64 * 4 * (4 * 400 + 3 * 100 + 4 * 32)  # dz read 4 times, h_{t-1}, dxs
-  assert forward + backward == pytest.approx(955.9e6, rel=1e-4)  # about 1 GB a training batch
-  # Without a gradient the forward stores h alone (one plane unblocked); evaluation's, which wants only
-  # the final state, none: _blocks and the projection.
-  sequence = 4 * plane + 5 * padded + (padded + plane) + projection
-  evaluation = 4 * plane + 5 * padded + projection
+  # Bytes XLA moves around the kernels per batch (B = 64: no batch padding). The kernels read and write
+  # batch-major [B, T, .] arrays with each gate's units padded to 128; XLA runs the hoisted matmuls and
+  # crops the padding. Per step and row: xs (32) and the padded xw (512) for the projection.
+  values = 500 * 64 * 4  # bytes of one f32 value per step and row
+  projection = values * (32 + 512)
+  # dz (512) read 4 times, h_{t-1} (128) read, written and read, xs read by dW, dxs written and read
+  # (2 x 32), and cropped (3 x 32).
+  weights = values * (4 * 512 + 3 * 128 + 2 * 32 + 3 * 32)
   hbm = 4.8e12 * 0.7
-  assert cost.layout_us == pytest.approx(1e6 * (forward + backward) / hbm)
-  # Evaluation's kernel loads the 5 planes (20 KiB a step at 64 B/clock) and stores none; the rest of a
-  # step is the forward's. Storing h too: 6 planes, 24 KiB.
-  assert cost.evaluation.global_io == pytest.approx(_us(5 * 64 * 16 * 4 / 64))
+  # The classifier trains with the final h only: no outputs cropped, no per-step cotangent.
+  assert cost.layout_us == pytest.approx(1e6 * (projection + weights) / hbm)
+  assert projection + weights == pytest.approx(401.4e6, rel=1e-3)  # 0.4 GB a training batch
+  # Evaluation's kernel loads the 4 xw planes (16 KiB a step at 64 B/clock) and stores none; the rest of
+  # a step is the forward's. Returning h: 5 planes, 20 KiB.
+  assert cost.evaluation.global_io == pytest.approx(_us(4 * 64 * 16 * 4 / 64))
   assert cost.evaluation._replace(global_io=cost.forward.global_io) == cost.forward
-  sequence_step = cost.forward.total - cost.forward.global_io + _us(6 * 64 * 16 * 4 / 64)
+  sequence_step = cost.forward.total - cost.forward.global_io + _us(5 * 64 * 16 * 4 / 64)
   # 391 batches each way: train = forward and backward, test = evaluation's forward.
-  train = 500 * (cost.forward.total + cost.backward.total) + 1e6 * (forward + backward) / hbm
-  test = 500 * cost.evaluation.total + 1e6 * evaluation / hbm
-  fwd = 500 * sequence_step + 1e6 * sequence / hbm  # as mosaic_sweep times it: outputs, no gradient
-  # "final" as mosaic_sweep times it: a test batch's evaluation.
-  assert cost.call_us == pytest.approx({"fwd": fwd, "final": test, "fwd_bwd": train})
+  train = 500 * (cost.forward.total + cost.backward.total) + 1e6 * (projection + weights) / hbm
+  test = 500 * cost.evaluation.total + 1e6 * projection / hbm
+  # As mosaic_sweep times it: "fwd" crops h (read 128, written 100); "fwd_bwd" takes a loss on every
+  # output, so the backward loads dh_t too (one more plane, one more add) and XLA pads the cotangent.
+  outputs = values * (128 + 100)
+  fwd = 500 * sequence_step + 1e6 * (projection + outputs) / hbm
+  backward_step = cost.backward.total - cost.backward.global_io + _us(11 * 64 * 16 * 4 / 64) + _us(8)
+  fwd_bwd = 500 * (cost.forward.total + backward_step) + 1e6 * (projection + weights + 2 * outputs) / hbm
+  assert cost.call_us == pytest.approx({"fwd": fwd, "final": test, "fwd_bwd": fwd_bwd})
   assert cost.train_s_per_epoch == pytest.approx(391e-6 * (train + test))
   assert sum(cost.epoch_s.values()) == pytest.approx(cost.train_s_per_epoch)
 
 
 def test_registers_are_live_planes_pieces_and_the_rest_and_spills_are_flagged_above_255():
-  # N = 4 bfloat16 forward: 16 elements a plane a thread; 17 live planes, h's bf16x2 pieces (8), 16.
-  assert mosaic_cost.predict(4, "bfloat16").registers[0] == 17 * 16 + 8 + 16
-  # N = 8 float32 backward: 19 live planes of 8, 8 accumulators [64, 16] f32 (64 a thread), 16: 232.
-  assert mosaic_cost.predict(8, "float32").registers == (160, 19 * 8 + 64 + 16)
-  # N = 1 backward: the one accumulator is still 64 registers.
-  assert mosaic_cost.predict(1, "bfloat16").registers[1] == 19 * 64 + 64 + 16
+  # N = 4 bfloat16 forward: 16 elements a plane a thread; 15 live planes, h's bf16x2 pieces (8), 16.
+  assert mosaic_cost.predict(4, "bfloat16").registers[0] == 15 * 16 + 8 + 16
+  # N = 8 float32 backward: 15 live planes of 8, the [64, 128] f32 accumulator (64 a thread), 16: 200.
+  assert mosaic_cost.predict(8, "float32").registers == (15 * 8 + 8 + 16, 15 * 8 + 64 + 16)
+  # N = 1 backward: the accumulator is still 64 registers.
+  assert mosaic_cost.predict(1, "bfloat16").registers[1] == 15 * 64 + 64 + 16
   for size, precision in mosaic_cost.configurations():
     cost = mosaic_cost.predict(size, precision)
     assert cost.spills == (max(cost.registers) > 255), (size, precision)
@@ -133,49 +138,51 @@ def test_every_term_names_its_source():
       assert mosaic_cost.TERMS[f"{name}_{suffix}"].source == "assumed"
 
 
-def test_the_plane_counts_are_what_make_recurrence_builds(monkeypatch):
-  """The kernels' launches replaced by zeros: the planes each pass loads and stores, and its name."""
+def test_the_plane_counts_are_what_make_lstm_builds(monkeypatch):
+  """The kernels' launches replaced by zeros: the [B, T, X] arrays each pass reads and writes, in Hp-wide
+  planes (the step mask [B, T] is a row, not a plane), against the model's counts. The backward reads
+  c at t and at t - 1 from one [B, T + 1, Hp] array: two planes."""
   seen = {}
 
-  def launch(kernel, setup, blocks, out_types, kernel_pass, steps_in, *args):
-    name = getattr(kernel, "func", kernel).__name__  # the forward's variants are partials
-    # Per-step outputs are [nb, T, N, planes, 64, Hs]; the final state [nb, N, 2, 64, Hs] is not one.
-    stored = [out.shape[3] for out in out_types if out.ndim == 6 and out.shape[:3] == steps_in.shape[:3]]
-    seen[name, sum(stored)] = (steps_in.shape[3], kernel_pass)
+  def planes(shapes, steps):
+    return sum(shape[2] // 128 for shape in shapes if len(shape) == 3 and shape[1] in (steps, steps + 1))
+
+  def launch(kernel, setup, blocks, out_types, kernel_pass, *args):
+    name = kernel.func.__name__
+    steps = args[0].shape[1]  # the first input is xw or the gates, [B, T, 4 Hp]
+    read = planes([a.shape for a in args], steps) + (name == "_backward_kernel")
+    written = planes([out.shape for out in out_types], steps)
+    seen[name, written, read] = kernel_pass
     return [jnp.zeros(out.shape, out.dtype) for out in out_types]
 
   monkeypatch.setattr(mosaic_gpu, "_launch", launch)
-  recurrence = mosaic_gpu.make_recurrence("bfloat16", cluster_size=2, interpret=True)
-  steps, batch, hidden, inputs = 3, 3, 4, 5  # T != N, so a step plane and the final state differ
-  state, planes = jnp.ones((batch, hidden)), jnp.ones((steps, batch, hidden))
-  mask, kernel = jnp.ones((steps, batch), bool), jnp.ones((hidden, 4 * hidden))
-  recurrence.forward(jnp.ones((steps, batch, 4 * hidden)), kernel, state, state, mask, state)
-  gates = jnp.ones((steps, batch, 4 * hidden))
-  recurrence.backward(kernel, gates, planes, state, mask, state, planes, state, state)
+  lstm = mosaic_gpu.make_lstm("bfloat16", cluster_size=2, interpret=True)
+  batch, steps, inputs, hidden = 3, 5, 4, 6
   params = {
     "kernel": jnp.ones((inputs, 4 * hidden)),
-    "recurrent_kernel": kernel,
+    "recurrent_kernel": jnp.ones((hidden, 4 * hidden)),
     "bias": jnp.ones(4 * hidden),
   }
-  engine_args = (
+  state = jnp.ones((batch, hidden))
+  args = (
     params,
     jnp.ones((batch, steps, inputs)),
     state,
     state,
-    mask.T,
+    jnp.ones((batch, steps), bool),
     jnp.ones((batch, inputs)),
     state,
   )
-  recurrence.inference(*engine_args)
-  recurrence.final_state(*engine_args)
-  expected = {}
-  for name, kernel_pass in (
-    ("_forward_kernel", mosaic_cost.FORWARD),
-    ("_forward_kernel", mosaic_cost.SEQUENCE),
-    ("_forward_kernel", mosaic_cost.EVALUATION),
-    ("_backward_kernel", mosaic_cost.BACKWARD),
-  ):
-    expected[name, kernel_pass.planes_out] = (kernel_pass.planes_in, kernel_pass.kernel_pass)
+  lstm(*args)
+  lstm(*args, return_sequences=False)
+  jax.grad(lambda p: jnp.sum(lstm(p, *args[1:])[0]))(params)
+  jax.grad(lambda p: jnp.sum(lstm(p, *args[1:], return_sequences=False)[0]))(params)
+  expected = {
+    ("_forward_kernel", kernel_pass.planes_out, kernel_pass.planes_in): "forward"
+    for kernel_pass in (mosaic_cost.FORWARD, mosaic_cost.SEQUENCE, mosaic_cost.EVALUATION)
+  }
+  for kernel_pass in (mosaic_cost.BACKWARD, mosaic_cost.BACKWARD_SEQUENCES):
+    expected["_backward_kernel", kernel_pass.planes_out, kernel_pass.planes_in] = "backward"
   assert seen == expected
   for kernel_pass, exchange in ((mosaic_cost.FORWARD, "gather"), (mosaic_cost.BACKWARD, "reduce_scatter")):
     assert kernel_pass.exchange == exchange and hasattr(mosaic_gpu._Exchange, exchange)

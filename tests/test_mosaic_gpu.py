@@ -7,6 +7,7 @@ by lowering for CUDA on this host (`seqclf.lowering`). Interpreted kernels are s
 small. All matmuls outside the kernels run at float32 precision.
 """
 
+import functools
 import re
 
 import jax
@@ -69,7 +70,7 @@ def _scan(*args):
 
 
 def _engine(matmul_precision, cluster_size, **options):
-  return hoisted.make_lstm(mosaic_gpu.make_recurrence(matmul_precision, cluster_size=cluster_size, **options))
+  return mosaic_gpu.make_lstm(matmul_precision, cluster_size=cluster_size, **options)
 
 
 def _reference(matmul_precision):
@@ -115,10 +116,10 @@ def test_kernels_without_gradient_match_scan(shape, cluster_size):
   final state (`final_state`) give scan's outputs and final state, holes, left padding and dropout
   included (a masked row's final state is the state at its last real step)."""
   args, _ = _inputs(*shape)
-  recurrence = mosaic_gpu.make_recurrence("float32", cluster_size=cluster_size)
+  lstm = _engine("float32", cluster_size)
   outputs, state = _scan(*args)
-  _assert_trees_close(jax.jit(recurrence.inference)(*args), (outputs, state))
-  _assert_trees_close(jax.jit(recurrence.final_state)(*args), state)
+  _assert_trees_close(jax.jit(lstm)(*args), (outputs, state))
+  _assert_trees_close(jax.jit(lambda *a: lstm(*a, return_sequences=False))(*args), (state[0], state))
 
 
 @needs_mosaic
@@ -184,8 +185,8 @@ def test_return_sequences_false_takes_the_final_state_kernel_and_its_gradient():
   _assert_trees_close(gradient, jax.grad(lambda p, x: loss("scan", p, x), argnums=(0, 1))(params, xs))
   text = lowering.lower(jax.jit(lambda p, x: run("mosaic", p, x)), params, xs, platform="gpu").as_text()
   (call,) = [line for line in text.splitlines() if "stablehlo.custom_call @mosaic_gpu" in line]
-  results = call.rsplit("->", 1)[1]  # the final state [nb, N, 2, 64, Hs] only: no [nb, T, N, planes, ...]
-  assert "tensor<1x8x2x64x16xf32>" in results and not re.findall(r"tensor<1x4x8x\d+x64x16xf32>", results)
+  results = call.rsplit("->", 1)[1]  # the final state [2, Bp, Hp] only: no [Bp, T, ...] planes
+  assert "tensor<2x64x128xf32>" in results and not re.findall(r"tensor<64x4x\d+xf32>", results)
 
 
 def test_reference_rounds_like_a_three_product_split():
@@ -266,19 +267,39 @@ def test_lowers_for_cuda(cluster_size, matmul_precision):
 @needs_mosaic
 @pytest.mark.parametrize("cluster_size, matmul_precision", [(8, "float32"), (1, "bfloat16")])
 def test_kernels_without_gradient_lower_for_cuda_and_store_less(cluster_size, matmul_precision):
-  """The forward kernels for evaluation lower too, and store per step only h (`inference`) or nothing
-  (`final_state`): their outputs are the [nb, T, N, planes, 64, Hs] planes, if any, and the final state."""
-  recurrence = mosaic_gpu.make_recurrence(matmul_precision, cluster_size=cluster_size)
+  """The forward kernels for evaluation lower too, and store per step only h [B, T, Hp] (no gradient) or
+  nothing (``return_sequences=False``): their outputs are that, if anything, and the final state."""
+  lstm = _engine(matmul_precision, cluster_size)
   args, _ = _inputs(64, 3, 32, 100, "random", dropout=True)
-  for function, planes in ((recurrence.inference, 1), (recurrence.final_state, None)):
-    text = lowering.lower(jax.jit(function), *args, platform="gpu").as_text()
+  for return_sequences, stored in ((True, ["64x3x128"]), (False, [])):
+    function = jax.jit(functools.partial(lstm, return_sequences=return_sequences))
+    text = lowering.lower(function, *args, platform="gpu").as_text()
     calls = [line for line in text.splitlines() if "stablehlo.custom_call @mosaic_gpu" in line]
     assert len(calls) == 1
-    width = 128 // cluster_size
     results = calls[0].rsplit("->", 1)[1]
-    assert f"tensor<1x{cluster_size}x2x64x{width}xf32>" in results  # the final state
-    stored = re.findall(rf"tensor<1x3x{cluster_size}x(\d+)x64x{width}xf32>", results)
-    assert stored == ([] if planes is None else [str(planes)])
+    assert "tensor<2x64x128xf32>" in results  # the final state
+    assert re.findall(r"tensor<(64x\d+x\d+)xf32>", results) == stored
+
+
+@needs_mosaic
+@pytest.mark.parametrize("batch", [64, 70])
+def test_no_per_step_array_is_transposed_or_concatenated_around_the_kernels(batch):
+  """The lowered training step (forward, backward, hoisted matmuls) moves no [B, T, ...] array through
+  a transpose or a concatenation: the kernels read and write the model's own batch-major layouts. T = 7
+  marks the per-step arrays; padding a batch that is not whole 64-row blocks is a pad, not a transpose."""
+  steps = 7
+  text = _lower_training_step(_engine("float32", 8), batch=batch, steps=steps).as_text()
+  assert text.count("stablehlo.custom_call @mosaic_gpu") == 2
+  moved = [
+    line.strip()
+    for line in text.splitlines()
+    if re.search(r"stablehlo\.(transpose|concatenate)", line)
+    and any(
+      steps in (int(d) for d in shape.split("x")[:-1])
+      for shape in re.findall(r"tensor<([0-9x]+x?\w+)>", line)
+    )
+  ]
+  assert moved == []
 
 
 def test_configurations_cover_the_cluster_sizes():
@@ -302,11 +323,11 @@ def test_a_configuration_over_the_shared_memory_limit_is_refused_for_a_gpu():
 
 def test_bad_options_are_config_errors():
   with pytest.raises(ConfigError, match="matmul_precision"):
-    mosaic_gpu.make_recurrence("tensorfloat32")
+    mosaic_gpu.make_lstm("tensorfloat32")
   with pytest.raises(ConfigError, match="cluster_size"):
-    mosaic_gpu.make_recurrence(cluster_size=16)
+    mosaic_gpu.make_lstm(cluster_size=16)
   with pytest.raises(ConfigError, match="exchange"):
-    mosaic_gpu.make_recurrence(exchange="smem")
+    mosaic_gpu.make_lstm(exchange="smem")
 
 
 @pytest.mark.skipif(mosaic_gpu.unavailable_reason() is None, reason="this jax has Pallas Mosaic GPU")

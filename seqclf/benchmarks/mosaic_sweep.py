@@ -29,7 +29,7 @@ from seqclf import cli, results, timing
 from seqclf.benchmarks import faults
 from seqclf.benchmarks.mosaic_report import HEADER, predicted_us_per_step, results_of
 from seqclf.errors import ConfigError
-from seqclf.lstm import fused, hoisted, init_params, mosaic_gpu
+from seqclf.lstm import fused, init_params, mosaic_gpu
 
 _CLUSTER_SIZES = cli.define_positive_int_list(
   "cluster_sizes", list(mosaic_gpu.CLUSTER_SIZES), "Cluster sizes N (CTAs per 64-row batch block)."
@@ -128,7 +128,7 @@ def main(argv):
   path = os.path.join(_WORKDIR.value, "mosaic_sweep.json")
   runs, rows = [], []
   for size, precision in pairs:
-    lstm = hoisted.make_lstm(mosaic_gpu.make_recurrence(precision, cluster_size=size))
+    lstm = mosaic_gpu.make_lstm(precision, cluster_size=size)
     shape = {
       "cluster_size": size,
       "matmul_precision": precision,

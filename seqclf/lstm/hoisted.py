@@ -240,15 +240,35 @@ def make_lstm(recurrence: Recurrence) -> Callable:
     d_xs = d_xs * input_dropout_mask[:, None, :]
     return d_params, d_xs, dh0, dc0
 
+  run = recurrence.inference or (lambda *args: forward(*args)[0])
+  final_state = recurrence.final_state or (lambda *args: run(*args)[1])
+
+  def batch_major_backward(residuals, d_outputs, dh_last, dc_last):
+    dhs = None if d_outputs is None else jnp.swapaxes(d_outputs, 0, 1)
+    return backward(residuals, dhs, dh_last, dc_last)
+
+  return with_return_sequences(run, final_state, forward, batch_major_backward)
+
+
+def with_return_sequences(inference: Callable, final_state: Callable, forward: Callable, backward: Callable):
+  """An engine-signature LSTM that also takes ``return_sequences`` (a Python bool, keyword only), from
+  the pieces of a hand-written VJP: with False it returns ``(h, (h, c))``, the final h in place of the
+  outputs, running ``final_state`` when no gradient is taken; under a gradient it runs the full forward
+  (the backward loop needs every step's state), and the outputs' cotangent adds to the final h's.
+
+  ``inference(*args) -> (outputs, (h, c))`` and ``final_state(*args) -> (h, c)`` run without a gradient;
+  ``forward(*args) -> ((outputs, (h, c)), residuals)``; ``backward(residuals, d_outputs, dh_last,
+  dc_last) -> (d_params, d_xs, dh0, dc0)``, with ``d_outputs`` [B, T, H] or None (every step's is 0).
+  """
+
   def sequences_backward(residuals, cotangents):
     d_outputs, (dh_last, dc_last) = cotangents
-    return backward(residuals, jnp.swapaxes(d_outputs, 0, 1), dh_last, dc_last)
+    return backward(residuals, d_outputs, dh_last, dc_last)
 
-  run = recurrence.inference or (lambda *args: forward(*args)[0])
-  sequences = custom_vjp_engine(run, forward, sequences_backward)
+  sequences = custom_vjp_engine(inference, forward, sequences_backward)
 
   def final_inference(*args):
-    h, c = recurrence.final_state(*args) if recurrence.final_state else run(*args)[1]
+    h, c = final_state(*args)
     return h, (h, c)
 
   def final_forward(*args):

@@ -159,37 +159,47 @@ class Pass(NamedTuple):
 # 2s - 1).
 _SIGMOID_OPS, _TANH_OPS = 2, 2 + 2
 
-# As `mosaic_gpu.make_recurrence` builds them. Forward in: xw of 4 gates and the step mask; out: h, c and
-# the 4 gates. Live: the next step's 5 inputs and this step's 5, 4 accumulators that become i, f, g, o,
-# h, c and the recurrent mask. 3 sigmoids (i, f, o) and 2 tanh (g, c): 5 ex2 and 5 rsqrt. Plain ops: 4
-# (z = xw + product) + 1 (keep) + 3 (c) + 2 (h) + 1 (h x mask) = 11, + 3 x 2 (sigmoids) + 2 x 4 (tanh) = 25.
+# As `mosaic_gpu.make_lstm` builds them. Forward in: xw's 4 gate windows (the step mask is a [64] row,
+# 1/Hs of a plane, left out); out: h, c and the 4 gates. Live: the next step's 4 inputs and this step's
+# 4, 4 accumulators that become i, f, g, o, h, c and the recurrent mask. 3 sigmoids (i, f, o) and 2 tanh
+# (g, c): 5 ex2 and 5 rsqrt. Plain ops: 4 (z = xw + product) + 1 (keep) + 3 (c) + 2 (h) + 1 (h x mask)
+# = 11, + 3 x 2 (sigmoids) + 2 x 4 (tanh) = 25.
 FORWARD = Pass(
-  planes_in=GATES + 1,
+  planes_in=GATES,
   planes_out=2 + GATES,
   exchange="gather",
   split_planes=1,
-  live_planes=2 * (GATES + 1) + GATES + 3,
+  live_planes=2 * GATES + GATES + 3,
   plain_ops=11 + 3 * _SIGMOID_OPS + 2 * _TANH_OPS,
   calls={"ex2": 5, "rsqrt": 5},
 )
 # The forward without a gradient (`mosaic_gpu.FORWARD_STORES`): returning the outputs ("sequence", what
 # mosaic_sweep's "fwd" times) it stores h alone; evaluation's, which wants only the final state
-# ("final"), stores no per-step planes (the final h and c once: negligible) and nothing is unblocked.
+# ("final"), stores no per-step planes (the final h and c once: negligible).
 SEQUENCE = FORWARD._replace(planes_out=1)
 EVALUATION = FORWARD._replace(planes_out=0)
-# Backward in: dh, 4 gates, c_t, c_{t-1}, mask; out: dz of the 4 gates, also staged in bf16 pieces in
-# shared memory (the wgmmas' A operand). Live: the next step's 8 inputs and this step's 8, dh, dc and
-# the recurrent mask (19), beside the N accumulators of the partial dh (`_registers`). One tanh (of c).
-# Plain ops: 1 (keep) + 1 (dh) + 4 (dc) + 4 + 4 + 3 + 4 (dz of i, f, g, o) + 4 (where keep) + 2
-# (dh_prev) + 2 (dc_prev) = 29, + 4 (tanh) = 33. The sum of the N shares received is the exchange's.
+# Backward in: 4 gates, c_t, c_{t-1} (the mask a row again); out: dz of the 4 gates, also staged in bf16
+# pieces in shared memory (the wgmmas' A operand). This is the classifier's backward: its LSTM returns
+# the final h only, so no step's output has a cotangent to load. Live: the next step's 6 inputs and this
+# step's 6, dh, dc and the recurrent mask (15), beside the [64, Hp] accumulator of the partial dh
+# (`_registers`). One tanh (of c). Plain ops: 1 (keep) + 4 (dc) + 4 + 4 + 3 + 4 (dz of i, f, g, o) + 4
+# (where keep) + 2 (dh_prev) + 2 (dc_prev) = 28, + 4 (tanh) = 32. The sum of the N shares received is the
+# exchange's.
 BACKWARD = Pass(
-  planes_in=1 + GATES + 3,
+  planes_in=GATES + 2,
   planes_out=GATES,
   exchange="reduce_scatter",
   split_planes=GATES,
-  live_planes=2 * (1 + GATES + 3) + 3,
-  plain_ops=29 + _TANH_OPS,
+  live_planes=2 * (GATES + 2) + 3,
+  plain_ops=28 + _TANH_OPS,
   calls={"ex2": 1, "rsqrt": 1},
+)
+# The backward of a loss on every step's output (mosaic_sweep's "fwd_bwd"): one more plane in, dh_t, and
+# one more add (dh = dh_next + dh_t).
+BACKWARD_SEQUENCES = BACKWARD._replace(
+  planes_in=BACKWARD.planes_in + 1,
+  live_planes=BACKWARD.live_planes + 2,
+  plain_ops=BACKWARD.plain_ops + 1,
 )
 
 
@@ -300,25 +310,27 @@ def _hbm_us(nbytes: float) -> float:
   return 1e6 * nbytes / (_value("hbm_bytes_per_s") * _value("hbm_efficiency"))
 
 
-def _layout_bytes(kernel_pass: Pass, batch: int, steps: int, hidden: int, source_planes: int) -> float:
-  """XLA's passes around one kernel: `_blocks` (sources read, padded planes written), `_unblock`."""
-  padded_rows = math.ceil(batch / BLOCK_BATCH) * BLOCK_BATCH
-  plane, padded_plane = steps * batch * hidden * 4, steps * padded_rows * PADDED_HIDDEN * 4
-  blocks = source_planes * plane + kernel_pass.planes_in * padded_plane
-  return blocks + kernel_pass.planes_out * (padded_plane + plane)
+def _xla_bytes(batch: int, steps: int, input_size: int, hidden: int) -> dict:
+  """The bytes XLA's passes around the kernels move per batch, memory-bound at these shapes, by pass.
 
-
-def _hoisted_bytes(batch: int, steps: int, input_size: int, hidden: int, backward: bool) -> float:
-  """`hoisted.make_lstm`'s XLA work, memory-bound at these shapes.
-
-  Forward: xs made time-major (read, written) and read by the projection, xw written. Backward: dz read
-  by three matmuls and the bias sum; h_{t-1} built (hs read, written) and read; xs read by dW's matmul,
-  dxs written, then made batch-major (read, written).
+  The kernels read and write the model's own batch-major layouts, padded to whole 64-row blocks and each
+  gate's units to Hp, so what is left is the hoisted matmuls and cropping the padding:
+    projection: xs read (and the input dropout applied), xw [Bp, T, 4 Hp] written;
+    outputs: h [Bp, T, Hp] read and cropped to [B, T, H] (the forward that returns them);
+    weights: dz [Bp, T, 4 Hp] read by dW's, dU's and dxs' matmuls and the bias sum; h_{t-1} (h's first
+      T steps times the recurrent mask) read, written and read; xs read by dW's matmul; dxs written,
+      read, cropped and written;
+    cotangent: the outputs' cotangent read and padded to [Bp, T, Hp] (a loss on every step's output).
   """
-  rows = steps * batch * 4
-  if not backward:
-    return rows * (3 * input_size + GATES * hidden)
-  return rows * (4 * GATES * hidden + 3 * hidden + 4 * input_size)
+  rows = math.ceil(batch / BLOCK_BATCH) * BLOCK_BATCH
+  plane, padded = steps * batch * 4, steps * rows * 4  # bytes per f32 value per step and row
+  return {
+    "projection": plane * input_size + padded * GATES * PADDED_HIDDEN,
+    "outputs": padded * PADDED_HIDDEN + plane * hidden,
+    "weights": padded * (4 * GATES * PADDED_HIDDEN + 3 * PADDED_HIDDEN + 2 * input_size)
+    + 3 * plane * input_size,
+    "cotangent": plane * hidden + padded * PADDED_HIDDEN,
+  }
 
 
 class Prediction(NamedTuple):
@@ -387,27 +399,26 @@ def predict(
   sequence, evaluation = (_pass_cost(p, cluster_size, pieces, slots[0]) for p in (SEQUENCE, EVALUATION))
   # Batch blocks beyond what the SMs hold at once run in further waves.
   waves = math.ceil(math.ceil(batch / BLOCK_BATCH) * cluster_size / _value("sms"))
-  hoisted_forward = _hoisted_bytes(batch, steps, input_size, hidden, backward=False)
-  forward_layout = _layout_bytes(FORWARD, batch, steps, hidden, GATES) + hoisted_forward
-  sequence_layout = _layout_bytes(SEQUENCE, batch, steps, hidden, GATES) + hoisted_forward
-  # Evaluation: `_blocks` of xw and the mask and the hoisted projection; no planes come out.
-  eval_layout = _layout_bytes(EVALUATION, batch, steps, hidden, GATES) + hoisted_forward
-  # The backward's sources: dh, 4 gates and c (c_{t-1} is c shifted); its mask plane is broadcast.
-  train_layout = forward_layout + _layout_bytes(BACKWARD, batch, steps, hidden, 1 + GATES + 1)
-  train_layout += _hoisted_bytes(batch, steps, input_size, hidden, backward=True)
+  xla = _xla_bytes(batch, steps, input_size, hidden)
+  # The classifier's training step (its LSTM returns the final h: no outputs cropped, no per-step
+  # cotangent) and its evaluation (the final-state forward: the projection only).
+  train_bytes = xla["projection"] + xla["weights"]
+  eval_bytes = xla["projection"]
   # Each epoch runs the forward and the backward on its train batches, evaluation on its test batches.
   batches = math.ceil(ARTICLE_EXAMPLES / batch)
   kernel_steps = steps * waves
+  sequences_backward = _pass_cost(BACKWARD_SEQUENCES, cluster_size, pieces, slots[1])
   call_us = {
-    "fwd": kernel_steps * sequence.total + _hbm_us(sequence_layout),
-    "final": kernel_steps * evaluation.total + _hbm_us(eval_layout),
-    "fwd_bwd": kernel_steps * (forward.total + backward.total) + _hbm_us(train_layout),
+    "fwd": kernel_steps * sequence.total + _hbm_us(xla["projection"] + xla["outputs"]),
+    "final": kernel_steps * evaluation.total + _hbm_us(eval_bytes),
+    "fwd_bwd": kernel_steps * (forward.total + sequences_backward.total)
+    + _hbm_us(train_bytes + xla["outputs"] + xla["cotangent"]),
   }
   epoch_s = {
     part: 1e-6 * batches * kernel_steps * sum(getattr(cost, part) for cost in (forward, backward, evaluation))
     for part in PARTS
   }
-  epoch_s["layout"] = 1e-6 * batches * _hbm_us(train_layout + eval_layout)
+  epoch_s["layout"] = 1e-6 * batches * _hbm_us(train_bytes + eval_bytes)
   return Prediction(
     cluster_size=cluster_size,
     matmul_precision=matmul_precision,
@@ -416,7 +427,7 @@ def predict(
     forward=forward,
     backward=backward,
     evaluation=evaluation,
-    layout_us=_hbm_us(train_layout),
+    layout_us=_hbm_us(train_bytes),
     call_us=call_us,
     epoch_s=epoch_s,
   )

@@ -8,11 +8,14 @@ of the partial dh (reduce-scatter). The exchange goes through distributed shared
 ("dsmem") or global memory in the interpreter ("gmem"). ``matmul_precision``: "float32" (=
 "BF16_BF16_F32_X3", three bf16 products) or "bfloat16". The gate arithmetic is built from exp and rsqrt,
 which a GPU runs as ``ex2.approx``/``rsqrt.approx`` (`APPROX_ERRORS`). Off a GPU the kernels run in the
-Mosaic GPU interpreter (N <= 2). `make_reference` rounds like the kernels; input projection, weight
-gradients and the custom VJP come from `hoisted.py`. Design, precision and the cost model: docs/kernels.md.
+Mosaic GPU interpreter (N <= 2). `make_lstm` wraps the kernels in a custom VJP whose input projection
+and weight gradients are large matmuls, in the model's own batch-major layouts (nothing per step is
+transposed); `make_reference` is the plain-JAX computation that rounds like the kernels. Design,
+precision and the cost model: docs/kernels.md.
 """
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -23,6 +26,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 from seqclf import lowering
 from seqclf.errors import ConfigError
 from seqclf.lstm import hoisted
+from seqclf.lstm.scan import matmul
 
 GATES = 4
 # wgmma's M: the batch rows of one cluster.
@@ -43,10 +47,10 @@ EXCHANGES = ("dsmem", "gmem")
 _PIECES = {"float32": 2, "BF16_BF16_F32_X3": 2, "bfloat16": 1}
 # The values `lstm`'s ``matmul_precision`` takes (the engine's ``matmul_precisions`` in `seqclf.lstm.api`).
 MATMUL_PRECISIONS = tuple(_PIECES)
-# What a forward kernel stores per step, by use: training keeps h, c and the four gates for the backward;
-# a forward without gradient only h; one that only wants the final state nothing (the final (h, c) is
-# stored once, by every kernel).
-FORWARD_STORES = {"train": 2 + GATES, "sequence": 1, "final": 0}
+# The arrays a forward kernel writes per step, by use: training keeps h, c and the four gates for the
+# backward; a forward without gradient only h; one that only wants the final state nothing (the final
+# (h, c) is stored once, by every kernel).
+FORWARD_STORES = {"train": ("h", "c", "gates"), "sequence": ("h",), "final": ()}
 # A CTA's shared memory on an H100/H200 (227 KiB), less a margin for barriers and Mosaic's own use.
 SMEM_BUDGET_BYTES = 227 * 1024 - 1024
 
@@ -374,15 +378,14 @@ def _kernel_scratch(setup: _Setup, slots: int, kernel_pass: str):
     copies,
     operand,  # the backward's dz, the A operand of its wgmmas
     plgpu.ClusterBarrier(collective_axes=("cluster",)),
-    plgpu.Barrier(),  # the one-off copy of the initial h
     # The weights, one TMA copy per leading index (a whole slice would take 6 strided dimensions, TMA 5).
     plgpu.Barrier(num_arrivals=weights.shape[0]),
   ]
 
 
 def _prologue(setup, slots, weights_gmem, scratch, exchange_gmem):
-  """Loads the CTA's weight slice; returns (block, cta, exchange, weights_smem, buffer, operand, once)."""
-  weights_smem, buffer, ready, staging, gmem_barriers, operand, cluster_barrier, once, loaded = scratch
+  """Loads the CTA's weight slice; returns (block, cta, exchange, weights_smem, operand)."""
+  weights_smem, buffer, ready, staging, gmem_barriers, operand, cluster_barrier, loaded = scratch
   buffer, staging, gmem_barriers, operand = (
     group[0] if group else None for group in (buffer, staging, gmem_barriers, operand)
   )
@@ -395,65 +398,106 @@ def _prologue(setup, slots, weights_gmem, scratch, exchange_gmem):
     plgpu.barrier_arrive(cluster_barrier)
     plgpu.barrier_wait(cluster_barrier)
   exchange = _Exchange(setup, slots, buffer, ready, staging, exchange_gmem, gmem_barriers, cluster_barrier)
-  return block, cta, exchange, weights_smem, buffer, operand, once
+  return block, cta, exchange, weights_smem, operand
 
 
-def _time_loop(steps_gmem, outputs_gmem, block, cta, body, init, reverse: bool):
-  """Runs ``body(index, inputs, carry, store) -> carry`` over the steps, returns the last carry.
+def _rows(block):
+  """The 64 batch rows of cluster ``block``."""
+  return pl.ds(pl.multiple_of(block * BLOCK_BATCH, BLOCK_BATCH), BLOCK_BATCH)
 
-  A step's input planes ([64, Hs] f32 each) are loaded from global memory into registers one step
-  ahead (they travel in the loop carry, so their latency hides behind the step before); ``store(planes)``
-  stores its output planes straight from registers, as early as the body can, so they die early.
-  """
-  steps, planes = steps_gmem.shape[1], steps_gmem.shape[3]
+
+def _columns(start, width: int):
+  """``width`` columns from ``start`` (a multiple of ``width``)."""
+  return pl.ds(pl.multiple_of(start, width), width)
+
+
+class _Window:
+  """CTA ``cta``'s [64, Hs] windows of cluster ``block``'s rows in the model's own layouts: [B, T, X]
+  per-step arrays (X = Hp or 4 Hp, gate g's units at g Hp), [B, Hp] states, the [B, T] step mask."""
+
+  def __init__(self, block, cta, width):
+    self.rows, self.cta, self.width = _rows(block), cta, width
+
+  def columns(self, gate=0):
+    return _columns(gate * PADDED_HIDDEN + self.cta * self.width, self.width)
+
+  def load(self, ref, t=None, gate=0):
+    index = (self.rows, self.columns(gate)) if t is None else (self.rows, t, self.columns(gate))
+    return _load(ref.at[index])
+
+  def store(self, ref, value, t=None, gate=0):
+    index = (self.rows, self.columns(gate)) if t is None else (self.rows, t, self.columns(gate))
+    ref[index] = value
+
+  def mask_row(self, mask_ref, t):
+    """The step mask of the block's rows at step t, [64] f32 (1 = real step): carried as a row, not a plane."""
+    return plgpu.load(mask_ref.at[self.rows, t], layout=plgpu.Layout.WGMMA.reduce(1), optimized=False)
+
+  def keep(self, row):
+    """The step mask row broadcast over the CTA's units: [64, Hs] bool."""
+    return jnp.broadcast_to(row[:, None], (BLOCK_BATCH, self.width)) > 0.5
+
+
+def _time_loop(steps: int, load, body, init, reverse: bool):
+  """Runs ``body(index, t, inputs, carry) -> carry`` over the steps (t = the step's time), returns the
+  last carry. ``load(t)`` reads a step's inputs from global memory into registers; it runs one step ahead
+  (the inputs travel in the loop carry, so their latency hides behind the step before)."""
 
   def time_of(index):
     return steps - 1 - index if reverse else index
 
-  def load_step(index):
-    return [_load(steps_gmem.at[block, time_of(index), cta, plane]) for plane in range(planes)]
-
   def step(index, carry):
     inputs, state = carry
-    next_inputs = load_step(jnp.minimum(index + 1, steps - 1))
+    next_inputs = load(time_of(jnp.minimum(index + 1, steps - 1)))
+    return next_inputs, body(index, time_of(index), inputs, state)
 
-    def store(outputs):
-      for plane, value in enumerate(outputs):
-        outputs_gmem[block, time_of(index), cta, plane] = value
-
-    return next_inputs, body(index, inputs, state, store)
-
-  _, state = jax.lax.fori_loop(0, steps, step, (load_step(0), init))
+  _, state = jax.lax.fori_loop(0, steps, step, (load(time_of(0)), init))
   return state
 
 
-def _forward_kernel(steps_gmem, state_gmem, h_init_gmem, weights_gmem, *refs, setup, slots, stores):
-  """One cluster's batch block of `hoisted.scan_recurrence`'s forward (see the module docstring).
+def _forward_kernel(xw_gmem, mask_gmem, state_gmem, weights_gmem, *refs, setup, slots, stores):
+  """One cluster's batch block of the forward (see the module docstring), in the model's layouts.
 
-  ``refs``: the outputs (the final state [nb, N, 2, 64, Hs], then the per-step planes unless
-  ``stores`` is "final"), the exchange's global buffer and the scratch.
+  Inputs: xw [Bp, T, 4 Hp], the step mask [Bp, T], the state [3, Bp, Hp] (h0, c0, recurrent dropout
+  mask). ``refs``: the outputs (the final state [2, Bp, Hp], then by ``stores``: "train" h and c
+  [Bp, T + 1, Hp] with the initial state at step 0 and the gates [Bp, T, 4 Hp]; "sequence" h [Bp, T, Hp];
+  "final" nothing), the exchange's global buffer and the scratch.
   """
-  planes = FORWARD_STORES[stores]
-  final_gmem, outputs_gmem = refs[0], refs[1] if planes else None
-  exchange_gmem, scratch = refs[1 + bool(planes)], refs[2 + bool(planes) :]
-  block, cta, exchange, weights_smem, h_buffer, _, once = _prologue(
-    setup, slots, weights_gmem, scratch, exchange_gmem
+  planes = len(FORWARD_STORES[stores])
+  final_gmem, outputs, exchange_gmem, scratch = (
+    refs[0],
+    refs[1 : 1 + planes],
+    refs[1 + planes],
+    refs[2 + planes :],
   )
-  steps = steps_gmem.shape[1]
-  plgpu.copy_gmem_to_smem(h_init_gmem.at[block], h_buffer.at[0], once)
-  plgpu.barrier_wait(once)
-  h0, c0, recurrent_mask = [_load(state_gmem.at[block, cta, plane]) for plane in range(3)]
+  block, cta, exchange, weights_smem, _ = _prologue(setup, slots, weights_gmem, scratch, exchange_gmem)
+  window = _Window(block, cta, setup.slice_width)
+  steps = xw_gmem.shape[1]
+  h0, c0, recurrent_mask = (window.load(state_gmem.at[plane]) for plane in range(3))
+  if stores == "train":
+    window.store(outputs[0], h0, 0)
+    window.store(outputs[1], c0, 0)
+  exchange.gather(0, h0 * recurrent_mask, block, cta)
 
-  def body(index, inputs, carry, store):
+  def load(t):
+    return [window.load(xw_gmem, t, gate) for gate in range(GATES)] + [window.mask_row(mask_gmem, t)]
+
+  def body(index, t, inputs, carry):
     h, c = carry
-    xw, keep = inputs[:GATES], inputs[GATES] > 0.5
-    products = _gate_products(setup, h_buffer.at[exchange.slot(index)], weights_smem)
+    xw, keep = inputs[:GATES], window.keep(inputs[GATES])
+    products = _gate_products(setup, exchange.buffer.at[exchange.slot(index)], weights_smem)
     exchange.release()
     z = [x + p for x, p in zip(xw, products)]
     i, f, g, o = sigmoid(z[0]), sigmoid(z[1]), tanh(z[2]), sigmoid(z[3])
     c_new = jnp.where(keep, f * c + i * g, c)
     h_new = jnp.where(keep, o * tanh(c_new), h)
-    store([h_new, c_new, i, f, g, o][:planes])
+    if stores == "train":
+      window.store(outputs[0], h_new, t + 1)
+      window.store(outputs[1], c_new, t + 1)
+      for gate, value in enumerate((i, f, g, o)):
+        window.store(outputs[2], value, t, gate)
+    elif stores == "sequence":
+      window.store(outputs[0], h_new, t)
 
     @pl.when(index + 1 < steps)
     def _send():
@@ -461,25 +505,39 @@ def _forward_kernel(steps_gmem, state_gmem, h_init_gmem, weights_gmem, *refs, se
 
     return h_new, c_new
 
-  h, c = _time_loop(steps_gmem, outputs_gmem, block, cta, body, (h0, c0), reverse=False)
-  final_gmem[block, cta, 0] = h
-  final_gmem[block, cta, 1] = c
+  h, c = _time_loop(steps, load, body, (h0, c0), reverse=False)
+  window.store(final_gmem.at[0], h)
+  window.store(final_gmem.at[1], c)
 
 
 def _backward_kernel(
-  steps_gmem, state_gmem, weights_gmem, outputs_gmem, final_gmem, exchange_gmem, *scratch, setup, slots
+  gates_gmem, cs_gmem, mask_gmem, state_gmem, weights_gmem, *refs, setup, slots, per_step_cotangent
 ):
-  """One cluster's batch block of `hoisted.scan_recurrence`'s backward, steps in reverse (see the module docstring)."""
-  block, cta, exchange, weights_smem, _, dz_smem, _ = _prologue(
-    setup, slots, weights_gmem, scratch, exchange_gmem
-  )
-  dh_last, dc_last, recurrent_mask = [_load(state_gmem.at[block, cta, plane]) for plane in range(3)]
+  """One cluster's batch block of the backward, steps in reverse (see the module docstring).
 
-  def body(index, inputs, carry, store):
+  Inputs: the gates [Bp, T, 4 Hp], c [Bp, T + 1, Hp] (c0 at step 0), the step mask [Bp, T], the state
+  [3, Bp, Hp] (dh and dc of the final state, the recurrent dropout mask), then, with
+  ``per_step_cotangent``, the outputs' cotangent [Bp, T, Hp] (without, every step's is 0: a
+  ``return_sequences=False`` call). ``refs``: dz [Bp, T, 4 Hp], dh0 and dc0 [2, Bp, Hp], the exchange's
+  global buffer and the scratch.
+  """
+  if per_step_cotangent:
+    dhs_gmem, refs = refs[0], refs[1:]
+  dz_gmem, final_gmem, exchange_gmem, scratch = refs[0], refs[1], refs[2], refs[3:]
+  block, cta, exchange, weights_smem, dz_smem = _prologue(setup, slots, weights_gmem, scratch, exchange_gmem)
+  window = _Window(block, cta, setup.slice_width)
+  dh_last, dc_last, recurrent_mask = (window.load(state_gmem.at[plane]) for plane in range(3))
+
+  def load(t):
+    gates = [window.load(gates_gmem, t, gate) for gate in range(GATES)]
+    states = [window.load(cs_gmem, t + 1), window.load(cs_gmem, t), window.mask_row(mask_gmem, t)]
+    return gates + states + ([window.load(dhs_gmem, t)] if per_step_cotangent else [])
+
+  def body(index, t, inputs, carry):
     dh_next, dc_next = carry
-    dh_out, i, f, g, o, c, c_prev, keep = inputs
-    keep = keep > 0.5
-    dh = dh_next + dh_out
+    i, f, g, o, c, c_prev, row = inputs[:7]
+    keep = window.keep(row)
+    dh = dh_next + inputs[7] if per_step_cotangent else dh_next
     tanh_c = tanh(c)
     dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
     dz = [
@@ -491,7 +549,8 @@ def _backward_kernel(
         dh * tanh_c * o * (1.0 - o),
       )
     ]
-    store(dz)
+    for gate, value in enumerate(dz):
+      window.store(dz_gmem, value, t, gate)
     dh_recurrent = exchange.reduce_scatter(index, _partial_dh(setup, dz, dz_smem, weights_smem), block, cta)
     exchange.release()
     # A masked step passed the state through unchanged, so its cotangents pass through too.
@@ -499,25 +558,9 @@ def _backward_kernel(
     dc_prev = jnp.where(keep, dc * f, dc_next)
     return dh_prev, dc_prev
 
-  dh0, dc0 = _time_loop(steps_gmem, outputs_gmem, block, cta, body, (dh_last, dc_last), reverse=True)
-  final_gmem[block, cta, 0] = dh0
-  final_gmem[block, cta, 1] = dc0
-
-
-def _blocks(x, cluster_size: int):
-  """[T, B, X, H] (time-major planes of hidden units) -> [nb, T, N, X, 64, Hs], the kernels' step layout."""
-  steps, batch, planes, hidden = x.shape
-  padded_batch = pl.cdiv(batch, BLOCK_BATCH) * BLOCK_BATCH
-  x = hoisted.pad_to(x, (steps, padded_batch, planes, PADDED_HIDDEN))
-  x = x.reshape(steps, padded_batch // BLOCK_BATCH, BLOCK_BATCH, planes, cluster_size, -1)
-  return x.transpose(1, 0, 4, 3, 2, 5)
-
-
-def _unblock(x, batch: int, hidden: int):
-  """The inverse of `_blocks`, cropped: [nb, T, N, X, 64, Hs] -> [T, B, X, H]."""
-  blocks, steps, cluster_size, planes, rows, width = x.shape
-  x = x.transpose(1, 0, 4, 3, 2, 5).reshape(steps, blocks * rows, planes, cluster_size * width)
-  return x[:, :batch, :, :hidden]
+  dh0, dc0 = _time_loop(cs_gmem.shape[1] - 1, load, body, (dh_last, dc_last), reverse=True)
+  window.store(final_gmem.at[0], dh0)
+  window.store(final_gmem.at[1], dc0)
 
 
 def _gate_planes(x, hidden: int):
@@ -547,11 +590,6 @@ def _weights(recurrent_kernel, setup: _Setup, kernel_pass: str):
     shape = (n, setup.pieces * GATES, width, PADDED_HIDDEN)
   pieces = jnp.stack(_bf16_pieces(u.astype(jnp.float32), setup.pieces), axis=1)
   return pieces.reshape(shape)
-
-
-def _state(arrays, setup: _Setup):
-  """[B, H] arrays -> [nb, N, len(arrays), 64, Hs]."""
-  return _blocks(jnp.stack(arrays, axis=1)[None], setup.cluster_size)[:, 0]
 
 
 def _exchange_type(setup: _Setup, blocks: int, kernel_pass: str):
@@ -589,14 +627,16 @@ def fits(cluster_size: int, matmul_precision: str) -> bool:
   return all(exchange_slots(cluster_size, pieces, kernel_pass) > 0 for kernel_pass in _PASSES)
 
 
-def make_recurrence(
+def make_lstm(
   matmul_precision: str = "float32",
   *,
   cluster_size: int | None = None,
   exchange: str | None = None,
   interpret: bool | None = None,
-) -> hoisted.Recurrence:
-  """Builds the Mosaic GPU `hoisted.Recurrence`; ``hoisted.make_lstm`` turns it into an engine function.
+) -> Callable:
+  """The engine function: the kernels in the model's own layouts inside a hand-written VJP whose weight
+  gradients are hoisted matmuls, as `hoisted.make_lstm`'s (`seqclf.lstm.api` engine signature, plus
+  ``return_sequences``).
 
   Args:
     matmul_precision: "float32" = "BF16_BF16_F32_X3" (float32-level, 3 bf16 products) or "bfloat16"
@@ -639,91 +679,132 @@ def make_recurrence(
       mode = exchange or ("gmem" if run_interpreted else "dsmem")
     return _Setup(cluster_size=size, pieces=pieces, exchange=mode, interpret=run_interpreted)
 
-  def run_forward(stores, xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
-    """The forward kernel storing ``stores`` (`FORWARD_STORES`): ((h, c) final, [T, B, planes, H] or None)."""
-    steps, batch, _ = xw.shape
-    hidden = recurrent_kernel.shape[0]
+  def prepare(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    """The kernels' inputs in the model's layouts, batch padded to whole 64-row blocks and each gate's
+    units to Hp: (setup, padded params, the inputs as [Bp * T, E] rows, xw [Bp, T, 4 Hp], the step mask
+    [Bp, T], the state [3, Bp, Hp]). Batch-major throughout: nothing is transposed."""
+    batch, steps, input_size = xs.shape
+    hidden = h0.shape[-1]
     setup = setup_for(hidden)
-    keep = jnp.broadcast_to(step_mask[:, :, None, None], (steps, batch, 1, hidden)).astype(jnp.float32)
-    steps_in = _blocks(
-      jnp.concatenate([_gate_planes(xw.astype(jnp.float32), hidden), keep], axis=2), setup.cluster_size
-    )
-    blocks = steps_in.shape[0]
-    state = _state([h0, c0, recurrent_dropout_mask], setup).astype(jnp.float32)
-    h_masked = hoisted.pad_to(h0 * recurrent_dropout_mask, (blocks * BLOCK_BATCH, PADDED_HIDDEN)).astype(
-      jnp.float32
-    )
-    h_init = jnp.stack(_bf16_pieces(h_masked, pieces), axis=0).reshape(
-      pieces, blocks, BLOCK_BATCH, PADDED_HIDDEN
-    )
-    h_init = h_init.transpose(1, 0, 2, 3)
-    slice_shape = (BLOCK_BATCH, setup.slice_width)
-    out_types = [jax.ShapeDtypeStruct((blocks, setup.cluster_size, 2, *slice_shape), jnp.float32)]
-    planes = FORWARD_STORES[stores]
-    if planes:
-      out_types.append(jax.ShapeDtypeStruct((*steps_in.shape[:3], planes, *slice_shape), jnp.float32))
-    final, *steps_out = _launch(
+    rows = pl.cdiv(batch, BLOCK_BATCH) * BLOCK_BATCH
+    padded = _padded_params(params, hidden)
+    dropped = hoisted.pad_to(xs * input_dropout_mask[:, None, :], (rows, steps, input_size))
+    input_rows = dropped.reshape(rows * steps, input_size)
+    xw = (matmul(input_rows, padded["kernel"]) + padded["bias"]).reshape(rows, steps, GATES * PADDED_HIDDEN)
+    mask = hoisted.pad_to(step_mask.astype(jnp.float32), (rows, steps))
+    state = _padded_states([h0, c0, recurrent_dropout_mask], rows)
+    return setup, padded, input_rows, xw, mask, state
+
+  def run_forward(stores, *args):
+    """The forward kernel storing ``stores`` (`FORWARD_STORES`): (its outputs, the final state cropped)."""
+    setup, padded, input_rows, xw, mask, state = prepare(*args)
+    rows, steps = mask.shape
+    batch, hidden = args[2].shape
+
+    def planes(*shape):
+      return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+    per_step = {
+      "train": [planes(rows, steps + 1, PADDED_HIDDEN)] * 2 + [planes(rows, steps, GATES * PADDED_HIDDEN)],
+      "sequence": [planes(rows, steps, PADDED_HIDDEN)],
+      "final": [],
+    }[stores]
+    final, *outputs = _launch(
       functools.partial(_forward_kernel, stores=stores),
       setup,
-      blocks,
-      out_types,
+      rows // BLOCK_BATCH,
+      [planes(2, rows, PADDED_HIDDEN), *per_step],
       "forward",
-      steps_in,
+      xw,
+      mask,
       state,
-      h_init,
-      _weights(recurrent_kernel, setup, "forward"),
+      _weights(args[0]["recurrent_kernel"], setup, "forward"),
     )
-    final = _unblock(final[:, None], batch, hidden)[0].astype(xw.dtype)
-    per_step = _unblock(steps_out[0], batch, hidden).astype(xw.dtype) if planes else None
-    return (final[:, 0], final[:, 1]), per_step
+    residuals = (padded, input_rows, mask, state)
+    return outputs, (final[0, :batch, :hidden], final[1, :batch, :hidden]), residuals
 
-  def forward(xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask):
-    steps, batch, _ = xw.shape
-    _, out = run_forward("train", xw, recurrent_kernel, h0, c0, step_mask, recurrent_dropout_mask)
-    return out[:, :, 0], out[:, :, 1], out[:, :, 2:].reshape(steps, batch, -1)
+  def inference(*args):
+    (hs,), state, _ = run_forward("sequence", *args)
+    batch, hidden = args[2].shape
+    return hs[:batch, :, :hidden], state
 
-  def inference(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
-    xw, _ = hoisted.project(params, xs, input_dropout_mask)
-    mask = jnp.swapaxes(step_mask, 0, 1)
-    state, hs = run_forward("sequence", xw, params["recurrent_kernel"], h0, c0, mask, recurrent_dropout_mask)
-    return jnp.swapaxes(hs[:, :, 0], 0, 1), state
-
-  def final_state(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
-    xw, _ = hoisted.project(params, xs, input_dropout_mask)
-    mask = jnp.swapaxes(step_mask, 0, 1)
-    state, _ = run_forward("final", xw, params["recurrent_kernel"], h0, c0, mask, recurrent_dropout_mask)
+  def final_state(*args):
+    _, state, _ = run_forward("final", *args)
     return state
 
-  def backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last):
-    steps, batch, hidden = cs.shape
+  def forward(*args):
+    (hs, cs, gates), state, residuals = run_forward("train", *args)
+    batch, hidden = args[2].shape
+    outputs = hs[:batch, 1:, :hidden]
+    return (outputs, state), (*residuals, hs, cs, gates, args[0]["recurrent_kernel"], args[5])
+
+  def backward(residuals, d_outputs, dh_last, dc_last):
+    padded, input_rows, mask, state, hs, cs, gates, recurrent_kernel, input_dropout_mask = residuals
+    rows, steps = mask.shape
+    batch, hidden = dh_last.shape
     setup = setup_for(hidden)
-    keep = jnp.broadcast_to(step_mask[:, :, None], (steps, batch, hidden))
-    c_prevs = jnp.concatenate([c0[None], cs[:-1]], axis=0)
-    planes = jnp.concatenate(
-      [dhs[:, :, None], _gate_planes(gates, hidden), jnp.stack([cs, c_prevs, keep.astype(cs.dtype)], axis=2)],
-      axis=2,
-    )
-    steps_in = _blocks(planes.astype(jnp.float32), setup.cluster_size)
-    blocks = steps_in.shape[0]
-    state = _state([dh_last, dc_last, recurrent_dropout_mask], setup).astype(jnp.float32)
+    recurrent_mask = state[2]
+    cotangents = _padded_states([dh_last, dc_last], rows)
+    inputs = [gates, cs, mask, jnp.concatenate([cotangents, recurrent_mask[None]])]
+    inputs.append(_weights(recurrent_kernel, setup, "backward"))
+    if d_outputs is not None:
+      inputs.append(hoisted.pad_to(d_outputs.astype(jnp.float32), (rows, steps, PADDED_HIDDEN)))
     dz, final = _launch(
-      _backward_kernel,
+      functools.partial(_backward_kernel, per_step_cotangent=d_outputs is not None),
       setup,
-      blocks,
+      rows // BLOCK_BATCH,
       [
-        jax.ShapeDtypeStruct((*steps_in.shape[:3], GATES, BLOCK_BATCH, setup.slice_width), jnp.float32),
-        jax.ShapeDtypeStruct((blocks, setup.cluster_size, 2, BLOCK_BATCH, setup.slice_width), jnp.float32),
+        jax.ShapeDtypeStruct((rows, steps, GATES * PADDED_HIDDEN), jnp.float32),
+        jax.ShapeDtypeStruct((2, rows, PADDED_HIDDEN), jnp.float32),
       ],
       "backward",
-      steps_in,
-      state,
-      _weights(recurrent_kernel, setup, "backward"),
+      *inputs,
     )
-    dz = _unblock(dz, batch, hidden).reshape(steps, batch, GATES * hidden).astype(gates.dtype)
-    final = _unblock(final[:, None], batch, hidden)[0].astype(dh_last.dtype)
-    return dz, final[:, 0], final[:, 1]
+    # The hoisted weight gradients: every step's contribution in one matmul each, over [Bp * T] rows.
+    dz_rows = dz.reshape(rows * steps, GATES * PADDED_HIDDEN)
+    h_prev_rows = (hs[:, :steps] * recurrent_mask[:, None, :]).reshape(rows * steps, PADDED_HIDDEN)
+    d_params = {
+      "kernel": _crop_gates(_contract_rows(input_rows, dz_rows), hidden),
+      "recurrent_kernel": _crop_gates(_contract_rows(h_prev_rows, dz_rows)[:hidden], hidden),
+      "bias": _crop_gates(dz_rows.sum(axis=0), hidden),
+    }
+    d_rows = jax.lax.dot_general(
+      dz_rows, padded["kernel"], (((1,), (1,)), ((), ())), precision=jax.lax.Precision.HIGHEST
+    )
+    d_xs = d_rows.reshape(rows, steps, -1)[:batch] * input_dropout_mask[:, None, :]
+    return d_params, d_xs, final[0, :batch, :hidden], final[1, :batch, :hidden]
 
-  return hoisted.Recurrence(forward=forward, backward=backward, inference=inference, final_state=final_state)
+  return hoisted.with_return_sequences(inference, final_state, forward, backward)
+
+
+def _padded_params(params, hidden: int):
+  """W [E, 4H], U [H, 4H], b [4H] -> [E, 4 Hp], [Hp, 4 Hp], [4 Hp]: each gate's units zero-padded to Hp."""
+  padded = {key: _pad_gates(value, hidden) for key, value in params.items()}
+  padded["recurrent_kernel"] = hoisted.pad_to(
+    padded["recurrent_kernel"], (PADDED_HIDDEN, GATES * PADDED_HIDDEN)
+  )
+  return {key: value.astype(jnp.float32) for key, value in padded.items()}
+
+
+def _pad_gates(x, hidden: int):
+  """[..., 4H] -> [..., 4 Hp], each gate's H units at the start of its Hp."""
+  planes = _gate_planes(x, hidden)
+  return hoisted.pad_to(planes, (*planes.shape[:-1], PADDED_HIDDEN)).reshape(*x.shape[:-1], -1)
+
+
+def _crop_gates(x, hidden: int):
+  """The inverse of `_pad_gates`: [..., 4 Hp] -> [..., 4H]."""
+  return x.reshape(*x.shape[:-1], GATES, PADDED_HIDDEN)[..., :hidden].reshape(*x.shape[:-1], GATES * hidden)
+
+
+def _padded_states(arrays, rows: int):
+  """[B, H] arrays -> [len(arrays), Bp, Hp] f32, zero-padded."""
+  return hoisted.pad_to(jnp.stack(arrays).astype(jnp.float32), (len(arrays), rows, PADDED_HIDDEN))
+
+
+def _contract_rows(a, b):
+  """a^T b over their rows ([R, X], [R, Y] -> [X, Y]) as one dot, with no transposed copy of a."""
+  return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=jax.lax.Precision.HIGHEST)
 
 
 def _product(a, b, pieces: int):
@@ -757,7 +838,7 @@ def _lstm_for(matmul_precision: str):
   reason = unavailable_reason()
   if reason is not None:
     raise ConfigError(reason)
-  return hoisted.make_lstm(make_recurrence(matmul_precision))
+  return make_lstm(matmul_precision)
 
 
 def lstm(
