@@ -45,6 +45,18 @@ def test_every_way_of_failing_falls_back_with_one_line(monkeypatch, capsys):
   assert "wrong: its outputs or gradients differ from fused" in line
 
 
+def test_an_engine_with_a_final_state_path_is_checked_on_it_too(capsys):
+  """A classifier trains and evaluates through ``return_sequences=False``: an engine whose entry says it
+  has that path is checked on it, and one wrong only there falls back."""
+  assert auto_check.mismatch("tests.fake_engines.wrong_final", None, HIDDEN) is None
+  assert "differ from fused" in auto_check.mismatch(
+    "tests.fake_engines.wrong_final", None, HIDDEN, final_state=True
+  )
+  candidate = auto_check.Candidate("wrong_final", "tests.fake_engines.wrong_final", None, final_state=True)
+  assert auto_check.verified_engine((candidate,), HIDDEN, "float32") == "fused"
+  assert "wrong_final: its outputs or gradients differ" in capsys.readouterr().err
+
+
 def test_a_hanging_engine_is_given_up_at_the_timeout(monkeypatch, capsys):
   monkeypatch.setattr(auto_check, "TIMEOUT_S", 5)
   assert auto_check.verified_engine((_candidate("hanging"),), HIDDEN, "float32") == "fused"

@@ -135,7 +135,8 @@ def test_final_state_layers_leave_parameters_logits_and_gradients_as_before(
   monkeypatch.setattr(models, "LSTM", lambda *args, return_sequences, **kwargs: LSTM(*args, **kwargs))
   assert jax.tree.map(jnp.shape, model.init(jax.random.key(0), tokens)) == jax.tree.map(jnp.shape, variables)
   logits, grads, per_step = run()
-  np.testing.assert_array_equal(final_logits, logits)
+  # Different XLA loops (no per-step outputs against some), so equal to rounding, not bit for bit.
+  np.testing.assert_allclose(final_logits, logits, rtol=1e-6, atol=1e-7)
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7), final_grads, grads)
   if engine == "fused":  # the last layer's loops (both directions) have no per-step outputs
     assert per_step - final_per_step == (2 if model.bidirectional else 1)

@@ -186,7 +186,7 @@ def test_return_sequences_false_takes_the_final_state_kernel_and_its_gradient():
   text = lowering.lower(jax.jit(lambda p, x: run("mosaic", p, x)), params, xs, platform="gpu").as_text()
   (call,) = [line for line in text.splitlines() if "stablehlo.custom_call @mosaic_gpu" in line]
   results = call.rsplit("->", 1)[1]  # the final state [2, Bp, Hp] only: no [Bp, T, ...] planes
-  assert "tensor<2x64x128xf32>" in results and not re.findall(r"tensor<64x4x\d+xf32>", results)
+  assert "tensor<2x64x128xf32>" in results and not re.findall(r"tensor<64x[45]x\d+xf32>", results)
 
 
 def test_reference_rounds_like_a_three_product_split():
@@ -228,8 +228,9 @@ def test_kernel_gate_formulas_equal_jax_functions():
   """`sigmoid` and `tanh` as the kernels write them equal jax.nn.sigmoid and jnp.tanh to float32
   rounding, saturating at both ends without NaN."""
   x = jnp.concatenate([jnp.linspace(-30.0, 30.0, 10_001), jnp.array([-200.0, -89.0, 0.0, 89.0, 200.0])])
-  np.testing.assert_allclose(mosaic_gpu.sigmoid(x), jax.nn.sigmoid(x), rtol=0, atol=3e-7)
-  np.testing.assert_allclose(mosaic_gpu.tanh(x), jnp.tanh(x), rtol=0, atol=6e-7)
+  # Both sides round; on a GPU XLA's own rsqrt and tanh are a few ulp off too.
+  np.testing.assert_allclose(mosaic_gpu.sigmoid(x), jax.nn.sigmoid(x), rtol=0, atol=1e-6)
+  np.testing.assert_allclose(mosaic_gpu.tanh(x), jnp.tanh(x), rtol=0, atol=2e-6)
 
 
 # Every configuration a GPU runs (forward and backward kernels), lowered for CUDA.
@@ -241,11 +242,13 @@ GPU_CONFIGURATIONS = [
 ]
 
 
-def _lower_training_step(lstm, batch=64, steps=3, input_size=32, hidden=100):
+def _lower_training_step(lstm, batch=64, steps=3, input_size=32, hidden=100, return_sequences=True):
+  """A training step's gradient lowered for a GPU: a loss on every step's output, or (without
+  ``return_sequences``) on the final h, as the classifier trains (the backward then loads no dh_t)."""
   args, _ = _inputs(batch, steps, input_size, hidden, "random", dropout=True)
 
   def loss(params, *rest):
-    outputs, _ = lstm(params, *rest)
+    outputs, _ = lstm(params, *rest, return_sequences=return_sequences)
     return jnp.sum(outputs**2)
 
   return lowering.lower(jax.jit(jax.grad(loss)), *args, platform="gpu")
@@ -254,14 +257,17 @@ def _lower_training_step(lstm, batch=64, steps=3, input_size=32, hidden=100):
 @needs_mosaic
 @pytest.mark.parametrize("cluster_size, matmul_precision", GPU_CONFIGURATIONS)
 def test_lowers_for_cuda(cluster_size, matmul_precision):
-  """Forward and backward kernels of each configuration lower (DSMEM exchange) into Mosaic GPU calls."""
-  text = _lower_training_step(_engine(matmul_precision, cluster_size)).as_text()
-  assert text.count("mosaic_gpu") >= 2
-  # The serialised kernels carry their inline PTX: remote stores in both passes (N > 1), and the gate
-  # arithmetic as approximate exp2 and rsqrt, never tanh.approx (~2^-11, too coarse for float32).
-  assert text.count("st.async") == (2 if cluster_size > 1 else 0)
-  assert text.count("ex2.approx.ftz.f32") == 2 and text.count("rsqrt.approx") == 2
-  assert "tanh.approx" not in text
+  """Forward and backward kernels of each configuration lower (DSMEM exchange) into Mosaic GPU calls,
+  with and without the outputs' per-step cotangent."""
+  for return_sequences in (True, False):
+    lstm = _engine(matmul_precision, cluster_size)
+    text = _lower_training_step(lstm, return_sequences=return_sequences).as_text()
+    assert text.count("stablehlo.custom_call @mosaic_gpu") == 2
+    # The serialised kernels carry their inline PTX: remote stores in both passes (N > 1), and the gate
+    # arithmetic as approximate exp2 and rsqrt, never tanh.approx (~2^-11, too coarse for float32).
+    assert text.count("st.async") == (2 if cluster_size > 1 else 0)
+    assert text.count("ex2.approx.ftz.f32") == 2 and text.count("rsqrt.approx") == 2
+    assert "tanh.approx" not in text
 
 
 @needs_mosaic
@@ -271,7 +277,7 @@ def test_kernels_without_gradient_lower_for_cuda_and_store_less(cluster_size, ma
   nothing (``return_sequences=False``): their outputs are that, if anything, and the final state."""
   lstm = _engine(matmul_precision, cluster_size)
   args, _ = _inputs(64, 3, 32, 100, "random", dropout=True)
-  for return_sequences, stored in ((True, ["64x3x128"]), (False, [])):
+  for return_sequences, stored in ((True, ["64x4x128"]), (False, [])):  # h [Bp, T + 1, Hp]
     function = jax.jit(functools.partial(lstm, return_sequences=return_sequences))
     text = lowering.lower(function, *args, platform="gpu").as_text()
     calls = [line for line in text.splitlines() if "stablehlo.custom_call @mosaic_gpu" in line]

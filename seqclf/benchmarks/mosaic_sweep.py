@@ -151,7 +151,7 @@ def main(argv):
       new_runs, new_rows = results_of(shape, measured, predicted_us_per_step(shape))
       runs += new_runs
       rows += new_rows
-      print(results.markdown_table(HEADER, rows[-2:]), flush=True)
+      print(results.markdown_table(HEADER, new_rows), flush=True)
     # Both files after every configuration: one that hangs or faults later loses only itself.
     results.write_json_atomic(
       path, {"schema_version": results.SCHEMA_VERSION, "kind": "mosaic_sweep", "meta": meta, "runs": runs}

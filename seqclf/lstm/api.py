@@ -211,6 +211,7 @@ def _checked_on_gpu(chosen: str, hidden: int, matmul_precision: str) -> str:
       ENGINES[name].module,
       # The precision the engine runs the request at (one without the keyword computes float32).
       matmul_precision if matmul_precision in ENGINES[name].matmul_precisions else None,
+      ENGINES[name].final_state,
     )
     for name in order[order.index(chosen) :]
     if name != auto_check.REFERENCE and unavailable_reason(name) is None

@@ -43,12 +43,15 @@ TIMEOUT_S = 180
 
 
 class Candidate(NamedTuple):
-  """An engine `auto` may run: its name, its module (holding an engine-signature ``lstm``) and the
-  ``matmul_precision`` keyword to call it with (None: its ``lstm`` takes none; it computes float32)."""
+  """An engine `auto` may run: its name, its module (holding an engine-signature ``lstm``), the
+  ``matmul_precision`` keyword to call it with (None: its ``lstm`` takes none; it computes float32) and
+  whether its ``lstm`` takes ``return_sequences`` (its entry's ``final_state``: the check then runs the
+  final-h path too, which a classifier trains and evaluates with)."""
 
   name: str
   module: str
   matmul_precision: str | None
+  final_state: bool = False
 
 
 def _problem(hidden: int):
@@ -76,10 +79,12 @@ def _problem(hidden: int):
   )
 
 
-def _outputs_and_gradients(module: str, matmul_precision: str | None, problem):
+def _outputs_and_gradients(module: str, matmul_precision: str | None, problem, return_sequences: bool = True):
   """Outputs, final state and parameter/input gradients of the engine in ``module`` on ``problem``."""
   run = importlib.import_module(module).lstm
   options = {} if matmul_precision is None else {"matmul_precision": matmul_precision}
+  if not return_sequences:
+    options["return_sequences"] = False
   params, xs, *rest = problem
 
   def loss(params, xs):
@@ -92,15 +97,16 @@ def _outputs_and_gradients(module: str, matmul_precision: str | None, problem):
   return jax.tree.map(np.asarray, (outputs, grads))
 
 
-def mismatch(module: str, matmul_precision: str | None, hidden: int) -> str | None:
+def mismatch(module: str, matmul_precision: str | None, hidden: int, final_state: bool = False) -> str | None:
   """Why the engine in ``module`` fails the check against `REFERENCE`, or None if it passes (in this
-  process: the child's job)."""
+  process: the child's job). With ``final_state`` the ``return_sequences=False`` path is checked too."""
   problem = _problem(hidden)
+  paths = (True, False) if final_state else (True,)
   try:
-    actual = _outputs_and_gradients(module, matmul_precision, problem)
+    actual = [_outputs_and_gradients(module, matmul_precision, problem, path) for path in paths]
   except Exception as error:  # any failure of the engine is a reason to fall back, not to crash
     return f"it raised {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-  expected = _outputs_and_gradients(REFERENCE_MODULE, None, problem)
+  expected = [_outputs_and_gradients(REFERENCE_MODULE, None, problem, path) for path in paths]
   tolerance = TOLERANCE.get(matmul_precision or "float32", BF16_TOLERANCE)
   worst = 0.0
   for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
@@ -127,6 +133,7 @@ def isolated_mismatch(candidate: Candidate, hidden: int) -> str | None:
     candidate.module,
     str(hidden),
     candidate.matmul_precision or "",
+    "1" if candidate.final_state else "",
   ]
   # The parent may already hold most of the GPU's memory (JAX preallocates): the child takes what it uses.
   env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
@@ -167,7 +174,7 @@ def verified_engine(candidates: tuple[Candidate, ...], hidden: int, matmul_preci
   return chosen
 
 
-def child(module: str, hidden: str, matmul_precision: str) -> None:
+def child(module: str, hidden: str, matmul_precision: str, final_state: str = "") -> None:
   """The child process's side: one JSON line, ``{"mismatch": reason or null}``, on stdout."""
-  reason = mismatch(module, matmul_precision or None, int(hidden))
+  reason = mismatch(module, matmul_precision or None, int(hidden), final_state == "1")
   print(json.dumps({"mismatch": reason}), flush=True)

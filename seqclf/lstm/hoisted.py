@@ -11,6 +11,7 @@ one ``h_{t-1} @ U``. Only the second depends on the previous step. So the fast e
 
 This module holds steps 1 and 3 and the custom VJP that ties them together; an engine supplies a
 `Recurrence` (its forward and backward loops) and gets an LSTM with the `seqclf.lstm.api` contract.
+An engine that lays out its own arrays (`mosaic_gpu.py`) builds on `with_return_sequences` directly.
 """
 
 from collections.abc import Callable
@@ -101,7 +102,8 @@ def scan_recurrence(
   the loops compute in, the results being cast back to the inputs' dtypes; None keeps the inputs' dtypes.
   ``recurrent_activation`` names the input, forget and output gates' activation in
   `scan.RECURRENT_ACTIVATIONS`; ``activations`` = (gate activation, tanh), if given, computes them as a
-  kernel does (its own formulas for the same functions). ``inference`` and ``final_state`` are the
+  kernel does (its own formulas for the same functions: the backward still takes the gates' derivative
+  from ``recurrent_activation``, so the two must agree). ``inference`` and ``final_state`` are the
   `Recurrence`'s.
   """
   cast = (lambda x: x) if state_dtype is None else (lambda x: x.astype(state_dtype))
@@ -150,7 +152,7 @@ def scan_recurrence(
 
 def custom_vjp_engine(inference: Callable, forward: Callable, backward: Callable) -> Callable:
   """An engine-signature LSTM (see `seqclf.lstm.api`) with a hand-written VJP; shared by every engine
-  that writes its own backward pass (`make_lstm` here, `cpu_kernel.py`).
+  that writes its own backward pass (`with_return_sequences` here, `cpu_kernel.py`).
 
   ``inference(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)`` runs when no
   gradient is taken; ``forward`` (same arguments) returns ``(outputs, residuals)``;
@@ -185,12 +187,8 @@ def project(params, xs, input_dropout_mask):
 
 
 def make_lstm(recurrence: Recurrence) -> Callable:
-  """Builds an LSTM function with the `seqclf.lstm.api` engine signature around ``recurrence``.
-
-  The function also takes ``return_sequences`` (a Python bool, keyword only): with False it returns
-  ``(h, (h, c))``, the final h in place of the outputs, running ``recurrence.final_state`` when no gradient
-  is taken; under a gradient it runs the full forward (the backward loop needs every step's state), and
-  the outputs' cotangent adds to the final h's.
+  """Builds an LSTM function with the `seqclf.lstm.api` engine signature around ``recurrence``, plus
+  ``return_sequences`` (`with_return_sequences`; without a gradient, False runs ``recurrence.final_state``).
 
   The hoisted products are written as 2-D matmuls over [T * B, X] rows on purpose: XLA's CPU backend
   runs the equivalent multi-axis einsums (e.g. ``"tbh,tbg->hg"``) 3-5x slower at the article's shapes.

@@ -110,7 +110,8 @@ class Bidirectional(nn.Module):
       deterministic: False applies dropout (needs the ``"dropout"`` RNG).
 
     Returns:
-      ``(outputs [B, T, H_f + H_b], (forward_state, backward_state))``.
+      ``(outputs [B, T, H_f + H_b], (forward_state, backward_state))``; the outputs are the two final h's,
+      [B, H_f + H_b], when both layers have ``return_sequences=False``.
     """
     return sequences.bidirectional(
       self.forward, self.backward, xs, mask=mask, lengths=lengths, deterministic=deterministic
@@ -138,7 +139,8 @@ class Stacked(nn.Module):
       deterministic: False applies dropout (needs the ``"dropout"`` RNG).
 
     Returns:
-      ``(outputs [B, T, H of the last layer], the last layer's state)``.
+      ``(outputs [B, T, H of the last layer], the last layer's state)``; [B, H] when the last layer has
+      ``return_sequences=False``.
     """
     return sequences.stacked(self.layers, xs, mask=mask, lengths=lengths, deterministic=deterministic)
 

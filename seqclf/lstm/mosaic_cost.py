@@ -7,9 +7,8 @@ exchanged, buffer slots, what fits) is counted from `seqclf.lstm.mosaic_gpu` as 
 CTA is one warpgroup doing its parts one after another: the matmul (tensor cores or their shared-memory
 operand reads, whichever is slower), the gate arithmetic, the step's global loads and stores, the
 exchange (forward: the all-gather of h; backward: the reduce-scatter of the partial dh) and, with one
-buffer slot, a cluster barrier. Around the kernels, XLA's passes (`_blocks`, `_unblock`, the
-concatenations, the hoisted matmuls) move their bytes through HBM. Evaluation runs the forward that
-stores only the final state.
+buffer slot, a cluster barrier. Around the kernels, XLA's passes (the hoisted matmuls, the crops of the
+padding) move their bytes through HBM. Evaluation runs the forward that stores only the final state.
 
   python -m seqclf.lstm.mosaic_cost     # the table in docs/kernels.md
 """
@@ -83,7 +82,7 @@ TERMS = {
     0.7,
     "of the datasheet bandwidth",
     "assumed",
-    "XLA's transposes and concatenations of 16- to 128-wide tiles stream below peak",
+    "XLA's matmuls over [B * T, 32 to 512] rows and its crops of the padding stream below peak",
   ),
   "other_registers": Term(
     16, "registers/thread", "assumed", "addresses, loop index, predicates beside the planes"
@@ -296,8 +295,8 @@ def _pass_cost(kernel_pass: Pass, cluster_size: int, pieces: int, slots: int) ->
 
 def _registers(kernel_pass: Pass, cluster_size: int, pieces: int) -> int:
   """32-bit registers per thread: the live f32 planes; forward, the bf16x2 pieces of h being sent;
-  backward, the N accumulators [64, Hs] f32 (64 registers whatever N; dz's pieces are in shared memory);
-  and the rest."""
+  backward, the [64, Hp] f32 accumulator of the partial dh (64 registers whatever N; dz's pieces are in
+  shared memory); and the rest."""
   per_thread = BLOCK_BATCH * (PADDED_HIDDEN // cluster_size) // WARPGROUP_THREADS
   if kernel_pass.exchange == "gather":
     extra = kernel_pass.split_planes * pieces * per_thread // 2
@@ -318,7 +317,7 @@ def _xla_bytes(batch: int, steps: int, input_size: int, hidden: int) -> dict:
     projection: xs read (and the input dropout applied), xw [Bp, T, 4 Hp] written;
     outputs: h [Bp, T, Hp] read and cropped to [B, T, H] (the forward that returns them);
     weights: dz [Bp, T, 4 Hp] read by dW's, dU's and dxs' matmuls and the bias sum; h_{t-1} (h's first
-      T steps times the recurrent mask) read, written and read; xs read by dW's matmul; dxs written,
+      T steps times the recurrent mask) read, written and read; the padded inputs read by dW's matmul; dxs written,
       read, cropped and written;
     cotangent: the outputs' cotangent read and padded to [Bp, T, Hp] (a loss on every step's output).
   """
@@ -345,7 +344,8 @@ class Prediction(NamedTuple):
   evaluation: PassCost  # the forward that stores only the final state, as evaluation runs it
   layout_us: float  # per training batch: XLA's passes around both kernels, hoisted matmuls included
   # µs per call, as mosaic_sweep times the engine: the forward without a gradient, returning every
-  # step's h ("fwd"), and the forward and backward ("fwd_bwd").
+  # step's h ("fwd"), evaluation's final-state forward ("final"), and the forward and backward of a loss
+  # on every step's output ("fwd_bwd").
   call_us: dict
   epoch_s: (
     dict  # seconds per article epoch (train batches forward + backward, test batches evaluated), by part

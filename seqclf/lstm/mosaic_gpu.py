@@ -33,7 +33,7 @@ GATES = 4
 BLOCK_BATCH = 64
 # Hidden units are padded to this (H = 100 -> 128); the cluster splits them evenly.
 PADDED_HIDDEN = 128
-# Cluster sizes the kernels are built for (see the module docstring for why not 16).
+# Cluster sizes the kernels are built for (docs/kernels.md says why not 16).
 CLUSTER_SIZES = (1, 2, 4, 8)
 DEFAULT_CLUSTER_SIZE = 8
 # The interpreter runs each CTA of a cluster as a host thread that blocks in barrier waits; with more CTAs
@@ -49,7 +49,8 @@ _PIECES = {"float32": 2, "BF16_BF16_F32_X3": 2, "bfloat16": 1}
 MATMUL_PRECISIONS = tuple(_PIECES)
 # The arrays a forward kernel writes per step, by use: training keeps h, c and the four gates for the
 # backward; a forward without gradient only h; one that only wants the final state nothing (the final
-# (h, c) is stored once, by every kernel).
+# (h, c) is stored once, by every kernel). h and c are [Bp, T + 1, Hp] with the initial state at step 0,
+# the gates [Bp, T, 4 Hp].
 FORWARD_STORES = {"train": ("h", "c", "gates"), "sequence": ("h",), "final": ()}
 # A CTA's shared memory on an H100/H200 (227 KiB), less a margin for barriers and Mosaic's own use.
 SMEM_BUDGET_BYTES = 227 * 1024 - 1024
@@ -172,6 +173,16 @@ def _load(ref):
   return plgpu.load(ref, layout=plgpu.Layout.WGMMA, optimized=False)
 
 
+def _store(ref, value):
+  """A [64, Hs] f32 plane from registers into a window of a global array."""
+  if hasattr(plgpu, "store"):
+    # jax >= 0.12 plans global stores in whole 128-byte lines and refuses a narrower window (Hs = 16 is
+    # 64 bytes a row) unless asked for the plain lowering; jax 0.11 has no `store` and lowers plainly.
+    plgpu.store(ref, value, optimized=False)
+  else:
+    ref[...] = value
+
+
 def _accumulate(count: int, width: int, issue):
   """``count`` f32 [64, width] products: ``issue(accumulators)`` issues the wgmmas, one wait, the values."""
 
@@ -233,6 +244,16 @@ def _partial_dh(setup: _Setup, dz, dz_smem, weights_smem):
   return [partial[:, k * width : (k + 1) * width] for k in range(setup.cluster_size)]
 
 
+def _rows(block):
+  """The 64 batch rows of cluster ``block``."""
+  return pl.ds(pl.multiple_of(block * BLOCK_BATCH, BLOCK_BATCH), BLOCK_BATCH)
+
+
+def _columns(start, width: int):
+  """``width`` columns from ``start`` (a multiple of ``width``)."""
+  return pl.ds(pl.multiple_of(start, width), width)
+
+
 class _Exchange:
   """Both passes' exchange between the CTAs of a cluster; ``slots`` buffers, used by step parity.
 
@@ -269,7 +290,7 @@ class _Exchange:
       return
     if setup.exchange == "dsmem":
       # Each store arrives on the receiver's barrier (once per thread: `WARPGROUP_THREADS`).
-      columns = pl.ds(pl.multiple_of(cta * width, width), width)
+      columns = _columns(cta * width, width)
       for target in range(setup.cluster_size):
         for piece, value in enumerate(pieces):
           plgpu.async_store_smem(
@@ -309,13 +330,14 @@ class _Exchange:
 
     Two slots make this safe with no second barrier, as for `gather`: a CTA writes a slot again two
     steps on, after its next step's wait, which needs every CTA's next send, which each makes after
-    summing this step's shares. The sum runs over senders in a fixed order: reproducible.
+    summing this step's shares (with one SMEM slot, `release` adds the barrier). The sum runs over
+    senders in a fixed order: reproducible.
     """
     setup = self.setup
     if setup.exchange == "local":
       return partials[0]
-    slot = self.slot(index)
     if setup.exchange == "dsmem":
+      slot = self.slot(index)
       for target, partial in enumerate(partials):
         plgpu.async_store_smem(
           partial, self.buffer.at[slot, cta], self.ready.at[slot], cluster_idx=target, cluster_dim="cluster"
@@ -326,12 +348,16 @@ class _Exchange:
         plgpu.load(self.buffer.at[slot, sender], layout=plgpu.Layout.WGMMA)
         for sender in range(setup.cluster_size)
       ]
-    else:  # "gmem": every share through global memory, one cluster barrier
+    else:
+      # "gmem": every share through global memory and one cluster barrier, in two global slots by step
+      # parity whatever the SMEM has (see `gather`), the barrier being between this step's stores and
+      # loads only.
+      parity = index % 2
       for target, partial in enumerate(partials):
-        self.exchange_gmem[block, slot, target, cta] = partial
+        _store(self.exchange_gmem.at[block, parity, target, cta], partial)
       self._cluster_barrier()
       shares = [
-        _load(self.exchange_gmem.at[block, slot, cta, sender]) for sender in range(setup.cluster_size)
+        _load(self.exchange_gmem.at[block, parity, cta, sender]) for sender in range(setup.cluster_size)
       ]
     total = shares[0]
     for share in shares[1:]:
@@ -401,16 +427,6 @@ def _prologue(setup, slots, weights_gmem, scratch, exchange_gmem):
   return block, cta, exchange, weights_smem, operand
 
 
-def _rows(block):
-  """The 64 batch rows of cluster ``block``."""
-  return pl.ds(pl.multiple_of(block * BLOCK_BATCH, BLOCK_BATCH), BLOCK_BATCH)
-
-
-def _columns(start, width: int):
-  """``width`` columns from ``start`` (a multiple of ``width``)."""
-  return pl.ds(pl.multiple_of(start, width), width)
-
-
 class _Window:
   """CTA ``cta``'s [64, Hs] windows of cluster ``block``'s rows in the model's own layouts: [B, T, X]
   per-step arrays (X = Hp or 4 Hp, gate g's units at g Hp), [B, Hp] states, the [B, T] step mask."""
@@ -427,7 +443,7 @@ class _Window:
 
   def store(self, ref, value, t=None, gate=0):
     index = (self.rows, self.columns(gate)) if t is None else (self.rows, t, self.columns(gate))
-    ref[index] = value
+    _store(ref.at[index], value)
 
   def mask_row(self, mask_ref, t):
     """The step mask of the block's rows at step t, [64] f32 (1 = real step): carried as a row, not a plane."""
@@ -459,11 +475,11 @@ def _forward_kernel(xw_gmem, mask_gmem, state_gmem, weights_gmem, *refs, setup, 
   """One cluster's batch block of the forward (see the module docstring), in the model's layouts.
 
   Inputs: xw [Bp, T, 4 Hp], the step mask [Bp, T], the state [3, Bp, Hp] (h0, c0, recurrent dropout
-  mask). ``refs``: the outputs (the final state [2, Bp, Hp], then by ``stores``: "train" h and c
-  [Bp, T + 1, Hp] with the initial state at step 0 and the gates [Bp, T, 4 Hp]; "sequence" h [Bp, T, Hp];
-  "final" nothing), the exchange's global buffer and the scratch.
+  mask). ``refs``: the outputs (the final state [2, Bp, Hp], then the arrays `FORWARD_STORES` names for
+  ``stores``), the exchange's global buffer and the scratch.
   """
-  planes = len(FORWARD_STORES[stores])
+  stored = FORWARD_STORES[stores]
+  planes = len(stored)
   final_gmem, outputs, exchange_gmem, scratch = (
     refs[0],
     refs[1 : 1 + planes],
@@ -474,9 +490,10 @@ def _forward_kernel(xw_gmem, mask_gmem, state_gmem, weights_gmem, *refs, setup, 
   window = _Window(block, cta, setup.slice_width)
   steps = xw_gmem.shape[1]
   h0, c0, recurrent_mask = (window.load(state_gmem.at[plane]) for plane in range(3))
-  if stores == "train":
-    window.store(outputs[0], h0, 0)
-    window.store(outputs[1], c0, 0)
+  arrays = dict(zip(stored, outputs))
+  for name, value in (("h", h0), ("c", c0)):
+    if name in arrays:
+      window.store(arrays[name], value, 0)
   exchange.gather(0, h0 * recurrent_mask, block, cta)
 
   def load(t):
@@ -491,13 +508,12 @@ def _forward_kernel(xw_gmem, mask_gmem, state_gmem, weights_gmem, *refs, setup, 
     i, f, g, o = sigmoid(z[0]), sigmoid(z[1]), tanh(z[2]), sigmoid(z[3])
     c_new = jnp.where(keep, f * c + i * g, c)
     h_new = jnp.where(keep, o * tanh(c_new), h)
-    if stores == "train":
-      window.store(outputs[0], h_new, t + 1)
-      window.store(outputs[1], c_new, t + 1)
+    for name, value in (("h", h_new), ("c", c_new)):
+      if name in arrays:
+        window.store(arrays[name], value, t + 1)
+    if "gates" in arrays:
       for gate, value in enumerate((i, f, g, o)):
-        window.store(outputs[2], value, t, gate)
-    elif stores == "sequence":
-      window.store(outputs[0], h_new, t)
+        window.store(arrays["gates"], value, t, gate)
 
     @pl.when(index + 1 < steps)
     def _send():
@@ -593,13 +609,13 @@ def _weights(recurrent_kernel, setup: _Setup, kernel_pass: str):
 
 
 def _exchange_type(setup: _Setup, blocks: int, kernel_pass: str):
-  """The "gmem" exchange's global buffer, two slots by step parity (a placeholder for the others)."""
-  shape = (setup.cluster_size, BLOCK_BATCH, setup.slice_width)
+  """The "gmem" exchange's global buffer, two slots by step parity; one element where it is unused."""
+  if setup.exchange != "gmem":
+    return jax.ShapeDtypeStruct((1,), jnp.float32)
+  n, shape = setup.cluster_size, (BLOCK_BATCH, setup.slice_width)
   if kernel_pass == "forward":  # [block, slot, sender, piece, 64, Hs] bf16
-    return jax.ShapeDtypeStruct((blocks, 2, setup.cluster_size, setup.pieces, *shape[1:]), jnp.bfloat16)
-  return jax.ShapeDtypeStruct(
-    (blocks, 2, setup.cluster_size, *shape), jnp.float32
-  )  # [.., receiver, sender, ..]
+    return jax.ShapeDtypeStruct((blocks, 2, n, setup.pieces, *shape), jnp.bfloat16)
+  return jax.ShapeDtypeStruct((blocks, 2, n, n, *shape), jnp.float32)  # [block, slot, receiver, sender, ..]
 
 
 def _launch(kernel, setup: _Setup, blocks: int, out_types, kernel_pass: str, *args):
@@ -704,11 +720,9 @@ def make_lstm(
     def planes(*shape):
       return jax.ShapeDtypeStruct(shape, jnp.float32)
 
-    per_step = {
-      "train": [planes(rows, steps + 1, PADDED_HIDDEN)] * 2 + [planes(rows, steps, GATES * PADDED_HIDDEN)],
-      "sequence": [planes(rows, steps, PADDED_HIDDEN)],
-      "final": [],
-    }[stores]
+    shapes = {"h": (rows, steps + 1, PADDED_HIDDEN), "c": (rows, steps + 1, PADDED_HIDDEN)}
+    shapes["gates"] = (rows, steps, GATES * PADDED_HIDDEN)
+    per_step = [planes(*shapes[name]) for name in FORWARD_STORES[stores]]
     final, *outputs = _launch(
       functools.partial(_forward_kernel, stores=stores),
       setup,
@@ -726,7 +740,7 @@ def make_lstm(
   def inference(*args):
     (hs,), state, _ = run_forward("sequence", *args)
     batch, hidden = args[2].shape
-    return hs[:batch, :, :hidden], state
+    return hs[:batch, 1:, :hidden], state
 
   def final_state(*args):
     _, state, _ = run_forward("final", *args)

@@ -123,7 +123,8 @@ class Bidirectional(nnx.Module):
 
   def __call__(self, xs, mask=None, lengths=None, **kwargs):
     """Args: as `LSTM.__call__` (``kwargs`` reach both layers). Returns: ``(outputs [B, T, H_f + H_b],
-    (forward_state, backward_state))``."""
+    (forward_state, backward_state))``; the outputs are the two final h's, [B, H_f + H_b], when both
+    layers have ``return_sequences=False``."""
     return sequences.bidirectional(self.forward, self.backward, xs, mask=mask, lengths=lengths, **kwargs)
 
 
@@ -141,7 +142,7 @@ class Stacked(nnx.Module):
 
   def __call__(self, xs, mask=None, lengths=None, **kwargs):
     """Args: as `LSTM.__call__` (``kwargs`` reach every layer). Returns: ``(outputs of the last layer,
-    state of the last layer)``."""
+    state of the last layer)``: [B, T, H], or [B, H] when the last layer has ``return_sequences=False``."""
     return sequences.stacked(self.layers, xs, mask=mask, lengths=lengths, **kwargs)
 
 
