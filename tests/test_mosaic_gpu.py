@@ -136,25 +136,27 @@ def test_bfloat16_matches_its_reference_and_scan_loosely(cluster_size):
   _assert_trees_close(grads, expected_grads, rtol=0, atol=BF16_ATOL * scale)
 
 
+def _through_api(args, engine, **options):
+  """`api.lstm` on engine-signature ``args``: their initial state, step mask and dropout masks."""
+  params, xs, h0, c0, mask, input_dropout_mask, recurrent_dropout_mask = args
+  return api.lstm(
+    params,
+    xs,
+    initial_state=(h0, c0),
+    mask=mask,
+    input_dropout_mask=input_dropout_mask,
+    recurrent_dropout_mask=recurrent_dropout_mask,
+    engine=engine,
+    **options,
+  )
+
+
 @needs_mosaic
 def test_engine_through_the_api():
   """engine="mosaic" with matmul_precision through `api.lstm`, masks and dropout, against scan."""
   args, _ = _inputs(*SHAPES[0], seed=1)
-  params, xs, h0, c0, mask, input_dropout_mask, recurrent_dropout_mask = args
-
-  def run(engine):
-    return api.lstm(
-      params,
-      xs,
-      initial_state=(h0, c0),
-      mask=mask,
-      input_dropout_mask=input_dropout_mask,
-      recurrent_dropout_mask=recurrent_dropout_mask,
-      engine=engine,
-      matmul_precision="float32",
-    )
-
-  _assert_trees_close(jax.jit(lambda: run("mosaic"))(), run("scan"))
+  mosaic = jax.jit(lambda: _through_api(args, "mosaic", matmul_precision="float32"))
+  _assert_trees_close(mosaic(), _through_api(args, "scan"))
 
 
 @needs_mosaic
@@ -162,19 +164,10 @@ def test_return_sequences_false_takes_the_final_state_kernel_and_its_gradient():
   """``return_sequences=False`` through `api.lstm`: the final h and state of scan, and scan's gradients;
   without a gradient the call lowers for a GPU to the kernel that stores no per-step planes."""
   args, _ = _inputs(*SHAPES[0], seed=2)
-  params, xs, h0, c0, mask, input_dropout_mask, recurrent_dropout_mask = args
+  params, xs = args[:2]
 
   def run(engine, params, xs):
-    return api.lstm(
-      params,
-      xs,
-      initial_state=(h0, c0),
-      mask=mask,
-      input_dropout_mask=input_dropout_mask,
-      recurrent_dropout_mask=recurrent_dropout_mask,
-      engine=engine,
-      return_sequences=False,
-    )
+    return _through_api((params, xs, *args[2:]), engine, return_sequences=False)
 
   def loss(engine, params, xs):
     outputs, (h, c) = run(engine, params, xs)
