@@ -9,6 +9,10 @@ WORKDIR ?= runs/article
 BENCH_ARGS ?=
 # Extras `make test` installs; add `peers` (PyTorch, Keras) to run the peer tests instead of skipping them.
 TEST_EXTRAS ?= test
+# pytest-xdist: a worker per core, at most 4 (each holds its own jax, compiled functions and driver
+# processes), whole test files per worker so module fixtures are built once; TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto --maxprocesses=4
+PYTEST = -m pytest -q -n $(TEST_WORKERS) --dist=loadfile
 
 .PHONY: bench test venv clean test-matrix gpu-bundle micro
 
@@ -27,7 +31,7 @@ bench: $(VENV)/.installed-test
 test: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) $(PYTEST)
 
 # The support range (pyproject.toml). The default stack is `make test`'s; the others each get their own
 # venv built from nothing: Python 3.12 with jax 0.11.2 and with the newest jax pip resolves, and Python
@@ -51,11 +55,13 @@ PYTHON_py313-latest = $(PYTHON313)
 	.venv-$*/bin/python -m pip install --quiet -e '.[test]' $(PINS_$*)
 	touch $@
 
-# STACK_TESTS: test files to run instead of the whole suite (CI's subset for a second stack of one jax).
+# STACK_TESTS: test files to run instead of the whole suite (CI's subset for a second stack of one jax);
+# STACK_ARGS: more pytest arguments (CI's `-m "not slow"`: the slow tests run once, on the default stack).
 STACK_TESTS ?=
+STACK_ARGS ?=
 test-stack-%: .venv-%/.installed
 	.venv-$*/bin/python -c "import sys, jax, flax; print('stack $*: Python', sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__)"
-	.venv-$*/bin/python -m pytest -q $(STACK_TESTS)
+	.venv-$*/bin/python $(PYTEST) $(STACK_ARGS) $(STACK_TESTS)
 
 test-matrix: test $(addprefix test-stack-,$(STACKS))
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny aclImdb tree (as a directory and as an archive) and the real IMDB archive.
+"""Shared fixtures (a tiny aclImdb tree, as a directory and as an archive, and the real IMDB archive), the
+suite's compilation cache and its duration budget.
 
 The tiny tree has three reviews per split and label. Its texts exercise the tokenizer: line-break tags,
 punctuation, an apostrophe word ("don't"), quotes, uppercase and a non-ASCII word ("café"). File ids are
@@ -7,11 +8,61 @@ chosen so that numeric order differs from name order (2 < 10, but "10_3.txt" < "
 
 import os
 import pathlib
+import shutil
+import sys
 import tarfile
+import tempfile
 
 import pytest
 
 _REAL_ARCHIVE_ENV = "SEQCLF_IMDB"
+
+# A test should prove its property in well under this many seconds on a 2-core machine; the few that cannot
+# are marked ``slow`` (pyproject.toml) and named with their reason.
+DURATION_BUDGET_S = 30.0
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_CACHE_KEY = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+  """One JAX persistent compilation cache for the whole run: the same functions are compiled again and again
+  by the driver processes the tests start and by fresh ``jax.jit`` wrappers of one function, and a cache hit
+  replaces a compile. The first process of the run (pytest-xdist's controller, or pytest alone) makes it and
+  removes it at the end; workers and driver processes inherit it through the environment."""
+  if _CACHE_ENV in os.environ:
+    return
+  directory = tempfile.mkdtemp(prefix="seqclf-tests-jax-cache-")
+  config.stash[_CACHE_KEY] = directory
+  # Every compile, however short: most of the suite's are well under jax's default one-second threshold.
+  settings = {_CACHE_ENV: directory, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  os.environ.update(settings)
+  if "jax" in sys.modules:  # a plugin imported jax before this hook: it has read its environment already
+    for name, value in settings.items():
+      sys.modules["jax"].config.update(name.lower(), value if name == _CACHE_ENV else float(value))
+
+
+def pytest_unconfigure(config):
+  directory = config.stash.get(_CACHE_KEY, None)
+  if directory:
+    shutil.rmtree(directory, ignore_errors=True)
+    os.environ.pop(_CACHE_ENV, None)
+
+
+def pytest_terminal_summary(terminalreporter):
+  """Names every test over the duration budget (setup, call and teardown together) not marked ``slow``."""
+  seconds, slow = {}, set()
+  for reports in terminalreporter.stats.values():
+    for report in reports:
+      if getattr(report, "when", None) in ("setup", "call", "teardown"):
+        seconds[report.nodeid] = seconds.get(report.nodeid, 0.0) + report.duration
+        if "slow" in report.keywords:
+          slow.add(report.nodeid)
+  over = sorted((-s, nodeid) for nodeid, s in seconds.items() if s > DURATION_BUDGET_S and nodeid not in slow)
+  if over:
+    terminalreporter.section(f"over the {DURATION_BUDGET_S:.0f} s budget and not marked slow")
+    for minus_seconds, nodeid in over:
+      terminalreporter.write_line(f"{-minus_seconds:7.1f} s  {nodeid}")
+
 
 # Relative path under aclImdb/ -> review text.
 _TINY_ACLIMDB_REVIEWS = {

@@ -2,29 +2,17 @@
 
 import json
 import os
-import pathlib
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from seqclf.benchmarks import article_report
 from seqclf.lstm import api
+from tests import drivers
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 
-
-def run_article(*args, cwd=REPO, env_extra=None):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
-  return subprocess.run(
-    [sys.executable, "-m", "seqclf.benchmarks.article", *map(str, args)],
-    cwd=cwd,
-    capture_output=True,
-    text=True,
-    env=env,
-    timeout=300,
-  )
+def run_article(*args, env_extra=None):
+  return drivers.run("seqclf.benchmarks.article", *args, env=env_extra)
 
 
 @pytest.fixture
@@ -37,8 +25,10 @@ def tiny_args(tiny_aclimdb, tmp_path):
 
 
 def test_runs_end_to_end_and_writes_valid_results(tiny_args, tmp_path):
+  """A new interpreter, as a user starts it: ``python -m seqclf.benchmarks.article``."""
   workdir = tmp_path / "work"
-  result = run_article(
+  result = drivers.run_fresh(
+    "seqclf.benchmarks.article",
     *tiny_args,
     "--variants=lstm,cnn_lstm",
     "--seeds=1,2",

@@ -5,17 +5,11 @@ themselves; each case here once ended in a traceback (exit 1), a multi-line mess
 ignored the value.
 """
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 from absl import flags
 
 from seqclf import cli
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from tests import drivers
 
 CONFIG_DRIVERS = ("seqclf.benchmarks.article", "seqclf.main", "seqclf.benchmarks.scaling")
 # Arguments each driver needs to get as far as the check (never as far as training).
@@ -105,12 +99,8 @@ def config_dir(tmp_path_factory):
   return directory
 
 
-def run_driver(module, args, tmp):
-  args = [arg.format(tmp=tmp) for arg in [*args, *NEEDS.get(module, [])]]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run(
-    [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=120
-  )
+def run_driver(module, args, tmp, run=drivers.run):
+  return run(module, *[arg.format(tmp=tmp) for arg in [*args, *NEEDS.get(module, [])]], timeout=120)
 
 
 def assert_one_error_line(result, fragment):
@@ -140,7 +130,9 @@ def test_bad_flag_values_are_one_line(module, args, fragment, config_dir):
 
 
 def test_verbose_shows_the_traceback(config_dir):
-  result = run_driver("seqclf.main", ["--config={tmp}/syntax_error.py", "--verbose"], config_dir)
+  """In a new interpreter: the uncaught exception's traceback and exit code are the interpreter's own."""
+  args = ["--config={tmp}/syntax_error.py", "--verbose"]
+  result = run_driver("seqclf.main", args, config_dir, run=drivers.run_fresh)
   assert result.returncode == 1 and "Traceback" in result.stderr and "SyntaxError" in result.stderr
 
 

@@ -4,8 +4,6 @@ import os
 import pathlib
 import re
 import statistics
-import subprocess
-import sys
 
 import pytest
 
@@ -15,6 +13,7 @@ from seqclf.benchmarks.compare import sources as loading
 from seqclf.benchmarks.compare import table
 from seqclf.configs import tiny
 from seqclf.errors import UsageError
+from tests import drivers
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -120,15 +119,7 @@ def assert_png(path):
 
 
 def run_compare(*args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run(
-    [sys.executable, "-m", "seqclf.benchmarks.compare", *map(str, args)],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    env=env,
-    timeout=300,
-  )
+  return drivers.run("seqclf.benchmarks.compare", *args)
 
 
 def test_sources_are_found_in_workdirs_and_labelled_by_device(two_devices, tmp_path):

@@ -158,9 +158,12 @@ for shape in test_cpu_kernel.SHAPES:
 """
 
 
+@pytest.mark.slow
 def test_bf16_without_amx_rounds_like_the_reference_too(tmp_path):
   """Where AMX runs the bf16 products here, the other path (vdpbf16ps, the one CPUs without AMX take) is
-  built and tested too; where it does not, the tests above already ran that path."""
+  built and tested too; where it does not, the tests above already ran that path. Marked ``slow``: it
+  compiles the C++ library a second time (about a minute on 2 cores), and the path is C++ of its own, the
+  same with every jax, so CI runs it on the default stack only."""
   _skip_without_bf16()
   if not cpu_kernel.bf16_on_amx():
     pytest.skip("the bf16 products here already run on vdpbf16ps")

@@ -1,18 +1,13 @@
 """`seqclf.benchmarks.lstm_engines`: which engines it times, the FLOP count, and the results file it writes."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import jax
 import pytest
 
 from seqclf.benchmarks import lstm_engines
 from seqclf.lstm import init_params
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from tests import drivers
 
 
 def test_native_engines_on_cpu_leave_out_interpret_mode_gpu_engines_and_keep_the_flax_baseline():
@@ -36,17 +31,8 @@ def test_time_engine_measures_forward_and_forward_backward():
 
 
 def test_the_driver_writes_every_shape_and_engine_against_scan(tmp_path):
-  command = [
-    sys.executable,
-    "-m",
-    "seqclf.benchmarks.lstm_engines",
-    "--engines=fused,cudnn",
-    "--batch_sizes=2,4",
-  ]
-  command += ["--steps=3", "--hidden_sizes=4", "--input_size=3", "--repeats=1", f"--workdir={tmp_path}"]
-  result = subprocess.run(
-    command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300
-  )
+  command = ["--engines=fused,cudnn", "--batch_sizes=2,4", "--steps=3", "--hidden_sizes=4", "--input_size=3"]
+  result = drivers.run("seqclf.benchmarks.lstm_engines", *command, "--repeats=1", f"--workdir={tmp_path}")
   assert result.returncode == 0, result.stderr
   written = json.loads((tmp_path / "lstm_engines.json").read_text())
   assert written["schema_version"] == 1 and written["kind"] == "lstm_engines"
@@ -70,31 +56,11 @@ def test_the_driver_writes_every_shape_and_engine_against_scan(tmp_path):
 
 
 def test_cells_sweeps_the_gru_engines_against_the_grus_scan(tmp_path):
-  command = [
-    sys.executable,
-    "-m",
-    "seqclf.benchmarks.lstm_engines",
-    "--cells=lstm,gru",
-    "--engines=fused,pallas",
-  ]
-  command += ["--batch_sizes=2", "--steps=3", "--hidden_sizes=4", "--input_size=3", "--repeats=1"]
-  result = subprocess.run(
-    [*command, f"--workdir={tmp_path}"],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    timeout=300,
-  )
+  command = ["--cells=lstm,gru", "--batch_sizes=2", "--steps=3", "--hidden_sizes=4", "--input_size=3"]
+  command += ["--repeats=1", f"--workdir={tmp_path}"]
+  result = drivers.run("seqclf.benchmarks.lstm_engines", *command, "--engines=fused,pallas")
   assert result.returncode != 0 and "error: --engines=pallas runs in interpret mode" in result.stderr
-  result = subprocess.run(
-    [*command[:4], "--engines=fused", *command[5:], f"--workdir={tmp_path}"],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    timeout=300,
-  )
+  result = drivers.run("seqclf.benchmarks.lstm_engines", *command, "--engines=fused")
   assert result.returncode == 0, result.stderr
   runs = json.loads((tmp_path / "lstm_engines.json").read_text())["runs"]
   assert sorted((r["cell"], r["engine"], r["mode"]) for r in runs) == sorted(

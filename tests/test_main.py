@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from seqclf import checkpoint, models
+from tests import drivers
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOPICS = {
@@ -53,8 +54,7 @@ def main_command(workdir, train_file, *extra):
 
 
 def run_main(*args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run(main_command(*args), cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+  return drivers.run("seqclf.main", *main_command(*args)[3:])
 
 
 @pytest.fixture(scope="module")
@@ -64,30 +64,18 @@ def topics(tmp_path_factory):
 
 
 def test_multiclass_csv_with_validation_split_then_predict(topics, tmp_path):
+  """Both drivers in new interpreters, as a user starts them (``python -m``)."""
   train_file, test_file = topics
   workdir = tmp_path / "run"
-  result = run_main(
-    workdir, train_file, f"--test_file={test_file}", "--config.epochs=4", "--config.val_fraction=0.2"
-  )
+  command = main_command(workdir, train_file, f"--test_file={test_file}", "--config.epochs=4")
+  result = drivers.run_fresh("seqclf.main", *command[3:], "--config.val_fraction=0.2")
   assert result.returncode == 0, result.stderr
   record = json.loads((workdir / "results.json").read_text())["runs"][0]
   assert record["eval_split"] == "validation" and record["label_names"] == ["food", "sport", "tech"]
   assert record["final_test"]["test_acc"] >= 0.9
   assert all("validation_acc" in epoch and "test_acc" not in epoch for epoch in record["epochs"])
-  predicted = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "seqclf.predict",
-      f"--workdir={workdir}",
-      "--json",
-      "the spicy pasta dish",
-      "new laptop chip",
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=120,
+  predicted = drivers.run_fresh(
+    "seqclf.predict", f"--workdir={workdir}", "--json", "the spicy pasta dish", "new laptop chip"
   )
   assert predicted.returncode == 0, predicted.stderr
   labels = [json.loads(line)["label"] for line in predicted.stdout.splitlines()]
@@ -199,9 +187,7 @@ TINY_SIZES = (
 
 
 def run_driver(*args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  command = [sys.executable, "-m", "seqclf.main", "--tensorboard=false", *map(str, args)]
-  return subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+  return drivers.run("seqclf.main", "--tensorboard=false", *args)
 
 
 @pytest.mark.parametrize(

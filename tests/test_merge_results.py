@@ -1,16 +1,12 @@
 """`seqclf/benchmarks/merge_results.py`: the GPU check's per-process results files put back together."""
 
 import json
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
 from seqclf.benchmarks import merge_results
 from seqclf.errors import UsageError
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from tests import drivers
 
 
 def _part(directory, kind, flags, runs, table_rows):
@@ -51,13 +47,7 @@ def test_different_kinds_or_nothing_to_merge_are_one_line_errors(tmp_path):
   [([], "pass --parts="), (["--parts=/nonexistent/a.json", "--merged=/tmp/m.json"], "nothing to merge")],
 )
 def test_the_command_line_answers_bad_input_with_one_line(args, expected):
-  result = subprocess.run(
-    [sys.executable, "-m", "seqclf.benchmarks.merge_results", *args],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  result = drivers.run("seqclf.benchmarks.merge_results", *args, timeout=120)
   assert result.returncode == 2
   (line,) = result.stderr.strip().splitlines()
   assert line.startswith("error: ") and expected in line

@@ -6,17 +6,13 @@ configuration).
 """
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
 from seqclf.benchmarks import mosaic_report
 from seqclf.lstm import mosaic_cost, mosaic_gpu
+from tests import drivers
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 ARTICLE = {"batch": 64, "steps": 500, "input_size": 32, "hidden": 100}
 
 
@@ -62,9 +58,6 @@ def test_a_configuration_a_gpu_does_not_run_has_no_prediction():
 @pytest.mark.skipif(mosaic_gpu.unavailable_reason() is not None, reason=str(mosaic_gpu.unavailable_reason()))
 def test_the_driver_writes_the_prediction_beside_the_measurement(tmp_path):
   command = [
-    sys.executable,
-    "-m",
-    "seqclf.benchmarks.mosaic_sweep",
     "--cluster_sizes=1",
     "--precisions=bfloat16",
   ]
@@ -76,9 +69,7 @@ def test_the_driver_writes_the_prediction_beside_the_measurement(tmp_path):
     "--repeats=1",
     f"--workdir={tmp_path}",
   ]
-  result = subprocess.run(
-    command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300
-  )
+  result = drivers.run("seqclf.benchmarks.mosaic_sweep", *command)
   assert result.returncode == 0, result.stderr[-4000:]
   runs = json.loads((tmp_path / "mosaic_sweep.json").read_text())["runs"]
   shape = {

@@ -1,6 +1,8 @@
 """The wheel and the sdist build, and the wheel works in a fresh venv outside the checkout: every console
 script answers ``--help`` and ``seqclf-train`` trains a tiny model there (marker ``wheel``: deselect with
-``-m "not wheel"``)."""
+``-m "not wheel"``). Marked ``slow``: building both and a venv takes about a minute, and what it proves
+(the package's files and entry points) does not change with the Python or jax version, so CI runs it on
+the default stack only."""
 
 import os
 import pathlib
@@ -23,7 +25,7 @@ SCRIPTS = {
   "seqclf-mosaic-sweep": "--cluster_sizes",
 }
 
-pytestmark = pytest.mark.wheel
+pytestmark = [pytest.mark.wheel, pytest.mark.slow]
 
 
 def declared_scripts():

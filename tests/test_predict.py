@@ -1,11 +1,8 @@
 """Prediction from a run directory: the API, the command line, awkward texts and bad input."""
 
 import json
-import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +13,8 @@ from seqclf import checkpoint, models, predict, train
 from seqclf.configs import tiny
 from seqclf.data import EncodedDataset, Vocabulary, encode
 from seqclf.errors import ConfigError, DataError, UsageError
+from tests import drivers
 
-_REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 _POSITIVE = ["great", "good", "love", "superb"]
 _NEGATIVE = ["bad", "awful", "hate", "boring"]
 _FILLER = ["the", "movie", "plot", "acting", "film", "was", "a", "cast", "story", "and"]
@@ -223,16 +220,7 @@ def test_read_texts_keeps_blank_lines_and_refuses_bad_encoding(tmp_path):
 
 
 def _run_cli(*args, stdin=None):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run(
-    [sys.executable, "-m", "seqclf.predict", *map(str, args)],
-    cwd=_REPO_ROOT,
-    env=env,
-    input=stdin,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  return drivers.run("seqclf.predict", *args, stdin=stdin)
 
 
 def test_cli_classifies_arguments(trained):

@@ -2,16 +2,12 @@
 
 import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 
 from seqclf import models, profiling, timing, train
-from tests import synthetic
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from tests import drivers, synthetic
 
 
 def has_trace(directory) -> bool:
@@ -68,11 +64,9 @@ def test_steady_state_traces_apart_from_its_timed_repeats(tmp_path):
 
 
 def test_a_driver_writes_one_trace_per_measurement(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "seqclf.benchmarks.lstm_engines",
+  result = drivers.run(
+    "seqclf.benchmarks.lstm_engines",
+    *[
       "--engines=scan",
       "--batch_sizes=2",
       "--steps=3",
@@ -83,11 +77,6 @@ def test_a_driver_writes_one_trace_per_measurement(tmp_path):
       f"--profile_dir={tmp_path / 'profile'}",
       "--profile_steps=2",
     ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    timeout=300,
   )
   assert result.returncode == 0, result.stderr
   runs = sorted(os.listdir(tmp_path / "profile"))

@@ -14,6 +14,7 @@ import pytest
 
 from seqclf import checkpoint
 from seqclf.errors import BusyError
+from tests import drivers
 from tests.test_main import REPO, main_command, run_main, write_topics_csv
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
@@ -168,13 +169,7 @@ def test_a_damaged_checkpoint_is_named_on_resume_and_predict(two_epochs, train_f
   resumed = run_main(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=3")
   line = one_error_line(resumed)
   assert f"checkpoint {last} is damaged" in line and fix in line
-  predicted = subprocess.run(
-    [sys.executable, "-m", "seqclf.predict", f"--workdir={workdir}", "--which=last", "goal match"],
-    cwd=REPO,
-    env=ENV,
-    capture_output=True,
-    text=True,
-  )
+  predicted = drivers.run("seqclf.predict", f"--workdir={workdir}", "--which=last", "goal match")
   assert f"checkpoint {last} is damaged" in one_error_line(predicted)
 
 

@@ -5,25 +5,14 @@ Only through the command line: the drivers' flags live in one absl registry per 
 """
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from tests import drivers
 
 
 def test_weak_and_strong_scaling_over_two_forced_devices(tmp_path):
-  command = [
-    sys.executable,
-    "-m",
-    "seqclf.benchmarks.scaling",
-    "--config=seqclf/configs/tiny.py",
-    "--per_device_batch=2",
-  ]
-  command += ["--steps=8", "--repeats=1", f"--workdir={tmp_path}"]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+  command = ["--config=seqclf/configs/tiny.py", "--per_device_batch=2", "--steps=8", "--repeats=1"]
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  result = drivers.run("seqclf.benchmarks.scaling", *command, f"--workdir={tmp_path}", env=env)
   assert result.returncode == 0, result.stderr
   written = json.loads((tmp_path / "scaling.json").read_text())
   assert written["kind"] == "scaling" and written["meta"]["device"]["count"] == 2

@@ -87,5 +87,9 @@ def main(argv):
   print(f"wrote {_MERGED.value}: {len(merged['runs'])} runs from {len(merged['meta']['parts'])} files")
 
 
-if __name__ == "__main__":
+def run():
   cli.run(main)
+
+
+if __name__ == "__main__":
+  run()
