@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from seqclf.lstm import mosaic_gpu
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -43,7 +45,11 @@ def _summary(out):
   return json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_rehearsal_survives_a_hang_an_exception_and_a_signal(tmp_path, tiny_aclimdb_archive):
+  """Marked ``slow``: the whole check, a dozen processes and a hang held for its limit (~2 min). CI runs
+  it on the default stack, with PyTorch (the peer steps), and on the GPU machine's stack, where the Mosaic
+  steps run interpreted."""
   hang_unit, hang_step = (
     ("mosaic_sweep N=2 bfloat16", "mosaic N=2 bfloat16")
     if MOSAIC

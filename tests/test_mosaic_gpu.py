@@ -69,6 +69,13 @@ def _scan(*args):
   return api.engine_function("scan", "cpu")(*args)
 
 
+@functools.cache
+def _scan_reference(shape, with_gradients=True):
+  """Scan's outputs (and gradients) at `_inputs(*shape)`, computed once for every cluster size and test."""
+  args, weights = _inputs(*shape)
+  return _run(_scan, args, weights) if with_gradients else _scan(*args)
+
+
 def _engine(matmul_precision, cluster_size, **options):
   return mosaic_gpu.make_lstm(matmul_precision, cluster_size=cluster_size, **options)
 
@@ -105,7 +112,7 @@ def test_float32_matches_scan(shape, cluster_size):
   """Three-product bf16 ("float32") kernels equal the float32 scan engine. Interpreted: N = 1 (no
   exchange) and N = 2 (the exchange through global memory)."""
   args, weights = _inputs(*shape)
-  _assert_trees_close(_run(_engine("float32", cluster_size), args, weights), _run(_scan, args, weights))
+  _assert_trees_close(_run(_engine("float32", cluster_size), args, weights), _scan_reference(shape))
 
 
 @needs_mosaic
@@ -117,7 +124,7 @@ def test_kernels_without_gradient_match_scan(shape, cluster_size):
   included (a masked row's final state is the state at its last real step)."""
   args, _ = _inputs(*shape)
   lstm = _engine("float32", cluster_size)
-  outputs, state = _scan(*args)
+  outputs, state = _scan_reference(shape, with_gradients=False)
   _assert_trees_close(jax.jit(lstm)(*args), (outputs, state))
   _assert_trees_close(jax.jit(lambda *a: lstm(*a, return_sequences=False))(*args), (state[0], state))
 
@@ -130,7 +137,7 @@ def test_bfloat16_matches_its_reference_and_scan_loosely(cluster_size):
   kernels = _run(_engine("bfloat16", cluster_size), args, weights)
   _assert_trees_close(kernels, _run(_reference("bfloat16"), args, weights), rtol=1e-4, atol=1e-4)
   outputs, grads = kernels
-  expected_outputs, expected_grads = _run(_scan, args, weights)
+  expected_outputs, expected_grads = _scan_reference(SHAPES[0])
   _assert_trees_close(outputs, expected_outputs, rtol=0, atol=BF16_ATOL)
   scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(expected_grads))
   _assert_trees_close(grads, expected_grads, rtol=0, atol=BF16_ATOL * scale)
