@@ -5,6 +5,7 @@ are validated, and NaN propagates as in `scan`."""
 import functools
 import importlib.util
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -348,11 +349,97 @@ def test_cpu_kernel_under_vmap_equals_scan():
   _assert_close(run(*args), expected(*args))
 
 
-@CPU_ONLY
-def test_cpu_kernel_refuses_buffers_that_do_not_fit_instead_of_reading_past_them():
+def _gru_call(target, out_shapes, arguments):
+  return jax.block_until_ready(
+    gru_cpu_kernel._call(target, out_shapes, *arguments, num_threads=1, bf16=False)  # noqa: SLF001 -- below the api's checks
+  )
+
+
+def _gru_forward_arguments():
   params, xs, h0, mask, input_mask, recurrent_mask = _inputs(3, 5, 4, 6)
-  args = (xs, params["kernel"], params["recurrent_kernel"], params["bias"], h0, mask, input_mask)
-  with pytest.raises(Exception, match="gru: argument shapes do not fit"):
-    gru_cpu_kernel._call(  # noqa: SLF001 -- the FFI call itself, below the api's checks
-      "seqclf_gru_inference", [(3, 5, 6)], *args, recurrent_mask[:, :5], num_threads=1, bf16=False
-    )
+  weights = (params["kernel"], params["recurrent_kernel"], params["bias"])
+  return [xs, *weights, h0, mask, input_mask, recurrent_mask]
+
+
+GRU_FORWARD_MISMATCHES = {
+  # argument index (or "result N") -> a buffer that disagrees with xs [3, 5, 4] and h0 [3, 6], the words
+  "narrower kernel": (1, jnp.zeros((3, 18)), "seqclf_gru_forward: kernel is [3, 18], expected [4, 18]"),
+  "recurrent kernel of 4 gates": (2, jnp.zeros((6, 24)), "recurrent_kernel is [6, 24], expected [6, 18]"),
+  "one bias row": (3, jnp.zeros((18,)), "bias is [18], expected [2, 18]"),
+  "short step mask": (5, jnp.ones((3, 2), bool), "step_mask is [3, 2], expected [3, 5]"),
+  "recurrent dropout mask": (7, jnp.ones((3, 5)), "recurrent_dropout_mask is [3, 5], expected [3, 6]"),
+  "rank 2 xs": (0, jnp.zeros((3, 4)), "xs must be rank 3"),
+}
+
+
+@CPU_ONLY
+@pytest.mark.parametrize("case", list(GRU_FORWARD_MISMATCHES))
+def test_cpu_kernel_forward_refuses_each_buffer_that_disagrees_by_name(case):
+  index, buffer, words = GRU_FORWARD_MISMATCHES[case]
+  arguments = _gru_forward_arguments()
+  arguments[index] = buffer
+  with pytest.raises(Exception, match=re.escape(words)):
+    _gru_call("seqclf_gru_forward", [(3, 5, 6), (3, 5, 64)], arguments)
+
+
+@CPU_ONLY
+@pytest.mark.parametrize(
+  "target, results, words",
+  [
+    ("seqclf_gru_forward", [(3, 5, 6), (3, 5, 48)], "gates (result) is [3, 5, 48], expected [3, 5, 64]"),
+    ("seqclf_gru_forward", [(3, 4, 6), (3, 5, 64)], "hs (result) is [3, 4, 6], expected [3, 5, 6]"),
+    ("seqclf_gru_inference", [(3, 5, 5)], "seqclf_gru_inference: hs (result) is [3, 5, 5]"),
+  ],
+)
+def test_cpu_kernel_forward_refuses_results_of_the_wrong_size(target, results, words):
+  with pytest.raises(Exception, match=re.escape(words)):
+    _gru_call(target, results, _gru_forward_arguments())
+
+
+def _gru_backward_results():
+  return [(3, 5, 4), (3, 6), (4, 18), (6, 18), (2, 18)]
+
+
+@CPU_ONLY
+def test_cpu_kernel_backward_runs_buffers_that_fit():
+  xs, kernel, recurrent_kernel, bias, h0, mask, input_mask, recurrent_mask = _gru_forward_arguments()
+  hs, gates = _gru_call("seqclf_gru_forward", [(3, 5, 6), (3, 5, 64)], _gru_forward_arguments())
+  arguments = [xs, kernel, recurrent_kernel, h0, mask, input_mask, recurrent_mask, hs, gates, hs, h0]
+  assert all(
+    np.all(np.isfinite(g)) for g in _gru_call("seqclf_gru_backward", _gru_backward_results(), arguments)
+  )
+
+
+GRU_BACKWARD_MISMATCHES = {
+  # (argument index or result index, the wrong shape, the words)
+  "dhs with too few steps": (
+    "argument",
+    9,
+    (3, 2, 6),
+    "seqclf_gru_backward: dhs is [3, 2, 6], expected [3, 5, 6]",
+  ),
+  "gates of another width": ("argument", 8, (3, 5, 48), "gates is [3, 5, 48], expected [3, 5, 64]"),
+  "dh_last of another batch": ("argument", 10, (2, 6), "dh_last is [2, 6], expected [3, 6]"),
+  "dxs": ("result", 0, (3, 5, 3), "dxs (result) is [3, 5, 3], expected [3, 5, 4]"),
+  "dh0": ("result", 1, (3, 5), "dh0 (result) is [3, 5], expected [3, 6]"),
+  "d_kernel": ("result", 2, (3, 18), "d_kernel (result) is [3, 18], expected [4, 18]"),
+  "d_recurrent_kernel": ("result", 3, (6, 12), "d_recurrent_kernel (result) is [6, 12], expected [6, 18]"),
+  "d_bias": ("result", 4, (18,), "d_bias (result) is [18], expected [2, 18]"),
+}
+
+
+@CPU_ONLY
+@pytest.mark.parametrize("case", list(GRU_BACKWARD_MISMATCHES))
+def test_cpu_kernel_backward_refuses_each_buffer_that_disagrees_by_name(case):
+  """Every argument and each of the five gradient outputs is held to the sizes of xs and h0."""
+  kind, index, shape, words = GRU_BACKWARD_MISMATCHES[case]
+  xs, kernel, recurrent_kernel, _, h0, mask, input_mask, recurrent_mask = _gru_forward_arguments()
+  state, gates = jnp.zeros((3, 5, 6)), jnp.zeros((3, 5, 64))
+  arguments = [xs, kernel, recurrent_kernel, h0, mask, input_mask, recurrent_mask, state, gates, state, h0]
+  results = _gru_backward_results()
+  if kind == "argument":
+    arguments[index] = jnp.zeros(shape)
+  else:
+    results[index] = shape
+  with pytest.raises(Exception, match=re.escape(words)):
+    _gru_call("seqclf_gru_backward", results, arguments)

@@ -42,6 +42,12 @@ BAD_CALLS = {
     dict(params={**_params(), "bias": jnp.zeros(19)}),
     "params['bias'] must be [20]",
   ),
+  # PyTorch's b_ih and b_hh stacked, on a batch of 2: scan added bias row b to batch row b.
+  "a bias of two rows (the GRU's layout)": (
+    dict(params={**_params(), "bias": jnp.zeros((2, 20))}),
+    "params['bias'] must be [20] for hidden size 5, got [2, 20]",
+  ),
+  "a bias of three rows": (dict(params={**_params(), "bias": jnp.zeros((3, 20))}), "got [3, 20]"),
   "missing bias": (
     dict(params={k: v for k, v in _params().items() if k != "bias"}),
     "kernel, recurrent_kernel and bias",

@@ -1434,43 +1434,45 @@ void GruBackwardRows(const Shapes& s, const GruBackwardWeights& w, const float* 
   std::memcpy(dh0 + first * hidden, dh_next.data(), dh_next.size() * sizeof(float));
 }
 
-// The arguments' shapes against each other (the Python side builds them so; a mismatch would read or
-// write past a buffer).
-ffi::Error GruCheckShapes(const F32& xs, const F32& kernel, const F32& recurrent_kernel, const F32& h0,
-                          const Mask& step_mask, const F32& input_dropout, const F32& recurrent_dropout) {
-  auto dims = [](const auto& buffer) {
-    const auto d = buffer.dimensions();
-    return std::vector<int64_t>(d.begin(), d.end());
-  };
-  const std::vector<int64_t> x = dims(xs);
-  if (x.size() != 3) return ffi::Error::InvalidArgument("gru: xs must be [B, T, E]");
-  const int64_t b = x[0], t = x[1], e = x[2], h = dims(h0).size() == 2 ? dims(h0)[1] : -1;
-  const bool fits = dims(kernel) == std::vector<int64_t>{e, 3 * h} &&
-                    dims(recurrent_kernel) == std::vector<int64_t>{h, 3 * h} &&
-                    dims(h0) == std::vector<int64_t>{b, h} && dims(step_mask) == std::vector<int64_t>{b, t} &&
-                    dims(input_dropout) == std::vector<int64_t>{b, e} &&
-                    dims(recurrent_dropout) == std::vector<int64_t>{b, h};
-  return fits ? ffi::Error::Success()
-              : ffi::Error::InvalidArgument("gru: argument shapes do not fit xs [B, T, E] and h0 [B, H]");
+// The GRU handlers' arguments, held against the sizes of xs and h0 as the LSTM's are (`ShapeCheck`): every
+// argument and every result buffer, so a direct call with buffers that disagree is an InvalidArgument error
+// naming the buffer, never a read or write out of bounds.
+bool GruCheckArguments(ShapeCheck& check, Shapes& s, const F32& xs, const F32& kernel,
+                       const F32& recurrent_kernel, const F32& h0, const Mask& step_mask,
+                       const F32& input_dropout, const F32& recurrent_dropout) {
+  if (!ShapesOf(check, xs, h0, s)) return false;
+  const int64_t cols = 3 * static_cast<int64_t>(s.hidden);
+  check.Expect("kernel", kernel.dimensions(), {s.input_size, cols});
+  check.Expect("recurrent_kernel", recurrent_kernel.dimensions(), {s.hidden, cols});
+  check.Expect("h0", h0.dimensions(), {s.batch, s.hidden});
+  check.Expect("step_mask", step_mask.dimensions(), {s.batch, s.steps});
+  check.Expect("input_dropout_mask", input_dropout.dimensions(), {s.batch, s.input_size});
+  check.Expect("recurrent_dropout_mask", recurrent_dropout.dimensions(), {s.batch, s.hidden});
+  return check.ok();
 }
 
-ffi::Error GruRunForward(ffi::ThreadPool& pool, F32& xs, F32& kernel, F32& recurrent_kernel, F32& bias, F32& h0,
-                         Mask& step_mask, F32& input_dropout, F32& recurrent_dropout, int64_t num_threads,
-                         bool bf16, float* hs, float* gates) {
+// The stored gates z, r, n, hn: four blocks of H rounded up to whole vectors, per (row, step).
+int64_t GruGateWidth(const Shapes& s) { return 4 * static_cast<int64_t>(GruBlock(s.hidden)); }
+
+ffi::Error GruRunForward(const char* handler, ffi::ThreadPool& pool, F32& xs, F32& kernel, F32& recurrent_kernel,
+                         F32& bias, F32& h0, Mask& step_mask, F32& input_dropout, F32& recurrent_dropout,
+                         int64_t num_threads, bool bf16, F32Out hs, F32Out* gates) {
   if (bf16 && !kHasBf16) return NoBf16();
-  ffi::Error error =
-      GruCheckShapes(xs, kernel, recurrent_kernel, h0, step_mask, input_dropout, recurrent_dropout);
-  if (error.failure()) return error;
-  const int hidden = static_cast<int>(h0.dimensions()[1]);
-  const Shapes s{static_cast<int>(xs.dimensions()[0]), static_cast<int>(xs.dimensions()[1]),
-                 static_cast<int>(xs.dimensions()[2]), hidden};
-  if (bias.element_count() != static_cast<size_t>(6) * hidden)
-    return ffi::Error::InvalidArgument("gru: bias must be [2, 3H]");
+  ShapeCheck check(handler);
+  Shapes s{};
+  if (GruCheckArguments(check, s, xs, kernel, recurrent_kernel, h0, step_mask, input_dropout,
+                        recurrent_dropout)) {
+    check.Expect("bias", bias.dimensions(), {2, 3 * static_cast<int64_t>(s.hidden)});
+    check.Expect("hs (result)", hs->dimensions(), {s.batch, s.steps, s.hidden});
+    if (gates) check.Expect("gates (result)", (*gates)->dimensions(), {s.batch, s.steps, GruGateWidth(s)});
+  }
+  if (!check.ok()) return check.error();
   const GruForwardWeights w(kernel.typed_data(), recurrent_kernel.typed_data(), bias.typed_data(), s.input_size,
-                            hidden, bf16);
+                            s.hidden, bf16);
+  float* gates_data = gates ? (*gates)->typed_data() : nullptr;
   ParallelOverRows(pool, s.batch, num_threads, [&](int first, int end) {
     GruForwardRows(s, xs.typed_data(), w, h0.typed_data(), step_mask.typed_data(), input_dropout.typed_data(),
-                   recurrent_dropout.typed_data(), hs, gates, first, end);
+                   recurrent_dropout.typed_data(), hs->typed_data(), gates_data, first, end);
   });
   return ffi::Error::Success();
 }
@@ -1478,15 +1480,15 @@ ffi::Error GruRunForward(ffi::ThreadPool& pool, F32& xs, F32& kernel, F32& recur
 ffi::Error GruForward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_kernel, F32 bias, F32 h0,
                       Mask step_mask, F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, bool bf16,
                       F32Out hs, F32Out gates) {
-  return GruRunForward(pool, xs, kernel, recurrent_kernel, bias, h0, step_mask, input_dropout,
-                       recurrent_dropout, num_threads, bf16, hs->typed_data(), gates->typed_data());
+  return GruRunForward("seqclf_gru_forward", pool, xs, kernel, recurrent_kernel, bias, h0, step_mask,
+                       input_dropout, recurrent_dropout, num_threads, bf16, hs, &gates);
 }
 
 ffi::Error GruInference(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_kernel, F32 bias, F32 h0,
                         Mask step_mask, F32 input_dropout, F32 recurrent_dropout, int64_t num_threads, bool bf16,
                         F32Out hs) {
-  return GruRunForward(pool, xs, kernel, recurrent_kernel, bias, h0, step_mask, input_dropout,
-                       recurrent_dropout, num_threads, bf16, hs->typed_data(), nullptr);
+  return GruRunForward("seqclf_gru_inference", pool, xs, kernel, recurrent_kernel, bias, h0, step_mask,
+                       input_dropout, recurrent_dropout, num_threads, bf16, hs, nullptr);
 }
 
 ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_kernel, F32 h0, Mask step_mask,
@@ -1494,16 +1496,24 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_k
                        int64_t num_threads, bool bf16, F32Out dxs, F32Out dh0, F32Out d_kernel,
                        F32Out d_recurrent_kernel, F32Out d_bias) {
   if (bf16 && !kHasBf16) return NoBf16();
-  ffi::Error error =
-      GruCheckShapes(xs, kernel, recurrent_kernel, h0, step_mask, input_dropout, recurrent_dropout);
-  if (error.failure()) return error;
-  const int hidden = static_cast<int>(h0.dimensions()[1]), hp = GruBlock(hidden), ldz = 4 * hp;
-  const Shapes s{static_cast<int>(xs.dimensions()[0]), static_cast<int>(xs.dimensions()[1]),
-                 static_cast<int>(xs.dimensions()[2]), hidden};
-  const size_t states = static_cast<size_t>(s.batch) * s.steps;
-  if (hs.element_count() != states * hidden || dhs.element_count() != states * hidden ||
-      gates.element_count() != states * ldz || dh_last.element_count() != static_cast<size_t>(s.batch) * hidden)
-    return ffi::Error::InvalidArgument("gru: hs, dhs, gates or dh_last do not fit xs and h0");
+  ShapeCheck check("seqclf_gru_backward");
+  Shapes s{};
+  if (GruCheckArguments(check, s, xs, kernel, recurrent_kernel, h0, step_mask, input_dropout,
+                        recurrent_dropout)) {
+    const int64_t cols = 3 * static_cast<int64_t>(s.hidden);
+    const std::initializer_list<int64_t> state = {s.batch, s.steps, s.hidden};
+    check.Expect("hs", hs.dimensions(), state);
+    check.Expect("gates", gates.dimensions(), {s.batch, s.steps, GruGateWidth(s)});
+    check.Expect("dhs", dhs.dimensions(), state);
+    check.Expect("dh_last", dh_last.dimensions(), {s.batch, s.hidden});
+    check.Expect("dxs (result)", dxs->dimensions(), {s.batch, s.steps, s.input_size});
+    check.Expect("dh0 (result)", dh0->dimensions(), {s.batch, s.hidden});
+    check.Expect("d_kernel (result)", d_kernel->dimensions(), {s.input_size, cols});
+    check.Expect("d_recurrent_kernel (result)", d_recurrent_kernel->dimensions(), {s.hidden, cols});
+    check.Expect("d_bias (result)", d_bias->dimensions(), {2, cols});
+  }
+  if (!check.ok()) return check.error();
+  const int hidden = s.hidden, hp = GruBlock(hidden), ldz = 4 * hp;
   const GruBackwardWeights w(kernel.typed_data(), recurrent_kernel.typed_data(), s.input_size, hidden, bf16);
   const int chunk = RowsPerRange(s.batch, num_threads);
   std::vector<GradientSums> sums(std::max(1, (s.batch + chunk - 1) / chunk));

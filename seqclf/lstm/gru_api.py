@@ -83,6 +83,7 @@ def gru(
     params,
     xs,
     gates=GATES,
+    bias_rows=2,
     cell="gru",
     initial_state=None if initial_state is None else (initial_state,),
     state_names=("h0",),
@@ -92,11 +93,6 @@ def gru(
     recurrent_dropout_mask=recurrent_dropout_mask,
   )
   hidden = params["recurrent_kernel"].shape[0]
-  if tuple(jnp.shape(params["bias"])) != (2, GATES * hidden):
-    raise validation.InputError(
-      f"gru(): params['bias'] must be [2, {GATES * hidden}] (input and recurrent bias rows) for hidden size "
-      f"{hidden}, got {list(jnp.shape(params['bias']))}"
-    )
   batch, steps, input_size = xs.shape
   dtype = xs.dtype
   arrays = [xs, *jax.tree.leaves(params), *jax.tree.leaves(initial_state)]

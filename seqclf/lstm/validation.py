@@ -43,6 +43,7 @@ def check_inputs(
   xs,
   *,
   gates: int,
+  bias_rows: int = 0,
   cell: str = "lstm",
   initial_state=None,
   state_names: tuple[str, ...] = ("h0", "c0"),
@@ -55,9 +56,11 @@ def check_inputs(
 
   Args:
     params: a mapping with ``kernel`` [E, gates * H], ``recurrent_kernel`` [H, gates * H] and ``bias``
-      [gates * H] (or [k, gates * H], a cell with several bias rows).
+      (``bias_rows``).
     xs: [B, T, E] inputs. T = 0 and B = 0 are valid (the caller returns the trivial result).
     gates: the number of gates packed in the parameters' last axis (4 for the LSTM, 3 for a GRU).
+    bias_rows: the cell's bias layout: 0 for one row, ``bias`` [gates * H]; k for k rows, [k, gates * H]
+      (the GRU's input and recurrent biases).
     cell: the function's name, for the messages.
     initial_state: None, or a tuple of one [B, H] array per name in ``state_names``.
     mask: optional [B, T] (bool or integer).
@@ -87,8 +90,9 @@ def check_inputs(
     fail("the hidden size (params['recurrent_kernel'].shape[0]) must be at least 1, got 0")
   if len(kernel) != 2 or kernel[1] != gates * hidden:
     fail(f"params['kernel'] must be [E, {gates * hidden}] for hidden size {hidden}, got {list(kernel)}")
-  if len(bias) not in (1, 2) or bias[-1] != gates * hidden:
-    fail(f"params['bias'] must be [{gates * hidden}] for hidden size {hidden}, got {list(bias)}")
+  expected_bias = (bias_rows, gates * hidden) if bias_rows else (gates * hidden,)
+  if bias != expected_bias:
+    fail(f"params['bias'] must be {list(expected_bias)} for hidden size {hidden}, got {list(bias)}")
   input_size = kernel[0]
   x_shape = _shape(xs)
   if len(x_shape) != 3:
