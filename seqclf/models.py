@@ -73,7 +73,9 @@ class SequenceClassifier(nn.Module):
   num_classes: int = 2
   engine: str = "auto"
   matmul_precision: str = "float32"  # of the recurrent layer's products, see seqclf.lstm.lstm and gru
-  recurrent_activation: str = "sigmoid"  # the LSTM's gates; "hard_sigmoid" is Keras 1's (the article's)
+  recurrent_activation: str = (
+    "sigmoid"  # the gates' (the GRU's z and r); "hard_sigmoid": Keras 1's, the article's
+  )
   freeze_embedding: bool = False  # keep (pretrained) embedding vectors as they are
   word_dropout: float = 0.0  # drops whole vocabulary rows per batch (Keras 1 Embedding dropout)
   embedding_dropout: float = 0.0  # elementwise Dropout layer after the embedding
@@ -124,6 +126,7 @@ class SequenceClassifier(nn.Module):
           input_dropout=self.lstm_input_dropout,
           recurrent_dropout=self.lstm_recurrent_dropout,
           matmul_precision=self.matmul_precision,
+          recurrent_activation=self.recurrent_activation,
           name=name.replace("lstm", "gru"),
         )
       return LSTM(
@@ -223,11 +226,36 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
       input_dropout=fields.get("lstm_input_dropout", 0.0) > 0,
       recurrent_dropout=fields.get("lstm_recurrent_dropout", 0.0) > 0,
       matmul_precision=fields.get("matmul_precision", "float32"),
+      recurrent_activation=fields.get("recurrent_activation", "sigmoid"),
       cell=cell,
     )
     reason = api.unavailable_reason(name, cell)  # say, cpu_kernel without a compiler or a writable cache
     if reason:
       raise ConfigError(reason)
+
+
+def resolve_engines(spec: str, variants, recurrent_activation: str = "sigmoid") -> dict[str, list[str]]:
+  """The engines that train each variant: the comma-separated names of ``spec``, "auto" resolved for the
+  variant's own cell (an LSTM and a GRU may get different engines on one platform), without repeats.
+
+  Args:
+    spec: ``--config.model.engine``, say "auto" or "cpu_kernel,flax".
+    variants: names in `models.VARIANTS`.
+    recurrent_activation: the model's gate activation, which the resolved engine must implement.
+
+  Returns:
+    ``{variant: [engine, ...]}``, each name as the table labels its runs.
+  """
+  by_cell = {}
+  for variant in variants:
+    cell = VARIANTS[variant].get("cell", "lstm")
+    if cell not in by_cell:
+      names = (name.strip() for name in spec.split(","))
+      resolved = (
+        api.check_engine(name, cell=cell, recurrent_activation=recurrent_activation) for name in names
+      )
+      by_cell[cell] = list(dict.fromkeys(resolved))
+  return {variant: by_cell[VARIANTS[variant].get("cell", "lstm")] for variant in variants}
 
 
 def create(variant: str, **model_fields) -> SequenceClassifier:

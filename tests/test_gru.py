@@ -108,6 +108,63 @@ def test_reference_matches_the_equations_by_hand():
   np.testing.assert_allclose(outputs[:, 0], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_hard_sigmoid_gates_are_what_scan_computes_by_hand():
+  params, xs, h0, _, _, _ = _inputs(2, 1, 3, 4)
+  w, u, (b, b_rec) = (np.asarray(params[k], np.float64) for k in ("kernel", "recurrent_kernel", "bias"))
+  x, h = np.asarray(xs[:, 0], np.float64), np.asarray(h0, np.float64)
+  hard = lambda a: np.clip(0.2 * a + 0.5, 0.0, 1.0)  # noqa: E731
+  xw, hu = np.split(x @ w + b, 3, axis=-1), np.split(h @ u + b_rec, 3, axis=-1)
+  z, r = hard(xw[0] + hu[0]), hard(xw[1] + hu[1])
+  expected = z * h + (1 - z) * np.tanh(xw[2] + r * hu[2])
+  _, h_last = gru(params, xs, initial_state=h0, engine="scan", recurrent_activation="hard_sigmoid")
+  np.testing.assert_allclose(h_last, expected, rtol=1e-5, atol=1e-6)
+  _, h_sigmoid = gru(params, xs, initial_state=h0, engine="scan")
+  assert np.abs(np.asarray(h_sigmoid) - expected).max() > 1e-3  # the activation is not ignored
+
+
+def test_hard_sigmoid_fused_equals_scan_with_its_gradients():
+  params, xs, h0, mask, input_mask, recurrent_mask = _inputs(3, 6, 4, 5)
+  params["kernel"] = 3 * params["kernel"]  # pre-activations past +-2.5, where the gate is clipped
+  kwargs = dict(
+    mask=mask,
+    input_dropout_mask=input_mask,
+    recurrent_dropout_mask=recurrent_mask,
+    recurrent_activation="hard_sigmoid",
+  )
+  _assert_close(
+    _loss_and_grads("fused", params, xs, h0, **kwargs), _loss_and_grads("scan", params, xs, h0, **kwargs)
+  )
+
+
+@pytest.mark.parametrize("engine", [pytest.param("cpu_kernel", marks=CPU_ONLY), "flax"])
+def test_hard_sigmoid_is_refused_by_the_gru_engines_without_it(engine):
+  params, xs, _, _, _, _ = _inputs(2, 3, 4, 5)
+  with pytest.raises(
+    ConfigError,
+    match=f"GRU engine '{engine}' has no recurrent_activation='hard_sigmoid'; use engine 'scan' or 'fused'",
+  ):
+    gru(params, xs, engine=engine, recurrent_activation="hard_sigmoid")
+
+
+def test_a_gru_model_with_hard_sigmoid_gates_uses_them_or_is_refused():
+  """The article_faithful config with --variants=gru trained plain sigmoid gates without a word."""
+  from seqclf import models
+
+  tokens = jnp.ones((2, 5), jnp.int32)
+  sigmoid, hard = (
+    models.create("gru", vocab_size=10, lstm_features=4, engine="scan", recurrent_activation=gates)
+    for gates in ("sigmoid", "hard_sigmoid")
+  )
+  variables = sigmoid.init(jax.random.key(0), tokens)
+  # Embeddings of +-2 rather than Keras' +-0.05: pre-activations where the two gate functions part.
+  variables["params"]["embedding"] = 40 * variables["params"]["embedding"]
+  assert np.abs(np.asarray(sigmoid.apply(variables, tokens) - hard.apply(variables, tokens))).max() > 1e-4
+  with pytest.raises(ConfigError, match="has no recurrent_activation='hard_sigmoid'"):
+    models.check_fields(
+      {"cell": "gru", "engine": "cpu_kernel", "recurrent_activation": "hard_sigmoid"}, platform="cpu"
+    )
+
+
 def test_keras_initialisation():
   params = init_gru_params(jax.random.key(0), 7, 5)
   assert {k: v.shape for k, v in params.items()} == {

@@ -155,12 +155,14 @@ GRU_ENGINES = {
     ("cpu", "gpu", "tpu"),
     "reference lax.scan GRU cell, autodiff",
     dtypes=(*FLOAT_DTYPES, "float64"),
+    recurrent_activations=tuple(RECURRENT_ACTIVATIONS),
   ),
   "fused": Engine(
     "seqclf.lstm.gru_fused",
     ("cpu", "gpu", "tpu"),
     "hoisted projections + custom-VJP scan",
     dtypes=(*FLOAT_DTYPES, "float64"),
+    recurrent_activations=tuple(RECURRENT_ACTIVATIONS),
   ),
   "cpu_kernel": Engine(
     "seqclf.lstm.gru_cpu_kernel",

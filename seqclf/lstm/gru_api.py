@@ -50,6 +50,7 @@ def gru(
   recurrent_dropout_mask=None,
   engine: str = "auto",
   matmul_precision: str = "float32",
+  recurrent_activation: str = "sigmoid",
 ):
   """Runs a GRU layer over a batch of sequences.
 
@@ -71,6 +72,9 @@ def gru(
       do the call.
     matmul_precision: of the step's products: "float32", or "bfloat16" where the engine lists it in its
       ``matmul_precisions`` (`cpu_kernel` on CPUs with AVX512-BF16).
+    recurrent_activation: the update and reset gates' activation (Keras' name): "sigmoid" (default) or
+      "hard_sigmoid" (Keras 1's clip(0.2 x + 0.5, 0, 1)), for engines that list it in their
+      ``recurrent_activations``; the others refuse it.
 
   Returns:
     ``(outputs, h)``: outputs [B, T, H] and the final state [B, H].
@@ -103,6 +107,7 @@ def gru(
     recurrent_dropout=recurrent_dropout_mask is not None,
     dtypes=[jnp.result_type(a) for a in arrays],
     matmul_precision=matmul_precision,
+    recurrent_activation=recurrent_activation,
     cell="gru",
   )
   if lengths is not None:
@@ -115,6 +120,8 @@ def gru(
   if recurrent_dropout_mask is None:
     recurrent_dropout_mask = jnp.ones((batch, hidden), dtype)
   options = {"matmul_precision": matmul_precision} if api.GRU_ENGINES[name].matmul_precisions else {}
+  if api.GRU_ENGINES[name].recurrent_activations:
+    options["recurrent_activation"] = recurrent_activation
   run = importlib.import_module(api.GRU_ENGINES[name].module).gru
   return run(params, xs, h0, mask.astype(bool), input_dropout_mask, recurrent_dropout_mask, **options)
 

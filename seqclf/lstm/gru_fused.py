@@ -16,13 +16,14 @@ Gradients of one unmasked step, with ``dh`` the cotangent of its new state:
 A masked step passed the state through, so its cotangent passes through too.
 """
 
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from seqclf.lstm import gru_scan
-from seqclf.lstm.scan import matmul
+from seqclf.lstm import gru_scan, hoisted
+from seqclf.lstm.scan import RECURRENT_ACTIVATIONS, matmul
 
 
 def custom_vjp_gru(inference: Callable, forward: Callable, backward: Callable) -> Callable:
@@ -42,14 +43,15 @@ def custom_vjp_gru(inference: Callable, forward: Callable, backward: Callable) -
   return gru
 
 
-def cell_backward(dh, gates, h_prev):
+def cell_backward(dh, gates, h_prev, derivative=hoisted.GATE_DERIVATIVES["sigmoid"]):
   """Gradients through one unmasked step (module docstring): from the cotangent ``dh`` of its new state,
   the stored gates [B, 4H] (z, r, n, hn) and ``h_prev``, returns ``(dz, carried)``: the pre-activation
-  gradients [B, 4H] as [dz_z, dz_r, dn, dhn] and ``dh * z``, the part of dh_prev that skips the matmul."""
+  gradients [B, 4H] as [dz_z, dz_r, dn, dhn] and ``dh * z``, the part of dh_prev that skips the matmul.
+  ``derivative``: of the update and reset gates' activation, from its output (`hoisted.GATE_DERIVATIVES`)."""
   z, r, n, hn = jnp.split(gates, 4, axis=-1)
-  dz_z = dh * (h_prev - n) * z * (1.0 - z)
+  dz_z = dh * (h_prev - n) * derivative(z)
   dn = dh * (1.0 - z) * (1.0 - n * n)
-  dz_r = dn * hn * r * (1.0 - r)
+  dz_r = dn * hn * derivative(r)
   return jnp.concatenate([dz_z, dz_r, dn, dn * r], axis=-1), dh * z
 
 
@@ -69,7 +71,8 @@ def _rows(x):
   return jnp.swapaxes(x, 0, 1).reshape(-1, x.shape[-1])
 
 
-def forward(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+def forward(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask, recurrent_activation):
+  gate = RECURRENT_ACTIVATIONS[recurrent_activation]
   batch, steps, _ = xs.shape
   recurrent_kernel, recurrent_bias = params["recurrent_kernel"], params["bias"][1]
   dropped_rows = _rows(xs * input_dropout_mask[:, None, :])
@@ -81,7 +84,7 @@ def forward(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mas
     h_z, h_r, hn = jnp.split(
       matmul(h * recurrent_dropout_mask, recurrent_kernel) + recurrent_bias, 3, axis=-1
     )
-    z, r = jax.nn.sigmoid(x_z + h_z), jax.nn.sigmoid(x_r + h_r)
+    z, r = gate(x_z + h_z), gate(x_r + h_r)
     n = jnp.tanh(x_n + r * hn)
     h_new = jnp.where(keep[:, None], z * h + (1.0 - z) * n, h)
     return h_new, (h_new, jnp.concatenate([z, r, n, hn], axis=-1))
@@ -92,7 +95,8 @@ def forward(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mas
   return (jnp.swapaxes(hs, 0, 1), h), residuals
 
 
-def backward(residuals, cotangents):
+def backward(recurrent_activation, residuals, cotangents):
+  derivative = hoisted.GATE_DERIVATIVES[recurrent_activation]
   params, dropped_rows, h0, step_mask_t, input_dropout_mask, recurrent_dropout_mask, hs, gates = residuals
   d_outputs, dh_last = cotangents
   steps, batch, hidden = hs.shape
@@ -102,7 +106,7 @@ def backward(residuals, cotangents):
   def step(dh_next, inputs):
     dh_out, gates_t, h_prev, keep = inputs
     dh = dh_next + dh_out
-    dz, carried = cell_backward(dh, gates_t, h_prev)
+    dz, carried = cell_backward(dh, gates_t, h_prev, derivative)
     keep = keep[:, None]
     dz = jnp.where(keep, dz, 0.0)
     dh_prev = matmul(recurrent_side(dz), recurrent_kernel_t) * recurrent_dropout_mask + carried
@@ -122,4 +126,19 @@ def backward(residuals, cotangents):
   return d_params, d_xs * input_dropout_mask[:, None, :], dh0
 
 
-gru = custom_vjp_gru(gru_scan.gru, forward, backward)
+# One custom-VJP GRU per gate activation of `scan.RECURRENT_ACTIVATIONS`.
+_GRUS = {
+  name: custom_vjp_gru(
+    functools.partial(gru_scan.gru, recurrent_activation=name),
+    functools.partial(forward, recurrent_activation=name),
+    functools.partial(backward, name),
+  )
+  for name in RECURRENT_ACTIVATIONS
+}
+
+
+def gru(
+  params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, recurrent_activation="sigmoid"
+):
+  """The GRU engine signature (`seqclf.lstm.gru_scan.gru`), with the gates' ``recurrent_activation``."""
+  return _GRUS[recurrent_activation](params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask)

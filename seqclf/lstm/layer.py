@@ -155,6 +155,8 @@ class GRU(nn.Module):
     input_dropout: rate of Keras' ``dropout``: one input mask per sequence, reused at every step.
     recurrent_dropout: rate of Keras' ``recurrent_dropout``: one mask on ``h`` per sequence.
     matmul_precision: of the step's products, see `seqclf.lstm.gru_api.gru`.
+    recurrent_activation: of the update and reset gates, "sigmoid" or "hard_sigmoid", see
+      `seqclf.lstm.gru_api.gru`.
 
   Parameters ``kernel`` [E, 3H], ``recurrent_kernel`` [H, 3H], ``bias`` [2, 3H] with Keras' initialisation,
   so ``variables["params"]`` is the ``params`` of `seqclf.lstm.gru`.
@@ -165,6 +167,7 @@ class GRU(nn.Module):
   input_dropout: float = 0.0
   recurrent_dropout: float = 0.0
   matmul_precision: str = "float32"
+  recurrent_activation: str = "sigmoid"
 
   @nn.compact
   def __call__(self, xs, mask=None, lengths=None, deterministic: bool = True):
@@ -184,5 +187,6 @@ class GRU(nn.Module):
       recurrent_dropout=self.recurrent_dropout,
       engine=self.engine,
       matmul_precision=self.matmul_precision,
+      recurrent_activation=self.recurrent_activation,
       next_key=None if deterministic else lambda: self.make_rng("dropout"),
     )

@@ -234,6 +234,7 @@ class GRU(nnx.Module):
     engine: GRU engine name (see `seqclf.lstm.api.GRU_ENGINES`) or "auto".
     input_dropout, recurrent_dropout: Keras' ``dropout`` and ``recurrent_dropout`` rates.
     matmul_precision: of the step's products, see `seqclf.lstm.gru_api.gru`.
+    recurrent_activation: of the update and reset gates, see `seqclf.lstm.gru_api.gru`.
     deterministic: no dropout (``model.eval()`` sets it, ``model.train()`` clears it).
     rngs: ``params`` initialises the weights; ``dropout`` (forked here) draws the dropout masks.
   """
@@ -247,6 +248,7 @@ class GRU(nnx.Module):
     input_dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
     matmul_precision: str = "float32",
+    recurrent_activation: str = "sigmoid",
     deterministic: bool = False,
     rngs: nnx.Rngs,
   ):
@@ -259,6 +261,7 @@ class GRU(nnx.Module):
     self.input_dropout = input_dropout
     self.recurrent_dropout = recurrent_dropout
     self.matmul_precision = matmul_precision
+    self.recurrent_activation = recurrent_activation
     self.deterministic = deterministic
     self.rngs = rngs.dropout.fork() if input_dropout > 0 or recurrent_dropout > 0 else nnx.data(None)
 
@@ -281,5 +284,6 @@ class GRU(nnx.Module):
       recurrent_dropout=self.recurrent_dropout,
       engine=self.engine,
       matmul_precision=self.matmul_precision,
+      recurrent_activation=self.recurrent_activation,
       next_key=None if deterministic else stream,
     )

@@ -161,6 +161,7 @@ def run_gru(
   recurrent_dropout: float,
   engine: str,
   matmul_precision: str = "float32",
+  recurrent_activation: str = "sigmoid",
   next_key=None,
 ):
   """One GRU layer's call, as `run_lstm`: the engine checked against the layer's dropout, then
@@ -170,6 +171,7 @@ def run_gru(
     input_dropout=input_dropout > 0,
     recurrent_dropout=recurrent_dropout > 0,
     matmul_precision=matmul_precision,
+    recurrent_activation=recurrent_activation,
     cell="gru",
   )
   input_mask, recurrent_mask = _sequence_dropout_masks(
@@ -184,4 +186,5 @@ def run_gru(
     recurrent_dropout_mask=recurrent_mask,
     engine=engine,
     matmul_precision=matmul_precision,
+    recurrent_activation=recurrent_activation,
   )
