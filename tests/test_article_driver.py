@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from seqclf.benchmarks import article_report
-from seqclf.lstm import api
+from seqclf.rnn import api
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

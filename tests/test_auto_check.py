@@ -11,7 +11,7 @@ import types
 import jax
 import pytest
 
-from seqclf.lstm import api, auto_check, scan
+from seqclf.rnn import api, auto_check, scan
 
 HIDDEN = 7
 
@@ -91,10 +91,10 @@ def test_api_auto_on_a_gpu_runs_the_check_and_falls_back(monkeypatch, capsys):
 
 def test_the_child_is_a_module_of_its_own():
   """The check's child process imports the engine by module, not through the api (no import circle)."""
-  assert "seqclf.lstm.api" not in {
+  assert "seqclf.rnn.api" not in {
     name for name, value in vars(auto_check).items() if isinstance(value, types.ModuleType)
   } and "api" not in vars(auto_check)
-  assert sys.modules["seqclf.lstm.auto_check"] is auto_check
+  assert sys.modules["seqclf.rnn.engines.auto_check"] is auto_check
 
 
 def api_defaults(params, xs):

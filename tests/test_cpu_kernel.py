@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import api, cpu_kernel, init_params, lstm, scan
+from seqclf.rnn import api, cpu_kernel, init_params, lstm, scan
 from tests import bf16_products
 
 # (batch, steps, input, hidden): 19 = 16 + 3 rows; 40 = 24 + 16 rows, a thread's range of a whole and a
@@ -149,7 +149,7 @@ def test_bf16_products_round_like_the_reference_and_stay_near_float32(shape):
 # Run in a fresh process (one library per process registers the FFI targets): the kernel built without
 # AMX, its bf16 products on vdpbf16ps, held to the reference as above.
 _WITHOUT_AMX = """
-from seqclf.lstm import cpu_kernel
+from seqclf.rnn.engines import cpu_kernel
 cpu_kernel.CXXFLAGS = cpu_kernel.CXXFLAGS + ("-mno-amx-tile", "-mno-amx-bf16")
 assert not cpu_kernel.bf16_on_amx()
 from tests import test_cpu_kernel

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax.experimental import rnn
 
-from seqclf.lstm import api, cudnn, scan
+from seqclf.rnn import api, cudnn, scan
 
 RTOL, ATOL = 1e-5, 1e-4
 BATCH, STEPS, INPUT_SIZE = 5, 6, 4

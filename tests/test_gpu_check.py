@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from seqclf.lstm import mosaic_gpu
+from seqclf.rnn.engines import mosaic_gpu
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"

@@ -13,8 +13,17 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import api, cpu_kernel, gru, gru_cpu_kernel, gru_flax, gru_scan, init_gru_params
-from seqclf.lstm.gru_api import from_keras, from_torch
+from seqclf.rnn import (
+  api,
+  cpu_kernel,
+  from_keras,
+  from_torch,
+  gru,
+  gru_cpu_kernel,
+  gru_flax,
+  gru_scan,
+  init_gru_params,
+)
 from tests import bf16_products
 
 RTOL, ATOL = 1e-5, 1e-5

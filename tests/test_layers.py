@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM, Bidirectional, Stacked, sequences
+from seqclf.rnn import LSTM, Bidirectional, Stacked, sequences
 
 RTOL, ATOL = 1e-5, 1e-6
 LENGTHS = [5, 2, 8]

@@ -17,7 +17,7 @@ import pytest
 
 from seqclf import lowering, models, train
 from seqclf.errors import ConfigError
-from seqclf.lstm import api
+from seqclf.rnn import api
 
 # The article's shapes: a batch of 64 reviews of 500 words from a vocabulary of 5000.
 BATCH, MAXLEN, VOCAB = 64, 500, 5000

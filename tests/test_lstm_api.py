@@ -13,7 +13,7 @@ import pytest
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM, api, hoisted, init_params, lstm, scan
+from seqclf.rnn import LSTM, api, hoisted, init_params, lstm, scan
 from tests import jaxprs
 
 # f32 on CPU: engines differ from the reference only in summation order.

@@ -1,4 +1,4 @@
-"""Bad inputs to the LSTM: every engine refuses the same ones at trace time (`seqclf.lstm.validation`),
+"""Bad inputs to the LSTM: every engine refuses the same ones at trace time (`seqclf.rnn.validation`),
 the C++ kernel refuses buffers that disagree even when called directly, and NaN and infinities flow
 through every engine, forward and backward, exactly where they flow through `scan`."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM, init_params, lstm, nnx
-from seqclf.lstm.validation import InputError
+from seqclf.rnn import LSTM, init_params, lstm, nnx
+from seqclf.rnn.validation import InputError
 
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
 ENGINES = ["scan", "fused", pytest.param("cpu_kernel", marks=CPU_ONLY)]
@@ -225,7 +225,7 @@ def test_nan_flows_as_in_scan_with_masks_and_dropout(engine, where):
 @CPU_ONLY
 @pytest.mark.parametrize("where", ["input", "kernel", "recurrent_kernel", "upstream"])
 def test_cpu_kernel_bf16_products_keep_nan_where_scan_has_it(where):
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   if not cpu_kernel.has_bf16_products():
     pytest.skip("this CPU has no AVX512-BF16")
@@ -239,7 +239,7 @@ def test_cpu_kernel_bf16_products_keep_nan_where_scan_has_it(where):
 @CPU_ONLY
 def test_cpu_kernel_bf16_weight_rounding_keeps_every_nan_a_nan():
   """A NaN whose payload is all ones, or only its lowest bit, must not round to zero or infinity."""
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   if not cpu_kernel.has_bf16_products():
     pytest.skip("this CPU has no AVX512-BF16")
@@ -268,7 +268,7 @@ def _forward_buffers(batch=3, steps=4, input_size=5, hidden=6):
 
 
 def _call_forward(buffers, outputs):
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   cpu_kernel._register()
   types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in outputs]
@@ -312,7 +312,7 @@ def test_the_kernel_refuses_results_of_the_wrong_size():
 
 @CPU_ONLY
 def test_the_backward_kernel_refuses_buffers_that_disagree():
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   cpu_kernel._register()
   xs, weights, _, h0, c0, mask, x_drop, h_drop = _forward_buffers()
@@ -332,7 +332,7 @@ def test_the_backward_kernel_refuses_buffers_that_disagree():
 @pytest.mark.parametrize("engine", ["pallas", "mosaic", "cudnn"])
 def test_a_gpu_engine_on_a_cpu_is_one_line_naming_the_gpu_and_the_cpu_engines(engine, monkeypatch):
   """pallas and mosaic ran in their interpreters without a word: a tiny epoch took 667 s instead of 1 s."""
-  from seqclf.lstm import api
+  from seqclf.rnn import api
 
   monkeypatch.delenv(api.INTERPRET_ENV, raising=False)
   with pytest.raises(
@@ -354,7 +354,7 @@ def test_a_gpu_engine_on_a_cpu_is_one_line_naming_the_gpu_and_the_cpu_engines(en
 
 
 def test_the_interpreter_runs_when_asked_for(monkeypatch):
-  from seqclf.lstm import api
+  from seqclf.rnn import api
 
   monkeypatch.setenv(api.INTERPRET_ENV, "1")
   outputs, _ = lstm(_params(), _xs(), engine="pallas")
@@ -367,7 +367,7 @@ def test_the_interpreter_runs_when_asked_for(monkeypatch):
 @CPU_ONLY
 def test_an_unwritable_kernel_cache_is_one_line_naming_the_fix(tmp_path, monkeypatch):
   """It was an OSError traceback, blamed on the run directory by seqclf.main."""
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   (tmp_path / "file").write_text("")
   monkeypatch.setenv("SEQCLF_CACHE_DIR", str(tmp_path / "file" / "cache"))  # below a file: cannot exist

@@ -7,7 +7,7 @@ import pytest
 
 from seqclf import models, train
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM
+from seqclf.rnn import LSTM
 from tests import jaxprs, synthetic
 
 

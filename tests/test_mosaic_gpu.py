@@ -17,7 +17,7 @@ import pytest
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import api, hoisted, mosaic_gpu
+from seqclf.rnn import api, hoisted, mosaic_gpu
 from tests import kernel_inputs
 
 # "float32" (three bf16 products) against float32 scan: as tight as the pallas engine's float32.

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from seqclf.benchmarks import mosaic_report
-from seqclf.lstm import mosaic_cost, mosaic_gpu
+from seqclf.rnn.engines import mosaic_cost, mosaic_gpu
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ARTICLE = {"batch": 64, "steps": 500, "input_size": 32, "hidden": 100}

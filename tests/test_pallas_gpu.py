@@ -13,7 +13,7 @@ import pytest
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM, api, hoisted, pallas_gpu
+from seqclf.rnn import LSTM, api, hoisted, pallas_gpu
 from tests import kernel_inputs
 
 RTOL, ATOL = 1e-5, 1e-4

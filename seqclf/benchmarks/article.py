@@ -6,7 +6,7 @@ r"""Reproduces the tutorial's table: trains the variants on IMDB and reports s/e
       --config=article_tiny --config.batch_size=8
   python -m seqclf.benchmarks.article --variants=lstm --seeds=0,1,2 --peers=keras --peers_only   # Keras 3 alone
 
-Each row is one variant trained with one engine (an LSTM engine of seqclf.lstm, or a peer framework:
+Each row is one variant trained with one engine (an LSTM engine of seqclf.rnn, or a peer framework:
 torch, keras) over the config's seeds: the mean final test accuracy ± its sample standard deviation over
 the seeds, whether the article's figure lies within that spread, the median s/epoch over seeds and
 epochs, and the distribution over the seeds: the mean's standard error, the median, the collapse rate
@@ -60,7 +60,7 @@ _SEEDS = flags.DEFINE_string(
 _ENGINE = flags.DEFINE_list(
   "engine",
   None,
-  "Shortcut for --config.model.engine: LSTM engine(s), auto or names in seqclf.lstm.ENGINES, "
+  "Shortcut for --config.model.engine: LSTM engine(s), auto or names in seqclf.rnn.ENGINES, "
   "comma-separated to train each variant with each, side by side.",
 )
 # A shortcut given on the command line sets its field; given with its --config.* spelling it is refused.

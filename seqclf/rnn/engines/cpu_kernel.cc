@@ -21,8 +21,8 @@
 // the backward pass does not read), and the attribute `num_threads` (row ranges; they run on the
 // calling thread and XLA's intra-op thread pool).
 //
-// Built at first use by seqclf/lstm/cpu_kernel.py (g++ -O3 -march=native); tests/test_lstm_api.py compares
-// it with the plain-JAX reference, seqclf/lstm/scan.py (outputs and gradients, masks, dropout, vmap).
+// Built at first use by seqclf/rnn/engines/cpu_kernel.py (g++ -O3 -march=native); tests/test_lstm_api.py compares
+// it with the plain-JAX reference, seqclf/rnn/engines/scan.py (outputs and gradients, masks, dropout, vmap).
 
 #include <algorithm>
 #include <atomic>
@@ -924,7 +924,7 @@ using F32 = ffi::Buffer<ffi::F32>;
 using Mask = ffi::Buffer<ffi::PRED>;
 using F32Out = ffi::ResultBuffer<ffi::F32>;
 
-// The handlers get raw buffers: seqclf.lstm.api checks shapes before it calls them, but a direct
+// The handlers get raw buffers: seqclf.rnn.api checks shapes before it calls them, but a direct
 // jax.ffi.ffi_call (or a future caller) could hand over buffers that disagree, and the loops index them
 // by the sizes of xs and h0. So every buffer is held against those sizes first, and a mismatch is an
 // InvalidArgument error naming it, never a read or write out of bounds.
@@ -1155,9 +1155,9 @@ extern "C" int SeqclfLstmHasBf16() { return kHasBf16 ? 1 : 0; }
 extern "C" int SeqclfLstmBf16OnAmx() { return kHasBf16 && UseAmx() ? 1 : 0; }
 
 // ---------------------------------------------------------------------------------------------------------
-// The GRU (seqclf/lstm/gru_cpu_kernel.py): the same row ranges, masked-row compaction, register-blocked
+// The GRU (seqclf/rnn/gru_cpu_kernel.py): the same row ranges, masked-row compaction, register-blocked
 // float32 matmul over packed panels and staged non-temporal state stores as the LSTM above, around the GRU
-// cell of Keras' reset_after=True and PyTorch's nn.GRU (seqclf/lstm/gru_api.py):
+// cell of Keras' reset_after=True and PyTorch's nn.GRU (seqclf/rnn/gru_api.py):
 //   z = sigmoid(x W_z + b_z + h U_z + b'_z), r = sigmoid(x W_r + b_r + h U_r + b'_r),
 //   n = tanh(x W_n + b_n + r * (h U_n + b'_n)), h_new = z * h + (1 - z) * n.
 // A step's pre-activations are one row [z | r | xn | hn] of four blocks, each H rounded up to whole vectors
@@ -1218,7 +1218,7 @@ inline void GruCellForward(int hidden, float* __restrict zr, float* __restrict h
   }
 }
 
-// The gradients through one unmasked step of one row (seqclf/lstm/gru_fused.py): from the gates g
+// The gradients through one unmasked step of one row (seqclf/rnn/gru_fused.py): from the gates g
 // [z | r | n | hn], h_prev and the cotangents dh_out (of the step's output) and dh (of its new state), it
 // writes dz [dz_z | dz_r | dn | r dn] (the padding left alone), adds it to db, and turns dh into dh * z,
 // the part of the cotangent of h_prev that does not pass through the matmul.

@@ -1,4 +1,4 @@
-"""The ``cpu_kernel`` engine: a whole LSTM layer as multithreaded C++ kernels, called through XLA's FFI.
+"""The ``cpu_kernel`` engine: a whole LSTM or GRU layer as multithreaded C++ kernels, called through XLA's FFI.
 
 On CPU, XLA runs each `lax.scan` step of ``scan`` or ``fused`` as a handful of single-threaded kernels, so
 at the article's shapes the loop is bound by per-step overhead and by one core. ``cpu_kernel.cc`` runs the
@@ -25,6 +25,18 @@ it runs at an FMA's rate (docs/kernels.md has the figures). Masked steps cost no
 step's products run on the rows whose step is not masked. Threads: ``$SEQCLF_LSTM_THREADS``, else the
 cores this process may run on; each thread gets a contiguous block of whole matmul row blocks (8 rows with
 AVX-512, else 4).
+
+The GRU (`gru`): the same library around the GRU cell: one call runs the whole forward loop, one the whole backward loop, the batch rows
+split over threads that each run the full time loop, masked (row, step) pairs skipped at no FLOPs. A step
+is three register-blocked float32 products (x @ [W_z W_r W_n], h @ [U_z U_r], h @ U_n; r scales only the
+last, so it stays apart) and one vectorised pass of gate arithmetic; the backward call returns every
+gradient in the parameters' own layout. Results match ``scan`` to ~1e-6 (the exponential is a polynomial).
+
+``matmul_precision="bfloat16"`` (opt-in, CPUs with AVX512-BF16; AMX tiles where granted) rounds the
+operands of the step's products to bfloat16, as the LSTM's: x @ W and h @ U forward, dz @ W^T and dz @ U^T
+backward, summed in float32. The weight gradient stays a float32 product (it runs once per block of steps,
+not in the recurrence), as do the state and the gate arithmetic. Threads as for the LSTM
+(``$SEQCLF_LSTM_THREADS``, else the cores this process may run on).
 """
 
 import ctypes
@@ -45,7 +57,7 @@ import numpy as np
 
 from seqclf import dirs
 from seqclf.errors import ConfigError
-from seqclf.lstm import hoisted
+from seqclf.rnn.engines import hoisted
 
 SOURCE = pathlib.Path(__file__).with_name("cpu_kernel.cc")
 # -fno-trapping-math lets g++ vectorise the floor and float->int conversion inside the exponential;
@@ -65,7 +77,6 @@ _TARGETS = {
   "SeqclfLstmForward": "seqclf_lstm_forward",
   "SeqclfLstmInference": "seqclf_lstm_inference",
   "SeqclfLstmBackward": "seqclf_lstm_backward",
-  # The GRU's (seqclf/lstm/gru_cpu_kernel.py), in the same library.
   "SeqclfGruForward": "seqclf_gru_forward",
   "SeqclfGruInference": "seqclf_gru_inference",
   "SeqclfGruBackward": "seqclf_gru_backward",
@@ -144,7 +155,7 @@ def build_library() -> pathlib.Path:
   return library
 
 
-# The ``matmul_precision`` values this engine takes (its ``matmul_precisions`` in `seqclf.lstm.api`).
+# The ``matmul_precision`` values this engine takes (its ``matmul_precisions`` in `seqclf.rnn.engines.ENGINES`).
 MATMUL_PRECISIONS = ("float32", "bfloat16")
 
 
@@ -192,7 +203,7 @@ def unavailable_reason() -> str | None:
 
 def _call(target: str, out_shapes, *args, num_threads: int, bf16: bool):
   _register()
-  # float32 only: its ENGINES entry says so, and seqclf.lstm.api refuses other dtypes before this call.
+  # float32 only: its ENGINES entries say so, and seqclf.rnn.rnn refuses other dtypes before this call.
   out_types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in out_shapes]
   # vmap runs the kernel once per mapped element: it has no batch dimension beyond its own.
   return jax.ffi.ffi_call(target, out_types, vmap_method="sequential")(
@@ -206,7 +217,7 @@ def _stacked_weights(params):
 
 
 def make_lstm(num_threads: int | None = None, matmul_precision: str = "float32"):
-  """An LSTM with the engine signature of `seqclf.lstm.api`, its rows split into ``num_threads`` ranges
+  """An LSTM with the engine signature of `seqclf.rnn.engines.scan.lstm`, its rows split into ``num_threads`` ranges
   (default `default_num_threads()`), its recurrent products in ``matmul_precision``."""
   check_precision(matmul_precision)
   threads = num_threads or default_num_threads()
@@ -286,7 +297,83 @@ _make_cached = functools.cache(make_lstm)
 def lstm(
   params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, matmul_precision="float32"
 ):
-  """The engine-signature LSTM (see `seqclf.lstm.api.lstm`), products in ``matmul_precision``."""
+  """The engine-signature LSTM (see `seqclf.rnn.lstm`), products in ``matmul_precision``."""
   return _make_cached(None, matmul_precision)(
     params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask
+  )
+
+
+# --- GRU ---
+
+GRU_LANES = 16  # cpu_kernel.cc's kLanes: each gate block of the stored gates is H rounded up to it
+
+
+def make_gru(num_threads: int | None = None, matmul_precision: str = "float32"):
+  """A GRU with the engine signature of `seqclf.rnn.engines.scan.gru`, its rows split into ``num_threads``
+  ranges (default `seqclf.rnn.default_num_threads()`), its step products in
+  ``matmul_precision``."""
+  check_precision(matmul_precision, cell="GRU")
+  threads = num_threads or default_num_threads()
+  bf16 = matmul_precision == "bfloat16"
+
+  def arguments(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    weights = (params["kernel"], params["recurrent_kernel"], params["bias"])
+    return (xs, *weights, h0, step_mask, input_dropout_mask, recurrent_dropout_mask)
+
+  def forward(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    batch, steps, _ = xs.shape
+    hidden = h0.shape[1]
+    gate_width = 4 * -(-hidden // GRU_LANES) * GRU_LANES
+    hs, gates = _call(
+      "seqclf_gru_forward",
+      [(batch, steps, hidden), (batch, steps, gate_width)],
+      *arguments(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask),
+      num_threads=threads,
+      bf16=bf16,
+    )
+    residuals = (params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, gates)
+    return (hs, hs[:, -1] if steps else h0), residuals
+
+  def backward(residuals, cotangents):
+    params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, gates = residuals
+    d_hs, dh_last = cotangents
+    d_xs, dh0, d_kernel, d_recurrent_kernel, d_bias = _call(
+      "seqclf_gru_backward",
+      [xs.shape, h0.shape, params["kernel"].shape, params["recurrent_kernel"].shape, params["bias"].shape],
+      xs,
+      params["kernel"],
+      params["recurrent_kernel"],
+      h0,
+      step_mask,
+      input_dropout_mask,
+      recurrent_dropout_mask,
+      hs,
+      gates,
+      d_hs,
+      dh_last,
+      num_threads=threads,
+      bf16=bf16,
+    )
+    return {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}, d_xs, dh0
+
+  def inference(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask):
+    (hs,) = _call(
+      "seqclf_gru_inference",
+      [(*xs.shape[:2], h0.shape[1])],
+      *arguments(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask),
+      num_threads=threads,
+      bf16=bf16,
+    )
+    return hs, hs[:, -1] if xs.shape[1] else h0
+
+  return hoisted.custom_vjp_engine(inference, forward, backward)
+
+
+_make_gru_cached = functools.cache(make_gru)
+
+
+def gru(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask, matmul_precision="float32"):
+  """The engine-signature GRU (see `seqclf.rnn.gru`), products in ``matmul_precision``."""
+  return _make_gru_cached(None, matmul_precision)(
+    params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask
   )
