@@ -170,7 +170,7 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
   is checked: sizes are integers >= 1 (``conv_filters`` >= 0, ``num_classes`` >= 2), dropout rates in
   [0, 1), switches booleans, and the engine (each of a comma-separated list) must be known; with a
   ``platform`` (where the model will run) it is held against the dropout, ``matmul_precision`` and, with
-  ``masked``, the padding mask it will be asked for there (`seqclf.rnn.api.check_engine`). So a bad value
+  ``masked``, the padding mask it will be asked for there (`seqclf.rnn.engines.check_engine`). So a bad value
   is refused before a driver writes anything, not at the first step. A None value is a config's
   placeholder for the variant's own value (`create` fills it in), so it is checked there, not here.
   """

@@ -13,17 +13,9 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.rnn import (
-  api,
-  cpu_kernel,
-  from_keras,
-  from_torch,
-  gru,
-  gru_cpu_kernel,
-  gru_flax,
-  gru_scan,
-  init_gru_params,
-)
+from seqclf.rnn import api, engines, gru, init_gru_params
+from seqclf.rnn.cells import GRU_CELL
+from seqclf.rnn.engines import cpu_kernel, flax_rnn, scan
 from tests import bf16_products
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -202,7 +194,7 @@ def test_scan_equals_pytorch_gru_in_float64():
     packed_out, packed_h = layer(packed, torch.from_numpy(h0)[None])
     padded, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
   with jax.enable_x64(True):
-    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), from_torch(layer.state_dict()))
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), GRU_CELL.from_torch(layer.state_dict()))
     outputs, h = gru(params, jnp.asarray(xs), initial_state=jnp.asarray(h0), engine="scan")
     np.testing.assert_allclose(outputs, expected.numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(h, expected_h[0].numpy(), rtol=1e-12, atol=1e-12)
@@ -237,7 +229,7 @@ def test_scan_equals_keras_gru():
   weights = layer.get_weights()
   weights[2] = rng.normal(0, 0.3, weights[2].shape).astype(np.float32)  # non-zero biases, both rows
   layer.set_weights(weights)
-  params = from_keras(layer.get_weights())
+  params = GRU_CELL.from_keras(layer.get_weights())
   mask = np.ones((batch, steps), bool)
   mask[1, 5:] = False  # right padding
   mask[2, :3] = False  # left padding
@@ -254,7 +246,7 @@ def test_flax_baseline_equals_scan_and_refuses_masks():
     gru(params, xs, initial_state=h0, engine="flax"), gru(params, xs, initial_state=h0, engine="scan")
   )
   _assert_close(_loss_and_grads("flax", params, xs, h0), _loss_and_grads("scan", params, xs, h0))
-  assert set(gru_flax.cell_params(params)["params"]["cell"]) == {"iz", "ir", "in", "hz", "hr", "hn"}
+  assert set(flax_rnn.gru_cell_params(params)["params"]["cell"]) == {"iz", "ir", "in", "hz", "hr", "hn"}
   with pytest.raises(ConfigError, match="GRU engine 'flax' has no padding masks; use engine"):
     gru(params, xs, mask=mask, engine="flax")
 
@@ -266,7 +258,7 @@ def test_an_lstm_only_engine_is_refused_naming_the_gru_engines():
     match="unknown GRU engine 'pallas' \\(it has no GRU; it runs LSTM\\); choose one of: auto, scan, fused, cpu_kernel, flax",
   ):
     gru(params, xs, engine="pallas")
-  assert api.check_engine("auto", "gpu", cell="gru") == "fused"
+  assert engines.check_engine("auto", "gpu", cell="gru") == "fused"
 
 
 @pytest.mark.parametrize(
@@ -385,10 +377,10 @@ def test_cpu_kernel_bf16_products_round_like_the_reference_and_stay_near_float32
     for a, e in zip(jax.tree.leaves(actual[1]), jax.tree.leaves(expected[1])):
       np.testing.assert_allclose(a, e, rtol=0, atol=grads_fraction * float(np.abs(e).max()))
 
-  actual = outputs_and_grads(functools.partial(gru_cpu_kernel.gru, matmul_precision="bfloat16"))
+  actual = outputs_and_grads(functools.partial(cpu_kernel.gru, matmul_precision="bfloat16"))
   assert_within(actual, outputs_and_grads(_bf16_reference), outputs_atol=1e-4, grads_fraction=1e-3)
-  assert_within(actual, outputs_and_grads(gru_scan.gru), outputs_atol=2e-2, grads_fraction=0.1)
-  float32 = outputs_and_grads(gru_cpu_kernel.gru)
+  assert_within(actual, outputs_and_grads(scan.gru), outputs_atol=2e-2, grads_fraction=0.1)
+  float32 = outputs_and_grads(cpu_kernel.gru)
   assert not np.allclose(actual[0][0], float32[0][0], rtol=0, atol=1e-5)  # the products really are bf16
 
 
@@ -403,7 +395,7 @@ def test_cpu_kernel_bf16_through_the_public_gru_and_its_refusals(monkeypatch):
   with pytest.raises(
     ConfigError, match="GRU engine 'cpu_kernel' computes matmul_precision='bfloat16' with AVX"
   ):
-    gru_cpu_kernel.make_gru(matmul_precision="bfloat16")
+    cpu_kernel.make_gru(matmul_precision="bfloat16")
 
 
 @CPU_ONLY
@@ -417,7 +409,7 @@ def test_cpu_kernel_under_vmap_equals_scan():
 
 def _gru_call(target, out_shapes, arguments):
   return jax.block_until_ready(
-    gru_cpu_kernel._call(target, out_shapes, *arguments, num_threads=1, bf16=False)  # noqa: SLF001 -- below the api's checks
+    cpu_kernel._call(target, out_shapes, *arguments, num_threads=1, bf16=False)  # noqa: SLF001 -- below the api's checks
   )
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.rnn import LSTM, api, hoisted, init_params, lstm, scan
+from seqclf.rnn import LSTM, api, cells, engines, init_params, lstm
+from seqclf.rnn.engines import hoisted
 from tests import jaxprs
 
 # f32 on CPU: engines differ from the reference only in summation order.
@@ -242,10 +243,10 @@ def test_cpu_kernel_refuses_other_dtypes():
 
 def test_unknown_engine_and_wrong_platform_are_config_errors():
   with pytest.raises(ConfigError, match="unknown LSTM engine 'nope'"):
-    api.check_engine("nope", "cpu")
+    engines.check_engine("nope", "cpu", cell="lstm")
   with pytest.raises(ConfigError, match="needs a GPU and this process runs on cpu"):
-    api.check_engine("cudnn", "cpu")
-  assert api.check_engine("auto", "cpu") in api.AUTO["cpu"]
+    engines.check_engine("cudnn", "cpu", cell="lstm")
+  assert engines.check_engine("auto", "cpu", cell="lstm") in engines.AUTO["lstm"]["cpu"]
   with pytest.raises(ConfigError, match="not both"):
     lstm(
       init_params(jax.random.key(0), 2, 3),
@@ -276,7 +277,7 @@ def test_cudnn_takes_right_padding_as_lengths_and_refuses_a_mask():
   params, xs, _, mask, *_ = _inputs(2, 3, 4, 5)
   with pytest.raises(ConfigError, match="'cudnn' skips right padding given as lengths= only"):
     _trace_for_gpu(lambda p, x, m: lstm(p, x, mask=m, engine="cudnn"), params, xs, mask)
-  assert api.check_engine("cudnn", "gpu", masks="lengths", input_dropout=True) == "cudnn"
+  assert engines.check_engine("cudnn", "gpu", masks="lengths", input_dropout=True, cell="lstm") == "cudnn"
 
 
 def test_an_engine_asked_for_what_it_lacks_names_the_engines_that_have_it():
@@ -287,43 +288,47 @@ def test_an_engine_asked_for_what_it_lacks_names_the_engines_that_have_it():
   ):
     lstm(params, xs, engine="scan", matmul_precision="tensorfloat32")
   with pytest.raises(ConfigError, match="'flax' has no padding masks; has no input dropout; use engine"):
-    api.check_engine("flax", "cpu", masks="lengths", input_dropout=True)
+    engines.check_engine("flax", "cpu", masks="lengths", input_dropout=True, cell="lstm")
   with pytest.raises(ConfigError, match="'cpu_kernel' computes in float32, not bfloat16"):
-    api.check_engine("cpu_kernel", "cpu", dtypes=[jnp.bfloat16])
+    engines.check_engine("cpu_kernel", "cpu", dtypes=[jnp.bfloat16], cell="lstm")
   with pytest.raises(ConfigError, match="no engine on cpu can"):
-    api.check_engine("fused", "cpu", matmul_precision="float8")
+    engines.check_engine("fused", "cpu", matmul_precision="float8", cell="lstm")
 
 
 def test_auto_picks_an_engine_that_can_do_the_call():
-  assert api.check_engine("auto", "cpu", dtypes=[jnp.bfloat16]) == "fused"
-  gpu_first = next(engine for engine in api.AUTO["gpu"] if api.unavailable_reason(engine) is None)
-  assert api.check_engine("auto", "gpu", masks="mask") == gpu_first
+  assert engines.check_engine("auto", "cpu", dtypes=[jnp.bfloat16], cell="lstm") == "fused"
+  gpu_first = next(
+    engine for engine in engines.AUTO["lstm"]["gpu"] if engines.unavailable_reason(engine, "lstm") is None
+  )
+  assert engines.check_engine("auto", "gpu", masks="mask", cell="lstm") == gpu_first
   with pytest.raises(
     ConfigError, match=r"engine='auto' picks on cpu .*; no engine on cpu can \(pallas can on gpu\)"
   ):
-    api.check_engine("auto", "cpu", matmul_precision="tensorfloat32")
+    engines.check_engine("auto", "cpu", matmul_precision="tensorfloat32", cell="lstm")
 
 
 def test_every_engine_entry_declares_capabilities_the_api_knows():
-  for name, engine in api.ENGINES.items():
+  for name, engine in engines.engines_of("lstm").items():
     assert engine.masks in ("any", "lengths", "none"), name
-    assert set(engine.dtypes) <= set(api.FLOAT_DTYPES), name
+    assert set(engine.dtypes) <= set(engines.FLOAT_DTYPES), name
     assert set(engine.platforms) <= {"cpu", "gpu", "tpu"}, name
-    assert set(engine.recurrent_activations) <= set(scan.RECURRENT_ACTIVATIONS), name
+    assert set(engine.recurrent_activations) <= set(cells.RECURRENT_ACTIVATIONS), name
 
 
 HARD_SIGMOID_ENGINES = [
-  name for name, engine in api.ENGINES.items() if "hard_sigmoid" in engine.recurrent_activations
+  name
+  for name, engine in engines.engines_of("lstm").items()
+  if "hard_sigmoid" in engine.recurrent_activations
 ]
 
 
 def test_hard_sigmoid_is_keras_1s_with_its_slope_inside_and_none_outside():
   x = jnp.array([-4.0, -2.6, -1.0, 0.0, 1.5, 2.4, 2.6, 9.0])
-  np.testing.assert_allclose(scan.hard_sigmoid(x), np.clip(0.2 * np.asarray(x) + 0.5, 0, 1), rtol=1e-7)
-  slope = jax.vmap(jax.grad(scan.hard_sigmoid))(x)
+  np.testing.assert_allclose(cells.hard_sigmoid(x), np.clip(0.2 * np.asarray(x) + 0.5, 0, 1), rtol=1e-7)
+  slope = jax.vmap(jax.grad(cells.hard_sigmoid))(x)
   np.testing.assert_allclose(slope, [0, 0, 0.2, 0.2, 0.2, 0.2, 0, 0], rtol=1e-6)
   # The fast engines' backward takes the slope from the gate's output.
-  from_output = hoisted.GATE_DERIVATIVES["hard_sigmoid"](scan.hard_sigmoid(x))
+  from_output = hoisted.GATE_DERIVATIVES["hard_sigmoid"](cells.hard_sigmoid(x))
   np.testing.assert_allclose(from_output, slope, rtol=1e-6)
 
 
@@ -365,26 +370,29 @@ def test_hard_sigmoid_engine_equals_scan(engine, shape, with_mask_and_dropout):
 
 def test_hard_sigmoid_is_refused_by_engines_without_it_and_unknown_activations_are_errors():
   params, xs, *_ = _inputs(2, 3, 4, 5)
-  lacking = [name for name in api.ENGINES if name not in HARD_SIGMOID_ENGINES]
+  lacking = [name for name in engines.engines_of("lstm") if name not in HARD_SIGMOID_ENGINES]
   assert "scan" in HARD_SIGMOID_ENGINES and "fused" in HARD_SIGMOID_ENGINES and lacking
   able = " or ".join(repr(name) for name in HARD_SIGMOID_ENGINES)
   for name in lacking:
-    platform = api.ENGINES[name].platforms[0]
+    platform = engines.engines_of("lstm")[name].platforms[0]
     with pytest.raises(
       ConfigError, match=f"'{name}' has no recurrent_activation='hard_sigmoid'; use engine {able}"
     ):
-      api.check_engine(name, platform, recurrent_activation="hard_sigmoid")
+      engines.check_engine(name, platform, recurrent_activation="hard_sigmoid", cell="lstm")
   with pytest.raises(
     ConfigError, match="unknown recurrent_activation 'relu'; choose one of: sigmoid, hard_sigmoid"
   ):
     lstm(params, xs, engine="scan", recurrent_activation="relu")
   # auto picks an engine that has it; the C++ kernel comes first for sigmoid gates only.
-  assert api.check_engine("auto", "cpu", recurrent_activation="hard_sigmoid") in HARD_SIGMOID_ENGINES
+  assert (
+    engines.check_engine("auto", "cpu", recurrent_activation="hard_sigmoid", cell="lstm")
+    in HARD_SIGMOID_ENGINES
+  )
 
 
 # Engines that run here: (engine, whether it honours masks and dropout, recurrent_activation).
 FINAL_STATE_CASES = [
-  *[(engine, True, gates) for engine in ("scan", "fused") for gates in scan.RECURRENT_ACTIVATIONS],
+  *[(engine, True, gates) for engine in ("scan", "fused") for gates in cells.RECURRENT_ACTIVATIONS],
   pytest.param("cpu_kernel", True, "sigmoid", marks=CPU_ONLY),
   ("flax", False, "sigmoid"),
 ]
@@ -430,7 +438,7 @@ def test_return_sequences_false_is_the_final_h_of_the_full_run_with_its_gradient
   _assert_close(grads(False), grads(True))
 
 
-@pytest.mark.parametrize("recurrent_activation", list(scan.RECURRENT_ACTIVATIONS))
+@pytest.mark.parametrize("recurrent_activation", list(cells.RECURRENT_ACTIVATIONS))
 def test_fused_stores_no_per_step_outputs_for_the_final_state(recurrent_activation):
   """Without a gradient, fused's return_sequences=False loop has no per-step outputs: XLA would keep them
   even unread. scan, which runs in full, shows that the check finds them where they are."""
@@ -472,8 +480,8 @@ def test_return_sequences_false_on_an_empty_sequence_is_the_initial_h():
 
 
 def test_engines_with_final_state_take_return_sequences():
-  able = [name for name, engine in api.ENGINES.items() if engine.final_state]
+  able = [name for name, engine in engines.engines_of("lstm").items() if engine.final_state]
   assert "fused" in able
   for name in able:
-    module = importlib.import_module(api.ENGINES[name].module)
+    module = importlib.import_module(engines.engines_of("lstm")[name].module)
     assert "return_sequences" in inspect.signature(module.lstm).parameters, name

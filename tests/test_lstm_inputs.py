@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.rnn import LSTM, init_params, lstm, nnx
+from seqclf.rnn import LSTM, engines, init_params, lstm, nnx
 from seqclf.rnn.validation import InputError
 
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
@@ -332,16 +332,14 @@ def test_the_backward_kernel_refuses_buffers_that_disagree():
 @pytest.mark.parametrize("engine", ["pallas", "mosaic", "cudnn"])
 def test_a_gpu_engine_on_a_cpu_is_one_line_naming_the_gpu_and_the_cpu_engines(engine, monkeypatch):
   """pallas and mosaic ran in their interpreters without a word: a tiny epoch took 667 s instead of 1 s."""
-  from seqclf.rnn import api
-
-  monkeypatch.delenv(api.INTERPRET_ENV, raising=False)
+  monkeypatch.delenv(engines.INTERPRET_ENV, raising=False)
   with pytest.raises(
     ConfigError, match=re.escape(f"LSTM engine {engine!r} needs a GPU and this process runs on cpu")
   ) as error:
     lstm(_params(), _xs(), engine=engine)
   assert "scan, fused, cpu_kernel" in str(error.value)
-  assert (api.INTERPRET_ENV in str(error.value)) == (engine != "cudnn")
-  assert engine not in api._engines_that_can(
+  assert (engines.INTERPRET_ENV in str(error.value)) == (engine != "cudnn")
+  assert engine not in engines._engines_that_can(
     "cpu",
     cell="lstm",
     masks=None,
@@ -354,12 +352,11 @@ def test_a_gpu_engine_on_a_cpu_is_one_line_naming_the_gpu_and_the_cpu_engines(en
 
 
 def test_the_interpreter_runs_when_asked_for(monkeypatch):
-  from seqclf.rnn import api
 
-  monkeypatch.setenv(api.INTERPRET_ENV, "1")
+  monkeypatch.setenv(engines.INTERPRET_ENV, "1")
   outputs, _ = lstm(_params(), _xs(), engine="pallas")
   np.testing.assert_allclose(outputs, lstm(_params(), _xs(), engine="scan")[0], rtol=1e-5, atol=1e-5)
-  monkeypatch.setenv(api.INTERPRET_ENV, "0")
+  monkeypatch.setenv(engines.INTERPRET_ENV, "0")
   with pytest.raises(ConfigError, match="needs a GPU"):
     lstm(_params(), _xs(), engine="pallas")
 

@@ -8,8 +8,8 @@ import pytest
 from flax import nnx
 
 from seqclf.errors import ConfigError
-from seqclf.rnn import api, lstm
-from seqclf.rnn import layer as linen_layers
+from seqclf.rnn import engines, lstm
+from seqclf.rnn import linen as linen_layers
 from seqclf.rnn import nnx as lstm_nnx
 from tests import synthetic
 
@@ -30,7 +30,7 @@ ENGINES = [
 @pytest.fixture(autouse=True)
 def interpreted_off_a_gpu(monkeypatch):
   """Off a GPU the GPU kernel engines run in their interpreters only when asked for."""
-  monkeypatch.setenv(api.INTERPRET_ENV, "1")
+  monkeypatch.setenv(engines.INTERPRET_ENV, "1")
 
 
 @pytest.fixture(autouse=True)

@@ -60,7 +60,7 @@ _SEEDS = flags.DEFINE_string(
 _ENGINE = flags.DEFINE_list(
   "engine",
   None,
-  "Shortcut for --config.model.engine: LSTM engine(s), auto or names in seqclf.rnn.ENGINES, "
+  "Shortcut for --config.model.engine: LSTM engine(s), auto or names in seqclf.rnn.engines.ENGINES, "
   "comma-separated to train each variant with each, side by side.",
 )
 # A shortcut given on the command line sets its field; given with its --config.* spelling it is refused.

@@ -12,7 +12,7 @@ back, why. Results are cached for the process.
 A user of `auto` never gets a silently wrong LSTM, nor a hung or crashed one: at worst a slower one, and
 a line saying so.
 
-The candidates (their order is `seqclf.rnn.api.AUTO`'s) come from the caller, so this module imports
+The candidates (their order is `seqclf.rnn.engines.AUTO`'s) come from the caller, so this module imports
 nothing of the api; the child (`child`: MODULE HIDDEN PRECISION) imports the engine's module itself.
 """
 

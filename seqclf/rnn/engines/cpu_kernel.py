@@ -1,7 +1,7 @@
 """The ``cpu_kernel`` engine: a whole LSTM or GRU layer as multithreaded C++ kernels, called through XLA's FFI.
 
 On CPU, XLA runs each `lax.scan` step of ``scan`` or ``fused`` as a handful of single-threaded kernels, so
-at the article's shapes the loop is bound by per-step overhead and by one core. ``cpu_kernel.cc`` runs the
+at the article's shapes the loop is bound by per-step overhead and by one core. The C++ kernel runs the
 whole forward loop, and the whole backward loop, as one call each: a step is one register-blocked matmul of
 [x_t, h_{t-1}] against the stacked weights [W; U] plus one vectorised pass of gate arithmetic, and the
 batch rows, which never interact, are split over ``num_threads`` threads that each run the full time loop
@@ -59,7 +59,9 @@ from seqclf import dirs
 from seqclf.errors import ConfigError
 from seqclf.rnn.engines import hoisted
 
-SOURCE = pathlib.Path(__file__).with_name("cpu_kernel.cc")
+# The kernel's C++ source: one translation unit (MAIN) including the folder's other files.
+SOURCES = pathlib.Path(__file__).with_name("cpu_kernel_src")
+MAIN = SOURCES / "cpu_kernel.cc"
 # -fno-trapping-math lets g++ vectorise the floor and float->int conversion inside the exponential;
 # nothing here relies on floating-point traps, and unlike -ffast-math it keeps IEEE semantics.
 CXXFLAGS = (
@@ -122,11 +124,13 @@ def _cache_dir() -> pathlib.Path:
 
 
 def build_library() -> pathlib.Path:
-  """Compiles ``cpu_kernel.cc`` into the cache (once per source, flags, jaxlib and CPU) and returns its path."""
+  """Compiles the kernel (`MAIN` and what it includes) into the cache, once per source, flags, jaxlib and
+  CPU, and returns its path. The cache key hashes every file of `SOURCES`, so an edit to any part rebuilds."""
   compiler = _compiler()
   include = jax.ffi.include_dir()
+  sources = [f"{path.name}\0{path.read_text()}" for path in sorted(SOURCES.iterdir()) if path.is_file()]
   key = hashlib.sha256(
-    "\0".join([SOURCE.read_text(), *compiler, *CXXFLAGS, jaxlib.__version__, _cpu_signature()]).encode()
+    "\0".join([*sources, *compiler, *CXXFLAGS, jaxlib.__version__, _cpu_signature()]).encode()
   ).hexdigest()[:16]
   library = _cache_dir() / f"seqclf_lstm_{key}.so"
   if library.exists():
@@ -142,7 +146,7 @@ def build_library() -> pathlib.Path:
   # Build to a temporary name and rename, so a concurrent or interrupted build never leaves a torn file.
   with scratch_dir as scratch:
     partial = pathlib.Path(scratch) / library.name
-    command = [*compiler, *CXXFLAGS, f"-I{include}", str(SOURCE), "-o", str(partial)]
+    command = [*compiler, *CXXFLAGS, f"-I{include}", str(MAIN), "-o", str(partial)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
       lines = result.stderr.strip().splitlines()
@@ -305,7 +309,7 @@ def lstm(
 
 # --- GRU ---
 
-GRU_LANES = 16  # cpu_kernel.cc's kLanes: each gate block of the stored gates is H rounded up to it
+GRU_LANES = 16  # products.h's kLanes: each gate block of the stored gates is H rounded up to it
 
 
 def make_gru(num_threads: int | None = None, matmul_precision: str = "float32"):

@@ -40,7 +40,7 @@ class Recurrence(NamedTuple):
 
   forward: Callable
   backward: Callable
-  # Optional forward for when no gradient is taken, with the engine signature of `seqclf.rnn.api`
+  # Optional forward for when no gradient is taken, with the LSTM engine signature (`seqclf.rnn.engines`)
   # (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask) -> (outputs, (h, c)).
   # It stores nothing for a backward pass (XLA does not drop a loop's unused outputs, so `forward`
   # would pay for the residuals) and need not hoist anything.
@@ -188,7 +188,7 @@ def project(kernel, bias, xs, input_dropout_mask):
 
 
 def make_lstm(recurrence: Recurrence) -> Callable:
-  """Builds an LSTM function with the `seqclf.rnn.api` engine signature around ``recurrence``, plus
+  """Builds an LSTM function with the LSTM engine signature (`seqclf.rnn.engines`) around ``recurrence``, plus
   ``return_sequences`` (`with_return_sequences`; without a gradient, False runs ``recurrence.final_state``).
 
   The hoisted products are written as 2-D matmuls over [T * B, X] rows on purpose: XLA's CPU backend
