@@ -74,21 +74,9 @@ class Recurrent(nn.Module):
     """
     shapes, inits = self.cell.param_shapes(xs.shape[-1], self.features), self.cell.initializers()
     params = {name: self.param(name, inits[name], shape, self.param_dtype) for name, shape in shapes.items()}
+    next_key = None if deterministic else lambda: self.make_rng("dropout")
     return sequences.run_layer(
-      self.cell,
-      params,
-      xs,
-      mask=mask,
-      lengths=lengths,
-      initial_state=initial_state,
-      input_dropout=self.input_dropout,
-      recurrent_dropout=self.recurrent_dropout,
-      engine=self.engine,
-      matmul_precision=self.matmul_precision,
-      recurrent_activation=self.recurrent_activation,
-      return_sequences=self.return_sequences,
-      dtype=self.dtype,
-      next_key=None if deterministic else lambda: self.make_rng("dropout"),
+      self, params, xs, mask=mask, lengths=lengths, initial_state=initial_state, next_key=next_key
     )
 
 

@@ -105,21 +105,9 @@ class Recurrent(nnx.Module):
       "recurrent_kernel": self.recurrent_kernel[...],
       "bias": self.bias[...],
     }
+    next_key = None if deterministic else stream
     return sequences.run_layer(
-      self.cell,
-      params,
-      xs,
-      mask=mask,
-      lengths=lengths,
-      initial_state=initial_state,
-      input_dropout=self.input_dropout,
-      recurrent_dropout=self.recurrent_dropout,
-      engine=self.engine,
-      matmul_precision=self.matmul_precision,
-      recurrent_activation=self.recurrent_activation,
-      return_sequences=self.return_sequences,
-      dtype=self.dtype,
-      next_key=None if deterministic else stream,
+      self, params, xs, mask=mask, lengths=lengths, initial_state=initial_state, next_key=next_key
     )
 
 

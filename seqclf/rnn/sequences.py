@@ -13,7 +13,6 @@ import jax.numpy as jnp
 
 from seqclf.errors import ConfigError
 from seqclf.rnn import api, engines, validation
-from seqclf.rnn.cells import Cell
 
 
 def dropout_mask(key, rate: float, shape, dtype):
@@ -28,28 +27,27 @@ def check_rate(name: str, rate) -> None:
     raise ConfigError(f"{name} must be a dropout rate in [0, 1), got {rate!r}")
 
 
-def run_layer(
-  cell: Cell,
-  params,
-  xs,
-  *,
-  mask,
-  lengths,
-  initial_state,
-  input_dropout: float,
-  recurrent_dropout: float,
-  engine: str,
-  matmul_precision: str,
-  recurrent_activation: str,
-  return_sequences: bool,
-  dtype,
-  next_key=None,
-):
-  """One layer's call, shared by the Linen and NNX layers of every cell: the dropout rates and the engine
-  checked against the layer's options (so a layer an engine cannot run is refused when it is built, not
-  at the first training step), the per-sequence dropout masks of Keras' ``dropout`` and
-  ``recurrent_dropout`` drawn from ``next_key()`` (a key per mask, input mask first; none when
-  ``next_key`` is None: deterministic), then `seqclf.rnn.rnn`."""
+def run_layer(layer, params, xs, *, mask, lengths, initial_state, next_key=None):
+  """One layer's call, shared by the Linen and NNX layers of every cell.
+
+  The dropout rates and the engine are checked against the layer's options (so a layer an engine cannot
+  run is refused when it is built, not at the first training step), the per-sequence dropout masks of
+  Keras' ``dropout`` and ``recurrent_dropout`` drawn from ``next_key()`` (a key per mask, input mask
+  first; none when ``next_key`` is None: deterministic), then `seqclf.rnn.rnn` runs.
+
+  Args:
+    layer: a Linen or NNX ``Recurrent``: its ``cell``, ``engine``, ``input_dropout``,
+      ``recurrent_dropout``, ``matmul_precision``, ``recurrent_activation``, ``return_sequences`` and
+      ``dtype`` are read.
+    params: its parameters.
+    xs, mask, lengths, initial_state: as `seqclf.rnn.rnn` takes them.
+    next_key: a function returning a fresh key, or None.
+
+  Returns:
+    `seqclf.rnn.rnn`'s ``(outputs, state)``.
+  """
+  cell, engine = layer.cell, layer.engine
+  input_dropout, recurrent_dropout = layer.input_dropout, layer.recurrent_dropout
   check_rate("input_dropout", input_dropout)
   check_rate("recurrent_dropout", recurrent_dropout)
   batch, _, input_size, hidden = validation.check_inputs(params, xs, cell=cell, mask=mask, lengths=lengths)
@@ -58,8 +56,8 @@ def run_layer(
     cell=cell,
     input_dropout=input_dropout > 0,
     recurrent_dropout=recurrent_dropout > 0,
-    matmul_precision=matmul_precision,
-    recurrent_activation=recurrent_activation,
+    matmul_precision=layer.matmul_precision,
+    recurrent_activation=layer.recurrent_activation,
   )
   masks = {}
   if next_key is not None and input_dropout > 0:
@@ -74,10 +72,10 @@ def run_layer(
     mask=mask,
     lengths=lengths,
     engine=engine,
-    matmul_precision=matmul_precision,
-    recurrent_activation=recurrent_activation,
-    return_sequences=return_sequences,
-    dtype=dtype,
+    matmul_precision=layer.matmul_precision,
+    recurrent_activation=layer.recurrent_activation,
+    return_sequences=layer.return_sequences,
+    dtype=layer.dtype,
     **masks,
   )
 

@@ -254,3 +254,9 @@ ffi::Error NoBf16() {
 }
 
 }  // namespace
+
+// What every handler of both cells binds (ffi::Ffi::Bind() chains): XLA's thread pool and xs first; the
+// step mask and the dropout masks after its weights and initial state; the attributes last.
+#define SEQCLF_BIND_XS ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>() /* xs */
+#define SEQCLF_BIND_MASKS .Arg<Mask>() /* step_mask */ .Arg<F32>() /* input_dropout */ .Arg<F32>() /* recurrent_dropout */
+#define SEQCLF_BIND_ATTRIBUTES .Attr<int64_t>("num_threads").Attr<bool>("bf16")

@@ -400,18 +400,13 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_k
 }  // namespace
 
 #define SEQCLF_GRU_FORWARD_ARGS                   \
-  ffi::Ffi::Bind()                                \
-      .Ctx<ffi::ThreadPool>()                     \
-      .Arg<F32>()  /* xs */                       \
+  SEQCLF_BIND_XS                                  \
       .Arg<F32>()  /* kernel */                   \
       .Arg<F32>()  /* recurrent_kernel */         \
       .Arg<F32>()  /* bias */                     \
       .Arg<F32>()  /* h0 */                       \
-      .Arg<Mask>() /* step_mask */                \
-      .Arg<F32>()  /* input_dropout_mask */       \
-      .Arg<F32>()  /* recurrent_dropout_mask */   \
-      .Attr<int64_t>("num_threads")               \
-      .Attr<bool>("bf16")
+      SEQCLF_BIND_MASKS                           \
+      SEQCLF_BIND_ATTRIBUTES
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfGruForward, GruForward,
                               SEQCLF_GRU_FORWARD_ARGS
@@ -421,21 +416,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfGruForward, GruForward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfGruInference, GruInference, SEQCLF_GRU_FORWARD_ARGS.Ret<F32>());  // hs
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfGruBackward, GruBackward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>()   // xs
+                              SEQCLF_BIND_XS
                                   .Arg<F32>()   // kernel
                                   .Arg<F32>()   // recurrent_kernel
                                   .Arg<F32>()   // h0
-                                  .Arg<Mask>()  // step_mask
-                                  .Arg<F32>()   // input_dropout_mask
-                                  .Arg<F32>()   // recurrent_dropout_mask
+                                  SEQCLF_BIND_MASKS
                                   .Arg<F32>()   // hs
                                   .Arg<F32>()   // gates
                                   .Arg<F32>()   // dhs
                                   .Arg<F32>()   // dh_last
-                                  .Attr<int64_t>("num_threads")
-                                  .Attr<bool>("bf16")
+                                  SEQCLF_BIND_ATTRIBUTES
                                   .Ret<F32>()    // dxs
                                   .Ret<F32>()    // dh0
                                   .Ret<F32>()    // d_kernel

@@ -389,18 +389,13 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 xs, F32 weights, F32 h0, F32 c0, M
 }  // namespace
 
 #define SEQCLF_FORWARD_ARGS                                                                       \
-  ffi::Ffi::Bind()                                                                                \
-      .Ctx<ffi::ThreadPool>()                                                                     \
-      .Arg<F32>()  /* xs */                                                                       \
+  SEQCLF_BIND_XS                                                                                  \
       .Arg<F32>()  /* weights */                                                                  \
       .Arg<F32>()  /* bias */                                                                     \
       .Arg<F32>()  /* h0 */                                                                       \
       .Arg<F32>()  /* c0 */                                                                       \
-      .Arg<Mask>() /* step_mask */                                                                \
-      .Arg<F32>()  /* input_dropout_mask */                                                       \
-      .Arg<F32>()  /* recurrent_dropout_mask */                                                   \
-      .Attr<int64_t>("num_threads")                                                              \
-      .Attr<bool>("bf16")
+      SEQCLF_BIND_MASKS                                                                           \
+      SEQCLF_BIND_ATTRIBUTES
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmForward, Forward,
                               SEQCLF_FORWARD_ARGS
@@ -414,23 +409,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmInference, Inference,
                                   .Ret<F32>());  // c_last
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmBackward, Backward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>()   // xs
+                              SEQCLF_BIND_XS
                                   .Arg<F32>()   // weights
                                   .Arg<F32>()   // h0
                                   .Arg<F32>()   // c0
-                                  .Arg<Mask>()  // step_mask
-                                  .Arg<F32>()   // input_dropout_mask
-                                  .Arg<F32>()   // recurrent_dropout_mask
+                                  SEQCLF_BIND_MASKS
                                   .Arg<F32>()   // hs
                                   .Arg<F32>()   // cs
                                   .Arg<F32>()   // gates
                                   .Arg<F32>()   // dhs
                                   .Arg<F32>()   // dh_last
                                   .Arg<F32>()   // dc_last
-                                  .Attr<int64_t>("num_threads")
-                                  .Attr<bool>("bf16")
+                                  SEQCLF_BIND_ATTRIBUTES
                                   .Ret<F32>()    // dxs
                                   .Ret<F32>()    // dh0
                                   .Ret<F32>()    // dc0
