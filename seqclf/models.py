@@ -143,8 +143,10 @@ class SequenceClassifier(nn.Module):
       layers.append(
         Bidirectional(forward, lstm("lstm_backward" + suffix, last)) if self.bidirectional else forward
       )
-    # The last layer returns its final h, [B, H] (both directions' concatenated: [B, 2H]).
-    return Stacked(layers)(x, mask=mask, deterministic=not train)[0]
+    _, state = Stacked(layers)(x, mask=mask, deterministic=not train)
+    # The last layer's final h (every cell's state starts with it), both directions' concatenated.
+    final_h = lambda state: state[0] if isinstance(state, tuple) else state  # noqa: E731
+    return jnp.concatenate([final_h(s) for s in state], axis=-1) if self.bidirectional else final_h(state)
 
 
 # Fields of `SequenceClassifier` by the values they take; `check_fields` holds a model's fields to them.

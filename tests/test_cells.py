@@ -87,7 +87,7 @@ def test_masks_lengths_dropout_initial_state_and_gradients():
   outputs, h = rnn(MGU, params, xs, lengths=lengths, initial_state=h0)
   np.testing.assert_array_equal(h[2], h0[2])  # a row with no steps keeps its initial state
   _close(h[1], rnn(MGU, params, xs[1:2, :2], initial_state=h0[1:2])[1][0])
-  masks = {"input_dropout_mask": jnp.full((3, 4), 2.0), "recurrent_dropout_mask": jnp.zeros((3, 5))}
+  masks = {"input_dropout_mask": jnp.full((3, 4), 2.0), "recurrent_dropout_mask": jnp.full((3, 5), 0.5)}
   grads = jax.grad(lambda p: jnp.sum(rnn(MGU, p, xs, **masks, return_sequences=False)[0]))(params)
   assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in jax.tree.leaves(grads))
 
