@@ -16,7 +16,7 @@ a shared home directory never hands a library to a CPU it was not built for. Wit
 raises a `ConfigError` that names the fix, and ``engine="auto"`` falls back to ``fused``.
 
 float32 in and out; the exponential is a Cephes-style polynomial (relative error ~1e-7), so results match
-``scan`` to ~1e-6 rather than bit for bit (tests/test_lstm_api.py). ``matmul_precision="bfloat16"``
+``scan`` to ~1e-6 rather than bit for bit (tests/test_engines.py). ``matmul_precision="bfloat16"``
 (opt-in, on CPUs with AVX512-BF16) rounds the operands of each step's three products, [x_t, h_{t-1}] @
 [W; U] forward, dz_t @ [W; U]^T and the weight gradient [x_t, h_{t-1}]^T @ dz_t backward, to bfloat16 and
 sums them in float32; the state, the gate arithmetic and the sums over steps stay float32. The products run on AMX tiles where
@@ -112,7 +112,7 @@ def _compiler() -> list[str]:
   command = shlex.split(os.environ.get("CXX", "g++"))
   if not command or shutil.which(command[0]) is None:
     raise ConfigError(
-      f"LSTM engine 'cpu_kernel' needs a C++17 compiler to build its kernel and found none "
+      f"engine 'cpu_kernel' needs a C++17 compiler to build its kernel and found none "
       f"({os.environ.get('CXX', 'g++')!r} is not on PATH); install g++ or set $CXX, or use "
       "engine='fused'"
     )
@@ -140,7 +140,7 @@ def build_library() -> pathlib.Path:
     scratch_dir = tempfile.TemporaryDirectory(dir=library.parent)
   except OSError as error:
     raise ConfigError(
-      f"LSTM engine 'cpu_kernel' cannot build its kernel into {library.parent} ({error.strerror}); set "
+      f"engine 'cpu_kernel' cannot build its kernel into {library.parent} ({error.strerror}); set "
       "$SEQCLF_CACHE_DIR to a writable directory, or use engine='fused'"
     ) from error
   # Build to a temporary name and rename, so a concurrent or interrupted build never leaves a torn file.
@@ -152,7 +152,7 @@ def build_library() -> pathlib.Path:
       lines = result.stderr.strip().splitlines()
       last_lines = " | ".join(([line for line in lines if "error" in line] or lines)[:3])
       raise ConfigError(
-        f"LSTM engine 'cpu_kernel' could not build its kernel ({shlex.join(command)} "
+        f"engine 'cpu_kernel' could not build its kernel ({shlex.join(command)} "
         f"exited with {result.returncode}: {last_lines}); use engine='fused'"
       )
     os.replace(partial, library)
