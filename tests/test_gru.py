@@ -1,6 +1,7 @@
-"""The GRU: `scan` equals PyTorch's nn.GRU (float64) and Keras 3's GRU given the same weights, every other
-engine equals `scan` (outputs, final state, gradients; masks with holes, left padding, dropout), inputs
-are validated, and NaN propagates as in `scan`."""
+"""What is particular to the GRU: its equations, hard_sigmoid gates, Keras' initialisation, the refusals of
+LSTM-only engines and of bad inputs, the C++ kernel's bf16 products and its handlers' buffer checks. Every
+engine of both cells against `scan`, and `scan` against PyTorch and Keras, is the matrix of
+test_engines.py."""
 
 import functools
 import re
@@ -17,7 +18,6 @@ from tests import bf16_products
 
 RTOL, ATOL = 1e-5, 1e-5
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
-FAST_ENGINES = ["fused", pytest.param("cpu_kernel", marks=CPU_ONLY)]
 SHAPES = [  # (batch, steps, input, hidden)
   (3, 7, 5, 100),  # H=100 and a batch that is not a multiple of 8
   (5, 1, 4, 6),  # a single step

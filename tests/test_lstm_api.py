@@ -1,4 +1,6 @@
-"""The LSTM interface: every CPU-runnable engine equals the `scan` reference, outputs and gradients.
+"""What is particular to the LSTM: its equations, Keras' initialisation, the Linen layer in a user's model,
+the engine registry's refusals and choices, hard_sigmoid gates, the final-state path. Every engine of both
+cells against `scan` is the matrix of test_engines.py.
 
 (`pallas` in interpret mode is in test_pallas_gpu.py, `cudnn` in test_cudnn.py.)"""
 
@@ -27,7 +29,6 @@ SHAPES = [  # (batch, steps, input, hidden)
   (19, 6, 5, 20),  # cpu_kernel: two threads, 16 + 3 rows (a full register block and a remainder)
 ]
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
-FAST_ENGINES = ["fused", pytest.param("cpu_kernel", marks=CPU_ONLY)]
 
 
 def _inputs(batch, steps, input_size, hidden, seed=0):
