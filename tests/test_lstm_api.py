@@ -238,9 +238,10 @@ def test_auto_picks_an_engine_that_can_do_the_call():
 
 
 def test_every_engine_entry_declares_capabilities_the_api_knows():
-  for name, engine in engines.engines_of("lstm").items():
+  for (cell, name), engine in [*engines.ENGINES.items(), (("any", "scan"), engines.SCAN)]:
+    assert cell in ("any", *cells.CELLS), name
     assert engine.masks in ("any", "lengths", "none"), name
-    assert set(engine.dtypes) <= set(engines.FLOAT_DTYPES), name
+    assert set(engine.dtypes) <= {*engines.FLOAT_DTYPES, "float64"}, name
     assert set(engine.platforms) <= {"cpu", "gpu", "tpu"}, name
     assert set(engine.recurrent_activations) <= set(cells.RECURRENT_ACTIVATIONS), name
 
@@ -410,8 +411,9 @@ def test_return_sequences_false_on_an_empty_sequence_is_the_initial_h():
 
 
 def test_engines_with_final_state_take_return_sequences():
-  able = [name for name, engine in engines.engines_of("lstm").items() if engine.final_state]
-  assert "fused" in able
-  for name in able:
-    module = importlib.import_module(engines.engines_of("lstm")[name].module)
-    assert "return_sequences" in inspect.signature(module.lstm).parameters, name
+  assert engines.engines_of("lstm")["fused"].final_state
+  for cell in cells.CELLS:
+    for name, engine in engines.engines_of(cell).items():
+      if engine.final_state:
+        function = getattr(importlib.import_module(engine.module), cell)
+        assert "return_sequences" in inspect.signature(function).parameters, (cell, name)

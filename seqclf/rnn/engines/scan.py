@@ -80,11 +80,30 @@ def run(
   return jnp.swapaxes(hs, 0, 1), final
 
 
-def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, **options):
-  """The LSTM engine signature (`seqclf.rnn.lstm`): ``-> (outputs [B, T, H], (h, c))``; ``options`` as
+def lstm(
+  params,
+  xs,
+  h0,
+  c0,
+  step_mask,
+  input_dropout_mask,
+  recurrent_dropout_mask,
+  *,
+  recurrent_activation="sigmoid",
+  return_sequences=True,
+):
+  """The LSTM engine signature (`seqclf.rnn.lstm`): ``-> (outputs [B, T, H], (h, c))``; the keywords as
   `run`'s."""
   return run(
-    LSTM_CELL, params, xs, (h0, c0), step_mask, input_dropout_mask, recurrent_dropout_mask, **options
+    LSTM_CELL,
+    params,
+    xs,
+    (h0, c0),
+    step_mask,
+    input_dropout_mask,
+    recurrent_dropout_mask,
+    recurrent_activation=recurrent_activation,
+    return_sequences=return_sequences,
   )
 
 
@@ -105,9 +124,27 @@ def final_state(
   )[1]
 
 
-def gru(params, xs, h0, step_mask, input_dropout_mask, recurrent_dropout_mask, **options):
-  """The GRU engine signature (`seqclf.rnn.gru`): ``-> (outputs [B, T, H], h)``; ``options`` as `run`'s."""
+def gru(
+  params,
+  xs,
+  h0,
+  step_mask,
+  input_dropout_mask,
+  recurrent_dropout_mask,
+  *,
+  recurrent_activation="sigmoid",
+  return_sequences=True,
+):
+  """The GRU engine signature (`seqclf.rnn.gru`): ``-> (outputs [B, T, H], h)``; the keywords as `run`'s."""
   outputs, (h,) = run(
-    GRU_CELL, params, xs, (h0,), step_mask, input_dropout_mask, recurrent_dropout_mask, **options
+    GRU_CELL,
+    params,
+    xs,
+    (h0,),
+    step_mask,
+    input_dropout_mask,
+    recurrent_dropout_mask,
+    recurrent_activation=recurrent_activation,
+    return_sequences=return_sequences,
   )
   return outputs, h
