@@ -332,7 +332,7 @@ for shape in "${SHAPES[@]}"; do plan "sweep B=${shape% *} H=${shape#* }" 60 "swe
 for engine in "${ARTICLE_REST[@]}"; do plan "article $engine resident" 80 "article $engine resident"; done
 HOST_FED=${MOSAIC:+mosaic,}cudnn  # the article's own feeding, beside the device-resident epochs
 [[ $PLATFORM == gpu ]] && plan "article host-fed ${HOST_FED/,/ }" 120 "article $HOST_FED host"
-[[ $PLATFORM == gpu ]] && plan "tests api" 120 "tests tests/test_lstm_api.py tests/test_cudnn.py"
+[[ $PLATFORM == gpu ]] && plan "tests api" 120 "tests tests/test_engines.py tests/test_lstm_api.py tests/test_cudnn.py"
 [[ $PLATFORM == gpu ]] || skip tests "GPU only (platform $PLATFORM): the kernels' tests run interpreted in the suite"
 [[ -n $MOSAIC ]] || skip mosaic "${MOSAIC_REASON:-mosaic availability unknown}"
 [[ -z $IMDB ]] && skip article "no IMDB archive: make gpu-bundle, or set SEQCLF_IMDB"

@@ -14,8 +14,9 @@ class DataError(UsageError):
   """A dataset, archive or data file is missing, unreadable or malformed."""
 
 
-class ConfigError(UsageError):
-  """A config value or flag is out of range or unknown."""
+class ConfigError(UsageError, ValueError):
+  """A config value, flag or argument is out of range or unknown; also a ValueError, as JAX users catch
+  a library's bad arguments."""
 
 
 class DivergedError(UsageError):

@@ -5,7 +5,7 @@ Dense``, or the same with a GRU (``cell="gru"``: the ``gru*`` variants); a varia
 from ``config.model`` (embedding size, LSTM size, engine, ...), the variant adds what makes it that variant.
 
 Initialisation follows Keras so accuracies compare: embedding uniform(-0.05, 0.05), glorot-uniform kernels,
-orthogonal recurrent kernel, zero biases with forget-gate bias 1 (in `seqclf.lstm.LSTM`).
+orthogonal recurrent kernel, zero biases with forget-gate bias 1 (in `seqclf.rnn.LSTM`).
 """
 
 import dataclasses
@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import GRU, LSTM, Bidirectional, Stacked, api
-from seqclf.lstm.sequences import final_hidden
+from seqclf.rnn import GRU, LSTM, Bidirectional, Stacked, engines
+from seqclf.rnn.cells import CELLS
 
 VARIANTS = {
   # Embedding(5000, 32) -> LSTM(100) -> Dense(1, sigmoid)
@@ -69,11 +69,13 @@ class SequenceClassifier(nn.Module):
   vocab_size: int = 5000
   embed_dim: int = 32
   lstm_features: int = 100  # the recurrent layer's size, LSTM or GRU
-  cell: str = "lstm"  # the recurrent layer: "lstm" or "gru" (seqclf.lstm.GRU; its lstm_* fields apply)
+  cell: str = "lstm"  # the recurrent layer: "lstm" or "gru" (seqclf.rnn.GRU; its lstm_* fields apply)
   num_classes: int = 2
   engine: str = "auto"
-  matmul_precision: str = "float32"  # of the recurrent layer's products, see seqclf.lstm.lstm and gru
-  recurrent_activation: str = "sigmoid"  # the LSTM's gates; "hard_sigmoid" is Keras 1's (the article's)
+  matmul_precision: str = "float32"  # of the recurrent layer's products, see seqclf.rnn.lstm and gru
+  recurrent_activation: str = (
+    "sigmoid"  # the gates' (the GRU's z and r); "hard_sigmoid": Keras 1's, the article's
+  )
   freeze_embedding: bool = False  # keep (pretrained) embedding vectors as they are
   word_dropout: float = 0.0  # drops whole vocabulary rows per batch (Keras 1 Embedding dropout)
   embedding_dropout: float = 0.0  # elementwise Dropout layer after the embedding
@@ -116,26 +118,20 @@ class SequenceClassifier(nn.Module):
   def _recurrent_stack(self, x, mask, train: bool):
     """Runs the (stacked, optionally bidirectional) LSTMs or GRUs; returns the final hidden state(s) [B, H']."""
 
+    layer_type = {"lstm": LSTM, "gru": GRU}[self.cell]
+
     def lstm(name, last):
-      if self.cell == "gru":
-        return GRU(
-          self.lstm_features,
-          engine=self.engine,
-          input_dropout=self.lstm_input_dropout,
-          recurrent_dropout=self.lstm_recurrent_dropout,
-          matmul_precision=self.matmul_precision,
-          name=name.replace("lstm", "gru"),
-        )
-      return LSTM(
+      return layer_type(
         self.lstm_features,
         engine=self.engine,
         input_dropout=self.lstm_input_dropout,
         recurrent_dropout=self.lstm_recurrent_dropout,
         matmul_precision=self.matmul_precision,
         recurrent_activation=self.recurrent_activation,
-        # Only the final state is read: the last layer need not store every step's outputs.
+        # Only the final h is read: the last layer need not store every step's outputs.
         return_sequences=not last,
-        name=name,
+        # A GRU's parameters are named gru* (run directories of earlier versions load).
+        name=name.replace("lstm", self.cell),
       )
 
     layers = []
@@ -148,9 +144,9 @@ class SequenceClassifier(nn.Module):
         Bidirectional(forward, lstm("lstm_backward" + suffix, last)) if self.bidirectional else forward
       )
     _, state = Stacked(layers)(x, mask=mask, deterministic=not train)
-    if self.cell == "gru":  # a GRU's state is its h; a bidirectional one's the pair of them
-      return jnp.concatenate(state, axis=-1) if self.bidirectional else state
-    return final_hidden(state)
+    # The last layer's final h (every cell's state starts with it), both directions' concatenated.
+    final_h = lambda state: state[0] if isinstance(state, tuple) else state  # noqa: E731
+    return jnp.concatenate([final_h(s) for s in state], axis=-1) if self.bidirectional else final_h(state)
 
 
 # Fields of `SequenceClassifier` by the values they take; `check_fields` holds a model's fields to them.
@@ -176,7 +172,7 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
   is checked: sizes are integers >= 1 (``conv_filters`` >= 0, ``num_classes`` >= 2), dropout rates in
   [0, 1), switches booleans, and the engine (each of a comma-separated list) must be known; with a
   ``platform`` (where the model will run) it is held against the dropout, ``matmul_precision`` and, with
-  ``masked``, the padding mask it will be asked for there (`seqclf.lstm.api.check_engine`). So a bad value
+  ``masked``, the padding mask it will be asked for there (`seqclf.rnn.engines.check_engine`). So a bad value
   is refused before a driver writes anything, not at the first step. A None value is a config's
   placeholder for the variant's own value (`create` fills it in), so it is checked there, not here.
   """
@@ -198,36 +194,61 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
     if key in fields and not isinstance(fields[key], bool):
       raise ConfigError(f"--config.model.{key} must be True or False, got {fields[key]!r}")
   cell = fields.get("cell", "lstm")
-  if cell not in api.CELLS:
-    raise ConfigError(f"--config.model.cell must be one of {', '.join(api.CELLS)}, got {cell!r}")
-  cell_engines = api.CELLS[cell][0]
+  if cell not in CELLS:
+    raise ConfigError(f"--config.model.cell must be one of {', '.join(CELLS)}, got {cell!r}")
+  cell_engines = engines.engines_of(cell)
   precisions = sorted({"float32", *(p for e in cell_engines.values() for p in e.matmul_precisions)})
   if fields.get("matmul_precision", "float32") not in precisions:
     raise ConfigError(
       f"--config.model.matmul_precision must be one of {', '.join(precisions)} (as the {cell} engines "
       f"offer), got {fields['matmul_precision']!r}"
     )
-  engines = fields.get("engine", "auto")
-  if not isinstance(engines, str) or not engines.strip():
-    raise ConfigError(f"--config.model.engine must be an engine name, got {engines!r}")
-  for engine in engines.split(","):
+  engine_spec = fields.get("engine", "auto")
+  if not isinstance(engine_spec, str) or not engine_spec.strip():
+    raise ConfigError(f"--config.model.engine must be an engine name, got {engine_spec!r}")
+  for engine in engine_spec.split(","):
     if platform is None:  # a model may be built here and lowered for another platform
       if engine.strip() not in ("auto", *cell_engines):
         # check_engine names the engines that have this cell, and the cell an LSTM-only engine runs.
-        api.check_engine(engine.strip(), "cpu", cell=cell)
+        engines.check_engine(engine.strip(), "cpu", cell=cell)
       continue
-    name = api.check_engine(
+    name = engines.check_engine(
       engine.strip(),
       platform,
       masks="mask" if masked else None,
       input_dropout=fields.get("lstm_input_dropout", 0.0) > 0,
       recurrent_dropout=fields.get("lstm_recurrent_dropout", 0.0) > 0,
       matmul_precision=fields.get("matmul_precision", "float32"),
+      recurrent_activation=fields.get("recurrent_activation", "sigmoid"),
       cell=cell,
     )
-    reason = api.unavailable_reason(name, cell)  # say, cpu_kernel without a compiler or a writable cache
+    reason = engines.unavailable_reason(name, cell)  # say, cpu_kernel without a compiler or a writable cache
     if reason:
       raise ConfigError(reason)
+
+
+def resolve_engines(spec: str, variants, recurrent_activation: str = "sigmoid") -> dict[str, list[str]]:
+  """The engines that train each variant: the comma-separated names of ``spec``, "auto" resolved for the
+  variant's own cell (an LSTM and a GRU may get different engines on one platform), without repeats.
+
+  Args:
+    spec: ``--config.model.engine``, say "auto" or "cpu_kernel,flax".
+    variants: names in `models.VARIANTS`.
+    recurrent_activation: the model's gate activation, which the resolved engine must implement.
+
+  Returns:
+    ``{variant: [engine, ...]}``, each name as the table labels its runs.
+  """
+  by_cell = {}
+  for variant in variants:
+    cell = VARIANTS[variant].get("cell", "lstm")
+    if cell not in by_cell:
+      names = (name.strip() for name in spec.split(","))
+      resolved = (
+        engines.check_engine(name, cell=cell, recurrent_activation=recurrent_activation) for name in names
+      )
+      by_cell[cell] = list(dict.fromkeys(resolved))
+  return {variant: by_cell[VARIANTS[variant].get("cell", "lstm")] for variant in variants}
 
 
 def create(variant: str, **model_fields) -> SequenceClassifier:

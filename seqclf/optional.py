@@ -2,7 +2,7 @@
 
 seqclf's core (the LSTM, the models, training on a local archive or CSV) needs jax, flax, optax, orbax,
 absl and ml-collections only. TensorFlow Datasets, tensorboardX and matplotlib are extras, so a user who
-wants `seqclf.lstm` in another project, or a machine without them, never pays for (or fails on) their
+wants `seqclf.rnn` in another project, or a machine without them, never pays for (or fails on) their
 import:
 
   tfds = optional.require("tensorflow_datasets", "tfds")

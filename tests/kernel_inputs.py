@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqclf.lstm import api
+from seqclf.rnn import api
 
 
 def step_mask(kind, batch, steps, rng):
@@ -24,7 +24,7 @@ def step_mask(kind, batch, steps, rng):
 
 def random_inputs(batch, steps, input_size, hidden, mask_kind=None, dropout=False, seed=0):
   """A dict of ``params, xs, h0, c0, mask``, the dropout masks (None without ``dropout``) and
-  ``loss_weights`` (for outputs, h and c): the keywords of `seqclf.lstm.api.lstm` and what a test's loss
+  ``loss_weights`` (for outputs, h and c): the keywords of `seqclf.rnn.lstm` and what a test's loss
   mixes."""
   rng = np.random.default_rng(seed)
   params = api.init_params(jax.random.key(seed), input_size, hidden)

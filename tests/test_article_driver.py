@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from seqclf.benchmarks import article_report
-from seqclf.lstm import api
+from seqclf.rnn import engines
 from tests import drivers
 
 
@@ -282,7 +282,7 @@ def test_the_article_s_gates_train_with_an_engine_that_has_them(tiny_args, tmp_p
   results = json.loads((workdir / "results.json").read_text())
   assert results["meta"]["config"]["model"]["recurrent_activation"] == "hard_sigmoid"
   (run,) = results["runs"]
-  assert api.ENGINES[run["engine"]].recurrent_activations  # fused on CPU
+  assert engines.engines_of("lstm")[run["engine"]].recurrent_activations  # fused on CPU
   refused = run_article(*tiny_args, *args, "--engine=cpu_kernel", f"--workdir={tmp_path / 'refused'}")
   assert refused.returncode == 2
   assert (

@@ -11,7 +11,9 @@ import types
 import jax
 import pytest
 
-from seqclf.lstm import api, auto_check, scan
+from seqclf.rnn import api, engines
+from seqclf.rnn.cells import LSTM_CELL
+from seqclf.rnn.engines import auto_check, scan
 
 HIDDEN = 7
 
@@ -21,8 +23,10 @@ def _candidate(kind):
 
 
 def _register(monkeypatch, name, kind):
-  """Makes engine ``name`` of `api.ENGINES` the fake engine ``kind``."""
-  monkeypatch.setitem(api.ENGINES, name, api.Engine(f"tests.fake_engines.{kind}", ("cpu", "gpu"), kind))
+  """Makes the LSTM's engine ``name`` of `engines.ENGINES` the fake engine ``kind``."""
+  monkeypatch.setitem(
+    engines.ENGINES, ("lstm", name), engines.Engine(f"tests.fake_engines.{kind}", ("cpu", "gpu"), kind)
+  )
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +75,7 @@ def test_all_failing_ends_at_fused_saying_it_computes_float32(capsys):
 
 
 def test_off_a_gpu_nothing_is_checked(capsys):
-  assert api._checked_on_gpu("cpu_kernel", HIDDEN, "float32") == "cpu_kernel"
+  assert engines.checked_on_gpu("cpu_kernel", LSTM_CELL, HIDDEN, "float32") == "cpu_kernel"
   assert capsys.readouterr().err == ""
 
 
@@ -91,10 +95,10 @@ def test_api_auto_on_a_gpu_runs_the_check_and_falls_back(monkeypatch, capsys):
 
 def test_the_child_is_a_module_of_its_own():
   """The check's child process imports the engine by module, not through the api (no import circle)."""
-  assert "seqclf.lstm.api" not in {
+  assert "seqclf.rnn.api" not in {
     name for name, value in vars(auto_check).items() if isinstance(value, types.ModuleType)
   } and "api" not in vars(auto_check)
-  assert sys.modules["seqclf.lstm.auto_check"] is auto_check
+  assert sys.modules["seqclf.rnn.engines.auto_check"] is auto_check
 
 
 def api_defaults(params, xs):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import api, cpu_kernel, init_params, lstm, scan
+from seqclf.rnn import engines, init_params, lstm
+from seqclf.rnn.engines import cpu_kernel, scan
 from tests import bf16_products
 
 # (batch, steps, input, hidden): 19 = 16 + 3 rows; 40 = 24 + 16 rows, a thread's range of a whole and a
@@ -43,6 +44,29 @@ def test_the_library_is_built_once_and_then_taken_from_the_cache(tmp_path, monke
   assert [p.name for p in library.parent.iterdir()] == [library.name]  # no temporary left behind
 
 
+def test_an_edit_to_any_source_file_rebuilds(tmp_path, monkeypatch):
+  """The cache key covers every file of the kernel's source folder, not only the one compiled."""
+  sources = tmp_path / "src"
+  sources.mkdir()
+  for path in cpu_kernel.SOURCES.iterdir():
+    (sources / path.name).write_text(path.read_text())
+  monkeypatch.setattr(cpu_kernel, "SOURCES", sources)
+  monkeypatch.setattr(cpu_kernel, "MAIN", sources / cpu_kernel.MAIN.name)
+  monkeypatch.setenv("SEQCLF_CACHE_DIR", str(tmp_path / "cache"))
+  monkeypatch.setattr(cpu_kernel, "_compiler", lambda: ["true"])  # the key is what is tested, not g++
+  monkeypatch.setattr(cpu_kernel.os, "replace", lambda partial, library: pathlib.Path(library).touch())
+  first = cpu_kernel.build_library()
+  assert sorted(p.name for p in sources.iterdir()) == [
+    "common.h",
+    "cpu_kernel.cc",
+    "gru.h",
+    "lstm.h",
+    "products.h",
+  ]
+  (sources / "gru.h").write_text((sources / "gru.h").read_text() + "\n")
+  assert cpu_kernel.build_library() != first
+
+
 def test_no_compiler_is_a_config_error_naming_the_fix(tmp_path, monkeypatch):
   monkeypatch.setenv("SEQCLF_CACHE_DIR", str(tmp_path))
   monkeypatch.setenv("CXX", "no-such-compiler-here")
@@ -60,8 +84,10 @@ def test_a_failing_compiler_is_a_config_error_and_leaves_no_file(tmp_path, monke
 
 def test_auto_falls_back_to_fused_where_the_kernel_cannot_be_built(monkeypatch):
   monkeypatch.setattr(cpu_kernel, "unavailable_reason", lambda: "no compiler")
-  assert api.check_engine("auto", "cpu") == "fused"
-  assert api.check_engine("cpu_kernel", "cpu") == "cpu_kernel"  # asked by name: its own error at build
+  assert engines.check_engine("auto", "cpu", cell="lstm") == "fused"
+  assert (
+    engines.check_engine("cpu_kernel", "cpu", cell="lstm") == "cpu_kernel"
+  )  # asked by name: its own error at build
 
 
 def test_thread_count_follows_the_environment(monkeypatch):
@@ -149,7 +175,7 @@ def test_bf16_products_round_like_the_reference_and_stay_near_float32(shape):
 # Run in a fresh process (one library per process registers the FFI targets): the kernel built without
 # AMX, its bf16 products on vdpbf16ps, held to the reference as above.
 _WITHOUT_AMX = """
-from seqclf.lstm import cpu_kernel
+from seqclf.rnn.engines import cpu_kernel
 cpu_kernel.CXXFLAGS = cpu_kernel.CXXFLAGS + ("-mno-amx-tile", "-mno-amx-bf16")
 assert not cpu_kernel.bf16_on_amx()
 from tests import test_cpu_kernel

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from jax.experimental import rnn
 
-from seqclf.lstm import api, cudnn, scan
+from seqclf.rnn import api
+from seqclf.rnn.engines import cudnn, scan
 
 RTOL, ATOL = 1e-5, 1e-4
 BATCH, STEPS, INPUT_SIZE = 5, 6, 4
@@ -128,8 +129,8 @@ def test_wrapper_matches_scan_with_lstm_ref_for_cudnn(monkeypatch):
 def test_matches_scan_on_gpu(hidden):
   inputs = _inputs(hidden, seed=2)
   _assert_trees_close(
-    _value_and_grads(api.engine_function("cudnn"), inputs),
-    _value_and_grads(api.engine_function("scan"), inputs),
+    _value_and_grads(cudnn.lstm, inputs),
+    _value_and_grads(scan.lstm, inputs),
   )
 
 

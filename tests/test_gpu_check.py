@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from seqclf.lstm import mosaic_gpu
+from seqclf.rnn.engines import mosaic_gpu
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"

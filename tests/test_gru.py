@@ -1,10 +1,10 @@
-"""The GRU: `scan` equals PyTorch's nn.GRU (float64) and Keras 3's GRU given the same weights, every other
-engine equals `scan` (outputs, final state, gradients; masks with holes, left padding, dropout), inputs
-are validated, and NaN propagates as in `scan`."""
+"""What is particular to the GRU: its equations, hard_sigmoid gates, Keras' initialisation, the refusals of
+LSTM-only engines and of bad inputs, the C++ kernel's bf16 products and its handlers' buffer checks. Every
+engine of both cells against `scan`, and `scan` against PyTorch and Keras, is the matrix of
+test_engines.py."""
 
 import functools
-import importlib.util
-import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import api, cpu_kernel, gru, gru_cpu_kernel, gru_flax, gru_scan, init_gru_params
-from seqclf.lstm.gru_api import from_keras, from_torch
+from seqclf.rnn import engines, gru, init_gru_params
+from seqclf.rnn.engines import cpu_kernel, scan
 from tests import bf16_products
 
 RTOL, ATOL = 1e-5, 1e-5
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
-FAST_ENGINES = ["fused", pytest.param("cpu_kernel", marks=CPU_ONLY)]
 SHAPES = [  # (batch, steps, input, hidden)
   (3, 7, 5, 100),  # H=100 and a batch that is not a multiple of 8
   (5, 1, 4, 6),  # a single step
@@ -57,42 +56,6 @@ def _assert_close(actual, expected):
     np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("engine", FAST_ENGINES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize(
-  "mask_kind, with_dropout", [(None, False), ("holes", True), ("left", True), ("left", False)]
-)
-def test_engine_equals_scan(engine, shape, mask_kind, with_dropout):
-  params, xs, h0, mask, input_mask, recurrent_mask = _inputs(*shape, mask_kind=mask_kind or "holes")
-  kwargs = {"mask": mask} if mask_kind else {}
-  if with_dropout:
-    kwargs |= {"input_dropout_mask": input_mask, "recurrent_dropout_mask": recurrent_mask}
-  expected = gru(params, xs, initial_state=h0, engine="scan", **kwargs)
-  _assert_close(gru(params, xs, initial_state=h0, engine=engine, **kwargs), expected)
-  _assert_close(
-    jax.jit(lambda p, x, h: gru(p, x, initial_state=h, engine=engine, **kwargs))(params, xs, h0), expected
-  )
-  _assert_close(
-    _loss_and_grads(engine, params, xs, h0, **kwargs), _loss_and_grads("scan", params, xs, h0, **kwargs)
-  )
-
-
-@pytest.mark.parametrize("engine", ["scan", *FAST_ENGINES])
-def test_masked_steps_carry_the_state_and_repeat_the_output(engine):
-  params, xs, h0, _, _, _ = _inputs(4, 6, 3, 5)
-  mask = jnp.array([[1, 1, 0, 1, 0, 0]] * 4, bool)
-  outputs, h = gru(params, xs, initial_state=h0, mask=mask, engine=engine)
-  alone, h_alone = gru(params, xs[:, jnp.array([0, 1, 3])], initial_state=h0, engine="scan")
-  _assert_close((outputs[:, jnp.array([0, 1, 3])], h), (alone, h_alone))
-  _assert_close((outputs[:, 2], outputs[:, 4], outputs[:, 5]), (outputs[:, 1], outputs[:, 3], outputs[:, 3]))
-  # lengths= is the same as its right-padding mask
-  lengths = jnp.array([6, 3, 0, 1])
-  _assert_close(
-    gru(params, xs, initial_state=h0, lengths=lengths, engine=engine),
-    gru(params, xs, initial_state=h0, mask=api.lengths_to_mask(lengths, 6), engine="scan"),
-  )
-
-
 def test_reference_matches_the_equations_by_hand():
   params, xs, h0, _, _, _ = _inputs(2, 1, 3, 4)
   w, u, (b, b_rec) = (np.asarray(params[k], np.float64) for k in ("kernel", "recurrent_kernel", "bias"))
@@ -105,6 +68,63 @@ def test_reference_matches_the_equations_by_hand():
   outputs, h_last = gru(params, xs, initial_state=h0, engine="scan")
   np.testing.assert_allclose(h_last, expected, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(outputs[:, 0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_hard_sigmoid_gates_are_what_scan_computes_by_hand():
+  params, xs, h0, _, _, _ = _inputs(2, 1, 3, 4)
+  w, u, (b, b_rec) = (np.asarray(params[k], np.float64) for k in ("kernel", "recurrent_kernel", "bias"))
+  x, h = np.asarray(xs[:, 0], np.float64), np.asarray(h0, np.float64)
+  hard = lambda a: np.clip(0.2 * a + 0.5, 0.0, 1.0)  # noqa: E731
+  xw, hu = np.split(x @ w + b, 3, axis=-1), np.split(h @ u + b_rec, 3, axis=-1)
+  z, r = hard(xw[0] + hu[0]), hard(xw[1] + hu[1])
+  expected = z * h + (1 - z) * np.tanh(xw[2] + r * hu[2])
+  _, h_last = gru(params, xs, initial_state=h0, engine="scan", recurrent_activation="hard_sigmoid")
+  np.testing.assert_allclose(h_last, expected, rtol=1e-5, atol=1e-6)
+  _, h_sigmoid = gru(params, xs, initial_state=h0, engine="scan")
+  assert np.abs(np.asarray(h_sigmoid) - expected).max() > 1e-3  # the activation is not ignored
+
+
+def test_hard_sigmoid_fused_equals_scan_with_its_gradients():
+  params, xs, h0, mask, input_mask, recurrent_mask = _inputs(3, 6, 4, 5)
+  params["kernel"] = 3 * params["kernel"]  # pre-activations past +-2.5, where the gate is clipped
+  kwargs = dict(
+    mask=mask,
+    input_dropout_mask=input_mask,
+    recurrent_dropout_mask=recurrent_mask,
+    recurrent_activation="hard_sigmoid",
+  )
+  _assert_close(
+    _loss_and_grads("fused", params, xs, h0, **kwargs), _loss_and_grads("scan", params, xs, h0, **kwargs)
+  )
+
+
+@pytest.mark.parametrize("engine", [pytest.param("cpu_kernel", marks=CPU_ONLY), "flax"])
+def test_hard_sigmoid_is_refused_by_the_gru_engines_without_it(engine):
+  params, xs, _, _, _, _ = _inputs(2, 3, 4, 5)
+  with pytest.raises(
+    ConfigError,
+    match=f"GRU engine '{engine}' has no recurrent_activation='hard_sigmoid'; use engine 'scan' or 'fused'",
+  ):
+    gru(params, xs, engine=engine, recurrent_activation="hard_sigmoid")
+
+
+def test_a_gru_model_with_hard_sigmoid_gates_uses_them_or_is_refused():
+  """The article_faithful config with --variants=gru trained plain sigmoid gates without a word."""
+  from seqclf import models
+
+  tokens = jnp.ones((2, 5), jnp.int32)
+  sigmoid, hard = (
+    models.create("gru", vocab_size=10, lstm_features=4, engine="scan", recurrent_activation=gates)
+    for gates in ("sigmoid", "hard_sigmoid")
+  )
+  variables = sigmoid.init(jax.random.key(0), tokens)
+  # Embeddings of +-2 rather than Keras' +-0.05: pre-activations where the two gate functions part.
+  variables["params"]["embedding"] = 40 * variables["params"]["embedding"]
+  assert np.abs(np.asarray(sigmoid.apply(variables, tokens) - hard.apply(variables, tokens))).max() > 1e-4
+  with pytest.raises(ConfigError, match="has no recurrent_activation='hard_sigmoid'"):
+    models.check_fields(
+      {"cell": "gru", "engine": "cpu_kernel", "recurrent_activation": "hard_sigmoid"}, platform="cpu"
+    )
 
 
 def test_keras_initialisation():
@@ -121,77 +141,6 @@ def test_keras_initialisation():
   assert np.abs(params["kernel"]).max() <= limit
 
 
-def test_scan_equals_pytorch_gru_in_float64():
-  torch = pytest.importorskip("torch")
-  batch, steps, input_size, hidden = 3, 9, 4, 6
-  torch.manual_seed(0)
-  layer = torch.nn.GRU(input_size, hidden, batch_first=True).double()
-  rng = np.random.default_rng(0)
-  xs, h0 = rng.normal(size=(batch, steps, input_size)), rng.normal(size=(batch, hidden))
-  lengths = np.array([9, 5, 1])
-  with torch.no_grad():
-    expected, expected_h = layer(torch.from_numpy(xs), torch.from_numpy(h0)[None])
-    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(xs), lengths, batch_first=True)
-    packed_out, packed_h = layer(packed, torch.from_numpy(h0)[None])
-    padded, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
-  with jax.enable_x64(True):
-    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), from_torch(layer.state_dict()))
-    outputs, h = gru(params, jnp.asarray(xs), initial_state=jnp.asarray(h0), engine="scan")
-    np.testing.assert_allclose(outputs, expected.numpy(), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(h, expected_h[0].numpy(), rtol=1e-12, atol=1e-12)
-    # Packed sequences: the same final state; PyTorch's outputs are zeros where ours repeat h.
-    outputs, h = gru(
-      params, jnp.asarray(xs), initial_state=jnp.asarray(h0), lengths=jnp.asarray(lengths), engine="scan"
-    )
-    np.testing.assert_allclose(h, packed_h[0].numpy(), rtol=1e-12, atol=1e-12)
-    mask = np.arange(steps)[None, :, None] < lengths[:, None, None]
-    np.testing.assert_allclose(np.asarray(outputs) * mask, padded.numpy(), rtol=1e-12, atol=1e-12)
-
-
-def _keras():
-  if importlib.util.find_spec("keras") is None:
-    pytest.skip("keras is not installed (extra peers)")
-  os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras reads it once, at its first import
-  import keras  # noqa: PLC0415
-
-  if keras.backend.backend() != "jax":
-    pytest.skip(f"keras was imported with the {keras.backend.backend()!r} backend")
-  return keras
-
-
-def test_scan_equals_keras_gru():
-  keras = _keras()
-  batch, steps, input_size, hidden = 3, 8, 4, 5
-  layer = keras.layers.GRU(hidden, return_sequences=True, return_state=True)
-  rng = np.random.default_rng(1)
-  xs = rng.normal(size=(batch, steps, input_size)).astype(np.float32)
-  h0 = rng.normal(size=(batch, hidden)).astype(np.float32)
-  layer.build((batch, steps, input_size))
-  weights = layer.get_weights()
-  weights[2] = rng.normal(0, 0.3, weights[2].shape).astype(np.float32)  # non-zero biases, both rows
-  layer.set_weights(weights)
-  params = from_keras(layer.get_weights())
-  mask = np.ones((batch, steps), bool)
-  mask[1, 5:] = False  # right padding
-  mask[2, :3] = False  # left padding
-  for kwargs in ({}, {"mask": mask}):
-    expected, expected_h = layer(xs, initial_state=[h0], **kwargs)
-    outputs, h = gru(params, jnp.asarray(xs), initial_state=jnp.asarray(h0), engine="scan", **kwargs)
-    np.testing.assert_allclose(h, np.asarray(expected_h), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(outputs, np.asarray(expected), rtol=1e-5, atol=1e-5)
-
-
-def test_flax_baseline_equals_scan_and_refuses_masks():
-  params, xs, h0, mask, _, _ = _inputs(3, 5, 4, 6)
-  _assert_close(
-    gru(params, xs, initial_state=h0, engine="flax"), gru(params, xs, initial_state=h0, engine="scan")
-  )
-  _assert_close(_loss_and_grads("flax", params, xs, h0), _loss_and_grads("scan", params, xs, h0))
-  assert set(gru_flax.cell_params(params)["params"]["cell"]) == {"iz", "ir", "in", "hz", "hr", "hn"}
-  with pytest.raises(ConfigError, match="GRU engine 'flax' has no padding masks; use engine"):
-    gru(params, xs, mask=mask, engine="flax")
-
-
 def test_an_lstm_only_engine_is_refused_naming_the_gru_engines():
   params, xs, _, _, _, _ = _inputs(2, 3, 4, 5)
   with pytest.raises(
@@ -199,7 +148,7 @@ def test_an_lstm_only_engine_is_refused_naming_the_gru_engines():
     match="unknown GRU engine 'pallas' \\(it has no GRU; it runs LSTM\\); choose one of: auto, scan, fused, cpu_kernel, flax",
   ):
     gru(params, xs, engine="pallas")
-  assert api.check_engine("auto", "gpu", cell="gru") == "fused"
+  assert engines.check_engine("auto", "gpu", cell="gru") == "fused"
 
 
 @pytest.mark.parametrize(
@@ -240,30 +189,6 @@ def test_bad_inputs_are_one_config_error(change, message):
   call = change({"params": params, "xs": xs})
   with pytest.raises(ConfigError, match=message):
     gru(call.pop("params"), call.pop("xs"), **call)
-
-
-@pytest.mark.parametrize("engine", ["fused", pytest.param("cpu_kernel", marks=CPU_ONLY), "flax"])
-def test_nan_and_inf_propagate_as_in_scan(engine):
-  params, xs, h0, _, _, _ = _inputs(3, 4, 3, 5)
-  xs = xs.at[0, 1, 0].set(jnp.nan).at[1, 2, 1].set(jnp.inf).at[2, 0, 2].set(-jnp.inf)
-  expected = gru(params, xs, initial_state=h0, engine="scan")
-  actual = gru(params, xs, initial_state=h0, engine=engine)
-  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-    np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
-    finite = np.isfinite(e)
-    np.testing.assert_allclose(np.asarray(a)[finite], np.asarray(e)[finite], rtol=RTOL, atol=ATOL)
-  assert np.isnan(expected[0][0, 1:]).all()  # a NaN input poisons its row from that step on
-
-
-@CPU_ONLY
-@pytest.mark.parametrize("batch, steps", [(0, 3), (2, 0)])
-def test_cpu_kernel_handles_an_empty_batch_or_no_steps(batch, steps):
-  params, _, _, _, _, _ = _inputs(2, 3, 4, 5)
-  xs, h0 = jnp.ones((batch, steps, 4)), jnp.ones((batch, 5))
-  _assert_close(
-    gru(params, xs, initial_state=h0, engine="cpu_kernel"), gru(params, xs, initial_state=h0, engine="scan")
-  )
-  _assert_close(_loss_and_grads("cpu_kernel", params, xs, h0), _loss_and_grads("scan", params, xs, h0))
 
 
 def test_cpu_kernel_refuses_other_dtypes():
@@ -318,10 +243,10 @@ def test_cpu_kernel_bf16_products_round_like_the_reference_and_stay_near_float32
     for a, e in zip(jax.tree.leaves(actual[1]), jax.tree.leaves(expected[1])):
       np.testing.assert_allclose(a, e, rtol=0, atol=grads_fraction * float(np.abs(e).max()))
 
-  actual = outputs_and_grads(functools.partial(gru_cpu_kernel.gru, matmul_precision="bfloat16"))
+  actual = outputs_and_grads(functools.partial(cpu_kernel.gru, matmul_precision="bfloat16"))
   assert_within(actual, outputs_and_grads(_bf16_reference), outputs_atol=1e-4, grads_fraction=1e-3)
-  assert_within(actual, outputs_and_grads(gru_scan.gru), outputs_atol=2e-2, grads_fraction=0.1)
-  float32 = outputs_and_grads(gru_cpu_kernel.gru)
+  assert_within(actual, outputs_and_grads(scan.gru), outputs_atol=2e-2, grads_fraction=0.1)
+  float32 = outputs_and_grads(cpu_kernel.gru)
   assert not np.allclose(actual[0][0], float32[0][0], rtol=0, atol=1e-5)  # the products really are bf16
 
 
@@ -336,23 +261,100 @@ def test_cpu_kernel_bf16_through_the_public_gru_and_its_refusals(monkeypatch):
   with pytest.raises(
     ConfigError, match="GRU engine 'cpu_kernel' computes matmul_precision='bfloat16' with AVX"
   ):
-    gru_cpu_kernel.make_gru(matmul_precision="bfloat16")
+    cpu_kernel.make_gru(matmul_precision="bfloat16")
 
 
-@CPU_ONLY
-def test_cpu_kernel_under_vmap_equals_scan():
-  params, xs, h0, mask, _, _ = _inputs(3, 5, 4, 6)
-  run = jax.vmap(lambda x, h, m: gru(params, x, initial_state=h, mask=m, engine="cpu_kernel"))
-  expected = jax.vmap(lambda x, h, m: gru(params, x, initial_state=h, mask=m, engine="scan"))
-  args = (xs[None].repeat(2, 0), h0[None].repeat(2, 0), mask[None].repeat(2, 0))
-  _assert_close(run(*args), expected(*args))
+def _gru_call(target, out_shapes, arguments):
+  return jax.block_until_ready(
+    cpu_kernel._call(target, out_shapes, *arguments, num_threads=1, bf16=False)  # noqa: SLF001 -- below the api's checks
+  )
 
 
-@CPU_ONLY
-def test_cpu_kernel_refuses_buffers_that_do_not_fit_instead_of_reading_past_them():
+def _gru_forward_arguments():
   params, xs, h0, mask, input_mask, recurrent_mask = _inputs(3, 5, 4, 6)
-  args = (xs, params["kernel"], params["recurrent_kernel"], params["bias"], h0, mask, input_mask)
-  with pytest.raises(Exception, match="gru: argument shapes do not fit"):
-    gru_cpu_kernel._call(  # noqa: SLF001 -- the FFI call itself, below the api's checks
-      "seqclf_gru_inference", [(3, 5, 6)], *args, recurrent_mask[:, :5], num_threads=1, bf16=False
-    )
+  weights = (params["kernel"], params["recurrent_kernel"], params["bias"])
+  return [xs, *weights, h0, mask, input_mask, recurrent_mask]
+
+
+GRU_FORWARD_MISMATCHES = {
+  # argument index (or "result N") -> a buffer that disagrees with xs [3, 5, 4] and h0 [3, 6], the words
+  "narrower kernel": (1, jnp.zeros((3, 18)), "seqclf_gru_forward: kernel is [3, 18], expected [4, 18]"),
+  "recurrent kernel of 4 gates": (2, jnp.zeros((6, 24)), "recurrent_kernel is [6, 24], expected [6, 18]"),
+  "one bias row": (3, jnp.zeros((18,)), "bias is [18], expected [2, 18]"),
+  "short step mask": (5, jnp.ones((3, 2), bool), "step_mask is [3, 2], expected [3, 5]"),
+  "recurrent dropout mask": (7, jnp.ones((3, 5)), "recurrent_dropout_mask is [3, 5], expected [3, 6]"),
+  "rank 2 xs": (0, jnp.zeros((3, 4)), "xs must be rank 3"),
+}
+
+
+@CPU_ONLY
+@pytest.mark.parametrize("case", list(GRU_FORWARD_MISMATCHES))
+def test_cpu_kernel_forward_refuses_each_buffer_that_disagrees_by_name(case):
+  index, buffer, words = GRU_FORWARD_MISMATCHES[case]
+  arguments = _gru_forward_arguments()
+  arguments[index] = buffer
+  with pytest.raises(Exception, match=re.escape(words)):
+    _gru_call("seqclf_gru_forward", [(3, 5, 6), (3, 5, 64)], arguments)
+
+
+@CPU_ONLY
+@pytest.mark.parametrize(
+  "target, results, words",
+  [
+    ("seqclf_gru_forward", [(3, 5, 6), (3, 5, 48)], "gates (result) is [3, 5, 48], expected [3, 5, 64]"),
+    ("seqclf_gru_forward", [(3, 4, 6), (3, 5, 64)], "hs (result) is [3, 4, 6], expected [3, 5, 6]"),
+    ("seqclf_gru_inference", [(3, 5, 5)], "seqclf_gru_inference: hs (result) is [3, 5, 5]"),
+  ],
+)
+def test_cpu_kernel_forward_refuses_results_of_the_wrong_size(target, results, words):
+  with pytest.raises(Exception, match=re.escape(words)):
+    _gru_call(target, results, _gru_forward_arguments())
+
+
+def _gru_backward_results():
+  return [(3, 5, 4), (3, 6), (4, 18), (6, 18), (2, 18)]
+
+
+@CPU_ONLY
+def test_cpu_kernel_backward_runs_buffers_that_fit():
+  xs, kernel, recurrent_kernel, bias, h0, mask, input_mask, recurrent_mask = _gru_forward_arguments()
+  hs, gates = _gru_call("seqclf_gru_forward", [(3, 5, 6), (3, 5, 64)], _gru_forward_arguments())
+  arguments = [xs, kernel, recurrent_kernel, h0, mask, input_mask, recurrent_mask, hs, gates, hs, h0]
+  assert all(
+    np.all(np.isfinite(g)) for g in _gru_call("seqclf_gru_backward", _gru_backward_results(), arguments)
+  )
+
+
+GRU_BACKWARD_MISMATCHES = {
+  # (argument index or result index, the wrong shape, the words)
+  "dhs with too few steps": (
+    "argument",
+    9,
+    (3, 2, 6),
+    "seqclf_gru_backward: dhs is [3, 2, 6], expected [3, 5, 6]",
+  ),
+  "gates of another width": ("argument", 8, (3, 5, 48), "gates is [3, 5, 48], expected [3, 5, 64]"),
+  "dh_last of another batch": ("argument", 10, (2, 6), "dh_last is [2, 6], expected [3, 6]"),
+  "dxs": ("result", 0, (3, 5, 3), "dxs (result) is [3, 5, 3], expected [3, 5, 4]"),
+  "dh0": ("result", 1, (3, 5), "dh0 (result) is [3, 5], expected [3, 6]"),
+  "d_kernel": ("result", 2, (3, 18), "d_kernel (result) is [3, 18], expected [4, 18]"),
+  "d_recurrent_kernel": ("result", 3, (6, 12), "d_recurrent_kernel (result) is [6, 12], expected [6, 18]"),
+  "d_bias": ("result", 4, (18,), "d_bias (result) is [18], expected [2, 18]"),
+}
+
+
+@CPU_ONLY
+@pytest.mark.parametrize("case", list(GRU_BACKWARD_MISMATCHES))
+def test_cpu_kernel_backward_refuses_each_buffer_that_disagrees_by_name(case):
+  """Every argument and each of the five gradient outputs is held to the sizes of xs and h0."""
+  kind, index, shape, words = GRU_BACKWARD_MISMATCHES[case]
+  xs, kernel, recurrent_kernel, _, h0, mask, input_mask, recurrent_mask = _gru_forward_arguments()
+  state, gates = jnp.zeros((3, 5, 6)), jnp.zeros((3, 5, 64))
+  arguments = [xs, kernel, recurrent_kernel, h0, mask, input_mask, recurrent_mask, state, gates, state, h0]
+  results = _gru_backward_results()
+  if kind == "argument":
+    arguments[index] = jnp.zeros(shape)
+  else:
+    results[index] = shape
+  with pytest.raises(Exception, match=re.escape(words)):
+    _gru_call("seqclf_gru_backward", results, arguments)

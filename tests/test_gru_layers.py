@@ -1,4 +1,4 @@
-"""The GRU layers: Linen `seqclf.lstm.GRU` and NNX `seqclf.lstm.nnx.GRU` run the pure function on their
+"""The GRU layers: Linen `seqclf.rnn.GRU` and NNX `seqclf.rnn.nnx.GRU` run the pure function on their
 parameters, convert with `to_linen`/`from_linen`, and compose in `Bidirectional` and `Stacked`."""
 
 import jax
@@ -8,8 +8,8 @@ import pytest
 from flax import nnx
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import GRU, Bidirectional, Stacked, gru
-from seqclf.lstm import nnx as lstm_nnx
+from seqclf.rnn import GRU, Bidirectional, Stacked, gru
+from seqclf.rnn import nnx as lstm_nnx
 
 RTOL, ATOL = 1e-5, 1e-5
 

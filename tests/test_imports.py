@@ -34,7 +34,7 @@ OPTIONAL = {"seqclf.benchmarks.peers.torch_models": "torch", "seqclf.benchmarks.
 LAYERS = [
   ("base", ["seqclf", "seqclf.dirs", "seqclf.errors", "seqclf.atomic", "seqclf.optional", "seqclf.lowering"]),
   ("data", ["seqclf.data"]),
-  ("lstm", ["seqclf.lstm"]),
+  ("rnn", ["seqclf.rnn", "seqclf.lstm"]),
   ("models", ["seqclf.models"]),
   (
     "support",

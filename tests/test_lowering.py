@@ -17,7 +17,7 @@ import pytest
 
 from seqclf import lowering, models, train
 from seqclf.errors import ConfigError
-from seqclf.lstm import api
+from seqclf.rnn import engines
 
 # The article's shapes: a batch of 64 reviews of 500 words from a vocabulary of 5000.
 BATCH, MAXLEN, VOCAB = 64, 500, 5000
@@ -26,7 +26,9 @@ BATCH, MAXLEN, VOCAB = 64, 500, 5000
 # asks the CUDA plugin (and through it cuDNN) for workspace sizes, so off a GPU it cannot be traced.
 NEEDS_THE_DEVICE = {("cudnn", "gpu")}
 
-CLAIMS = [(engine, platform) for engine, spec in api.ENGINES.items() for platform in spec.platforms]
+CLAIMS = [
+  (engine, platform) for engine, spec in engines.engines_of("lstm").items() for platform in spec.platforms
+]
 
 
 def lower_train_step(variant: str, engine: str, platform: str) -> jax.stages.Lowered:
@@ -57,12 +59,12 @@ def _uses_lstm_dropout(variant: str) -> bool:
 @pytest.mark.parametrize("variant", list(models.VARIANTS))
 @pytest.mark.parametrize("engine, platform", CLAIMS)
 def test_train_step_lowers_for_every_platform_the_engine_claims(engine, platform, variant):
-  if models.VARIANTS[variant].get("cell") == "gru" and engine not in api.GRU_ENGINES:
+  if models.VARIANTS[variant].get("cell") == "gru" and engine not in engines.engines_of("gru"):
     with pytest.raises(ConfigError, match=f"unknown GRU engine '{engine}' \\(it has no GRU; it runs LSTM\\)"):
       lower_train_step(variant, engine, platform)
     return
   with lowering.targeting(platform):
-    unavailable = api.unavailable_reason(engine)
+    unavailable = engines.unavailable_reason(engine, "lstm")
   if unavailable:  # e.g. mosaic on jax 0.10: lowered on the stacks that have it, refused by name here
     with pytest.raises(ConfigError, match=re.escape(unavailable)):
       lower_train_step(variant, engine, platform)
@@ -89,7 +91,7 @@ def test_targeting_sets_the_platform_engines_see():
   assert lowering.target_platform() == jax.default_backend()
   with lowering.targeting("gpu"):
     assert lowering.target_platform() == "gpu"
-    assert api.check_engine("auto") == api.check_engine("auto", "gpu")
+    assert engines.check_engine("auto", cell="lstm") == engines.check_engine("auto", "gpu", cell="lstm")
   with lowering.targeting("tpu"):
     assert lowering.target_platform() == "tpu"
   assert lowering.target_platform() == jax.default_backend()

@@ -1,4 +1,6 @@
-"""The LSTM interface: every CPU-runnable engine equals the `scan` reference, outputs and gradients.
+"""What is particular to the LSTM: its equations, Keras' initialisation, the Linen layer in a user's model,
+the engine registry's refusals and choices, hard_sigmoid gates, the final-state path. Every engine of both
+cells against `scan` is the matrix of test_engines.py.
 
 (`pallas` in interpret mode is in test_pallas_gpu.py, `cudnn` in test_cudnn.py.)"""
 
@@ -13,7 +15,8 @@ import pytest
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM, api, hoisted, init_params, lstm, scan
+from seqclf.rnn import LSTM, api, cells, engines, init_params, lstm
+from seqclf.rnn.engines import hoisted
 from tests import jaxprs
 
 # f32 on CPU: engines differ from the reference only in summation order.
@@ -26,7 +29,6 @@ SHAPES = [  # (batch, steps, input, hidden)
   (19, 6, 5, 20),  # cpu_kernel: two threads, 16 + 3 rows (a full register block and a remainder)
 ]
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
-FAST_ENGINES = ["fused", pytest.param("cpu_kernel", marks=CPU_ONLY)]
 
 
 def _inputs(batch, steps, input_size, hidden, seed=0):
@@ -54,43 +56,6 @@ def _loss_and_grads(engine, params, xs, state, **kwargs):
 def _assert_close(actual, expected):
   for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
     np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL)
-
-
-@pytest.mark.parametrize("engine", FAST_ENGINES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("with_mask", [False, True])
-@pytest.mark.parametrize("with_dropout", [False, True])
-def test_engine_equals_scan(engine, shape, with_mask, with_dropout):
-  params, xs, state, mask, input_mask, recurrent_mask = _inputs(*shape)
-  kwargs = {}
-  if with_mask:
-    kwargs["mask"] = mask
-  if with_dropout:
-    kwargs.update(input_dropout_mask=input_mask, recurrent_dropout_mask=recurrent_mask)
-  expected_out = lstm(params, xs, initial_state=state, engine="scan", **kwargs)
-  run = jax.jit(lambda p, x, st: lstm(p, x, initial_state=st, engine=engine, **kwargs))
-  _assert_close(run(params, xs, state), expected_out)
-  expected = _loss_and_grads("scan", params, xs, state, **kwargs)
-  _assert_close(_loss_and_grads(engine, params, xs, state, **kwargs), expected)
-
-
-@pytest.mark.parametrize("engine", ["scan", *FAST_ENGINES])
-def test_masked_batch_equals_each_sequence_alone(engine):
-  """Right- and left-padded sequences in a batch give the final state of each sequence run unpadded."""
-  params = init_params(jax.random.key(1), 4, 9)
-  lengths = [5, 2, 8]
-  seqs = [jax.random.normal(jax.random.key(10 + i), (n, 4)) for i, n in enumerate(lengths)]
-  right = jnp.stack([jnp.pad(s, ((0, 8 - len(s)), (0, 0)), constant_values=3.0) for s in seqs])
-  left = jnp.stack([jnp.pad(s, ((8 - len(s), 0), (0, 0)), constant_values=-3.0) for s in seqs])
-  left_mask = jnp.arange(8)[None] >= (8 - jnp.array(lengths))[:, None]
-  _, (h_right, c_right) = lstm(params, right, lengths=jnp.array(lengths), engine=engine)
-  _, (h_left, c_left) = lstm(params, left, mask=left_mask, engine=engine)
-  for i, seq in enumerate(seqs):
-    _, (h, c) = lstm(params, seq[None], engine=engine)
-    np.testing.assert_allclose(h_right[i], h[0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(c_right[i], c[0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(h_left[i], h[0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(c_left[i], c[0], rtol=1e-6, atol=1e-6)
 
 
 def test_reference_matches_lstm_equations_by_hand():
@@ -171,30 +136,6 @@ def test_another_project_can_use_the_lstm_inside_its_own_model():
   assert last < 0.7 * first
 
 
-def test_flax_baseline_equals_scan_and_refuses_masks():
-  params, xs, state, mask, input_mask, recurrent_mask = _inputs(3, 7, 5, 100)
-  _assert_close(
-    lstm(params, xs, initial_state=state, engine="flax"), lstm(params, xs, initial_state=state, engine="scan")
-  )
-  _assert_close(_loss_and_grads("flax", params, xs, state), _loss_and_grads("scan", params, xs, state))
-  for masks in (
-    {"mask": mask},
-    {"lengths": jnp.array([1, 2, 3])},
-    {"input_dropout_mask": input_mask},
-    {"recurrent_dropout_mask": recurrent_mask},
-  ):
-    with pytest.raises(ConfigError, match="'flax' has no (padding masks|input dropout|recurrent dropout)"):
-      lstm(params, xs, engine="flax", **masks)
-
-
-@CPU_ONLY
-def test_cpu_kernel_under_vmap_equals_scan():
-  params, xs, state, mask, *_ = _inputs(19, 6, 5, 20)
-  stacked = jnp.stack([xs, -xs])
-  run = lambda engine: jax.vmap(lambda x: lstm(params, x, initial_state=state, mask=mask, engine=engine))
-  _assert_close(run("cpu_kernel")(stacked), run("scan")(stacked))
-
-
 @CPU_ONLY
 @pytest.mark.parametrize("layout", ["right", "left", "holes"])
 def test_cpu_kernel_skipping_masked_steps_equals_scan(layout):
@@ -224,16 +165,6 @@ def test_cpu_kernel_skipping_masked_steps_equals_scan(layout):
 
 
 @CPU_ONLY
-def test_cpu_kernel_handles_an_empty_batch():
-  params = init_params(jax.random.key(0), 3, 5)
-  loss = lambda p, x: jnp.sum(lstm(p, x, engine="cpu_kernel")[0])
-  outputs, (h, c) = lstm(params, jnp.zeros((0, 4, 3)), engine="cpu_kernel")
-  assert outputs.shape == (0, 4, 5) and h.shape == c.shape == (0, 5)
-  grads = jax.grad(loss)(params, jnp.zeros((0, 4, 3)))
-  assert all(not np.any(g) for g in jax.tree.leaves(grads))
-
-
-@CPU_ONLY
 def test_cpu_kernel_refuses_other_dtypes():
   params, xs, *_ = _inputs(2, 3, 4, 5)
   with pytest.raises(ConfigError, match="computes in float32"):
@@ -242,10 +173,10 @@ def test_cpu_kernel_refuses_other_dtypes():
 
 def test_unknown_engine_and_wrong_platform_are_config_errors():
   with pytest.raises(ConfigError, match="unknown LSTM engine 'nope'"):
-    api.check_engine("nope", "cpu")
+    engines.check_engine("nope", "cpu", cell="lstm")
   with pytest.raises(ConfigError, match="needs a GPU and this process runs on cpu"):
-    api.check_engine("cudnn", "cpu")
-  assert api.check_engine("auto", "cpu") in api.AUTO["cpu"]
+    engines.check_engine("cudnn", "cpu", cell="lstm")
+  assert engines.check_engine("auto", "cpu", cell="lstm") in engines.AUTO["lstm"]["cpu"]
   with pytest.raises(ConfigError, match="not both"):
     lstm(
       init_params(jax.random.key(0), 2, 3),
@@ -276,7 +207,7 @@ def test_cudnn_takes_right_padding_as_lengths_and_refuses_a_mask():
   params, xs, _, mask, *_ = _inputs(2, 3, 4, 5)
   with pytest.raises(ConfigError, match="'cudnn' skips right padding given as lengths= only"):
     _trace_for_gpu(lambda p, x, m: lstm(p, x, mask=m, engine="cudnn"), params, xs, mask)
-  assert api.check_engine("cudnn", "gpu", masks="lengths", input_dropout=True) == "cudnn"
+  assert engines.check_engine("cudnn", "gpu", masks="lengths", input_dropout=True, cell="lstm") == "cudnn"
 
 
 def test_an_engine_asked_for_what_it_lacks_names_the_engines_that_have_it():
@@ -287,43 +218,48 @@ def test_an_engine_asked_for_what_it_lacks_names_the_engines_that_have_it():
   ):
     lstm(params, xs, engine="scan", matmul_precision="tensorfloat32")
   with pytest.raises(ConfigError, match="'flax' has no padding masks; has no input dropout; use engine"):
-    api.check_engine("flax", "cpu", masks="lengths", input_dropout=True)
+    engines.check_engine("flax", "cpu", masks="lengths", input_dropout=True, cell="lstm")
   with pytest.raises(ConfigError, match="'cpu_kernel' computes in float32, not bfloat16"):
-    api.check_engine("cpu_kernel", "cpu", dtypes=[jnp.bfloat16])
+    engines.check_engine("cpu_kernel", "cpu", dtypes=[jnp.bfloat16], cell="lstm")
   with pytest.raises(ConfigError, match="no engine on cpu can"):
-    api.check_engine("fused", "cpu", matmul_precision="float8")
+    engines.check_engine("fused", "cpu", matmul_precision="float8", cell="lstm")
 
 
 def test_auto_picks_an_engine_that_can_do_the_call():
-  assert api.check_engine("auto", "cpu", dtypes=[jnp.bfloat16]) == "fused"
-  gpu_first = next(engine for engine in api.AUTO["gpu"] if api.unavailable_reason(engine) is None)
-  assert api.check_engine("auto", "gpu", masks="mask") == gpu_first
+  assert engines.check_engine("auto", "cpu", dtypes=[jnp.bfloat16], cell="lstm") == "fused"
+  gpu_first = next(
+    engine for engine in engines.AUTO["lstm"]["gpu"] if engines.unavailable_reason(engine, "lstm") is None
+  )
+  assert engines.check_engine("auto", "gpu", masks="mask", cell="lstm") == gpu_first
   with pytest.raises(
     ConfigError, match=r"engine='auto' picks on cpu .*; no engine on cpu can \(pallas can on gpu\)"
   ):
-    api.check_engine("auto", "cpu", matmul_precision="tensorfloat32")
+    engines.check_engine("auto", "cpu", matmul_precision="tensorfloat32", cell="lstm")
 
 
 def test_every_engine_entry_declares_capabilities_the_api_knows():
-  for name, engine in api.ENGINES.items():
+  for (cell, name), engine in [*engines.ENGINES.items(), (("any", "scan"), engines.SCAN)]:
+    assert cell in ("any", *cells.CELLS), name
     assert engine.masks in ("any", "lengths", "none"), name
-    assert set(engine.dtypes) <= set(api.FLOAT_DTYPES), name
+    assert set(engine.dtypes) <= {*engines.FLOAT_DTYPES, "float64"}, name
     assert set(engine.platforms) <= {"cpu", "gpu", "tpu"}, name
-    assert set(engine.recurrent_activations) <= set(scan.RECURRENT_ACTIVATIONS), name
+    assert set(engine.recurrent_activations) <= set(cells.RECURRENT_ACTIVATIONS), name
 
 
 HARD_SIGMOID_ENGINES = [
-  name for name, engine in api.ENGINES.items() if "hard_sigmoid" in engine.recurrent_activations
+  name
+  for name, engine in engines.engines_of("lstm").items()
+  if "hard_sigmoid" in engine.recurrent_activations
 ]
 
 
 def test_hard_sigmoid_is_keras_1s_with_its_slope_inside_and_none_outside():
   x = jnp.array([-4.0, -2.6, -1.0, 0.0, 1.5, 2.4, 2.6, 9.0])
-  np.testing.assert_allclose(scan.hard_sigmoid(x), np.clip(0.2 * np.asarray(x) + 0.5, 0, 1), rtol=1e-7)
-  slope = jax.vmap(jax.grad(scan.hard_sigmoid))(x)
+  np.testing.assert_allclose(cells.hard_sigmoid(x), np.clip(0.2 * np.asarray(x) + 0.5, 0, 1), rtol=1e-7)
+  slope = jax.vmap(jax.grad(cells.hard_sigmoid))(x)
   np.testing.assert_allclose(slope, [0, 0, 0.2, 0.2, 0.2, 0.2, 0, 0], rtol=1e-6)
   # The fast engines' backward takes the slope from the gate's output.
-  from_output = hoisted.GATE_DERIVATIVES["hard_sigmoid"](scan.hard_sigmoid(x))
+  from_output = hoisted.GATE_DERIVATIVES["hard_sigmoid"](cells.hard_sigmoid(x))
   np.testing.assert_allclose(from_output, slope, rtol=1e-6)
 
 
@@ -365,26 +301,29 @@ def test_hard_sigmoid_engine_equals_scan(engine, shape, with_mask_and_dropout):
 
 def test_hard_sigmoid_is_refused_by_engines_without_it_and_unknown_activations_are_errors():
   params, xs, *_ = _inputs(2, 3, 4, 5)
-  lacking = [name for name in api.ENGINES if name not in HARD_SIGMOID_ENGINES]
+  lacking = [name for name in engines.engines_of("lstm") if name not in HARD_SIGMOID_ENGINES]
   assert "scan" in HARD_SIGMOID_ENGINES and "fused" in HARD_SIGMOID_ENGINES and lacking
   able = " or ".join(repr(name) for name in HARD_SIGMOID_ENGINES)
   for name in lacking:
-    platform = api.ENGINES[name].platforms[0]
+    platform = engines.engines_of("lstm")[name].platforms[0]
     with pytest.raises(
       ConfigError, match=f"'{name}' has no recurrent_activation='hard_sigmoid'; use engine {able}"
     ):
-      api.check_engine(name, platform, recurrent_activation="hard_sigmoid")
+      engines.check_engine(name, platform, recurrent_activation="hard_sigmoid", cell="lstm")
   with pytest.raises(
     ConfigError, match="unknown recurrent_activation 'relu'; choose one of: sigmoid, hard_sigmoid"
   ):
     lstm(params, xs, engine="scan", recurrent_activation="relu")
   # auto picks an engine that has it; the C++ kernel comes first for sigmoid gates only.
-  assert api.check_engine("auto", "cpu", recurrent_activation="hard_sigmoid") in HARD_SIGMOID_ENGINES
+  assert (
+    engines.check_engine("auto", "cpu", recurrent_activation="hard_sigmoid", cell="lstm")
+    in HARD_SIGMOID_ENGINES
+  )
 
 
 # Engines that run here: (engine, whether it honours masks and dropout, recurrent_activation).
 FINAL_STATE_CASES = [
-  *[(engine, True, gates) for engine in ("scan", "fused") for gates in scan.RECURRENT_ACTIVATIONS],
+  *[(engine, True, gates) for engine in ("scan", "fused") for gates in cells.RECURRENT_ACTIVATIONS],
   pytest.param("cpu_kernel", True, "sigmoid", marks=CPU_ONLY),
   ("flax", False, "sigmoid"),
 ]
@@ -430,10 +369,10 @@ def test_return_sequences_false_is_the_final_h_of_the_full_run_with_its_gradient
   _assert_close(grads(False), grads(True))
 
 
-@pytest.mark.parametrize("recurrent_activation", list(scan.RECURRENT_ACTIVATIONS))
+@pytest.mark.parametrize("recurrent_activation", list(cells.RECURRENT_ACTIVATIONS))
 def test_fused_stores_no_per_step_outputs_for_the_final_state(recurrent_activation):
-  """Without a gradient, fused's return_sequences=False loop has no per-step outputs: XLA would keep them
-  even unread. scan, which runs in full, shows that the check finds them where they are."""
+  """Without a gradient, the return_sequences=False loops of fused and scan have no per-step outputs: XLA
+  would keep them even unread. The full run shows that the check finds them where they are."""
   batch, steps, hidden = 3, 11, 5
   params, xs, state, mask, *_ = _inputs(batch, steps, 4, hidden)
 
@@ -450,9 +389,9 @@ def test_fused_stores_no_per_step_outputs_for_the_final_state(recurrent_activati
     return jaxprs.scan_output_shapes(jax.make_jaxpr(jax.jit(run))(params, xs).jaxpr)
 
   assert (steps, batch, hidden) in scan_outputs("fused", True)
-  assert (steps, batch, hidden) in scan_outputs("scan", False)
-  final = scan_outputs("fused", False)
-  assert final and all(shape[:1] != (steps,) for shape in final), final
+  for engine in ("fused", "scan"):
+    final = scan_outputs(engine, False)
+    assert final and all(shape[:1] != (steps,) for shape in final), (engine, final)
 
 
 @pytest.mark.parametrize("value", ["no", 0, None])
@@ -472,8 +411,9 @@ def test_return_sequences_false_on_an_empty_sequence_is_the_initial_h():
 
 
 def test_engines_with_final_state_take_return_sequences():
-  able = [name for name, engine in api.ENGINES.items() if engine.final_state]
-  assert "fused" in able
-  for name in able:
-    module = importlib.import_module(api.ENGINES[name].module)
-    assert "return_sequences" in inspect.signature(module.lstm).parameters, name
+  assert engines.engines_of("lstm")["fused"].final_state
+  for cell in cells.CELLS:
+    for name, engine in engines.engines_of(cell).items():
+      if engine.final_state:
+        function = getattr(importlib.import_module(engine.module), cell)
+        assert "return_sequences" in inspect.signature(function).parameters, (cell, name)

@@ -6,7 +6,7 @@ import jax
 import pytest
 
 from seqclf.benchmarks import lstm_engines
-from seqclf.lstm import init_params
+from seqclf.rnn import init_params
 from tests import drivers
 
 

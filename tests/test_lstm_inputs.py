@@ -1,4 +1,4 @@
-"""Bad inputs to the LSTM: every engine refuses the same ones at trace time (`seqclf.lstm.validation`),
+"""Bad inputs to the LSTM: every engine refuses the same ones at trace time (`seqclf.rnn.validation`),
 the C++ kernel refuses buffers that disagree even when called directly, and NaN and infinities flow
 through every engine, forward and backward, exactly where they flow through `scan`."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM, init_params, lstm, nnx
-from seqclf.lstm.validation import InputError
+from seqclf.rnn import LSTM, engines, init_params, lstm, nnx
+from seqclf.rnn.validation import InputError
 
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
 ENGINES = ["scan", "fused", pytest.param("cpu_kernel", marks=CPU_ONLY)]
@@ -42,6 +42,12 @@ BAD_CALLS = {
     dict(params={**_params(), "bias": jnp.zeros(19)}),
     "params['bias'] must be [20]",
   ),
+  # PyTorch's b_ih and b_hh stacked, on a batch of 2: scan added bias row b to batch row b.
+  "a bias of two rows (the GRU's layout)": (
+    dict(params={**_params(), "bias": jnp.zeros((2, 20))}),
+    "params['bias'] must be [20] for hidden size 5, got [2, 20]",
+  ),
+  "a bias of three rows": (dict(params={**_params(), "bias": jnp.zeros((3, 20))}), "got [3, 20]"),
   "missing bias": (
     dict(params={k: v for k, v in _params().items() if k != "bias"}),
     "kernel, recurrent_kernel and bias",
@@ -219,7 +225,7 @@ def test_nan_flows_as_in_scan_with_masks_and_dropout(engine, where):
 @CPU_ONLY
 @pytest.mark.parametrize("where", ["input", "kernel", "recurrent_kernel", "upstream"])
 def test_cpu_kernel_bf16_products_keep_nan_where_scan_has_it(where):
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   if not cpu_kernel.has_bf16_products():
     pytest.skip("this CPU has no AVX512-BF16")
@@ -233,7 +239,7 @@ def test_cpu_kernel_bf16_products_keep_nan_where_scan_has_it(where):
 @CPU_ONLY
 def test_cpu_kernel_bf16_weight_rounding_keeps_every_nan_a_nan():
   """A NaN whose payload is all ones, or only its lowest bit, must not round to zero or infinity."""
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   if not cpu_kernel.has_bf16_products():
     pytest.skip("this CPU has no AVX512-BF16")
@@ -262,7 +268,7 @@ def _forward_buffers(batch=3, steps=4, input_size=5, hidden=6):
 
 
 def _call_forward(buffers, outputs):
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   cpu_kernel._register()
   types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in outputs]
@@ -306,7 +312,7 @@ def test_the_kernel_refuses_results_of_the_wrong_size():
 
 @CPU_ONLY
 def test_the_backward_kernel_refuses_buffers_that_disagree():
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   cpu_kernel._register()
   xs, weights, _, h0, c0, mask, x_drop, h_drop = _forward_buffers()
@@ -326,16 +332,14 @@ def test_the_backward_kernel_refuses_buffers_that_disagree():
 @pytest.mark.parametrize("engine", ["pallas", "mosaic", "cudnn"])
 def test_a_gpu_engine_on_a_cpu_is_one_line_naming_the_gpu_and_the_cpu_engines(engine, monkeypatch):
   """pallas and mosaic ran in their interpreters without a word: a tiny epoch took 667 s instead of 1 s."""
-  from seqclf.lstm import api
-
-  monkeypatch.delenv(api.INTERPRET_ENV, raising=False)
+  monkeypatch.delenv(engines.INTERPRET_ENV, raising=False)
   with pytest.raises(
     ConfigError, match=re.escape(f"LSTM engine {engine!r} needs a GPU and this process runs on cpu")
   ) as error:
     lstm(_params(), _xs(), engine=engine)
   assert "scan, fused, cpu_kernel" in str(error.value)
-  assert (api.INTERPRET_ENV in str(error.value)) == (engine != "cudnn")
-  assert engine not in api._engines_that_can(
+  assert (engines.INTERPRET_ENV in str(error.value)) == (engine != "cudnn")
+  assert engine not in engines._engines_that_can(
     "cpu",
     cell="lstm",
     masks=None,
@@ -348,12 +352,11 @@ def test_a_gpu_engine_on_a_cpu_is_one_line_naming_the_gpu_and_the_cpu_engines(en
 
 
 def test_the_interpreter_runs_when_asked_for(monkeypatch):
-  from seqclf.lstm import api
 
-  monkeypatch.setenv(api.INTERPRET_ENV, "1")
+  monkeypatch.setenv(engines.INTERPRET_ENV, "1")
   outputs, _ = lstm(_params(), _xs(), engine="pallas")
   np.testing.assert_allclose(outputs, lstm(_params(), _xs(), engine="scan")[0], rtol=1e-5, atol=1e-5)
-  monkeypatch.setenv(api.INTERPRET_ENV, "0")
+  monkeypatch.setenv(engines.INTERPRET_ENV, "0")
   with pytest.raises(ConfigError, match="needs a GPU"):
     lstm(_params(), _xs(), engine="pallas")
 
@@ -361,7 +364,7 @@ def test_the_interpreter_runs_when_asked_for(monkeypatch):
 @CPU_ONLY
 def test_an_unwritable_kernel_cache_is_one_line_naming_the_fix(tmp_path, monkeypatch):
   """It was an OSError traceback, blamed on the run directory by seqclf.main."""
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   (tmp_path / "file").write_text("")
   monkeypatch.setenv("SEQCLF_CACHE_DIR", str(tmp_path / "file" / "cache"))  # below a file: cannot exist

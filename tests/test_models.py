@@ -7,7 +7,7 @@ import pytest
 
 from seqclf import models, train
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM
+from seqclf.rnn import LSTM
 from tests import jaxprs, synthetic
 
 
@@ -140,3 +140,19 @@ def test_final_state_layers_leave_parameters_logits_and_gradients_as_before(
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7), final_grads, grads)
   if engine == "fused":  # the last layer's loops (both directions) have no per-step outputs
     assert per_step - final_per_step == (2 if model.bidirectional else 1)
+
+
+def test_auto_is_resolved_for_each_variants_own_cell_on_a_gpu():
+  """On a GPU, auto gave every variant the LSTM's kernel (mosaic or pallas), which a GRU refuses."""
+  from seqclf import lowering
+
+  with lowering.targeting("gpu"):
+    engines = models.resolve_engines("auto,fused", ["lstm", "gru", "cnn_gru"])
+    assert engines["lstm"][0] in ("mosaic", "pallas") and engines["lstm"][1:] == ["fused"]
+    assert engines["gru"] == engines["cnn_gru"] == ["fused"]
+    for variant, names in engines.items():
+      for engine in names:
+        models.check_fields({**models.VARIANTS[variant], "engine": engine}, platform="gpu")
+    # The gates' activation too: auto then picks an engine that implements it.
+    assert models.resolve_engines("auto", ["gru"], "hard_sigmoid") == {"gru": ["fused"]}
+  assert models.resolve_engines("auto", ["gru"], "hard_sigmoid") == {"gru": ["fused"]}  # not cpu_kernel

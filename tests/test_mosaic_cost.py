@@ -1,4 +1,4 @@
-"""`seqclf.lstm.mosaic_cost`: its parts against figures worked out by hand, its terms' sources, the counts
+"""`seqclf.rnn.engines.mosaic_cost`: its parts against figures worked out by hand, its terms' sources, the counts
 it takes from the kernels' code, its register estimate and the copy of its table in docs/kernels.md.
 
 Nothing here needs Mosaic GPU: the model is arithmetic, and the kernels' plane counts are read from
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import mosaic_cost, mosaic_gpu
+from seqclf.rnn.engines import mosaic_cost, mosaic_gpu
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # The SM clock the H200 datasheet's FP32 rate implies: 67 TFLOP/s over 132 SMs x 128 lanes x 2 FLOP.
@@ -208,5 +208,5 @@ def test_the_docs_hold_the_models_table():
   rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
   assert len(rows) == len(mosaic_cost.configurations()) == 7  # N = 1 float32 does not fit
   assert table in (REPO / "docs" / "kernels.md").read_text(), (
-    "docs/kernels.md's cost table differs from the model: paste `python -m seqclf.lstm.mosaic_cost`'s output"
+    "docs/kernels.md's cost table differs from the model: paste `python -m seqclf.rnn.engines.mosaic_cost`'s output"
   )

@@ -17,7 +17,8 @@ import pytest
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import api, hoisted, mosaic_gpu
+from seqclf.rnn import api, engines
+from seqclf.rnn.engines import hoisted, mosaic_gpu, scan
 from tests import kernel_inputs
 
 # "float32" (three bf16 products) against float32 scan: as tight as the pallas engine's float32.
@@ -33,7 +34,7 @@ needs_mosaic = pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def interpreted_off_a_gpu(monkeypatch):
   """Off a GPU the GPU kernel engines run in their interpreters only when asked for."""
-  monkeypatch.setenv(api.INTERPRET_ENV, "1")
+  monkeypatch.setenv(engines.INTERPRET_ENV, "1")
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +67,7 @@ def _run(lstm, args, weights):
 
 
 def _scan(*args):
-  return api.engine_function("scan", "cpu")(*args)
+  return scan.lstm(*args)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from seqclf.benchmarks import mosaic_report
-from seqclf.lstm import mosaic_cost, mosaic_gpu
+from seqclf.rnn.engines import mosaic_cost, mosaic_gpu
 from tests import drivers
 
 ARTICLE = {"batch": 64, "steps": 500, "input_size": 32, "hidden": 100}

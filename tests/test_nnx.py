@@ -1,4 +1,4 @@
-"""The NNX layers (`seqclf.lstm.nnx`) against the Linen layers and the pure function, and in training."""
+"""The NNX layers (`seqclf.rnn.nnx`) against the Linen layers and the pure function, and in training."""
 
 import jax
 import jax.numpy as jnp
@@ -8,9 +8,9 @@ import pytest
 from flax import nnx
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import api, lstm
-from seqclf.lstm import layer as linen_layers
-from seqclf.lstm import nnx as lstm_nnx
+from seqclf.rnn import engines, lstm
+from seqclf.rnn import linen as linen_layers
+from seqclf.rnn import nnx as lstm_nnx
 from tests import synthetic
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -30,7 +30,7 @@ ENGINES = [
 @pytest.fixture(autouse=True)
 def interpreted_off_a_gpu(monkeypatch):
   """Off a GPU the GPU kernel engines run in their interpreters only when asked for."""
-  monkeypatch.setenv(api.INTERPRET_ENV, "1")
+  monkeypatch.setenv(engines.INTERPRET_ENV, "1")
 
 
 @pytest.fixture(autouse=True)

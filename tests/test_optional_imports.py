@@ -31,7 +31,7 @@ OPTIONAL_MODULES = (
 
 # Every module a user or a driver imports first.
 ENTRY_MODULES = (
-  "seqclf.lstm",
+  "seqclf.rnn",
   "seqclf.models",
   "seqclf.train",
   "seqclf.main",
@@ -88,7 +88,7 @@ def test_every_module_imports_without_the_extras(without_extras, module):
 
 
 def test_the_lstm_alone_needs_only_jax_and_flax(without_extras):
-  script = "import sys, seqclf.lstm; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+  script = "import sys, seqclf.rnn; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
   result = without_extras("-c", script)
   assert result.returncode == 0, result.stderr
   assert not set(result.stdout.split()) & {"ml_collections", "orbax", "optax", *OPTIONAL_MODULES}

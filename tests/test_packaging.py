@@ -78,7 +78,8 @@ def test_only_seqclf_is_installed(venv):
   packages = {path.name for path in site.iterdir() if not path.name.endswith((".dist-info", ".pth"))}
   assert packages == {"seqclf"}
   assert (site / "seqclf" / "configs" / "tiny.py").exists()
-  assert (site / "seqclf" / "lstm" / "cpu_kernel.cc").exists()
+  shipped = {path.name for path in (site / "seqclf" / "rnn" / "engines" / "cpu_kernel_src").iterdir()}
+  assert shipped == {"cpu_kernel.cc", "products.h", "common.h", "lstm.h", "gru.h"}
 
 
 def test_every_console_script_answers_help(venv, tmp_path):

@@ -13,7 +13,8 @@ import pytest
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import LSTM, api, hoisted, pallas_gpu
+from seqclf.rnn import LSTM, api, engines
+from seqclf.rnn.engines import hoisted, pallas_gpu, scan
 from tests import kernel_inputs
 
 RTOL, ATOL = 1e-5, 1e-4
@@ -22,7 +23,7 @@ RTOL, ATOL = 1e-5, 1e-4
 @pytest.fixture(autouse=True)
 def interpreted_off_a_gpu(monkeypatch):
   """Off a GPU the GPU kernel engines run in their interpreters only when asked for."""
-  monkeypatch.setenv(api.INTERPRET_ENV, "1")
+  monkeypatch.setenv(engines.INTERPRET_ENV, "1")
 
 
 @pytest.fixture(autouse=True)
@@ -178,7 +179,7 @@ def test_reduced_precision_is_close(matmul_precision, atol):
     jnp.ones((3, 5)),
     inputs["recurrent_dropout_mask"],
   )
-  expected = api.engine_function("scan")(*args)
+  expected = scan.lstm(*args)
   _assert_trees_close(jax.jit(engine)(*args), expected, rtol=0.0, atol=atol)
 
 
@@ -216,7 +217,7 @@ def test_lowers_to_triton(batch, hidden, matmul_precision):
 
 def test_matmul_precision_reaches_the_kernels_from_the_function_and_the_layer():
   """``lstm(..., matmul_precision=)`` and ``LSTM(matmul_precision=)`` run the kernels at that precision."""
-  assert api.ENGINES["pallas"].matmul_precisions == pallas_gpu.PRECISIONS
+  assert engines.engines_of("lstm")["pallas"].matmul_precisions == pallas_gpu.PRECISIONS
   inputs = kernel_inputs.random_inputs(3, 4, 5, 7, "random", seed=5)
   params, xs = inputs["params"], inputs["xs"]
   reference = hoisted.make_lstm(pallas_gpu.make_reference("bfloat16"))

@@ -197,7 +197,7 @@ def test_seeds_a_prng_key_or_numpy_would_refuse_are_refused(seed):
 
 
 def test_a_thread_count_that_is_not_a_number_is_one_line(monkeypatch):
-  from seqclf.lstm import cpu_kernel
+  from seqclf.rnn.engines import cpu_kernel
 
   monkeypatch.setenv("SEQCLF_LSTM_THREADS", "abc")
   with pytest.raises(ConfigError, match="SEQCLF_LSTM_THREADS must be a number of threads, got 'abc'"):

@@ -18,7 +18,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from seqclf.lstm import cpu_kernel, init_params  # noqa: E402
+from seqclf.rnn import init_params  # noqa: E402
+from seqclf.rnn.engines import cpu_kernel  # noqa: E402
 
 
 def cases(batch: int, steps: int, inputs: int, hidden: int):

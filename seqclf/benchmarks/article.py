@@ -6,7 +6,7 @@ r"""Reproduces the tutorial's table: trains the variants on IMDB and reports s/e
       --config=article_tiny --config.batch_size=8
   python -m seqclf.benchmarks.article --variants=lstm --seeds=0,1,2 --peers=keras --peers_only   # Keras 3 alone
 
-Each row is one variant trained with one engine (an LSTM engine of seqclf.lstm, or a peer framework:
+Each row is one variant trained with one engine (an LSTM engine of seqclf.rnn, or a peer framework:
 torch, keras) over the config's seeds: the mean final test accuracy ± its sample standard deviation over
 the seeds, whether the article's figure lies within that spread, the median s/epoch over seeds and
 epochs, and the distribution over the seeds: the mean's standard error, the median, the collapse rate
@@ -40,7 +40,6 @@ from seqclf import (
 )
 from seqclf.benchmarks import article_report, faults, peers
 from seqclf.errors import ConfigError, UsageError
-from seqclf.lstm import check_engine
 
 DEFAULT_BUCKETS = 6
 
@@ -61,7 +60,7 @@ _SEEDS = flags.DEFINE_string(
 _ENGINE = flags.DEFINE_list(
   "engine",
   None,
-  "Shortcut for --config.model.engine: LSTM engine(s), auto or names in seqclf.lstm.ENGINES, "
+  "Shortcut for --config.model.engine: LSTM engine(s), auto or names in seqclf.rnn.engines.ENGINES, "
   "comma-separated to train each variant with each, side by side.",
 )
 # A shortcut given on the command line sets its field; given with its --config.* spelling it is refused.
@@ -203,11 +202,8 @@ def main(argv):
   train.validate(config)
   seeds = parse_seeds(config.seeds)
   # Resolved for the model's gates: "auto" names the engine that trains them (the table's label).
-  gates = config.model.get("recurrent_activation", "sigmoid")
-  engines = list(
-    dict.fromkeys(
-      check_engine(name.strip(), recurrent_activation=gates) for name in config.model.engine.split(",")
-    )
+  engines = models.resolve_engines(
+    config.model.engine, variants, config.model.get("recurrent_activation", "sigmoid")
   )
   peer_names = peers.parse_peers(_PEERS.value)
   if _PEERS_ONLY.value and not peer_names:
@@ -222,7 +218,7 @@ def main(argv):
   for name in peer_names:  # after the flag checks: a wrong combination is named even without torch
     peers.load_peer(name)  # a missing framework fails now, not after training
   for variant in variants:  # catch bad model fields before loading data
-    models.check_input_length(create_model(variant, engines[0], config), config.maxlen)
+    models.check_input_length(create_model(variant, engines[variant][0], config), config.maxlen)
   workdir = _WORKDIR.value
   writer = jax.process_index() == 0  # every process trains; one writes
   if writer:
@@ -249,8 +245,8 @@ def main(argv):
       "would have to agree on what to skip; pass --restart or another --workdir"
     )
   done = {(run["variant"], run["engine"], run["seed"]) for run in runs}
-  trained = [*([] if _PEERS_ONLY.value else engines), *peer_names]
-  planned = [(v, e, s) for v in variants for e in trained for s in seeds]
+  trained = {v: [*([] if _PEERS_ONLY.value else engines[v]), *peer_names] for v in variants}
+  planned = [(v, e, s) for v in variants for e in trained[v] for s in seeds]
   if done & set(planned):
     print(
       f"keeping {len(done & set(planned))} run(s) already in {results_path} (--restart trains them again)"
@@ -258,7 +254,7 @@ def main(argv):
   progress = article_report.RunProgress(len([key for key in planned if key not in done]), config.epochs)
   table = article_report.markdown(runs)
   for variant in variants:
-    for engine in trained:
+    for engine in trained[variant]:
       model = None if engine in peers.PEERS else create_model(variant, engine, config)
       for seed in seeds:
         if (variant, engine, seed) in done:

@@ -42,7 +42,7 @@ def devices() -> None:
       + (f" (compute capability {capability})" if capability else ""),
       flush=True,
     )
-  from seqclf.lstm import mosaic_gpu  # after the devices: they are worth having even if this fails
+  from seqclf.rnn.engines import mosaic_gpu  # after the devices: they are worth having even if this fails
 
   print(f"mosaic: {mosaic_gpu.unavailable_reason() or 'available'}")
 
@@ -74,7 +74,7 @@ def smoke() -> None:
   import numpy as np
   from jax.experimental.pallas import mosaic_gpu as plgpu
 
-  from seqclf.lstm import hoisted, mosaic_gpu
+  from seqclf.rnn.engines import hoisted, mosaic_gpu
 
   reason = mosaic_gpu.unavailable_reason()
   if reason is not None:

@@ -4,10 +4,10 @@ r"""LSTM engine sweep: forward and forward+backward time per engine and shape, a
   python -m seqclf.benchmarks.lstm_engines          # the full sweep B {16,64,256} x T {100,500} x H {100,256,512}
   python -m seqclf.benchmarks.lstm_engines --cells=lstm,gru --batch_sizes=64 --steps=500 --hidden_sizes=100
 
-``--cells`` sweeps the GRU's engines (`seqclf.lstm.api.GRU_ENGINES`) too; a GRU row's engine reads
+``--cells`` sweeps the GRU's engines (`seqclf.rnn.engines.engines_of`) too; a GRU row's engine reads
 ``gru/<engine>``, its ratio is against the GRU's own `scan` and its FLOPs are 2·B·T·(E+H)·3H.
 
-Engines are seqclf.lstm's (``flax``, Flax's own nn.RNN(OptimizedLSTMCell), among them: the baseline, as in
+Engines are seqclf.rnn's (``flax``, Flax's own nn.RNN(OptimizedLSTMCell), among them: the baseline, as in
 the article driver); peers are other frameworks (``torch``), timed in the same process.
 
 Reports ms per call, achieved TFLOP/s (matmul FLOPs of the LSTM: 2·B·T·(E+H)·4H forward, three times that
@@ -26,8 +26,8 @@ from absl import flags
 from seqclf import cli, memory, optional, presets, profiling, results, timing
 from seqclf.benchmarks import faults
 from seqclf.errors import ConfigError
-from seqclf.lstm import ENGINES, gru, init_gru_params, init_params, lstm
-from seqclf.lstm.api import CELLS, unavailable_reason
+from seqclf.rnn import CELLS, init_cell_params, rnn
+from seqclf.rnn.engines import engines_of, unavailable_reason
 
 presets.define_flags()
 profiling.define_flags()
@@ -47,11 +47,11 @@ _PEERS = flags.DEFINE_list(
 _WORKDIR = flags.DEFINE_string("workdir", "runs/lstm_engines", "Where lstm_engines.json goes.")
 _CELLS = flags.DEFINE_list("cells", ["lstm"], f"Cells whose engines to sweep: {', '.join(CELLS)}.")
 
-# Per cell: its pure function's final h, its parameters, its gate blocks (for the FLOPs).
-CELL_CALLS = {
-  "lstm": (lambda params, xs, engine: lstm(params, xs, engine=engine)[1][0], init_params, 4),
-  "gru": (lambda params, xs, engine: gru(params, xs, engine=engine)[1], init_gru_params, 3),
-}
+
+def final_h(cell: str, params, xs, engine: str):
+  """The final h of ``cell``'s layer over ``xs`` (its state's first part)."""
+  state = rnn(CELLS[cell], params, xs, engine=engine)[1]
+  return state[0] if isinstance(state, tuple) else state
 
 
 # GPU kernel engines that run elsewhere only in an interpreter.
@@ -63,7 +63,7 @@ def native_engines(platform: str, cell: str = "lstm") -> list[str]:
   interpreters, correctness tools; an engine that cannot build here is skipped."""
   return [
     name
-    for name, engine in CELLS[cell][0].items()
+    for name, engine in engines_of(cell).items()
     if platform in engine.platforms
     and not (name in INTERPRETED_OFF_GPU and platform != "gpu")
     and unavailable_reason(name, cell) is None
@@ -81,13 +81,12 @@ def _trace(engine: str, mode: str, batch: int, steps: int, hidden: int):
 
 def compile_engine(engine, params, xs, cell: str = "lstm") -> dict:
   """``{mode: (compiled, compile_s)}`` for fwd and fwd_bwd; ``xs`` may be a `jax.ShapeDtypeStruct`."""
-  final_h = CELL_CALLS[cell][0]
 
   def forward(params, xs):
-    return final_h(params, xs, engine)
+    return final_h(cell, params, xs, engine)
 
   def forward_backward(params, xs):
-    return jax.grad(lambda p, x: jnp.sum(final_h(p, x, engine)), argnums=(0, 1))(params, xs)
+    return jax.grad(lambda p, x: jnp.sum(final_h(cell, p, x, engine)), argnums=(0, 1))(params, xs)
 
   return {
     mode: timing.compile_seconds(jax.jit(fn), params, xs)
@@ -146,11 +145,12 @@ def main(argv):
       raise ConfigError(f"unknown cell {cell!r} in --cells; choose from {', '.join(CELLS)}")
   engines = _ENGINES.value or native_engines(platform)
   for engine in engines:
-    if engine not in ENGINES:
-      raise ConfigError(f"unknown LSTM engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if not any(engine in engines_of(cell) for cell in CELLS):
+      known = sorted({name for cell in CELLS for name in engines_of(cell)})
+      raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(known)}")
   # Per cell, the asked engines it has (all of them: an LSTM engine without a GRU is left out of the GRU's).
   cell_engines = {
-    cell: [e for e in engines if e in CELLS[cell][0]] if _ENGINES.value else native_engines(platform, cell)
+    cell: [e for e in engines if e in engines_of(cell)] if _ENGINES.value else native_engines(platform, cell)
     for cell in _CELLS.value
   }
   interpreted = [engine for engine in engines if engine in INTERPRETED_OFF_GPU and platform != "gpu"]
@@ -201,7 +201,7 @@ def main(argv):
   for cell, b, t, h in shapes:
     shape = {"batch": b, "steps": t, "input_size": e, "hidden": h}
     timings, failures = _time_shape(cell, cell_engines[cell], b, t, e, h)
-    flops = lstm_flops(b, t, e, h, CELL_CALLS[cell][2])
+    flops = lstm_flops(b, t, e, h, CELLS[cell].gates)
     for name, modes in timings.items():
       for mode, stats in modes.items():
         mode_flops = flops * (3 if mode == "fwd_bwd" else 1)
@@ -262,7 +262,7 @@ def _time_shape(cell, engines, b, t, e, h) -> tuple[dict, dict]:
 
   Each engine is compiled and timed on its own, so one that refuses the shape (say mosaic above
   H = 128) or fails costs only its own rows."""
-  params = CELL_CALLS[cell][1](jax.random.key(0), e, h)
+  params = init_cell_params(CELLS[cell], jax.random.key(0), e, h)
   compiled, failures = {}, {}
   for name in engines:
     try:

@@ -5,7 +5,7 @@ process cannot import two drivers whose flags share names (--steps, --workdir, .
 so tests and other tools can import it anywhere.
 """
 
-from seqclf.lstm import mosaic_cost, mosaic_gpu
+from seqclf.rnn.engines import mosaic_cost, mosaic_gpu
 
 HEADER = ["N", "precision", "mode", "µs/step", "predicted µs/step", "ms", "± ms", "compile s"]
 HEADER += ["max rel err vs fused", "error"]

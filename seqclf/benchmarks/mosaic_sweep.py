@@ -3,12 +3,12 @@ r"""The ``mosaic`` engine's configurations on a GPU: cluster size N x matmul_pre
   python -m seqclf.benchmarks.mosaic_sweep                       # B=64, T=500, E=32, H=100: the article's LSTM
   python -m seqclf.benchmarks.mosaic_sweep --cluster_sizes=8 --precisions=float32 --steps=100
 
-For every configuration that fits a CTA's shared memory (`seqclf.lstm.mosaic_gpu.fits`), best predicted
+For every configuration that fits a CTA's shared memory (`seqclf.rnn.engines.mosaic_gpu.fits`), best predicted
 first (so a timeout still leaves the interesting rows): compile time, forward and forward+backward time
 per call and per time step, and the largest error against ``fused`` (relative to the largest value) of
 the outputs and of the gradients, measured on the same inputs, so a fast but wrong kernel shows. A
 configuration that fails to compile or run is a row with its error (and a line on stderr starting
-``ERROR``), and the sweep goes on. Beside each measured µs/step is the one `seqclf.lstm.mosaic_cost`
+``ERROR``), and the sweep goes on. Beside each measured µs/step is the one `seqclf.rnn.engines.mosaic_cost`
 predicts for an H200, where a GPU runs the configuration (docs/kernels.md). Writes
 ``WORKDIR/mosaic_sweep.json`` and ``mosaic_sweep.md`` after every configuration. A fault that kills the process (an illegal address) or a hang ends it: to keep the other
 configurations, run each in its own process (``--cluster_sizes=8 --precisions=float32``), as
@@ -29,7 +29,7 @@ from seqclf import cli, results, timing
 from seqclf.benchmarks import faults
 from seqclf.benchmarks.mosaic_report import HEADER, predicted_us_per_step, results_of
 from seqclf.errors import ConfigError
-from seqclf.lstm import fused, init_params, mosaic_gpu
+from seqclf.rnn import fused, init_params, mosaic_gpu
 
 _CLUSTER_SIZES = cli.define_positive_int_list(
   "cluster_sizes", list(mosaic_gpu.CLUSTER_SIZES), "Cluster sizes N (CTAs per 64-row batch block)."

@@ -5,7 +5,7 @@ The default setup (``seqclf/configs/default.py``) is what Keras 2+ and PyTorch d
 Adam epsilon was 1e-8 (Keras 2+ uses 1e-7). The rest is already the article's: embedding init
 uniform(-0.05, 0.05), glorot-uniform kernels, orthogonal recurrent kernel, forget-gate bias 1, Adam at
 1e-3, batch 64, 3 epochs. The C++ kernel has sigmoid gates only, so ``auto`` trains these with ``fused``
-(``seqclf.lstm.ENGINES`` lists which engines have ``hard_sigmoid``).
+(``seqclf.rnn.engines.ENGINES`` lists which engines have ``hard_sigmoid``).
 
   python -m seqclf.benchmarks.article --config=article_faithful --variants=lstm --seeds=0,1,2
 """

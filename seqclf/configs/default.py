@@ -32,9 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.embed_dim = 32
   config.model.lstm_features = 100
   config.model.engine = "auto"
-  config.model.matmul_precision = "float32"  # of the LSTM's recurrent matmul (seqclf.lstm.lstm)
+  config.model.matmul_precision = "float32"  # of the LSTM's recurrent matmul (seqclf.rnn.lstm)
   # The LSTM's gate activation: "sigmoid" (Keras 2+ and PyTorch) or "hard_sigmoid" (Keras 1's, the
-  # article's: configs/article_faithful.py); engines that lack it are refused (seqclf.lstm.ENGINES).
+  # article's: configs/article_faithful.py); engines that lack it are refused (seqclf.rnn.engines.ENGINES).
   config.model.recurrent_activation = "sigmoid"
   config.model.lstm_layers = 1
   config.model.bidirectional = False

@@ -1,35 +1,21 @@
-"""LSTM and GRU engines behind one interface: the pure functions `lstm` and `gru`, the Linen layers
-`LSTM`, `GRU`, `Bidirectional` and `Stacked`, `init_params` and `init_gru_params`. The NNX layers are in
-`seqclf.lstm.nnx`."""
+"""The package's former name, kept for one release: everything is in `seqclf.rnn` now.
 
-from seqclf.lstm.api import (
-  AUTO,
-  ENGINES,
-  GRU_ENGINES,
-  check_engine,
-  init_params,
-  lengths_to_mask,
-  lstm,
+Importing it warns once (DeprecationWarning); ``from seqclf.lstm import LSTM, lstm, nnx`` and the rest of
+its former top level keep working meanwhile.
+"""
+
+import warnings
+
+from seqclf.rnn import *  # noqa: F403 -- the whole public surface, re-exported
+from seqclf.rnn import __all__ as _rnn_all
+from seqclf.rnn import nnx
+from seqclf.rnn.cells import GRU_CELL as _GRU
+
+warnings.warn(
+  "seqclf.lstm is now seqclf.rnn (import from seqclf.rnn; seqclf.lstm goes in the next release)",
+  DeprecationWarning,
+  stacklevel=2,
 )
-from seqclf.lstm.gru_api import from_keras as gru_from_keras
-from seqclf.lstm.gru_api import from_torch as gru_from_torch
-from seqclf.lstm.gru_api import gru, init_gru_params
-from seqclf.lstm.layer import GRU, LSTM, Bidirectional, Stacked
 
-__all__ = [
-  "AUTO",
-  "ENGINES",
-  "GRU",
-  "GRU_ENGINES",
-  "LSTM",
-  "Bidirectional",
-  "Stacked",
-  "check_engine",
-  "gru",
-  "gru_from_keras",
-  "gru_from_torch",
-  "init_gru_params",
-  "init_params",
-  "lengths_to_mask",
-  "lstm",
-]
+gru_from_keras, gru_from_torch = _GRU.from_keras, _GRU.from_torch
+__all__ = [*_rnn_all, "gru_from_keras", "gru_from_torch", "nnx"]

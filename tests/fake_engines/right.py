@@ -1,3 +1,3 @@
 """A correct engine: scan itself."""
 
-from seqclf.lstm.scan import lstm  # noqa: F401
+from seqclf.rnn.engines.scan import lstm  # noqa: F401

@@ -1,6 +1,6 @@
 """An engine whose outputs are 1 % off."""
 
-from seqclf.lstm import fused
+from seqclf.rnn.engines import fused
 
 
 def lstm(*args):

@@ -1,6 +1,6 @@
 """An engine right on every step's outputs and wrong on the final-h path (``return_sequences=False``)."""
 
-from seqclf.lstm import fused
+from seqclf.rnn.engines import fused
 
 
 def lstm(*args, return_sequences=True):

@@ -41,7 +41,7 @@ class Row:
 def group_rows(sources: list[Source]) -> list[Row]:
   """Rows of the article sources' runs, in first-seen order.
 
-  seqclf picks its LSTM engine per device ("auto", `seqclf.lstm.api.AUTO`: cpu_kernel or else fused on
+  seqclf picks its LSTM engine per device ("auto", `seqclf.rnn.engines.AUTO`: cpu_kernel or else fused on
   CPU, pallas on GPU, fused on TPU), so its runs of a variant
   share a row across devices; a peer framework (`seqclf.benchmarks.peers`) gets a row of its own. Should a single
   file hold one variant under several seqclf engines, every engine gets its own row instead.

@@ -18,7 +18,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import hoisted
+from seqclf.rnn.engines import hoisted
 
 GATES = 4
 # The smallest block dim Triton's tl.dot accepts; the batch block and the padded hidden size start here.
@@ -46,7 +46,7 @@ _MATMUL_PRECISIONS = {
 }
 
 
-# The values `lstm`'s ``matmul_precision`` takes (the engine's ``matmul_precisions`` in `seqclf.lstm.api`).
+# The values `lstm`'s ``matmul_precision`` takes (the engine's ``matmul_precisions`` in `seqclf.rnn.engines.ENGINES`).
 PRECISIONS = tuple(_MATMUL_PRECISIONS)
 
 
@@ -441,7 +441,7 @@ def _lstm_for(matmul_precision: str):
 def lstm(
   params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, matmul_precision="float32"
 ):
-  """The engine: the kernels inside `hoisted`'s custom VJP; see `seqclf.lstm.api.lstm` for the contract."""
+  """The engine: the kernels inside `hoisted`'s custom VJP; see `seqclf.rnn.lstm` for the contract."""
   run = _lstm_for(matmul_precision)
   return run(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
 

@@ -10,7 +10,7 @@ one ``h_{t-1} @ U``. Only the second depends on the previous step. So the fast e
      which ``dW``, ``dU``, ``db`` and ``dx`` are again single large matmuls / reductions.
 
 This module holds steps 1 and 3 and the custom VJP that ties them together; an engine supplies a
-`Recurrence` (its forward and backward loops) and gets an LSTM with the `seqclf.lstm.api` contract.
+`Recurrence` (its forward and backward loops) and gets an LSTM with the `seqclf.rnn.engines` contract.
 An engine that lays out its own arrays (`mosaic_gpu.py`) builds on `with_return_sequences` directly.
 """
 
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from seqclf import lowering
-from seqclf.lstm.scan import RECURRENT_ACTIVATIONS, matmul
+from seqclf.rnn.cells import RECURRENT_ACTIVATIONS, matmul
 
 
 class Recurrence(NamedTuple):
@@ -40,7 +40,7 @@ class Recurrence(NamedTuple):
 
   forward: Callable
   backward: Callable
-  # Optional forward for when no gradient is taken, with the engine signature of `seqclf.lstm.api`
+  # Optional forward for when no gradient is taken, with the LSTM engine signature (`seqclf.rnn.engines`)
   # (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask) -> (outputs, (h, c)).
   # It stores nothing for a backward pass (XLA does not drop a loop's unused outputs, so `forward`
   # would pay for the residuals) and need not hoist anything.
@@ -151,43 +151,44 @@ def scan_recurrence(
 
 
 def custom_vjp_engine(inference: Callable, forward: Callable, backward: Callable) -> Callable:
-  """An engine-signature LSTM (see `seqclf.lstm.api`) with a hand-written VJP; shared by every engine
-  that writes its own backward pass (`with_return_sequences` here, `cpu_kernel.py`).
+  """An engine-signature function of any cell (see `seqclf.rnn.engines`) with a hand-written VJP; shared
+  by every engine that writes its own backward pass (`with_return_sequences` here, the GRU of `fused`,
+  `cpu_kernel`).
 
-  ``inference(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)`` runs when no
-  gradient is taken; ``forward`` (same arguments) returns ``(outputs, residuals)``;
-  ``backward(residuals, cotangents)`` returns the cotangents ``(d_params, d_xs, dh0, dc0)``. The three
-  masks are constants and get none.
+  ``inference(params, xs, *initial_state, step_mask, input_dropout_mask, recurrent_dropout_mask)`` runs
+  when no gradient is taken; ``forward`` (same arguments) returns ``(outputs, residuals)``;
+  ``backward(residuals, cotangents)`` returns the cotangents ``(d_params, d_xs, *d_initial_state)``. The
+  three masks are constants and get none.
   """
 
   @jax.custom_vjp
-  def lstm(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
-    return inference(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
+  def engine(*args):
+    return inference(*args)
 
   def backward_with_constant_masks(residuals, cotangents):
     # None is JAX's symbolic zero.
     return (*backward(residuals, cotangents), None, None, None)
 
-  lstm.defvjp(forward, backward_with_constant_masks)
-  return lstm
+  engine.defvjp(forward, backward_with_constant_masks)
+  return engine
 
 
-def _time_major_rows(x):
+def time_major_rows(x):
   """[B, T, X] -> [T * B, X]: one row per (step, sequence), ready for a plain 2-D matmul."""
   return jnp.swapaxes(x, 0, 1).reshape(-1, x.shape[-1])
 
 
-def project(params, xs, input_dropout_mask):
-  """The hoisted input projection: (xw [T, B, 4H] = (xs * mask) @ W + b, time-major; the dropped inputs
-  as [T * B, E] rows, which the weight gradient reads)."""
+def project(kernel, bias, xs, input_dropout_mask):
+  """The hoisted input projection: (xw [T, B, G * H] = (xs * mask) @ W + b, time-major; the dropped
+  inputs as [T * B, E] rows, which the weight gradient reads)."""
   batch, steps, _ = xs.shape
-  dropped_rows = _time_major_rows(xs * input_dropout_mask[:, None, :])
-  xw = (matmul(dropped_rows, params["kernel"]) + params["bias"]).reshape(steps, batch, -1)
+  dropped_rows = time_major_rows(xs * input_dropout_mask[:, None, :])
+  xw = (matmul(dropped_rows, kernel) + bias).reshape(steps, batch, -1)
   return xw, dropped_rows
 
 
 def make_lstm(recurrence: Recurrence) -> Callable:
-  """Builds an LSTM function with the `seqclf.lstm.api` engine signature around ``recurrence``, plus
+  """Builds an LSTM function with the LSTM engine signature (`seqclf.rnn.engines`) around ``recurrence``, plus
   ``return_sequences`` (`with_return_sequences`; without a gradient, False runs ``recurrence.final_state``).
 
   The hoisted products are written as 2-D matmuls over [T * B, X] rows on purpose: XLA's CPU backend
@@ -195,7 +196,7 @@ def make_lstm(recurrence: Recurrence) -> Callable:
   """
 
   def forward(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
-    xw, dropped_rows = project(params, xs, input_dropout_mask)
+    xw, dropped_rows = project(params["kernel"], params["bias"], xs, input_dropout_mask)
     step_mask_t = jnp.swapaxes(step_mask, 0, 1)
     hs, cs, gates = recurrence.forward(
       xw, params["recurrent_kernel"], h0, c0, step_mask_t, recurrent_dropout_mask

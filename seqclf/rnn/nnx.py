@@ -1,47 +1,54 @@
-"""The NNX layers over `seqclf.lstm.api.lstm`: `LSTM`, `Bidirectional` and `Stacked` as `flax.nnx.Module`s.
+"""The NNX layers over `seqclf.rnn.rnn`: `Recurrent` (one layer of any cell), `LSTM`, `GRU`,
+`Bidirectional` and `Stacked` as `flax.nnx.Module`s.
 
     from flax import nnx
-    from seqclf.lstm import nnx as lstm_nnx
+    from seqclf.rnn import nnx as rnn_nnx
     rngs = nnx.Rngs(params=0, dropout=1)
-    layer = lstm_nnx.Stacked([lstm_nnx.Bidirectional(lstm_nnx.LSTM(32, 64, rngs=rngs),
-                                                     lstm_nnx.LSTM(32, 64, rngs=rngs)),
-                              lstm_nnx.LSTM(128, 64, rngs=rngs)])
-    outputs, (h, c) = layer(xs, lengths=lengths)
+    layer = rnn_nnx.Stacked([rnn_nnx.Bidirectional(rnn_nnx.LSTM(32, 64, rngs=rngs),
+                                                   rnn_nnx.LSTM(32, 64, rngs=rngs)),
+                             rnn_nnx.GRU(128, 64, rngs=rngs)])
+    outputs, h = layer(xs, lengths=lengths)
 
-They are the Linen layers of `seqclf.lstm.layer` in NNX form: the same parameter names and Keras
-initialisation, every engine, masks or lengths, and Keras' per-sequence dropout drawn from the
-``"dropout"`` RNG stream (``model.eval()`` / ``model.train()`` switch it, as for ``nnx.Dropout``).
-`to_linen` and `from_linen` convert parameters between a layer here and its Linen twin in one call.
+They are the Linen layers of `seqclf.rnn.linen` in NNX form: the same parameter names and Keras
+initialisation, every engine, masks or lengths, the same dtype policy, and Keras' per-sequence dropout
+drawn from the ``"dropout"`` RNG stream (``model.eval()`` / ``model.train()`` switch it, as for
+``nnx.Dropout``). `to_linen` and `from_linen` convert parameters between a layer here and its Linen twin.
 """
 
 from collections.abc import Sequence
+from typing import ClassVar
 
+import jax.numpy as jnp
 from flax import nnx
 
-from seqclf.lstm import api, gru_api, sequences
+from seqclf.rnn import sequences
+from seqclf.rnn.cells import GRU_CELL, LSTM_CELL, Cell, init_cell_params
 
 
-class LSTM(nnx.Module):
-  """An LSTM layer: ``__call__(xs [B, T, E], mask=None, lengths=None) -> (outputs [B, T, H], (h, c))``, or
-  ``(h, (h, c))`` with ``return_sequences=False``.
+class Recurrent(nnx.Module):
+  """A recurrent layer of the class's ``cell``: ``__call__(xs [B, T, E], mask=None, lengths=None) ->
+  (outputs [B, T, H], state)``, or ``(h, state)`` with ``return_sequences=False``; a subclass sets
+  ``cell`` (`LSTM`, `GRU`, or a `seqclf.rnn.cells.Cell` of your own, which runs on engine ``scan``).
 
   Args:
     in_features: input size E.
     features: hidden size H.
-    engine: LSTM engine name (see `seqclf.lstm.api.ENGINES`) or "auto".
-    input_dropout: rate of Keras' ``dropout``: one input mask per sequence, reused at every step.
-    recurrent_dropout: rate of Keras' ``recurrent_dropout``: one mask on ``h`` per sequence.
-    matmul_precision: of the recurrent matmul, see `seqclf.lstm.api.lstm`.
-    recurrent_activation: of the input, forget and output gates, "sigmoid" or "hard_sigmoid" (Keras 1's,
-      the article's), see `seqclf.lstm.api.lstm`.
-    return_sequences: False returns the final h [B, H] as the outputs (Keras' ``return_sequences``), and
-      engines that can then store no per-step outputs; see `seqclf.lstm.api.lstm`. In a `Stacked`, the
-      last layer only.
+    engine: an engine of the cell (`seqclf.rnn.engines.engines_of`) or "auto".
+    input_dropout: rate of Keras' ``dropout``, in [0, 1): one input mask per sequence.
+    recurrent_dropout: rate of Keras' ``recurrent_dropout``, in [0, 1): one mask on ``h`` per sequence.
+    matmul_precision: of the recurrent products, see `seqclf.rnn.rnn`.
+    recurrent_activation: of the gates, "sigmoid" or "hard_sigmoid" (Keras 1's, the article's).
+    return_sequences: False returns the final h [B, H] as the outputs (Keras' ``return_sequences``). In a
+      `Stacked`, the last layer only.
+    dtype: the dtype of the computation; None infers it from the inputs and parameters (flax's rule).
+    param_dtype: of the parameters, float32 by default whatever ``jax_enable_x64`` says.
     deterministic: no dropout (``model.eval()`` sets it, ``model.train()`` clears it).
     rngs: ``params`` initialises the weights; ``dropout`` (forked here) draws the dropout masks.
 
-  The parameters ``kernel``, ``recurrent_kernel`` and ``bias`` are those of `seqclf.lstm.lstm`.
+  The parameters ``kernel``, ``recurrent_kernel`` and ``bias`` are those of `seqclf.rnn.rnn`.
   """
+
+  cell: ClassVar[Cell]
 
   def __init__(
     self,
@@ -54,35 +61,42 @@ class LSTM(nnx.Module):
     matmul_precision: str = "float32",
     recurrent_activation: str = "sigmoid",
     return_sequences: bool = True,
+    dtype=None,
+    param_dtype=jnp.float32,
     deterministic: bool = False,
     rngs: nnx.Rngs,
   ):
-    params = api.init_params(rngs.params(), in_features, features)
+    sequences.check_rate("input_dropout", input_dropout)
+    sequences.check_rate("recurrent_dropout", recurrent_dropout)
+    params = init_cell_params(self.cell, rngs.params(), in_features, features, param_dtype)
     self.kernel = nnx.Param(params["kernel"])
     self.recurrent_kernel = nnx.Param(params["recurrent_kernel"])
     self.bias = nnx.Param(params["bias"])
-    self.features = features
     self.engine = engine
     self.input_dropout = input_dropout
     self.recurrent_dropout = recurrent_dropout
     self.matmul_precision = matmul_precision
     self.recurrent_activation = recurrent_activation
     self.return_sequences = return_sequences
+    self.dtype = dtype
     self.deterministic = deterministic
     self.rngs = rngs.dropout.fork() if input_dropout > 0 or recurrent_dropout > 0 else nnx.data(None)
 
-  def __call__(self, xs, mask=None, lengths=None, *, deterministic: bool | None = None, rngs=None):
+  def __call__(
+    self, xs, mask=None, lengths=None, *, initial_state=None, deterministic: bool | None = None, rngs=None
+  ):
     """Runs the layer over ``xs``.
 
     Args:
       xs: [B, T, E] inputs.
       mask: optional [B, T] bool, True on real steps (any padding side); padded steps keep the state.
       lengths: optional [B] integers, right padding.
+      initial_state: optional, as `seqclf.rnn.rnn` takes it for the cell; zeros by default.
       deterministic: overrides the layer's own for this call (True: no dropout).
       rngs: an ``nnx.Rngs`` or stream overriding the layer's dropout stream for this call.
 
     Returns:
-      ``(outputs [B, T, H], (h [B, H], c [B, H]))``; the outputs are h with ``return_sequences=False``.
+      ``(outputs [B, T, H], state)``; the outputs are the final h [B, H] with ``return_sequences=False``.
     """
     deterministic = self.deterministic if deterministic is None else deterministic
     stream = rngs.dropout if isinstance(rngs, nnx.Rngs) else rngs or self.rngs
@@ -91,20 +105,22 @@ class LSTM(nnx.Module):
       "recurrent_kernel": self.recurrent_kernel[...],
       "bias": self.bias[...],
     }
-    return sequences.run_lstm(
-      params,
-      xs,
-      mask=mask,
-      lengths=lengths,
-      features=self.features,
-      input_dropout=self.input_dropout,
-      recurrent_dropout=self.recurrent_dropout,
-      engine=self.engine,
-      matmul_precision=self.matmul_precision,
-      recurrent_activation=self.recurrent_activation,
-      return_sequences=self.return_sequences,
-      next_key=None if deterministic else stream,
+    next_key = None if deterministic else stream
+    return sequences.run_layer(
+      self, params, xs, mask=mask, lengths=lengths, initial_state=initial_state, next_key=next_key
     )
+
+
+class LSTM(Recurrent):
+  """An LSTM layer (`Recurrent` of `seqclf.rnn.cells.LSTM_CELL`): ``-> (outputs [B, T, H], (h, c))``."""
+
+  cell = LSTM_CELL
+
+
+class GRU(Recurrent):
+  """A GRU layer (`Recurrent` of `seqclf.rnn.cells.GRU_CELL`): ``-> (outputs [B, T, H], h)``."""
+
+  cell = GRU_CELL
 
 
 class Bidirectional(nnx.Module):
@@ -122,7 +138,7 @@ class Bidirectional(nnx.Module):
     return sequences.returns_sequences(self.forward)
 
   def __call__(self, xs, mask=None, lengths=None, **kwargs):
-    """Args: as `LSTM.__call__` (``kwargs`` reach both layers). Returns: ``(outputs [B, T, H_f + H_b],
+    """Args: as `Recurrent.__call__` (``kwargs`` reach both layers; ``initial_state``: the pair). Returns: ``(outputs [B, T, H_f + H_b],
     (forward_state, backward_state))``; the outputs are the two final h's, [B, H_f + H_b], when both
     layers have ``return_sequences=False``."""
     return sequences.bidirectional(self.forward, self.backward, xs, mask=mask, lengths=lengths, **kwargs)
@@ -141,7 +157,7 @@ class Stacked(nnx.Module):
     return sequences.returns_sequences(self.layers[-1])
 
   def __call__(self, xs, mask=None, lengths=None, **kwargs):
-    """Args: as `LSTM.__call__` (``kwargs`` reach every layer). Returns: ``(outputs of the last layer,
+    """Args: as `Recurrent.__call__` (``kwargs`` reach every layer; ``initial_state``: one per layer). Returns: ``(outputs of the last layer,
     state of the last layer)``: [B, T, H], or [B, H] when the last layer has ``return_sequences=False``."""
     return sequences.stacked(self.layers, xs, mask=mask, lengths=lengths, **kwargs)
 
@@ -190,12 +206,12 @@ def _from_linen(template, params, where=""):
 
 
 def to_linen(module: nnx.Module) -> dict:
-  """``module``'s parameters as its Linen twin's ``variables["params"]`` (`seqclf.lstm.layer`).
+  """``module``'s parameters as its Linen twin's ``variables["params"]`` (`seqclf.rnn.linen`).
 
-  For a single `LSTM` that is also the ``params`` of `seqclf.lstm.lstm`.
+  For a single `Recurrent` layer that is also the ``params`` of `seqclf.rnn.rnn`.
 
   Args:
-    module: an `LSTM`, `Bidirectional` or `Stacked` of them.
+    module: a `Recurrent` layer (`LSTM`, `GRU`), or a `Bidirectional` or `Stacked` of them.
 
   Returns:
     A nested dict of arrays, named as the Linen layers name them.
@@ -207,8 +223,8 @@ def from_linen(module: nnx.Module, params) -> nnx.Module:
   """Loads the Linen twin's parameters into ``module``, in place.
 
   Args:
-    module: an `LSTM`, `Bidirectional` or `Stacked` of them.
-    params: the Linen twin's ``variables["params"]`` (or, for one `LSTM`, `seqclf.lstm.lstm`'s ``params``).
+    module: a `Recurrent` layer (`LSTM`, `GRU`), or a `Bidirectional` or `Stacked` of them.
+    params: the Linen twin's ``variables["params"]`` (or, for one layer, `seqclf.rnn.rnn`'s ``params``).
 
   Returns:
     ``module``.
@@ -220,66 +236,3 @@ def from_linen(module: nnx.Module, params) -> nnx.Module:
   nnx.replace_by_pure_dict(state, _from_linen(nnx.to_pure_dict(state), dict(params)))
   nnx.update(module, state)
   return module
-
-
-class GRU(nnx.Module):
-  """A GRU layer: ``__call__(xs [B, T, E], mask=None, lengths=None) -> (outputs [B, T, H], h)``, the
-  Linen `seqclf.lstm.GRU` in NNX form (same parameters, Keras initialisation, dropout from the
-  ``"dropout"`` stream, ``eval()``/``train()``); usable inside `Bidirectional` and `Stacked`, converted
-  with `to_linen` / `from_linen`.
-
-  Args:
-    in_features: input size E.
-    features: hidden size H.
-    engine: GRU engine name (see `seqclf.lstm.api.GRU_ENGINES`) or "auto".
-    input_dropout, recurrent_dropout: Keras' ``dropout`` and ``recurrent_dropout`` rates.
-    matmul_precision: of the step's products, see `seqclf.lstm.gru_api.gru`.
-    deterministic: no dropout (``model.eval()`` sets it, ``model.train()`` clears it).
-    rngs: ``params`` initialises the weights; ``dropout`` (forked here) draws the dropout masks.
-  """
-
-  def __init__(
-    self,
-    in_features: int,
-    features: int,
-    *,
-    engine: str = "auto",
-    input_dropout: float = 0.0,
-    recurrent_dropout: float = 0.0,
-    matmul_precision: str = "float32",
-    deterministic: bool = False,
-    rngs: nnx.Rngs,
-  ):
-    params = gru_api.init_gru_params(rngs.params(), in_features, features)
-    self.kernel = nnx.Param(params["kernel"])
-    self.recurrent_kernel = nnx.Param(params["recurrent_kernel"])
-    self.bias = nnx.Param(params["bias"])
-    self.features = features
-    self.engine = engine
-    self.input_dropout = input_dropout
-    self.recurrent_dropout = recurrent_dropout
-    self.matmul_precision = matmul_precision
-    self.deterministic = deterministic
-    self.rngs = rngs.dropout.fork() if input_dropout > 0 or recurrent_dropout > 0 else nnx.data(None)
-
-  def __call__(self, xs, mask=None, lengths=None, *, deterministic: bool | None = None, rngs=None):
-    """``deterministic`` and ``rngs`` (an ``nnx.Rngs`` or stream) override the layer's own for one call."""
-    deterministic = self.deterministic if deterministic is None else deterministic
-    stream = rngs.dropout if isinstance(rngs, nnx.Rngs) else rngs or self.rngs
-    params = {
-      "kernel": self.kernel[...],
-      "recurrent_kernel": self.recurrent_kernel[...],
-      "bias": self.bias[...],
-    }
-    return sequences.run_gru(
-      params,
-      xs,
-      mask=mask,
-      lengths=lengths,
-      features=self.features,
-      input_dropout=self.input_dropout,
-      recurrent_dropout=self.recurrent_dropout,
-      engine=self.engine,
-      matmul_precision=self.matmul_precision,
-      next_key=None if deterministic else stream,
-    )

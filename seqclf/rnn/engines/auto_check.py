@@ -12,7 +12,7 @@ back, why. Results are cached for the process.
 A user of `auto` never gets a silently wrong LSTM, nor a hung or crashed one: at worst a slower one, and
 a line saying so.
 
-The candidates (their order is `seqclf.lstm.api.AUTO`'s) come from the caller, so this module imports
+The candidates (their order is `seqclf.rnn.engines.AUTO`'s) come from the caller, so this module imports
 nothing of the api; the child (`child`: MODULE HIDDEN PRECISION) imports the engine's module itself.
 """
 
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 REFERENCE = "fused"
-REFERENCE_MODULE = "seqclf.lstm.fused"
+REFERENCE_MODULE = "seqclf.rnn.engines.fused"
 # The check's problem: a padded batch, a hole in the mask, dropout masks; small enough to run in ~1 s.
 CHECK_BATCH, CHECK_STEPS, CHECK_INPUT = 5, 3, 4
 # Largest |engine - fused| allowed, relative to the largest |fused| value of each output/gradient:
@@ -57,7 +57,7 @@ class Candidate(NamedTuple):
 def _problem(hidden: int):
   """The check's engine-signature arguments as numpy arrays (fixed seed)."""
   rng = np.random.default_rng(0)
-  # The parameter layout of `seqclf.lstm.scan`, at the scale of Keras' initialisation, forget bias 1.
+  # The parameter layout of `seqclf.rnn.engines.scan`, at the scale of Keras' initialisation, forget bias 1.
   bias = np.zeros(4 * hidden, np.float32)
   bias[hidden : 2 * hidden] = 1.0
   params = {

@@ -25,8 +25,8 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from seqclf import lowering
 from seqclf.errors import ConfigError
-from seqclf.lstm import hoisted
-from seqclf.lstm.scan import matmul
+from seqclf.rnn.cells import matmul
+from seqclf.rnn.engines import hoisted
 
 GATES = 4
 # wgmma's M: the batch rows of one cluster.
@@ -45,7 +45,7 @@ EXCHANGES = ("dsmem", "gmem")
 # matmul_precision -> number of bf16 pieces per operand (hi, or hi and lo). Hopper's tensor cores have no
 # float32 products, so "float32" (the api's default) is computed as BF16_BF16_F32_X3, to float32 level.
 _PIECES = {"float32": 2, "BF16_BF16_F32_X3": 2, "bfloat16": 1}
-# The values `lstm`'s ``matmul_precision`` takes (the engine's ``matmul_precisions`` in `seqclf.lstm.api`).
+# The values `lstm`'s ``matmul_precision`` takes (the engine's ``matmul_precisions`` in `seqclf.rnn.engines.ENGINES`).
 MATMUL_PRECISIONS = tuple(_PIECES)
 # The arrays a forward kernel writes per step, by use: training keeps h, c and the four gates for the
 # backward; a forward without gradient only h; one that only wants the final state nothing (the final
@@ -651,7 +651,7 @@ def make_lstm(
   interpret: bool | None = None,
 ) -> Callable:
   """The engine function: the kernels in the model's own layouts inside a hand-written VJP whose weight
-  gradients are hoisted matmuls, as `hoisted.make_lstm`'s (`seqclf.lstm.api` engine signature, plus
+  gradients are hoisted matmuls, as `hoisted.make_lstm`'s (`seqclf.rnn.engines` engine signature, plus
   ``return_sequences``).
 
   Args:
@@ -867,7 +867,7 @@ def lstm(
   matmul_precision="float32",
   return_sequences=True,
 ):
-  """The engine: the kernels inside `hoisted`'s custom VJP; see `seqclf.lstm.api.lstm` for the contract."""
+  """The engine: the kernels inside `hoisted`'s custom VJP; see `seqclf.rnn.lstm` for the contract."""
   run = _lstm_for(matmul_precision)
   args = (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
   return run(*args, return_sequences=return_sequences)

@@ -2,11 +2,10 @@
 
 `check_inputs` holds a call's arrays against each other (ranks, the input width against the parameters,
 the batch and time sizes, floating dtypes, the masks' shapes and, where they are concrete, the lengths'
-range) and raises one `InputError` naming the shapes. The LSTM (`seqclf.lstm.api.lstm`) and any other
-cell with the same parameter layout (``kernel`` [E, G * H], ``recurrent_kernel`` [H, G * H], ``bias``
-[G * H] or [k, G * H], ``G`` gates) call it with their gate count and state arity, so every engine, the
-pure function and the Linen and NNX layers refuse the same inputs with the same words: a C++ or GPU
-kernel never sees a buffer whose size disagrees with another's.
+range) and raises one `InputError` naming the shapes. The parameters are held to the cell's own specs
+(`seqclf.rnn.cells.Cell.param_shapes`), so every engine, the pure function `seqclf.rnn.rnn` and the Linen
+and NNX layers refuse the same inputs with the same words: a C++ or GPU kernel never sees a buffer whose
+size disagrees with another's.
 """
 
 from typing import NamedTuple
@@ -42,10 +41,8 @@ def check_inputs(
   params,
   xs,
   *,
-  gates: int,
-  cell: str = "lstm",
+  cell,
   initial_state=None,
-  state_names: tuple[str, ...] = ("h0", "c0"),
   mask=None,
   lengths=None,
   input_dropout_mask=None,
@@ -54,12 +51,12 @@ def check_inputs(
   """Checks a recurrent layer call's arrays against each other; returns its sizes.
 
   Args:
-    params: a mapping with ``kernel`` [E, gates * H], ``recurrent_kernel`` [H, gates * H] and ``bias``
-      [gates * H] (or [k, gates * H], a cell with several bias rows).
+    params: a mapping with ``kernel`` [E, G * H], ``recurrent_kernel`` [H, G * H] and ``bias``
+      (`seqclf.rnn.cells.Cell.param_shapes`).
     xs: [B, T, E] inputs. T = 0 and B = 0 are valid (the caller returns the trivial result).
-    gates: the number of gates packed in the parameters' last axis (4 for the LSTM, 3 for a GRU).
-    cell: the function's name, for the messages.
-    initial_state: None, or a tuple of one [B, H] array per name in ``state_names``.
+    cell: the `seqclf.rnn.cells.Cell` whose parameters these are: its gate count G, its bias rows and its
+      state, and its name for the messages.
+    initial_state: None, or a tuple of one [B, H] array per name in ``cell.state_names``.
     mask: optional [B, T] (bool or integer).
     lengths: optional [B] integers in [0, T] (checked where concrete; under ``jit`` a traced length
       outside acts as its nearest bound, as the mask it becomes does).
@@ -69,8 +66,10 @@ def check_inputs(
     InputError (a `ConfigError` and a `ValueError`): one line naming the arrays and shapes that disagree.
   """
 
+  gates, state_names = cell.gates, tuple(f"{name}0" for name in cell.state_names)
+
   def fail(message):
-    raise InputError(f"{cell}(): {message}")
+    raise InputError(f"{cell.name}(): {message}")
 
   if not hasattr(params, "keys") or not {"kernel", "recurrent_kernel", "bias"} <= set(params.keys()):
     got = sorted(params.keys()) if hasattr(params, "keys") else type(params).__name__
@@ -87,8 +86,9 @@ def check_inputs(
     fail("the hidden size (params['recurrent_kernel'].shape[0]) must be at least 1, got 0")
   if len(kernel) != 2 or kernel[1] != gates * hidden:
     fail(f"params['kernel'] must be [E, {gates * hidden}] for hidden size {hidden}, got {list(kernel)}")
-  if len(bias) not in (1, 2) or bias[-1] != gates * hidden:
-    fail(f"params['bias'] must be [{gates * hidden}] for hidden size {hidden}, got {list(bias)}")
+  expected_bias = cell.param_shapes(0, hidden)["bias"]
+  if bias != expected_bias:
+    fail(f"params['bias'] must be {list(expected_bias)} for hidden size {hidden}, got {list(bias)}")
   input_size = kernel[0]
   x_shape = _shape(xs)
   if len(x_shape) != 3:

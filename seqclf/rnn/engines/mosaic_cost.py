@@ -3,22 +3,22 @@
 Every figure the prediction rests on is a `Term` in `TERMS`: a value, its unit and its source, one of
 "specified" (NVIDIA's published figure; ``basis`` names the document), "measured" (``basis`` says
 where) or "assumed" (``basis`` says why). What the kernels do (planes loaded and stored per step, bytes
-exchanged, buffer slots, what fits) is counted from `seqclf.lstm.mosaic_gpu` as written. A step of one
+exchanged, buffer slots, what fits) is counted from `seqclf.rnn.engines.mosaic_gpu` as written. A step of one
 CTA is one warpgroup doing its parts one after another: the matmul (tensor cores or their shared-memory
 operand reads, whichever is slower), the gate arithmetic, the step's global loads and stores, the
 exchange (forward: the all-gather of h; backward: the reduce-scatter of the partial dh) and, with one
 buffer slot, a cluster barrier. Around the kernels, XLA's passes (the hoisted matmuls, the crops of the
 padding) move their bytes through HBM. Evaluation runs the forward that stores only the final state.
 
-  python -m seqclf.lstm.mosaic_cost     # the table in docs/kernels.md
+  python -m seqclf.rnn.engines.mosaic_cost     # the table in docs/kernels.md
 """
 
 import math
 from typing import NamedTuple
 
 from seqclf.errors import ConfigError
-from seqclf.lstm import mosaic_gpu
-from seqclf.lstm.mosaic_gpu import BLOCK_BATCH, GATES, PADDED_HIDDEN, WARPGROUP_THREADS
+from seqclf.rnn.engines import mosaic_gpu
+from seqclf.rnn.engines.mosaic_gpu import BLOCK_BATCH, GATES, PADDED_HIDDEN, WARPGROUP_THREADS
 
 SOURCES = ("specified", "measured", "assumed")
 

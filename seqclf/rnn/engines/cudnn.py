@@ -2,8 +2,8 @@
 
 cuDNN runs the whole layer, forward and backward, in its own kernels (its kernel and its VJP);
 `jax.experimental.rnn.lstm_ref` is the plain-JAX reference of the same computation (tests/test_cudnn.py
-runs this wrapper on it). It covers less of the `seqclf.lstm.api` contract than the other engines, which
-its `ENGINES` entry declares and `seqclf.lstm.api.check_engine` enforces:
+runs this wrapper on it). It covers less of the `seqclf.rnn.rnn` contract than the other engines, which
+its `ENGINES` entry declares and `seqclf.rnn.engines.check_engine` enforces:
 
   * right padding only (``masks="lengths"``): ``step_mask`` is turned into sequence lengths by counting,
     so the api takes ``lengths=`` for this engine and refuses a ``mask=``, whose holes or left padding
@@ -14,7 +14,7 @@ its `ENGINES` entry declares and `seqclf.lstm.api.check_engine` enforces:
   * float32 only (`jax.experimental.rnn` supports no other dtype).
 
 On CPU `jax.experimental.rnn.lstm` has no fallback: it fails while tracing (its shape rule asks the
-CUDA plugin for workspace sizes), which is why `seqclf.lstm.api` lists this engine for "gpu" only.
+CUDA plugin for workspace sizes), which is why `seqclf.rnn.engines.ENGINES` lists this engine for "gpu" only.
 """
 
 import jax
@@ -46,7 +46,7 @@ def lstm(
   *,
   precision=jax.lax.Precision.HIGHEST,
 ):
-  """Runs the LSTM with cuDNN; see `seqclf.lstm.api.lstm` for the contract and the module for limits.
+  """Runs the LSTM with cuDNN; see `seqclf.rnn.lstm` for the contract and the module for limits.
 
   ``precision`` is that of cuDNN's matmuls: HIGHEST (default) keeps float32, HIGH allows TF32.
   ``recurrent_dropout_mask`` is all ones: the api refuses recurrent dropout for this engine.
