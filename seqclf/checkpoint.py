@@ -2,7 +2,8 @@
 
 A run directory holds::
 
-  RUN/config.json      the full config, plus "variant", "seed" and "label_names" (write_run_config)
+  RUN/config.json      the full config, plus "variant", "seed", "label_names" and "data" (the data's
+                       identity, `seqclf.run_identity.data_identity`) (write_run_config)
   RUN/vocab.json       the vocabulary the data was encoded with (Vocabulary.save)
   RUN/checkpoints/<epoch>/
     params/            the model parameters
@@ -23,11 +24,13 @@ Resuming replays an uninterrupted run exactly, provided that the loop derives ev
 ``fold_in(key, state.step)``, the step being restored with the state.
 """
 
+import contextlib
 import errno
 import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 
 import jax
@@ -45,15 +48,20 @@ LOCK_FILE = ".lock"  # holds the PID of the process training the run (see `lock_
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 WHICH = ("best", "last")
 
-# The run facts write_run_config adds to the config; read_run_config takes them out again.
+# The run facts write_run_config adds to the config; read_run_config takes them out again. "data" is
+# optional: runs written before it was recorded lack it.
 _RUN_KEYS = ("variant", "seed", "label_names")
+_DATA_KEY = "data"
+_TENSORSTORE_OS_ERROR = re.compile(r"os_error_code='(\d+)'")
 # Written by orbax into a step as the last thing before the step counts as committed.
 _COMMIT_MARKER = "commit_success.txt"
 
 _logger = logging.getLogger(__name__)
 
 
-def write_run_config(run_dir: str, config, *, variant: str, seed: int, label_names: list[str]) -> None:
+def write_run_config(
+  run_dir: str, config, *, variant: str, seed: int, label_names: list[str], data: dict | None = None
+) -> None:
   """Writes ``RUN/config.json``: everything needed to rebuild the model and encode texts like training.
 
   Args:
@@ -62,9 +70,12 @@ def write_run_config(run_dir: str, config, *, variant: str, seed: int, label_nam
     variant: The model variant (a key of ``models.VARIANTS``).
     seed: The run's seed.
     label_names: The class names, label id order: ``label_names[i]`` is the name of label ``i``.
+    data: The data's identity (`seqclf.run_identity.data_identity`), which a resume is held against.
   """
   document = json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
   document.update(variant=variant, seed=int(seed), label_names=list(label_names))
+  if data is not None:
+    document[_DATA_KEY] = data
   results.write_json_atomic(os.path.join(run_dir, CONFIG_FILE), document)
 
 
@@ -72,11 +83,24 @@ def read_run_config(run_dir: str) -> tuple[dict, str, int, list[str]]:
   """Reads what :func:`write_run_config` wrote.
 
   Returns:
-    ``(config, variant, seed, label_names)``; ``config`` is the config as a plain dict.
+    ``(config, variant, seed, label_names)``; ``config`` is the config as a plain dict (without the
+    data's identity: `read_run_data`).
 
   Raises:
     DataError: ``RUN/config.json`` is missing, unreadable, or lacks one of the run facts.
   """
+  document = _read_config_document(run_dir)
+  document.pop(_DATA_KEY, None)
+  variant, seed, label_names = (document.pop(key) for key in _RUN_KEYS)
+  return document, variant, seed, label_names
+
+
+def read_run_data(run_dir: str) -> dict | None:
+  """The data's identity :func:`write_run_config` recorded, or None for a run written without it."""
+  return _read_config_document(run_dir).get(_DATA_KEY)
+
+
+def _read_config_document(run_dir: str) -> dict:
   path = os.path.join(run_dir, CONFIG_FILE)
   try:
     with open(path, encoding="utf-8") as file:
@@ -92,20 +116,49 @@ def read_run_config(run_dir: str) -> tuple[dict, str, int, list[str]]:
     raise DataError(
       f"{path} lacks {', '.join(missing)}: it was not written by write_run_config, train the run again"
     )
-  variant, seed, label_names = (document.pop(key) for key in _RUN_KEYS)
-  return document, variant, seed, label_names
+  return document
 
 
 def storage_cause(error: BaseException) -> OSError | None:
   """The `OSError` of a full, read-only or forbidden file system in ``error``'s chain (orbax wraps them),
-  or None."""
+  or None. Tensorstore, which writes orbax's arrays, raises a ValueError whose text carries the OS error
+  code; it is given back as the `OSError` it stands for."""
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
     if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
       return error
+    code = _tensorstore_errno(str(error)) if isinstance(error, ValueError) else None
+    if code is not None:
+      return OSError(code, os.strerror(code))
     error = error.__cause__ or error.__context__
   return None
+
+
+def _tensorstore_errno(text: str) -> int | None:
+  """The storage errno in a tensorstore error's text (``... No space left on device [os_error_code='28']``)."""
+  match = _TENSORSTORE_OS_ERROR.search(text)
+  code = int(match.group(1)) if match else None
+  return code if code in _STORAGE_ERRNOS else None
+
+
+@contextlib.contextmanager
+def _storage_error_logs_hidden():
+  absl_logger = logging.getLogger("absl")  # orbax logs through absl
+  hide = _HideStorageErrorLogs()
+  absl_logger.addFilter(hide)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(hide)
+
+
+class _HideStorageErrorLogs(logging.Filter):
+  """Drops the error records orbax's writer threads log for a failed write of a full or read-only disk:
+  the save's own exception becomes the one line that says it."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR or _tensorstore_errno(record.getMessage()) is None
 
 
 def describe_os_error(error: OSError) -> str:
@@ -287,17 +340,18 @@ class Checkpointer:
         "train in a fresh run directory"
       )
     try:
-      self._manager.save(
-        epoch,
-        args=ocp.args.Composite(
-          params=ocp.args.StandardSave(state.params),
-          optimizer=ocp.args.StandardSave(state.opt_state),
-          meta=ocp.args.JsonSave({"epoch": epoch, "step": int(state.step), "history": history}),
-        ),
-        # -inf rather than no metrics: orbax warns on every save without them.
-        metrics={"metric": float("-inf") if metric is None else float(metric)},
-        force=True,  # the epoch check above replaces orbax's save-interval policy
-      )
+      with _storage_error_logs_hidden():
+        self._manager.save(
+          epoch,
+          args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            optimizer=ocp.args.StandardSave(state.opt_state),
+            meta=ocp.args.JsonSave({"epoch": epoch, "step": int(state.step), "history": history}),
+          ),
+          # -inf rather than no metrics: orbax warns on every save without them.
+          metrics={"metric": float("-inf") if metric is None else float(metric)},
+          force=True,  # the epoch check above replaces orbax's save-interval policy
+        )
     except Exception as error:
       cause = storage_cause(error)
       if cause is None:

@@ -362,6 +362,7 @@ def fit(
   seed: int,
   label: str = "",
   on_epoch=None,
+  on_start=None,
   mesh=None,
   run_dir: str | None = None,
   initial_embedding=None,
@@ -377,7 +378,11 @@ def fit(
       after that many epochs without a better evaluation accuracy.
     seed: initialisation, shuffling and dropout.
     label: names the run in the progress line.
-    on_epoch: called with each `EpochMetrics` after every epoch trained here.
+    on_epoch: called with each `EpochMetrics` after every epoch trained here, once its checkpoint is
+      saved.
+    on_start: called with the restored history (the `EpochMetrics` dicts of the epochs trained before,
+      [] for a fresh run) once the state is restored and the steps compiled, before the first epoch; what
+      a caller writes there is not written by a start that fails before training.
     mesh: a `seqclf.parallel` mesh to shard batches over; default: all local devices.
     run_dir: with it, a checkpoint after every epoch (the last and the best by evaluation accuracy
       kept), and a run that finds one there resumes after it, replaying exactly what an uninterrupted
@@ -419,6 +424,8 @@ def fit(
     raise
   loop = _Loop(state, history)
   try:
+    if on_start:
+      on_start(list(history))
     stopped_early = _train_epochs(loop, epochs, config, start_epoch, label, checkpointer, on_epoch, trace)
   finally:
     if trace:
