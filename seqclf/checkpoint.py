@@ -32,6 +32,8 @@ import logging
 import os
 import re
 import shutil
+import sys
+import threading
 
 import jax
 import orbax.checkpoint as ocp
@@ -142,23 +144,78 @@ def _tensorstore_errno(text: str) -> int | None:
   return code if code in _STORAGE_ERRNOS else None
 
 
-@contextlib.contextmanager
-def _storage_error_logs_hidden():
-  absl_logger = logging.getLogger("absl")  # orbax logs through absl
-  hide = _HideStorageErrorLogs()
-  absl_logger.addFilter(hide)
-  try:
-    yield
-  finally:
-    absl_logger.removeFilter(hide)
+# What orbax's writer threads raise when they go on after a failed save: the event loop and executors the
+# save closed under them, or the interpreter shutting down.
+_SHUTDOWN_NOISE = (
+  (RuntimeError, "Event loop is closed"),
+  (RuntimeError, "cannot schedule new futures after shutdown"),
+  (ImportError, "sys.meta_path is None"),
+)
 
 
-class _HideStorageErrorLogs(logging.Filter):
-  """Drops the error records orbax's writer threads log for a failed write of a full or read-only disk:
-  the save's own exception becomes the one line that says it."""
+def _is_storage_noise(error: BaseException | None) -> bool:
+  """Whether ``error`` is what orbax's writer threads and callbacks raise around a failed write: the
+  write's own storage error, or `_SHUTDOWN_NOISE`."""
+  if error is None:
+    return False
+  return storage_cause(error) is not None or any(
+    isinstance(error, kind) and text in str(error) for kind, text in _SHUTDOWN_NOISE
+  )
+
+
+class _HideStorageNoise(logging.Filter):
+  """Drops the error records orbax, tensorstore and asyncio log about a failed write of a full or
+  read-only disk: the save's own exception becomes the one line that says it."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno < logging.ERROR or _tensorstore_errno(record.getMessage()) is None
+    if record.levelno < logging.ERROR:
+      return True
+    error = record.exc_info[1] if record.exc_info else None
+    return not (_tensorstore_errno(record.getMessage()) is not None or _is_storage_noise(error))
+
+
+class _QuietWriterThreads:
+  """``sys.stderr`` less what other threads print from native code: the tracebacks tensorstore prints
+  when a write it finishes after a failed save calls back into the event loop the save closed."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def write(self, text: str) -> int:
+    try:
+      sys._getframe(1)
+    except ValueError:  # no Python caller: native code writing
+      if threading.current_thread() is not threading.main_thread():
+        return len(text)
+    return self._stream.write(text)
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _storage_noise_hidden():
+  """Silences the storage noise of a save (`_HideStorageNoise`, `_QuietWriterThreads`); after a failed
+  save it stays silenced for the rest of the process, whose stray writer threads go on failing while the
+  error line is printed and the process exits."""
+  loggers = [logging.getLogger("absl"), logging.getLogger("asyncio")]  # orbax logs through absl
+  hide, stderr = _HideStorageNoise(), sys.stderr
+  for logger in loggers:
+    logger.addFilter(hide)
+  sys.stderr = _QuietWriterThreads(stderr)
+  try:
+    yield
+  except BaseException as error:
+    if storage_cause(error) is None:
+      _restore(loggers, hide, stderr)
+    raise
+  _restore(loggers, hide, stderr)
+
+
+def _restore(loggers, hide, stderr) -> None:
+  for logger in loggers:
+    logger.removeFilter(hide)
+  sys.stderr = stderr
 
 
 def describe_os_error(error: OSError) -> str:
@@ -340,7 +397,7 @@ class Checkpointer:
         "train in a fresh run directory"
       )
     try:
-      with _storage_error_logs_hidden():
+      with _storage_noise_hidden():
         self._manager.save(
           epoch,
           args=ocp.args.Composite(

@@ -1,5 +1,6 @@
 """`seqclf.main`: own CSV data, validation and early stopping, and a SIGKILLed run resumed exactly."""
 
+import collections
 import csv
 import json
 import os
@@ -8,13 +9,14 @@ import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from seqclf import checkpoint, models
+from seqclf import checkpoint, metric_writers, models, predict
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOPICS = {
@@ -260,3 +262,165 @@ def test_bad_input_gives_one_line_and_exit_code_2(case, args, expected, tmp_path
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
   assert not (tmp_path / "run" / "results.json").exists()
+
+
+def _steps(workdir):
+  """The steps in metrics.jsonl, in file order, and every (step, scalar) TensorBoard holds, counted."""
+  lines = (workdir / "logs" / "metrics.jsonl").read_text().splitlines()
+  events = metric_writers.read_events(str(workdir / "logs"))
+  pairs = [
+    (e.step, v.tag) for e in events for v in e.summary.value if v.WhichOneof("value") == "simple_value"
+  ]
+  return [json.loads(line)["step"] for line in lines], collections.Counter(pairs)
+
+
+def _assert_every_epoch_reported_once(workdir, epochs):
+  steps, tensorboard = _steps(workdir)
+  assert steps == list(range(1, epochs + 1))
+  assert sorted({step for step, _ in tensorboard}) == steps and set(tensorboard.values()) == {1}
+  assert len(tensorboard) == 7 * epochs
+  record = json.loads((workdir / "results.json").read_text())["runs"][0]
+  assert [epoch["epoch"] for epoch in record["epochs"]] == steps
+
+
+# Runs seqclf.main with checkpoint saves wrapped: right after the save of epoch 1 commits, the process
+# sends itself a signal, before the epoch is reported.
+SIGNAL_AFTER_COMMIT = textwrap.dedent(
+  """
+  import os, signal, sys
+  from seqclf import checkpoint, main
+  save, signal_number = checkpoint.Checkpointer.save, getattr(signal, sys.argv.pop(1))
+  def save_then_signal(self, epoch, *args, **kwargs):
+    save(self, epoch, *args, **kwargs)
+    if epoch == 1:
+      os.kill(os.getpid(), signal_number)
+  checkpoint.Checkpointer.save = save_then_signal
+  sys.argv = ["seqclf.main", *sys.argv[1:]]
+  main.run()
+  """
+)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_a_signal_between_a_checkpoint_and_its_report_loses_no_metrics(signal_name, tmp_path):
+  """The epoch whose checkpoint committed was missing from metrics.jsonl and TensorBoard for good."""
+  train_file = write_topics_csv(tmp_path / "train.csv", 60)
+  workdir = tmp_path / "run"
+  args = main_command(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=2")
+  args = [arg for arg in args[3:] if arg != "--tensorboard=false"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  stopped = subprocess.run(
+    [sys.executable, "-c", SIGNAL_AFTER_COMMIT, signal_name, *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert stopped.returncode == (130 if signal_name == "SIGINT" else -signal.SIGKILL), stopped.stderr
+  assert "epoch 1/" not in stopped.stdout and checkpoint.complete_epochs(str(workdir)) == [1]
+  resumed = subprocess.run(
+    [sys.executable, "-m", "seqclf.main", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert resumed.returncode == 0, resumed.stderr
+  _assert_every_epoch_reported_once(workdir, 2)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A real file system of 1 MiB (a tmpfs: needs root), so that a test can fill it."""
+  if os.geteuid() != 0:
+    pytest.skip("mounting a small tmpfs needs root")
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+  if mounted.returncode:
+    pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+  yield disk
+  subprocess.run(["umount", str(disk)], check=False)
+
+
+# Runs seqclf.main and fills its disk (writing a file until ENOSPC) just before one write of the run.
+FILL_DISK_BEFORE = textwrap.dedent(
+  """
+  import errno, os, sys
+  from seqclf import checkpoint, main, metric_writers, results
+  from seqclf.data import encoding
+  where, filler = sys.argv.pop(1), sys.argv.pop(1)
+  # Room for the checkpoint's small files but not its arrays: where tensorstore, not Python, finds the
+  # disk full.
+  room = 12288 if where == "checkpoint" else 0
+  def fill():
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+      while os.write(fd, bytes(4096)):
+        pass
+    except OSError as error:
+      assert error.errno == errno.ENOSPC
+      os.ftruncate(fd, os.fstat(fd).st_size - room)
+    finally:
+      os.close(fd)
+  def before(owner, name, when):
+    original = getattr(owner, name)
+    def wrapped(*args, **kwargs):
+      if when(*args) and not os.path.exists(filler):
+        fill()
+      return original(*args, **kwargs)
+    setattr(owner, name, wrapped)
+  hooks = {
+    "config": (checkpoint, "write_run_config", lambda *a: True),
+    "vocabulary": (encoding.Vocabulary, "save", lambda *a: True),
+    "checkpoint": (checkpoint.Checkpointer, "save", lambda self, epoch, *a: epoch == 2),
+    "metrics": (metric_writers.MultiWriter, "write_scalars", lambda self, step, *a: step == 1),
+    "results": (results, "write_json_atomic", lambda path, *a: path.endswith("results.json")),
+  }
+  before(*hooks[where])
+  sys.argv = ["seqclf.main", *sys.argv[1:]]
+  main.run()
+  """
+)
+
+
+@pytest.mark.parametrize("where", ["config", "vocabulary", "checkpoint", "metrics", "results"])
+def test_a_full_disk_at_each_write_is_one_line_and_the_run_resumes(where, small_disk, tmp_path):
+  """A full disk during a checkpoint gave 370-490 lines of orbax's traceback (tensorstore's ValueError)
+  and left its temporary directory."""
+  train_file = write_topics_csv(tmp_path / "train.csv", 60)
+  workdir, filler = small_disk / "run", small_disk / "filler"
+  args = main_command(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=2")
+  args = [arg for arg in args[3:] if arg != "--tensorboard=false"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  full = subprocess.run(
+    [sys.executable, "-c", FILL_DISK_BEFORE, where, str(filler), *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  lines = full.stderr.strip().splitlines()
+  assert full.returncode == 2 and len(lines) == 1, full.stderr[-3000:]
+  assert lines[0].startswith("error: cannot ") and "(No space left on device" in lines[0], lines[0]
+  saved = checkpoint.complete_epochs(str(workdir))
+  assert (f"epoch {saved[-1]} is safely saved" if saved else "no epoch of") in lines[0]
+  leftovers = [path.name for path in small_disk.rglob("*") if "tmp" in path.name]
+  assert not leftovers  # no temporary file or checkpoint directory
+  if where in ("config", "vocabulary"):  # nothing trained yet: a resume is a fresh start
+    return
+  filler.unlink()
+  resumed = subprocess.run(
+    [sys.executable, "-m", "seqclf.main", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert resumed.returncode == 0, resumed.stderr
+  _assert_every_epoch_reported_once(workdir, 2)
+  assert predict.load(str(workdir)).predict(["goal match"])[0].label in TOPICS
