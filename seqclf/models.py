@@ -230,6 +230,27 @@ def check_fields(fields: dict, *, masked: bool = False, platform: str | None = N
       raise ConfigError(reason)
 
 
+def unsupported_pairs(
+  variants: list[str], engines: list[str], model_fields: dict, *, masked: bool, platform: str
+) -> list[tuple[str, str, str]]:
+  """The (variant, engine) pairs of a sweep that cannot train, each with the reason, found before any
+  trains: every pair's model fields (the variant's under ``model_fields``) held against the engine's
+  capabilities on ``platform`` (`check_fields`).
+
+  Returns:
+    ``[(variant, engine, reason), ...]`` in sweep order; [] when every pair can train.
+  """
+  given = {key: value for key, value in model_fields.items() if value is not None}
+  refused = []
+  for variant in variants:
+    for engine in engines:
+      try:
+        check_fields({**VARIANTS[variant], **given, "engine": engine}, masked=masked, platform=platform)
+      except ConfigError as error:
+        refused.append((variant, engine, str(error)))
+  return refused
+
+
 def create(variant: str, **model_fields) -> SequenceClassifier:
   """The model of ``variant``: its `VARIANTS` fields, with ``model_fields`` on top.
 
