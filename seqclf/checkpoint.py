@@ -246,6 +246,22 @@ def resume_hint(run_dir: str) -> str:
   return f"epoch {epochs[-1]} is safely saved in {run_dir}; run the same command again to resume after it"
 
 
+def check_run_dir(run_dir: str) -> None:
+  """Refuses a run directory path that cannot be one: a file, or below a file.
+
+  Raises:
+    ConfigError: It names the path and the fix.
+  """
+  path = run_dir
+  while path and not os.path.exists(path):
+    path = os.path.dirname(path.rstrip(os.sep))
+  if path and not os.path.isdir(path):
+    raise ConfigError(
+      f"--workdir={run_dir}: {path} is a file, not a directory; pass a directory (a new one, or a run's "
+      "to resume it)"
+    )
+
+
 class RunLock:
   """One process per run directory: an advisory `fcntl.flock` on ``RUN/.lock``, which holds the PID.
 
@@ -255,6 +271,7 @@ class RunLock:
 
   def __init__(self, run_dir: str):
     path = os.path.join(run_dir, LOCK_FILE)
+    check_run_dir(run_dir)
     try:
       os.makedirs(run_dir, exist_ok=True)
       self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -114,6 +114,7 @@ def main(argv):
   if not _WORKDIR.value:
     raise ConfigError("--workdir is required: the run directory to create or resume")
   config, run_dir, seed = _CONFIG.value, _WORKDIR.value, _SEED.value
+  checkpoint.check_run_dir(run_dir)
   if _TRAIN_FILE.value and imdb_flags.given():
     raise ConfigError("--imdb and --imdb_sha256 choose the IMDB data, unused with --train_file: drop them")
   own_data_flags = [name for name in ("test_file", "text_field", "label_field") if flags.FLAGS[name].present]

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from seqclf import checkpoint
+from seqclf import checkpoint, results
 from seqclf.data.cache import ENCODING_VERSION
 from seqclf.errors import ConfigError, DataError
 
@@ -75,17 +75,6 @@ def data_identity(source: dict, arrays, vocab) -> dict:
     digest.update(f"{array.dtype.str}{array.shape}".encode())
     digest.update(array.tobytes())
   return {"source": source, "sha256": digest.hexdigest()}
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  """``{"model": {"engine": x}}`` -> ``{"model.engine": x}``."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
 
 
 def _describe_file(entry: dict | None) -> str:
@@ -161,7 +150,7 @@ def check_resumable(
     return
   saved, saved_variant, saved_seed, saved_labels = checkpoint.read_run_config(run_dir)
   saved_data = checkpoint.read_run_data(run_dir)
-  saved, current = _flatten(saved), _flatten(config.to_dict())
+  saved, current = results.flatten(saved), results.flatten(config.to_dict())
   del current["variant"]  # compared with the run facts above (read_run_config takes it out of saved)
   if (saved_variant, saved_seed) != (variant, seed):
     raise ConfigError(

@@ -444,3 +444,21 @@ def test_a_sweep_checks_every_variant_and_engine_before_training_any(tiny_aclimd
     "| lstm_recurrent_dropout | flax | skipped: LSTM engine 'flax' has no input dropout"
     in (workdir / "results.md").read_text()
   )
+
+
+def test_a_rerun_with_another_config_names_the_keys_that_differ(tiny_aclimdb, tmp_path):
+  """It printed both whole configs (1.6 kB on one line)."""
+  common = [
+    f"--imdb={tiny_aclimdb}",
+    "--config=seqclf/configs/article_tiny.py",
+    f"--cache_dir={tmp_path / 'cache'}",
+    "--variants=lstm",
+    "--engine=scan",
+    "--seeds=0",
+    "--epochs=1",
+    f"--workdir={tmp_path / 'work'}",
+  ]
+  assert run_article(*common).returncode == 0
+  other = run_article(*common, "--config.learning_rate=0.01", "--config.batch_size=2")
+  assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1, other.stderr
+  assert "another config (batch_size: 4 -> 2; learning_rate: 0.001 -> 0.01); pass --restart" in other.stderr

@@ -246,6 +246,7 @@ MAIN_BAD_INPUTS = [
     ["--config=seqclf/configs/tiny.py", "--imdb=x.tar.gz"],
     "--train_file",
   ),
+  ("a misspelled packaged config", ["--config=tinyy"], "or the name of a packaged config: article, "),
 ]
 
 
@@ -424,3 +425,31 @@ def test_a_full_disk_at_each_write_is_one_line_and_the_run_resumes(where, small_
   assert resumed.returncode == 0, resumed.stderr
   _assert_every_epoch_reported_once(workdir, 2)
   assert predict.load(str(workdir)).predict(["goal match"])[0].label in TOPICS
+
+
+@pytest.mark.parametrize("body", ["return 1 / 0", "raise KeyError('model')", "import no_such_module"])
+def test_a_config_file_that_raises_is_named_with_its_line(body, tmp_path):
+  """It read "cannot parse the command line", or for a KeyError "unknown config key"."""
+  config_file = tmp_path / "mine.py"
+  config_file.write_text(f"def get_config():\n  {body}\n")
+  result = run_driver(f"--workdir={tmp_path / 'run'}", f"--config={config_file}")
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr
+  assert lines[0].startswith(f"error: config file {config_file} line 2 raised "), lines[0]
+  assert lines[0].endswith("fix the file or pass another --config")
+
+
+def test_a_workdir_that_is_a_file_is_named_as_such(tmp_path):
+  """It read "cannot create the run directory lock (File exists)"."""
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  train_file = write_topics_csv(tmp_path / "train.csv", 20)
+  for workdir in (blocker, blocker / "run"):
+    result = run_driver(
+      f"--workdir={workdir}", f"--train_file={train_file}", "--config=seqclf/configs/tiny.py"
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+      result.stderr == f"error: --workdir={workdir}: {blocker} is a file, not a directory; pass a "
+      "directory (a new one, or a run's to resume it)\n"
+    )

@@ -147,11 +147,12 @@ def earlier_runs(path: str, meta: dict, restart: bool) -> list[dict]:
     raise ConfigError(f"{path} holds no article runs; pass another --workdir, or --restart to replace it")
   before, now = _setup(earlier["meta"]), _setup(meta)
   for part in ("config", "flags", "git"):
-    if before[part] != now[part]:
+    changed = results.differences(before[part], now[part])
+    if changed:
       what = {"config": "another config", "flags": "other data flags", "git": "another code version"}[part]
       raise ConfigError(
-        f"{path} holds runs trained with {what} ({before[part]} vs now {now[part]}); pass --restart to "
-        "replace them, or another --workdir"
+        f"{path} holds runs trained with {what} ({'; '.join(changed)}); pass --restart to replace them, "
+        "or another --workdir"
       )
   return list(earlier["runs"])
 
