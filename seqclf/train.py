@@ -449,7 +449,7 @@ def _train_epochs(loop, epochs, config, start_epoch, label, checkpointer, on_epo
   patience = config.get("patience", 0)
   n_train = len(epochs.feeder.x_train)
   for epoch in range(start_epoch + 1, config.epochs + 1):
-    if patience and _epochs_since_best(loop.history) >= patience:
+    if patience and epochs_since_best(loop.history) >= patience:
       return True
     progress = Progress(f"{label} epoch {epoch}/{config.epochs}", epochs.steps_per_epoch, config.batch_size)
     start = time.perf_counter()
@@ -479,7 +479,9 @@ def _train_epochs(loop, epochs, config, start_epoch, label, checkpointer, on_epo
   return False
 
 
-def _epochs_since_best(epochs: list[dict]) -> int:
-  """Epochs after the best evaluation accuracy so far; only a strictly better one resets it (Keras)."""
+def epochs_since_best(epochs: list[dict]) -> int:
+  """Epochs after the best evaluation accuracy so far. Of equal accuracies the later is the best, as for
+  the checkpoint kept as the best (`seqclf.checkpoint.Checkpointer.best_epoch`): an equal epoch resets the
+  count, so the epoch a run reports as its best is the one patience counted from."""
   accs = [e["test_acc"] for e in epochs]
-  return len(accs) - 1 - max(range(len(accs)), key=lambda i: (accs[i], -i)) if accs else 0
+  return len(accs) - 1 - max(range(len(accs)), key=lambda i: (accs[i], i)) if accs else 0
