@@ -306,6 +306,14 @@ class RunLock:
       self._fd = None
 
 
+def _rank(metric: float, epoch: int) -> tuple:
+  """How a checkpoint ranks, higher is better. Of equal metrics the earlier epoch: early stopping counts
+  from the first epoch that reached the best accuracy (only a better one resets it, as in Keras), so that
+  is the best. Among epochs without a metric (-inf), the last. Checkpoints saved without their epoch among
+  the metrics (0) rank ties by orbax's stable sort, the later."""
+  return (metric, -epoch if metric > float("-inf") else epoch)
+
+
 class Checkpointer:
   """Saves a run's train state after every epoch; keeps the last and the best checkpoint.
 
@@ -331,7 +339,7 @@ class Checkpointer:
         f"no checkpoints in {run_dir} (no {CHECKPOINT_DIR}/ directory): train the run "
         "first, or pass the run directory it wrote"
       )
-    metric_of = lambda metrics: metrics["metric"]
+    metric_of = lambda metrics: _rank(metrics["metric"], metrics.get("epoch", 0))
     options = ocp.CheckpointManagerOptions(
       enable_async_checkpointing=False,  # a save is on disk when save() returns: safe against SIGKILL
       create=writable,
@@ -341,8 +349,7 @@ class Checkpointer:
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
         [
           ocp.checkpoint_managers.LatestN(n=1),
-          # Keeps the highest metric: BestN sorts ascending (stably, so ties go to the later epoch)
-          # and keeps the tail.
+          # Keeps the highest metric_of: BestN sorts ascending and keeps the tail.
           ocp.checkpoint_managers.BestN(get_metric_fn=metric_of, n=1),
         ]
       ),
@@ -390,8 +397,11 @@ class Checkpointer:
     return epochs[-1] if epochs else None
 
   def best_epoch(self) -> int | None:
-    """The complete checkpoint with the highest metric (ties: the later one), or None."""
-    return max(self.epochs(), key=lambda epoch: (self._manager.metrics(epoch)["metric"], epoch), default=None)
+    """The complete checkpoint that ranks highest (`_rank`: the highest metric, of equal ones the
+    earlier epoch), or None."""
+    return max(
+      self.epochs(), key=lambda epoch: _rank(self._manager.metrics(epoch)["metric"], epoch), default=None
+    )
 
   def save(self, epoch: int, state, *, history: list[dict], metric: float | None) -> None:
     """Saves the state after ``epoch``, then deletes checkpoints that are neither the last nor the best.
@@ -400,8 +410,8 @@ class Checkpointer:
       epoch: The epoch just finished (1-based); it names the checkpoint.
       state: The `train.TrainState` after that epoch.
       history: The per-epoch metric dicts so far (JSON-serialisable), returned again on restore.
-      metric: The value that ranks checkpoints, higher is better (e.g. validation accuracy); None ranks
-        this epoch below every epoch that has one (among epochs without, the last is the best).
+      metric: The value that ranks checkpoints, higher is better (e.g. validation accuracy; of equal ones
+        the earlier epoch); None ranks this epoch below every epoch that has one.
 
     Raises:
       DataError: The directory already holds a checkpoint for this epoch or a later one (a run
@@ -423,7 +433,7 @@ class Checkpointer:
             meta=ocp.args.JsonSave({"epoch": epoch, "step": int(state.step), "history": history}),
           ),
           # -inf rather than no metrics: orbax warns on every save without them.
-          metrics={"metric": float("-inf") if metric is None else float(metric)},
+          metrics={"metric": float("-inf") if metric is None else float(metric), "epoch": epoch},
           force=True,  # the epoch check above replaces orbax's save-interval policy
         )
     except Exception as error:

@@ -9,7 +9,8 @@ r"""Trains one model into a run directory: checkpoints, resume, own datasets, va
 The run directory gets ``config.json`` and ``vocab.json`` (what prediction needs), ``checkpoints/`` (last
 and best epoch, orbax), ``logs/`` (TensorBoard + JSONL) and ``results.json`` (kind "train", with the final
 test accuracy of the best checkpoint when a validation split chose it). Started again on the same
-directory it resumes after the last saved epoch; a different config there is refused.
+directory it resumes after the last saved epoch; another config, other data or fewer epochs than trained
+are refused before anything there is written (`seqclf.run_identity`).
 """
 
 import os

@@ -13,6 +13,8 @@ writes JSON lines alone and says so.
 import json
 import os
 import struct
+import time
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -115,19 +117,35 @@ class JsonlWriter:
 
 
 class TensorBoardWriter:
-  """TensorBoard event files in ``logdir``: scalars, and hparams for TensorBoard's HParams dashboard."""
+  """TensorBoard event files in ``logdir``: scalars, and hparams for TensorBoard's HParams dashboard.
+
+  Written synchronously with tensorboardX's `EventsWriter`, so a full disk raises here: its
+  ``SummaryWriter`` writes from a thread that dies on the first failed write, after which every write
+  blocks forever. Each writer has a file of its own (tensorboardX names files by the second, and a second
+  writer within it would truncate the first's).
+  """
 
   def __init__(self, logdir: str):
-    tensorboardX = optional.require("tensorboardX", "tensorboard", feature="TensorBoard logs")
+    optional.require("tensorboardX", "tensorboard", feature="TensorBoard logs")
+    from tensorboardX.event_file_writer import EventsWriter
+
     self.logdir = logdir
-    self._writer = tensorboardX.SummaryWriter(logdir=logdir)
+    os.makedirs(logdir, exist_ok=True)
+    self._events = EventsWriter(os.path.join(logdir, "events"), f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+  def _write(self, summary, step: int = 0) -> None:
+    from tensorboardX.proto import event_pb2
+
+    self._events.write_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    from tensorboardX import summary
+
     for name, value in scalars.items():
-      self._writer.add_scalar(name, float(value), global_step=int(step))
+      self._write(summary.scalar(name, float(value)), int(step))
 
   def written(self) -> set[tuple[int, str]]:
-    self._writer.flush()
+    self._events.flush()
     return {
       (event.step, value.tag)
       for event in read_events(self.logdir)
@@ -145,13 +163,13 @@ class TensorBoardWriter:
     from tensorboardX import summary
 
     _, session_start, _ = summary.hparams(flatten_hparams(hparams), {})
-    self._writer.file_writer.add_summary(session_start)
+    self._write(session_start)
 
   def flush(self) -> None:
-    self._writer.flush()
+    self._events.flush()
 
   def close(self) -> None:
-    self._writer.close()
+    self._events.close()
 
 
 class MultiWriter:

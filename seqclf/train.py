@@ -480,8 +480,8 @@ def _train_epochs(loop, epochs, config, start_epoch, label, checkpointer, on_epo
 
 
 def epochs_since_best(epochs: list[dict]) -> int:
-  """Epochs after the best evaluation accuracy so far. Of equal accuracies the later is the best, as for
-  the checkpoint kept as the best (`seqclf.checkpoint.Checkpointer.best_epoch`): an equal epoch resets the
-  count, so the epoch a run reports as its best is the one patience counted from."""
+  """Epochs after the best evaluation accuracy so far; only a strictly better one resets it (Keras), so of
+  equal accuracies the first is the best, as for the checkpoint kept and reported as the best
+  (`seqclf.checkpoint.Checkpointer.best_epoch`)."""
   accs = [e["test_acc"] for e in epochs]
-  return len(accs) - 1 - max(range(len(accs)), key=lambda i: (accs[i], i)) if accs else 0
+  return len(accs) - 1 - max(range(len(accs)), key=lambda i: (accs[i], -i)) if accs else 0
