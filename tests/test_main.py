@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from seqclf import checkpoint, metric_writers, models, predict
+from tests import full_disk
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOPICS = {
@@ -334,43 +335,26 @@ def test_a_signal_between_a_checkpoint_and_its_report_loses_no_metrics(signal_na
 
 @pytest.fixture
 def small_disk(tmp_path):
-  """A real file system of 1 MiB (a tmpfs: needs root), so that a test can fill it."""
-  if os.geteuid() != 0:
-    pytest.skip("mounting a small tmpfs needs root")
-  disk = tmp_path / "disk"
-  disk.mkdir()
-  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
-  if mounted.returncode:
-    pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-  yield disk
-  subprocess.run(["umount", str(disk)], check=False)
+  with full_disk.small_tmpfs(tmp_path / "disk") as disk:
+    yield disk
 
 
 # Runs seqclf.main and fills its disk (writing a file until ENOSPC) just before one write of the run.
 FILL_DISK_BEFORE = textwrap.dedent(
   """
-  import errno, os, sys
+  import os, sys
   from seqclf import checkpoint, main, metric_writers, results
   from seqclf.data import encoding
+  from tests import full_disk
   where, filler = sys.argv.pop(1), sys.argv.pop(1)
   # Room for the checkpoint's small files but not its arrays: where tensorstore, not Python, finds the
   # disk full.
   room = 12288 if where == "checkpoint" else 0
-  def fill():
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-      while os.write(fd, bytes(4096)):
-        pass
-    except OSError as error:
-      assert error.errno == errno.ENOSPC
-      os.ftruncate(fd, os.fstat(fd).st_size - room)
-    finally:
-      os.close(fd)
   def before(owner, name, when):
     original = getattr(owner, name)
     def wrapped(*args, **kwargs):
       if when(*args) and not os.path.exists(filler):
-        fill()
+        full_disk.fill(filler, room)
       return original(*args, **kwargs)
     setattr(owner, name, wrapped)
   hooks = {

@@ -1,13 +1,16 @@
 """`seqclf.metric_writers`: what lands in metrics.jsonl and in TensorBoard's event files."""
 
+import errno
 import json
 import struct
+import threading
 
 import pytest
 
 from seqclf import metric_writers
 from seqclf.errors import UsageError
 from seqclf.train import EpochMetrics
+from tests import full_disk
 
 METRICS = EpochMetrics(
   epoch=2,
@@ -168,3 +171,26 @@ def test_write_missing_reports_each_epoch_once_per_writer(tmp_path):
   assert lines == [{"step": step, **scalars[step]} for step in (1, 2, 3)]
   pairs = [(e.step, v.tag) for e in read_events(tmp_path) for v in e.summary.value if v.tag in scalars[1]]
   assert sorted(pairs) == sorted((step, tag) for step in (1, 2, 3) for tag in scalars[1])
+
+
+def test_a_full_disk_raises_from_the_tensorboard_writer_instead_of_hanging(tmp_path):
+  """tensorboardX's writer thread died on the full disk and the next writes blocked forever."""
+  pytest.importorskip("tensorboardX", reason="tensorboardX is not installed")
+  with full_disk.small_tmpfs(tmp_path / "disk", size="64k") as disk:
+    writer = metric_writers.TensorBoardWriter(str(disk / "logs"))
+    writer.flush()
+    full_disk.fill(disk / "filler")
+    outcome = []
+
+    def write():
+      try:
+        for step in range(1, 2000):  # more than a page of events, flushed or not
+          writer.write_scalars(step, {"train/loss": 1.0, "test/accuracy": 0.5})
+        writer.flush()
+      except OSError as error:
+        outcome.append(error.errno)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert outcome == [errno.ENOSPC]
