@@ -2,7 +2,8 @@
 
 A run directory holds::
 
-  RUN/config.json      the full config, plus "variant", "seed" and "label_names" (write_run_config)
+  RUN/config.json      the full config, plus "variant", "seed", "label_names" and "data" (the data's
+                       identity, `seqclf.run_identity.data_identity`) (write_run_config)
   RUN/vocab.json       the vocabulary the data was encoded with (Vocabulary.save)
   RUN/checkpoints/<epoch>/
     params/            the model parameters
@@ -23,12 +24,16 @@ Resuming replays an uninterrupted run exactly, provided that the loop derives ev
 ``fold_in(key, state.step)``, the step being restored with the state.
 """
 
+import contextlib
 import errno
 import fcntl
 import json
 import logging
 import os
+import re
 import shutil
+import sys
+import threading
 
 import jax
 import orbax.checkpoint as ocp
@@ -45,15 +50,20 @@ LOCK_FILE = ".lock"  # holds the PID of the process training the run (see `lock_
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 WHICH = ("best", "last")
 
-# The run facts write_run_config adds to the config; read_run_config takes them out again.
+# The run facts write_run_config adds to the config; read_run_config takes them out again. "data" is
+# optional: runs written before it was recorded lack it.
 _RUN_KEYS = ("variant", "seed", "label_names")
+_DATA_KEY = "data"
+_TENSORSTORE_OS_ERROR = re.compile(r"os_error_code='(\d+)'")
 # Written by orbax into a step as the last thing before the step counts as committed.
 _COMMIT_MARKER = "commit_success.txt"
 
 _logger = logging.getLogger(__name__)
 
 
-def write_run_config(run_dir: str, config, *, variant: str, seed: int, label_names: list[str]) -> None:
+def write_run_config(
+  run_dir: str, config, *, variant: str, seed: int, label_names: list[str], data: dict | None = None
+) -> None:
   """Writes ``RUN/config.json``: everything needed to rebuild the model and encode texts like training.
 
   Args:
@@ -62,9 +72,12 @@ def write_run_config(run_dir: str, config, *, variant: str, seed: int, label_nam
     variant: The model variant (a key of ``models.VARIANTS``).
     seed: The run's seed.
     label_names: The class names, label id order: ``label_names[i]`` is the name of label ``i``.
+    data: The data's identity (`seqclf.run_identity.data_identity`), which a resume is held against.
   """
   document = json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
   document.update(variant=variant, seed=int(seed), label_names=list(label_names))
+  if data is not None:
+    document[_DATA_KEY] = data
   results.write_json_atomic(os.path.join(run_dir, CONFIG_FILE), document)
 
 
@@ -72,11 +85,24 @@ def read_run_config(run_dir: str) -> tuple[dict, str, int, list[str]]:
   """Reads what :func:`write_run_config` wrote.
 
   Returns:
-    ``(config, variant, seed, label_names)``; ``config`` is the config as a plain dict.
+    ``(config, variant, seed, label_names)``; ``config`` is the config as a plain dict (without the
+    data's identity: `read_run_data`).
 
   Raises:
     DataError: ``RUN/config.json`` is missing, unreadable, or lacks one of the run facts.
   """
+  document = _read_config_document(run_dir)
+  document.pop(_DATA_KEY, None)
+  variant, seed, label_names = (document.pop(key) for key in _RUN_KEYS)
+  return document, variant, seed, label_names
+
+
+def read_run_data(run_dir: str) -> dict | None:
+  """The data's identity :func:`write_run_config` recorded, or None for a run written without it."""
+  return _read_config_document(run_dir).get(_DATA_KEY)
+
+
+def _read_config_document(run_dir: str) -> dict:
   path = os.path.join(run_dir, CONFIG_FILE)
   try:
     with open(path, encoding="utf-8") as file:
@@ -92,20 +118,104 @@ def read_run_config(run_dir: str) -> tuple[dict, str, int, list[str]]:
     raise DataError(
       f"{path} lacks {', '.join(missing)}: it was not written by write_run_config, train the run again"
     )
-  variant, seed, label_names = (document.pop(key) for key in _RUN_KEYS)
-  return document, variant, seed, label_names
+  return document
 
 
 def storage_cause(error: BaseException) -> OSError | None:
   """The `OSError` of a full, read-only or forbidden file system in ``error``'s chain (orbax wraps them),
-  or None."""
+  or None. Tensorstore, which writes orbax's arrays, raises a ValueError whose text carries the OS error
+  code; it is given back as the `OSError` it stands for."""
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
     if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
       return error
+    code = _tensorstore_errno(str(error)) if isinstance(error, ValueError) else None
+    if code is not None:
+      return OSError(code, os.strerror(code))
     error = error.__cause__ or error.__context__
   return None
+
+
+def _tensorstore_errno(text: str) -> int | None:
+  """The storage errno in a tensorstore error's text (``... No space left on device [os_error_code='28']``)."""
+  match = _TENSORSTORE_OS_ERROR.search(text)
+  code = int(match.group(1)) if match else None
+  return code if code in _STORAGE_ERRNOS else None
+
+
+# What orbax's writer threads raise when they go on after a failed save: the event loop and executors the
+# save closed under them, or the interpreter shutting down.
+_SHUTDOWN_NOISE = (
+  (RuntimeError, "Event loop is closed"),
+  (RuntimeError, "cannot schedule new futures after shutdown"),
+  (ImportError, "sys.meta_path is None"),
+)
+
+
+def _is_storage_noise(error: BaseException | None) -> bool:
+  """Whether ``error`` is what orbax's writer threads and callbacks raise around a failed write: the
+  write's own storage error, or `_SHUTDOWN_NOISE`."""
+  if error is None:
+    return False
+  return storage_cause(error) is not None or any(
+    isinstance(error, kind) and text in str(error) for kind, text in _SHUTDOWN_NOISE
+  )
+
+
+class _HideStorageNoise(logging.Filter):
+  """Drops the error records orbax, tensorstore and asyncio log about a failed write of a full or
+  read-only disk: the save's own exception becomes the one line that says it."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno < logging.ERROR:
+      return True
+    error = record.exc_info[1] if record.exc_info else None
+    return not (_tensorstore_errno(record.getMessage()) is not None or _is_storage_noise(error))
+
+
+class _QuietWriterThreads:
+  """``sys.stderr`` less what other threads print from native code: the tracebacks tensorstore prints
+  when a write it finishes after a failed save calls back into the event loop the save closed."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def write(self, text: str) -> int:
+    try:
+      sys._getframe(1)
+    except ValueError:  # no Python caller: native code writing
+      if threading.current_thread() is not threading.main_thread():
+        return len(text)
+    return self._stream.write(text)
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _storage_noise_hidden():
+  """Silences the storage noise of a save (`_HideStorageNoise`, `_QuietWriterThreads`); after a failed
+  save it stays silenced for the rest of the process, whose stray writer threads go on failing while the
+  error line is printed and the process exits."""
+  loggers = [logging.getLogger("absl"), logging.getLogger("asyncio")]  # orbax logs through absl
+  hide, stderr = _HideStorageNoise(), sys.stderr
+  for logger in loggers:
+    logger.addFilter(hide)
+  sys.stderr = _QuietWriterThreads(stderr)
+  try:
+    yield
+  except BaseException as error:
+    if storage_cause(error) is None:
+      _restore(loggers, hide, stderr)
+    raise
+  _restore(loggers, hide, stderr)
+
+
+def _restore(loggers, hide, stderr) -> None:
+  for logger in loggers:
+    logger.removeFilter(hide)
+  sys.stderr = stderr
 
 
 def describe_os_error(error: OSError) -> str:
@@ -136,6 +246,22 @@ def resume_hint(run_dir: str) -> str:
   return f"epoch {epochs[-1]} is safely saved in {run_dir}; run the same command again to resume after it"
 
 
+def check_run_dir(run_dir: str) -> None:
+  """Refuses a run directory path that cannot be one: a file, or below a file.
+
+  Raises:
+    ConfigError: It names the path and the fix.
+  """
+  path = run_dir
+  while path and not os.path.exists(path):
+    path = os.path.dirname(path.rstrip(os.sep))
+  if path and not os.path.isdir(path):
+    raise ConfigError(
+      f"--workdir={run_dir}: {path} is a file, not a directory; pass a directory (a new one, or a run's "
+      "to resume it)"
+    )
+
+
 class RunLock:
   """One process per run directory: an advisory `fcntl.flock` on ``RUN/.lock``, which holds the PID.
 
@@ -145,6 +271,7 @@ class RunLock:
 
   def __init__(self, run_dir: str):
     path = os.path.join(run_dir, LOCK_FILE)
+    check_run_dir(run_dir)
     try:
       os.makedirs(run_dir, exist_ok=True)
       self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -179,6 +306,14 @@ class RunLock:
       self._fd = None
 
 
+def _rank(metric: float, epoch: int) -> tuple:
+  """How a checkpoint ranks, higher is better. Of equal metrics the earlier epoch: early stopping counts
+  from the first epoch that reached the best accuracy (only a better one resets it, as in Keras), so that
+  is the best. Among epochs without a metric (-inf), the last. Checkpoints saved without their epoch among
+  the metrics (0) rank ties by orbax's stable sort, the later."""
+  return (metric, -epoch if metric > float("-inf") else epoch)
+
+
 class Checkpointer:
   """Saves a run's train state after every epoch; keeps the last and the best checkpoint.
 
@@ -204,7 +339,7 @@ class Checkpointer:
         f"no checkpoints in {run_dir} (no {CHECKPOINT_DIR}/ directory): train the run "
         "first, or pass the run directory it wrote"
       )
-    metric_of = lambda metrics: metrics["metric"]
+    metric_of = lambda metrics: _rank(metrics["metric"], metrics.get("epoch", 0))
     options = ocp.CheckpointManagerOptions(
       enable_async_checkpointing=False,  # a save is on disk when save() returns: safe against SIGKILL
       create=writable,
@@ -214,8 +349,7 @@ class Checkpointer:
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
         [
           ocp.checkpoint_managers.LatestN(n=1),
-          # Keeps the highest metric: BestN sorts ascending (stably, so ties go to the later epoch)
-          # and keeps the tail.
+          # Keeps the highest metric_of: BestN sorts ascending and keeps the tail.
           ocp.checkpoint_managers.BestN(get_metric_fn=metric_of, n=1),
         ]
       ),
@@ -263,8 +397,11 @@ class Checkpointer:
     return epochs[-1] if epochs else None
 
   def best_epoch(self) -> int | None:
-    """The complete checkpoint with the highest metric (ties: the later one), or None."""
-    return max(self.epochs(), key=lambda epoch: (self._manager.metrics(epoch)["metric"], epoch), default=None)
+    """The complete checkpoint that ranks highest (`_rank`: the highest metric, of equal ones the
+    earlier epoch), or None."""
+    return max(
+      self.epochs(), key=lambda epoch: _rank(self._manager.metrics(epoch)["metric"], epoch), default=None
+    )
 
   def save(self, epoch: int, state, *, history: list[dict], metric: float | None) -> None:
     """Saves the state after ``epoch``, then deletes checkpoints that are neither the last nor the best.
@@ -273,8 +410,8 @@ class Checkpointer:
       epoch: The epoch just finished (1-based); it names the checkpoint.
       state: The `train.TrainState` after that epoch.
       history: The per-epoch metric dicts so far (JSON-serialisable), returned again on restore.
-      metric: The value that ranks checkpoints, higher is better (e.g. validation accuracy); None ranks
-        this epoch below every epoch that has one (among epochs without, the last is the best).
+      metric: The value that ranks checkpoints, higher is better (e.g. validation accuracy; of equal ones
+        the earlier epoch); None ranks this epoch below every epoch that has one.
 
     Raises:
       DataError: The directory already holds a checkpoint for this epoch or a later one (a run
@@ -287,17 +424,18 @@ class Checkpointer:
         "train in a fresh run directory"
       )
     try:
-      self._manager.save(
-        epoch,
-        args=ocp.args.Composite(
-          params=ocp.args.StandardSave(state.params),
-          optimizer=ocp.args.StandardSave(state.opt_state),
-          meta=ocp.args.JsonSave({"epoch": epoch, "step": int(state.step), "history": history}),
-        ),
-        # -inf rather than no metrics: orbax warns on every save without them.
-        metrics={"metric": float("-inf") if metric is None else float(metric)},
-        force=True,  # the epoch check above replaces orbax's save-interval policy
-      )
+      with _storage_noise_hidden():
+        self._manager.save(
+          epoch,
+          args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            optimizer=ocp.args.StandardSave(state.opt_state),
+            meta=ocp.args.JsonSave({"epoch": epoch, "step": int(state.step), "history": history}),
+          ),
+          # -inf rather than no metrics: orbax warns on every save without them.
+          metrics={"metric": float("-inf") if metric is None else float(metric), "epoch": epoch},
+          force=True,  # the epoch check above replaces orbax's save-interval policy
+        )
     except Exception as error:
       cause = storage_cause(error)
       if cause is None:

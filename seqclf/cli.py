@@ -105,6 +105,38 @@ def _parse_error(error: Exception) -> str:
   return f"cannot parse the command line: {type(error).__name__}: {_one_line(error)}"
 
 
+def _config_paths(argv: list[str]) -> set[str]:
+  """The absolute paths of the config files ``argv`` names (``--config=FILE`` or ``--config FILE``)."""
+  paths = set()
+  for i, arg in enumerate(argv):
+    for name in _CONFIG_DEFAULTS:
+      if arg.startswith(f"--{name}="):
+        paths.add(os.path.abspath(arg.split("=", 1)[1]))
+      elif arg == f"--{name}" and i + 1 < len(argv):
+        paths.add(os.path.abspath(argv[i + 1]))
+  return paths
+
+
+def _config_file_error(error: BaseException, paths: set[str]) -> str | None:
+  """The one-line message for an exception a config file itself raised (its ``get_config()`` or its
+  top level), naming the file and line; None when no frame of the error's chain ran in those files."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    traceback, line = error.__traceback__, None
+    while traceback is not None:
+      if os.path.abspath(traceback.tb_frame.f_code.co_filename) in paths:
+        path, line = traceback.tb_frame.f_code.co_filename, traceback.tb_lineno
+      traceback = traceback.tb_next
+    if line is not None:
+      return (
+        f"config file {path} line {line} raised {type(error).__name__}: {_one_line(error)}; fix the file "
+        "or pass another --config"
+      )
+    error = error.__cause__ or error.__context__
+  return None
+
+
 def _config_path(error: AttributeError) -> str:
   module = getattr(error, "obj", None)
   return f"config file {getattr(module, '__file__', None) or '(unknown)'}"
@@ -113,7 +145,10 @@ def _config_path(error: AttributeError) -> str:
 def _missing_config_message(error: OSError) -> str:
   # ml_collections' message lists each attempt; its last line is the OS error, naming the path.
   reason = str(error).strip().splitlines()[-1].strip()
-  return f"cannot load the config file ({reason}); pass an existing --config=FILE.py"
+  return (
+    f"cannot load the config file ({reason}); pass an existing --config=FILE.py or the name of a packaged "
+    f"config: {', '.join(configs.names())}"
+  )
 
 
 def _check_configs() -> None:
@@ -185,12 +220,14 @@ def run(main, flags_parser=None):
       sys.exit(0)
     # ml_collections logs a warning for a get_config() that returned None; the error line says it.
     logging.set_verbosity(logging.ERROR)
+    full_argv = argv
     try:
-      return flags.FLAGS(_with_packaged_configs(_with_default_configs(argv)))
+      full_argv = _with_packaged_configs(_with_default_configs(argv))
+      return flags.FLAGS(full_argv)
     except Exception as e:  # anything raised while parsing comes from the command line or config file
       if "--verbose" in argv:
         raise
-      print(f"error: {_parse_error(e)}", file=sys.stderr)
+      print(f"error: {_config_file_error(e, _config_paths(full_argv)) or _parse_error(e)}", file=sys.stderr)
       sys.exit(2)
     finally:
       logging.set_verbosity(logging.WARNING)

@@ -9,7 +9,8 @@ r"""Trains one model into a run directory: checkpoints, resume, own datasets, va
 The run directory gets ``config.json`` and ``vocab.json`` (what prediction needs), ``checkpoints/`` (last
 and best epoch, orbax), ``logs/`` (TensorBoard + JSONL) and ``results.json`` (kind "train", with the final
 test accuracy of the best checkpoint when a validation split chose it). Started again on the same
-directory it resumes after the last saved epoch; a different config there is refused.
+directory it resumes after the last saved epoch; another config, other data or fewer epochs than trained
+are refused before anything there is written (`seqclf.run_identity`).
 """
 
 import os
@@ -27,6 +28,7 @@ from seqclf import (
   presets,
   profiling,
   results,
+  run_identity,
   train,
 )
 from seqclf.benchmarks.article_report import duration
@@ -34,7 +36,7 @@ from seqclf.data import embeddings, imdb
 from seqclf.data.cache import EncodedDataset
 from seqclf.data.encoding import encode
 from seqclf.data.text_files import encode_text_dataset, load_text_dataset, split_validation
-from seqclf.errors import ConfigError, Interrupted, StorageError
+from seqclf.errors import ConfigError, DataError, Interrupted, StorageError
 
 imdb_flags.define_flags()
 presets.define_flags()
@@ -59,28 +61,13 @@ _TEXT_FIELD = flags.DEFINE_string("text_field", "text", "Column/key holding the 
 _LABEL_FIELD = flags.DEFINE_string("label_field", "label", "Column/key holding the label (name or integer).")
 _TENSORBOARD = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event files into RUN/logs.")
 
-# Config keys that may change between a run and its resumption: they change neither the model, nor the
-# data, nor the order it is seen in. Every engine computes the same function on one parameter layout, and
-# matmul_precision only rounds the recurrent products (a run may go on with other rounding); the flags
-# --preset and --profile_dir are not in the config at all. Every other config key, the variant and the
-# seed are the run's identity.
-_RESUMABLE_CHANGES = ("epochs", "patience", "model.engine", "model.matmul_precision")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  """``{"model": {"engine": x}}`` -> ``{"model.engine": x}``."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
 
 def load_data(config, seed: int):
-  """-> (data evaluated every epoch, held-out test set or None, label names)."""
+  """-> (data evaluated every epoch, held-out test set or None, label names, the data's identity)."""
   if _TRAIN_FILE.value:
+    source = run_identity.own_files_source(
+      _TRAIN_FILE.value, _TEST_FILE.value, _TEXT_FIELD.value, _LABEL_FIELD.value
+    )
     texts = load_text_dataset(
       _TRAIN_FILE.value,
       _TEST_FILE.value,
@@ -104,42 +91,21 @@ def load_data(config, seed: int):
         ),
         texts.test.labels,
       )
-    return data, test, texts.label_names
-  data = imdb_flags.load(config)
-  if not config.val_fraction:
-    return data, None, list(imdb.LABELS)
-  x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, config.val_fraction, seed)
-  return (
-    EncodedDataset(x_train, y_train, x_val, y_val, data.vocab),
-    (data.x_test, data.y_test),
-    list(imdb.LABELS),
-  )
+    label_names = texts.label_names
+  else:
+    source = run_identity.imdb_source(imdb_flags.IMDB.value)
+    data, test, label_names = imdb_flags.load(config), None, list(imdb.LABELS)
+    if config.val_fraction:
+      x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, config.val_fraction, seed)
+      data, test = EncodedDataset(x_train, y_train, x_val, y_val, data.vocab), (data.x_test, data.y_test)
+  arrays = (data.x_train, data.y_train, data.x_test, data.y_test, *(test or (None, None)))
+  return data, test, label_names, run_identity.data_identity(source, arrays, data.vocab)
 
 
 def named_by_split(epoch: dict, split: str) -> dict:
   """An epoch's metrics with the evaluated split's under its own name: ``train.fit`` calls the split it
   evaluates every epoch ``test``; with a validation split carved out, ``test_acc`` is ``validation_acc``."""
   return {f"{split}_{key[5:]}" if key.startswith("test_") else key: value for key, value in epoch.items()}
-
-
-def check_resumable(run_dir: str, config, variant: str, seed: int) -> None:
-  """Refuses to resume a run directory under another config, naming the first key that differs."""
-  if not os.path.exists(os.path.join(run_dir, checkpoint.CONFIG_FILE)):
-    return
-  saved, saved_variant, saved_seed, _ = checkpoint.read_run_config(run_dir)
-  saved, current = _flatten(saved), _flatten(config.to_dict())
-  del current["variant"]  # compared with the run facts above (read_run_config takes it out of saved)
-  if (saved_variant, saved_seed) != (variant, seed):
-    raise ConfigError(
-      f"{run_dir} holds a run of variant {saved_variant!r} seed {saved_seed}; use another "
-      "--workdir or the same --variant/--seed to resume it"
-    )
-  for key in sorted(set(saved) | set(current)):
-    if key not in _RESUMABLE_CHANGES and saved.get(key) != current.get(key):
-      raise ConfigError(
-        f"{run_dir} was trained with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
-        "use another --workdir to train with a different config"
-      )
 
 
 def main(argv):
@@ -149,6 +115,7 @@ def main(argv):
   if not _WORKDIR.value:
     raise ConfigError("--workdir is required: the run directory to create or resume")
   config, run_dir, seed = _CONFIG.value, _WORKDIR.value, _SEED.value
+  checkpoint.check_run_dir(run_dir)
   if _TRAIN_FILE.value and imdb_flags.given():
     raise ConfigError("--imdb and --imdb_sha256 choose the IMDB data, unused with --train_file: drop them")
   own_data_flags = [name for name in ("test_file", "text_field", "label_field") if flags.FLAGS[name].present]
@@ -171,8 +138,8 @@ def main(argv):
       "stopping on the test split would tune on test"
     )
   models.check_input_length(models.create(variant, **config.model), config.maxlen)
-  check_resumable(run_dir, config, variant, seed)
-  data, test, label_names = load_data(config, seed)
+  run_identity.check_resumable(run_dir, config, variant, seed)  # before the data: the cheap refusals
+  data, test, label_names, data_id = load_data(config, seed)
   model = models.create(variant, vocab_size=config.top_words, num_classes=len(label_names), **config.model)
   initial_embedding = None
   if config.pretrained_embeddings:
@@ -181,12 +148,17 @@ def main(argv):
     )
     print(f"pretrained embeddings: {coverage:.1%} of the vocabulary found in {config.pretrained_embeddings}")
   with checkpoint.RunLock(run_dir):
-    check_resumable(run_dir, config, variant, seed)  # again: another process may have begun it meanwhile
+    # Again, now with the data, and under the lock: another process may have begun the run meanwhile.
+    run_identity.check_resumable(run_dir, config, variant, seed, data=data_id, label_names=label_names)
     try:
-      train_in(run_dir, config, variant, seed, model, data, test, label_names, initial_embedding, preset)
+      train_in(
+        run_dir, config, variant, seed, model, (data, test, label_names, data_id), initial_embedding, preset
+      )
     except KeyboardInterrupt:
       raise Interrupted(f"stopped by the user; {checkpoint.resume_hint(run_dir)}") from None
-    except OSError as error:
+    except (StorageError, DataError):  # already one line; a DataError is a read, not a write
+      raise
+    except Exception as error:  # a write of the run directory failed: the OS's, orbax's, or JSON's error
       cause = checkpoint.storage_cause(error)
       if cause is None:
         raise
@@ -196,14 +168,33 @@ def main(argv):
       ) from error
 
 
-def train_in(run_dir, config, variant, seed, model, data, test, label_names, initial_embedding, preset):
-  """Trains (or resumes) the run in ``run_dir``, whose lock this process holds, and writes its results."""
-  checkpoint.write_run_config(run_dir, config, variant=variant, seed=seed, label_names=label_names)
-  data.vocab.save(os.path.join(run_dir, checkpoint.VOCAB_FILE))
+def train_in(run_dir, config, variant, seed, model, dataset, initial_embedding, preset):
+  """Trains (or resumes) the run in ``run_dir``, whose lock this process holds, and writes its results.
 
-  writer = metric_writers.create_default_writer(os.path.join(run_dir, "logs"), tensorboard=_TENSORBOARD.value)
-  writer.write_hparams({"variant": variant, "seed": seed, **config.to_dict()})
+  ``dataset``: `load_data`'s (data, test, label names, data identity). The run's files are written once
+  its checkpoint is restored, so a start refused on the way (say, a damaged checkpoint) rewrites none.
+  """
+  data, test, label_names, data_id = dataset
   eval_name = "validation" if config.val_fraction else "test"
+  writer = None
+
+  def scalars(m):
+    named = metric_writers.epoch_scalars(m)
+    return {name.replace("test/", f"{eval_name}/", 1): value for name, value in named.items()}
+
+  def start(history):
+    nonlocal writer
+    checkpoint.write_run_config(
+      run_dir, config, variant=variant, seed=seed, label_names=label_names, data=data_id
+    )
+    data.vocab.save(os.path.join(run_dir, checkpoint.VOCAB_FILE))
+    writer = metric_writers.create_default_writer(
+      os.path.join(run_dir, "logs"), tensorboard=_TENSORBOARD.value
+    )
+    writer.write_hparams({"variant": variant, "seed": seed, **config.to_dict()})
+    # Epochs saved by an earlier process that stopped before reporting them: reported now, once.
+    writer.write_missing({e["epoch"]: scalars(train.EpochMetrics(**e)) for e in history})
+    writer.flush()
 
   epoch_seconds = []  # this process's epochs, for the time left
 
@@ -216,10 +207,7 @@ def train_in(run_dir, config, variant, seed, model, data, test, label_names, ini
       f" | {duration(left)} left",
       flush=True,
     )
-    scalars = metric_writers.epoch_scalars(m)
-    writer.write_scalars(
-      m.epoch, {name.replace("test/", f"{eval_name}/", 1): v for name, v in scalars.items()}
-    )
+    writer.write_scalars(m.epoch, scalars(m))
     writer.flush()
 
   try:
@@ -230,12 +218,14 @@ def train_in(run_dir, config, variant, seed, model, data, test, label_names, ini
       seed=seed,
       label=variant,
       on_epoch=report,
+      on_start=start,
       run_dir=run_dir,
       initial_embedding=initial_embedding,
       trace=profiling.from_flags(),
     )
   finally:
-    writer.close()
+    if writer:
+      writer.close()
   if record["stopped_early"]:
     last = record["epochs"][-1]["epoch"]
     print(

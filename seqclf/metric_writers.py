@@ -12,6 +12,9 @@ writes JSON lines alone and says so.
 
 import json
 import os
+import struct
+import time
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -29,6 +32,10 @@ class MetricWriter(Protocol):
   """Receives a run's hyper-parameters once and its scalars at each step."""
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None: ...
+
+  def written(self) -> set[tuple[int, str]]:
+    """The (step, scalar name) pairs already on disk, from this and earlier writers of the directory."""
+    ...
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None: ...
 
@@ -76,6 +83,7 @@ class JsonlWriter:
     self.hparams_path = os.path.join(os.path.dirname(os.path.abspath(path)), HPARAMS_JSON_NAME)
     try:
       os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      _drop_torn_line(path)
       self._file = open(path, "a")
     except OSError as e:
       raise UsageError(f"cannot write metrics to {path}: {e.strerror}; pass a writable directory") from e
@@ -83,6 +91,20 @@ class JsonlWriter:
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     self._file.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n")
     self._file.flush()  # a crashed or killed run keeps every finished step
+
+  def written(self) -> set[tuple[int, str]]:
+    self._file.flush()
+    with open(self.path) as file:
+      lines = file.read().splitlines()
+    pairs = set()
+    for line in lines:
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(row, dict) and isinstance(row.get("step"), int):
+        pairs |= {(row["step"], name) for name in row if name != "step"}
+    return pairs
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     results.write_json_atomic(self.hparams_path, json.loads(json.dumps(hparams, default=str)))
@@ -95,16 +117,41 @@ class JsonlWriter:
 
 
 class TensorBoardWriter:
-  """TensorBoard event files in ``logdir``: scalars, and hparams for TensorBoard's HParams dashboard."""
+  """TensorBoard event files in ``logdir``: scalars, and hparams for TensorBoard's HParams dashboard.
+
+  Written synchronously with tensorboardX's `EventsWriter`, so a full disk raises here: its
+  ``SummaryWriter`` writes from a thread that dies on the first failed write, after which every write
+  blocks forever. Each writer has a file of its own (tensorboardX names files by the second, and a second
+  writer within it would truncate the first's).
+  """
 
   def __init__(self, logdir: str):
-    tensorboardX = optional.require("tensorboardX", "tensorboard", feature="TensorBoard logs")
+    optional.require("tensorboardX", "tensorboard", feature="TensorBoard logs")
+    from tensorboardX.event_file_writer import EventsWriter
+
     self.logdir = logdir
-    self._writer = tensorboardX.SummaryWriter(logdir=logdir)
+    os.makedirs(logdir, exist_ok=True)
+    self._events = EventsWriter(os.path.join(logdir, "events"), f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+  def _write(self, summary, step: int = 0) -> None:
+    from tensorboardX.proto import event_pb2
+
+    self._events.write_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    from tensorboardX import summary
+
     for name, value in scalars.items():
-      self._writer.add_scalar(name, float(value), global_step=int(step))
+      self._write(summary.scalar(name, float(value)), int(step))
+
+  def written(self) -> set[tuple[int, str]]:
+    self._events.flush()
+    return {
+      (event.step, value.tag)
+      for event in read_events(self.logdir)
+      for value in event.summary.value
+      if value.WhichOneof("value") == "simple_value"
+    }
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     """Writes the session-start summary only, into this run's own directory.
@@ -116,13 +163,13 @@ class TensorBoardWriter:
     from tensorboardX import summary
 
     _, session_start, _ = summary.hparams(flatten_hparams(hparams), {})
-    self._writer.file_writer.add_summary(session_start)
+    self._write(session_start)
 
   def flush(self) -> None:
-    self._writer.flush()
+    self._events.flush()
 
   def close(self) -> None:
-    self._writer.close()
+    self._events.close()
 
 
 class MultiWriter:
@@ -135,6 +182,20 @@ class MultiWriter:
     for writer in self.writers:
       writer.write_scalars(step, scalars)
 
+  def written(self) -> set[tuple[int, str]]:
+    """The pairs every writer has."""
+    return set.intersection(*(writer.written() for writer in self.writers))
+
+  def write_missing(self, scalars_by_step: Mapping[int, Mapping[str, float]]) -> None:
+    """Writes each writer the scalars of ``scalars_by_step`` it lacks: after a run was stopped between
+    saving an epoch and reporting it (or while reporting it), a resumed run reports that epoch once."""
+    for writer in self.writers:
+      written = writer.written()
+      for step, scalars in sorted(scalars_by_step.items()):
+        missing = {name: value for name, value in scalars.items() if (step, name) not in written}
+        if missing:
+          writer.write_scalars(step, missing)
+
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     for writer in self.writers:
       writer.write_hparams(hparams)
@@ -146,6 +207,47 @@ class MultiWriter:
   def close(self) -> None:
     for writer in self.writers:
       writer.close()
+
+
+def _drop_torn_line(path: str) -> None:
+  """Cuts an unfinished last line (a process killed while writing it) off the lines file ``path``, so
+  the next line starts on a line of its own."""
+  try:
+    file = open(path, "rb+")
+  except FileNotFoundError:
+    return
+  with file:
+    size = file.seek(0, os.SEEK_END)
+    start = max(0, size - 65536)
+    file.seek(start)
+    tail = file.read()
+    if tail and not tail.endswith(b"\n"):
+      file.truncate(start + tail.rfind(b"\n") + 1)
+
+
+def read_events(logdir: str):
+  """Every `Event` in the TensorBoard event files directly in ``logdir``, in file order; a record cut
+  short (a killed writer) ends its file. A reader without TensorFlow: a record is a uint64 length, its
+  masked CRC (uint32), the bytes, their masked CRC."""
+  from tensorboardX.proto import event_pb2
+
+  events = []
+  for name in sorted(os.listdir(logdir)):
+    if not name.startswith("events.out.tfevents."):
+      continue
+    with open(os.path.join(logdir, name), "rb") as file:
+      data = file.read()
+    offset = 0
+    while offset + 12 <= len(data):
+      (length,) = struct.unpack_from("<Q", data, offset)
+      if offset + 12 + length + 4 > len(data):
+        break
+      try:
+        events.append(event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length]))
+      except Exception:  # protobuf's DecodeError: a damaged record
+        break
+      offset += 12 + length + 4
+  return events
 
 
 def tensorboard_available() -> bool:

@@ -251,6 +251,33 @@ def resolve_engines(spec: str, variants, recurrent_activation: str = "sigmoid") 
   return {variant: by_cell[VARIANTS[variant].get("cell", "lstm")] for variant in variants}
 
 
+def unsupported_pairs(
+  engines: dict[str, list[str]], model_fields: dict, *, masked: bool, platform: str
+) -> list[tuple[str, str, str]]:
+  """The (variant, engine) pairs of a sweep that cannot train, each with the reason, found before any
+  trains: every pair's model fields (the variant's under ``model_fields``) held against the engine's
+  capabilities on ``platform`` (`check_fields`).
+
+  Args:
+    engines: ``{variant: [engine, ...]}`` as `resolve_engines` gives it.
+    model_fields: the config's model fields; None leaves the variant's own.
+    masked: whether training feeds a step mask.
+    platform: where the engines run.
+
+  Returns:
+    ``[(variant, engine, reason), ...]`` in sweep order; [] when every pair can train.
+  """
+  given = {key: value for key, value in model_fields.items() if value is not None}
+  refused = []
+  for variant, names in engines.items():
+    for engine in names:
+      try:
+        check_fields({**VARIANTS[variant], **given, "engine": engine}, masked=masked, platform=platform)
+      except ConfigError as error:
+        refused.append((variant, engine, str(error)))
+  return refused
+
+
 def create(variant: str, **model_fields) -> SequenceClassifier:
   """The model of ``variant``: its `VARIANTS` fields, with ``model_fields`` on top.
 

@@ -34,6 +34,8 @@ from seqclf.data.encoding import PAD_ID, Vocabulary, encode
 from seqclf.errors import DataError, UsageError
 
 _PREFIX_CHARS = 60
+# The keys of a run's config.json prediction reads: the model's fields and how training encoded texts.
+_CONFIG_KEYS = ("model", "top_words", "maxlen", "padding", "truncating", "eval_batch_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +168,12 @@ def load(run_dir: str, which: str = "best") -> Predictor:
   """
   run_dir = find_run_dir(run_dir)
   config, variant, _, label_names = checkpoint.read_run_config(run_dir)
+  missing = [key for key in _CONFIG_KEYS if key not in config]
+  if missing or not isinstance(config["model"], dict):
+    raise DataError(
+      f"{os.path.join(run_dir, checkpoint.CONFIG_FILE)} lacks {', '.join(missing) or 'a model section'}, "
+      "which prediction needs: the file was edited or is not a run's; restore it, or train the run again"
+    )
   vocab = Vocabulary.load(os.path.join(run_dir, checkpoint.VOCAB_FILE))
   params = checkpoint.restore_params(run_dir, which)
   # Engines share one parameter layout, so "auto" runs a checkpoint from any device on this one.

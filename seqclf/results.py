@@ -128,6 +128,28 @@ def collect_meta(config=None, flags=None) -> dict:
   }
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """``{"model": {"engine": x}}`` -> ``{"model.engine": x}``: a config's keys as ``--config.*`` names them."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def differences(before: dict, now: dict) -> list[str]:
+  """``key: old -> new`` for every key whose value differs between two (nested) dicts, keys sorted."""
+  before, now = flatten(before), flatten(now)
+  show = lambda tree, key: repr(tree[key]) if key in tree else "(absent)"
+  return [
+    f"{key}: {show(before, key)} -> {show(now, key)}"
+    for key in sorted(before.keys() | now.keys())
+    if show(before, key) != show(now, key)
+  ]
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
   lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]

@@ -362,6 +362,7 @@ def fit(
   seed: int,
   label: str = "",
   on_epoch=None,
+  on_start=None,
   mesh=None,
   run_dir: str | None = None,
   initial_embedding=None,
@@ -377,7 +378,11 @@ def fit(
       after that many epochs without a better evaluation accuracy.
     seed: initialisation, shuffling and dropout.
     label: names the run in the progress line.
-    on_epoch: called with each `EpochMetrics` after every epoch trained here.
+    on_epoch: called with each `EpochMetrics` after every epoch trained here, once its checkpoint is
+      saved.
+    on_start: called with the restored history (the `EpochMetrics` dicts of the epochs trained before,
+      [] for a fresh run) once the state is restored and the steps compiled, before the first epoch; what
+      a caller writes there is not written by a start that fails before training.
     mesh: a `seqclf.parallel` mesh to shard batches over; default: all local devices.
     run_dir: with it, a checkpoint after every epoch (the last and the best by evaluation accuracy
       kept), and a run that finds one there resumes after it, replaying exactly what an uninterrupted
@@ -419,6 +424,8 @@ def fit(
     raise
   loop = _Loop(state, history)
   try:
+    if on_start:
+      on_start(list(history))
     stopped_early = _train_epochs(loop, epochs, config, start_epoch, label, checkpointer, on_epoch, trace)
   finally:
     if trace:
@@ -442,7 +449,7 @@ def _train_epochs(loop, epochs, config, start_epoch, label, checkpointer, on_epo
   patience = config.get("patience", 0)
   n_train = len(epochs.feeder.x_train)
   for epoch in range(start_epoch + 1, config.epochs + 1):
-    if patience and _epochs_since_best(loop.history) >= patience:
+    if patience and epochs_since_best(loop.history) >= patience:
       return True
     progress = Progress(f"{label} epoch {epoch}/{config.epochs}", epochs.steps_per_epoch, config.batch_size)
     start = time.perf_counter()
@@ -472,7 +479,9 @@ def _train_epochs(loop, epochs, config, start_epoch, label, checkpointer, on_epo
   return False
 
 
-def _epochs_since_best(epochs: list[dict]) -> int:
-  """Epochs after the best evaluation accuracy so far; only a strictly better one resets it (Keras)."""
+def epochs_since_best(epochs: list[dict]) -> int:
+  """Epochs after the best evaluation accuracy so far; only a strictly better one resets it (Keras), so of
+  equal accuracies the first is the best, as for the checkpoint kept and reported as the best
+  (`seqclf.checkpoint.Checkpointer.best_epoch`)."""
   accs = [e["test_acc"] for e in epochs]
   return len(accs) - 1 - max(range(len(accs)), key=lambda i: (accs[i], -i)) if accs else 0

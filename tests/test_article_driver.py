@@ -403,3 +403,52 @@ def test_the_table_shows_the_distribution_and_flags_a_collapsed_run():
   assert seed_rows[0][-1] == ""
   markdown = article_report.markdown(runs)
   assert markdown.count("| lstm | cpu_kernel |") == 11  # the summary row and one row per run
+
+
+def test_a_sweep_checks_every_variant_and_engine_before_training_any(tiny_aclimdb, tmp_path):
+  """`--engine=cpu_kernel,flax` trained five runs, then failed at lstm_recurrent_dropout [flax]."""
+  workdir = tmp_path / "work"
+  sweep = [
+    f"--imdb={tiny_aclimdb}",
+    "--config=seqclf/configs/article_tiny.py",
+    f"--cache_dir={tmp_path / 'cache'}",
+    "--variants=lstm_recurrent_dropout",
+    "--engine=scan,flax",
+    "--seeds=0",
+    "--epochs=1",
+    f"--workdir={workdir}",
+  ]
+  refused = run_article(*sweep)
+  lines = refused.stderr.strip().splitlines()
+  assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+  assert "(lstm_recurrent_dropout [flax])" in lines[0] and "--skip_unsupported" in lines[0]
+  assert not workdir.exists()  # refused before anything trained or was written
+  skipping = run_article(*sweep, "--skip_unsupported")
+  assert skipping.returncode == 0, skipping.stderr
+  written = json.loads((workdir / "results.json").read_text())
+  assert [(run["variant"], run["engine"]) for run in written["runs"]] == [("lstm_recurrent_dropout", "scan")]
+  assert [(pair["variant"], pair["engine"]) for pair in written["skipped"]] == [
+    ("lstm_recurrent_dropout", "flax")
+  ]
+  assert (
+    "| lstm_recurrent_dropout | flax | skipped: LSTM engine 'flax' has no input dropout"
+    in (workdir / "results.md").read_text()
+  )
+
+
+def test_a_rerun_with_another_config_names_the_keys_that_differ(tiny_aclimdb, tmp_path):
+  """It printed both whole configs (1.6 kB on one line)."""
+  common = [
+    f"--imdb={tiny_aclimdb}",
+    "--config=seqclf/configs/article_tiny.py",
+    f"--cache_dir={tmp_path / 'cache'}",
+    "--variants=lstm",
+    "--engine=scan",
+    "--seeds=0",
+    "--epochs=1",
+    f"--workdir={tmp_path / 'work'}",
+  ]
+  assert run_article(*common).returncode == 0
+  other = run_article(*common, "--config.learning_rate=0.01", "--config.batch_size=2")
+  assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1, other.stderr
+  assert "another config (batch_size: 4 -> 2; learning_rate: 0.001 -> 0.01); pass --restart" in other.stderr

@@ -3,6 +3,7 @@
 The SIGKILL-and-resume test of the real training loop is in test_main.py.
 """
 
+import errno
 import json
 import os
 
@@ -163,3 +164,18 @@ def test_reading_a_missing_or_foreign_run_config_is_a_data_error(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"top_words": 60}))
   with pytest.raises(DataError, match="lacks variant, seed, label_names"):
     checkpoint.read_run_config(str(tmp_path))
+
+
+def test_tensorstores_full_disk_error_is_a_storage_error():
+  """orbax hands on tensorstore's ValueError, whose text alone carries the OS error: it was a traceback."""
+  error = ValueError(
+    'RESOURCE_EXHAUSTED: Error writing "0.mu.embedding/0.0" in OCDBT database at local file "/run/x": '
+    "Failed to write 2700 bytes to file 13: No space left on device [os_error_code='28']"
+  )
+  assert checkpoint.storage_cause(RuntimeError("save failed")) is None
+  try:
+    raise RuntimeError("save failed") from error
+  except RuntimeError as wrapped:
+    cause = checkpoint.storage_cause(wrapped)
+  assert cause.errno == errno.ENOSPC and checkpoint.describe_os_error(cause) == "No space left on device"
+  assert checkpoint.storage_cause(ValueError("NOT_FOUND: ... [os_error_code='2']")) is None

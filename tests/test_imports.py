@@ -46,7 +46,13 @@ LAYERS = [
       "seqclf.timing",
       "seqclf.presets",
     ]
-    + ["seqclf.results", "seqclf.metric_writers", "seqclf.checkpoint", "seqclf.feeding"],
+    + [
+      "seqclf.results",
+      "seqclf.metric_writers",
+      "seqclf.checkpoint",
+      "seqclf.run_identity",
+      "seqclf.feeding",
+    ],
   ),
   ("train", ["seqclf.train"]),
   ("cli", ["seqclf.cli", "seqclf.configs", "seqclf.imdb_flags"]),

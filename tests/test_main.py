@@ -1,5 +1,6 @@
 """`seqclf.main`: own CSV data, validation and early stopping, and a SIGKILLed run resumed exactly."""
 
+import collections
 import csv
 import json
 import os
@@ -8,14 +9,15 @@ import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from seqclf import checkpoint, models
-from tests import drivers
+from seqclf import checkpoint, metric_writers, models, predict
+from tests import drivers, full_disk
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOPICS = {
@@ -230,6 +232,7 @@ MAIN_BAD_INPUTS = [
     ["--config=seqclf/configs/tiny.py", "--imdb=x.tar.gz"],
     "--train_file",
   ),
+  ("a misspelled packaged config", ["--config=tinyy"], "or the name of a packaged config: article, "),
 ]
 
 
@@ -246,3 +249,176 @@ def test_bad_input_gives_one_line_and_exit_code_2(case, args, expected, tmp_path
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
   assert not (tmp_path / "run" / "results.json").exists()
+
+
+def _steps(workdir):
+  """The steps in metrics.jsonl, in file order, and every (step, scalar) TensorBoard holds, counted."""
+  lines = (workdir / "logs" / "metrics.jsonl").read_text().splitlines()
+  events = metric_writers.read_events(str(workdir / "logs"))
+  pairs = [
+    (e.step, v.tag) for e in events for v in e.summary.value if v.WhichOneof("value") == "simple_value"
+  ]
+  return [json.loads(line)["step"] for line in lines], collections.Counter(pairs)
+
+
+def _assert_every_epoch_reported_once(workdir, epochs):
+  steps, tensorboard = _steps(workdir)
+  assert steps == list(range(1, epochs + 1))
+  assert sorted({step for step, _ in tensorboard}) == steps and set(tensorboard.values()) == {1}
+  assert len(tensorboard) == 7 * epochs
+  record = json.loads((workdir / "results.json").read_text())["runs"][0]
+  assert [epoch["epoch"] for epoch in record["epochs"]] == steps
+
+
+# Runs seqclf.main with checkpoint saves wrapped: right after the save of epoch 1 commits, the process
+# sends itself a signal, before the epoch is reported.
+SIGNAL_AFTER_COMMIT = textwrap.dedent(
+  """
+  import os, signal, sys
+  from seqclf import checkpoint, main
+  save, signal_number = checkpoint.Checkpointer.save, getattr(signal, sys.argv.pop(1))
+  def save_then_signal(self, epoch, *args, **kwargs):
+    save(self, epoch, *args, **kwargs)
+    if epoch == 1:
+      os.kill(os.getpid(), signal_number)
+  checkpoint.Checkpointer.save = save_then_signal
+  sys.argv = ["seqclf.main", *sys.argv[1:]]
+  main.run()
+  """
+)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_a_signal_between_a_checkpoint_and_its_report_loses_no_metrics(signal_name, tmp_path):
+  """The epoch whose checkpoint committed was missing from metrics.jsonl and TensorBoard for good."""
+  train_file = write_topics_csv(tmp_path / "train.csv", 60)
+  workdir = tmp_path / "run"
+  args = main_command(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=2")
+  args = [arg for arg in args[3:] if arg != "--tensorboard=false"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  stopped = subprocess.run(
+    [sys.executable, "-c", SIGNAL_AFTER_COMMIT, signal_name, *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert stopped.returncode == (130 if signal_name == "SIGINT" else -signal.SIGKILL), stopped.stderr
+  assert "epoch 1/" not in stopped.stdout and checkpoint.complete_epochs(str(workdir)) == [1]
+  resumed = subprocess.run(
+    [sys.executable, "-m", "seqclf.main", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert resumed.returncode == 0, resumed.stderr
+  _assert_every_epoch_reported_once(workdir, 2)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  with full_disk.small_tmpfs(tmp_path / "disk") as disk:
+    yield disk
+
+
+# Runs seqclf.main and fills its disk (writing a file until ENOSPC) just before one write of the run.
+FILL_DISK_BEFORE = textwrap.dedent(
+  """
+  import os, sys
+  from seqclf import checkpoint, main, metric_writers, results
+  from seqclf.data import encoding
+  from tests import full_disk
+  where, filler = sys.argv.pop(1), sys.argv.pop(1)
+  # Room for the checkpoint's small files but not its arrays: where tensorstore, not Python, finds the
+  # disk full.
+  room = 12288 if where == "checkpoint" else 0
+  def before(owner, name, when):
+    original = getattr(owner, name)
+    def wrapped(*args, **kwargs):
+      if when(*args) and not os.path.exists(filler):
+        full_disk.fill(filler, room)
+      return original(*args, **kwargs)
+    setattr(owner, name, wrapped)
+  hooks = {
+    "config": (checkpoint, "write_run_config", lambda *a: True),
+    "vocabulary": (encoding.Vocabulary, "save", lambda *a: True),
+    "checkpoint": (checkpoint.Checkpointer, "save", lambda self, epoch, *a: epoch == 2),
+    "metrics": (metric_writers.MultiWriter, "write_scalars", lambda self, step, *a: step == 1),
+    "results": (results, "write_json_atomic", lambda path, *a: path.endswith("results.json")),
+  }
+  before(*hooks[where])
+  sys.argv = ["seqclf.main", *sys.argv[1:]]
+  main.run()
+  """
+)
+
+
+@pytest.mark.parametrize("where", ["config", "vocabulary", "checkpoint", "metrics", "results"])
+def test_a_full_disk_at_each_write_is_one_line_and_the_run_resumes(where, small_disk, tmp_path):
+  """A full disk during a checkpoint gave 370-490 lines of orbax's traceback (tensorstore's ValueError)
+  and left its temporary directory."""
+  train_file = write_topics_csv(tmp_path / "train.csv", 60)
+  workdir, filler = small_disk / "run", small_disk / "filler"
+  args = main_command(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=2")
+  args = [arg for arg in args[3:] if arg != "--tensorboard=false"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  full = subprocess.run(
+    [sys.executable, "-c", FILL_DISK_BEFORE, where, str(filler), *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  lines = full.stderr.strip().splitlines()
+  assert full.returncode == 2 and len(lines) == 1, full.stderr[-3000:]
+  assert lines[0].startswith("error: cannot ") and "(No space left on device" in lines[0], lines[0]
+  saved = checkpoint.complete_epochs(str(workdir))
+  assert (f"epoch {saved[-1]} is safely saved" if saved else "no epoch of") in lines[0]
+  leftovers = [path.name for path in small_disk.rglob("*") if "tmp" in path.name]
+  assert not leftovers  # no temporary file or checkpoint directory
+  if where in ("config", "vocabulary"):  # nothing trained yet: a resume is a fresh start
+    return
+  filler.unlink()
+  resumed = subprocess.run(
+    [sys.executable, "-m", "seqclf.main", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert resumed.returncode == 0, resumed.stderr
+  _assert_every_epoch_reported_once(workdir, 2)
+  assert predict.load(str(workdir)).predict(["goal match"])[0].label in TOPICS
+
+
+@pytest.mark.parametrize("body", ["return 1 / 0", "raise KeyError('model')", "import no_such_module"])
+def test_a_config_file_that_raises_is_named_with_its_line(body, tmp_path):
+  """It read "cannot parse the command line", or for a KeyError "unknown config key"."""
+  config_file = tmp_path / "mine.py"
+  config_file.write_text(f"def get_config():\n  {body}\n")
+  result = run_driver(f"--workdir={tmp_path / 'run'}", f"--config={config_file}")
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr
+  assert lines[0].startswith(f"error: config file {config_file} line 2 raised "), lines[0]
+  assert lines[0].endswith("fix the file or pass another --config")
+
+
+def test_a_workdir_that_is_a_file_is_named_as_such(tmp_path):
+  """It read "cannot create the run directory lock (File exists)"."""
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  train_file = write_topics_csv(tmp_path / "train.csv", 20)
+  for workdir in (blocker, blocker / "run"):
+    result = run_driver(
+      f"--workdir={workdir}", f"--train_file={train_file}", "--config=seqclf/configs/tiny.py"
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+      result.stderr == f"error: --workdir={workdir}: {blocker} is a file, not a directory; pass a "
+      "directory (a new one, or a run's to resume it)\n"
+    )

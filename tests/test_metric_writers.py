@@ -1,13 +1,16 @@
 """`seqclf.metric_writers`: what lands in metrics.jsonl and in TensorBoard's event files."""
 
+import errno
 import json
 import struct
+import threading
 
 import pytest
 
 from seqclf import metric_writers
 from seqclf.errors import UsageError
 from seqclf.train import EpochMetrics
+from tests import full_disk
 
 METRICS = EpochMetrics(
   epoch=2,
@@ -148,3 +151,46 @@ def test_default_writer_without_tensorboard_writes_jsonl_only(tmp_path):
   writer.close()
   assert (tmp_path / "metrics.jsonl").exists()
   assert not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_write_missing_reports_each_epoch_once_per_writer(tmp_path):
+  """A run stopped between saving an epoch and reporting it (or halfway through the report) gets every
+  epoch once in metrics.jsonl and TensorBoard when resumed: it lost the epoch for good."""
+  pytest.importorskip("tensorboardX", reason="tensorboardX is not installed")
+  scalars = {step: {"train/loss": 1.0 / step, "test/accuracy": 0.5} for step in (1, 2, 3)}
+  first = metric_writers.create_default_writer(str(tmp_path))
+  first.write_scalars(1, scalars[1])
+  first.writers[1].write_scalars(2, {"train/loss": 0.5})  # TensorBoard got part of epoch 2, JSONL none
+  first.close()
+  with open(tmp_path / metric_writers.JSONL_NAME, "a") as file:
+    file.write('{"step": 2, "train/lo')  # a line cut short by a kill
+  resumed = metric_writers.create_default_writer(str(tmp_path))
+  resumed.write_missing(scalars)
+  resumed.close()
+  lines = [json.loads(line) for line in (tmp_path / metric_writers.JSONL_NAME).read_text().splitlines()]
+  assert lines == [{"step": step, **scalars[step]} for step in (1, 2, 3)]
+  pairs = [(e.step, v.tag) for e in read_events(tmp_path) for v in e.summary.value if v.tag in scalars[1]]
+  assert sorted(pairs) == sorted((step, tag) for step in (1, 2, 3) for tag in scalars[1])
+
+
+def test_a_full_disk_raises_from_the_tensorboard_writer_instead_of_hanging(tmp_path):
+  """tensorboardX's writer thread died on the full disk and the next writes blocked forever."""
+  pytest.importorskip("tensorboardX", reason="tensorboardX is not installed")
+  with full_disk.small_tmpfs(tmp_path / "disk", size="64k") as disk:
+    writer = metric_writers.TensorBoardWriter(str(disk / "logs"))
+    writer.flush()
+    full_disk.fill(disk / "filler")
+    outcome = []
+
+    def write():
+      try:
+        for step in range(1, 2000):  # more than a page of events, flushed or not
+          writer.write_scalars(step, {"train/loss": 1.0, "test/accuracy": 0.5})
+        writer.flush()
+      except OSError as error:
+        outcome.append(error.errno)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert outcome == [errno.ENOSPC]

@@ -275,3 +275,15 @@ def test_cli_errors_are_one_line_with_exit_code_2(trained, tmp_path, args, messa
   assert result.returncode == 2
   assert result.stderr.startswith("error: ") and message in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("key", ["maxlen", "model", "eval_batch_size"])
+def test_a_config_missing_a_key_prediction_needs_is_a_data_error(trained, tmp_path, key):
+  """It was a KeyError traceback."""
+  run_dir = tmp_path / "edited"
+  shutil.copytree(trained["run_dir"], run_dir)
+  config = json.loads((run_dir / checkpoint.CONFIG_FILE).read_text())
+  del config[key]
+  (run_dir / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
+  with pytest.raises(DataError, match=f"config.json lacks {key}, which prediction needs"):
+    predict.load(str(run_dir))

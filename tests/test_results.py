@@ -82,3 +82,13 @@ def test_the_recorded_command_names_the_module_not_this_machines_path():
     "seqclf-train",
     "--workdir=runs/a",
   ]
+
+
+def test_differences_name_each_changed_key():
+  before = {"learning_rate": 0.001, "model": {"engine": "scan", "lstm_features": 100}, "seeds": "0"}
+  now = {"learning_rate": 0.01, "model": {"engine": "scan"}, "seeds": "0", "mask": True}
+  assert results.differences(before, now) == [
+    "learning_rate: 0.001 -> 0.01",
+    "mask: (absent) -> True",
+    "model.lstm_features: 100 -> (absent)",
+  ]

@@ -197,3 +197,12 @@ def test_a_text_longer_than_csvs_default_field_limit_is_read(tmp_path):
   texts, labels, names = text_files.load_text_file(path)
   assert texts[0] == long_text and names == ["neg", "pos"] and list(labels) == [1, 0]
   assert csv.field_size_limit() == default_limit  # the process-wide limit is left as it was
+
+
+def test_spaces_around_a_label_make_no_class_of_their_own(tmp_path):
+  """`food` and `food ` were two classes."""
+  path = _write(tmp_path, "topics.csv", "text,label\npasta,food\nsalad,food \ngoal, sport\n")
+  texts, labels, names = text_files.load_text_file(path)
+  assert names == ["food", "sport"] and labels.tolist() == [0, 0, 1]
+  jsonl = _write(tmp_path, "topics.jsonl", _jsonl({"text": "soup", "label": " sport "}))
+  assert text_files.load_text_file(jsonl, label_names=names)[1].tolist() == [1]

@@ -2,12 +2,13 @@
 
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from seqclf import train
+from seqclf import checkpoint, models, train
 from seqclf.configs import default
 from seqclf.data import batching
 from seqclf.errors import ConfigError
@@ -202,3 +203,15 @@ def test_a_thread_count_that_is_not_a_number_is_one_line(monkeypatch):
   monkeypatch.setenv("SEQCLF_LSTM_THREADS", "abc")
   with pytest.raises(ConfigError, match="SEQCLF_LSTM_THREADS must be a number of threads, got 'abc'"):
     cpu_kernel.default_num_threads()
+
+
+def test_patience_counts_from_the_epoch_reported_and_kept_as_the_best(tmp_path):
+  """Of equal accuracies early stopping counted from the first, the best checkpoint was the later."""
+  accs = [0.5, 0.8, 0.7, 0.8, 0.6]
+  assert train.epochs_since_best([{"test_acc": acc} for acc in accs]) == 3  # from epoch 2, not 4
+  model = models.create("lstm", vocab_size=10, embed_dim=2, lstm_features=2, engine="scan")
+  state = train.create_train_state(model, default.get_config(), jax.random.PRNGKey(0), 3)
+  with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+    for epoch, acc in enumerate(accs, 1):
+      checkpointer.save(epoch, state, history=[], metric=acc)
+    assert checkpointer.best_epoch() == 2 and checkpoint.complete_epochs(str(tmp_path)) == [2, 5]

@@ -30,6 +30,7 @@ from seqclf import (
   cli,
   configs,
   imdb_flags,
+  lowering,
   metric_writers,
   models,
   parallel,
@@ -92,6 +93,12 @@ _PEERS_ONLY = flags.DEFINE_bool(
   "Train only the --peers, no seqclf engine: each framework in its own process, e.g. for seed "
   "distributions measured side by side.",
 )
+_SKIP_UNSUPPORTED = flags.DEFINE_bool(
+  "skip_unsupported",
+  False,
+  "Leave out the (variant, engine) pairs an engine cannot train (say, flax with recurrent dropout), each "
+  "with a table row saying why, instead of refusing the sweep before it trains.",
+)
 _TENSORBOARD = flags.DEFINE_bool(
   "tensorboard", True, "Write TensorBoard event files beside WORKDIR/logs/<run>/metrics.jsonl."
 )
@@ -139,11 +146,12 @@ def earlier_runs(path: str, meta: dict, restart: bool) -> list[dict]:
     raise ConfigError(f"{path} holds no article runs; pass another --workdir, or --restart to replace it")
   before, now = _setup(earlier["meta"]), _setup(meta)
   for part in ("config", "flags", "git"):
-    if before[part] != now[part]:
+    changed = results.differences(before[part], now[part])
+    if changed:
       what = {"config": "another config", "flags": "other data flags", "git": "another code version"}[part]
       raise ConfigError(
-        f"{path} holds runs trained with {what} ({before[part]} vs now {now[part]}); pass --restart to "
-        "replace them, or another --workdir"
+        f"{path} holds runs trained with {what} ({'; '.join(changed)}); pass --restart to replace them, "
+        "or another --workdir"
       )
   return list(earlier["runs"])
 
@@ -185,6 +193,29 @@ def train_one(
       writer.close()
 
 
+def plan(engines: dict[str, list[str]], config) -> list[dict]:
+  """The sweep's (variant, engine) pairs that cannot train, as ``{"variant", "engine", "reason"}``: found
+  before the first run trains, so a sweep never fails hours in on what was knowable at its start.
+
+  Raises:
+    ConfigError: There are such pairs and --skip_unsupported was not given; the line names them.
+  """
+  refused = models.unsupported_pairs(
+    engines,
+    dict(config.model),
+    masked=train.uses_mask(config),
+    platform=lowering.target_platform(),
+  )
+  if refused and not _SKIP_UNSUPPORTED.value:
+    reasons = "; ".join(f"{reason} ({variant} [{engine}])" for variant, engine, reason in refused)
+    raise ConfigError(
+      f"{reasons}: {len(refused)} (variant, engine) pair(s) of this sweep cannot train, found before "
+      "training any; drop them from --variants/--engine, or pass --skip_unsupported to train the others "
+      "with a table row saying why"
+    )
+  return [{"variant": variant, "engine": engine, "reason": reason} for variant, engine, reason in refused]
+
+
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -217,6 +248,7 @@ def main(argv):
     )
   for name in peer_names:  # after the flag checks: a wrong combination is named even without torch
     peers.load_peer(name)  # a missing framework fails now, not after training
+  skipped = plan({} if _PEERS_ONLY.value else engines, config)
   for variant in variants:  # catch bad model fields before loading data
     models.check_input_length(create_model(variant, engines[variant][0], config), config.maxlen)
   workdir = _WORKDIR.value
@@ -246,15 +278,18 @@ def main(argv):
     )
   done = {(run["variant"], run["engine"], run["seed"]) for run in runs}
   trained = {v: [*([] if _PEERS_ONLY.value else engines[v]), *peer_names] for v in variants}
-  planned = [(v, e, s) for v in variants for e in trained[v] for s in seeds]
+  left_out = {(pair["variant"], pair["engine"]) for pair in skipped}
+  planned = [(v, e, s) for v in variants for e in trained[v] for s in seeds if (v, e) not in left_out]
   if done & set(planned):
     print(
       f"keeping {len(done & set(planned))} run(s) already in {results_path} (--restart trains them again)"
     )
   progress = article_report.RunProgress(len([key for key in planned if key not in done]), config.epochs)
-  table = article_report.markdown(runs)
+  table = article_report.markdown(runs, skipped)
   for variant in variants:
     for engine in trained[variant]:
+      if (variant, engine) in left_out:
+        continue
       model = None if engine in peers.PEERS else create_model(variant, engine, config)
       for seed in seeds:
         if (variant, engine, seed) in done:
@@ -262,11 +297,17 @@ def main(argv):
         faults.inject(faults.unit("article", variant, engine))
         record = train_one(model, variant, engine, seed, data, config, workdir if writer else None, progress)
         runs.append({"variant": variant, "engine": engine, **record})
-        table = article_report.markdown(runs)
+        table = article_report.markdown(runs, skipped)
         if writer:
           results.write_json_atomic(
             results_path,
-            {"schema_version": results.SCHEMA_VERSION, "kind": "article", "meta": meta, "runs": runs},
+            {
+              "schema_version": results.SCHEMA_VERSION,
+              "kind": "article",
+              "meta": meta,
+              "runs": runs,
+              "skipped": skipped,
+            },
           )
           results.write_text_atomic(os.path.join(workdir, "results.md"), table)
   print()

@@ -154,10 +154,19 @@ TABLE_HEADER = [
 ]
 
 
-def markdown(runs: list[dict]) -> str:
-  """results.md and the printed report: the summary table over the per-run table."""
+def skipped_rows(skipped: list[dict]) -> list[list]:
+  """One summary row per (variant, engine) pair a sweep left out, saying why, the other cells empty."""
+  return [
+    [pair["variant"], pair["engine"], f"skipped: {pair['reason']}", *["–"] * (len(TABLE_HEADER) - 3)]
+    for pair in skipped
+  ]
+
+
+def markdown(runs: list[dict], skipped: list[dict] = ()) -> str:
+  """results.md and the printed report: the summary table (with a row for each pair in ``skipped``,
+  ``{"variant", "engine", "reason"}``) over the per-run table."""
   return (
-    results.markdown_table(table_header(runs), summary_rows(runs))
+    results.markdown_table(table_header(runs), summary_rows(runs) + skipped_rows(skipped))
     + "\n"
     + results.markdown_table(SEED_TABLE_HEADER, seed_rows(runs))
   )

@@ -10,7 +10,8 @@ Blank lines are skipped. Files must be UTF-8 (a byte-order mark is allowed): a f
 refused with the line of its first undecodable byte rather than silently garbled, since a wrong encoding
 usually spoils every non-ASCII word.
 
-Labels are class names (strings) or class ids (integers; in CSV, fields of digits), one kind per file.
+Labels are class names (strings, spaces around them ignored) or class ids (integers; in CSV, fields of
+digits), one kind per file.
 Names get ids in sorted order (``neg``, ``pos`` -> 0, 1). Ids must not be negative; the classes are then
 ``"0"``..``"C-1"``, C - 1 being the largest id. Passing ``label_names`` fixes the classes instead (use the
 train file's for the test file): then names must be among them and ids below their count.
@@ -108,7 +109,8 @@ def load_text_file(
         f"{path} line {line}: the {label_field!r} field is empty: give every row a label, or remove the row"
       )
     texts.append(row[text_field])
-    raw_labels.append((line, label))
+    # "food" and "food " are one class: spaces around a name are an artefact of how the file was written.
+    raw_labels.append((line, label.strip() if isinstance(label, str) else label))
   if not texts:
     raise DataError(f"{path} has no examples: add some, one per row")
   labels, label_names = _label_ids(path, raw_labels, label_names, digits_are_ids=extension != _JSONL)
