@@ -2,6 +2,7 @@
 the C++ kernel refuses buffers that disagree even when called directly, and NaN and infinities flow
 through every engine, forward and backward, exactly where they flow through `scan`."""
 
+import functools
 import re
 
 import jax
@@ -167,12 +168,20 @@ def _nonfinite_case(where: str, value: float, seed: int = 0):
 
 
 def _outputs_and_grads(engine, params, xs, state, upstream, **kwargs):
+  """One jitted call: outputs and gradients (op-by-op, the fused engine's VJP took a minute a case)."""
+
   def loss(params, xs, state):
     outputs, (h, c) = lstm(params, xs, initial_state=state, engine=engine, **kwargs)
-    return jnp.sum(outputs * upstream) + jnp.sum(h) + jnp.sum(c)
+    return jnp.sum(outputs * upstream) + jnp.sum(h) + jnp.sum(c), (outputs, (h, c))
 
-  outputs = lstm(params, xs, initial_state=state, engine=engine, **kwargs)
-  return outputs, jax.grad(loss, argnums=(0, 1, 2))(params, xs, state)
+  grads, outputs = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))(params, xs, state)
+  return outputs, grads
+
+
+@functools.cache
+def _scan_nonfinite(where: str, value: float):
+  """scan's outputs and gradients for `_nonfinite_case`, once for all the engines compared to it."""
+  return _outputs_and_grads("scan", *_nonfinite_case(where, value))
 
 
 def _assert_same_nonfinite(actual, expected, rtol=1e-5, atol=1e-5):
@@ -193,7 +202,7 @@ WHERE = ["input", "kernel", "recurrent_kernel", "bias", "state", "upstream"]
 @pytest.mark.parametrize("where", WHERE)
 def test_nan_and_inf_flow_as_in_scan(engine, where, value):
   case = _nonfinite_case(where, value)
-  expected = _outputs_and_grads("scan", *case)
+  expected = _scan_nonfinite(where, value)
   if np.isnan(value):
     assert any(np.any(np.isnan(np.asarray(x))) for x in jax.tree.leaves(expected))
   _assert_same_nonfinite(_outputs_and_grads(engine, *case), expected)
