@@ -34,6 +34,7 @@ import re
 import shutil
 import sys
 import threading
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -54,6 +55,8 @@ WHICH = ("best", "last")
 # optional: runs written before it was recorded lack it.
 _RUN_KEYS = ("variant", "seed", "label_names")
 _DATA_KEY = "data"
+# How long a failed save waits for orbax's writer threads before removing what they wrote.
+_WRITER_WAIT_S = 10.0
 _TENSORSTORE_OS_ERROR = re.compile(r"os_error_code='(\d+)'")
 # Written by orbax into a step as the last thing before the step counts as committed.
 _COMMIT_MARKER = "commit_success.txt"
@@ -441,23 +444,48 @@ class Checkpointer:
       if cause is None:
         raise
       self._save_failed = True
-      self._remove_partial_save(epoch)
+      left = self._remove_partial_save(epoch)
       run_dir = os.path.dirname(self.directory)
+      leftover = f" ({', '.join(left)} is left half-written; the next run removes it)" if left else ""
       raise StorageError(
-        f"cannot save the checkpoint of epoch {epoch} ({describe_os_error(cause)}); {resume_hint(run_dir)} "
-        "once the disk has room (or is writable)"
+        f"cannot save the checkpoint of epoch {epoch} ({describe_os_error(cause)}){leftover}; "
+        f"{resume_hint(run_dir)} once the disk has room (or is writable)"
       ) from error
 
-  def _remove_partial_save(self, epoch: int) -> None:
+  def _remove_partial_save(self, epoch: int) -> list[str]:
     """Deletes what a failed save of ``epoch`` left (orbax's temporary directory, or the step without
-    its commit marker), so the disk gets its space back and nothing half-written remains."""
-    for name in os.listdir(self.directory):
-      path = os.path.join(self.directory, name)
-      partial = name.startswith(f"{epoch}.orbax-checkpoint-tmp") or (
-        name == str(epoch) and not os.path.exists(os.path.join(path, _COMMIT_MARKER))
-      )
-      if partial:
+    its commit marker), so the disk gets its space back and nothing half-written remains.
+
+    Orbax's writer threads may go on writing into it after the save raised: they are waited for first
+    (`_WRITER_WAIT_S` at most), and the removal is tried again while something reappears.
+
+    Returns:
+      The paths that could not be removed (a writer still at work), for the error line.
+    """
+    deadline = time.monotonic() + _WRITER_WAIT_S
+    for thread in threading.enumerate():
+      if type(thread).__name__ == "_SignalingThread" and thread is not threading.current_thread():
+        try:
+          thread.join(max(0.0, deadline - time.monotonic()))
+        except Exception:  # orbax's join raises what the thread raised: the same failed write
+          pass
+    for _ in range(3):
+      for path in self._partial_paths(epoch):
         shutil.rmtree(path, ignore_errors=True)
+      time.sleep(0.2)  # then look again: a late write may have recreated it
+      left = self._partial_paths(epoch)
+      if not left:
+        break
+    return left
+
+  def _partial_paths(self, epoch: int) -> list[str]:
+    """Orbax's temporary directories of ``epoch``, and its step directory if it lacks the commit marker."""
+    return [
+      os.path.join(self.directory, name)
+      for name in os.listdir(self.directory)
+      if name.startswith(f"{epoch}.orbax-checkpoint-tmp")
+      or (name == str(epoch) and not os.path.exists(os.path.join(self.directory, name, _COMMIT_MARKER)))
+    ]
 
   def restore_latest(self, target_state):
     """Restores the last complete checkpoint into the structure of ``target_state``.

@@ -65,9 +65,6 @@ _TENSORBOARD = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event f
 def load_data(config, seed: int):
   """-> (data evaluated every epoch, held-out test set or None, label names, the data's identity)."""
   if _TRAIN_FILE.value:
-    source = run_identity.own_files_source(
-      _TRAIN_FILE.value, _TEST_FILE.value, _TEXT_FIELD.value, _LABEL_FIELD.value
-    )
     texts = load_text_dataset(
       _TRAIN_FILE.value,
       _TEST_FILE.value,
@@ -92,6 +89,9 @@ def load_data(config, seed: int):
         texts.test.labels,
       )
     label_names = texts.label_names
+    source = run_identity.own_files_source(
+      _TRAIN_FILE.value, _TEST_FILE.value, _TEXT_FIELD.value, _LABEL_FIELD.value
+    )
   else:
     source = run_identity.imdb_source(imdb_flags.IMDB.value)
     data, test, label_names = imdb_flags.load(config), None, list(imdb.LABELS)

@@ -21,8 +21,8 @@ def small_tmpfs(path, size="1m"):
     pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
   try:
     yield path
-  finally:
-    subprocess.run(["umount", str(path)], check=False)
+  finally:  # lazily: a file a failed test left open must not keep the mount
+    subprocess.run(["umount", "--lazy", str(path)], check=False)
 
 
 def fill(filler, room: int = 0) -> None:

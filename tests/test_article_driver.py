@@ -452,3 +452,22 @@ def test_a_rerun_with_another_config_names_the_keys_that_differ(tiny_aclimdb, tm
   other = run_article(*common, "--config.learning_rate=0.01", "--config.batch_size=2")
   assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1, other.stderr
   assert "another config (batch_size: 4 -> 2; learning_rate: 0.001 -> 0.01); pass --restart" in other.stderr
+
+
+def test_a_full_workdir_disk_is_one_line(tiny_aclimdb, tmp_path):
+  """Writing the vocabulary into a full workdir was a traceback."""
+  from tests import full_disk
+
+  with full_disk.small_tmpfs(tmp_path / "disk", size="64k") as disk:
+    full_disk.fill(disk / "filler")
+    result = run_article(
+      f"--imdb={tiny_aclimdb}",
+      "--config=seqclf/configs/article_tiny.py",
+      f"--cache_dir={tmp_path / 'cache'}",
+      "--variants=lstm",
+      "--engine=scan",
+      f"--workdir={disk / 'work'}",
+    )
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+  assert lines[0].startswith(f"error: cannot write {disk / 'work'} (No space left on device)")

@@ -28,7 +28,7 @@ CONFIG_CASES = [
   (["--config={tmp}/missing.py", "--config.epochs=2"], "cannot load the config file"),
   (["--config={tmp}/no_get_config.py"], "no_get_config.py has no get_config()"),
   (["--config={tmp}/syntax_error.py"], "syntax_error.py line 1: invalid syntax"),
-  (["--config={tmp}/raises.py"], "Error whilst parsing config file: ValueError: boom"),
+  (["--config={tmp}/raises.py"], "raises.py line 2 raised ValueError: boom; fix the file"),
   (["--config={tmp}/returns_none.py"], "get_config() returned None"),
   # Without --config, ml_collections read these at import, before any error handling.
   (["--config.nope=1"], "unknown config key 'nope'"),

@@ -194,3 +194,5 @@ def test_a_full_disk_raises_from_the_tensorboard_writer_instead_of_hanging(tmp_p
     thread.start()
     thread.join(timeout=30)
     assert outcome == [errno.ENOSPC]
+    (disk / "filler").unlink()
+    writer.close()

@@ -64,7 +64,8 @@ def _files(workdir):
 def test_a_start_on_other_data_or_fewer_epochs_is_refused_and_rewrites_nothing(tmp_path):
   """A finished run given another train file exited 0 and rewrote vocab.json and config.json; with epochs
   left it trained on; another class count was refused only after config.json was rewritten; fewer epochs
-  than trained exited 0, writing epochs: 1 beside two epochs of results."""
+  than trained exited 0, writing epochs: 1 beside two epochs of results. Another config key, refused
+  before, still rewrites nothing."""
   train_file = write_topics_csv(tmp_path / "train.csv", 60)
   other = write_topics_csv(tmp_path / "other.csv", 60, seed=7)  # same classes, other texts
   two_classes = tmp_path / "two.csv"
@@ -80,6 +81,7 @@ def test_a_start_on_other_data_or_fewer_epochs_is_refused_and_rewrites_nothing(t
     (other, ("--config.val_fraction=0.2", "--config.epochs=3"), "was trained on other data: --train_file"),
     (two_classes, base, "the classes (were food, sport, tech; now food, sport)"),
     (train_file, ("--config.val_fraction=0.2", "--config.epochs=1"), "has 2 epochs trained, more than"),
+    (train_file, (*base, "--config.maxlen=30"), "was trained with maxlen=24, not 30"),
   ]
   for data, args, words in cases:
     result = run_main(workdir, data, *args)

@@ -27,6 +27,7 @@ import jax
 from absl import flags
 
 from seqclf import (
+  checkpoint,
   cli,
   configs,
   imdb_flags,
@@ -40,7 +41,7 @@ from seqclf import (
   train,
 )
 from seqclf.benchmarks import article_report, faults, peers
-from seqclf.errors import ConfigError, UsageError
+from seqclf.errors import ConfigError, StorageError, UsageError
 
 DEFAULT_BUCKETS = 6
 
@@ -217,6 +218,23 @@ def plan(engines: dict[str, list[str]], config) -> list[dict]:
 
 
 def main(argv):
+  try:
+    sweep(argv)
+  except UsageError:
+    raise
+  except Exception as error:  # a write of the workdir failed: a vocabulary, a log, a results file
+    cause = checkpoint.storage_cause(error)
+    if cause is None:
+      raise
+    raise StorageError(
+      f"cannot write {_WORKDIR.value} ({checkpoint.describe_os_error(cause)}); the runs finished so far are "
+      "in its results.json: free space (or pass a writable --workdir) and run the same command again to "
+      "train the others"
+    ) from error
+
+
+def sweep(argv):
+  """Trains the sweep the flags describe, keeping the runs an earlier invocation finished."""
   if len(argv) > 1:
     raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
   preset = presets.apply(presets.PRESET.value)  # before anything starts JAX's backends
