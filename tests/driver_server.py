@@ -1,7 +1,7 @@
 """A driver module imported once, forked per command line: ``python -m tests.driver_server MODULE``.
 
 Each request (one JSON line on stdin) runs ``MODULE.run()`` in a fork of this process, as
-``python -m MODULE ARGS`` would run it: its own process, environment, working directory, stdout and
+``python -m MODULE ARGS`` would run it (or the request's ``code``, as ``python -c CODE ARGS`` would): its own process, environment, working directory, stdout and
 stderr files and exit code; only Python's and jax's imports are paid once instead of once a run. The
 server itself never initialises a jax backend, so each fork starts from the state a new process has
 after its imports. The reply is one JSON line, ``{"returncode": N}`` (``-9`` after the timeout).
@@ -41,9 +41,13 @@ def _child(module, request) -> None:
       target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
       os.dup2(target, fd)
       os.close(target)
-    sys.argv = [module.__name__, *request["argv"]]
+    code_text = request.get("code")
+    sys.argv = ["-c" if code_text else module.__name__, *request["argv"]]
     try:
-      module.run()
+      if code_text:  # as ``python -c`` runs it, with the driver already imported
+        exec(compile(code_text, "<string>", "exec"), {"__name__": "__main__"})
+      else:
+        module.run()
       code = 0
     except SystemExit as e:
       code = _exit_code(e.code)

@@ -63,10 +63,23 @@ def run_fresh(module: str, *args, env=None, cwd=REPO, stdin=None, timeout=300) -
   )
 
 
-def run(module: str, *args, env=None, cwd=REPO, stdin=None, timeout=300) -> subprocess.CompletedProcess:
-  """``python -m module args`` as a fork of the module's server, with `run_fresh`'s arguments."""
+def run(
+  module: str, *args, env=None, cwd=REPO, stdin=None, timeout=300, code=None
+) -> subprocess.CompletedProcess:
+  """``python -m module args`` as a fork of the module's server, with `run_fresh`'s arguments; with
+  ``code``, ``python -c code args`` there instead (a test's script that patches, then runs the driver)."""
   env = {**ENV, **(env or {})}
   if _jax_variables(env) != _jax_variables(ENV):
+    if code is not None:
+      return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        input=stdin or "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+      )
     return run_fresh(module, *args, env=env, cwd=cwd, stdin=stdin, timeout=timeout)
   args = [str(arg) for arg in args]
   server = _server(module)
@@ -75,6 +88,7 @@ def run(module: str, *args, env=None, cwd=REPO, stdin=None, timeout=300) -> subp
     pathlib.Path(stdin_path).write_text(stdin or "")
     request = {
       "argv": args,
+      "code": code,
       "stdin": stdin_path,
       "env": env,
       "cwd": str(cwd),
@@ -91,4 +105,5 @@ def run(module: str, *args, env=None, cwd=REPO, stdin=None, timeout=300) -> subp
     stdout, stderr = (
       pathlib.Path(request[name]).read_text(errors="replace") for name in ("stdout", "stderr")
     )
-  return subprocess.CompletedProcess([sys.executable, "-m", module, *args], returncode, stdout, stderr)
+  command = [sys.executable, *(["-c", code] if code is not None else ["-m", module]), *args]
+  return subprocess.CompletedProcess(command, returncode, stdout, stderr)

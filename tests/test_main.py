@@ -295,25 +295,10 @@ def test_a_signal_between_a_checkpoint_and_its_report_loses_no_metrics(signal_na
   workdir = tmp_path / "run"
   args = main_command(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=2")
   args = [arg for arg in args[3:] if arg != "--tensorboard=false"]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  stopped = subprocess.run(
-    [sys.executable, "-c", SIGNAL_AFTER_COMMIT, signal_name, *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  stopped = drivers.run("seqclf.main", signal_name, *args, code=SIGNAL_AFTER_COMMIT)
   assert stopped.returncode == (130 if signal_name == "SIGINT" else -signal.SIGKILL), stopped.stderr
   assert "epoch 1/" not in stopped.stdout and checkpoint.complete_epochs(str(workdir)) == [1]
-  resumed = subprocess.run(
-    [sys.executable, "-m", "seqclf.main", *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  resumed = drivers.run("seqclf.main", *args)
   assert resumed.returncode == 0, resumed.stderr
   _assert_every_epoch_reported_once(workdir, 2)
 
@@ -364,15 +349,7 @@ def test_a_full_disk_at_each_write_is_one_line_and_the_run_resumes(where, small_
   workdir, filler = small_disk / "run", small_disk / "filler"
   args = main_command(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=2")
   args = [arg for arg in args[3:] if arg != "--tensorboard=false"]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  full = subprocess.run(
-    [sys.executable, "-c", FILL_DISK_BEFORE, where, str(filler), *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  full = drivers.run("seqclf.main", where, str(filler), *args, code=FILL_DISK_BEFORE)
   lines = full.stderr.strip().splitlines()
   assert full.returncode == 2 and len(lines) == 1, full.stderr[-3000:]
   assert lines[0].startswith("error: cannot ") and "(No space left on device" in lines[0], lines[0]
@@ -383,14 +360,7 @@ def test_a_full_disk_at_each_write_is_one_line_and_the_run_resumes(where, small_
   if where in ("config", "vocabulary"):  # nothing trained yet: a resume is a fresh start
     return
   filler.unlink()
-  resumed = subprocess.run(
-    [sys.executable, "-m", "seqclf.main", *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  resumed = drivers.run("seqclf.main", *args)
   assert resumed.returncode == 0, resumed.stderr
   _assert_every_epoch_reported_once(workdir, 2)
   assert predict.load(str(workdir)).predict(["goal match"])[0].label in TOPICS

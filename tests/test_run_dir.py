@@ -113,9 +113,7 @@ FULL_DISK_AT_EPOCH_2 = textwrap.dedent(
 def test_a_full_disk_during_a_save_stops_with_one_line_and_loses_nothing(train_file, tmp_path):
   workdir = tmp_path / "run"
   args = main_command(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=3")[3:]
-  result = subprocess.run(
-    [sys.executable, "-c", FULL_DISK_AT_EPOCH_2, *args], cwd=REPO, env=ENV, capture_output=True, text=True
-  )
+  result = drivers.run("seqclf.main", *args, code=FULL_DISK_AT_EPOCH_2)
   line = one_error_line(result)
   assert "cannot save the checkpoint of epoch 2 (No space left on device" in line
   assert "epoch 1 is safely saved" in line and "run the same command again" in line
