@@ -101,7 +101,20 @@ def validate(config) -> None:
   if config.get("device_resident") and config.get("num_buckets"):
     raise ConfigError("--config.device_resident and --config.num_buckets cannot be combined yet; choose one")
   if "model" in config:
-    models.check_fields(dict(config.model), masked=uses_mask(config), platform=lowering.target_platform())
+    # Held for the cell of each variant the run trains (a variant's cell is not in config.model), so a
+    # GRU's engine is checked as the GRU's and named so.
+    names = (
+      [config.variant]
+      if "variant" in config
+      else models.parse_variants(config.variants)
+      if "variants" in config
+      else []
+    )
+    for cell in sorted(
+      {models.VARIANTS[name].get("cell", "lstm") for name in names if name in models.VARIANTS} or {"lstm"}
+    ):
+      fields = {"cell": cell, **config.model}
+      models.check_fields(fields, masked=uses_mask(config), platform=lowering.target_platform())
 
 
 def make_optimizer(config) -> optax.GradientTransformation:

@@ -163,6 +163,19 @@ def test_every_config_field_is_checked_before_training(field):
     train.validate(config)
 
 
+@pytest.mark.parametrize("key", ["variant", "variants"])
+def test_the_engine_is_held_to_the_cell_of_the_variants_the_run_trains(key):
+  """A GRU variant's engine was held to the LSTM's: an error named the LSTM, or none was raised."""
+  config = default.get_config()
+  with config.ignore_type():
+    config[key] = "gru"
+  config.model.engine, config.model.recurrent_activation = "cpu_kernel", "hard_sigmoid"
+  with pytest.raises(
+    ConfigError, match=re.escape("GRU engine 'cpu_kernel' has no recurrent_activation='hard_sigmoid'")
+  ):
+    train.validate(config)
+
+
 def test_the_engine_is_held_to_the_mask_the_config_asks_for():
   config = default.get_config()
   config.model.engine, config.mask = "flax", True

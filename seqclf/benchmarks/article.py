@@ -245,10 +245,7 @@ def sweep(argv):
   if _BUCKETING.value and not config.num_buckets:
     config.num_buckets = DEFAULT_BUCKETS
   variants = models.parse_variants(config.variants)
-  cells = {models.VARIANTS[variant].get("cell", "lstm") for variant in variants}
-  for cell in sorted(cells - {"lstm"}):  # first: a GRU variant's engines are the GRU's, named as such
-    models.check_fields({"engine": config.model.engine, "cell": cell})
-  train.validate(config)
+  train.validate(config)  # each variant's cell: a GRU variant's engines are the GRU's, named as such
   seeds = parse_seeds(config.seeds)
   # Resolved for the model's gates: "auto" names the engine that trains them (the table's label).
   engines = models.resolve_engines(

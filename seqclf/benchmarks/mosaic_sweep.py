@@ -29,7 +29,8 @@ from seqclf import cli, results, timing
 from seqclf.benchmarks import faults
 from seqclf.benchmarks.mosaic_report import HEADER, predicted_us_per_step, results_of
 from seqclf.errors import ConfigError
-from seqclf.rnn import fused, init_params, mosaic_gpu
+from seqclf.rnn import init_params
+from seqclf.rnn.engines import fused, mosaic_gpu
 
 _CLUSTER_SIZES = cli.define_positive_int_list(
   "cluster_sizes", list(mosaic_gpu.CLUSTER_SIZES), "Cluster sizes N (CTAs per 64-row batch block)."
