@@ -1,10 +1,13 @@
 """The `cpu_kernel` engine: building and loading its C++ library, and its bfloat16 products (its float32
 numbers are in test_lstm_api.py)."""
 
+import concurrent.futures
+import fcntl
 import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +44,29 @@ def test_the_library_is_built_once_and_then_taken_from_the_cache(tmp_path, monke
   built_at = library.stat().st_mtime_ns
   assert cpu_kernel.build_library() == library
   assert library.stat().st_mtime_ns == built_at
-  assert [p.name for p in library.parent.iterdir()] == [library.name]  # no temporary left behind
+  left = sorted(p.name for p in library.parent.iterdir())
+  assert left == sorted([library.name, library.with_suffix(".lock").name])  # no temporary left behind
+
+
+def test_a_build_under_way_in_another_process_is_waited_for_and_taken(tmp_path, monkeypatch):
+  """Processes started together (test workers, data-parallel ranks) compile the kernel once."""
+  monkeypatch.setenv("SEQCLF_CACHE_DIR", str(tmp_path))
+  monkeypatch.setattr(cpu_kernel, "_compiler", lambda: ["true"])
+  monkeypatch.setattr(cpu_kernel.os, "replace", lambda partial, library: pathlib.Path(library).touch())
+  library = cpu_kernel.build_library()
+  library.unlink()
+
+  def no_compile(*args, **kwargs):
+    raise AssertionError("compiled although another process built the library")
+
+  monkeypatch.setattr(cpu_kernel.subprocess, "run", no_compile)
+  with open(library.with_suffix(".lock"), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the other process's build, under way
+    waiting = concurrent.futures.ThreadPoolExecutor(1).submit(cpu_kernel.build_library)
+    time.sleep(0.2)
+    assert not waiting.done()  # it waits for the lock
+    library.touch()  # the other build's result
+  assert waiting.result(timeout=30) == library
 
 
 def test_an_edit_to_any_source_file_rebuilds(tmp_path, monkeypatch):

@@ -40,6 +40,7 @@ not in the recurrence), as do the state and the gate arithmetic. Threads as for 
 """
 
 import ctypes
+import fcntl
 import functools
 import hashlib
 import os
@@ -143,8 +144,12 @@ def build_library() -> pathlib.Path:
       f"engine 'cpu_kernel' cannot build its kernel into {library.parent} ({error.strerror}); set "
       "$SEQCLF_CACHE_DIR to a writable directory, or use engine='fused'"
     ) from error
-  # Build to a temporary name and rename, so a concurrent or interrupted build never leaves a torn file.
-  with scratch_dir as scratch:
+  # One build at a time per library (processes started together, say test workers, would each compile it),
+  # to a temporary name then renamed, so an interrupted build never leaves a torn file.
+  with scratch_dir as scratch, open(library.with_suffix(".lock"), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if library.exists():  # built by the process that held the lock
+      return library
     partial = pathlib.Path(scratch) / library.name
     command = [*compiler, *CXXFLAGS, f"-I{include}", str(MAIN), "-o", str(partial)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
