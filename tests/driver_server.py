@@ -30,6 +30,7 @@ def _child(module, request) -> None:
   """Runs the driver in this forked process; never returns."""
   code = 1
   try:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as Python starts with SIGINT not ignored
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

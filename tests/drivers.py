@@ -13,6 +13,7 @@ import atexit
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,13 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 _servers: dict[str, subprocess.Popen] = {}
+
+
+def interruptible() -> None:
+  """A `subprocess.Popen` ``preexec_fn``: SIGINT as a terminal's Ctrl-C finds it. A shell starts a
+  background job (``make test &``) with SIGINT ignored, its children inherit that, and Python then
+  installs no KeyboardInterrupt handler, so a test's SIGINT would be lost."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _jax_variables(env: dict[str, str]) -> dict[str, str]:
@@ -37,6 +45,7 @@ def _server(module: str) -> subprocess.Popen:
       stdin=subprocess.PIPE,
       stdout=subprocess.PIPE,
       text=True,
+      preexec_fn=interruptible,
     )
     _servers[module] = server
   return server
@@ -49,38 +58,35 @@ def _stop_servers() -> None:
     server.wait(timeout=30)
 
 
-def run_fresh(module: str, *args, env=None, cwd=REPO, stdin=None, timeout=300) -> subprocess.CompletedProcess:
+def _command(module: str, args, code) -> list[str]:
+  return [sys.executable, *(["-c", code] if code is not None else ["-m", module]), *map(str, args)]
+
+
+def run_fresh(
+  module: str, *args, env=None, cwd=REPO, stdin=None, timeout=300, code=None
+) -> subprocess.CompletedProcess:
   """``python -m module args`` in a new interpreter; ``env`` adds to the test environment, ``stdin`` is
-  the text on its standard input."""
+  the text on its standard input; with ``code``, ``python -c code args`` (a test's script that patches,
+  then runs the driver ``module``)."""
   return subprocess.run(
-    [sys.executable, "-m", module, *map(str, args)],
+    _command(module, args, code),
     input=stdin or "",
     cwd=cwd,
     capture_output=True,
     text=True,
     env={**ENV, **(env or {})},
     timeout=timeout,
+    preexec_fn=interruptible,
   )
 
 
 def run(
   module: str, *args, env=None, cwd=REPO, stdin=None, timeout=300, code=None
 ) -> subprocess.CompletedProcess:
-  """``python -m module args`` as a fork of the module's server, with `run_fresh`'s arguments; with
-  ``code``, ``python -c code args`` there instead (a test's script that patches, then runs the driver)."""
+  """`run_fresh`, as a fork of the module's server."""
   env = {**ENV, **(env or {})}
   if _jax_variables(env) != _jax_variables(ENV):
-    if code is not None:
-      return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        cwd=cwd,
-        env=env,
-        input=stdin or "",
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-      )
-    return run_fresh(module, *args, env=env, cwd=cwd, stdin=stdin, timeout=timeout)
+    return run_fresh(module, *args, env=env, cwd=cwd, stdin=stdin, timeout=timeout, code=code)
   args = [str(arg) for arg in args]
   server = _server(module)
   with tempfile.TemporaryDirectory() as tmp:
@@ -105,5 +111,4 @@ def run(
     stdout, stderr = (
       pathlib.Path(request[name]).read_text(errors="replace") for name in ("stdout", "stderr")
     )
-  command = [sys.executable, *(["-c", code] if code is not None else ["-m", module]), *args]
-  return subprocess.CompletedProcess(command, returncode, stdout, stderr)
+  return subprocess.CompletedProcess(_command(module, args, code), returncode, stdout, stderr)

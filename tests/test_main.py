@@ -153,6 +153,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     stdout=subprocess.PIPE,
     stderr=subprocess.DEVNULL,
     text=True,
+    preexec_fn=drivers.interruptible,
   )
   for line in process.stdout:
     if line.startswith("epoch 1/"):

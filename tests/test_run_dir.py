@@ -180,6 +180,7 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(train_file, tmp_path):
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
+    preexec_fn=drivers.interruptible,
   )
   for line in process.stdout:
     if line.startswith("epoch 2/"):
