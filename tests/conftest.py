@@ -17,6 +17,11 @@ import pytest
 
 _REAL_ARCHIVE_ENV = "SEQCLF_IMDB"
 
+# OpenBLAS (jaxlib's LAPACK on some stacks, through SciPy) on one thread in the tests and the processes they
+# start: its thread server, called from XLA's own thread pool (QR of the orthogonal initializer), was seen
+# to spin forever in exec_blas; the tests' matrices are tiny. Set before anything loads it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # A test should prove its property in well under this many seconds on a 2-core machine; the few that cannot
 # are marked ``slow`` (pyproject.toml) and named with their reason.
 DURATION_BUDGET_S = 30.0
