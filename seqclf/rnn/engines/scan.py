@@ -111,17 +111,8 @@ def final_state(
   params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, *, recurrent_activation="sigmoid"
 ):
   """`lstm`'s final state ``(h, c)`` only, from a loop that stores nothing per step."""
-  return run(
-    LSTM_CELL,
-    params,
-    xs,
-    (h0, c0),
-    step_mask,
-    input_dropout_mask,
-    recurrent_dropout_mask,
-    recurrent_activation=recurrent_activation,
-    return_sequences=False,
-  )[1]
+  args = (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask)
+  return lstm(*args, recurrent_activation=recurrent_activation, return_sequences=False)[1]
 
 
 def gru(
