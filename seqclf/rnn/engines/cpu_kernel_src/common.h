@@ -1,5 +1,5 @@
 // What both cells' loops share: row ranges over XLA's thread pool, the vectorised exponential, sigmoid and
-// tanh, the sizes of a call, streaming stores and prefetches, the compaction of unmasked rows, per-thread
+// tanh, the sizes of a call, streaming stores and prefetches, the compaction of unmasked rows, per-block
 // gradient sums, and the handlers' shape checks. Included once, by cpu_kernel.cc.
 
 namespace {
@@ -12,15 +12,16 @@ int RowsPerRange(int rows, int64_t num_threads) {
   return RoundUp((rows + threads - 1) / threads, kRows);
 }
 
-// Runs body(first_row, end_row) over contiguous row ranges on the calling thread and XLA's intra-op
-// thread pool. Threads claim ranges from a shared counter, so the caller never waits for a task that has
-// not started (a late task finds nothing left and returns; the shared state outlives the call), and XLA's
-// pool threads work on the layer instead of spinning beside threads of our own.
+// Runs body(first_row, end_row) over consecutive ranges of `chunk` rows on at most `num_threads` threads:
+// the calling thread and XLA's intra-op thread pool. Threads claim ranges from a shared counter, so the
+// caller never waits for a task that has not started (a late task finds nothing left and returns; the
+// shared state outlives the call), and XLA's pool threads work on the layer instead of spinning beside
+// threads of our own.
 template <typename Body>
-void ParallelOverRows(ffi::ThreadPool& pool, int rows, int64_t num_threads, const Body& body) {
+void ParallelOverRanges(ffi::ThreadPool& pool, int rows, int chunk, int64_t num_threads, const Body& body) {
   if (rows <= 0) return;
-  const int chunk = RowsPerRange(rows, num_threads);
   const int ranges = (rows + chunk - 1) / chunk;
+  const int workers = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, ranges)));
   struct State {
     std::atomic<int> next{0}, done{0};
     std::mutex mutex;
@@ -38,10 +39,38 @@ void ParallelOverRows(ffi::ThreadPool& pool, int rows, int64_t num_threads, cons
       }
     }
   };
-  for (int i = 1; i < ranges; ++i) pool.Schedule([work] { work(); });
+  for (int i = 1; i < workers; ++i) pool.Schedule([work] { work(); });
   work();
   std::unique_lock<std::mutex> lock(state->mutex);
   state->finished.wait(lock, [&] { return state->done.load() == ranges; });
+}
+
+// One range per thread: the forward loops, whose rows never interact.
+template <typename Body>
+void ParallelOverRows(ffi::ThreadPool& pool, int rows, int64_t num_threads, const Body& body) {
+  ParallelOverRanges(pool, rows, RowsPerRange(rows, num_threads), num_threads, body);
+}
+
+// The backward loops sum the weight and bias gradients per block of GradientRows() batch rows (each block
+// by one thread, in the order of its steps and rows) and then add the blocks in order, so a gradient's
+// bits depend on the batch, never on the number of threads. float32's block is the matmul's 8-row register
+// block (a batch of 64 still spreads over 8 threads); bfloat16's is an AMX tile's 16 rows.
+inline int GradientRows(bool bf16) { return bf16 ? 16 : 8; }
+
+// What one block's reverse loop adds up over its rows: the weight and bias gradients.
+struct GradientSums {
+  std::vector<float> weights;  // [E + H, pad(4H)], the rows of d[W; U]
+  std::vector<float> bias;     // [4H]
+};
+
+// The sums of the batch's blocks of `block_rows`, each [rows, width] of weights and [bias_width] of biases, zeroed.
+std::vector<GradientSums> GradientBlocks(int batch, int block_rows, int rows, int width, int bias_width) {
+  std::vector<GradientSums> sums(std::max(1, (batch + block_rows - 1) / block_rows));
+  for (GradientSums& block : sums) {
+    block.weights.assign(static_cast<size_t>(rows) * width, 0.0f);
+    block.bias.assign(bias_width, 0.0f);
+  }
+  return sums;
 }
 
 #ifdef __AVX512F__
@@ -180,13 +209,6 @@ inline int ActiveRows(const Shapes& s, const bool* step_mask, int first, int end
     if (step_mask[s.at(first + r, t)]) active[n++] = r;
   return n;
 }
-
-// What one thread's reverse loop adds up over its rows: the weight and bias gradients, summed over the
-// threads in a fixed order afterwards (so the result does not depend on scheduling).
-struct GradientSums {
-  std::vector<float> weights;  // [E + H, pad(4H)], the rows of d[W; U]
-  std::vector<float> bias;     // [4H]
-};
 
 using F32 = ffi::Buffer<ffi::F32>;
 using Mask = ffi::Buffer<ffi::PRED>;

@@ -359,19 +359,15 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32 xs, F32 kernel, F32 recurrent_k
   if (!check.ok()) return check.error();
   const int hidden = s.hidden, hp = GruBlock(hidden), ldz = 4 * hp;
   const GruBackwardWeights w(kernel.typed_data(), recurrent_kernel.typed_data(), s.input_size, hidden, bf16);
-  const int chunk = RowsPerRange(s.batch, num_threads);
-  std::vector<GradientSums> sums(std::max(1, (s.batch + chunk - 1) / chunk));
-  for (GradientSums& part : sums) {
-    part.weights.assign(static_cast<size_t>(s.row_width()) * 3 * hp, 0.0f);
-    part.bias.assign(ldz, 0.0f);
-  }
-  ParallelOverRows(pool, s.batch, num_threads, [&](int first, int end) {
+  const int block_rows = GradientRows(bf16);
+  std::vector<GradientSums> sums = GradientBlocks(s.batch, block_rows, s.row_width(), 3 * hp, ldz);
+  ParallelOverRanges(pool, s.batch, block_rows, num_threads, [&](int first, int end) {
     GruBackwardRows(s, w, xs.typed_data(), h0.typed_data(), hs.typed_data(), gates.typed_data(),
                     step_mask.typed_data(), input_dropout.typed_data(), recurrent_dropout.typed_data(),
                     dhs.typed_data(), dh_last.typed_data(), dxs->typed_data(), dh0->typed_data(),
-                    sums[first / chunk], first, end);
+                    sums[first / block_rows], first, end);
   });
-  // The sums in a fixed order, without the padding; the biases' gradients are dz's blocks z, r, n (input
+  // The blocks in order, without the padding; the biases' gradients are dz's blocks z, r, n (input
   // side) and z, r, hn (recurrent side).
   float* dk = d_kernel->typed_data();
   float* dr = d_recurrent_kernel->typed_data();

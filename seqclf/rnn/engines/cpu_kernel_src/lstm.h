@@ -362,17 +362,14 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 xs, F32 weights, F32 h0, F32 c0, M
   if (bf16 && !kHasBf16) return NoBf16();
   const int gate_width = s.gate_width(), ldz = RoundUp(gate_width, kLanes);
   const StepWeights wt(weights.typed_data(), s.row_width(), gate_width, true, bf16);
-  const int chunk = RowsPerRange(s.batch, num_threads);
-  std::vector<GradientSums> sums(std::max(1, (s.batch + chunk - 1) / chunk));
-  for (GradientSums& part : sums) {
-    part.weights.assign(static_cast<size_t>(s.row_width()) * ldz, 0.0f);
-    part.bias.assign(gate_width, 0.0f);
-  }
-  ParallelOverRows(pool, s.batch, num_threads, [&](int first, int end) {
+  const int block_rows = GradientRows(bf16);
+  std::vector<GradientSums> sums = GradientBlocks(s.batch, block_rows, s.row_width(), ldz, gate_width);
+  ParallelOverRanges(pool, s.batch, block_rows, num_threads, [&](int first, int end) {
     BackwardRows(s, wt, xs.typed_data(), h0.typed_data(), hs.typed_data(), gates.typed_data(),
                  cs.typed_data(), c0.typed_data(), step_mask.typed_data(), input_dropout.typed_data(),
                  recurrent_dropout.typed_data(), dhs.typed_data(), dh_last.typed_data(), dc_last.typed_data(),
-                 dxs->typed_data(), dh0->typed_data(), dc0->typed_data(), sums[first / chunk], first, end);
+                 dxs->typed_data(), dh0->typed_data(), dc0->typed_data(), sums[first / block_rows], first,
+                 end);
   });
   float* dw = d_weights->typed_data();
   float* db = d_bias->typed_data();

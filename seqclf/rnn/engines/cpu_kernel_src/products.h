@@ -17,8 +17,8 @@ constexpr int kRows = 8, kCols = 3;
 constexpr int kRows = 4, kCols = 1;
 #endif
 constexpr int kMaxDepth = 160;  // 160 x 48 floats = 30 KiB of weights per column block: L1 is 32-48 KiB
-// The backward pass adds each step's weight gradient a^T @ dz into per-thread sums, a product whose depth
-// is the thread's rows; it collects steps until the depth reaches about this, so the sums ([E + H, 4H],
+// The backward pass adds each step's weight gradient a^T @ dz into per-block sums, a product whose depth
+// is the block's rows; it collects steps until the depth reaches about this, so the sums ([E + H, 4H],
 // over 1 MiB at H = 256) are read and written once per batch of steps rather than once per step.
 constexpr int kGradientDepth = 128;
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
