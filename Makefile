@@ -70,6 +70,7 @@ test-matrix: test $(addprefix test-stack-,$(STACKS))
 ACCURACY := benchmarks/results/2026-12-01_cpu-xeon-2core_accuracy-over-seeds
 micro: $(VENV)/.installed-test
 	$(PY) benchmarks/micro/kernel_precisions.py --shape=2,8,3,4 --repeats=1
+	$(PY) benchmarks/micro/cpu_kernel_ab.py --baseline=HEAD --shape=2,8,3,4 --repeats=1 --calls=1
 	$(PY) benchmarks/micro/accuracy_over_seeds.py "float32=$(ACCURACY)/float32_seeds*" "bfloat16=$(ACCURACY)/bfloat16_seeds0-9"
 	$(PY) benchmarks/micro/lstm_seed_table.py
 	$(if $(SEQCLF_IMDB),$(PY) benchmarks/micro/fixed_vs_bucketed.py --imdb=$(SEQCLF_IMDB) --train_examples=64 --maxlen=40 --buckets=2,@echo "fixed_vs_bucketed skipped: set SEQCLF_IMDB")
