@@ -250,7 +250,7 @@ def make_lstm(num_threads: int | None = None, matmul_precision: str = "float32")
       bf16=bf16,
     )
     residuals = (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates)
-    return (hs, (hs[:, -1], cs[:, -1])), residuals
+    return (hs, (hs[:, -1], cs[:, -1]) if steps else (h0, c0)), residuals
 
   def backward(residuals, cotangents):
     params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates = residuals
@@ -295,7 +295,7 @@ def make_lstm(num_threads: int | None = None, matmul_precision: str = "float32")
       num_threads=threads,
       bf16=bf16,
     )
-    return hs, (hs[:, -1], c_last)
+    return hs, (hs[:, -1] if steps else h0, c_last)
 
   return hoisted.custom_vjp_engine(inference, forward, backward)
 
