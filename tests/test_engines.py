@@ -231,6 +231,17 @@ def test_engine_function_handles_an_empty_batch_or_no_steps_as_scan(cell, engine
   _assert_close(outputs_and_grads(engine), outputs_and_grads("scan"))
 
 
+@pytest.mark.parametrize("cell, engine", [*FAST, *(pytest.param(c, "flax", id=f"{c}-flax") for c in CELLS)])
+def test_engine_equals_scan_on_inputs_of_width_0(cell, engine):
+  # No input features is a valid recurrence: the state evolves from the bias and the recurrent kernel.
+  params, _, state, _, _ = _inputs(cell, 3, 4, 0, 5)
+  xs = jnp.zeros((3, 4, 0))
+  _assert_close(_run(cell, engine, params, xs, state), _run(cell, "scan", params, xs, state))
+  _assert_close(
+    _loss_and_grads(cell, engine, params, xs, state), _loss_and_grads(cell, "scan", params, xs, state)
+  )
+
+
 # --- scan against PyTorch and Keras ---------------------------------------------------------------------
 
 

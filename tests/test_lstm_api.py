@@ -83,6 +83,26 @@ def test_keras_initialisation():
   assert np.abs(params["kernel"]).max() <= limit
 
 
+@pytest.mark.parametrize("init", [init_params, api.init_gru_params])
+def test_parameters_for_inputs_of_width_0_have_an_empty_kernel(init):
+  params = init(jax.random.key(0), input_size=0, hidden_size=3)
+  assert params["kernel"].shape == (0, params["recurrent_kernel"].shape[1])
+  reference = init(jax.random.key(0), input_size=2, hidden_size=3)
+  _assert_close(
+    (params["recurrent_kernel"], params["bias"]), (reference["recurrent_kernel"], reference["bias"])
+  )
+
+
+@pytest.mark.parametrize("init", [init_params, api.init_gru_params])
+@pytest.mark.parametrize(
+  "sizes, words",
+  [((4, 0), "hidden_size must be at least 1"), ((-1, 3), "input_size must be at least 0")],
+)
+def test_parameters_of_sizes_no_layer_has_are_refused_by_name(init, sizes, words):
+  with pytest.raises(ConfigError, match=words):
+    init(jax.random.key(0), *sizes)
+
+
 def test_flax_module_params_run_through_the_pure_function():
   xs = jax.random.normal(jax.random.key(0), (2, 6, 5))
   module = LSTM(features=7, engine="fused")
