@@ -241,8 +241,21 @@ def test_an_engine_asked_for_what_it_lacks_names_the_engines_that_have_it():
     engines.check_engine("flax", "cpu", masks="lengths", input_dropout=True, cell="lstm")
   with pytest.raises(ConfigError, match="'cpu_kernel' computes in float32, not bfloat16"):
     engines.check_engine("cpu_kernel", "cpu", dtypes=[jnp.bfloat16], cell="lstm")
-  with pytest.raises(ConfigError, match="no engine on cpu can"):
-    engines.check_engine("fused", "cpu", matmul_precision="float8", cell="lstm")
+
+
+@pytest.mark.parametrize("cell", list(cells.CELLS))
+def test_an_unknown_matmul_precision_is_refused_listing_the_values_the_cells_engines_take(cell):
+  taken = {"float32"} | {p for engine in engines.engines_of(cell).values() for p in engine.matmul_precisions}
+  for engine in ("auto", "fused"):
+    with pytest.raises(
+      ConfigError, match=f"unknown matmul_precision 'highest' for the {cell.upper()}; "
+    ) as refusal:
+      engines.check_engine(engine, "cpu", matmul_precision="highest", cell=cell)
+    assert sorted(str(refusal.value).split("choose one of: ")[1].split(", ")) == sorted(taken)
+  with pytest.raises(
+    ConfigError, match="unknown matmul_precision 'highest' for the LSTM; choose one of: float32"
+  ):
+    lstm(init_params(jax.random.key(0), 1, 2), jnp.ones((1, 2, 1)), matmul_precision="highest")
 
 
 def test_auto_picks_an_engine_that_can_do_the_call():
