@@ -82,7 +82,8 @@ def rnn(
     cell: a `seqclf.rnn.cells.Cell` (``LSTM_CELL``, ``GRU_CELL``, or one of your own, which runs on
       ``scan``).
     params: the cell's ``{"kernel", "recurrent_kernel", "bias"}`` (`Cell.param_shapes`).
-    xs: [B, T, E] inputs, batch-major (T = 0 or B = 0 returns empty outputs and the initial state).
+    xs: [B, T, E] inputs, batch-major (T = 0 or B = 0 returns empty outputs and the initial state). This
+      and every other array argument may be any array-like `jax.numpy.asarray` takes (nested lists).
     initial_state: optional, one [B, H] array per name of ``cell.state_names`` (a tuple of them, or the
       array itself for a cell with one); zeros by default.
     mask: optional [B, T] bool; at a False step the state is left unchanged and the output repeats the
