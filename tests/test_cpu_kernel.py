@@ -3,6 +3,7 @@ numbers are in test_lstm_api.py)."""
 
 import concurrent.futures
 import fcntl
+import logging
 import os
 import pathlib
 import subprocess
@@ -46,6 +47,43 @@ def test_the_library_is_built_once_and_then_taken_from_the_cache(tmp_path, monke
   assert library.stat().st_mtime_ns == built_at
   left = sorted(p.name for p in library.parent.iterdir())
   assert left == sorted([library.name, library.with_suffix(".lock").name])  # no temporary left behind
+
+
+def test_a_build_is_logged_at_info_naming_the_library_and_a_cached_one_is_not(tmp_path, monkeypatch, caplog):
+  monkeypatch.setenv("SEQCLF_CACHE_DIR", str(tmp_path))
+  monkeypatch.setattr(cpu_kernel, "_compiler", lambda: ["true"])  # a build that compiles nothing
+  monkeypatch.setattr(cpu_kernel.os, "replace", lambda partial, library: pathlib.Path(library).touch())
+  with caplog.at_level(logging.INFO, logger=cpu_kernel.__name__):
+    library = cpu_kernel.build_library()
+    assert cpu_kernel.build_library() == library
+  assert [record.levelno for record in caplog.records] == [logging.INFO]
+  assert "cpu_kernel engine's C++ kernel" in caplog.text and str(library) in caplog.text
+
+
+# A driver's build in a fresh process, the compiler stubbed out as above: absl shows info by default, so
+# this holds the drivers' `seqclf.cli.run` to its verbosity.
+_DRIVER_BUILD = """
+import pathlib
+from seqclf import cli
+from seqclf.rnn.engines import cpu_kernel
+cpu_kernel._compiler = lambda: ["true"]
+cpu_kernel.os.replace = lambda partial, library: pathlib.Path(library).touch()
+cli.run(lambda argv: print(cpu_kernel.build_library()))
+"""
+
+
+def test_a_driver_that_builds_the_library_says_nothing_on_stderr(tmp_path):
+  """The drivers' stderr holds one error line on bad input and nothing else: the build's message is info."""
+  result = subprocess.run(
+    [sys.executable, "-c", _DRIVER_BUILD],
+    env={**os.environ, "SEQCLF_CACHE_DIR": str(tmp_path)},
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
+  assert result.returncode == 0 and result.stderr == "", result.stderr
+  assert result.stdout.startswith(str(tmp_path / "cpu_kernel")), result.stdout
 
 
 def test_a_build_under_way_in_another_process_is_waited_for_and_taken(tmp_path, monkeypatch):

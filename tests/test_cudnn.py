@@ -124,6 +124,22 @@ def test_wrapper_matches_scan_with_lstm_ref_for_cudnn(monkeypatch):
   _assert_trees_close(_value_and_grads(cudnn.lstm, inputs), _value_and_grads(scan.lstm, inputs))
 
 
+def test_inputs_of_width_0_reach_cudnn_as_one_zero_feature_and_match_scan(monkeypatch):
+  """cuDNN documents no inputs of width 0: the wrapper passes one zero feature against a zero kernel row."""
+  widths = set()
+
+  def recording_width(x, *args, **kwargs):
+    widths.add(x.shape[-1])
+    return _lstm_ref_as_cudnn(x, *args, **kwargs)
+
+  monkeypatch.setattr(rnn, "lstm", recording_width)
+  params, _, h0, c0, _, loss_weights = _inputs(hidden=7, seed=4)
+  params = {**params, "kernel": params["kernel"][:0]}
+  inputs = (params, jnp.zeros((BATCH, STEPS, 0)), h0, c0, jnp.ones((BATCH, 0)), loss_weights)
+  _assert_trees_close(_value_and_grads(cudnn.lstm, inputs), _value_and_grads(scan.lstm, inputs))
+  assert widths == {1}
+
+
 @needs_gpu
 @pytest.mark.parametrize("hidden", [7, 100])
 def test_matches_scan_on_gpu(hidden):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.rnn import CELLS, init_cell_params, lengths_to_mask, rnn
+from seqclf.rnn import CELLS, engines, init_cell_params, lengths_to_mask, rnn
 
 # float32 on CPU: engines differ from the reference only in summation order (and cpu_kernel's polynomial
 # exponential, ~1e-7 relative).
@@ -206,6 +206,39 @@ def test_cpu_kernel_handles_an_empty_batch_or_no_steps(cell, batch, steps):
   _assert_close(_run(cell, "cpu_kernel", params, xs, state), _run(cell, "scan", params, xs, state))
   _assert_close(
     _loss_and_grads(cell, "cpu_kernel", params, xs, state), _loss_and_grads(cell, "scan", params, xs, state)
+  )
+
+
+@pytest.mark.parametrize("cell, engine", FAST)
+@pytest.mark.parametrize("batch, steps", [(0, 3), (2, 0)])
+def test_engine_function_handles_an_empty_batch_or_no_steps_as_scan(cell, engine, batch, steps):
+  # `rnn` answers these calls without an engine; the engine functions themselves (which a model may call
+  # directly) must give scan's zero-size outputs, the initial state and its gradients too.
+  params, _, _, _, _ = _inputs(cell, 2, 3, 4, 5)
+  xs = jnp.ones((batch, steps, 4))
+  state = (jnp.full((batch, 5), 0.5),) * len(CELLS[cell].state_names)
+  masks = (jnp.ones((batch, steps), bool), jnp.ones((batch, 4)), jnp.ones((batch, 5)))
+
+  def outputs_and_grads(name):
+    run = engines.function(name, cell)
+
+    def loss(params, xs, state):
+      outputs, final = run(params, xs, state, *masks)
+      return jnp.sum(outputs) + sum(jnp.sum(jnp.sin(s)) for s in final)
+
+    return run(params, xs, state, *masks), jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, state)
+
+  _assert_close(outputs_and_grads(engine), outputs_and_grads("scan"))
+
+
+@pytest.mark.parametrize("cell, engine", [*FAST, *(pytest.param(c, "flax", id=f"{c}-flax") for c in CELLS)])
+def test_engine_equals_scan_on_inputs_of_width_0(cell, engine):
+  # No input features is a valid recurrence: the state evolves from the bias and the recurrent kernel.
+  params, _, state, _, _ = _inputs(cell, 3, 4, 0, 5)
+  xs = jnp.zeros((3, 4, 0))
+  _assert_close(_run(cell, engine, params, xs, state), _run(cell, "scan", params, xs, state))
+  _assert_close(
+    _loss_and_grads(cell, engine, params, xs, state), _loss_and_grads(cell, "scan", params, xs, state)
   )
 
 

@@ -83,6 +83,26 @@ def test_keras_initialisation():
   assert np.abs(params["kernel"]).max() <= limit
 
 
+@pytest.mark.parametrize("init", [init_params, api.init_gru_params])
+def test_parameters_for_inputs_of_width_0_have_an_empty_kernel(init):
+  params = init(jax.random.key(0), input_size=0, hidden_size=3)
+  assert params["kernel"].shape == (0, params["recurrent_kernel"].shape[1])
+  reference = init(jax.random.key(0), input_size=2, hidden_size=3)
+  _assert_close(
+    (params["recurrent_kernel"], params["bias"]), (reference["recurrent_kernel"], reference["bias"])
+  )
+
+
+@pytest.mark.parametrize("init", [init_params, api.init_gru_params])
+@pytest.mark.parametrize(
+  "sizes, words",
+  [((4, 0), "hidden_size must be at least 1"), ((-1, 3), "input_size must be at least 0")],
+)
+def test_parameters_of_sizes_no_layer_has_are_refused_by_name(init, sizes, words):
+  with pytest.raises(ConfigError, match=words):
+    init(jax.random.key(0), *sizes)
+
+
 def test_flax_module_params_run_through_the_pure_function():
   xs = jax.random.normal(jax.random.key(0), (2, 6, 5))
   module = LSTM(features=7, engine="fused")
@@ -221,8 +241,21 @@ def test_an_engine_asked_for_what_it_lacks_names_the_engines_that_have_it():
     engines.check_engine("flax", "cpu", masks="lengths", input_dropout=True, cell="lstm")
   with pytest.raises(ConfigError, match="'cpu_kernel' computes in float32, not bfloat16"):
     engines.check_engine("cpu_kernel", "cpu", dtypes=[jnp.bfloat16], cell="lstm")
-  with pytest.raises(ConfigError, match="no engine on cpu can"):
-    engines.check_engine("fused", "cpu", matmul_precision="float8", cell="lstm")
+
+
+@pytest.mark.parametrize("cell", list(cells.CELLS))
+def test_an_unknown_matmul_precision_is_refused_listing_the_values_the_cells_engines_take(cell):
+  taken = {"float32"} | {p for engine in engines.engines_of(cell).values() for p in engine.matmul_precisions}
+  for engine in ("auto", "fused"):
+    with pytest.raises(
+      ConfigError, match=f"unknown matmul_precision 'highest' for the {cell.upper()}; "
+    ) as refusal:
+      engines.check_engine(engine, "cpu", matmul_precision="highest", cell=cell)
+    assert sorted(str(refusal.value).split("choose one of: ")[1].split(", ")) == sorted(taken)
+  with pytest.raises(
+    ConfigError, match="unknown matmul_precision 'highest' for the LSTM; choose one of: float32"
+  ):
+    lstm(init_params(jax.random.key(0), 1, 2), jnp.ones((1, 2, 1)), matmul_precision="highest")
 
 
 def test_auto_picks_an_engine_that_can_do_the_call():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.rnn import LSTM, engines, init_params, lstm, nnx
+from seqclf.rnn import LSTM, engines, gru, init_gru_params, init_params, lstm, nnx
 from seqclf.rnn.validation import InputError
 
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
@@ -105,6 +105,43 @@ def test_lengths_and_masks_may_be_python_lists():
   np.testing.assert_array_equal(lstm(_params(), _xs(), mask=mask, engine="scan")[0], expected[0])
   with pytest.raises(InputError, match=re.escape("lengths must lie in [0, 4]")):
     lstm(_params(), _xs(), lengths=[4, 5], engine="scan")
+
+
+def _listed(array):
+  return np.asarray(array).tolist()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_array_argument_may_be_nested_python_lists(engine):
+  params, xs = _params(), _xs()
+  arguments = dict(
+    initial_state=(jnp.full((2, 5), 0.3), jnp.full((2, 5), -0.2)),
+    mask=jnp.array([[True] * 4, [True, False, True, True]]),
+    input_dropout_mask=jnp.full((2, 3), 1.25),
+    recurrent_dropout_mask=jnp.full((2, 5), 0.8),
+  )
+  expected = lstm(params, xs, engine=engine, **arguments)
+  listed = {name: jax.tree.map(_listed, value) for name, value in arguments.items()}
+  as_lists = lstm(jax.tree.map(_listed, params), _listed(xs), engine=engine, **listed)
+  as_tuples = lstm(params, tuple(map(tuple, np.asarray(xs).tolist())), engine=engine, **arguments)
+  for actual in (as_lists, as_tuples):
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+      np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
+  gru_params = init_gru_params(jax.random.key(0), 3, 5)
+  h0 = jnp.full((2, 5), 0.3)
+  np.testing.assert_allclose(
+    gru(gru_params, _listed(xs), initial_state=_listed(h0), engine=engine)[1],
+    gru(gru_params, xs, initial_state=h0, engine=engine)[1],
+    rtol=1e-6,
+    atol=1e-6,
+  )
+
+
+def test_an_argument_that_is_no_array_is_one_input_error_naming_it():
+  with pytest.raises(InputError, match="xs must be an array or nested lists of numbers of one shape"):
+    lstm(_params(), [[[1.0, 2.0, 3.0]], [[1.0]]])  # ragged
+  with pytest.raises(InputError, match="initial_state c0 must be an array"):
+    lstm(_params(), _xs(), initial_state=(jnp.zeros((2, 5)), "zeros"))
 
 
 def test_input_errors_are_config_errors_and_value_errors():

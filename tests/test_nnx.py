@@ -83,6 +83,32 @@ def test_lstm_equals_the_linen_layer_and_the_pure_function(engine, padding):
 
 
 @pytest.mark.parametrize("engine, padding", ENGINES)
+def test_layers_on_inputs_of_width_0_equal_the_pure_function(engine, padding):
+  # No input features: the state evolves from the bias and the recurrent kernel, from a non-zero state
+  # (from zeros, Keras' initial LSTM stays at zero).
+  xs, lengths = _batch(features=0)
+  kwargs = _padding(padding, lengths, xs.shape[1])
+  kwargs["initial_state"] = tuple(jax.random.normal(jax.random.key(k), (3, 5)) for k in (1, 2))
+  model = lstm_nnx.LSTM(0, 5, engine=engine, rngs=nnx.Rngs(0))
+  _assert_close(model(xs, **kwargs), lstm(lstm_nnx.to_linen(model), xs, engine="scan", **kwargs))
+  outputs, variables = linen_layers.LSTM(5, engine=engine).init_with_output(jax.random.key(0), xs, **kwargs)
+  _assert_close(outputs, lstm(variables["params"], xs, engine="scan", **kwargs))
+
+
+@pytest.mark.parametrize(
+  "build",
+  [
+    lambda: lstm_nnx.LSTM(4, 0, rngs=nnx.Rngs(0)),
+    lambda: linen_layers.LSTM(0).init(jax.random.key(0), jnp.ones((1, 2, 4))),
+  ],
+  ids=["nnx", "linen"],
+)
+def test_a_layer_without_units_is_refused_naming_features(build):
+  with pytest.raises(ConfigError, match="LSTM features must be at least 1"):
+    build()
+
+
+@pytest.mark.parametrize("engine, padding", ENGINES)
 def test_return_sequences_false_equals_the_linen_layer_and_the_pure_function(engine, padding):
   xs, lengths = _batch()
   kwargs = _padding(padding, lengths, xs.shape[1])

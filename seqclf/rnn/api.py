@@ -19,6 +19,8 @@ precision) compute and return float32, on every engine; ``dtype=jnp.bfloat16`` c
 (state included) with the float32 parameters cast for the call, on the engines that list bfloat16.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -80,7 +82,8 @@ def rnn(
     cell: a `seqclf.rnn.cells.Cell` (``LSTM_CELL``, ``GRU_CELL``, or one of your own, which runs on
       ``scan``).
     params: the cell's ``{"kernel", "recurrent_kernel", "bias"}`` (`Cell.param_shapes`).
-    xs: [B, T, E] inputs, batch-major (T = 0 or B = 0 returns empty outputs and the initial state).
+    xs: [B, T, E] inputs, batch-major (T = 0 or B = 0 returns empty outputs and the initial state). This
+      and every other array argument may be any array-like `jax.numpy.asarray` takes (nested lists).
     initial_state: optional, one [B, H] array per name of ``cell.state_names`` (a tuple of them, or the
       array itself for a cell with one); zeros by default.
     mask: optional [B, T] bool; at a False step the state is left unchanged and the output repeats the
@@ -119,6 +122,15 @@ def rnn(
     )
   single = len(cell.state_names) == 1
   state = None if initial_state is None else (initial_state,) if single else tuple(initial_state)
+  # Array-likes (nested lists, tuples, numpy arrays) are taken as arrays, as jax.numpy takes them.
+  array = functools.partial(validation.as_array, cell)
+  xs, mask, lengths = array("xs", xs), array("mask", mask), array("lengths", lengths)
+  input_dropout_mask = array("input_dropout_mask", input_dropout_mask)
+  recurrent_dropout_mask = array("recurrent_dropout_mask", recurrent_dropout_mask)
+  if state is not None:
+    state = tuple(array(f"initial_state {name}0", part) for name, part in zip(cell.state_names, state))
+  if hasattr(params, "keys"):
+    params = {name: array(f"params[{name!r}]", params[name]) for name in params.keys()}
   batch, steps, input_size, hidden = validation.check_inputs(
     params,
     xs,

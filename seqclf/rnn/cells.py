@@ -11,6 +11,7 @@ Every cell's parameters are ``kernel`` [E, G * H], ``recurrent_kernel`` [H, G * 
 """
 
 import functools
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -34,8 +35,17 @@ def hard_sigmoid(x):
 # The gates' activations (``recurrent_activation``, Keras' name); candidates and outputs use tanh.
 RECURRENT_ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "hard_sigmoid": hard_sigmoid}
 
+
+def _glorot_uniform(key, shape, dtype=jnp.float32):
+  """Keras' ``glorot_uniform``; the empty kernel of inputs of width 0 (a valid layer: its state evolves
+  from the bias and the recurrent kernel) has nothing to draw, and JAX's fans would divide by its 0 rows."""
+  if math.prod(shape) == 0:
+    return jnp.zeros(shape, dtype)
+  return jax.nn.initializers.glorot_uniform()(key, shape, dtype)
+
+
 # Keras' initialisers of the kernels, shared by every cell.
-kernel_init = jax.nn.initializers.glorot_uniform()
+kernel_init = _glorot_uniform
 recurrent_kernel_init = jax.nn.initializers.orthogonal()
 
 
@@ -81,6 +91,20 @@ class Cell(NamedTuple):
     return {"kernel": kernel_init, "recurrent_kernel": recurrent_kernel_init, "bias": self.bias_init}
 
 
+def check_sizes(cell: Cell, input_size: int, hidden: int, names=("input_size", "hidden_size")) -> None:
+  """Refuses the sizes of a layer that cannot exist: no units (a hidden size below 1), or inputs of
+  negative width. Inputs of width 0 are valid: the state still evolves from the bias and the recurrent
+  kernel. ``names``: the arguments the caller took the two sizes as, for the message."""
+  if hidden < 1:
+    raise ConfigError(
+      f"{cell.name.upper()} {names[1]} must be at least 1 (the units that carry its state), got {hidden!r}"
+    )
+  if input_size < 0:
+    raise ConfigError(
+      f"{cell.name.upper()} {names[0]} must be at least 0 (the width of each input step), got {input_size!r}"
+    )
+
+
 def init_cell_params(cell: Cell, key, input_size: int, hidden_size: int, dtype=jnp.float32):
   """Keras' initial parameters of ``cell``: glorot-uniform kernel, orthogonal recurrent kernel, the
   cell's bias.
@@ -95,7 +119,11 @@ def init_cell_params(cell: Cell, key, input_size: int, hidden_size: int, dtype=j
 
   Returns:
     ``{"kernel", "recurrent_kernel", "bias"}`` as `Cell.param_shapes`.
+
+  Raises:
+    ConfigError: for a hidden size below 1 or a negative input size (`check_sizes`).
   """
+  check_sizes(cell, input_size, hidden_size)
   keys = dict(zip(("kernel", "recurrent_kernel"), jax.random.split(key)), bias=jax.random.fold_in(key, 2))
   draw_dtype = jnp.promote_types(dtype, jnp.float32)
   shapes, inits = cell.param_shapes(input_size, hidden_size), cell.initializers()

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from seqclf.rnn import sequences
-from seqclf.rnn.cells import GRU_CELL, LSTM_CELL, Cell
+from seqclf.rnn.cells import GRU_CELL, LSTM_CELL, Cell, check_sizes
 
 
 class Recurrent(nn.Module):
@@ -72,6 +72,7 @@ class Recurrent(nn.Module):
     Returns:
       ``(outputs [B, T, H], state)``; the outputs are the final h [B, H] with ``return_sequences=False``.
     """
+    check_sizes(self.cell, xs.shape[-1], self.features, names=("xs.shape[-1]", "features"))
     shapes, inits = self.cell.param_shapes(xs.shape[-1], self.features), self.cell.initializers()
     params = {name: self.param(name, inits[name], shape, self.param_dtype) for name, shape in shapes.items()}
     next_key = None if deterministic else lambda: self.make_rng("dropout")

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from seqclf.rnn import sequences
-from seqclf.rnn.cells import GRU_CELL, LSTM_CELL, Cell, init_cell_params
+from seqclf.rnn.cells import GRU_CELL, LSTM_CELL, Cell, check_sizes, init_cell_params
 
 
 class Recurrent(nnx.Module):
@@ -68,6 +68,7 @@ class Recurrent(nnx.Module):
   ):
     sequences.check_rate("input_dropout", input_dropout)
     sequences.check_rate("recurrent_dropout", recurrent_dropout)
+    check_sizes(self.cell, in_features, features, names=("in_features", "features"))
     params = init_cell_params(self.cell, rngs.params(), in_features, features, param_dtype)
     self.kernel = nnx.Param(params["kernel"])
     self.recurrent_kernel = nnx.Param(params["recurrent_kernel"])

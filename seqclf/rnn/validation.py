@@ -37,6 +37,24 @@ def _dtype(x):
   return jnp.result_type(x if hasattr(x, "dtype") else np.asarray(x))
 
 
+def as_array(cell, name: str, x):
+  """``x`` as a JAX array, read as `jax.numpy.asarray` reads an array-like (a nested list or tuple of
+  numbers, a numpy array); None stays None.
+
+  Raises:
+    InputError: naming the argument, for what is no array (ragged lists, strings, objects).
+  """
+  if x is None:
+    return None
+  try:
+    return jnp.asarray(x)
+  except (TypeError, ValueError) as error:
+    raise InputError(
+      f"{cell.name}(): {name} must be an array or nested lists of numbers of one shape, "
+      f"got {type(x).__name__} ({error})"
+    ) from None
+
+
 def check_inputs(
   params,
   xs,

@@ -177,6 +177,13 @@ def engines_of(cell: Cell | str) -> dict[str, Engine]:
   return {"scan": SCAN, **{engine: entry for (of, engine), entry in ENGINES.items() if of == name}}
 
 
+def known_matmul_precisions(cell: Cell | str) -> tuple[str, ...]:
+  """The ``matmul_precision`` values some engine of ``cell`` takes: "float32" (every engine's), then those
+  its entries list."""
+  listed = (precision for engine in engines_of(cell).values() for precision in engine.matmul_precisions)
+  return tuple(dict.fromkeys(("float32", *listed)))
+
+
 def interpret_requested() -> bool:
   """Whether ``$SEQCLF_INTERPRET=1`` asks for GPU kernel engines to run in their interpreters off a GPU."""
   return os.environ.get(INTERPRET_ENV, "") == "1"
@@ -339,6 +346,11 @@ def check_engine(
   platform = platform or lowering.target_platform()
   engines = engines_of(cell)
   label = cell.name.upper()
+  precisions = known_matmul_precisions(cell)
+  if matmul_precision not in precisions:
+    raise ConfigError(
+      f"unknown matmul_precision {matmul_precision!r} for the {label}; choose one of: {', '.join(precisions)}"
+    )
   request = dict(
     cell=cell,
     masks=masks,

@@ -12,8 +12,9 @@ transposes.
 The library is compiled at first use with the machine's C++ compiler (``$CXX``, default ``g++``; C++17)
 for the CPU it runs on (``-march=native``), and cached under ``$SEQCLF_CACHE_DIR`` (default
 ``~/.cache/seqclf``) keyed by the source, the flags, jaxlib's version and the CPU's model and features, so
-a shared home directory never hands a library to a CPU it was not built for. Without a compiler the engine
-raises a `ConfigError` that names the fix, and ``engine="auto"`` falls back to ``fused``.
+a shared home directory never hands a library to a CPU it was not built for; a build (seconds) is logged
+at info level, naming the library. Without a compiler the engine raises a `ConfigError` that names the
+fix, and ``engine="auto"`` falls back to ``fused``.
 
 float32 in and out; the exponential is a Cephes-style polynomial (relative error ~1e-7), so results match
 ``scan`` to ~1e-6 rather than bit for bit (tests/test_engines.py). ``matmul_precision="bfloat16"``
@@ -43,6 +44,7 @@ import ctypes
 import fcntl
 import functools
 import hashlib
+import logging
 import os
 import pathlib
 import platform
@@ -59,6 +61,8 @@ import numpy as np
 from seqclf import dirs
 from seqclf.errors import ConfigError
 from seqclf.rnn.engines import hoisted
+
+_logger = logging.getLogger(__name__)
 
 # The kernel's C++ source: one translation unit (MAIN) including the folder's other files.
 SOURCES = pathlib.Path(__file__).with_name("cpu_kernel_src")
@@ -152,6 +156,11 @@ def build_library() -> pathlib.Path:
       return library
     partial = pathlib.Path(scratch) / library.name
     command = [*compiler, *CXXFLAGS, f"-I{include}", str(MAIN), "-o", str(partial)]
+    # Info, not shown unless asked for: a driver's stderr stays its one error line.
+    _logger.info(
+      "building the cpu_kernel engine's C++ kernel into %s (once per source, compiler, jaxlib and CPU)",
+      library,
+    )
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
       lines = result.stderr.strip().splitlines()
@@ -250,7 +259,7 @@ def make_lstm(num_threads: int | None = None, matmul_precision: str = "float32")
       bf16=bf16,
     )
     residuals = (params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates)
-    return (hs, (hs[:, -1], cs[:, -1])), residuals
+    return (hs, (hs[:, -1], cs[:, -1]) if steps else (h0, c0)), residuals
 
   def backward(residuals, cotangents):
     params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask, hs, cs, gates = residuals
@@ -295,7 +304,7 @@ def make_lstm(num_threads: int | None = None, matmul_precision: str = "float32")
       num_threads=threads,
       bf16=bf16,
     )
-    return hs, (hs[:, -1], c_last)
+    return hs, (hs[:, -1] if steps else h0, c_last)
 
   return hoisted.custom_vjp_engine(inference, forward, backward)
 

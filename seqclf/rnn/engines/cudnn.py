@@ -56,6 +56,11 @@ def lstm(
   hidden = params["recurrent_kernel"].shape[0]
   lengths = jnp.sum(step_mask, axis=1, dtype=jnp.int32)
   xs = xs * jax.lax.stop_gradient(input_dropout_mask)[:, None, :]
+  if input_size == 0:
+    # cuDNN documents no inputs of width 0; one zero feature against a zero kernel row adds nothing.
+    input_size = 1
+    xs = jnp.zeros((*xs.shape[:2], input_size), xs.dtype)
+    params = {**params, "kernel": jnp.zeros((input_size, 4 * hidden), params["kernel"].dtype)}
   # Zero lengths are clamped to one step whose results are then discarded: `rnn.lstm_ref` reads the
   # final state of an empty row from step -1, and cuDNN's support for empty rows is not documented.
   ys, h_n, c_n = rnn.lstm(

@@ -32,7 +32,12 @@ def lstm_cell_params(params):
 def _run(cell_type, variables, xs, carry):
   """``nn.RNN(cell_type(H))`` over ``xs`` from ``carry``, in the inputs' dtype -> (final carry, outputs)."""
   cell = cell_type(
-    carry[0].shape[-1] if isinstance(carry, tuple) else carry.shape[-1], dtype=xs.dtype, param_dtype=xs.dtype
+    carry[0].shape[-1] if isinstance(carry, tuple) else carry.shape[-1],
+    dtype=xs.dtype,
+    param_dtype=xs.dtype,
+    # The parameters are always ours, but Flax evaluates the initialiser to check their shapes, and its
+    # default (lecun_normal) divides by the fan-in: 0 for inputs of width 0.
+    kernel_init=nn.initializers.zeros_init(),
   )
   # float32 products (the engine contract), also in the gradient: autodiff keeps a product's precision.
   with jax.default_matmul_precision("float32"):

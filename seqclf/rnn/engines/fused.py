@@ -131,7 +131,7 @@ def gru_backward(recurrent_activation, residuals, cotangents):
   params, dropped_rows, h0, step_mask_t, input_dropout_mask, recurrent_dropout_mask, hs, gates = residuals
   d_outputs, dh_last = cotangents
   steps, batch, hidden = hs.shape
-  h_prevs = jnp.concatenate([h0[None], hs[:-1]], axis=0)
+  h_prevs = hoisted.previous_states(h0, hs)
   recurrent_kernel_t = params["recurrent_kernel"].T
 
   def step(dh_next, inputs):
@@ -145,15 +145,17 @@ def gru_backward(recurrent_activation, residuals, cotangents):
 
   inputs = (jnp.swapaxes(d_outputs, 0, 1), gates, h_prevs, step_mask_t)
   dh0, dz = jax.lax.scan(step, dh_last, inputs, reverse=True)
-  dz_rows = dz.reshape(steps * batch, -1)
+  dz_rows = dz.reshape(steps * batch, dz.shape[-1])
   dz_in, dz_rec = input_side(dz_rows), recurrent_side(dz_rows)
-  h_prev_rows = (h_prevs * recurrent_dropout_mask).reshape(-1, hidden)
+  h_prev_rows = (h_prevs * recurrent_dropout_mask).reshape(steps * batch, hidden)
   d_params = {
     "kernel": matmul(dropped_rows.T, dz_in),
     "recurrent_kernel": matmul(h_prev_rows.T, dz_rec),
     "bias": jnp.stack([dz_in.sum(axis=0), dz_rec.sum(axis=0)]),
   }
-  d_xs = jnp.swapaxes(matmul(dz_in, params["kernel"].T).reshape(steps, batch, -1), 0, 1)
+  d_xs = jnp.swapaxes(
+    matmul(dz_in, params["kernel"].T).reshape(steps, batch, params["kernel"].shape[0]), 0, 1
+  )
   return d_params, d_xs * input_dropout_mask[:, None, :], dh0
 
 

@@ -128,7 +128,7 @@ def scan_recurrence(
 
   def backward(recurrent_kernel, gates, cs, c0, step_mask, recurrent_dropout_mask, dhs, dh_last, dc_last):
     cs_state = cast(cs)
-    c_prevs = jnp.concatenate([cast(c0)[None], cs_state[:-1]], axis=0)
+    c_prevs = previous_states(cast(c0), cs_state)
     recurrent_kernel_t, recurrent_mask = recurrent_kernel.T, cast(recurrent_dropout_mask)
 
     def step(carry, inputs):
@@ -175,7 +175,15 @@ def custom_vjp_engine(inference: Callable, forward: Callable, backward: Callable
 
 def time_major_rows(x):
   """[B, T, X] -> [T * B, X]: one row per (step, sequence), ready for a plain 2-D matmul."""
-  return jnp.swapaxes(x, 0, 1).reshape(-1, x.shape[-1])
+  batch, steps, width = x.shape
+  # Every size spelled out: a -1 cannot be inferred when another size is 0 (B = 0, T = 0 or X = 0).
+  return jnp.swapaxes(x, 0, 1).reshape(steps * batch, width)
+
+
+def previous_states(initial, states):
+  """The state before each step, [T, B, H], from the initial state [B, H] and the states after each step
+  [T, B, H]; for T = 0 none (slicing ``states[:-1]`` would keep the initial state)."""
+  return jnp.concatenate([initial[None], states], axis=0)[: states.shape[0]]
 
 
 def project(kernel, bias, xs, input_dropout_mask):
@@ -183,7 +191,7 @@ def project(kernel, bias, xs, input_dropout_mask):
   inputs as [T * B, E] rows, which the weight gradient reads)."""
   batch, steps, _ = xs.shape
   dropped_rows = time_major_rows(xs * input_dropout_mask[:, None, :])
-  xw = (matmul(dropped_rows, kernel) + bias).reshape(steps, batch, -1)
+  xw = (matmul(dropped_rows, kernel) + bias).reshape(steps, batch, kernel.shape[-1])
   return xw, dropped_rows
 
 
@@ -201,7 +209,8 @@ def make_lstm(recurrence: Recurrence) -> Callable:
     hs, cs, gates = recurrence.forward(
       xw, params["recurrent_kernel"], h0, c0, step_mask_t, recurrent_dropout_mask
     )
-    outputs = (jnp.swapaxes(hs, 0, 1), (hs[-1], cs[-1]))
+    steps = hs.shape[0]
+    outputs = (jnp.swapaxes(hs, 0, 1), (hs[-1], cs[-1]) if steps else (h0, c0))
     residuals = (
       params,
       dropped_rows,
@@ -228,14 +237,16 @@ def make_lstm(recurrence: Recurrence) -> Callable:
       params["recurrent_kernel"], gates, cs, c0, step_mask_t, recurrent_dropout_mask, dhs, dh_last, dc_last
     )
     # The hoisted weight gradients: every step's contribution in one matmul each.
-    dz_rows = dz.reshape(steps * batch, -1)
-    h_prev_rows = (jnp.concatenate([h0[None], hs[:-1]], axis=0) * recurrent_dropout_mask).reshape(-1, hidden)
+    dz_rows = dz.reshape(steps * batch, dz.shape[-1])
+    h_prev_rows = (previous_states(h0, hs) * recurrent_dropout_mask).reshape(steps * batch, hidden)
     d_params = {
       "kernel": matmul(dropped_rows.T, dz_rows),
       "recurrent_kernel": matmul(h_prev_rows.T, dz_rows),
       "bias": dz_rows.sum(axis=0),
     }
-    d_xs = jnp.swapaxes(matmul(dz_rows, params["kernel"].T).reshape(steps, batch, -1), 0, 1)
+    d_xs = jnp.swapaxes(
+      matmul(dz_rows, params["kernel"].T).reshape(steps, batch, params["kernel"].shape[0]), 0, 1
+    )
     d_xs = d_xs * input_dropout_mask[:, None, :]
     return d_params, d_xs, dh0, dc0
 

@@ -411,6 +411,13 @@ struct StepWeights {
 // out = init + a @ w with `init` (a row of w.ld floats), else out += a @ w.
 void StepMatmul(const StepWeights& w, const float* a, std::ptrdiff_t lda, int rows, float* out,
                 std::ptrdiff_t ldo, std::vector<uint32_t>& scratch, const float* init = nullptr) {
+  // An empty product (the GRU's x @ W for inputs of width 0) adds nothing; the products below would
+  // split a depth of 0 into 0 slices.
+  if (w.depth == 0) {
+    if (init != nullptr)
+      for (int r = 0; r < rows; ++r) std::memcpy(out + r * ldo, init, w.ld * sizeof(float));
+    return;
+  }
   if (w.bf16.empty()) {
     Matmul({a, lda, 1, rows, w.depth, w.f32.data(), w.ld, w.ld, out, ldo, true, init});
     return;
