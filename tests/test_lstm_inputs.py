@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from seqclf.errors import ConfigError
-from seqclf.rnn import LSTM, engines, gru, init_gru_params, init_params, lstm, nnx
+from seqclf.rnn import LSTM, engines, gru, init_gru_params, init_params, linen, lstm, nnx
 from seqclf.rnn.validation import InputError
 
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cpu_kernel engine runs on CPU only")
@@ -135,6 +135,17 @@ def test_every_array_argument_may_be_nested_python_lists(engine):
     rtol=1e-6,
     atol=1e-6,
   )
+
+
+def test_layers_take_nested_python_lists_as_inputs():
+  xs = _xs()
+  for layer in (linen.LSTM(5), linen.GRU(5)):
+    variables = layer.init(jax.random.key(0), xs)
+    expected = layer.apply(variables, xs)
+    for a, e in zip(
+      jax.tree.leaves(layer.apply(variables, _listed(xs))), jax.tree.leaves(expected), strict=True
+    ):
+      np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
 
 
 def test_an_argument_that_is_no_array_is_one_input_error_naming_it():

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from seqclf.rnn import sequences
 from seqclf.rnn.cells import GRU_CELL, LSTM_CELL, Cell, check_sizes
+from seqclf.rnn.validation import as_array
 
 
 class Recurrent(nn.Module):
@@ -72,6 +73,7 @@ class Recurrent(nn.Module):
     Returns:
       ``(outputs [B, T, H], state)``; the outputs are the final h [B, H] with ``return_sequences=False``.
     """
+    xs = as_array(self.cell, "xs", xs)
     check_sizes(self.cell, xs.shape[-1], self.features, names=("xs.shape[-1]", "features"))
     shapes, inits = self.cell.param_shapes(xs.shape[-1], self.features), self.cell.initializers()
     params = {name: self.param(name, inits[name], shape, self.param_dtype) for name, shape in shapes.items()}
