@@ -46,3 +46,32 @@ def results_of(shape: dict, measured: dict, predicted: dict | None) -> tuple[lis
       ]
     )
   return runs, rows
+
+
+# The exchange microbenchmark (`seqclf.benchmarks.mosaic_exchange`): µs per step beside the model's term.
+EXCHANGE_HEADER = ["N", "precision", "pattern", "calls/step", "arrivals/step", "µs/step", "model µs/step"]
+EXCHANGE_HEADER += ["compile s", "note"]
+
+
+def model_exchange_us(cluster_size: int, matmul_precision: str) -> float:
+  """The forward's exchange term of `mosaic_cost` (µs per step on one CTA) for this configuration."""
+  return mosaic_cost.predict(cluster_size, matmul_precision).forward.exchange
+
+
+def exchange_result(shape: dict, stats: dict | None, note: str = "") -> tuple[dict, list]:
+  """One exchange measurement as a JSON run and a markdown row: ``shape`` {cluster_size, matmul_precision,
+  pattern, steps, calls_per_step}; ``stats`` `seqclf.timing` statistics with compile_s, or None for a
+  pattern that did not run (``note`` says why)."""
+  size, precision = shape["cluster_size"], shape["matmul_precision"]
+  model = model_exchange_us(size, precision)
+  # Every call arrives once per thread of the sender's warpgroup on the receiver's barrier, from N senders.
+  arrivals = shape["calls_per_step"] * mosaic_gpu.WARPGROUP_THREADS
+  run = {**shape, "arrivals_per_step": arrivals, "model_us_per_step": model}
+  if stats is None:
+    run["note"] = note
+    us = compile_s = "–"
+  else:
+    run.update(stats, us_per_step=1e6 * stats["median_s"] / shape["steps"])
+    us, compile_s = f"{run['us_per_step']:.3f}", f"{stats['compile_s']:.2f}"
+  row = [size, precision, shape["pattern"], shape["calls_per_step"], arrivals, us, f"{model:.3f}"]
+  return run, row + [compile_s, note]
