@@ -1,11 +1,19 @@
-"""The mosaic sweep's report: each configuration's rows, measured beside the cost model's prediction.
+"""The mosaic sweep's measurement and report: each mode timed, then held against ``fused``; each
+configuration's rows, measured beside the cost model's prediction; the exchange microbenchmark's rows.
 
 Apart from `seqclf/benchmarks/mosaic_sweep.py` because that driver defines absl flags when imported, and one
 process cannot import two drivers whose flags share names (--steps, --workdir, ...): this module has none,
 so tests and other tools can import it anywhere.
 """
 
-from seqclf.rnn.engines import mosaic_cost, mosaic_gpu
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqclf import atomic, timing
+from seqclf.rnn.engines import fused, mosaic_cost, mosaic_gpu
 
 HEADER = ["N", "precision", "mode", "µs/step", "predicted µs/step", "ms", "± ms", "compile s"]
 HEADER += ["max rel err vs fused", "error"]
@@ -20,6 +28,75 @@ def predicted_us_per_step(shape: dict) -> dict | None:
   sizes = {key: shape[key] for key in ("batch", "steps", "input_size", "hidden")}
   cost = mosaic_cost.predict(size, precision, **sizes)
   return {mode: us / shape["steps"] for mode, us in cost.call_us.items()}
+
+
+def functions(lstm) -> dict:
+  """The timed modes of an engine-signature ``lstm``, jitted: "fwd" (the outputs, no gradient), "final"
+  (the final state of ``return_sequences=False``, as evaluation runs it) and "fwd_bwd" (the gradients)."""
+
+  def forward(params, *args):
+    return lstm(params, *args)[0]
+
+  def final(params, *args):
+    return lstm(params, *args, return_sequences=False)[1]
+
+  def forward_backward(params, *args):
+    return jax.grad(lambda p, x: jnp.sum(lstm(p, x, *args[1:])[0] ** 2), argnums=(0, 1))(params, args[0])
+
+  return {"fwd": jax.jit(forward), "final": jax.jit(final), "fwd_bwd": jax.jit(forward_backward)}
+
+
+def relative_error(actual, expected_leaves) -> float:
+  """Largest |actual - expected| over the largest |expected|, worst over the leaves."""
+  return max(
+    float(np.max(np.abs(np.asarray(a) - e))) / max(float(np.max(np.abs(e))), 1e-30)
+    for a, e in zip(jax.tree.leaves(actual), expected_leaves)
+  )
+
+
+class References:
+  """``fused``'s results per mode on the sweep's inputs (float32 products), the leaves as numpy arrays:
+  each computed on first use, which `measure` makes after the kernel's timing, and with a ``directory``
+  kept there per mode and ``shape`` (a name for the inputs), so each process of a check that times one
+  configuration reuses what another computed (three compiles at T = 500)."""
+
+  def __init__(self, args, shape: str, directory: str = ""):
+    self.args, self.shape, self.directory, self.cache = args, shape, directory, {}
+
+  def path(self, mode: str) -> str:
+    return os.path.join(self.directory, f"fused_{mode}_{self.shape}.npz")
+
+  def __call__(self, mode: str) -> list:
+    if mode not in self.cache:
+      self.cache[mode] = self._load(mode) or self._compute(mode)
+    return self.cache[mode]
+
+  def _load(self, mode: str) -> list | None:
+    if not self.directory or not os.path.exists(self.path(mode)):
+      return None
+    with np.load(self.path(mode)) as saved:
+      return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+  def _compute(self, mode: str) -> list:
+    with jax.default_matmul_precision("float32"):  # float32 products, not TF32
+      result = jax.device_get(functions(fused.lstm)[mode](*self.args))
+    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(result)]
+    if self.directory:
+      os.makedirs(self.directory, exist_ok=True)
+      atomic.write_atomically(self.path(mode), lambda f: np.savez(f, *leaves))
+    return leaves
+
+
+def measure(lstm, args, repeats: int, reference, report) -> None:
+  """Times each mode of ``lstm`` (`functions`) and reports it at once, ``report(mode, stats)`` with
+  ``max_rel_error_vs_fused`` None, then compares it with ``reference(mode)`` (`References`) and reports
+  it again with the error: a limit that cuts the reference loses no timing. Raises what the kernel raises."""
+  for mode, function in functions(lstm).items():
+    compiled, compile_s = timing.compile_seconds(function, *args)
+    stats = timing.steady_state(compiled, *args, repeats=repeats)
+    stats = {"compile_s": compile_s, "max_rel_error_vs_fused": None, **stats}
+    report(mode, stats)
+    report(mode, {**stats, "max_rel_error_vs_fused": relative_error(compiled(*args), reference(mode))})
 
 
 def results_of(shape: dict, measured: dict, predicted: dict | None) -> tuple[list, list]:
@@ -41,7 +118,7 @@ def results_of(shape: dict, measured: dict, predicted: dict | None) -> tuple[lis
         f"{1e3 * stats['median_s']:.3f}",
         f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.3f}",
         f"{stats['compile_s']:.2f}",
-        f"{stats['max_rel_error_vs_fused']:.2g}",
+        "–" if stats["max_rel_error_vs_fused"] is None else f"{stats['max_rel_error_vs_fused']:.2g}",
         "",
       ]
     )
