@@ -124,7 +124,9 @@ def pingpong() -> None:
   out = jax.block_until_ready(function(tiles, identity))
   seconds = time.perf_counter() - start
   np.testing.assert_array_equal(np.asarray(out), mosaic_exchange.pingpong_expected(tiles, rounds))
-  print(f"pingpong: ok (N = {n}, {rounds} rounds, {seconds:.2f} s with compile, on {jax.devices()[0].device_kind})")
+  print(
+    f"pingpong: ok (N = {n}, {rounds} rounds, {seconds:.2f} s with compile, on {jax.devices()[0].device_kind})"
+  )
 
 
 if __name__ == "__main__":

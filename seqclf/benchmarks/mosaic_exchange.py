@@ -25,7 +25,9 @@ from seqclf.benchmarks.mosaic_report import EXCHANGE_HEADER, exchange_result
 from seqclf.errors import ConfigError
 from seqclf.rnn.engines import mosaic_exchange, mosaic_gpu
 
-_CLUSTER_SIZE = flags.DEFINE_integer("cluster_size", mosaic_gpu.DEFAULT_CLUSTER_SIZE, "CTAs in the cluster, N.")
+_CLUSTER_SIZE = flags.DEFINE_integer(
+  "cluster_size", mosaic_gpu.DEFAULT_CLUSTER_SIZE, "CTAs in the cluster, N."
+)
 _PRECISIONS = flags.DEFINE_list("precisions", ["float32", "bfloat16"], "matmul_precision values.")
 _STEPS = flags.DEFINE_integer("steps", 500, "Exchange steps per call, T.", lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per pattern.", lower_bound=1)

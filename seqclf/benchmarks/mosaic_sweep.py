@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from seqclf import cli, results, timing
+from seqclf import cli, results
 from seqclf.benchmarks import faults
 from seqclf.benchmarks.mosaic_report import HEADER, References, measure, predicted_us_per_step, results_of
 from seqclf.errors import ConfigError
@@ -133,15 +133,15 @@ def main(argv):
     except Exception as error:  # a failing configuration is a result too; the others still run
       message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]
       new_runs, new_rows = results_of(shape, measured, predicted)
-      runs += [*new_runs, {**shape, "error": message}]
-      rows += [*new_rows, [size, precision, "–", "–", "–", "–", "–", "–", "–", message]]
+      runs.extend([*new_runs, {**shape, "error": message}])
+      rows.extend([*new_rows, [size, precision, "–", "–", "–", "–", "–", "–", "–", message]])
       print(
         f"ERROR {faults.unit('mosaic_sweep', f'N={size}', precision)}: {message}", file=sys.stderr, flush=True
       )
     else:
       new_runs, new_rows = results_of(shape, measured, predicted)
-      runs += new_runs
-      rows += new_rows
+      runs.extend(new_runs)
+      rows.extend(new_rows)
       print(results.markdown_table(HEADER, new_rows), flush=True)
     write(runs, rows)
   print(results.markdown_table(HEADER, rows))

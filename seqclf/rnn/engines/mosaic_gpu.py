@@ -310,9 +310,7 @@ class _Exchange:
     if setup.exchange == "local":
       self.buffer[slot] = rows
       return
-    send_slice(
-      rows, self.buffer.at[slot], self.ready.at[slot], cta, setup.cluster_size, setup.slice_width
-    )
+    send_slice(rows, self.buffer.at[slot], self.ready.at[slot], cta, setup.cluster_size, setup.slice_width)
 
   def receive(self, index, h, block, cta):
     """Returns once every CTA's h slice for step ``index`` is in this CTA's buffer, ordered before the
