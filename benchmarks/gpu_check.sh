@@ -5,31 +5,40 @@
 #   bash benchmarks/gpu_check.sh [OUTPUT_DIR]
 #
 # Steps, most valuable first, each shown with its time limit before it runs (the preflight's at the start,
-# the others' once the preflight has told what this machine is):
+# the others' once the preflight has told what this machine is); the plan and its limits are
+# seqclf/benchmarks/gpu_plan.py, whose planned steps' limits, with the install's and the preflight's, fit
+# the budget:
 #   install    the offline bundle's wheels (make gpu-bundle) into a temporary directory, no index
 #   preflight  nvidia-smi; Python/jax/jaxlib/CUDA plugin versions; the devices and their compute
 #              capability; the CUDA root and ptxas Mosaic GPU will use (CUDA_ROOT=/usr/local/cuda is set
 #              for every later step when jax found no ptxas and that has one); the mosaic engine's
 #              availability; the drivers import
 #   smoke      a 10-line Mosaic GPU kernel compiled, run and checked
-#   tests      the mosaic and pallas engines' equality tests on the GPU itself (no interpreter)
-#   mosaic     seqclf.benchmarks.mosaic_sweep, one configuration per process, N = 8 first
+#   pingpong   a ring over an 8-CTA cluster (TMA, mbarriers, wgmma, remote stores, cluster barriers),
+#              checked exactly; if it does not pass, every later mosaic step is skipped with that reason
+#   exchange   seqclf.benchmarks.mosaic_exchange: the N = 8 all-gather alone, us/step per call pattern
+#              beside the cost model's exchange term
+#   mosaic     seqclf.benchmarks.mosaic_sweep at N = 8 float32 (ptxas report and SASS kept in
+#              OUTPUT_DIR/mosaic_dump)
 #   article    one epoch of lstm and cnn_lstm, device-resident (the epoch's batches on the device, no host
 #              round trip per step): mosaic, then cudnn beside PyTorch
-#   then, while the budget lasts: the other mosaic configurations, the engine sweep (one shape per
-#   process), the article epoch for pallas and fused and with host-fed batches, the api tests.
+#   then, while the budget lasts: N = 8 bfloat16, the mosaic and pallas engines' equality tests on the
+#   GPU itself, the other mosaic configurations, the engine sweep (one shape per process), the article
+#   epoch for pallas and fused and with host-fed batches, the api tests.
 #
 # Isolation: every step, configuration and shape is its own process under its own limit (`timeout -s INT
 # -k KILL_AFTER`: SIGINT first, so pytest and the drivers still report what they have; SIGKILL
 # KILL_AFTER s later for a process stuck in a device wait). A fault, hang or kill costs that step only.
 # Results are written as they come: summary.md and summary.json after every step (the step in flight
 # shows as RUNNING), the drivers' merged results after every configuration and shape, so a kill of this
-# script itself keeps what finished. OUTPUT_DIR gets at most 6 files: summary.md (the step table, then
-# each driver's table), summary.json, log.txt (every step's output), mosaic_sweep.json, article.json,
-# lstm_engines.json. The exit status is 0 when no step failed, timed out or crashed.
+# script itself keeps what finished. OUTPUT_DIR gets at most 7 files and a folder: summary.md (the step
+# table, then each driver's table), summary.json, log.txt (every step's output), mosaic_exchange.json,
+# mosaic_sweep.json, article.json, lstm_engines.json, mosaic_dump/. The exit status is 0 when no step
+# failed, timed out or crashed.
 #
 # Off a GPU (JAX_PLATFORMS=cpu) the same script is its own rehearsal: tiny sizes, the GPU-only steps
-# skipped, the Pallas and Mosaic kernels in their interpreters (the engines' own choice off a GPU); with
+# skipped, the Pallas and Mosaic kernels in their interpreters (the engines' own choice off a GPU; the
+# ping-pong and the exchange, which need remote stores the interpreter lacks, lowered for CUDA); with
 # SEQCLF_GPU_CHECK_FAULTS (seqclf/benchmarks/faults.py) it proves that a hang, an exception and a signal in a
 # step each cost that step only (tests/test_gpu_check.py).
 #
@@ -54,7 +63,7 @@ cd "$REPO" || exit 2
 PYTHON=${PYTHON:-python3}
 # The rehearsal on a CPU (JAX_PLATFORMS=cpu) runs interpreted kernels on a shared host: 4 x the limits.
 [[ ${JAX_PLATFORMS:-} == cpu ]] && SCALE=4 || SCALE=1
-BUDGET_S=${SEQCLF_GPU_CHECK_BUDGET_S:-$((420 * SCALE))}
+BUDGET_S=${SEQCLF_GPU_CHECK_BUDGET_S:-$(($(PYTHONPATH=$REPO "$PYTHON" -m seqclf.benchmarks.gpu_plan budget) * SCALE))}
 KILL_AFTER_S=${SEQCLF_GPU_CHECK_KILL_AFTER_S:-10}
 LIMITS=${SEQCLF_GPU_CHECK_LIMITS:-}
 # A step with less than this left of the budget is skipped rather than started.
@@ -365,12 +374,23 @@ for entry in "${PLAN[@]}"; do
       ;;
     mosaic)
       workdir=$WORK/mosaic/${args[1]}-${args[2]}
-      dump=()  # N = 8 on a GPU: ptxas's report (registers, spills) and the SASS, kept in OUTPUT_DIR
-      [[ $PLATFORM == gpu && ${args[1]} == 8 ]] && dump=(MOSAIC_GPU_DUMP_TO="$OUTPUT_DIR/mosaic_dump/N8-${args[2]}"
-        MOSAIC_GPU_DUMP_PTXAS=1 MOSAIC_GPU_DUMP_SASS=1)
+      # N = 8 on a GPU: ptxas's report (registers, spills) and the SASS kept in OUTPUT_DIR/mosaic_dump (Mosaic
+      # GPU writes them into MOSAIC_GPU_DUMP_TO, which must exist, or prints them: the step's output is
+      # kept there too).
+      dump=() dump_dir=
+      if [[ $PLATFORM == gpu && ${args[1]} == 8 ]]; then
+        dump_dir=$OUTPUT_DIR/mosaic_dump/N8-${args[2]}
+        mkdir -p "$dump_dir"
+        dump=(MOSAIC_GPU_DUMP_TO="$dump_dir" MOSAIC_GPU_DUMP_PTXAS=1 MOSAIC_GPU_DUMP_SASS=1)
+      fi
       run "$name" "$limit" "fwd, final-state and fwd+bwd us/step, error vs fused" env "${dump[@]}" \
         "$PYTHON" -m seqclf.benchmarks.mosaic_sweep --cluster_sizes="${args[1]}" --precisions="${args[2]}" \
         "${MOSAIC_SIZES[@]}" --workdir="$workdir" --reference_dir="$WORK/reference"
+      if [[ -n $dump_dir ]]; then
+        cp "$STEP_LOG" "$dump_dir/step_output.txt"
+        ROWS[-1]="${ROWS[-1]}; $(timeout 30 "$PYTHON" -m seqclf.benchmarks.mosaic_report dump "$dump_dir" | clean 200)"
+        write_summary
+      fi
       MOSAIC_PARTS+=("$workdir/mosaic_sweep.json")
       merge mosaic_sweep "mosaic configurations (benchmarks.mosaic_sweep)" "${MOSAIC_PARTS[@]}"
       ;;

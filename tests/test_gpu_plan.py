@@ -49,7 +49,7 @@ def test_every_plan_keeps_its_planned_steps_within_the_budget(platform, mosaic, 
 
 
 def test_the_script_reads_the_plan_from_the_command_line():
-  """What `benchmarks/gpu_check.sh` reads: NAME|LIMIT for the first steps, NAME|LIMIT|SPEC|planned or
+  """What `benchmarks/gpu_check.sh` reads: the budget, NAME|LIMIT for the first steps, NAME|LIMIT|SPEC|planned or
   extra for the plan; a wrong call is one error line."""
 
   def ask(*args):
@@ -57,6 +57,7 @@ def test_the_script_reads_the_plan_from_the_command_line():
       [sys.executable, "-m", "seqclf.benchmarks.gpu_plan", *args], capture_output=True, text=True
     )
 
+  assert ask("budget").stdout == f"{gpu_plan.BUDGET_S}\n"
   first = ask("first")
   assert first.returncode == 0
   assert [line.split("|") for line in first.stdout.splitlines()] == [

@@ -139,3 +139,26 @@ def test_the_driver_writes_the_prediction_beside_the_measurement(tmp_path):
   predicted = mosaic_report.predicted_us_per_step(shape)
   assert {run["mode"]: run["predicted_us_per_step"] for run in runs} == pytest.approx(predicted)
   assert "| µs/step | predicted µs/step |" in (tmp_path / "mosaic_sweep.md").read_text()
+
+
+def test_the_dump_summary_reads_registers_spills_and_barriers(tmp_path):
+  """From what ``ptxas -v`` and nvdisasm print (the formats of the CUDA toolkit's tools), per kernel in
+  the order compiled; nothing found is said as nothing."""
+  (tmp_path / "step_output.txt").write_text(
+    "ptxas info    : Compiling entry function 'mosaic_gpu_kernel' for 'sm_90a'\n"
+    "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+    "ptxas info    : Used 168 registers, used 1 barriers, 400 bytes cmem[0]\n"
+    "ptxas info    : Compiling entry function 'mosaic_gpu_kernel' for 'sm_90a'\n"
+    "    8 bytes stack frame, 12 bytes spill stores, 20 bytes spill loads\n"
+    "ptxas info    : Used 255 registers, used 1 barriers, 400 bytes cmem[0]\n"
+  )
+  (tmp_path / "kernel.sass").write_text(
+    '\t.section\t.text.mosaic_gpu_kernel,"ax",@progbits\n'
+    "        /*0350*/                   BAR.SYNC.DEFER_BLOCKING 0x1, 0x80 ;\n"
+    "        /*0360*/                   BAR.SYNC 0x1, 0x80 ;\n"
+    "        /*0370*/                   BAR.ARV 0x2, 0x80 ;\n"
+    '\t.section\t.text.mosaic_gpu_kernel,"ax",@progbits\n'
+    "        /*0350*/                   BAR.SYNC.DEFER_BLOCKING 0x1, 0x80 ;\n"
+  )
+  assert mosaic_report.dump_summary(str(tmp_path)) == "registers 168/255; spilled bytes 0/32; BAR.SYNC 2/1"
+  assert mosaic_report.dump_summary(str(tmp_path / "none")) == ""

@@ -1,5 +1,6 @@
 r"""The GPU check's plan (`benchmarks/gpu_check.sh`): its steps in order of value, each with its time limit.
 
+  python -m seqclf.benchmarks.gpu_plan budget              # the budget on a GPU, s
   python -m seqclf.benchmarks.gpu_plan first               # the steps before the plan: NAME|LIMIT
   python -m seqclf.benchmarks.gpu_plan gpu MOSAIC IMDB     # the plan on a GPU (MOSAIC, IMDB: 1 or 0)
   python -m seqclf.benchmarks.gpu_plan cpu MOSAIC IMDB     # its rehearsal on a CPU
@@ -95,12 +96,15 @@ def steps(platform: str, mosaic: bool, imdb: bool) -> list[Step]:
 
 
 def main(argv: list[str]) -> None:
+  if argv[1:] == ["budget"]:
+    print(BUDGET_S)
+    return
   if argv[1:] == ["first"]:
     for name, limit in FIRST.items():
       print(f"{name}|{limit}")
     return
   if len(argv) != 4 or argv[1] not in ("gpu", "cpu") or {argv[2], argv[3]} - {"0", "1"}:
-    raise SystemExit("error: pass first, or gpu|cpu MOSAIC IMDB (each 1 or 0)")
+    raise SystemExit("error: pass budget, first, or gpu|cpu MOSAIC IMDB (each 1 or 0)")
   for step in steps(argv[1], argv[2] == "1", argv[3] == "1"):
     print(f"{step.name}|{step.limit}|{step.spec}|{'planned' if step.planned else 'extra'}")
 

@@ -7,6 +7,8 @@ so tests and other tools can import it anywhere.
 """
 
 import os
+import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -152,3 +154,38 @@ def exchange_result(shape: dict, stats: dict | None, note: str = "") -> tuple[di
     us, compile_s = f"{run['us_per_step']:.3f}", f"{stats['compile_s']:.2f}"
   row = [size, precision, shape["pattern"], shape["calls_per_step"], arrivals, us, f"{model:.3f}"]
   return run, row + [compile_s, note]
+
+
+def dump_summary(folder: str) -> str:
+  """What Mosaic GPU's dumps in ``folder`` say of the kernels it compiled (``MOSAIC_GPU_DUMP_PTXAS``:
+  ``ptxas -v``'s report; ``MOSAIC_GPU_DUMP_SASS``: nvdisasm's listing; any text file, the step's own
+  output included): registers and spilled bytes per kernel, and ``BAR.SYNC`` instructions per listing,
+  each in the order found; "" when it holds none."""
+  texts = []
+  for root, _, names in sorted(os.walk(folder)):
+    for name in sorted(names):
+      with open(os.path.join(root, name), errors="replace") as f:
+        texts.append(f.read())
+  text = "\n".join(texts)
+  registers = re.findall(r"Used (\d+) registers", text)
+  spills = [
+    int(a) + int(b) for a, b in re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+  ]
+  # nvdisasm lists each kernel from a ".text.<name>" section; BAR.SYNC (and its .DEFER_BLOCKING form) is
+  # the warpgroup barrier an automatic barrier or commit_smem becomes.
+  listings = re.split(r"^\s*\.section\s+\.text\.", text, flags=re.MULTILINE)[1:]
+  bars = [len(re.findall(r"\bBAR\.SYNC\b", listing)) for listing in listings]
+  parts = []
+  if registers:
+    parts.append(f"registers {'/'.join(registers)}")
+  if spills:
+    parts.append(f"spilled bytes {'/'.join(map(str, spills))}")
+  if bars:
+    parts.append(f"BAR.SYNC {'/'.join(map(str, bars))}")
+  return "; ".join(parts)
+
+
+if __name__ == "__main__":
+  if len(sys.argv) != 3 or sys.argv[1] != "dump":
+    raise SystemExit("error: pass dump FOLDER")
+  print(dump_summary(sys.argv[2]) or "no ptxas report or SASS found")
