@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqclf.benchmarks import mosaic_report
+from seqclf.benchmarks import gpu_probe, mosaic_report
 from seqclf.errors import ConfigError
 from seqclf.rnn.engines import mosaic_cost, mosaic_exchange, mosaic_gpu
 from tests import drivers
@@ -46,10 +46,11 @@ def test_the_expected_results_are_what_the_kernels_compute_by_hand():
   np.testing.assert_allclose(expected[1, :64] + expected[1, 64:], whole, rtol=2**-16)
   tiles, identity = mosaic_exchange.pingpong_inputs(8)
   assert np.array_equal(np.asarray(identity, np.float32), np.eye(64))
-  rounds = 16
+  rounds = gpu_probe.PINGPONG_ROUNDS
   after = mosaic_exchange.pingpong_expected(tiles, rounds)
   start = np.asarray(tiles, np.float32)
   assert after.max() < 256 and np.array_equal(after[3], start[(3 - rounds) % 8] + rounds)
+  assert not np.array_equal(after, start + rounds)  # the check sees a tile that did not travel
   assert np.array_equal(np.asarray(jnp.asarray(after).astype(jnp.bfloat16), np.float32), after)
 
 
