@@ -5,7 +5,7 @@ units of all four gates and keeps its slice of U in shared memory for the whole 
 gathers h from every CTA (all-gather) and multiplies it by CTA j's gate columns on Hopper's tensor cores
 (``wgmma``); backward, CTA j multiplies its own dz by its rows of U^T and sends each CTA that CTA's share
 of the partial dh (reduce-scatter). The exchange goes through distributed shared memory on a GPU
-("dsmem") or global memory in the interpreter ("gmem"). ``matmul_precision``: "float32" (=
+("dsmem") or global memory in the interpreter ("gmem", refused for a GPU). ``matmul_precision``: "float32" (=
 "BF16_BF16_F32_X3", three bf16 products) or "bfloat16". The gate arithmetic is built from exp and rsqrt,
 which a GPU runs as ``ex2.approx``/``rsqrt.approx`` (`APPROX_ERRORS`). Off a GPU the kernels run in the
 Mosaic GPU interpreter (N <= 2). `make_lstm` wraps the kernels in a custom VJP whose input projection
