@@ -5,31 +5,40 @@
 #   bash benchmarks/gpu_check.sh [OUTPUT_DIR]
 #
 # Steps, most valuable first, each shown with its time limit before it runs (the preflight's at the start,
-# the others' once the preflight has told what this machine is):
+# the others' once the preflight has told what this machine is); the plan and its limits are
+# seqclf/benchmarks/gpu_plan.py, whose planned steps' limits, with the install's and the preflight's, fit
+# the budget:
 #   install    the offline bundle's wheels (make gpu-bundle) into a temporary directory, no index
 #   preflight  nvidia-smi; Python/jax/jaxlib/CUDA plugin versions; the devices and their compute
 #              capability; the CUDA root and ptxas Mosaic GPU will use (CUDA_ROOT=/usr/local/cuda is set
 #              for every later step when jax found no ptxas and that has one); the mosaic engine's
 #              availability; the drivers import
 #   smoke      a 10-line Mosaic GPU kernel compiled, run and checked
-#   tests      the mosaic and pallas engines' equality tests on the GPU itself (no interpreter)
-#   mosaic     seqclf.benchmarks.mosaic_sweep, one configuration per process, N = 8 first
+#   pingpong   a ring over an 8-CTA cluster (TMA, mbarriers, wgmma, remote stores, cluster barriers),
+#              checked exactly; if it does not pass, every later mosaic step is skipped with that reason
+#   exchange   seqclf.benchmarks.mosaic_exchange: the N = 8 all-gather alone, us/step per call pattern
+#              beside the cost model's exchange term
+#   mosaic     seqclf.benchmarks.mosaic_sweep at N = 8 float32 (ptxas report and SASS kept in
+#              OUTPUT_DIR/mosaic_dump)
 #   article    one epoch of lstm and cnn_lstm, device-resident (the epoch's batches on the device, no host
 #              round trip per step): mosaic, then cudnn beside PyTorch
-#   then, while the budget lasts: the other mosaic configurations, the engine sweep (one shape per
-#   process), the article epoch for pallas and fused and with host-fed batches, the api tests.
+#   then, while the budget lasts: N = 8 bfloat16, the mosaic and pallas engines' equality tests on the
+#   GPU itself, the other mosaic configurations, the engine sweep (one shape per process), the article
+#   epoch for pallas and fused and with host-fed batches, the api tests.
 #
 # Isolation: every step, configuration and shape is its own process under its own limit (`timeout -s INT
 # -k KILL_AFTER`: SIGINT first, so pytest and the drivers still report what they have; SIGKILL
 # KILL_AFTER s later for a process stuck in a device wait). A fault, hang or kill costs that step only.
 # Results are written as they come: summary.md and summary.json after every step (the step in flight
 # shows as RUNNING), the drivers' merged results after every configuration and shape, so a kill of this
-# script itself keeps what finished. OUTPUT_DIR gets at most 6 files: summary.md (the step table, then
-# each driver's table), summary.json, log.txt (every step's output), mosaic_sweep.json, article.json,
-# lstm_engines.json. The exit status is 0 when no step failed, timed out or crashed.
+# script itself keeps what finished. OUTPUT_DIR gets at most 7 files and a folder: summary.md (the step
+# table, then each driver's table), summary.json, log.txt (every step's output), mosaic_exchange.json,
+# mosaic_sweep.json, article.json, lstm_engines.json, mosaic_dump/. The exit status is 0 when no step
+# failed, timed out or crashed.
 #
 # Off a GPU (JAX_PLATFORMS=cpu) the same script is its own rehearsal: tiny sizes, the GPU-only steps
-# skipped, the Pallas and Mosaic kernels in their interpreters (the engines' own choice off a GPU); with
+# skipped, the Pallas and Mosaic kernels in their interpreters (the engines' own choice off a GPU; the
+# ping-pong and the exchange, which need remote stores the interpreter lacks, lowered for CUDA); with
 # SEQCLF_GPU_CHECK_FAULTS (seqclf/benchmarks/faults.py) it proves that a hang, an exception and a signal in a
 # step each cost that step only (tests/test_gpu_check.py).
 #
@@ -54,13 +63,18 @@ cd "$REPO" || exit 2
 PYTHON=${PYTHON:-python3}
 # The rehearsal on a CPU (JAX_PLATFORMS=cpu) runs interpreted kernels on a shared host: 4 x the limits.
 [[ ${JAX_PLATFORMS:-} == cpu ]] && SCALE=4 || SCALE=1
-BUDGET_S=${SEQCLF_GPU_CHECK_BUDGET_S:-$((420 * SCALE))}
+BUDGET_S=${SEQCLF_GPU_CHECK_BUDGET_S:-$(($(PYTHONPATH=$REPO "$PYTHON" -m seqclf.benchmarks.gpu_plan budget) * SCALE))}
 KILL_AFTER_S=${SEQCLF_GPU_CHECK_KILL_AFTER_S:-10}
 LIMITS=${SEQCLF_GPU_CHECK_LIMITS:-}
 # A step with less than this left of the budget is skipped rather than started.
 MIN_STEP_S=5
 # Per-test limit for pytest (pytest-timeout): one test that hangs fails alone.
 TEST_TIMEOUT_S=60
+
+# The limits of the steps before the plan (seqclf/benchmarks/gpu_plan.py: the planned steps' limits and
+# these add up within the budget).
+declare -A FIRST
+while IFS='|' read -r name limit; do FIRST[$name]=$limit; done < <(PYTHONPATH=$REPO "$PYTHON" -m seqclf.benchmarks.gpu_plan first)
 
 mkdir -p "$OUTPUT_DIR" || exit 2
 WORK=$(mktemp -d)  # the drivers' workdirs, caches and per-step logs; only chosen files reach OUTPUT_DIR
@@ -244,7 +258,7 @@ echo "gpu_check: output in $OUTPUT_DIR, budget $BUDGET_S s" | tee -a "$LOG"
 
 # 1. The offline bundle (make gpu-bundle): wheels the machine lacks, installed without an index.
 if compgen -G "$BUNDLE/*.whl" >/dev/null; then
-  run install 60 "$(ls "$BUNDLE"/*.whl | xargs -n1 basename | cut -d- -f1 | paste -sd, -)" \
+  run install "${FIRST[install]}" "$(ls "$BUNDLE"/*.whl | xargs -n1 basename | cut -d- -f1 | paste -sd, -)" \
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" \
     "$BUNDLE"/*.whl
   export PYTHONPATH=$WORK/site:$PYTHONPATH
@@ -254,19 +268,21 @@ fi
 [[ -f $BUNDLE/aclImdb_labeled.tar.gz ]] && IMDB=$BUNDLE/aclImdb_labeled.tar.gz
 
 # 2. Preflight: each question its own process, so a CUDA initialisation that hangs costs only itself.
-echo "preflight limits: nvidia-smi $(limit_for "preflight nvidia-smi" 20) s," \
-  "versions $(limit_for "preflight versions" 30) s, devices $(limit_for "preflight devices" 60) s," \
-  "cuda $(limit_for "preflight cuda" 30) s, imports $(limit_for "preflight imports" 60) s" | tee -a "$LOG"
+echo "preflight limits: nvidia-smi $(limit_for "preflight nvidia-smi" "${FIRST[preflight nvidia-smi]}") s," \
+  "versions $(limit_for "preflight versions" "${FIRST[preflight versions]}") s," \
+  "devices $(limit_for "preflight devices" "${FIRST[preflight devices]}") s," \
+  "cuda $(limit_for "preflight cuda" "${FIRST[preflight cuda]}") s," \
+  "imports $(limit_for "preflight imports" "${FIRST[preflight imports]}") s" | tee -a "$LOG"
 if command -v nvidia-smi >/dev/null; then
-  probe "preflight nvidia-smi" 20 nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,memory.used \
+  probe "preflight nvidia-smi" "${FIRST[preflight nvidia-smi]}" nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,memory.used \
     --format=csv,noheader
 else
   skip "preflight nvidia-smi" "no nvidia-smi on PATH"
 fi
-probe "preflight versions" 30 "$PYTHON" -m seqclf.benchmarks.gpu_probe versions
+probe "preflight versions" "${FIRST[preflight versions]}" "$PYTHON" -m seqclf.benchmarks.gpu_probe versions
 grep -q '^pytest-timeout: [0-9]' "$STEP_LOG" && HAS_PYTEST_TIMEOUT=1 || HAS_PYTEST_TIMEOUT=
 grep -q '^torch: [0-9]' "$STEP_LOG" && PEERS=torch || PEERS=
-probe "preflight devices" 60 "$PYTHON" -m seqclf.benchmarks.gpu_probe devices
+probe "preflight devices" "${FIRST[preflight devices]}" "$PYTHON" -m seqclf.benchmarks.gpu_probe devices
 PLATFORM=$(sed -n 's/^backend: //p' "$STEP_LOG" | tail -1)
 DEVICE=$(grep -m1 '^device: ' "$STEP_LOG" | cut -d' ' -f3- | clean 80 | sed 's/ *$//')
 if [[ -z $PLATFORM ]]; then  # JAX did not answer: trust nvidia-smi
@@ -275,83 +291,79 @@ if [[ -z $PLATFORM ]]; then  # JAX did not answer: trust nvidia-smi
 fi
 MOSAIC_REASON=$(sed -n 's/^mosaic: //p' "$STEP_LOG")
 [[ $MOSAIC_REASON == available ]] && MOSAIC=1 || MOSAIC=
-probe "preflight cuda" 30 "$PYTHON" -m seqclf.benchmarks.gpu_probe cuda
+probe "preflight cuda" "${FIRST[preflight cuda]}" "$PYTHON" -m seqclf.benchmarks.gpu_probe cuda
 FIX=$(sed -n 's/^CUDA_ROOT=//p' "$STEP_LOG")
 if [[ -n $FIX ]]; then
   export CUDA_ROOT=$FIX
   ROWS[-1]="${ROWS[-1]}; set CUDA_ROOT=$FIX for every later step"
 fi
 # The drivers the check runs (each defines its own flags, so one process each).
-run "preflight imports" 60 "seqclf.benchmarks.article, lstm_engines, mosaic_sweep" bash -c "
-  for module in seqclf.benchmarks.article seqclf.benchmarks.lstm_engines seqclf.benchmarks.mosaic_sweep; do
+run "preflight imports" "${FIRST[preflight imports]}" "seqclf.benchmarks.article, lstm_engines, mosaic_sweep, mosaic_exchange" bash -c "
+  for module in seqclf.benchmarks.article seqclf.benchmarks.lstm_engines seqclf.benchmarks.mosaic_sweep seqclf.benchmarks.mosaic_exchange; do
     '$PYTHON' -c \"import \$module\" || { echo \"error: import \$module failed\"; exit 1; }
   done"
 write_summary
 
-# The plan: what runs where, most valuable first. Each entry: "NAME|LIMIT|KIND ARGS".
-MOSAIC_FIRST=() MOSAIC_REST=() SHAPES=()
+# The plan: what runs where, most valuable first (seqclf/benchmarks/gpu_plan.py). Sizes per platform here.
 if [[ $PLATFORM == gpu ]]; then
   MOSAIC_SIZES=(--batch=64 --steps=500 --repeats=3)
-  MOSAIC_FIRST=("8 float32" "8 bfloat16")
-  MOSAIC_REST=("4 float32" "4 bfloat16" "2 bfloat16" "1 bfloat16")
+  EXCHANGE_SIZES=(--steps=500 --repeats=5)
   SWEEP_SIZES=(--steps=500 --repeats=3)
   SWEEP_ENGINES=  # every engine that runs natively here, the flax baseline among them
-  SHAPES=("64 100" "256 100" "64 256")
   ARTICLE_SIZES=(--epochs=1)
-  ARTICLE_FIRST=(mosaic cudnn)  # cudnn's run trains PyTorch beside it
-  ARTICLE_REST=(pallas fused)
 else
   # Rehearsal: tiny sizes, interpreted kernels; the steps' processes, limits and files as on a GPU.
   MOSAIC_SIZES=(--batch=2 --steps=2 --input_size=4 --hidden=4 --repeats=1)
-  MOSAIC_FIRST=("2 bfloat16" "1 bfloat16")
+  EXCHANGE_SIZES=(--steps=4 --repeats=1)
   SWEEP_SIZES=(--steps=3 --input_size=4 --repeats=1)
   SWEEP_ENGINES=fused,flax
-  SHAPES=("2 4" "4 4")
   ARTICLE_SIZES=(--epochs=1 --config=seqclf/configs/article_tiny.py)
-  ARTICLE_FIRST=(fused)
-  ARTICLE_REST=()
 fi
-[[ -n $MOSAIC ]] || MOSAIC_FIRST=() MOSAIC_REST=()
-[[ -n $MOSAIC ]] || ARTICLE_FIRST=("${ARTICLE_FIRST[@]/mosaic/}")
-
-PLAN=()
-plan() { PLAN+=("$1|$2|$3"); }  # NAME DEFAULT_LIMIT SPEC
-if [[ $PLATFORM == gpu ]]; then
-  [[ -n $MOSAIC ]] && plan smoke 60 smoke
-  [[ -n $MOSAIC ]] && plan "tests mosaic" 90 "tests tests/test_mosaic_gpu.py"
-  plan "tests pallas" 60 "tests tests/test_pallas_gpu.py"
-else
-  [[ -n $MOSAIC ]] && plan smoke 60 smoke
-fi
-for config in "${MOSAIC_FIRST[@]}"; do plan "mosaic N=${config% *} ${config#* }" 45 "mosaic $config"; done
-for engine in "${ARTICLE_FIRST[@]}"; do
-  [[ -n $engine ]] && plan "article $engine resident" 100 "article $engine resident"
-done
-for config in "${MOSAIC_REST[@]}"; do plan "mosaic N=${config% *} ${config#* }" 40 "mosaic $config"; done
-for shape in "${SHAPES[@]}"; do plan "sweep B=${shape% *} H=${shape#* }" 60 "sweep $shape"; done
-for engine in "${ARTICLE_REST[@]}"; do plan "article $engine resident" 80 "article $engine resident"; done
-HOST_FED=${MOSAIC:+mosaic,}cudnn  # the article's own feeding, beside the device-resident epochs
-[[ $PLATFORM == gpu ]] && plan "article host-fed ${HOST_FED/,/ }" 120 "article $HOST_FED host"
-[[ $PLATFORM == gpu ]] && plan "tests api" 120 "tests tests/test_engines.py tests/test_lstm_api.py tests/test_cudnn.py"
+mapfile -t PLAN < <("$PYTHON" -m seqclf.benchmarks.gpu_plan "$([[ $PLATFORM == gpu ]] && echo gpu || echo cpu)" \
+  "$([[ -n $MOSAIC ]] && echo 1 || echo 0)" "$([[ -n $IMDB ]] && echo 1 || echo 0)")
+((${#PLAN[@]})) || { echo "error: seqclf.benchmarks.gpu_plan gave no plan" | tee -a "$LOG"; exit 2; }
 [[ $PLATFORM == gpu ]] || skip tests "GPU only (platform $PLATFORM): the kernels' tests run interpreted in the suite"
 [[ -n $MOSAIC ]] || skip mosaic "${MOSAIC_REASON:-mosaic availability unknown}"
 [[ -z $IMDB ]] && skip article "no IMDB archive: make gpu-bundle, or set SEQCLF_IMDB"
 
 {
-  echo "plan ($((BUDGET_S - (SECONDS - START))) s of the budget left; later steps run while it lasts):"
+  echo "plan ($((BUDGET_S - (SECONDS - START))) s of the budget left; planned steps get their whole limit, extras run while it lasts):"
   for entry in "${PLAN[@]}"; do
-    IFS='|' read -r name limit _ <<<"$entry"
-    printf '  %-34s %4s s\n' "$name" "$(limit_for "$name" "$limit")"
+    IFS='|' read -r name limit _ kind <<<"$entry"
+    printf '  %-34s %4s s  %s\n' "$name" "$(limit_for "$name" "$limit")" "$kind"
   done
 } | tee -a "$LOG"
 
 MOSAIC_PARTS=() SWEEP_PARTS=() ARTICLE_PARTS=()
+NO_CLUSTERS=  # why the mosaic steps are skipped: the ping-pong did not come back right
 for entry in "${PLAN[@]}"; do
-  IFS='|' read -r name limit spec <<<"$entry"
+  IFS='|' read -r name limit spec _ <<<"$entry"
   read -r -a args <<<"$spec"
+  if [[ -n $NO_CLUSTERS ]]; then
+    case $spec in
+      exchange | mosaic* | "tests tests/test_mosaic_gpu.py" | "article mosaic resident")
+        skip "$name" "$NO_CLUSTERS"
+        continue
+        ;;
+      "article mosaic,"*) args[1]=${args[1]#mosaic,} ;;
+    esac
+  fi
   case ${args[0]} in
     smoke)
       run "$name" "$limit" "out = 2 x + 1 on a [64, 128] tile" "$PYTHON" -m seqclf.benchmarks.gpu_probe smoke
+      ;;
+    pingpong)
+      run "$name" "$limit" "a ring over an 8-CTA cluster: TMA, wgmma, DSMEM stores, mbarriers, cluster barriers" \
+        "$PYTHON" -m seqclf.benchmarks.gpu_probe pingpong
+      ROWS[-1]="${ROWS[-1]}$(grep -m1 '^pingpong: ' "$STEP_LOG" | cut -d' ' -f2- | sed 's/^/; /' | clean 200)"
+      write_summary
+      [[ $STATUS == ok ]] || NO_CLUSTERS="the cluster ping-pong did not pass ($STATUS)"
+      ;;
+    exchange)
+      workdir=$WORK/exchange
+      run "$name" "$limit" "N = 8 all-gather alone, us/step per call pattern beside the model's exchange term" \
+        "$PYTHON" -m seqclf.benchmarks.mosaic_exchange "${EXCHANGE_SIZES[@]}" --workdir="$workdir"
+      merge mosaic_exchange "mosaic exchange (benchmarks.mosaic_exchange)" "$workdir/mosaic_exchange.json"
       ;;
     tests)
       options=(-q -rfEs -p no:cacheprovider)
@@ -362,8 +374,23 @@ for entry in "${PLAN[@]}"; do
       ;;
     mosaic)
       workdir=$WORK/mosaic/${args[1]}-${args[2]}
-      run "$name" "$limit" "fwd, final-state and fwd+bwd us/step, error vs fused" "$PYTHON" -m seqclf.benchmarks.mosaic_sweep \
-        --cluster_sizes="${args[1]}" --precisions="${args[2]}" "${MOSAIC_SIZES[@]}" --workdir="$workdir"
+      # N = 8 on a GPU: ptxas's report (registers, spills) and the SASS kept in OUTPUT_DIR/mosaic_dump (Mosaic
+      # GPU writes them into MOSAIC_GPU_DUMP_TO, which must exist, or prints them: the step's output is
+      # kept there too).
+      dump=() dump_dir=
+      if [[ $PLATFORM == gpu && ${args[1]} == 8 ]]; then
+        dump_dir=$OUTPUT_DIR/mosaic_dump/N8-${args[2]}
+        mkdir -p "$dump_dir"
+        dump=(MOSAIC_GPU_DUMP_TO="$dump_dir" MOSAIC_GPU_DUMP_PTXAS=1 MOSAIC_GPU_DUMP_SASS=1)
+      fi
+      run "$name" "$limit" "fwd, final-state and fwd+bwd us/step, error vs fused" env "${dump[@]}" \
+        "$PYTHON" -m seqclf.benchmarks.mosaic_sweep --cluster_sizes="${args[1]}" --precisions="${args[2]}" \
+        "${MOSAIC_SIZES[@]}" --workdir="$workdir" --reference_dir="$WORK/reference"
+      if [[ -n $dump_dir ]]; then
+        cp "$STEP_LOG" "$dump_dir/step_output.txt"
+        ROWS[-1]="${ROWS[-1]}; $(timeout 30 "$PYTHON" -m seqclf.benchmarks.mosaic_report dump "$dump_dir" | clean 200)"
+        write_summary
+      fi
       MOSAIC_PARTS+=("$workdir/mosaic_sweep.json")
       merge mosaic_sweep "mosaic configurations (benchmarks.mosaic_sweep)" "${MOSAIC_PARTS[@]}"
       ;;

@@ -82,7 +82,13 @@ def test_rehearsal_survives_a_hang_an_exception_and_a_signal(tmp_path, tiny_acli
     "preflight imports": "ok",
     "tests": "skipped",
     **(
-      {"smoke": "ok", "mosaic N=2 bfloat16": "", "mosaic N=1 bfloat16": "ok"}
+      {
+        "smoke": "ok",
+        "pingpong": "ok",
+        "exchange": "ok",
+        "mosaic N=2 bfloat16": "",
+        "mosaic N=1 bfloat16": "ok",
+      }
       if MOSAIC
       else {"mosaic": "skipped"}
     ),
@@ -112,6 +118,10 @@ def test_rehearsal_survives_a_hang_an_exception_and_a_signal(tmp_path, tiny_acli
   assert "cnn_lstm" not in {run["variant"] for run in article["runs"]}
   if MOSAIC:
     assert {run["cluster_size"] for run in json.loads((out / "mosaic_sweep.json").read_text())["runs"]} == {1}
+    # Off a GPU the ping-pong and the exchange are lowered for CUDA, and their rows say so.
+    assert "lowered for CUDA (N = 8), not run" in steps["pingpong"]["detail"]
+    exchange = json.loads((out / "mosaic_exchange.json").read_text())["runs"]
+    assert len(exchange) == 3 and all(run["note"].startswith("lowered for CUDA") for run in exchange)
   assert len(list(out.iterdir())) <= 8
   markdown = (out / "summary.md").read_text()
   assert markdown in result.stdout and "| article fused resident | CRASH (SIGSEGV) |" in markdown
@@ -119,6 +129,28 @@ def test_rehearsal_survives_a_hang_an_exception_and_a_signal(tmp_path, tiny_acli
     "## engine sweep (benchmarks.lstm_engines)" in markdown
     and "## article: article fused resident" in markdown
   )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MOSAIC, reason="this jax has no Pallas Mosaic GPU: the check plans no ping-pong")
+def test_a_ping_pong_that_fails_skips_the_mosaic_steps_only(tmp_path, tiny_aclimdb_archive):
+  """Marked ``slow`` (a check without the article, ~1 min). The cluster ping-pong dying of a signal (as a
+  kernel's fault would) is that step's row; the exchange and every mosaic configuration are skipped
+  naming it, and the steps without clusters still run."""
+  env = _env(
+    tmp_path, tiny_aclimdb_archive, SEQCLF_GPU_CHECK_FAULTS="gpu_probe pingpong=signal", SEQCLF_IMDB=""
+  )
+  result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
+  out = tmp_path / "out"
+  steps = {step["step"]: step for step in _summary(out)["steps"]}
+  log = (out / "log.txt").read_text()
+  assert result.returncode == 1, result.stdout + log[-4000:]
+  assert steps["smoke"]["status"] == "ok" and steps["pingpong"]["status"] == "CRASH (SIGSEGV)"
+  for name in ("exchange", "mosaic N=2 bfloat16", "mosaic N=1 bfloat16"):
+    assert steps[name]["status"] == "skipped"
+    assert steps[name]["detail"] == "the cluster ping-pong did not pass (CRASH (SIGSEGV))"
+  assert steps["sweep B=2 H=4"]["status"] == "ok" and steps["sweep B=4 H=4"]["status"] == "ok"
+  assert not (out / "mosaic_sweep.json").exists() and not (out / "mosaic_exchange.json").exists()
 
 
 def test_a_killed_check_keeps_what_finished(tmp_path, tiny_aclimdb_archive):

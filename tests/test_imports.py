@@ -24,6 +24,7 @@ DRIVERS = {
   "seqclf.benchmarks.lstm_engines",
   "seqclf.benchmarks.scaling",
   "seqclf.benchmarks.mosaic_sweep",
+  "seqclf.benchmarks.mosaic_exchange",
   "seqclf.benchmarks.compare.__main__",
   "seqclf.benchmarks.merge_results",
 }

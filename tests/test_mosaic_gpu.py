@@ -309,6 +309,86 @@ def test_no_per_step_array_is_transposed_or_concatenated_around_the_kernels(batc
   assert moved == []
 
 
+def _subjaxprs(eqn):
+  """The jaxprs an equation holds (a kernel's body, a loop's body, a cond's branches), in order."""
+  found = []
+  for value in eqn.params.values():
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+      inner = getattr(item, "jaxpr", item)
+      if hasattr(inner, "eqns"):
+        found.append(inner)
+  return found
+
+
+def _primitives(jaxpr):
+  """Every primitive's name in ``jaxpr``, nested jaxprs included, in program order."""
+  return [name for eqn in jaxpr.eqns for name in (eqn.primitive.name, *_nested(eqn))]
+
+
+def _nested(eqn):
+  return [name for inner in _subjaxprs(eqn) for name in _primitives(inner)]
+
+
+def _kernel_bodies(jaxpr):
+  """The bodies of the Mosaic GPU kernels in ``jaxpr``: the outermost nested jaxprs that issue wgmmas."""
+  bodies = []
+  for eqn in jaxpr.eqns:
+    for inner in _subjaxprs(eqn):
+      names = _primitives(inner)
+      if "wgmma_ref" in names and not any(e.primitive.name == "wgmma_ref" for e in inner.eqns):
+        loops = [e for e in inner.eqns if e.primitive.name in ("scan", "while")]
+        bodies.extend(_kernel_bodies(inner) if not loops else [inner])
+  return bodies
+
+
+@needs_mosaic
+def test_the_forward_sends_first_one_store_per_target_and_every_kernel_ends_on_a_cluster_barrier():
+  """The forward's loop issues the next step's remote stores before it stores its planes to global
+  memory, one `async_store_smem` per target carrying hi and lo (N calls, not 2 N); both kernels' last
+  act is a cluster barrier, so no CTA exits with a remote store in flight. Read from the traced kernels
+  at N = 8 with the exchange through distributed shared memory."""
+  args, _ = _inputs(64, 3, 32, 100, "random", dropout=True)
+  lstm = _engine("float32", 8, exchange="dsmem", interpret=False)
+  jaxpr = jax.make_jaxpr(jax.grad(lambda p, *rest: jnp.sum(lstm(p, *rest)[0])))(*args).jaxpr
+  forward, backward = _kernel_bodies(jaxpr)
+  for body in (forward, backward):
+    assert [eqn.primitive.name for eqn in body.eqns[-2:]] == ["barrier_arrive", "barrier_wait"]
+  (loop,) = [eqn for eqn in forward.eqns if eqn.primitive.name in ("scan", "while")]
+  (step,) = [inner for inner in _subjaxprs(loop) if "async_store_smem" in _primitives(inner)]
+  order = _primitives(step)
+  assert order.count("async_store_smem") == 8
+  # A plane's store to global memory: ``ref[...] =`` (jax 0.11) or `plgpu.store` (jax >= 0.12).
+  first_store = min(order.index(name) for name in ("swap", "store") if name in order)
+  assert order.index("async_store_smem") < first_store
+  assert "async_store_smem" not in order[first_store:]
+
+
+@needs_mosaic
+def test_automatic_barriers_stay_only_where_a_thread_reads_what_it_wrote(monkeypatch):
+  """The kernels lower with ``unsafe_no_auto_barriers`` for the exchanges through shared memory ("local",
+  "dsmem"), and keep Pallas's automatic barriers for "gmem" (`mosaic_gpu._needs_auto_barriers`)."""
+  seen = []
+  kernel = mosaic_gpu.plgpu.kernel
+
+  def recording(*args, compiler_params, **kwargs):
+    seen.append(compiler_params.unsafe_no_auto_barriers)
+    return kernel(*args, compiler_params=compiler_params, **kwargs)
+
+  monkeypatch.setattr(mosaic_gpu.plgpu, "kernel", recording)
+  args, _ = _inputs(5, 2, 4, 7)
+  for size, exchange, interpret in ((8, "dsmem", False), (1, None, False), (2, "gmem", True)):
+    seen.clear()
+    jax.make_jaxpr(_engine("bfloat16", size, exchange=exchange, interpret=interpret))(*args)
+    assert seen == [exchange != "gmem"], (size, exchange)
+
+
+@needs_mosaic
+def test_the_gmem_exchange_is_refused_for_a_gpu():
+  """Its global loads of other SMs' stores have no acquire or L1-bypassing form in jax's Mosaic GPU."""
+  with pytest.raises(ConfigError, match="interpreter only"):
+    _lower_training_step(_engine("float32", 8, exchange="gmem"))
+
+
 def test_configurations_cover_the_cluster_sizes():
   """bfloat16 runs at every cluster size; the three-product split needs N >= 2 on a GPU."""
   assert GPU_CONFIGURATIONS == [

@@ -7,10 +7,13 @@ configuration).
 
 import json
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from seqclf.benchmarks import mosaic_report
-from seqclf.rnn.engines import mosaic_cost, mosaic_gpu
+from seqclf.rnn import init_params
+from seqclf.rnn.engines import fused, mosaic_cost, mosaic_gpu
 from tests import drivers
 
 ARTICLE = {"batch": 64, "steps": 500, "input_size": 32, "hidden": 100}
@@ -55,6 +58,59 @@ def test_a_configuration_a_gpu_does_not_run_has_no_prediction():
   )
 
 
+def _tiny_args(batch=2, steps=3, input_size=4, hidden=5):
+  keys = jax.random.split(jax.random.key(0), 2)
+  return (
+    init_params(keys[0], input_size, hidden),
+    jax.random.normal(keys[1], (batch, steps, input_size)),
+    jnp.zeros((batch, hidden)),
+    jnp.zeros((batch, hidden)),
+    jnp.ones((batch, steps), bool),
+    jnp.ones((batch, input_size)),
+    jnp.ones((batch, hidden)),
+  )
+
+
+def test_each_mode_is_reported_when_timed_before_its_reference_is_computed():
+  """`measure` reports a mode's timing before it asks for the reference, and again with the error: a
+  limit that cuts the (slow) reference keeps every timing. Any engine-signature function stands in for
+  the kernels; ``fused`` against itself has no error."""
+  args = _tiny_args()
+  events = []
+  references = mosaic_report.References(args, "tiny")
+
+  def reference(mode):
+    events.append(("reference", mode))
+    return references(mode)
+
+  mosaic_report.measure(
+    fused.lstm, args, 1, reference, lambda mode, stats: events.append((mode, stats["max_rel_error_vs_fused"]))
+  )
+  assert [event[:2] if event[0] == "reference" else (event[0], event[1] is None) for event in events] == [
+    item
+    for mode in ("fwd", "final", "fwd_bwd")
+    for item in ((mode, True), ("reference", mode), (mode, False))
+  ]
+  assert all(error < 1e-6 for mode, error in events if mode != "reference" and error is not None)
+
+
+def test_references_are_kept_on_disk_per_shape(tmp_path, monkeypatch):
+  """A second process's `References` over the same directory and shape reads fused's results back
+  rather than compiling them again; another shape is computed anew."""
+  args = _tiny_args()
+  first = mosaic_report.References(args, "B2_T3", str(tmp_path))("final")
+  assert (tmp_path / "fused_final_B2_T3.npz").exists()
+
+  def no_compile(*_):
+    raise AssertionError("computed again")
+
+  monkeypatch.setattr(mosaic_report.References, "_compute", no_compile)
+  again = mosaic_report.References(args, "B2_T3", str(tmp_path))("final")
+  assert len(again) == len(first) and all((a == b).all() for a, b in zip(again, first))
+  with pytest.raises(AssertionError, match="computed again"):
+    mosaic_report.References(args, "B4_T3", str(tmp_path))("final")
+
+
 @pytest.mark.skipif(mosaic_gpu.unavailable_reason() is not None, reason=str(mosaic_gpu.unavailable_reason()))
 def test_the_driver_writes_the_prediction_beside_the_measurement(tmp_path):
   command = [
@@ -83,3 +139,26 @@ def test_the_driver_writes_the_prediction_beside_the_measurement(tmp_path):
   predicted = mosaic_report.predicted_us_per_step(shape)
   assert {run["mode"]: run["predicted_us_per_step"] for run in runs} == pytest.approx(predicted)
   assert "| µs/step | predicted µs/step |" in (tmp_path / "mosaic_sweep.md").read_text()
+
+
+def test_the_dump_summary_reads_registers_spills_and_barriers(tmp_path):
+  """From what ``ptxas -v`` and nvdisasm print (the formats of the CUDA toolkit's tools), per kernel in
+  the order compiled; nothing found is said as nothing."""
+  (tmp_path / "step_output.txt").write_text(
+    "ptxas info    : Compiling entry function 'mosaic_gpu_kernel' for 'sm_90a'\n"
+    "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+    "ptxas info    : Used 168 registers, used 1 barriers, 400 bytes cmem[0]\n"
+    "ptxas info    : Compiling entry function 'mosaic_gpu_kernel' for 'sm_90a'\n"
+    "    8 bytes stack frame, 12 bytes spill stores, 20 bytes spill loads\n"
+    "ptxas info    : Used 255 registers, used 1 barriers, 400 bytes cmem[0]\n"
+  )
+  (tmp_path / "kernel.sass").write_text(
+    '\t.section\t.text.mosaic_gpu_kernel,"ax",@progbits\n'
+    "        /*0350*/                   BAR.SYNC.DEFER_BLOCKING 0x1, 0x80 ;\n"
+    "        /*0360*/                   BAR.SYNC 0x1, 0x80 ;\n"
+    "        /*0370*/                   BAR.ARV 0x2, 0x80 ;\n"
+    '\t.section\t.text.mosaic_gpu_kernel,"ax",@progbits\n'
+    "        /*0350*/                   BAR.SYNC.DEFER_BLOCKING 0x1, 0x80 ;\n"
+  )
+  assert mosaic_report.dump_summary(str(tmp_path)) == "registers 168/255; spilled bytes 0/32; BAR.SYNC 2/1"
+  assert mosaic_report.dump_summary(str(tmp_path / "none")) == ""

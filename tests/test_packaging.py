@@ -23,6 +23,7 @@ SCRIPTS = {
   "seqclf-scaling": "--device_counts",
   "seqclf-compare": "--baseline",
   "seqclf-mosaic-sweep": "--cluster_sizes",
+  "seqclf-mosaic-exchange": "--cluster_size",
 }
 
 pytestmark = [pytest.mark.wheel, pytest.mark.slow]

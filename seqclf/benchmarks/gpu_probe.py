@@ -4,6 +4,7 @@ r"""What `benchmarks/gpu_check.sh` asks of a machine before it trusts it, one qu
   python -m seqclf.benchmarks.gpu_probe devices    # JAX's devices, their compute capability, whether mosaic can run
   python -m seqclf.benchmarks.gpu_probe cuda       # the CUDA root Mosaic GPU will use and whether ptxas is in it
   python -m seqclf.benchmarks.gpu_probe smoke      # a 10-line Mosaic GPU kernel, compiled, run and checked
+  python -m seqclf.benchmarks.gpu_probe pingpong   # a ring over an 8-CTA cluster: TMA, wgmma, DSMEM, mbarriers
 
 Each prints ``key: value`` lines; the script runs each under its own timeout, so a hang in one (a CUDA
 initialisation that never returns) costs that question only. ``cuda`` ends with ``CUDA_ROOT=PATH`` when
@@ -90,8 +91,47 @@ def smoke() -> None:
   print(f"smoke: ok ({'interpreted' if interpret else 'on ' + jax.devices()[0].device_kind})")
 
 
+# The ping-pong's ring: N = 8 as the engine's default; 12 rounds, one and a half times round, so a tile
+# that moved the wrong way, or not at all, ends in the wrong CTA.
+PINGPONG_CLUSTER_SIZE = 8
+PINGPONG_ROUNDS = 12
+
+
+def pingpong() -> None:
+  """`seqclf.rnn.engines.mosaic_exchange.pingpong` over an 8-CTA cluster, checked exactly; off a GPU
+  lowered for CUDA only (the interpreter has no remote stores). A deadlock hangs here, in a process of
+  its own, before any other cluster kernel runs."""
+  import time
+
+  import jax
+  import numpy as np
+
+  from seqclf import lowering
+  from seqclf.benchmarks import faults
+  from seqclf.rnn.engines import mosaic_exchange, mosaic_gpu
+
+  reason = mosaic_gpu.unavailable_reason()
+  if reason is not None:
+    raise SystemExit(f"error: {reason}")
+  faults.inject(faults.unit("gpu_probe", "pingpong"))
+  n, rounds = PINGPONG_CLUSTER_SIZE, PINGPONG_ROUNDS
+  function = jax.jit(mosaic_exchange.pingpong(n, rounds))
+  tiles, identity = mosaic_exchange.pingpong_inputs(n)
+  if jax.default_backend() != "gpu":
+    lowering.lower(function, tiles, identity, platform="gpu")
+    print(f"pingpong: lowered for CUDA (N = {n}), not run: {mosaic_exchange.INTERPRETER_REASON}")
+    return
+  start = time.perf_counter()
+  out = jax.block_until_ready(function(tiles, identity))
+  seconds = time.perf_counter() - start
+  np.testing.assert_array_equal(np.asarray(out), mosaic_exchange.pingpong_expected(tiles, rounds))
+  print(
+    f"pingpong: ok (N = {n}, {rounds} rounds, {seconds:.2f} s with compile, on {jax.devices()[0].device_kind})"
+  )
+
+
 if __name__ == "__main__":
-  questions = {"versions": versions, "devices": devices, "cuda": cuda, "smoke": smoke}
+  questions = {"versions": versions, "devices": devices, "cuda": cuda, "smoke": smoke, "pingpong": pingpong}
   if len(sys.argv) != 2 or sys.argv[1] not in questions:
     raise SystemExit(f"error: pass one of {', '.join(questions)}")
   questions[sys.argv[1]]()

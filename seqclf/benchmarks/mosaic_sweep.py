@@ -6,11 +6,13 @@ r"""The ``mosaic`` engine's configurations on a GPU: cluster size N x matmul_pre
 For every configuration that fits a CTA's shared memory (`seqclf.rnn.engines.mosaic_gpu.fits`), best predicted
 first (so a timeout still leaves the interesting rows): compile time, forward and forward+backward time
 per call and per time step, and the largest error against ``fused`` (relative to the largest value) of
-the outputs and of the gradients, measured on the same inputs, so a fast but wrong kernel shows. A
+the outputs and of the gradients, measured on the same inputs, so a fast but wrong kernel shows. Each
+mode is timed before ``fused`` is computed for it, and its row written at once (error "–" until then);
+``--reference_dir`` keeps ``fused``'s results on disk per shape for the next process. A
 configuration that fails to compile or run is a row with its error (and a line on stderr starting
 ``ERROR``), and the sweep goes on. Beside each measured µs/step is the one `seqclf.rnn.engines.mosaic_cost`
 predicts for an H200, where a GPU runs the configuration (docs/kernels.md). Writes
-``WORKDIR/mosaic_sweep.json`` and ``mosaic_sweep.md`` after every configuration. A fault that kills the process (an illegal address) or a hang ends it: to keep the other
+``WORKDIR/mosaic_sweep.json`` and ``mosaic_sweep.md`` after every mode. A fault that kills the process (an illegal address) or a hang ends it: to keep the other
 configurations, run each in its own process (``--cluster_sizes=8 --precisions=float32``), as
 `benchmarks/gpu_check.sh` does.
 
@@ -22,15 +24,14 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import flags
 
-from seqclf import cli, results, timing
+from seqclf import cli, results
 from seqclf.benchmarks import faults
-from seqclf.benchmarks.mosaic_report import HEADER, predicted_us_per_step, results_of
+from seqclf.benchmarks.mosaic_report import HEADER, References, measure, predicted_us_per_step, results_of
 from seqclf.errors import ConfigError
 from seqclf.rnn import init_params
-from seqclf.rnn.engines import fused, mosaic_gpu
+from seqclf.rnn.engines import mosaic_gpu
 
 _CLUSTER_SIZES = cli.define_positive_int_list(
   "cluster_sizes", list(mosaic_gpu.CLUSTER_SIZES), "Cluster sizes N (CTAs per 64-row batch block)."
@@ -42,6 +43,12 @@ _INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "Input (embedding) size E."
 _HIDDEN = flags.DEFINE_integer("hidden", 100, "Hidden size H (at most 128).", lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement.", lower_bound=1)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/mosaic_sweep", "Where mosaic_sweep.json goes.")
+_REFERENCE_DIR = flags.DEFINE_string(
+  "reference_dir",
+  "",
+  "Where fused's results per mode and shape are kept and reused across runs (default: computed in this "
+  "process only).",
+)
 
 
 def configurations(cluster_sizes, precisions) -> list[tuple[int, str]]:
@@ -64,41 +71,6 @@ def configurations(cluster_sizes, precisions) -> list[tuple[int, str]]:
   return [(n, p) for n, p in pairs if not gpu or mosaic_gpu.fits(n, p)]
 
 
-def _functions(lstm):
-  """The timed modes of an engine-signature ``lstm``, jitted: "fwd" (the outputs, no gradient), "final"
-  (the final state of ``return_sequences=False``, as evaluation runs it) and "fwd_bwd" (the gradients)."""
-
-  def forward(params, *args):
-    return lstm(params, *args)[0]
-
-  def final(params, *args):
-    return lstm(params, *args, return_sequences=False)[1]
-
-  def forward_backward(params, *args):
-    return jax.grad(lambda p, x: jnp.sum(lstm(p, x, *args[1:])[0] ** 2), argnums=(0, 1))(params, args[0])
-
-  return {"fwd": jax.jit(forward), "final": jax.jit(final), "fwd_bwd": jax.jit(forward_backward)}
-
-
-def _relative_error(actual, expected) -> float:
-  """Largest |actual - expected| over the largest |expected|, worst over the leaves."""
-  return max(
-    float(np.max(np.abs(np.asarray(a) - np.asarray(e)))) / max(float(np.max(np.abs(np.asarray(e)))), 1e-30)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected))
-  )
-
-
-def measure(lstm, args, reference, repeats) -> dict:
-  """{mode: stats + error vs ``reference`` outputs} for ``lstm``; raises what the kernel raises."""
-  out = {}
-  for mode, function in _functions(lstm).items():
-    compiled, compile_s = timing.compile_seconds(function, *args)
-    stats = timing.steady_state(compiled, *args, repeats=repeats)
-    error = _relative_error(compiled(*args), reference[mode]) if reference is not None else 0.0
-    out[mode] = {"compile_s": compile_s, "max_rel_error_vs_fused": error, **stats}
-  return out
-
-
 def main(argv):
   cli.require_no_arguments(argv)
   reason = mosaic_gpu.unavailable_reason()
@@ -118,8 +90,7 @@ def main(argv):
     jnp.ones((b, e)),
     jnp.ones((b, h)),
   )
-  with jax.default_matmul_precision("float32"):  # the reference in float32 products, not TF32
-    reference = {mode: jax.device_get(f(*args)) for mode, f in _functions(fused.lstm).items()}
+  reference = References(args, f"B{b}_T{t}_E{e}_H{h}", _REFERENCE_DIR.value)
   meta = results.collect_meta(
     flags={
       k: flags.FLAGS[k].value
@@ -128,6 +99,15 @@ def main(argv):
   )
   path = os.path.join(_WORKDIR.value, "mosaic_sweep.json")
   runs, rows = [], []
+
+  def write(all_runs, all_rows):
+    results.write_json_atomic(
+      path, {"schema_version": results.SCHEMA_VERSION, "kind": "mosaic_sweep", "meta": meta, "runs": all_runs}
+    )
+    results.write_text_atomic(
+      os.path.join(_WORKDIR.value, "mosaic_sweep.md"), results.markdown_table(HEADER, all_rows)
+    )
+
   for size, precision in pairs:
     lstm = mosaic_gpu.make_lstm(precision, cluster_size=size)
     shape = {
@@ -138,28 +118,32 @@ def main(argv):
       "input_size": e,
       "hidden": h,
     }
+    measured = {}
+    predicted = predicted_us_per_step(shape)
+
+    def report(mode, stats, shape=shape, measured=measured, predicted=predicted):
+      # Both files as each mode is timed and again once it is checked: a kill loses only what is in flight.
+      measured[mode] = stats
+      new_runs, new_rows = results_of(shape, measured, predicted)
+      write(runs + new_runs, rows + new_rows)
+
     try:
       faults.inject(faults.unit("mosaic_sweep", f"N={size}", precision))
-      measured = measure(lstm, args, reference, _REPEATS.value)
+      measure(lstm, args, _REPEATS.value, reference, report)
     except Exception as error:  # a failing configuration is a result too; the others still run
       message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]
-      runs.append({**shape, "error": message})
-      rows.append([size, precision, "–", "–", "–", "–", "–", "–", "–", message])
+      new_runs, new_rows = results_of(shape, measured, predicted)
+      runs.extend([*new_runs, {**shape, "error": message}])
+      rows.extend([*new_rows, [size, precision, "–", "–", "–", "–", "–", "–", "–", message]])
       print(
         f"ERROR {faults.unit('mosaic_sweep', f'N={size}', precision)}: {message}", file=sys.stderr, flush=True
       )
     else:
-      new_runs, new_rows = results_of(shape, measured, predicted_us_per_step(shape))
-      runs += new_runs
-      rows += new_rows
+      new_runs, new_rows = results_of(shape, measured, predicted)
+      runs.extend(new_runs)
+      rows.extend(new_rows)
       print(results.markdown_table(HEADER, new_rows), flush=True)
-    # Both files after every configuration: one that hangs or faults later loses only itself.
-    results.write_json_atomic(
-      path, {"schema_version": results.SCHEMA_VERSION, "kind": "mosaic_sweep", "meta": meta, "runs": runs}
-    )
-    results.write_text_atomic(
-      os.path.join(_WORKDIR.value, "mosaic_sweep.md"), results.markdown_table(HEADER, rows)
-    )
+    write(runs, rows)
   print(results.markdown_table(HEADER, rows))
   print(f"wrote {path}")
 

@@ -5,7 +5,7 @@ units of all four gates and keeps its slice of U in shared memory for the whole 
 gathers h from every CTA (all-gather) and multiplies it by CTA j's gate columns on Hopper's tensor cores
 (``wgmma``); backward, CTA j multiplies its own dz by its rows of U^T and sends each CTA that CTA's share
 of the partial dh (reduce-scatter). The exchange goes through distributed shared memory on a GPU
-("dsmem") or global memory in the interpreter ("gmem"). ``matmul_precision``: "float32" (=
+("dsmem") or global memory in the interpreter ("gmem", refused for a GPU). ``matmul_precision``: "float32" (=
 "BF16_BF16_F32_X3", three bf16 products) or "bfloat16". The gate arithmetic is built from exp and rsqrt,
 which a GPU runs as ``ex2.approx``/``rsqrt.approx`` (`APPROX_ERRORS`). Off a GPU the kernels run in the
 Mosaic GPU interpreter (N <= 2). `make_lstm` wraps the kernels in a custom VJP whose input projection
@@ -203,16 +203,24 @@ def gates_per_wgmma(slice_width: int) -> int:
   return min(GATES, WGMMA_MAX_N // slice_width)
 
 
+def _piece_rows(piece):
+  """The rows of bf16 piece ``piece`` (hi 0, lo 1) of h in a forward exchange slot [pieces * 64, Hp]."""
+  return pl.ds(piece * BLOCK_BATCH, BLOCK_BATCH)
+
+
 def _gate_products(setup: _Setup, h_buffer, weights_smem):
-  """Forward: h [64, Hp] (bf16 pieces in SMEM) times CTA j's columns of the four gates, [Hp, 4 Hs],
-  in as few wgmmas as wgmma's width allows; returns the four [64, Hs] f32 products."""
+  """Forward: h [64, Hp] (bf16 pieces in SMEM, one above the other: [pieces * 64, Hp]) times CTA j's
+  columns of the four gates, [Hp, 4 Hs], in as few wgmmas as wgmma's width allows; returns the four
+  [64, Hs] f32 products."""
   per_wgmma, width = gates_per_wgmma(setup.slice_width), setup.slice_width
 
   def issue(accumulators):
     for group, accumulator in enumerate(accumulators):
       for piece, weight_piece in _products(setup.pieces):
         groups = GATES // per_wgmma
-        plgpu.wgmma(accumulator, h_buffer.at[piece], weights_smem.at[weight_piece * groups + group])
+        plgpu.wgmma(
+          accumulator, h_buffer.at[_piece_rows(piece)], weights_smem.at[weight_piece * groups + group]
+        )
 
   groups = _accumulate(GATES // per_wgmma, per_wgmma * width, issue)
   return [group[:, k * width : (k + 1) * width] for group in groups for k in range(per_wgmma)]
@@ -254,13 +262,26 @@ def _columns(start, width: int):
   return pl.ds(pl.multiple_of(start, width), width)
 
 
+def send_slice(rows, slot_buffer, barrier, cta, cluster_size: int, width: int):
+  """The forward's send: CTA ``cta``'s [pieces * 64, Hs] bf16 slice of h (the pieces one above the other)
+  into columns [cta Hs, (cta + 1) Hs) of every CTA's ``slot_buffer`` [pieces * 64, Hp], arriving on each
+  receiver's ``barrier``. One `plgpu.async_store_smem` call per target carries both pieces: each call
+  has all `WARPGROUP_THREADS` threads arrive on the receiver's barrier (jax 0.11's lowering; CUTLASS
+  arrives once per warp), so a receiver counts N x 128 arrivals a step, not N x pieces x 128."""
+  columns = _columns(cta * width, width)
+  for target in range(cluster_size):
+    plgpu.async_store_smem(
+      rows, slot_buffer.at[:, columns], barrier, cluster_idx=target, cluster_dim="cluster"
+    )
+
+
 class _Exchange:
   """Both passes' exchange between the CTAs of a cluster; ``slots`` buffers, used by step parity.
 
   Forward (`gather`): every CTA's [64, Hs] slice of h, in bf16 pieces, lands in every CTA's
-  [slots, pieces, 64, Hp] SMEM buffer, the next step's wgmma operand. Backward (`reduce_scatter`):
-  CTA j's share for CTA k's units, [64, Hs] f32, lands in row j of CTA k's [slots, N, 64, Hs] buffer,
-  and CTA k sums the N rows.
+  [slots, pieces * 64, Hp] SMEM buffer (the pieces one above the other), the next step's wgmma operand.
+  Backward (`reduce_scatter`): CTA j's share for CTA k's units, [64, Hs] f32, lands in row j of CTA k's
+  [slots, N, 64, Hs] buffer, and CTA k sums the N rows.
   """
 
   def __init__(self, setup, slots, buffer, ready, staging, exchange_gmem, gmem_barriers, cluster_barrier):
@@ -276,30 +297,31 @@ class _Exchange:
     plgpu.barrier_arrive(self.cluster_barrier)
     plgpu.barrier_wait(self.cluster_barrier)
 
-  def gather(self, index, h, block, cta):
-    """Writes CTA ``cta``'s h slice for step ``index`` into every CTA's buffer; returns once all arrived."""
-    slot = self.slot(index)
+  def send(self, index, h, cta):
+    """Issues CTA ``cta``'s h slice for step ``index`` to every CTA's buffer ("dsmem"; "local" stores it,
+    "gmem" does the whole exchange in `receive`). Apart from `receive` so that a step issues its send
+    first and stores its planes to global memory while the remote stores travel."""
     setup = self.setup
-    width = setup.slice_width
-    pieces = _bf16_pieces(h, setup.pieces)
+    if setup.exchange == "gmem":
+      return
+    slot = self.slot(index)
+    # hi and lo one above the other: one store call per target carries both pieces (`send_slice`).
+    rows = jnp.concatenate(_bf16_pieces(h, setup.pieces), axis=0)
     if setup.exchange == "local":
-      for piece, value in enumerate(pieces):
-        self.buffer[slot, piece] = value
+      self.buffer[slot] = rows
+      return
+    send_slice(rows, self.buffer.at[slot], self.ready.at[slot], cta, setup.cluster_size, setup.slice_width)
+
+  def receive(self, index, h, block, cta):
+    """Returns once every CTA's h slice for step ``index`` is in this CTA's buffer, ordered before the
+    tensor cores' reads (``h``: this CTA's slice, which "gmem" sends from here)."""
+    setup = self.setup
+    slot = self.slot(index)
+    if setup.exchange == "local":
       # Order the stores before the tensor cores' (async proxy) reads.
       plgpu.commit_smem()
       return
     if setup.exchange == "dsmem":
-      # Each store arrives on the receiver's barrier (once per thread: `WARPGROUP_THREADS`).
-      columns = _columns(cta * width, width)
-      for target in range(setup.cluster_size):
-        for piece, value in enumerate(pieces):
-          plgpu.async_store_smem(
-            value,
-            self.buffer.at[slot, piece, :, columns],
-            self.ready.at[slot],
-            cluster_idx=target,
-            cluster_dim="cluster",
-          )
       plgpu.barrier_wait(self.ready.at[slot])
       # The reader is this CTA's wgmma (async proxy) and the writers other SMs' st.async, so the fence
       # that orders the data before the reads is the reader's, after the barrier says it has landed.
@@ -308,7 +330,8 @@ class _Exchange:
     # "gmem": stage, store to global memory, cluster barrier, then every CTA copies all slices in. The
     # global copy has two slots whatever the SMEM buffer has: a CTA rewrites one two steps on, after
     # the barrier of the next step, which every CTA reaches only after reading it.
-    for piece, value in enumerate(pieces):
+    width = setup.slice_width
+    for piece, value in enumerate(_bf16_pieces(h, setup.pieces)):
       self.staging[piece] = value
     plgpu.commit_smem()
     gmem_slot = index % 2
@@ -319,11 +342,16 @@ class _Exchange:
       for piece in range(setup.pieces):
         plgpu.copy_gmem_to_smem(
           self.exchange_gmem.at[block, gmem_slot, owner, piece],
-          self.buffer.at[slot, piece, :, pl.ds(owner * width, width)],
+          self.buffer.at[slot, _piece_rows(piece), pl.ds(owner * width, width)],
           self.gmem_barriers.at[owner],
         )
     for owner in range(setup.cluster_size):
       plgpu.barrier_wait(self.gmem_barriers.at[owner])
+
+  def gather(self, index, h, block, cta):
+    """`send` then `receive`: CTA ``cta``'s h slice for step ``index`` in every CTA's buffer."""
+    self.send(index, h, cta)
+    self.receive(index, h, block, cta)
 
   def reduce_scatter(self, index, partials, block, cta):
     """Sends CTA ``cta``'s share ``partials[k]`` to CTA k, returns the sum of the N shares it received.
@@ -364,6 +392,13 @@ class _Exchange:
       total = total + share
     return total
 
+  def finish(self):
+    """Before the CTA exits: a cluster barrier, so that no CTA leaves while a remote store it issued may
+    still be in flight, or while another CTA may still store into its shared memory (the CUDA C++
+    Programming Guide's rule for distributed shared memory: every access done before any block exits)."""
+    if self.setup.exchange == "dsmem":
+      self._cluster_barrier()
+
   def release(self):
     """After the step's last read of the buffer: with one slot no CTA may overwrite it before all have read it."""
     if self.slots == 1 and self.setup.exchange == "dsmem":
@@ -379,8 +414,11 @@ def _kernel_scratch(setup: _Setup, slots: int, kernel_pass: str):
     weights = plgpu.SMEM(
       (pieces * groups, PADDED_HIDDEN, GATES // groups * width), jnp.bfloat16, transforms=_tiled(width)
     )
-    buffer = [plgpu.SMEM((slots, pieces, BLOCK_BATCH, PADDED_HIDDEN), jnp.bfloat16, transforms=_tiled(width))]
-    arrivals = WARPGROUP_THREADS * n * pieces
+    buffer = [
+      plgpu.SMEM((slots, pieces * BLOCK_BATCH, PADDED_HIDDEN), jnp.bfloat16, transforms=_tiled(width))
+    ]
+    # One store call per sender (`send_slice`), each arriving once per thread.
+    arrivals = WARPGROUP_THREADS * n
     staging = [plgpu.SMEM((pieces, BLOCK_BATCH, width), jnp.bfloat16)] if gmem else []
     copies = [plgpu.Barrier(num_barriers=n, num_arrivals=pieces)] if gmem else []
     operand = []
@@ -508,22 +546,23 @@ def _forward_kernel(xw_gmem, mask_gmem, state_gmem, weights_gmem, *refs, setup, 
     i, f, g, o = sigmoid(z[0]), sigmoid(z[1]), tanh(z[2]), sigmoid(z[3])
     c_new = jnp.where(keep, f * c + i * g, c)
     h_new = jnp.where(keep, o * tanh(c_new), h)
+    h_sent = h_new * recurrent_mask
+    more = index + 1 < steps
+    # The next step's h goes out first: the plane stores below run while the remote stores travel.
+    pl.when(more)(lambda: exchange.send(index + 1, h_sent, cta))
     for name, value in (("h", h_new), ("c", c_new)):
       if name in arrays:
         window.store(arrays[name], value, t + 1)
     if "gates" in arrays:
       for gate, value in enumerate((i, f, g, o)):
         window.store(arrays["gates"], value, t, gate)
-
-    @pl.when(index + 1 < steps)
-    def _send():
-      exchange.gather(index + 1, h_new * recurrent_mask, block, cta)
-
+    pl.when(more)(lambda: exchange.receive(index + 1, h_sent, block, cta))
     return h_new, c_new
 
   h, c = _time_loop(steps, load, body, (h0, c0), reverse=False)
   window.store(final_gmem.at[0], h)
   window.store(final_gmem.at[1], c)
+  exchange.finish()
 
 
 def _backward_kernel(
@@ -577,6 +616,7 @@ def _backward_kernel(
   dh0, dc0 = _time_loop(cs_gmem.shape[1] - 1, load, body, (dh_last, dc_last), reverse=True)
   window.store(final_gmem.at[0], dh0)
   window.store(final_gmem.at[1], dc0)
+  exchange.finish()
 
 
 def _gate_planes(x, hidden: int):
@@ -618,6 +658,24 @@ def _exchange_type(setup: _Setup, blocks: int, kernel_pass: str):
   return jax.ShapeDtypeStruct((blocks, 2, n, n, *shape), jnp.float32)  # [block, slot, receiver, sender, ..]
 
 
+def _needs_auto_barriers(setup: _Setup) -> bool:
+  """Whether Pallas must put a warpgroup barrier (``bar.sync``) around every ``ref[...] =`` store and
+  copy, as it does unless ``CompilerParams(unsafe_no_auto_barriers=True)``.
+
+  Without them the kernels stay correct when no thread both reads and writes one memory region and no
+  thread reads shared memory it committed before an async copy overwrites it (jax's condition), and
+  every write that another thread or the tensor cores read is ordered by a barrier of the kernel's
+  own. "local" and "dsmem" meet it: the global arrays a kernel writes it never reads, those it reads
+  it never writes; the shared memory that threads write (h's pieces at N = 1, the backward's dz) is
+  read only by wgmma, after `plgpu.commit_smem`, which is a fence and a warpgroup barrier; the
+  exchange buffers are written only by st.async and read (by wgmma, or the backward's loads) after
+  their mbarrier's wait; a slot is written again only two steps on (one slot: after a cluster
+  barrier), once every thread of the reader has sent its next step, which each sends after its reads.
+  "gmem" keeps them: each CTA reads back through global memory the shares it stored there itself.
+  """
+  return setup.exchange == "gmem"
+
+
 def _launch(kernel, setup: _Setup, blocks: int, out_types, kernel_pass: str, *args):
   """Runs ``kernel`` on a grid of ``blocks`` clusters of N CTAs; returns its outputs but the exchange's."""
   # 0 slots (over the GPU's limit) only reaches here interpreted, where shared memory is unlimited.
@@ -631,7 +689,9 @@ def _launch(kernel, setup: _Setup, blocks: int, out_types, kernel_pass: str, *ar
     cluster=(setup.cluster_size,),
     cluster_names=("cluster",),
     # exp and rsqrt as ex2.approx and rsqrt.approx (`APPROX_ERRORS`); the interpreter computes them exactly.
-    compiler_params=plgpu.CompilerParams(approx_math=True),
+    compiler_params=plgpu.CompilerParams(
+      approx_math=True, unsafe_no_auto_barriers=not _needs_auto_barriers(setup)
+    ),
     interpret=plgpu.InterpretGPUParams() if setup.interpret else None,
   )
   return call(*args)[:-1]
@@ -661,7 +721,7 @@ def make_lstm(
       `DEFAULT_CLUSTER_SIZE` on a GPU, `INTERPRET_CLUSTER_SIZE` in the interpreter.
     exchange: how the CTAs of a cluster share h (dz backward): "dsmem" (remote shared-memory stores,
       the GPU default) or "gmem" (global memory and a cluster barrier, what the interpreter can run, its
-      default); unused for N = 1.
+      default; refused for a GPU); unused for N = 1.
     interpret: run in the Mosaic GPU interpreter; default: unless tracing for a GPU.
   """
   if matmul_precision not in _PIECES:
@@ -693,6 +753,14 @@ def make_lstm(
       mode = "local"
     else:
       mode = exchange or ("gmem" if run_interpreted else "dsmem")
+    if mode == "gmem" and not run_interpreted:
+      # The backward reads other SMs' shares with plain global loads after the cluster barrier; such a
+      # load may hit a stale line of this SM's L1. It would need ld.acquire.cluster or an L1-bypassing
+      # ld.global.cg, and jax 0.11's `plgpu.load` from global memory has neither (nor a cache modifier).
+      raise ConfigError(
+        'exchange="gmem" runs in the interpreter only: on a GPU its global loads could read stale L1 '
+        'lines (jax offers no acquire or L1-bypassing load); use exchange="dsmem"'
+      )
     return _Setup(cluster_size=size, pieces=pieces, exchange=mode, interpret=run_interpreted)
 
   def prepare(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
