@@ -292,8 +292,8 @@ write_summary
 MOSAIC_FIRST=() MOSAIC_REST=() SHAPES=()
 if [[ $PLATFORM == gpu ]]; then
   MOSAIC_SIZES=(--batch=64 --steps=500 --repeats=3)
-  MOSAIC_FIRST=("8 float32" "8 bfloat16")
-  MOSAIC_REST=("4 float32" "4 bfloat16" "2 bfloat16" "1 bfloat16")
+  MOSAIC_FIRST=("8 float32" "8 float32 batch" "8 bfloat16")  # a third word: the layout (default units)
+  MOSAIC_REST=("8 bfloat16 batch" "4 float32" "4 bfloat16" "2 bfloat16" "1 bfloat16")
   SWEEP_SIZES=(--steps=500 --repeats=3)
   SWEEP_ENGINES=  # every engine that runs natively here, the flax baseline among them
   SHAPES=("64 100" "256 100" "64 256")
@@ -323,11 +323,11 @@ if [[ $PLATFORM == gpu ]]; then
 else
   [[ -n $MOSAIC ]] && plan smoke 60 smoke
 fi
-for config in "${MOSAIC_FIRST[@]}"; do plan "mosaic N=${config% *} ${config#* }" 45 "mosaic $config"; done
+for config in "${MOSAIC_FIRST[@]}"; do plan "mosaic N=$config" 45 "mosaic $config"; done
 for engine in "${ARTICLE_FIRST[@]}"; do
   [[ -n $engine ]] && plan "article $engine resident" 100 "article $engine resident"
 done
-for config in "${MOSAIC_REST[@]}"; do plan "mosaic N=${config% *} ${config#* }" 40 "mosaic $config"; done
+for config in "${MOSAIC_REST[@]}"; do plan "mosaic N=$config" 40 "mosaic $config"; done
 for shape in "${SHAPES[@]}"; do plan "sweep B=${shape% *} H=${shape#* }" 60 "sweep $shape"; done
 for engine in "${ARTICLE_REST[@]}"; do plan "article $engine resident" 80 "article $engine resident"; done
 HOST_FED=${MOSAIC:+mosaic,}cudnn  # the article's own feeding, beside the device-resident epochs
@@ -361,9 +361,9 @@ for entry in "${PLAN[@]}"; do
         "$PYTHON" -m pytest "${options[@]}" -k "not lowers" "${args[@]:1}"
       ;;
     mosaic)
-      workdir=$WORK/mosaic/${args[1]}-${args[2]}
+      workdir=$WORK/mosaic/${args[1]}-${args[2]}${args[3]:+-${args[3]}}
       run "$name" "$limit" "fwd, final-state and fwd+bwd us/step, error vs fused" "$PYTHON" -m seqclf.benchmarks.mosaic_sweep \
-        --cluster_sizes="${args[1]}" --precisions="${args[2]}" "${MOSAIC_SIZES[@]}" --workdir="$workdir"
+        --cluster_sizes="${args[1]}" --precisions="${args[2]}" --layouts="${args[3]:-units}" "${MOSAIC_SIZES[@]}" --workdir="$workdir"
       MOSAIC_PARTS+=("$workdir/mosaic_sweep.json")
       merge mosaic_sweep "mosaic configurations (benchmarks.mosaic_sweep)" "${MOSAIC_PARTS[@]}"
       ;;

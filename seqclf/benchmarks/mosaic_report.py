@@ -1,25 +1,35 @@
-"""The mosaic sweep's report: each configuration's rows, measured beside the cost model's prediction.
+"""The mosaic sweep's report: each configuration's rows, measured beside the cost model's predicted range.
 
 Apart from `seqclf/benchmarks/mosaic_sweep.py` because that driver defines absl flags when imported, and one
 process cannot import two drivers whose flags share names (--steps, --workdir, ...): this module has none,
 so tests and other tools can import it anywhere.
 """
 
-from seqclf.rnn.engines import mosaic_cost, mosaic_gpu
+from seqclf.rnn.engines import mosaic_cost
 
-HEADER = ["N", "precision", "mode", "µs/step", "predicted µs/step", "ms", "± ms", "compile s"]
-HEADER += ["max rel err vs fused", "error"]
+HEADER = ["layout", "N", "precision", "mode", "µs/step", "predicted µs/step", "vs predicted", "ms", "± ms"]
+HEADER += ["compile s", "max rel err vs fused", "error"]
 
 
 def predicted_us_per_step(shape: dict) -> dict | None:
-  """{mode: µs per step} `mosaic_cost` predicts for ``shape`` (the sweep's fields) on an H200; None where
-  the configuration does not fit a GPU (the interpreter runs it anyway)."""
+  """{mode: [low, high] µs per step} `mosaic_cost` predicts for ``shape`` (the sweep's fields; "layout"
+  "units" where absent) on an H200; None where the configuration does not fit a GPU (the interpreter runs
+  it anyway)."""
   size, precision = shape["cluster_size"], shape["matmul_precision"]
-  if not mosaic_gpu.fits(size, precision):
+  layout = shape.get("layout", "units")
+  if not mosaic_cost.LAYOUTS[layout].fits(size, precision):
     return None
   sizes = {key: shape[key] for key in ("batch", "steps", "input_size", "hidden")}
-  cost = mosaic_cost.predict(size, precision, **sizes)
-  return {mode: us / shape["steps"] for mode, us in cost.call_us.items()}
+  low, high = mosaic_cost.predict_range(size, precision, layout=layout, **sizes)
+  return {mode: [low.call_us[mode] / shape["steps"], high.call_us[mode] / shape["steps"]] for mode in low.call_us}
+
+
+def where(measured: float, predicted: list | None) -> str:
+  """Where a measured µs/step falls against its predicted [low, high]: "below", "within", "above" or "–"."""
+  if predicted is None:
+    return "–"
+  low, high = predicted
+  return "below" if measured < low else "above" if measured > high else "within"
 
 
 def results_of(shape: dict, measured: dict, predicted: dict | None) -> tuple[list, list]:
@@ -33,11 +43,13 @@ def results_of(shape: dict, measured: dict, predicted: dict | None) -> tuple[lis
     )
     rows.append(
       [
+        shape.get("layout", "units"),
         shape["cluster_size"],
         shape["matmul_precision"],
         mode,
         f"{us_per_step:.2f}",
-        "–" if expected is None else f"{expected:.2f}",
+        "–" if expected is None else f"{expected[0]:.2f}-{expected[1]:.2f}",
+        where(us_per_step, expected),
         f"{1e3 * stats['median_s']:.3f}",
         f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.3f}",
         f"{stats['compile_s']:.2f}",

@@ -858,7 +858,12 @@ def _lstm_for(matmul_precision: str):
   reason = unavailable_reason()
   if reason is not None:
     raise ConfigError(reason)
-  return make_lstm(matmul_precision)
+  # The layout `mosaic_cost` ranks first ("units": this module's kernels; "batch": `mosaic_split`'s), at
+  # the default cluster size. Imported here: mosaic_cost imports this module.
+  from seqclf.rnn.engines import mosaic_cost
+
+  layout, _ = mosaic_cost.best(matmul_precision)
+  return mosaic_cost.LAYOUTS[layout].make_lstm(matmul_precision)
 
 
 def lstm(
