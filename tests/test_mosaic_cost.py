@@ -115,7 +115,10 @@ def test_article_epoch_and_layout_traffic_match_the_hand_count():
     == cost.forward
   )
   sequence_step = (
-    cost.forward.total - cost.forward.global_io - cost.forward.auto_barriers + _us(5 * 64 * 16 * 4 / L2 + 2 * BAR)
+    cost.forward.total
+    - cost.forward.global_io
+    - cost.forward.auto_barriers
+    + _us(5 * 64 * 16 * 4 / L2 + 2 * BAR)
   )
   # 391 batches each way: train = forward and backward, test = evaluation's forward.
   train = 500 * (cost.forward.total + cost.backward.total) + 1e6 * (projection + weights) / hbm
@@ -272,7 +275,12 @@ def test_every_prediction_is_a_range_low_to_high():
     low, high = mosaic_cost.predict_range(size, precision, layout=layout)
     for name in ("forward", "backward", "evaluation"):
       for part in mosaic_cost.PARTS:
-        assert getattr(getattr(low, name), part) <= getattr(getattr(high, name), part), (layout, size, name, part)
+        assert getattr(getattr(low, name), part) <= getattr(getattr(high, name), part), (
+          layout,
+          size,
+          name,
+          part,
+        )
     assert low.train_s_per_epoch < high.train_s_per_epoch
 
 

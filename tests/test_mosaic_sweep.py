@@ -48,7 +48,9 @@ def test_each_mode_is_measured_beside_its_prediction():
   assert [run["predicted_us_per_step"] for run in runs] == [predicted[mode] for mode in measured]
   column = mosaic_report.HEADER.index("predicted µs/step")
   assert column == mosaic_report.HEADER.index("µs/step") + 1
-  assert [row[column] for row in rows] == [f"{predicted[mode][0]:.2f}-{predicted[mode][1]:.2f}" for mode in measured]
+  assert [row[column] for row in rows] == [
+    f"{predicted[mode][0]:.2f}-{predicted[mode][1]:.2f}" for mode in measured
+  ]
   assert [row[column + 1] for row in rows] == ["within", "above", "below"]
   assert all(len(row) == len(mosaic_report.HEADER) for row in rows)
   # The batch-split layout's rows: its own range, its layout named.

@@ -21,7 +21,9 @@ def predicted_us_per_step(shape: dict) -> dict | None:
     return None
   sizes = {key: shape[key] for key in ("batch", "steps", "input_size", "hidden")}
   low, high = mosaic_cost.predict_range(size, precision, layout=layout, **sizes)
-  return {mode: [low.call_us[mode] / shape["steps"], high.call_us[mode] / shape["steps"]] for mode in low.call_us}
+  return {
+    mode: [low.call_us[mode] / shape["steps"], high.call_us[mode] / shape["steps"]] for mode in low.call_us
+  }
 
 
 def where(measured: float, predicted: list | None) -> str:

@@ -36,7 +36,9 @@ _CLUSTER_SIZES = cli.define_positive_int_list(
   "cluster_sizes", list(mosaic_gpu.CLUSTER_SIZES), "Cluster sizes N (CTAs per 64-row batch block)."
 )
 _PRECISIONS = flags.DEFINE_list("precisions", ["float32", "bfloat16"], "matmul_precision values.")
-_LAYOUTS = flags.DEFINE_list("layouts", ["units"], f"Kernel layouts (mosaic_cost.LAYOUTS: {', '.join(mosaic_cost.LAYOUTS)}).")
+_LAYOUTS = flags.DEFINE_list(
+  "layouts", ["units"], f"Kernel layouts (mosaic_cost.LAYOUTS: {', '.join(mosaic_cost.LAYOUTS)})."
+)
 _BATCH = flags.DEFINE_integer("batch", 64, "Batch size B.", lower_bound=1)
 _STEPS = flags.DEFINE_integer("steps", 500, "Sequence length T.", lower_bound=1)
 _INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "Input (embedding) size E.", lower_bound=1)

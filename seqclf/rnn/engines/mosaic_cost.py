@@ -137,7 +137,11 @@ TERMS = {
     "XLA's matmuls over [B * T, 32 to 512] rows and its crops of the padding stream below peak",
   ),
   "other_registers": Term(
-    30, 40, "registers/thread", "assumed", "addresses, loop index, predicates, barrier phases beside the planes"
+    30,
+    40,
+    "registers/thread",
+    "assumed",
+    "addresses, loop index, predicates, barrier phases beside the planes",
   ),
   "ex2_instructions": _fixed(
     2,
@@ -286,7 +290,11 @@ BACKWARD_SEQUENCES = BACKWARD._replace(
 # step mask comes as a fifth plane ([Bp, T, Hs], broadcast by XLA); the accumulator is regrouped through
 # shared memory and h staged there before its send.
 SPLIT_FORWARD = FORWARD._replace(
-  planes_in=GATES + 1, live_planes=FORWARD.live_planes + 2, rows=mosaic_split.SPLIT_ROWS, global_vector=1, regroup=True
+  planes_in=GATES + 1,
+  live_planes=FORWARD.live_planes + 2,
+  rows=mosaic_split.SPLIT_ROWS,
+  global_vector=1,
+  regroup=True,
 )
 SPLIT_SEQUENCE = SPLIT_FORWARD._replace(planes_out=1)
 SPLIT_EVALUATION = SPLIT_FORWARD._replace(planes_out=0)
@@ -541,7 +549,14 @@ def predict(
   """The predicted cost of the kernels as written on an H200, for one configuration and one shape, with
   every term at ``bound``'s end of its range."""
   pieces = _check(
-    layout, cluster_size, matmul_precision, bound, batch=batch, steps=steps, input_size=input_size, hidden=hidden
+    layout,
+    cluster_size,
+    matmul_precision,
+    bound,
+    batch=batch,
+    steps=steps,
+    input_size=input_size,
+    hidden=hidden,
   )
   with _at(bound, _FLIPPED.get()):
     return _predict(layout, cluster_size, matmul_precision, pieces, bound, batch, steps, input_size, hidden)
@@ -555,7 +570,9 @@ def _predict(layout, cluster_size, matmul_precision, pieces, bound, batch, steps
   )
   forward = _pass_cost(train_forward, cluster_size, pieces, slots[0])
   backward = _pass_cost(BACKWARD, cluster_size, pieces, slots[1])
-  sequence, evaluation = (_pass_cost(p, cluster_size, pieces, slots[0]) for p in (sequence_forward, evaluation_forward))
+  sequence, evaluation = (
+    _pass_cost(p, cluster_size, pieces, slots[0]) for p in (sequence_forward, evaluation_forward)
+  )
   # Batch blocks beyond what the SMs hold at once run in further waves (the forward's blocks decide).
   clusters = math.ceil(batch / BLOCK_BATCH) * BLOCK_BATCH // train_forward.rows
   waves = math.ceil(clusters * cluster_size / _value("sms"))

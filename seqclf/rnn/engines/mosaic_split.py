@@ -73,7 +73,11 @@ def _fixed_bytes(cluster_size: int, pieces: int) -> int:
   """Shared memory for the whole loop: U_j^T in bf16 pieces, the [4 Hs, 16] f32 accumulator's copy, the
   send stage [pieces, 16, Hs] bf16."""
   width = PADDED_HIDDEN // cluster_size
-  return pieces * GATES * width * PADDED_HIDDEN * 2 + GATES * width * SPLIT_ROWS * 4 + pieces * SPLIT_ROWS * width * 2
+  return (
+    pieces * GATES * width * PADDED_HIDDEN * 2
+    + GATES * width * SPLIT_ROWS * 4
+    + pieces * SPLIT_ROWS * width * 2
+  )
 
 
 def _buffer_bytes(pieces: int) -> int:
@@ -88,18 +92,14 @@ def fits(cluster_size: int, matmul_precision: str) -> bool:
   return forward and mosaic_gpu.exchange_slots(cluster_size, pieces, "backward") > 0
 
 
-def _tiled(width: int):
-  return mosaic_gpu._tiled(width)
-
-
 def _scratch(setup: _Setup):
-  """The forward's scratch, in argument order (see `_prologue`)."""
+  """The forward's scratch, in the order `_forward_kernel` unpacks it."""
   n, width, pieces = setup.cluster_size, setup.slice_width, setup.pieces
   gmem = setup.exchange == "gmem"
-  weights = plgpu.SMEM((pieces * n, GATES * width, width), jnp.bfloat16, transforms=_tiled(width))
+  weights = plgpu.SMEM((pieces * n, GATES * width, width), jnp.bfloat16, transforms=mosaic_gpu._tiled(width))
   return [
     weights,
-    plgpu.SMEM((SLOTS, pieces, n, SPLIT_ROWS, width), jnp.bfloat16, transforms=_tiled(width)),
+    plgpu.SMEM((SLOTS, pieces, n, SPLIT_ROWS, width), jnp.bfloat16, transforms=mosaic_gpu._tiled(width)),
     plgpu.Barrier(num_barriers=SLOTS, num_arrivals=WARPGROUP_THREADS * n * pieces),
     plgpu.SMEM((GATES * width, SPLIT_ROWS), jnp.float32),  # the accumulator's copy
     plgpu.SMEM((pieces, SPLIT_ROWS, width), jnp.bfloat16),  # the send stage
@@ -140,7 +140,10 @@ class _Exchange:
       for owner in range(setup.cluster_size):
         plgpu.barrier_wait(self.copies.at[owner])
       return
-    tiled = [plgpu.load(self.stage.at[piece], layout=_send_layout(), optimized=False) for piece in range(setup.pieces)]
+    tiled = [
+      plgpu.load(self.stage.at[piece], layout=_send_layout(), optimized=False)
+      for piece in range(setup.pieces)
+    ]
     if setup.exchange == "local":
       for piece, value in enumerate(tiled):
         self.buffer[slot, piece, 0] = value
@@ -149,7 +152,11 @@ class _Exchange:
     for target in range(setup.cluster_size):
       for piece, value in enumerate(tiled):
         plgpu.async_store_smem(
-          value, self.buffer.at[slot, piece, cta], self.ready.at[slot], cluster_idx=target, cluster_dim="cluster"
+          value,
+          self.buffer.at[slot, piece, cta],
+          self.ready.at[slot],
+          cluster_idx=target,
+          cluster_dim="cluster",
         )
     plgpu.barrier_wait(self.ready.at[slot])
     # The reader is this CTA's wgmma (async proxy), the writers other SMs' st.async: the reader's fence.
@@ -172,7 +179,9 @@ def _gate_products(setup: _Setup, buffer, weights_smem, z_smem):
 
   z_smem[...] = pl.run_scoped(run, plgpu.ACC((GATES * width, SPLIT_ROWS), jnp.float32))
   return [
-    plgpu.load(z_smem.at[pl.ds(gate * width, width), :].transpose((1, 0)), layout=_plane_layout(width), optimized=False)
+    plgpu.load(
+      z_smem.at[pl.ds(gate * width, width), :].transpose((1, 0)), layout=_plane_layout(width), optimized=False
+    )
     for gate in range(GATES)
   ]
 
@@ -185,11 +194,17 @@ class _Window:
     self.cta, self.width = cta, width
 
   def _index(self, t, gate, columns):
-    columns = columns if columns is not None else mosaic_gpu._columns(gate * PADDED_HIDDEN + self.cta * self.width, self.width)
+    columns = (
+      columns
+      if columns is not None
+      else mosaic_gpu._columns(gate * PADDED_HIDDEN + self.cta * self.width, self.width)
+    )
     return (self.rows, columns) if t is None else (self.rows, t, columns)
 
   def load(self, ref, t=None, gate=0, columns=None):
-    return plgpu.load(ref.at[self._index(t, gate, columns)], layout=_plane_layout(self.width), optimized=False)
+    return plgpu.load(
+      ref.at[self._index(t, gate, columns)], layout=_plane_layout(self.width), optimized=False
+    )
 
   def store(self, ref, value, t=None, gate=0):
     mosaic_gpu._store(ref.at[self._index(t, gate, None)], value)
@@ -211,7 +226,9 @@ def _forward_kernel(xw_gmem, mask_gmem, state_gmem, weights_gmem, *refs, setup, 
     # Every CTA's barriers exist before anyone stores into its shared memory.
     plgpu.barrier_arrive(cluster_barrier)
     plgpu.barrier_wait(cluster_barrier)
-  exchange = _Exchange(setup, buffer, ready, stage, exchange_gmem, copies[0] if copies else None, cluster_barrier)
+  exchange = _Exchange(
+    setup, buffer, ready, stage, exchange_gmem, copies[0] if copies else None, cluster_barrier
+  )
   width = setup.slice_width
   window = _Window(block, cta, width)
   steps = xw_gmem.shape[1]
@@ -280,7 +297,11 @@ def _launch_forward(setup: _Setup, stores: str, rows: int, xw, mask_planes, stat
   )
   call = plgpu.kernel(
     functools.partial(_forward_kernel, setup=setup, stores=stores),
-    out_type=(planes(2, rows, PADDED_HIDDEN), *[planes(*shapes[name]) for name in FORWARD_STORES[stores]], exchange),
+    out_type=(
+      planes(2, rows, PADDED_HIDDEN),
+      *[planes(*shapes[name]) for name in FORWARD_STORES[stores]],
+      exchange,
+    ),
     scratch_types=_scratch(setup),
     grid=(blocks,),
     grid_names=("batch",),
@@ -319,7 +340,9 @@ def make_lstm(
     if hidden > PADDED_HIDDEN:
       raise ConfigError(f"the mosaic LSTM engine handles hidden sizes up to {PADDED_HIDDEN}, got {hidden}")
     run_interpreted = hoisted.interpret() if interpret is None else interpret
-    size = cluster_size or (mosaic_gpu.INTERPRET_CLUSTER_SIZE if run_interpreted else mosaic_gpu.DEFAULT_CLUSTER_SIZE)
+    size = cluster_size or (
+      mosaic_gpu.INTERPRET_CLUSTER_SIZE if run_interpreted else mosaic_gpu.DEFAULT_CLUSTER_SIZE
+    )
     if not run_interpreted and not fits(size, matmul_precision):
       raise ConfigError(
         f"the batch-split kernels with matmul_precision {matmul_precision!r} and cluster_size {size} exceed "
