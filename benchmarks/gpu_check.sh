@@ -373,19 +373,19 @@ for entry in "${PLAN[@]}"; do
         "$PYTHON" -m pytest "${options[@]}" -k "not lowers" "${args[@]:1}"
       ;;
     mosaic)
-      workdir=$WORK/mosaic/${args[1]}-${args[2]}
+      workdir=$WORK/mosaic/${args[1]}-${args[2]}${args[3]:+-${args[3]}}
       # N = 8 on a GPU: ptxas's report (registers, spills) and the SASS kept in OUTPUT_DIR/mosaic_dump (Mosaic
       # GPU writes them into MOSAIC_GPU_DUMP_TO, which must exist, or prints them: the step's output is
       # kept there too).
       dump=() dump_dir=
       if [[ $PLATFORM == gpu && ${args[1]} == 8 ]]; then
-        dump_dir=$OUTPUT_DIR/mosaic_dump/N8-${args[2]}
+        dump_dir=$OUTPUT_DIR/mosaic_dump/N8-${args[2]}${args[3]:+-${args[3]}}
         mkdir -p "$dump_dir"
         dump=(MOSAIC_GPU_DUMP_TO="$dump_dir" MOSAIC_GPU_DUMP_PTXAS=1 MOSAIC_GPU_DUMP_SASS=1)
       fi
       run "$name" "$limit" "fwd, final-state and fwd+bwd us/step, error vs fused" env "${dump[@]}" \
         "$PYTHON" -m seqclf.benchmarks.mosaic_sweep --cluster_sizes="${args[1]}" --precisions="${args[2]}" \
-        "${MOSAIC_SIZES[@]}" --workdir="$workdir" --reference_dir="$WORK/reference"
+        --layouts="${args[3]:-units}" "${MOSAIC_SIZES[@]}" --workdir="$workdir" --reference_dir="$WORK/reference"
       if [[ -n $dump_dir ]]; then
         cp "$STEP_LOG" "$dump_dir/step_output.txt"
         ROWS[-1]="${ROWS[-1]}; $(timeout 30 "$PYTHON" -m seqclf.benchmarks.mosaic_report dump "$dump_dir" | clean 200)"

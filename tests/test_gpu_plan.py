@@ -6,13 +6,14 @@ import sys
 import pytest
 
 from seqclf.benchmarks import gpu_plan
+from seqclf.rnn.engines import mosaic_cost, mosaic_gpu
 
 # What the first minutes of a GPU check must answer, in this order.
 KEY_STEPS = [
   "smoke",
   "pingpong",
   "exchange",
-  "mosaic N=8 float32",
+  "mosaic N=8 float32 batch",
   "article mosaic resident",
   "article cudnn resident",
 ]
@@ -31,6 +32,19 @@ def test_the_planned_limits_add_up_within_the_budget():
   assert (
     sum(gpu_plan.FIRST.values()) + sum(step.limit for step in plan[: len(planned) + 1]) > gpu_plan.BUDGET_S
   )
+
+
+def test_the_first_mosaic_configuration_is_the_engines_default():
+  """The configuration timed first is the one the engine runs: float32 at the default cluster size, in the
+  layout `mosaic_cost` ranks first; the other layout's comes next."""
+  layout, size = mosaic_cost.best("float32")
+  assert size == mosaic_gpu.DEFAULT_CLUSTER_SIZE
+  assert gpu_plan.GPU_MOSAIC[0] == f"{size} float32" + ("" if layout == "units" else f" {layout}")
+  assert gpu_plan.GPU_MOSAIC[1].split()[:2] == [str(size), "float32"]
+  plan = gpu_plan.steps("gpu", mosaic=True, imdb=True)
+  assert [step.spec for step in plan if step.spec.startswith("mosaic")][:2] == [
+    f"mosaic {config}" for config in gpu_plan.GPU_MOSAIC[:2]
+  ]
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ def test_kernels_lower_for_cuda_with_remote_stores(kind):
 @needs_mosaic
 def test_the_driver_off_a_gpu_lowers_every_pattern_and_says_it_did_not_run(tmp_path):
   """A row per (precision, pattern) with calls and arrivals per step and the forward's exchange term of
-  `mosaic_cost`, no time, and why not; a fault injected into one pattern is its error row only."""
+  `mosaic_cost` (low, high), no time, and why not; a fault injected into one pattern is its error row only."""
   unit = "mosaic_exchange N=8 float32 per_piece"
   result = drivers.run(
     "seqclf.benchmarks.mosaic_exchange",
@@ -86,7 +86,8 @@ def test_the_driver_off_a_gpu_lowers_every_pattern_and_says_it_did_not_run(tmp_p
   assert "error" in runs[0] and all("error" not in run for run in runs[1:])
   for run in runs[1:]:
     assert "us_per_step" not in run and run["note"].startswith("lowered for CUDA, not run")
-    assert run["model_us_per_step"] == mosaic_cost.predict(8, run["matmul_precision"]).forward.exchange
+    low, high = mosaic_cost.predict_range(8, run["matmul_precision"])
+    assert run["model_us_per_step"] == [low.forward.exchange, high.forward.exchange]
   assert "| arrivals/step | µs/step | model µs/step |" in (tmp_path / "mosaic_exchange.md").read_text()
 
 
@@ -96,5 +97,7 @@ def test_a_timed_row_is_us_per_step_beside_the_model():
   stats = {"median_s": 1e-3, "min_s": 1e-3, "max_s": 1e-3, "repeats": 1, "compile_s": 2.0}
   run, row = mosaic_report.exchange_result(shape, stats)
   assert run["us_per_step"] == pytest.approx(2.0) and row[5] == "2.000"
-  assert row[6] == f"{mosaic_cost.predict(8, 'float32').forward.exchange:.3f}"
+  low, high = mosaic_cost.predict_range(8, "float32")
+  assert row[6] == f"{low.forward.exchange:.3f}-{high.forward.exchange:.3f}"
+  assert low.forward.exchange < high.forward.exchange
   assert len(row) == len(mosaic_report.EXCHANGE_HEADER)

@@ -1,4 +1,4 @@
-"""`seqclf.benchmarks.mosaic_sweep` and its report: every measured row beside the cost model's prediction.
+"""`seqclf.benchmarks.mosaic_sweep` and its report: every measured row beside the cost model's predicted range.
 
 The rows are built without a GPU from made-up timings; where this jax has Mosaic GPU the driver itself
 runs one tiny configuration in the interpreter (on a GPU, `benchmarks/gpu_check.sh` runs it per
@@ -32,20 +32,34 @@ def _stats(median_s):
 def test_each_mode_is_measured_beside_its_prediction():
   shape = {"cluster_size": 8, "matmul_precision": "float32", **ARTICLE}
   predicted = mosaic_report.predicted_us_per_step(shape)
-  cost = mosaic_cost.predict(8, "float32")
-  assert predicted == pytest.approx({mode: us / 500 for mode, us in cost.call_us.items()})
-  # The forward and backward together take longer than the forward alone.
-  assert predicted["fwd_bwd"] > predicted["fwd"] > predicted["final"] > cost.evaluation.total
-  runs, rows = mosaic_report.results_of(shape, {"fwd": _stats(1e-3), "fwd_bwd": _stats(3e-3)}, predicted)
+  low, high = mosaic_cost.predict_range(8, "float32")
+  for mode, us in low.call_us.items():
+    assert predicted[mode] == pytest.approx([us / 500, high.call_us[mode] / 500])
+  # The forward and backward together take longer than the forward alone, at both ends.
+  for end in (0, 1):
+    assert predicted["fwd_bwd"][end] > predicted["fwd"][end] > predicted["final"][end]
+  assert predicted["final"][1] > high.evaluation.total
+  # 3 us/step for "fwd" falls within its range, 9 for "fwd_bwd" above it, 0.1 for "final" below.
+  assert predicted["fwd"][0] < 3.0 < predicted["fwd"][1] and predicted["fwd_bwd"][1] < 9.0
+  measured = {"fwd": _stats(1.5e-3), "fwd_bwd": _stats(4.5e-3), "final": _stats(5e-5)}
+  runs, rows = mosaic_report.results_of(shape, measured, predicted)
   assert [(run["mode"], run["us_per_step"]) for run in runs] == [
-    ("fwd", pytest.approx(2.0)),
-    ("fwd_bwd", pytest.approx(6.0)),
+    ("fwd", pytest.approx(3.0)),
+    ("fwd_bwd", pytest.approx(9.0)),
+    ("final", pytest.approx(0.1)),
   ]
-  assert [run["predicted_us_per_step"] for run in runs] == [predicted["fwd"], predicted["fwd_bwd"]]
+  assert [run["predicted_us_per_step"] for run in runs] == [predicted[mode] for mode in measured]
   column = mosaic_report.HEADER.index("predicted µs/step")
   assert column == mosaic_report.HEADER.index("µs/step") + 1
-  assert [row[column] for row in rows] == [f"{predicted['fwd']:.2f}", f"{predicted['fwd_bwd']:.2f}"]
+  assert [row[column] for row in rows] == [
+    f"{predicted[mode][0]:.2f}-{predicted[mode][1]:.2f}" for mode in measured
+  ]
+  assert [row[column + 1] for row in rows] == ["within", "above", "below"]
   assert all(len(row) == len(mosaic_report.HEADER) for row in rows)
+  # The batch-split layout's rows: its own range, its layout named.
+  split = mosaic_report.predicted_us_per_step({**shape, "layout": "batch"})
+  assert split["final"][1] < predicted["final"][1]
+  assert mosaic_report.results_of({**shape, "layout": "batch"}, measured, split)[1][0][0] == "batch"
 
 
 def test_a_configuration_a_gpu_does_not_run_has_no_prediction():
@@ -55,6 +69,7 @@ def test_a_configuration_a_gpu_does_not_run_has_no_prediction():
   assert (
     runs[0]["predicted_us_per_step"] is None
     and rows[0][mosaic_report.HEADER.index("predicted µs/step")] == "–"
+    and rows[0][mosaic_report.HEADER.index("vs predicted")] == "–"
   )
 
 
@@ -116,6 +131,7 @@ def test_the_driver_writes_the_prediction_beside_the_measurement(tmp_path):
   command = [
     "--cluster_sizes=1",
     "--precisions=bfloat16",
+    "--layouts=units,batch",
   ]
   command += [
     "--batch=2",
@@ -136,8 +152,13 @@ def test_the_driver_writes_the_prediction_beside_the_measurement(tmp_path):
     "input_size": 4,
     "hidden": 4,
   }
-  predicted = mosaic_report.predicted_us_per_step(shape)
-  assert {run["mode"]: run["predicted_us_per_step"] for run in runs} == pytest.approx(predicted)
+  for layout in ("units", "batch"):
+    predicted = mosaic_report.predicted_us_per_step({**shape, "layout": layout})
+    measured = {run["mode"]: run["predicted_us_per_step"] for run in runs if run["layout"] == layout}
+    assert measured.keys() == predicted.keys(), layout
+    for mode, expected in predicted.items():
+      assert measured[mode] == pytest.approx(expected), (layout, mode)
+    assert all("error" not in run for run in runs)
   assert "| µs/step | predicted µs/step |" in (tmp_path / "mosaic_sweep.md").read_text()
 
 

@@ -7,7 +7,7 @@ Runs `seqclf.rnn.engines.mosaic_exchange.exchange` for each precision and call p
 bf16 pieces: "per_piece", two store calls per target, as the forward sent before; "per_target", the
 kernel's one; bfloat16 has one piece, so one pattern), checks every CTA's buffer after the last step,
 and writes ``WORKDIR/mosaic_exchange.json`` and ``.md`` after each pattern: µs per step beside the
-forward's exchange term of `seqclf.rnn.engines.mosaic_cost` (docs/kernels.md). A pattern that fails is a
+range (low-high) of the forward's exchange term of `seqclf.rnn.engines.mosaic_cost` (docs/kernels.md). A pattern that fails is a
 row with its error and a line on stderr starting ``ERROR``. Off a GPU the kernels are lowered for CUDA
 only (the interpreter has no remote stores): each row says so.
 """

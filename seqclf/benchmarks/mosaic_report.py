@@ -1,5 +1,5 @@
 """The mosaic sweep's measurement and report: each mode timed, then held against ``fused``; each
-configuration's rows, measured beside the cost model's prediction; the exchange microbenchmark's rows.
+configuration's rows, measured beside the cost model's predicted range; the exchange microbenchmark's rows.
 
 Apart from `seqclf/benchmarks/mosaic_sweep.py` because that driver defines absl flags when imported, and one
 process cannot import two drivers whose flags share names (--steps, --workdir, ...): this module has none,
@@ -17,19 +17,31 @@ import numpy as np
 from seqclf import atomic, timing
 from seqclf.rnn.engines import fused, mosaic_cost, mosaic_gpu
 
-HEADER = ["N", "precision", "mode", "µs/step", "predicted µs/step", "ms", "± ms", "compile s"]
-HEADER += ["max rel err vs fused", "error"]
+HEADER = ["layout", "N", "precision", "mode", "µs/step", "predicted µs/step", "vs predicted", "ms", "± ms"]
+HEADER += ["compile s", "max rel err vs fused", "error"]
 
 
 def predicted_us_per_step(shape: dict) -> dict | None:
-  """{mode: µs per step} `mosaic_cost` predicts for ``shape`` (the sweep's fields) on an H200; None where
-  the configuration does not fit a GPU (the interpreter runs it anyway)."""
+  """{mode: [low, high] µs per step} `mosaic_cost` predicts for ``shape`` (the sweep's fields; "layout"
+  "units" where absent) on an H200; None where the configuration does not fit a GPU (the interpreter runs
+  it anyway)."""
   size, precision = shape["cluster_size"], shape["matmul_precision"]
-  if not mosaic_gpu.fits(size, precision):
+  layout = shape.get("layout", "units")
+  if not mosaic_cost.LAYOUTS[layout].fits(size, precision):
     return None
   sizes = {key: shape[key] for key in ("batch", "steps", "input_size", "hidden")}
-  cost = mosaic_cost.predict(size, precision, **sizes)
-  return {mode: us / shape["steps"] for mode, us in cost.call_us.items()}
+  low, high = mosaic_cost.predict_range(size, precision, layout=layout, **sizes)
+  return {
+    mode: [low.call_us[mode] / shape["steps"], high.call_us[mode] / shape["steps"]] for mode in low.call_us
+  }
+
+
+def where(measured: float, predicted: list | None) -> str:
+  """Where a measured µs/step falls against its predicted [low, high]: "below", "within", "above" or "–"."""
+  if predicted is None:
+    return "–"
+  low, high = predicted
+  return "below" if measured < low else "above" if measured > high else "within"
 
 
 def functions(lstm) -> dict:
@@ -112,11 +124,13 @@ def results_of(shape: dict, measured: dict, predicted: dict | None) -> tuple[lis
     )
     rows.append(
       [
+        shape.get("layout", "units"),
         shape["cluster_size"],
         shape["matmul_precision"],
         mode,
         f"{us_per_step:.2f}",
-        "–" if expected is None else f"{expected:.2f}",
+        "–" if expected is None else f"{expected[0]:.2f}-{expected[1]:.2f}",
+        where(us_per_step, expected),
         f"{1e3 * stats['median_s']:.3f}",
         f"{1e3 * (stats['max_s'] - stats['min_s']) / 2:.3f}",
         f"{stats['compile_s']:.2f}",
@@ -132,9 +146,13 @@ EXCHANGE_HEADER = ["N", "precision", "pattern", "calls/step", "arrivals/step", "
 EXCHANGE_HEADER += ["compile s", "note"]
 
 
-def model_exchange_us(cluster_size: int, matmul_precision: str) -> float:
-  """The forward's exchange term of `mosaic_cost` (µs per step on one CTA) for this configuration."""
-  return mosaic_cost.predict(cluster_size, matmul_precision).forward.exchange
+def model_exchange_us(cluster_size: int, matmul_precision: str) -> list:
+  """The forward's exchange term of `mosaic_cost` (µs per step on one CTA) for this configuration of the
+  "units" layout, whose all-gather the microbenchmark runs: [low, high]."""
+  return [
+    cost.forward.exchange
+    for cost in mosaic_cost.predict_range(cluster_size, matmul_precision, layout="units")
+  ]
 
 
 def exchange_result(shape: dict, stats: dict | None, note: str = "") -> tuple[dict, list]:
@@ -152,7 +170,15 @@ def exchange_result(shape: dict, stats: dict | None, note: str = "") -> tuple[di
   else:
     run.update(stats, us_per_step=1e6 * stats["median_s"] / shape["steps"])
     us, compile_s = f"{run['us_per_step']:.3f}", f"{stats['compile_s']:.2f}"
-  row = [size, precision, shape["pattern"], shape["calls_per_step"], arrivals, us, f"{model:.3f}"]
+  row = [
+    size,
+    precision,
+    shape["pattern"],
+    shape["calls_per_step"],
+    arrivals,
+    us,
+    f"{model[0]:.3f}-{model[1]:.3f}",
+  ]
   return run, row + [compile_s, note]
 
 

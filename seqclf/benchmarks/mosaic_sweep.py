@@ -31,12 +31,15 @@ from seqclf.benchmarks import faults
 from seqclf.benchmarks.mosaic_report import HEADER, References, measure, predicted_us_per_step, results_of
 from seqclf.errors import ConfigError
 from seqclf.rnn import init_params
-from seqclf.rnn.engines import mosaic_gpu
+from seqclf.rnn.engines import mosaic_cost, mosaic_gpu
 
 _CLUSTER_SIZES = cli.define_positive_int_list(
   "cluster_sizes", list(mosaic_gpu.CLUSTER_SIZES), "Cluster sizes N (CTAs per 64-row batch block)."
 )
 _PRECISIONS = flags.DEFINE_list("precisions", ["float32", "bfloat16"], "matmul_precision values.")
+_LAYOUTS = flags.DEFINE_list(
+  "layouts", ["units"], f"Kernel layouts (mosaic_cost.LAYOUTS: {', '.join(mosaic_cost.LAYOUTS)})."
+)
 _BATCH = flags.DEFINE_integer("batch", 64, "Batch size B.", lower_bound=1)
 _STEPS = flags.DEFINE_integer("steps", 500, "Sequence length T.", lower_bound=1)
 _INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "Input (embedding) size E.", lower_bound=1)
@@ -94,10 +97,13 @@ def main(argv):
   meta = results.collect_meta(
     flags={
       k: flags.FLAGS[k].value
-      for k in ("cluster_sizes", "precisions", "batch", "steps", "input_size", "hidden", "repeats")
+      for k in ("cluster_sizes", "precisions", "layouts", "batch", "steps", "input_size", "hidden", "repeats")
     }
   )
   path = os.path.join(_WORKDIR.value, "mosaic_sweep.json")
+  for layout in _LAYOUTS.value:
+    if layout not in mosaic_cost.LAYOUTS:
+      raise ConfigError(f"unknown --layouts value {layout!r}; choose from {', '.join(mosaic_cost.LAYOUTS)}")
   runs, rows = [], []
 
   def write(all_runs, all_rows):
@@ -108,9 +114,10 @@ def main(argv):
       os.path.join(_WORKDIR.value, "mosaic_sweep.md"), results.markdown_table(HEADER, all_rows)
     )
 
-  for size, precision in pairs:
-    lstm = mosaic_gpu.make_lstm(precision, cluster_size=size)
+  for (size, precision), layout in [(pair, layout) for pair in pairs for layout in _LAYOUTS.value]:
+    lstm = mosaic_cost.LAYOUTS[layout].make_lstm(precision, cluster_size=size)
     shape = {
+      "layout": layout,
       "cluster_size": size,
       "matmul_precision": precision,
       "batch": b,
@@ -134,7 +141,7 @@ def main(argv):
       message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]
       new_runs, new_rows = results_of(shape, measured, predicted)
       runs.extend([*new_runs, {**shape, "error": message}])
-      rows.extend([*new_rows, [size, precision, "–", "–", "–", "–", "–", "–", "–", message]])
+      rows.extend([*new_rows, [layout, size, precision, "–", "–", "–", "–", "–", "–", "–", "–", message]])
       print(
         f"ERROR {faults.unit('mosaic_sweep', f'N={size}', precision)}: {message}", file=sys.stderr, flush=True
       )

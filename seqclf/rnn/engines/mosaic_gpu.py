@@ -821,42 +821,48 @@ def make_lstm(
     return (outputs, state), (*residuals, hs, cs, gates, args[0]["recurrent_kernel"], args[5])
 
   def backward(residuals, d_outputs, dh_last, dc_last):
-    padded, input_rows, mask, state, hs, cs, gates, recurrent_kernel, input_dropout_mask = residuals
-    rows, steps = mask.shape
-    batch, hidden = dh_last.shape
-    setup = setup_for(hidden)
-    recurrent_mask = state[2]
-    cotangents = _padded_states([dh_last, dc_last], rows)
-    inputs = [gates, cs, mask, jnp.concatenate([cotangents, recurrent_mask[None]])]
-    inputs.append(_weights(recurrent_kernel, setup, "backward"))
-    if d_outputs is not None:
-      inputs.append(hoisted.pad_to(d_outputs.astype(jnp.float32), (rows, steps, PADDED_HIDDEN)))
-    dz, final = _launch(
-      functools.partial(_backward_kernel, per_step_cotangent=d_outputs is not None),
-      setup,
-      rows // BLOCK_BATCH,
-      [
-        jax.ShapeDtypeStruct((rows, steps, GATES * PADDED_HIDDEN), jnp.float32),
-        jax.ShapeDtypeStruct((2, rows, PADDED_HIDDEN), jnp.float32),
-      ],
-      "backward",
-      *inputs,
-    )
-    # The hoisted weight gradients: every step's contribution in one matmul each, over [Bp * T] rows.
-    dz_rows = dz.reshape(rows * steps, GATES * PADDED_HIDDEN)
-    h_prev_rows = (hs[:, :steps] * recurrent_mask[:, None, :]).reshape(rows * steps, PADDED_HIDDEN)
-    d_params = {
-      "kernel": _crop_gates(_contract_rows(input_rows, dz_rows), hidden),
-      "recurrent_kernel": _crop_gates(_contract_rows(h_prev_rows, dz_rows)[:hidden], hidden),
-      "bias": _crop_gates(dz_rows.sum(axis=0), hidden),
-    }
-    d_rows = jax.lax.dot_general(
-      dz_rows, padded["kernel"], (((1,), (1,)), ((), ())), precision=jax.lax.Precision.HIGHEST
-    )
-    d_xs = d_rows.reshape(rows, steps, -1)[:batch] * input_dropout_mask[:, None, :]
-    return d_params, d_xs, final[0, :batch, :hidden], final[1, :batch, :hidden]
+    return backward_pass(setup_for(dh_last.shape[1]), residuals, d_outputs, dh_last, dc_last)
 
   return hoisted.with_return_sequences(inference, final_state, forward, backward)
+
+
+def backward_pass(setup: _Setup, residuals, d_outputs, dh_last, dc_last):
+  """The backward kernel and the hoisted gradients around it: `make_lstm`'s backward, for ``residuals``
+  (its forward's: padded params, input rows, step mask, state, h, c, gates, U, the input dropout mask)
+  laid out in whole 64-row blocks whatever forward wrote them."""
+  padded, input_rows, mask, state, hs, cs, gates, recurrent_kernel, input_dropout_mask = residuals
+  rows, steps = mask.shape
+  batch, hidden = dh_last.shape
+  recurrent_mask = state[2]
+  cotangents = _padded_states([dh_last, dc_last], rows)
+  inputs = [gates, cs, mask, jnp.concatenate([cotangents, recurrent_mask[None]])]
+  inputs.append(_weights(recurrent_kernel, setup, "backward"))
+  if d_outputs is not None:
+    inputs.append(hoisted.pad_to(d_outputs.astype(jnp.float32), (rows, steps, PADDED_HIDDEN)))
+  dz, final = _launch(
+    functools.partial(_backward_kernel, per_step_cotangent=d_outputs is not None),
+    setup,
+    rows // BLOCK_BATCH,
+    [
+      jax.ShapeDtypeStruct((rows, steps, GATES * PADDED_HIDDEN), jnp.float32),
+      jax.ShapeDtypeStruct((2, rows, PADDED_HIDDEN), jnp.float32),
+    ],
+    "backward",
+    *inputs,
+  )
+  # The hoisted weight gradients: every step's contribution in one matmul each, over [Bp * T] rows.
+  dz_rows = dz.reshape(rows * steps, GATES * PADDED_HIDDEN)
+  h_prev_rows = (hs[:, :steps] * recurrent_mask[:, None, :]).reshape(rows * steps, PADDED_HIDDEN)
+  d_params = {
+    "kernel": _crop_gates(_contract_rows(input_rows, dz_rows), hidden),
+    "recurrent_kernel": _crop_gates(_contract_rows(h_prev_rows, dz_rows)[:hidden], hidden),
+    "bias": _crop_gates(dz_rows.sum(axis=0), hidden),
+  }
+  d_rows = jax.lax.dot_general(
+    dz_rows, padded["kernel"], (((1,), (1,)), ((), ())), precision=jax.lax.Precision.HIGHEST
+  )
+  d_xs = d_rows.reshape(rows, steps, -1)[:batch] * input_dropout_mask[:, None, :]
+  return d_params, d_xs, final[0, :batch, :hidden], final[1, :batch, :hidden]
 
 
 def _padded_params(params, hidden: int):
@@ -920,7 +926,12 @@ def _lstm_for(matmul_precision: str):
   reason = unavailable_reason()
   if reason is not None:
     raise ConfigError(reason)
-  return make_lstm(matmul_precision)
+  # The layout `mosaic_cost` ranks first ("units": this module's kernels; "batch": `mosaic_split`'s), at
+  # the default cluster size. Imported here: mosaic_cost imports this module.
+  from seqclf.rnn.engines import mosaic_cost
+
+  layout, _ = mosaic_cost.best(matmul_precision)
+  return mosaic_cost.LAYOUTS[layout].make_lstm(matmul_precision)
 
 
 def lstm(
