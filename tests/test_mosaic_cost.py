@@ -254,11 +254,11 @@ def test_the_batch_split_forward_at_n8_matches_the_hand_count():
   # h's 2 pieces [16, 16] bf16 to 8 CTAs: 8 KiB at 13 B/clock, + latency.
   assert forward.exchange == pytest.approx(_us(8 * 2 * 16 * 16 * 2 / DSMEM) + LATENCY)
   # Its automatic barriers stay (threads read back what others stored to shared memory): 6 plane stores,
-  # the accumulator's copy and 2 stage stores, 18 bar.sync. One store call per piece and target: 8
-  # senders x 2 pieces x 128 threads arrive on the barrier, twice the "units" forward's.
+  # the accumulator's copy and 2 stage stores, 18 bar.sync. One store call per target carrying both
+  # pieces: 8 senders x 128 threads arrive on the barrier, as for "units".
   assert forward.auto_barriers == pytest.approx(_us(18 * BAR))
-  assert forward.arrivals == pytest.approx(_us(8 * 2 * 128 * ARRIVAL))
-  assert forward.arrivals == 2 * mosaic_cost.predict(8, "float32").forward.arrivals
+  assert forward.arrivals == pytest.approx(_us(8 * 128 * ARRIVAL))
+  assert forward.arrivals == mosaic_cost.predict(8, "float32").forward.arrivals
   # Training's backward is the "units" kernel's; the mask planes [64, 500, 16] f32 add to the projection.
   units = mosaic_cost.predict(8, "float32")
   assert cost.backward == units.backward

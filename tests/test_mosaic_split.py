@@ -21,9 +21,12 @@ from tests.test_mosaic_gpu import (  # noqa: F401 (the autouse fixtures apply he
   SHAPES,
   _assert_trees_close,
   _inputs,
+  _kernel_bodies,
+  _primitives,
   _reference,
   _run,
   _scan_reference,
+  _subjaxprs,
   float32_matmuls,
   interpreted_off_a_gpu,
   needs_mosaic,
@@ -140,6 +143,37 @@ def test_no_per_step_array_is_transposed_or_concatenated_around_the_kernels(batc
     )
   ]
   assert moved == []
+
+
+@needs_mosaic
+def test_the_forward_sends_first_one_store_per_target_and_ends_on_a_cluster_barrier():
+  """As `mosaic_gpu`'s forward: the loop issues the next step's remote stores before it stores its planes
+  to global memory, one `async_store_smem` per target carrying every bf16 piece (N calls, not 2 N), and
+  the kernel's last act is a cluster barrier. Read from the traced kernel at N = 8 through distributed
+  shared memory."""
+  args, _ = _inputs(64, 3, 32, 100, "random", dropout=True)
+  lstm = _engine("float32", 8, exchange="dsmem", interpret=False)
+  jaxpr = jax.make_jaxpr(jax.grad(lambda p, *rest: jnp.sum(lstm(p, *rest)[0])))(*args).jaxpr
+  forward, backward = _kernel_bodies(jaxpr)
+  for body in (forward, backward):
+    assert [eqn.primitive.name for eqn in body.eqns[-2:]] == ["barrier_arrive", "barrier_wait"]
+  (loop,) = [eqn for eqn in forward.eqns if eqn.primitive.name in ("scan", "while")]
+  (step,) = [inner for inner in _subjaxprs(loop) if "async_store_smem" in _primitives(inner)]
+  order = _primitives(step)
+  assert order.count("async_store_smem") == 8
+  first, last = order.index("async_store_smem"), len(order) - order[::-1].index("async_store_smem")
+  stores = [name in ("swap", "store") for name in order]  # ``ref[...] =`` (jax 0.11) or `plgpu.store`
+  # Before the send, shared memory only: the accumulator's copy and h's two pieces staged; after it the
+  # six planes (h, c, the gates) go to global memory, then the wait.
+  assert sum(stores[:first]) == 3
+  assert sum(stores[last : order.index("barrier_wait")]) == 6
+
+
+@needs_mosaic
+def test_the_gmem_exchange_is_refused_for_a_gpu():
+  """The backward it trains with is `mosaic_gpu`'s, whose "gmem" global loads a GPU could serve stale."""
+  with pytest.raises(ConfigError, match="interpreter only"):
+    _engine("float32", 8, exchange="gmem", interpret=False)(*_inputs(5, 2, 4, 7)[0])
 
 
 def test_configurations_fit_as_the_cluster_splits_do():

@@ -235,9 +235,6 @@ class Pass(NamedTuple):
   # Pallas's automatic warpgroup barriers: kept by the batch-split forward, whose threads read back what
   # others stored to shared memory; `mosaic_gpu`'s kernels turn them off (`_needs_auto_barriers`: "gmem" only)
   auto_barriers: bool = False
-  # st.async calls per target a step (forward): `mosaic_gpu.send_slice` sends both pieces in one; the
-  # batch-split forward makes one per piece
-  calls_per_piece: bool = False
 
   @property
   def kernel_pass(self) -> str:
@@ -295,7 +292,7 @@ BACKWARD_SEQUENCES = BACKWARD._replace(
 # `mosaic_split`'s forward: [16, Hs] planes, loaded and stored one f32 at a time (its strided layout); the
 # step mask comes as a fifth plane ([Bp, T, Hs], broadcast by XLA); the accumulator is regrouped through
 # shared memory and h staged there before its send, so threads read what others stored and Pallas's
-# automatic barriers stay; h's pieces go out in one store call each per target.
+# automatic barriers stay.
 SPLIT_FORWARD = FORWARD._replace(
   planes_in=GATES + 1,
   live_planes=FORWARD.live_planes + 2,
@@ -303,7 +300,6 @@ SPLIT_FORWARD = FORWARD._replace(
   global_vector=1,
   regroup=True,
   auto_barriers=True,
-  calls_per_piece=True,
 )
 SPLIT_SEQUENCE = SPLIT_FORWARD._replace(planes_out=1)
 SPLIT_EVALUATION = SPLIT_FORWARD._replace(planes_out=0)
@@ -367,15 +363,12 @@ def _gate_clocks(kernel_pass: Pass, pieces: int) -> float:
   return max(issued / _value("warp_issue"), mufu_clocks, staged_bytes / _value("smem_bytes_per_clock"))
 
 
-def _arrivals(kernel_pass: Pass, cluster_size: int, pieces: int) -> int:
+def _arrivals(cluster_size: int) -> int:
   """Remote arrivals on a CTA's barrier a step: jax 0.11's `async_store_smem` has each of the 128 threads
-  arrive once per store call, and every CTA of the cluster makes one call to each CTA ("units": both
-  pieces of h in one, `mosaic_gpu.send_slice`; backward: its share), or one per piece (the batch-split
-  forward); at N = 1 nothing is remote."""
-  if cluster_size == 1:
-    return 0
-  calls = pieces * kernel_pass.split_planes if kernel_pass.calls_per_piece else 1
-  return cluster_size * calls * WARPGROUP_THREADS
+  arrive once per store call, and every CTA of the cluster makes one call to each CTA (forward: every
+  bf16 piece of h in one, `mosaic_gpu.send_slice` and `mosaic_split._Exchange.send`; backward: its
+  share); at N = 1 nothing is remote."""
+  return 0 if cluster_size == 1 else cluster_size * WARPGROUP_THREADS
 
 
 def _smem_stores(kernel_pass: Pass, pieces: int) -> int:
@@ -439,7 +432,7 @@ def _pass_cost(kernel_pass: Pass, cluster_size: int, pieces: int, slots: int) ->
     )
     if kernel_pass.auto_barriers
     else 0.0,
-    arrivals=_us(_arrivals(kernel_pass, cluster_size, pieces) * _value("remote_arrival_clocks")),
+    arrivals=_us(_arrivals(cluster_size) * _value("remote_arrival_clocks")),
     barrier=_value("cluster_barrier_us") if slots == 1 and cluster_size > 1 else 0.0,
   )
 

@@ -703,6 +703,23 @@ def fits(cluster_size: int, matmul_precision: str) -> bool:
   return all(exchange_slots(cluster_size, pieces, kernel_pass) > 0 for kernel_pass in _PASSES)
 
 
+def exchange_mode(cluster_size: int, exchange: str | None, interpret: bool) -> str:
+  """The exchange a setup runs: "local" at N = 1, else ``exchange`` or the default ("gmem" interpreted,
+  "dsmem" on a GPU); "gmem" is refused for a GPU."""
+  if cluster_size == 1:
+    return "local"
+  mode = exchange or ("gmem" if interpret else "dsmem")
+  if mode == "gmem" and not interpret:
+    # The backward reads other SMs' shares with plain global loads after the cluster barrier; such a
+    # load may hit a stale line of this SM's L1. It would need ld.acquire.cluster or an L1-bypassing
+    # ld.global.cg, and jax 0.11's `plgpu.load` from global memory has neither (nor a cache modifier).
+    raise ConfigError(
+      'exchange="gmem" runs in the interpreter only: on a GPU its global loads could read stale L1 '
+      'lines (jax offers no acquire or L1-bypassing load); use exchange="dsmem"'
+    )
+  return mode
+
+
 def make_lstm(
   matmul_precision: str = "float32",
   *,
@@ -749,18 +766,7 @@ def make_lstm(
         f"{size} a CTA's weights and exchange buffer exceed {SMEM_BUDGET_BYTES // 1024} KiB of "
         "shared memory"
       )
-    if size == 1:
-      mode = "local"
-    else:
-      mode = exchange or ("gmem" if run_interpreted else "dsmem")
-    if mode == "gmem" and not run_interpreted:
-      # The backward reads other SMs' shares with plain global loads after the cluster barrier; such a
-      # load may hit a stale line of this SM's L1. It would need ld.acquire.cluster or an L1-bypassing
-      # ld.global.cg, and jax 0.11's `plgpu.load` from global memory has neither (nor a cache modifier).
-      raise ConfigError(
-        'exchange="gmem" runs in the interpreter only: on a GPU its global loads could read stale L1 '
-        'lines (jax offers no acquire or L1-bypassing load); use exchange="dsmem"'
-      )
+    mode = exchange_mode(size, exchange, run_interpreted)
     return _Setup(cluster_size=size, pieces=pieces, exchange=mode, interpret=run_interpreted)
 
   def prepare(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):

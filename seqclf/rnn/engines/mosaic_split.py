@@ -11,9 +11,13 @@ Hs]). The gate arithmetic, the loads of xw and the stores of h, c and the gates 
 [16, Hs] planes in the model's own layouts, as `mosaic_gpu`'s do.
 
 The exchange is `mosaic_gpu`'s all-gather: each CTA's h slice, [16, Hs] in bf16 pieces, lands in every
-CTA's [N, 16, Hs] buffer, the B operand of N wgmmas (one per sender's K slice). Its remote stores need
-the tiled layout a swizzled buffer takes, which jax 0.11's Mosaic GPU cannot convert the strided planes
-of the gate arithmetic to in registers, so h goes through a second small shared-memory stage first.
+CTA's [N, pieces, 16, Hs] buffer, the B operand of N wgmmas (one per sender's K slice). Its remote stores
+need the tiled layout a swizzled buffer takes, which jax 0.11's Mosaic GPU cannot convert the strided
+planes of the gate arithmetic to in registers, so h goes through a second small shared-memory stage
+first, read back whole: one store call per target carries every piece. As in `mosaic_gpu`, a step sends
+before it stores its planes and waits after, and the kernel ends on a cluster barrier. Pallas's
+automatic barriers stay on: threads read back what others stored to shared memory (the accumulator's
+copy, the stage).
 
 Training runs this forward (storing h, c and the gates in the layouts `mosaic_gpu`'s backward reads)
 and `mosaic_gpu`'s backward kernel, whose clusters split the hidden units of 64-row blocks: a
@@ -99,11 +103,12 @@ def _scratch(setup: _Setup):
   weights = plgpu.SMEM((pieces * n, GATES * width, width), jnp.bfloat16, transforms=mosaic_gpu._tiled(width))
   return [
     weights,
-    plgpu.SMEM((SLOTS, pieces, n, SPLIT_ROWS, width), jnp.bfloat16, transforms=mosaic_gpu._tiled(width)),
-    plgpu.Barrier(num_barriers=SLOTS, num_arrivals=WARPGROUP_THREADS * n * pieces),
+    plgpu.SMEM((SLOTS, n, pieces, SPLIT_ROWS, width), jnp.bfloat16, transforms=mosaic_gpu._tiled(width)),
+    # One store call per sender carrying every piece, each arriving once per thread.
+    plgpu.Barrier(num_barriers=SLOTS, num_arrivals=WARPGROUP_THREADS * n),
     plgpu.SMEM((GATES * width, SPLIT_ROWS), jnp.float32),  # the accumulator's copy
     plgpu.SMEM((pieces, SPLIT_ROWS, width), jnp.bfloat16),  # the send stage
-    [plgpu.Barrier(num_barriers=n, num_arrivals=pieces)] if gmem else [],
+    [plgpu.Barrier(num_barriers=n, num_arrivals=1)] if gmem else [],
     plgpu.ClusterBarrier(collective_axes=("cluster",)),
     plgpu.Barrier(num_arrivals=weights.shape[0]),
   ]
@@ -111,56 +116,70 @@ def _scratch(setup: _Setup):
 
 class _Exchange:
   """The all-gather of h: CTA ``cta``'s [16, Hs] slice in bf16 pieces into slot ``index % 2``, sender
-  ``cta``, of every CTA's [2, pieces, N, 16, Hs] buffer; two slots by step parity, so no second barrier
+  ``cta``, of every CTA's [2, N, pieces, 16, Hs] buffer; two slots by step parity, so no second barrier
   (as `mosaic_gpu._Exchange.gather`: a slot is written again only after every CTA's next send)."""
 
   def __init__(self, setup, buffer, ready, stage, exchange_gmem, copies, cluster_barrier):
     self.setup, self.buffer, self.ready, self.stage = setup, buffer, ready, stage
     self.exchange_gmem, self.copies, self.cluster_barrier = exchange_gmem, copies, cluster_barrier
 
-  def gather(self, index, h, block, cta):
+  def send(self, index, h, cta):
+    """Stages CTA ``cta``'s h slice for step ``index`` and issues it to every CTA's buffer ("dsmem"; "local"
+    stores it, "gmem" sends in `receive`). Apart from `receive` so that a step issues its send first and
+    stores its planes to global memory while the remote stores travel."""
     setup, slot = self.setup, index % SLOTS
     for piece, value in enumerate(_bf16_pieces(h, setup.pieces)):
       self.stage[piece] = value
     if setup.exchange == "gmem":
-      # Through global memory and a cluster barrier (what the interpreter runs), two global slots by step
-      # parity as `mosaic_gpu._Exchange.gather`'s.
-      plgpu.commit_smem()
-      plgpu.copy_smem_to_gmem(self.stage, self.exchange_gmem.at[block, slot, cta])
-      plgpu.wait_smem_to_gmem(0)
-      plgpu.barrier_arrive(self.cluster_barrier)
-      plgpu.barrier_wait(self.cluster_barrier)
-      for owner in range(setup.cluster_size):
-        for piece in range(setup.pieces):
-          plgpu.copy_gmem_to_smem(
-            self.exchange_gmem.at[block, slot, owner, piece],
-            self.buffer.at[slot, piece, owner],
-            self.copies.at[owner],
-          )
-      for owner in range(setup.cluster_size):
-        plgpu.barrier_wait(self.copies.at[owner])
       return
-    tiled = [
-      plgpu.load(self.stage.at[piece], layout=_send_layout(), optimized=False)
-      for piece in range(setup.pieces)
-    ]
+    # Every piece in the [16, 16]-tile layout at once: one store call per target carries them all (a
+    # receiver counts N x 128 arrivals a step, not N x pieces x 128; `mosaic_gpu.send_slice`).
+    tiled = plgpu.load(self.stage, layout=_send_layout(), optimized=False)
     if setup.exchange == "local":
-      for piece, value in enumerate(tiled):
-        self.buffer[slot, piece, 0] = value
-      plgpu.commit_smem()  # before the tensor cores' (async proxy) reads
+      self.buffer[slot, 0] = tiled
       return
     for target in range(setup.cluster_size):
-      for piece, value in enumerate(tiled):
-        plgpu.async_store_smem(
-          value,
-          self.buffer.at[slot, piece, cta],
-          self.ready.at[slot],
-          cluster_idx=target,
-          cluster_dim="cluster",
-        )
-    plgpu.barrier_wait(self.ready.at[slot])
-    # The reader is this CTA's wgmma (async proxy), the writers other SMs' st.async: the reader's fence.
+      plgpu.async_store_smem(
+        tiled, self.buffer.at[slot, cta], self.ready.at[slot], cluster_idx=target, cluster_dim="cluster"
+      )
+
+  def receive(self, index, block, cta):
+    """Returns once every CTA's h slice for step ``index`` is in this CTA's buffer, ordered before the
+    tensor cores' reads."""
+    setup, slot = self.setup, index % SLOTS
+    if setup.exchange == "local":
+      plgpu.commit_smem()  # before the tensor cores' (async proxy) reads
+      return
+    if setup.exchange == "dsmem":
+      plgpu.barrier_wait(self.ready.at[slot])
+      # The reader is this CTA's wgmma (async proxy), the writers other SMs' st.async: the reader's fence.
+      plgpu.commit_smem()
+      return
+    # "gmem": through global memory and a cluster barrier (what the interpreter runs), two global slots by
+    # step parity as `mosaic_gpu._Exchange.gather`'s.
     plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(self.stage, self.exchange_gmem.at[block, slot, cta])
+    plgpu.wait_smem_to_gmem(0)
+    plgpu.barrier_arrive(self.cluster_barrier)
+    plgpu.barrier_wait(self.cluster_barrier)
+    for owner in range(setup.cluster_size):
+      plgpu.copy_gmem_to_smem(
+        self.exchange_gmem.at[block, slot, owner], self.buffer.at[slot, owner], self.copies.at[owner]
+      )
+    for owner in range(setup.cluster_size):
+      plgpu.barrier_wait(self.copies.at[owner])
+
+  def gather(self, index, h, block, cta):
+    """`send` then `receive`."""
+    self.send(index, h, cta)
+    self.receive(index, block, cta)
+
+  def finish(self):
+    """Before the CTA exits: a cluster barrier, so that no CTA leaves while a remote store it issued, or
+    one into its shared memory, may be in flight (as `mosaic_gpu._Exchange.finish`)."""
+    if self.setup.exchange == "dsmem":
+      plgpu.barrier_arrive(self.cluster_barrier)
+      plgpu.barrier_wait(self.cluster_barrier)
 
 
 def _gate_products(setup: _Setup, buffer, weights_smem, z_smem):
@@ -172,7 +191,7 @@ def _gate_products(setup: _Setup, buffer, weights_smem, z_smem):
     for piece, weight_piece in _products(setup.pieces):
       for sender in range(n):
         plgpu.wgmma(
-          accumulator, weights_smem.at[weight_piece * n + sender], buffer.at[piece, sender].transpose((1, 0))
+          accumulator, weights_smem.at[weight_piece * n + sender], buffer.at[sender, piece].transpose((1, 0))
         )
     plgpu.wgmma_wait(0)
     return accumulator[...]
@@ -252,6 +271,12 @@ def _forward_kernel(xw_gmem, mask_gmem, state_gmem, weights_gmem, *refs, setup, 
     i, f, g, o = sigmoid(z[0]), sigmoid(z[1]), tanh(z[2]), sigmoid(z[3])
     c_new = jnp.where(keep, f * c + i * g, c)
     h_new = jnp.where(keep, o * tanh(c_new), h)
+
+    # The next step's send first, then this step's plane stores while it travels, then its wait.
+    @pl.when(index + 1 < steps)
+    def _send():
+      exchange.send(index + 1, h_new * recurrent_mask, cta)
+
     for name, value in (("h", h_new), ("c", c_new)):
       if name in arrays:
         window.store(arrays[name], value, t + 1)
@@ -260,14 +285,15 @@ def _forward_kernel(xw_gmem, mask_gmem, state_gmem, weights_gmem, *refs, setup, 
         window.store(arrays["gates"], value, t, gate)
 
     @pl.when(index + 1 < steps)
-    def _send():
-      exchange.gather(index + 1, h_new * recurrent_mask, block, cta)
+    def _receive():
+      exchange.receive(index + 1, block, cta)
 
     return h_new, c_new
 
   h, c = mosaic_gpu._time_loop(steps, load, body, (h0, c0), reverse=False)
   window.store(final_gmem.at[0], h)
   window.store(final_gmem.at[1], c)
+  exchange.finish()
 
 
 def _weights(recurrent_kernel, setup: _Setup):
@@ -348,7 +374,7 @@ def make_lstm(
         f"the batch-split kernels with matmul_precision {matmul_precision!r} and cluster_size {size} exceed "
         f"{SMEM_BUDGET_BYTES // 1024} KiB of shared memory a CTA"
       )
-    mode = "local" if size == 1 else exchange or ("gmem" if run_interpreted else "dsmem")
+    mode = mosaic_gpu.exchange_mode(size, exchange, run_interpreted)
     return _Setup(cluster_size=size, pieces=pieces, exchange=mode, interpret=run_interpreted)
 
   def prepare(params, xs, h0, c0, step_mask, input_dropout_mask, recurrent_dropout_mask):
