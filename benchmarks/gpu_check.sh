@@ -17,13 +17,13 @@
 #   pingpong   a ring over an 8-CTA cluster (TMA, mbarriers, wgmma, remote stores, cluster barriers),
 #              checked exactly; if it does not pass, every later mosaic step is skipped with that reason
 #   exchange   seqclf.benchmarks.mosaic_exchange: the N = 8 all-gather alone, us/step per call pattern
-#              beside the cost model's exchange term
-#   mosaic     seqclf.benchmarks.mosaic_sweep at N = 8 float32 (ptxas report and SASS kept in
-#              OUTPUT_DIR/mosaic_dump)
+#              beside the cost model's range for the exchange term
+#   mosaic     seqclf.benchmarks.mosaic_sweep at N = 8 float32 with the batch-split forward, the engine's
+#              default (ptxas report and SASS kept in OUTPUT_DIR/mosaic_dump)
 #   article    one epoch of lstm and cnn_lstm, device-resident (the epoch's batches on the device, no host
 #              round trip per step): mosaic, then cudnn beside PyTorch
-#   then, while the budget lasts: N = 8 bfloat16, the mosaic and pallas engines' equality tests on the
-#   GPU itself, the other mosaic configurations, the engine sweep (one shape per process), the article
+#   then, while the budget lasts: N = 8 float32 with the "units" forward, the mosaic and pallas engines'
+#   equality tests on the GPU itself, the other mosaic configurations (both layouts at N = 8), the engine sweep (one shape per process), the article
 #   epoch for pallas and fused and with host-fed batches, the api tests.
 #
 # Isolation: every step, configuration and shape is its own process under its own limit (`timeout -s INT
