@@ -85,7 +85,7 @@ def steps(platform: str, mosaic: bool, imdb: bool) -> list[Step]:
   plan += [_mosaic(config, 40) for config in configs[1:2]]
   if gpu:
     if mosaic:
-      plan.append(Step("tests mosaic", 90, "tests tests/test_mosaic_gpu.py"))
+      plan.append(Step("tests mosaic", 120, "tests tests/test_mosaic_gpu.py tests/test_mosaic_split.py"))
     plan.append(Step("tests pallas", 60, "tests tests/test_pallas_gpu.py"))
   plan += [_mosaic(config, 40) for config in configs[2:]]
   for shape in GPU_SHAPES if gpu else CPU_SHAPES:
