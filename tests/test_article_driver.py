@@ -471,3 +471,24 @@ def test_a_full_workdir_disk_is_one_line(tiny_aclimdb, tmp_path):
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
   assert lines[0].startswith(f"error: cannot write {disk / 'work'} (No space left on device)")
+
+
+def test_a_rerun_on_changed_data_at_the_same_path_is_refused_before_writing(
+  tiny_args, tiny_aclimdb, tmp_path
+):
+  """Runs on the old and the new contents of one aclImdb directory were averaged into one row."""
+  workdir = tmp_path / "work"
+  common = [*tiny_args, "--variants=lstm", "--engine=scan", "--epochs=1", f"--workdir={workdir}"]
+  first = run_article(*common, "--seeds=0")
+  assert first.returncode == 0, first.stderr
+  written = {name: (workdir / name).read_bytes() for name in ("results.json", "results.md", "vocab.json")}
+  for review in sorted((tiny_aclimdb / "aclImdb" / "train" / "pos").glob("*.txt")):
+    review.write_text("awful awful")
+  changed = run_article(*common, "--seeds=0,1")
+  lines = changed.stderr.strip().splitlines()
+  assert changed.returncode == 2 and len(lines) == 1, changed.stderr
+  assert lines[0].startswith("error: ") and "trained on other data: the encoded data" in lines[0]
+  assert "--restart" in lines[0]
+  assert {name: (workdir / name).read_bytes() for name in written} == written
+  assert not (workdir / "logs" / "lstm-scan-seed1").exists()
+  assert run_article(*common, "--seeds=0,1", "--restart").returncode == 0

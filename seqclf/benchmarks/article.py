@@ -16,8 +16,9 @@ table) and ``WORKDIR/vocab.json``; both result files are rewritten after every f
 
 Run again with the same flags on the same ``--workdir`` (after a kill, say), it keeps the runs already in
 ``results.json`` and trains only the others, provided that file was written with the same config (the
-run list aside: variants, seeds and engines may grow), data flags and code version (git commit and
-dirty state); otherwise it refuses. ``--restart`` starts over and replaces them.
+run list aside: variants, seeds and engines may grow), data (the flags and a digest of the encoded
+reviews and vocabulary, so a changed aclImdb at the same path is other data) and code version (git commit
+and dirty state); otherwise it refuses before writing anything. ``--restart`` starts over and replaces them.
 """
 
 import os
@@ -38,10 +39,12 @@ from seqclf import (
   presets,
   profiling,
   results,
+  run_identity,
   train,
 )
 from seqclf.benchmarks import article_report, faults, peers
-from seqclf.errors import ConfigError, StorageError, UsageError
+from seqclf.data import imdb
+from seqclf.errors import ConfigError, DataError, StorageError, UsageError
 
 DEFAULT_BUCKETS = 6
 
@@ -136,6 +139,8 @@ def earlier_runs(path: str, meta: dict, restart: bool) -> list[dict]:
   Raises:
     ConfigError: they were trained with another setup (`_setup`): mixing them would make a table of
       incomparable rows.
+    DataError: they were trained on other data (``meta["data"]``, a `run_identity.data_identity`); runs
+      written before the data was recorded are taken as they are.
   """
   if restart or not os.path.exists(path):
     return []
@@ -154,6 +159,13 @@ def earlier_runs(path: str, meta: dict, restart: bool) -> list[dict]:
         f"{path} holds runs trained with {what} ({'; '.join(changed)}); pass --restart to replace them, "
         "or another --workdir"
       )
+  saved_data = earlier["meta"].get("data")
+  changed = saved_data and run_identity.data_changes(saved_data, meta["data"], imdb.LABELS, imdb.LABELS)
+  if changed:
+    raise DataError(
+      f"{path} holds runs trained on other data: {changed}; pass --restart to replace them, or another "
+      "--workdir to keep them"
+    )
   return list(earlier["runs"])
 
 
@@ -273,8 +285,6 @@ def sweep(argv):
     os.remove(os.path.join(workdir, ".write_check"))
 
   data = imdb_flags.load(config)
-  if writer:
-    data.vocab.save(os.path.join(workdir, "vocab.json"))
   meta = results.collect_meta(
     config,
     flags={
@@ -284,8 +294,15 @@ def sweep(argv):
       "preset": preset,
     },
   )
+  meta["data"] = run_identity.data_identity(
+    run_identity.imdb_source(imdb_flags.IMDB.value),
+    (data.x_train, data.y_train, data.x_test, data.y_test),
+    data.vocab,
+  )
   results_path = os.path.join(workdir, "results.json")
   runs = earlier_runs(results_path, meta, _RESTART.value)
+  if writer:  # after the earlier runs are accepted: a refused resume leaves their vocabulary
+    data.vocab.save(os.path.join(workdir, "vocab.json"))
   if runs and jax.process_count() > 1:
     raise ConfigError(
       f"{results_path} holds earlier runs and this invocation runs {jax.process_count()} processes, which "
