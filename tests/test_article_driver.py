@@ -492,3 +492,16 @@ def test_a_rerun_on_changed_data_at_the_same_path_is_refused_before_writing(
   assert {name: (workdir / name).read_bytes() for name in written} == written
   assert not (workdir / "logs" / "lstm-scan-seed1").exists()
   assert run_article(*common, "--seeds=0,1", "--restart").returncode == 0
+
+
+def test_a_second_process_on_the_same_workdir_is_refused(tiny_args, tmp_path):
+  """Two invocations on one workdir both trained every run, and the last results.json won."""
+  from seqclf import checkpoint
+
+  workdir = tmp_path / "work"
+  with checkpoint.RunLock(str(workdir)):  # as a first invocation still training holds it
+    second = run_article(*tiny_args, "--variants=lstm", "--epochs=1", f"--workdir={workdir}")
+  lines = second.stderr.strip().splitlines()
+  assert second.returncode == 2 and len(lines) == 1, second.stderr
+  assert lines[0].startswith(f"error: {workdir} is in use by process {os.getpid()}")
+  assert sorted(os.listdir(workdir)) == [".lock"]

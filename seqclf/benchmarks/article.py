@@ -19,8 +19,10 @@ Run again with the same flags on the same ``--workdir`` (after a kill, say), it 
 run list aside: variants, seeds and engines may grow), data (the flags and a digest of the encoded
 reviews and vocabulary, so a changed aclImdb at the same path is other data) and code version (git commit
 and dirty state); otherwise it refuses before writing anything. ``--restart`` starts over and replaces them.
+One process at a time trains in a workdir (it holds ``WORKDIR/.lock``); a second is refused.
 """
 
+import contextlib
 import os
 import time
 
@@ -280,6 +282,14 @@ def sweep(argv):
     models.check_input_length(create_model(variant, engines[variant][0], config), config.maxlen)
   workdir = _WORKDIR.value
   writer = jax.process_index() == 0  # every process trains; one writes
+  # One process per workdir: a second would train every run again and overwrite the first's results.
+  with checkpoint.RunLock(workdir) if writer else contextlib.nullcontext():
+    train_sweep(workdir, writer, config, variants, seeds, engines, peer_names, skipped, preset)
+
+
+def train_sweep(workdir, writer, config, variants, seeds, engines, peer_names, skipped, preset):
+  """Trains the sweep's runs the workdir's results.json does not hold yet; ``writer``: this process
+  writes the workdir (and holds its lock)."""
   if writer:
     results.write_text_atomic(os.path.join(workdir, ".write_check"), "")  # fail now, not after training
     os.remove(os.path.join(workdir, ".write_check"))
@@ -301,13 +311,13 @@ def sweep(argv):
   )
   results_path = os.path.join(workdir, "results.json")
   runs = earlier_runs(results_path, meta, _RESTART.value)
-  if writer:  # after the earlier runs are accepted: a refused resume leaves their vocabulary
-    data.vocab.save(os.path.join(workdir, "vocab.json"))
   if runs and jax.process_count() > 1:
     raise ConfigError(
       f"{results_path} holds earlier runs and this invocation runs {jax.process_count()} processes, which "
       "would have to agree on what to skip; pass --restart or another --workdir"
     )
+  if writer:  # after the earlier runs are accepted: a refused resume leaves their vocabulary
+    data.vocab.save(os.path.join(workdir, "vocab.json"))
   done = {(run["variant"], run["engine"], run["seed"]) for run in runs}
   trained = {v: [*([] if _PEERS_ONLY.value else engines[v]), *peer_names] for v in variants}
   left_out = {(pair["variant"], pair["engine"]) for pair in skipped}
