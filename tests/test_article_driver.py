@@ -162,6 +162,8 @@ BAD_INPUTS = [
   ("zero epochs", ["--epochs=0"], "epochs"),
   ("zero top_words", ["--config.top_words=0"], "top_words"),
   ("bad seeds", ["--seeds=1,x"], "--seeds"),
+  ("a seed twice", ["--seeds=0,1,0"], "--seeds names 0 more than once"),
+  ("a variant twice", ["--variants=lstm,cnn_lstm,lstm"], "--variants names lstm more than once"),
   ("unknown config key", ["--config.no_such_key=1"], "no_such_key"),
   ("maxlen shorter than the pooling needs", ["--variants=cnn_lstm", "--config.maxlen=1"], "max-pooling"),
   (

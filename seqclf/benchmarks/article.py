@@ -58,11 +58,11 @@ _VARIANTS = flags.DEFINE_string(
   "variants",
   None,
   f"Shortcut for --config.variants: {' or '.join(repr(g) for g in models.VARIANT_GROUPS)} (the article's "
-  f"four LSTM variants; every variant), or a comma-separated list of {', '.join(models.VARIANTS)}.",
+  f"four LSTM variants; every variant), or a comma-separated list of {', '.join(models.VARIANTS)}, each once.",
 )
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Shortcut for --config.epochs: epochs per run.")
 _SEEDS = flags.DEFINE_string(
-  "seeds", None, "Shortcut for --config.seeds: comma-separated seeds (default 0,1,2)."
+  "seeds", None, "Shortcut for --config.seeds: comma-separated seeds, each once (default 0,1,2)."
 )
 _ENGINE = flags.DEFINE_list(
   "engine",
@@ -119,7 +119,22 @@ def parse_seeds(spec: str) -> list[int]:
     raise ConfigError("--seeds is empty; pass e.g. --seeds=0 or --seeds=1,2")
   for seed in seeds:
     train.check_seed(seed, "--seeds")
+  refuse_duplicates(seeds, "--seeds")
   return seeds
+
+
+def refuse_duplicates(values: list, flag: str) -> None:
+  """A run named twice would train twice and count as two samples of the spread over seeds.
+
+  Raises:
+    ConfigError: Naming the values given more than once.
+  """
+  repeated = sorted({str(value) for value in values if values.count(value) > 1})
+  if repeated:
+    raise ConfigError(
+      f"{flag} names {', '.join(repeated)} more than once; name each once (a run trained twice would count "
+      "as two samples)"
+    )
 
 
 # Config fields that list the runs rather than set them up: an invocation may add variants, seeds or
@@ -259,6 +274,7 @@ def sweep(argv):
   if _BUCKETING.value and not config.num_buckets:
     config.num_buckets = DEFAULT_BUCKETS
   variants = models.parse_variants(config.variants)
+  refuse_duplicates(variants, "--variants")
   train.validate(config)  # each variant's cell: a GRU variant's engines are the GRU's, named as such
   seeds = parse_seeds(config.seeds)
   # Resolved for the model's gates: "auto" names the engine that trains them (the table's label).
