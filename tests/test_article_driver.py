@@ -1,11 +1,15 @@
 """`seqclf/benchmarks/article.py` end to end on the tiny config, and its answers to bad input."""
 
+import collections
 import json
 import os
 import shutil
+import signal
+import textwrap
 
 import pytest
 
+from seqclf import metric_writers
 from seqclf.benchmarks import article_report
 from seqclf.rnn import engines
 from tests import drivers
@@ -507,3 +511,42 @@ def test_a_second_process_on_the_same_workdir_is_refused(tiny_args, tmp_path):
   assert second.returncode == 2 and len(lines) == 1, second.stderr
   assert lines[0].startswith(f"error: {workdir} is in use by process {os.getpid()}")
   assert sorted(os.listdir(workdir)) == [".lock"]
+
+
+# Runs the article driver and, right after epoch 1 of a run is logged, sends itself a signal.
+SIGNAL_AFTER_EPOCH_1 = textwrap.dedent(
+  """
+  import os, signal, sys
+  from seqclf import metric_writers
+  from seqclf.benchmarks import article
+  write, signal_number = metric_writers.MultiWriter.write_scalars, getattr(signal, sys.argv.pop(1))
+  def write_then_signal(self, step, scalars):
+    write(self, step, scalars)
+    if step == 1:
+      os.kill(os.getpid(), signal_number)
+  metric_writers.MultiWriter.write_scalars = write_then_signal
+  sys.argv = ["seqclf.benchmarks.article", *sys.argv[1:]]
+  article.run()
+  """
+)
+
+
+def test_a_run_killed_and_resumed_logs_every_epoch_once(tiny_args, tmp_path):
+  """A run killed after logging epoch 1 trained again from epoch 1 and appended to its log: [1, 1, 2]."""
+  workdir = tmp_path / "work"
+  args = [*tiny_args, "--variants=lstm", "--engine=scan", "--seeds=0", "--epochs=2", f"--workdir={workdir}"]
+  killed = drivers.run("seqclf.benchmarks.article", "SIGKILL", *args, code=SIGNAL_AFTER_EPOCH_1)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr
+  resumed = run_article(*args)
+  assert resumed.returncode == 0, resumed.stderr
+  logdir = workdir / "logs" / "lstm-scan-seed0"
+  steps = [json.loads(line)["step"] for line in (logdir / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [1, 2]
+  if metric_writers.tensorboard_available():
+    events = metric_writers.read_events(str(logdir))
+    pairs = collections.Counter(
+      (e.step, v.tag) for e in events for v in e.summary.value if v.WhichOneof("value") == "simple_value"
+    )
+    assert sorted({step for step, _ in pairs}) == [1, 2] and set(pairs.values()) == {1}
+  (run,) = json.loads((workdir / "results.json").read_text())["runs"]
+  assert [epoch["epoch"] for epoch in run["epochs"]] == [1, 2]

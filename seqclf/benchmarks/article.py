@@ -24,6 +24,7 @@ One process at a time trains in a workdir (it holds ``WORKDIR/.lock``); a second
 
 import contextlib
 import os
+import shutil
 import time
 
 import jax
@@ -196,9 +197,13 @@ def train_one(
   """Trains one (variant, engine, seed) run, printing each epoch and logging its metrics."""
   writer = None
   if workdir:
-    writer = metric_writers.create_default_writer(
-      os.path.join(workdir, "logs", f"{variant}-{engine}-seed{seed}"), tensorboard=_TENSORBOARD.value
-    )
+    logdir = os.path.join(workdir, "logs", f"{variant}-{engine}-seed{seed}")
+    # A run trains from its first epoch (none is checkpointed), so what its log directory holds is an
+    # earlier start's: one stopped before results.json had the run, or one --restart replaces. Kept,
+    # those epochs would be reported twice.
+    if os.path.exists(logdir):
+      shutil.rmtree(logdir)
+    writer = metric_writers.create_default_writer(logdir, tensorboard=_TENSORBOARD.value)
     writer.write_hparams({"variant": variant, "engine": engine, "seed": seed, **config.to_dict()})
 
   def report(m):
