@@ -515,16 +515,18 @@ def test_a_second_process_on_the_same_workdir_is_refused(tiny_args, tmp_path):
   assert sorted(os.listdir(workdir)) == [".lock"]
 
 
-# Runs the article driver and, right after epoch 1 of a run is logged, sends itself a signal.
+# Runs the article driver and, right after epoch 1 of its Nth run is logged, sends itself a signal.
 SIGNAL_AFTER_EPOCH_1 = textwrap.dedent(
   """
   import os, signal, sys
   from seqclf import metric_writers
   from seqclf.benchmarks import article
   write, signal_number = metric_writers.MultiWriter.write_scalars, getattr(signal, sys.argv.pop(1))
+  run_number, started = int(sys.argv.pop(1)), []
   def write_then_signal(self, step, scalars):
     write(self, step, scalars)
-    if step == 1:
+    started.extend([step] if step == 1 else [])
+    if step == 1 and len(started) == run_number:
       os.kill(os.getpid(), signal_number)
   metric_writers.MultiWriter.write_scalars = write_then_signal
   sys.argv = ["seqclf.benchmarks.article", *sys.argv[1:]]
@@ -537,7 +539,7 @@ def test_a_run_killed_and_resumed_logs_every_epoch_once(tiny_args, tmp_path):
   """A run killed after logging epoch 1 trained again from epoch 1 and appended to its log: [1, 1, 2]."""
   workdir = tmp_path / "work"
   args = [*tiny_args, "--variants=lstm", "--engine=scan", "--seeds=0", "--epochs=2", f"--workdir={workdir}"]
-  killed = drivers.run("seqclf.benchmarks.article", "SIGKILL", *args, code=SIGNAL_AFTER_EPOCH_1)
+  killed = drivers.run("seqclf.benchmarks.article", "SIGKILL", "1", *args, code=SIGNAL_AFTER_EPOCH_1)
   assert killed.returncode == -signal.SIGKILL, killed.stderr
   resumed = run_article(*args)
   assert resumed.returncode == 0, resumed.stderr
@@ -552,3 +554,16 @@ def test_a_run_killed_and_resumed_logs_every_epoch_once(tiny_args, tmp_path):
     assert sorted({step for step, _ in pairs}) == [1, 2] and set(pairs.values()) == {1}
   (run,) = json.loads((workdir / "results.json").read_text())["runs"]
   assert [epoch["epoch"] for epoch in run["epochs"]] == [1, 2]
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_go_on(tiny_args, tmp_path):
+  """Ctrl-C printed "interrupted: " and nothing after it."""
+  workdir = tmp_path / "work"
+  args = [*tiny_args, "--variants=lstm", "--engine=scan", "--seeds=0,1", "--epochs=1", f"--workdir={workdir}"]
+  stopped = drivers.run("seqclf.benchmarks.article", "SIGINT", "2", *args, code=SIGNAL_AFTER_EPOCH_1)
+  assert stopped.returncode == 130, stopped.stderr
+  assert stopped.stderr.strip().splitlines() == [
+    f"interrupted: stopped by the user; the finished runs are in {workdir / 'results.json'}: run the same "
+    "command again to train the others"
+  ]
+  assert [run["seed"] for run in json.loads((workdir / "results.json").read_text())["runs"]] == [0]

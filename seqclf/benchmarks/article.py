@@ -47,7 +47,7 @@ from seqclf import (
 )
 from seqclf.benchmarks import article_report, faults, peers
 from seqclf.data import imdb
-from seqclf.errors import ConfigError, DataError, StorageError, UsageError
+from seqclf.errors import ConfigError, DataError, Interrupted, StorageError, UsageError
 
 DEFAULT_BUCKETS = 6
 
@@ -254,6 +254,12 @@ def plan(engines: dict[str, list[str]], config) -> list[dict]:
 def main(argv):
   try:
     sweep(argv)
+  except KeyboardInterrupt:
+    path = os.path.join(_WORKDIR.value, "results.json")
+    kept = f"the finished runs are in {path}" if os.path.exists(path) else "no run finished"
+    raise Interrupted(
+      f"stopped by the user; {kept}: run the same command again to train the others"
+    ) from None
   except UsageError:
     raise
   except Exception as error:  # a write of the workdir failed: a vocabulary, a log, a results file
