@@ -567,3 +567,7 @@ def test_ctrl_c_says_what_is_kept_and_how_to_go_on(tiny_args, tmp_path):
     "command again to train the others"
   ]
   assert [run["seed"] for run in json.loads((workdir / "results.json").read_text())["runs"]] == [0]
+  restarted = drivers.run(
+    "seqclf.benchmarks.article", "SIGINT", "2", *args, "--restart", code=SIGNAL_AFTER_EPOCH_1
+  )
+  assert restarted.returncode == 130 and "again without --restart to train" in restarted.stderr

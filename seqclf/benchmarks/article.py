@@ -257,9 +257,9 @@ def main(argv):
   except KeyboardInterrupt:
     path = os.path.join(_WORKDIR.value, "results.json")
     kept = f"the finished runs are in {path}" if os.path.exists(path) else "no run finished"
-    raise Interrupted(
-      f"stopped by the user; {kept}: run the same command again to train the others"
-    ) from None
+    # Again with --restart would replace the runs this invocation finished.
+    again = "the same command again without --restart" if _RESTART.value else "the same command again"
+    raise Interrupted(f"stopped by the user; {kept}: run {again} to train the others") from None
   except UsageError:
     raise
   except Exception as error:  # a write of the workdir failed: a vocabulary, a log, a results file
