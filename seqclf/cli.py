@@ -182,7 +182,8 @@ def usage_errors_exit_2(main):
       if flags.FLAGS.verbose:
         raise
       newline = "\n" if sys.stderr.isatty() else ""  # off the progress line a terminal may be showing
-      print(f"{newline}interrupted: {e or 'stopped by the user'}", file=sys.stderr)
+      # str(): an exception is true even when its text is empty, as a bare KeyboardInterrupt's is.
+      print(f"{newline}interrupted: {str(e) or 'stopped by the user'}", file=sys.stderr)
       sys.exit(130)
 
   return wrapped

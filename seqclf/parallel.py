@@ -20,11 +20,21 @@ BATCH_AXIS = "batch"
 
 
 def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int) -> None:
-  """Joins a multi-process JAX job (a no-op for a single process)."""
-  if num_processes <= 1:
-    return
+  """Joins a multi-process JAX job (a no-op for a single process).
+
+  Raises:
+    ConfigError: A process count under 1, a process index outside it (a single process too: its flags
+      would say it is one of a job it is not), or several processes without a coordinator.
+  """
+  if num_processes < 1:
+    raise ConfigError(f"--num_processes must be at least 1 (1: this process alone), got {num_processes}")
   if not 0 <= process_id < num_processes:
-    raise ConfigError(f"--process_id must be in [0, {num_processes}), got {process_id}")
+    raise ConfigError(
+      f"--process_id must be in [0, {num_processes}) for --num_processes={num_processes}, got "
+      f"{process_id}; give each process its own index from 0"
+    )
+  if num_processes == 1:
+    return
   if not coordinator_address:
     raise ConfigError("--coordinator_address (host:port of process 0) is needed with --num_processes > 1")
   jax.distributed.initialize(

@@ -1,11 +1,15 @@
 """`seqclf/benchmarks/article.py` end to end on the tiny config, and its answers to bad input."""
 
+import collections
 import json
 import os
 import shutil
+import signal
+import textwrap
 
 import pytest
 
+from seqclf import metric_writers
 from seqclf.benchmarks import article_report
 from seqclf.rnn import engines
 from tests import drivers
@@ -162,6 +166,10 @@ BAD_INPUTS = [
   ("zero epochs", ["--epochs=0"], "epochs"),
   ("zero top_words", ["--config.top_words=0"], "top_words"),
   ("bad seeds", ["--seeds=1,x"], "--seeds"),
+  ("no processes", ["--num_processes=0"], "--num_processes must be at least 1"),
+  ("a process index outside the job", ["--process_id=5"], "--process_id must be in [0, 1)"),
+  ("a seed twice", ["--seeds=0,1,0"], "--seeds names 0 more than once"),
+  ("a variant twice", ["--variants=lstm,cnn_lstm,lstm"], "--variants names lstm more than once"),
   ("unknown config key", ["--config.no_such_key=1"], "no_such_key"),
   ("maxlen shorter than the pooling needs", ["--variants=cnn_lstm", "--config.maxlen=1"], "max-pooling"),
   (
@@ -471,3 +479,95 @@ def test_a_full_workdir_disk_is_one_line(tiny_aclimdb, tmp_path):
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
   assert lines[0].startswith(f"error: cannot write {disk / 'work'} (No space left on device)")
+
+
+def test_a_rerun_on_changed_data_at_the_same_path_is_refused_before_writing(
+  tiny_args, tiny_aclimdb, tmp_path
+):
+  """Runs on the old and the new contents of one aclImdb directory were averaged into one row."""
+  workdir = tmp_path / "work"
+  common = [*tiny_args, "--variants=lstm", "--engine=scan", "--epochs=1", f"--workdir={workdir}"]
+  first = run_article(*common, "--seeds=0")
+  assert first.returncode == 0, first.stderr
+  written = {name: (workdir / name).read_bytes() for name in ("results.json", "results.md", "vocab.json")}
+  for review in sorted((tiny_aclimdb / "aclImdb" / "train" / "pos").glob("*.txt")):
+    review.write_text("awful awful")
+  changed = run_article(*common, "--seeds=0,1")
+  lines = changed.stderr.strip().splitlines()
+  assert changed.returncode == 2 and len(lines) == 1, changed.stderr
+  assert lines[0].startswith("error: ") and "trained on other data: the encoded data" in lines[0]
+  assert "--restart" in lines[0]
+  assert {name: (workdir / name).read_bytes() for name in written} == written
+  assert not (workdir / "logs" / "lstm-scan-seed1").exists()
+  assert run_article(*common, "--seeds=0,1", "--restart").returncode == 0
+
+
+def test_a_second_process_on_the_same_workdir_is_refused(tiny_args, tmp_path):
+  """Two invocations on one workdir both trained every run, and the last results.json won."""
+  from seqclf import checkpoint
+
+  workdir = tmp_path / "work"
+  with checkpoint.RunLock(str(workdir)):  # as a first invocation still training holds it
+    second = run_article(*tiny_args, "--variants=lstm", "--epochs=1", f"--workdir={workdir}")
+  lines = second.stderr.strip().splitlines()
+  assert second.returncode == 2 and len(lines) == 1, second.stderr
+  assert lines[0].startswith(f"error: {workdir} is in use by process {os.getpid()}")
+  assert sorted(os.listdir(workdir)) == [".lock"]
+
+
+# Runs the article driver and, right after epoch 1 of its Nth run is logged, sends itself a signal.
+SIGNAL_AFTER_EPOCH_1 = textwrap.dedent(
+  """
+  import os, signal, sys
+  from seqclf import metric_writers
+  from seqclf.benchmarks import article
+  write, signal_number = metric_writers.MultiWriter.write_scalars, getattr(signal, sys.argv.pop(1))
+  run_number, started = int(sys.argv.pop(1)), []
+  def write_then_signal(self, step, scalars):
+    write(self, step, scalars)
+    started.extend([step] if step == 1 else [])
+    if step == 1 and len(started) == run_number:
+      os.kill(os.getpid(), signal_number)
+  metric_writers.MultiWriter.write_scalars = write_then_signal
+  sys.argv = ["seqclf.benchmarks.article", *sys.argv[1:]]
+  article.run()
+  """
+)
+
+
+def test_a_run_killed_and_resumed_logs_every_epoch_once(tiny_args, tmp_path):
+  """A run killed after logging epoch 1 trained again from epoch 1 and appended to its log: [1, 1, 2]."""
+  workdir = tmp_path / "work"
+  args = [*tiny_args, "--variants=lstm", "--engine=scan", "--seeds=0", "--epochs=2", f"--workdir={workdir}"]
+  killed = drivers.run("seqclf.benchmarks.article", "SIGKILL", "1", *args, code=SIGNAL_AFTER_EPOCH_1)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr
+  resumed = run_article(*args)
+  assert resumed.returncode == 0, resumed.stderr
+  logdir = workdir / "logs" / "lstm-scan-seed0"
+  steps = [json.loads(line)["step"] for line in (logdir / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [1, 2]
+  if metric_writers.tensorboard_available():
+    events = metric_writers.read_events(str(logdir))
+    pairs = collections.Counter(
+      (e.step, v.tag) for e in events for v in e.summary.value if v.WhichOneof("value") == "simple_value"
+    )
+    assert sorted({step for step, _ in pairs}) == [1, 2] and set(pairs.values()) == {1}
+  (run,) = json.loads((workdir / "results.json").read_text())["runs"]
+  assert [epoch["epoch"] for epoch in run["epochs"]] == [1, 2]
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_go_on(tiny_args, tmp_path):
+  """Ctrl-C printed "interrupted: " and nothing after it."""
+  workdir = tmp_path / "work"
+  args = [*tiny_args, "--variants=lstm", "--engine=scan", "--seeds=0,1", "--epochs=1", f"--workdir={workdir}"]
+  stopped = drivers.run("seqclf.benchmarks.article", "SIGINT", "2", *args, code=SIGNAL_AFTER_EPOCH_1)
+  assert stopped.returncode == 130, stopped.stderr
+  assert stopped.stderr.strip().splitlines() == [
+    f"interrupted: stopped by the user; the finished runs are in {workdir / 'results.json'}: run the same "
+    "command again to train the others"
+  ]
+  assert [run["seed"] for run in json.loads((workdir / "results.json").read_text())["runs"]] == [0]
+  restarted = drivers.run(
+    "seqclf.benchmarks.article", "SIGINT", "2", *args, "--restart", code=SIGNAL_AFTER_EPOCH_1
+  )
+  assert restarted.returncode == 130 and "again without --restart to train" in restarted.stderr

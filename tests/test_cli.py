@@ -5,6 +5,8 @@ themselves; each case here once ended in a traceback (exit 1), a multi-line mess
 ignored the value.
 """
 
+import types
+
 import pytest
 from absl import flags
 
@@ -155,3 +157,17 @@ def test_positive_int_lists_parse_to_ints():
   for bad in ("--sizes=", "--sizes=0", "--sizes=-3,4", "--sizes=1.5"):
     with pytest.raises(flags.IllegalFlagValueError, match="positive integers"):
       values(["prog", bad])
+
+
+def test_a_bare_ctrl_c_still_gives_a_reason(capsys, monkeypatch):
+  """A KeyboardInterrupt has no text: the line read "interrupted: " and stopped there."""
+  monkeypatch.setattr(cli, "_check_configs", lambda: None)  # no driver's flags are parsed here
+  monkeypatch.setattr(cli.flags, "FLAGS", types.SimpleNamespace(verbose=False))
+
+  def stopped(argv):
+    raise KeyboardInterrupt
+
+  with pytest.raises(SystemExit) as exit_info:
+    cli.usage_errors_exit_2(stopped)(["driver"])
+  assert exit_info.value.code == 130
+  assert capsys.readouterr().err == "interrupted: stopped by the user\n"

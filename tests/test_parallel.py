@@ -91,4 +91,8 @@ def test_distributed_flags_are_checked():
     parallel.initialize_distributed("127.0.0.1:1", 2, 5)
   with pytest.raises(ConfigError, match="coordinator"):
     parallel.initialize_distributed("", 2, 0)
+  with pytest.raises(ConfigError, match="--num_processes must be at least 1"):
+    parallel.initialize_distributed("", 0, 0)
+  with pytest.raises(ConfigError, match=r"--process_id must be in \[0, 1\)"):
+    parallel.initialize_distributed("", 1, 5)
   parallel.initialize_distributed("", 1, 0)  # a single process needs nothing

@@ -16,11 +16,15 @@ table) and ``WORKDIR/vocab.json``; both result files are rewritten after every f
 
 Run again with the same flags on the same ``--workdir`` (after a kill, say), it keeps the runs already in
 ``results.json`` and trains only the others, provided that file was written with the same config (the
-run list aside: variants, seeds and engines may grow), data flags and code version (git commit and
-dirty state); otherwise it refuses. ``--restart`` starts over and replaces them.
+run list aside: variants, seeds and engines may grow), data (the flags and a digest of the encoded
+reviews and vocabulary, so a changed aclImdb at the same path is other data) and code version (git commit
+and dirty state); otherwise it refuses before writing anything. ``--restart`` starts over and replaces them.
+One process at a time trains in a workdir (it holds ``WORKDIR/.lock``); a second is refused.
 """
 
+import contextlib
 import os
+import shutil
 import time
 
 import jax
@@ -38,10 +42,12 @@ from seqclf import (
   presets,
   profiling,
   results,
+  run_identity,
   train,
 )
 from seqclf.benchmarks import article_report, faults, peers
-from seqclf.errors import ConfigError, StorageError, UsageError
+from seqclf.data import imdb
+from seqclf.errors import ConfigError, DataError, Interrupted, StorageError, UsageError
 
 DEFAULT_BUCKETS = 6
 
@@ -53,11 +59,11 @@ _VARIANTS = flags.DEFINE_string(
   "variants",
   None,
   f"Shortcut for --config.variants: {' or '.join(repr(g) for g in models.VARIANT_GROUPS)} (the article's "
-  f"four LSTM variants; every variant), or a comma-separated list of {', '.join(models.VARIANTS)}.",
+  f"four LSTM variants; every variant), or a comma-separated list of {', '.join(models.VARIANTS)}, each once.",
 )
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Shortcut for --config.epochs: epochs per run.")
 _SEEDS = flags.DEFINE_string(
-  "seeds", None, "Shortcut for --config.seeds: comma-separated seeds (default 0,1,2)."
+  "seeds", None, "Shortcut for --config.seeds: comma-separated seeds, each once (default 0,1,2)."
 )
 _ENGINE = flags.DEFINE_list(
   "engine",
@@ -114,7 +120,22 @@ def parse_seeds(spec: str) -> list[int]:
     raise ConfigError("--seeds is empty; pass e.g. --seeds=0 or --seeds=1,2")
   for seed in seeds:
     train.check_seed(seed, "--seeds")
+  refuse_duplicates(seeds, "--seeds")
   return seeds
+
+
+def refuse_duplicates(values: list, flag: str) -> None:
+  """A run named twice would train twice and count as two samples of the spread over seeds.
+
+  Raises:
+    ConfigError: Naming the values given more than once.
+  """
+  repeated = sorted({str(value) for value in values if values.count(value) > 1})
+  if repeated:
+    raise ConfigError(
+      f"{flag} names {', '.join(repeated)} more than once; name each once (a run trained twice would count "
+      "as two samples)"
+    )
 
 
 # Config fields that list the runs rather than set them up: an invocation may add variants, seeds or
@@ -136,6 +157,8 @@ def earlier_runs(path: str, meta: dict, restart: bool) -> list[dict]:
   Raises:
     ConfigError: they were trained with another setup (`_setup`): mixing them would make a table of
       incomparable rows.
+    DataError: they were trained on other data (``meta["data"]``, a `run_identity.data_identity`); runs
+      written before the data was recorded are taken as they are.
   """
   if restart or not os.path.exists(path):
     return []
@@ -154,6 +177,13 @@ def earlier_runs(path: str, meta: dict, restart: bool) -> list[dict]:
         f"{path} holds runs trained with {what} ({'; '.join(changed)}); pass --restart to replace them, "
         "or another --workdir"
       )
+  saved_data = earlier["meta"].get("data")
+  changed = saved_data and run_identity.data_changes(saved_data, meta["data"], imdb.LABELS, imdb.LABELS)
+  if changed:
+    raise DataError(
+      f"{path} holds runs trained on other data: {changed}; pass --restart to replace them, or another "
+      "--workdir to keep them"
+    )
   return list(earlier["runs"])
 
 
@@ -167,9 +197,13 @@ def train_one(
   """Trains one (variant, engine, seed) run, printing each epoch and logging its metrics."""
   writer = None
   if workdir:
-    writer = metric_writers.create_default_writer(
-      os.path.join(workdir, "logs", f"{variant}-{engine}-seed{seed}"), tensorboard=_TENSORBOARD.value
-    )
+    logdir = os.path.join(workdir, "logs", f"{variant}-{engine}-seed{seed}")
+    # A run trains from its first epoch (none is checkpointed), so what its log directory holds is an
+    # earlier start's: one stopped before results.json had the run, or one --restart replaces. Kept,
+    # those epochs would be reported twice.
+    if os.path.exists(logdir):
+      shutil.rmtree(logdir)
+    writer = metric_writers.create_default_writer(logdir, tensorboard=_TENSORBOARD.value)
     writer.write_hparams({"variant": variant, "engine": engine, "seed": seed, **config.to_dict()})
 
   def report(m):
@@ -220,6 +254,12 @@ def plan(engines: dict[str, list[str]], config) -> list[dict]:
 def main(argv):
   try:
     sweep(argv)
+  except KeyboardInterrupt:
+    path = os.path.join(_WORKDIR.value, "results.json")
+    kept = f"the finished runs are in {path}" if os.path.exists(path) else "no run finished"
+    # Again with --restart would replace the runs this invocation finished.
+    again = "the same command again without --restart" if _RESTART.value else "the same command again"
+    raise Interrupted(f"stopped by the user; {kept}: run {again} to train the others") from None
   except UsageError:
     raise
   except Exception as error:  # a write of the workdir failed: a vocabulary, a log, a results file
@@ -245,6 +285,7 @@ def sweep(argv):
   if _BUCKETING.value and not config.num_buckets:
     config.num_buckets = DEFAULT_BUCKETS
   variants = models.parse_variants(config.variants)
+  refuse_duplicates(variants, "--variants")
   train.validate(config)  # each variant's cell: a GRU variant's engines are the GRU's, named as such
   seeds = parse_seeds(config.seeds)
   # Resolved for the model's gates: "auto" names the engine that trains them (the table's label).
@@ -268,13 +309,19 @@ def sweep(argv):
     models.check_input_length(create_model(variant, engines[variant][0], config), config.maxlen)
   workdir = _WORKDIR.value
   writer = jax.process_index() == 0  # every process trains; one writes
+  # One process per workdir: a second would train every run again and overwrite the first's results.
+  with checkpoint.RunLock(workdir) if writer else contextlib.nullcontext():
+    train_sweep(workdir, writer, config, variants, seeds, engines, peer_names, skipped, preset)
+
+
+def train_sweep(workdir, writer, config, variants, seeds, engines, peer_names, skipped, preset):
+  """Trains the sweep's runs the workdir's results.json does not hold yet; ``writer``: this process
+  writes the workdir (and holds its lock)."""
   if writer:
     results.write_text_atomic(os.path.join(workdir, ".write_check"), "")  # fail now, not after training
     os.remove(os.path.join(workdir, ".write_check"))
 
   data = imdb_flags.load(config)
-  if writer:
-    data.vocab.save(os.path.join(workdir, "vocab.json"))
   meta = results.collect_meta(
     config,
     flags={
@@ -284,6 +331,11 @@ def sweep(argv):
       "preset": preset,
     },
   )
+  meta["data"] = run_identity.data_identity(
+    run_identity.imdb_source(imdb_flags.IMDB.value),
+    (data.x_train, data.y_train, data.x_test, data.y_test),
+    data.vocab,
+  )
   results_path = os.path.join(workdir, "results.json")
   runs = earlier_runs(results_path, meta, _RESTART.value)
   if runs and jax.process_count() > 1:
@@ -291,6 +343,8 @@ def sweep(argv):
       f"{results_path} holds earlier runs and this invocation runs {jax.process_count()} processes, which "
       "would have to agree on what to skip; pass --restart or another --workdir"
     )
+  if writer:  # after the earlier runs are accepted: a refused resume leaves their vocabulary
+    data.vocab.save(os.path.join(workdir, "vocab.json"))
   done = {(run["variant"], run["engine"], run["seed"]) for run in runs}
   trained = {v: [*([] if _PEERS_ONLY.value else engines[v]), *peer_names] for v in variants}
   left_out = {(pair["variant"], pair["engine"]) for pair in skipped}
