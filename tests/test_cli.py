@@ -45,6 +45,11 @@ FLAG_CASES = [
   ("seqclf.benchmarks.article", ["--preset=fast"], "flag --preset=fast: value should be one of"),
   ("seqclf.benchmarks.article", ["--profile_steps=0"], "flag --profile_steps=0: 0 is not a positive integer"),
   ("seqclf.main", ["--seed=x"], "flag --seed=x"),
+  *[
+    (module, ["--profile_dir=/proc/x"], "flag --profile_dir=/proc/x: cannot write in /proc")
+    for module in CONFIG_DRIVERS
+  ],
+  ("seqclf.main", ["--profile_dir={tmp}/raises.py/x"], "raises.py is a file, not a directory"),
   ("seqclf.main", ["--flagfile={tmp}/missing.flags"], "Unable to open flagfile"),
   (
     "seqclf.benchmarks.lstm_engines",
