@@ -153,15 +153,21 @@ def _missing_config_message(error: OSError) -> str:
 
 def _check_configs() -> None:
   """Raises what ml_collections defers: a config file that could not be read or whose get_config()
-  returned None (it hands back a placeholder that fails on first use, deep inside the driver)."""
+  returned None or another non-config (it hands back a placeholder, or the value, that fails on first
+  use, deep inside the driver)."""
   for name in _CONFIG_DEFAULTS:
-    config = flags.FLAGS[name].value
+    config, filename = flags.FLAGS[name].value, flags.FLAGS[name].config_filename
     if config is None:
-      raise UsageError(f"--{name}={flags.FLAGS[name].config_filename}: get_config() returned None")
+      raise UsageError(f"--{name}={filename}: get_config() returned None")
     try:
       config.keys()
     except OSError as e:
       raise UsageError(_missing_config_message(e)) from e
+    except AttributeError as e:
+      raise UsageError(
+        f"--{name}={filename}: get_config() returned {type(config).__name__}, expected an ml_collections "
+        "ConfigDict"
+      ) from e
 
 
 def usage_errors_exit_2(main):

@@ -20,6 +20,7 @@ CONFIG_FILES = {
   "syntax_error.py": "def get_config(:\n",
   "raises.py": "def get_config():\n  raise ValueError('boom')\n",
   "returns_none.py": "def get_config():\n  return None\n",
+  "returns_42.py": "def get_config():\n  return 42\n",
 }
 
 # (arguments, a fragment of the one error line); {tmp} is the test's directory with CONFIG_FILES.
@@ -30,6 +31,7 @@ CONFIG_CASES = [
   (["--config={tmp}/syntax_error.py"], "syntax_error.py line 1: invalid syntax"),
   (["--config={tmp}/raises.py"], "raises.py line 2 raised ValueError: boom; fix the file"),
   (["--config={tmp}/returns_none.py"], "get_config() returned None"),
+  (["--config={tmp}/returns_42.py"], "get_config() returned int, expected an ml_collections ConfigDict"),
   # Without --config, ml_collections read these at import, before any error handling.
   (["--config.nope=1"], "unknown config key 'nope'"),
   (["--config.model.engin=scan"], "unknown config key 'engin' (Did you mean \"engine\""),
@@ -116,7 +118,7 @@ def assert_one_error_line(result, fragment):
 
 # Every case on seqclf.main; on the other config drivers the ones that escaped at import.
 CONFIG_RUNS = [("seqclf.main", *case) for case in CONFIG_CASES] + [
-  (module, *case) for module in CONFIG_DRIVERS[::2] for case in (CONFIG_CASES[0], CONFIG_CASES[6])
+  (module, *case) for module in CONFIG_DRIVERS[::2] for case in (CONFIG_CASES[0], CONFIG_CASES[7])
 ]
 
 
