@@ -31,7 +31,7 @@ from absl import flags
 from seqclf import checkpoint, cli, models, train
 from seqclf.data import batching
 from seqclf.data.encoding import PAD_ID, Vocabulary, encode
-from seqclf.errors import DataError, UsageError
+from seqclf.errors import ConfigError, DataError, UsageError
 
 _PREFIX_CHARS = 60
 # The keys of a run's config.json prediction reads: the model's fields and how training encoded texts.
@@ -174,8 +174,6 @@ def load(run_dir: str, which: str = "best") -> Predictor:
       f"{os.path.join(run_dir, checkpoint.CONFIG_FILE)} lacks {', '.join(missing) or 'a model section'}, "
       "which prediction needs: the file was edited or is not a run's; restore it, or train the run again"
     )
-  vocab = Vocabulary.load(os.path.join(run_dir, checkpoint.VOCAB_FILE))
-  params = checkpoint.restore_params(run_dir, which)
   # Engines share one parameter layout, so "auto" runs a checkpoint from any device on this one.
   fields = {
     **config["model"],
@@ -183,6 +181,16 @@ def load(run_dir: str, which: str = "best") -> Predictor:
     "num_classes": len(label_names),
     "engine": "auto",
   }
+  try:  # a value training would refuse, edited in afterwards, fails here and not inside jax
+    train.check_prediction_fields(config)
+    models.check_fields({"cell": models.VARIANTS.get(variant, {}).get("cell", "lstm"), **fields})
+  except ConfigError as error:
+    raise DataError(
+      f"{os.path.join(run_dir, checkpoint.CONFIG_FILE)}: {str(error).replace('--config.', '')}: the file "
+      "was edited; restore it, or train the run again"
+    ) from error
+  vocab = Vocabulary.load(os.path.join(run_dir, checkpoint.VOCAB_FILE))
+  params = checkpoint.restore_params(run_dir, which)
   model = models.create(variant, **fields)
   sample = jnp.zeros((1, config["maxlen"]), jnp.int32)
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0), sample)["params"])

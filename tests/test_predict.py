@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import shutil
 
 import jax
@@ -286,4 +287,23 @@ def test_a_config_missing_a_key_prediction_needs_is_a_data_error(trained, tmp_pa
   del config[key]
   (run_dir / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
   with pytest.raises(DataError, match=f"config.json lacks {key}, which prediction needs"):
+    predict.load(str(run_dir))
+
+
+@pytest.mark.parametrize(
+  "section,key,value,message",
+  [
+    (None, "maxlen", "abc", "maxlen must be a positive integer, got 'abc'"),
+    (None, "padding", "middle", "padding must be 'pre' or 'post'"),
+    ("model", "lstm_features", 0, "model.lstm_features must be an integer >= 1, got 0"),
+  ],
+)
+def test_a_config_value_training_refuses_is_a_data_error(trained, tmp_path, section, key, value, message):
+  """A value of the wrong type failed inside jax with a TypeError traceback; training refused it."""
+  run_dir = tmp_path / "edited"
+  shutil.copytree(trained["run_dir"], run_dir)
+  config = json.loads((run_dir / checkpoint.CONFIG_FILE).read_text())
+  (config[section] if section else config)[key] = value
+  (run_dir / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
+  with pytest.raises(DataError, match=f"config.json: {re.escape(message)}.*the file was edited"):
     predict.load(str(run_dir))
