@@ -170,6 +170,16 @@ def _check_configs() -> None:
       ) from e
 
 
+def _check_environment() -> None:
+  """Refuses a bad environment variable before the driver starts, so nothing is created (a run directory,
+  its lock) for a run that cannot go on, and a benchmark does not record the error in every row."""
+  if "SEQCLF_LSTM_THREADS" in os.environ:
+    # Imported only when the variable is set: it imports jax, which not every driver needs.
+    from seqclf.rnn.engines import cpu_kernel
+
+    cpu_kernel.default_num_threads()
+
+
 def usage_errors_exit_2(main):
   """Wraps an absl ``main`` so a `UsageError` prints ``error: <message>`` and exits 2, and Ctrl-C (or an
   `Interrupted` saying what is saved) prints ``interrupted: ...`` and exits 130, no traceback."""
@@ -178,6 +188,7 @@ def usage_errors_exit_2(main):
   def wrapped(argv):
     try:
       _check_configs()
+      _check_environment()
       return main(argv)
     except UsageError as e:
       if flags.FLAGS.get_flag_value("verbose", False):

@@ -136,6 +136,15 @@ def test_bad_flag_values_are_one_line(module, args, fragment, config_dir):
   assert_one_error_line(run_driver(module, args, config_dir), fragment)
 
 
+@pytest.mark.parametrize("module", ["seqclf.main", "seqclf.benchmarks.lstm_engines"])
+def test_a_bad_thread_count_is_refused_before_anything_is_created(module, tmp_path):
+  """seqclf-lstm-engines exited 0 with the error in every row; seqclf-train left a run directory holding
+  only its lock."""
+  result = drivers.run(module, f"--workdir={tmp_path}/run", env={"SEQCLF_LSTM_THREADS": "abc"}, timeout=120)
+  assert_one_error_line(result, "$SEQCLF_LSTM_THREADS must be a number of threads, got 'abc'")
+  assert not (tmp_path / "run").exists()
+
+
 def test_verbose_shows_the_traceback(config_dir):
   """In a new interpreter: the uncaught exception's traceback and exit code are the interpreter's own."""
   args = ["--config={tmp}/syntax_error.py", "--verbose"]
