@@ -205,8 +205,9 @@ def usage_errors_exit_2(main):
   return wrapped
 
 
-def _driver_help(main) -> str:
-  """``--help``: the driver's docstring and the flags it and the seqclf modules it uses define."""
+def _driver_help(main, full: bool = False) -> str:
+  """``--help``: the driver's docstring and the flags it and the seqclf modules it uses define; with
+  ``full`` (``--helpfull``), every flag, absl's and the libraries' included."""
   module_name = main.__module__
   doc = (sys.modules[module_name].__doc__ or "").strip()
   by_module = flags.FLAGS.flags_by_module_dict()
@@ -214,12 +215,12 @@ def _driver_help(main) -> str:
   own = [module_name, sys.argv[0]] if module_name == "__main__" else [module_name]
   modules = [*own, *sorted(name for name in by_module if name.startswith("seqclf.") and name not in own)]
   label = getattr(sys.modules[module_name].__spec__, "name", module_name)  # -m: the module, not its path
-  sections = [
-    flags.FLAGS.module_help(name).replace(f"{sys.argv[0]}:", f"{label}:", 1)
-    for name in modules
-    if name in by_module
-  ]
-  tail = "Every flag, absl's own included: --helpfull."
+  if full:
+    sections, tail = [flags.FLAGS.get_help().strip()], ""
+  else:
+    sections = [flags.FLAGS.module_help(name) for name in modules if name in by_module]
+    tail = "Every flag, absl's own included: --helpfull."
+  sections = [section.replace(f"{sys.argv[0]}:", f"{label}:", 1) for section in sections]
   return "\n\n".join(part for part in (doc, "flags:", *sections, tail) if part)
 
 
@@ -229,11 +230,10 @@ def run(main, flags_parser=None):
   define_flags()
 
   def parse(argv):
-    if any(
-      arg in ("--help", "-h", "-?", "--helpshort")
-      for arg in argv[1 : argv.index("--") if "--" in argv else None]
-    ):
-      print(_driver_help(main))
+    options = argv[1 : argv.index("--") if "--" in argv else None]
+    if any(arg in ("--help", "-h", "-?", "--helpshort", "--helpfull") for arg in options):
+      # absl's own --helpfull exits 1, as for an error.
+      print(_driver_help(main, full="--helpfull" in options))
       sys.exit(0)
     # ml_collections logs a warning for a get_config() that returned None; the error line says it.
     logging.set_verbosity(logging.ERROR)

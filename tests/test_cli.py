@@ -145,6 +145,15 @@ def test_a_bad_thread_count_is_refused_before_anything_is_created(module, tmp_pa
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("module", ["seqclf.main", "seqclf.predict", "seqclf.benchmarks.lstm_engines"])
+def test_help_and_helpfull_print_the_flags_and_exit_0(module):
+  """--helpfull, which --help points to, exited 1 after absl's listing."""
+  short, full = (drivers.run(module, option, timeout=120) for option in ("--help", "--helpfull"))
+  assert short.returncode == full.returncode == 0, (short.stderr, full.stderr)
+  assert "--workdir" in short.stdout and "--helpfull" in short.stdout and "--flagfile" not in short.stdout
+  assert "--workdir" in full.stdout and "--flagfile" in full.stdout  # absl's own flags too
+
+
 def test_verbose_shows_the_traceback(config_dir):
   """In a new interpreter: the uncaught exception's traceback and exit code are the interpreter's own."""
   args = ["--config={tmp}/syntax_error.py", "--verbose"]
