@@ -35,6 +35,7 @@ from seqclf.errors import ConfigError, DataError, UsageError
 
 _PREFIX_CHARS = 60
 # The keys of a run's config.json prediction reads: the model's fields and how training encoded texts.
+RESULTS_FILE = "results.json"  # what seqclf.main writes when a run's training ends
 _CONFIG_KEYS = ("model", "top_words", "maxlen", "padding", "truncating", "eval_batch_size")
 
 
@@ -150,6 +151,23 @@ def find_run_dir(path: str) -> str:
   return runs[0]
 
 
+def _check_last_checkpoint(run_dir: str) -> None:
+  """Refuses a run whose last trained epoch has no checkpoint (moved away as damaged, say): the last
+  one left is an older epoch, which "last" would silently answer with."""
+  try:
+    with open(os.path.join(run_dir, RESULTS_FILE), encoding="utf-8") as f:
+      trained = json.load(f)["runs"][0]["epochs"][-1]["epoch"]
+  except (OSError, ValueError, LookupError, TypeError):
+    return  # no record of the epochs trained (a run still training, say): the checkpoints tell
+  saved = checkpoint.complete_epochs(run_dir)
+  if saved and saved[-1] < trained:
+    raise DataError(
+      f"the last checkpoint of {run_dir}, epoch {trained} ({RESULTS_FILE}), is missing from "
+      f"{os.path.join(run_dir, checkpoint.CHECKPOINT_DIR)}, whose last is epoch {saved[-1]}: pass "
+      f"--which=best, or resume the run with seqclf-train to save epoch {trained} again"
+    )
+
+
 def load(run_dir: str, which: str = "best") -> Predictor:
   """Loads a trained run for prediction.
 
@@ -189,6 +207,8 @@ def load(run_dir: str, which: str = "best") -> Predictor:
       f"{os.path.join(run_dir, checkpoint.CONFIG_FILE)}: {str(error).replace('--config.', '')}: the file "
       "was edited; restore it, or train the run again"
     ) from error
+  if which == "last":
+    _check_last_checkpoint(run_dir)
   vocab = Vocabulary.load(os.path.join(run_dir, checkpoint.VOCAB_FILE))
   params = checkpoint.restore_params(run_dir, which)
   model = models.create(variant, **fields)

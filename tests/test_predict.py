@@ -307,3 +307,19 @@ def test_a_config_value_training_refuses_is_a_data_error(trained, tmp_path, sect
   (run_dir / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
   with pytest.raises(DataError, match=f"config.json: {re.escape(message)}.*the file was edited"):
     predict.load(str(run_dir))
+
+
+def test_last_refuses_a_run_whose_last_checkpoint_is_missing(trained, tmp_path):
+  """It answered from the older checkpoint left, saying nothing."""
+  run_dir = tmp_path / "moved"
+  shutil.copytree(trained["run_dir"], run_dir)
+  saved = checkpoint.complete_epochs(str(run_dir))[-1]
+  epochs = [{"epoch": epoch} for epoch in range(1, saved + 2)]  # one more epoch trained than is saved
+  (run_dir / predict.RESULTS_FILE).write_text(json.dumps({"runs": [{"epochs": epochs}]}))
+  with pytest.raises(
+    DataError, match=f"epoch {saved + 1} .* is missing .* whose last is epoch {saved}: pass --which=best"
+  ):
+    predict.load(str(run_dir), which="last")
+  predict.load(str(run_dir), which="best")
+  (run_dir / predict.RESULTS_FILE).write_text(json.dumps({"runs": [{"epochs": epochs[:-1]}]}))
+  predict.load(str(run_dir), which="last")
