@@ -192,6 +192,8 @@ def train_in(run_dir, config, variant, seed, model, dataset, initial_embedding, 
       os.path.join(run_dir, "logs"), tensorboard=_TENSORBOARD.value
     )
     writer.write_hparams({"variant": variant, "seed": seed, **config.to_dict()})
+    # Epochs reported after the checkpoint restored (the last one moved away as damaged) are trained again.
+    writer.drop_after(history[-1]["epoch"] if history else 0)
     # Epochs saved by an earlier process that stopped before reporting them: reported now, once.
     writer.write_missing({e["epoch"]: scalars(train.EpochMetrics(**e)) for e in history})
     writer.flush()
