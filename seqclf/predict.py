@@ -130,9 +130,11 @@ def find_run_dir(path: str) -> str:
     The run directory.
 
   Raises:
-    DataError: ``path`` does not exist or holds no run.
+    DataError: ``path`` does not exist, is a file, or holds no run.
     UsageError: ``path`` holds several runs (the message lists them).
   """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise DataError(f"workdir {path} is a file, not a run directory: pass the --workdir of a training run")
   if not os.path.isdir(path):
     raise DataError(f"workdir {path} does not exist: pass the --workdir of a training run")
   runs = []

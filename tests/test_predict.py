@@ -173,6 +173,9 @@ def test_bad_run_directories(trained, tmp_path):
     predict.load(str(tmp_path / "missing"))
   with pytest.raises(DataError, match="no training run under"):
     predict.load(str(tmp_path))
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(DataError, match="a_file is a file, not a run directory"):  # it said "does not exist"
+    predict.load(str(tmp_path / "a_file"))
   with pytest.raises(ConfigError, match="'best' or 'last'"):
     predict.load(str(trained["run_dir"]), which="first")
 
