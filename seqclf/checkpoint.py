@@ -27,6 +27,7 @@ Resuming replays an uninterrupted run exactly, provided that the loop derives ev
 import contextlib
 import errno
 import fcntl
+import inspect
 import json
 import logging
 import os
@@ -219,6 +220,29 @@ def _restore(loggers, hide, stderr) -> None:
   for logger in loggers:
     logger.removeFilter(hide)
   sys.stderr = stderr
+
+
+class _DropAbandonedReads:
+  """A `sys.unraisablehook` that drops what orbax's abandoned reads raise, passing the rest on.
+
+  When one array of a damaged checkpoint cannot be read, orbax stops waiting for the others; their
+  coroutines, still pending, are closed when collected (often at exit, after the event loop closed), and
+  each prints a traceback of the same damage ("Event loop is closed" on top of the read error) after the
+  error line that already says it.
+  """
+
+  def __init__(self, hook):
+    self.hook = hook
+
+  def __call__(self, unraisable) -> None:
+    if not inspect.iscoroutine(unraisable.object):
+      self.hook(unraisable)
+
+
+def _silence_abandoned_reads() -> None:
+  """Installs `_DropAbandonedReads` for the rest of the process (once)."""
+  if not isinstance(sys.unraisablehook, _DropAbandonedReads):
+    sys.unraisablehook = _DropAbandonedReads(sys.unraisablehook)
 
 
 def describe_os_error(error: OSError) -> str:
@@ -537,6 +561,7 @@ class Checkpointer:
     others = [e for e in self.epochs() if e != epoch]
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     path = os.path.join(self.directory, str(epoch))
+    _silence_abandoned_reads()
     fix = (
       f"move it away (e.g. mv {path} {path}.damaged) to go on from epoch {others[-1]}"
       if others

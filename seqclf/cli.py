@@ -153,15 +153,31 @@ def _missing_config_message(error: OSError) -> str:
 
 def _check_configs() -> None:
   """Raises what ml_collections defers: a config file that could not be read or whose get_config()
-  returned None (it hands back a placeholder that fails on first use, deep inside the driver)."""
+  returned None or another non-config (it hands back a placeholder, or the value, that fails on first
+  use, deep inside the driver)."""
   for name in _CONFIG_DEFAULTS:
-    config = flags.FLAGS[name].value
+    config, filename = flags.FLAGS[name].value, flags.FLAGS[name].config_filename
     if config is None:
-      raise UsageError(f"--{name}={flags.FLAGS[name].config_filename}: get_config() returned None")
+      raise UsageError(f"--{name}={filename}: get_config() returned None")
     try:
       config.keys()
     except OSError as e:
       raise UsageError(_missing_config_message(e)) from e
+    except AttributeError as e:
+      raise UsageError(
+        f"--{name}={filename}: get_config() returned {type(config).__name__}, expected an ml_collections "
+        "ConfigDict"
+      ) from e
+
+
+def _check_environment() -> None:
+  """Refuses a bad environment variable before the driver starts, so nothing is created (a run directory,
+  its lock) for a run that cannot go on, and a benchmark does not record the error in every row."""
+  if "SEQCLF_LSTM_THREADS" in os.environ:
+    # Imported only when the variable is set: it imports jax, which not every driver needs.
+    from seqclf.rnn.engines import cpu_kernel
+
+    cpu_kernel.default_num_threads()
 
 
 def usage_errors_exit_2(main):
@@ -172,6 +188,7 @@ def usage_errors_exit_2(main):
   def wrapped(argv):
     try:
       _check_configs()
+      _check_environment()
       return main(argv)
     except UsageError as e:
       if flags.FLAGS.get_flag_value("verbose", False):
@@ -189,8 +206,9 @@ def usage_errors_exit_2(main):
   return wrapped
 
 
-def _driver_help(main) -> str:
-  """``--help``: the driver's docstring and the flags it and the seqclf modules it uses define."""
+def _driver_help(main, full: bool = False) -> str:
+  """``--help``: the driver's docstring and the flags it and the seqclf modules it uses define; with
+  ``full`` (``--helpfull``), every flag, absl's and the libraries' included."""
   module_name = main.__module__
   doc = (sys.modules[module_name].__doc__ or "").strip()
   by_module = flags.FLAGS.flags_by_module_dict()
@@ -198,12 +216,12 @@ def _driver_help(main) -> str:
   own = [module_name, sys.argv[0]] if module_name == "__main__" else [module_name]
   modules = [*own, *sorted(name for name in by_module if name.startswith("seqclf.") and name not in own)]
   label = getattr(sys.modules[module_name].__spec__, "name", module_name)  # -m: the module, not its path
-  sections = [
-    flags.FLAGS.module_help(name).replace(f"{sys.argv[0]}:", f"{label}:", 1)
-    for name in modules
-    if name in by_module
-  ]
-  tail = "Every flag, absl's own included: --helpfull."
+  if full:
+    sections, tail = [flags.FLAGS.get_help().strip()], ""
+  else:
+    sections = [flags.FLAGS.module_help(name) for name in modules if name in by_module]
+    tail = "Every flag, absl's own included: --helpfull."
+  sections = [section.replace(f"{sys.argv[0]}:", f"{label}:", 1) for section in sections]
   return "\n\n".join(part for part in (doc, "flags:", *sections, tail) if part)
 
 
@@ -213,11 +231,10 @@ def run(main, flags_parser=None):
   define_flags()
 
   def parse(argv):
-    if any(
-      arg in ("--help", "-h", "-?", "--helpshort")
-      for arg in argv[1 : argv.index("--") if "--" in argv else None]
-    ):
-      print(_driver_help(main))
+    options = argv[1 : argv.index("--") if "--" in argv else None]
+    if any(arg in ("--help", "-h", "-?", "--helpshort", "--helpfull") for arg in options):
+      # absl's own --helpfull exits 1, as for an error.
+      print(_driver_help(main, full="--helpfull" in options))
       sys.exit(0)
     # ml_collections logs a warning for a get_config() that returned None; the error line says it.
     logging.set_verbosity(logging.ERROR)

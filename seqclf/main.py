@@ -102,6 +102,30 @@ def load_data(config, seed: int):
   return data, test, label_names, run_identity.data_identity(source, arrays, data.vocab)
 
 
+def _check_data_kind(run_dir: str) -> None:
+  """Refuses to resume a run on IMDB that was trained on its own files, or the other way round, before
+  any data is read: IMDB may first have to be downloaded (84 MB), only for the run to be refused."""
+  saved = (
+    checkpoint.read_run_data(run_dir)
+    if os.path.exists(os.path.join(run_dir, checkpoint.CONFIG_FILE))
+    else None
+  )
+  if saved is None or ("imdb" in saved["source"]) != bool(_TRAIN_FILE.value):
+    return  # no recorded data, or data of the same kind: the data's own identity is checked once read
+  source = saved["source"]
+  if "imdb" in source:
+    was, flags_used = f"IMDB from {source['imdb']}", f"--imdb={source['imdb']} and no --train_file"
+  else:
+    named = [f"--{key}={source[key]['path']}" for key in ("train_file", "test_file") if source.get(key)]
+    named += [f"--{key}={source[key]}" for key in ("text_field", "label_field")]
+    was, flags_used = f"--train_file={source['train_file']['path']}", " ".join(named)
+  now = f"--train_file={_TRAIN_FILE.value}" if _TRAIN_FILE.value else f"IMDB from {imdb_flags.IMDB.value}"
+  raise DataError(
+    f"{run_dir} was trained on other data: the data source (was {was}, now {now}); pass {flags_used} to "
+    "resume it, or another --workdir to train on this data"
+  )
+
+
 def named_by_split(epoch: dict, split: str) -> dict:
   """An epoch's metrics with the evaluated split's under its own name: ``train.fit`` calls the split it
   evaluates every epoch ``test``; with a validation split carved out, ``test_acc`` is ``validation_acc``."""
@@ -139,6 +163,7 @@ def main(argv):
     )
   models.check_input_length(models.create(variant, **config.model), config.maxlen)
   run_identity.check_resumable(run_dir, config, variant, seed)  # before the data: the cheap refusals
+  _check_data_kind(run_dir)
   data, test, label_names, data_id = load_data(config, seed)
   model = models.create(variant, vocab_size=config.top_words, num_classes=len(label_names), **config.model)
   initial_embedding = None
@@ -192,6 +217,8 @@ def train_in(run_dir, config, variant, seed, model, dataset, initial_embedding, 
       os.path.join(run_dir, "logs"), tensorboard=_TENSORBOARD.value
     )
     writer.write_hparams({"variant": variant, "seed": seed, **config.to_dict()})
+    # Epochs reported after the checkpoint restored (the last one moved away as damaged) are trained again.
+    writer.drop_after(history[-1]["epoch"] if history else 0)
     # Epochs saved by an earlier process that stopped before reporting them: reported now, once.
     writer.write_missing({e["epoch"]: scalars(train.EpochMetrics(**e)) for e in history})
     writer.flush()

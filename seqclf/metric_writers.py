@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from absl import logging
 
 from seqclf import optional, results
+from seqclf.atomic import write_atomically
 from seqclf.errors import UsageError
 
 # File names inside a run's log directory.
@@ -36,6 +37,9 @@ class MetricWriter(Protocol):
   def written(self) -> set[tuple[int, str]]:
     """The (step, scalar name) pairs already on disk, from this and earlier writers of the directory."""
     ...
+
+  def drop_after(self, step: int) -> None:
+    """Removes what was written for steps after ``step``."""
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None: ...
 
@@ -106,6 +110,16 @@ class JsonlWriter:
         pairs |= {(row["step"], name) for name in row if name != "step"}
     return pairs
 
+  def drop_after(self, step: int) -> None:
+    self._file.flush()
+    with open(self.path, "rb") as file:
+      lines = file.read().splitlines(keepends=True)
+    kept = [line for line in lines if _step_of(line) is None or _step_of(line) <= step]
+    if kept != lines:
+      self._file.close()
+      write_atomically(self.path, lambda file: file.writelines(kept))
+      self._file = open(self.path, "a")
+
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     results.write_json_atomic(self.hparams_path, json.loads(json.dumps(hparams, default=str)))
 
@@ -153,6 +167,21 @@ class TensorBoardWriter:
       if value.WhichOneof("value") == "simple_value"
     }
 
+  def drop_after(self, step: int) -> None:
+    """Rewrites the event files in ``logdir`` without the events of steps after ``step`` (records are
+    copied byte for byte, their checksums with them). Called before this writer writes a step: its own
+    file then holds nothing after any step, and is left as it is."""
+    from tensorboardX.proto import event_pb2
+
+    for name in sorted(os.listdir(self.logdir)):
+      if not name.startswith("events.out.tfevents."):
+        continue
+      path = os.path.join(self.logdir, name)
+      records = _records(path)
+      kept = [record for record in records if event_pb2.Event.FromString(record[12:-4]).step <= step]
+      if len(kept) != len(records):
+        write_atomically(path, lambda file, kept=kept: file.writelines(kept))
+
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     """Writes the session-start summary only, into this run's own directory.
 
@@ -196,6 +225,13 @@ class MultiWriter:
         if missing:
           writer.write_scalars(step, missing)
 
+  def drop_after(self, step: int) -> None:
+    """Removes from every writer what was written for steps after ``step``: a run resumed from an older
+    checkpoint than its logs reach (the last one moved away) trains those steps again, and reports them
+    once."""
+    for writer in self.writers:
+      writer.drop_after(step)
+
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     for writer in self.writers:
       writer.write_hparams(hparams)
@@ -225,28 +261,44 @@ def _drop_torn_line(path: str) -> None:
       file.truncate(start + tail.rfind(b"\n") + 1)
 
 
+def _step_of(line: bytes) -> int | None:
+  """The step of a metrics.jsonl line, or None for one that holds none."""
+  try:
+    row = json.loads(line)
+  except ValueError:
+    return None
+  return row["step"] if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+def _records(path: str) -> list[bytes]:
+  """The records of a TensorBoard event file, each whole (length, its masked CRC, the bytes, their masked
+  CRC); a record cut short (a killed writer) ends the file."""
+  with open(path, "rb") as file:
+    data = file.read()
+  records, offset = [], 0
+  while offset + 12 <= len(data):
+    (length,) = struct.unpack_from("<Q", data, offset)
+    if offset + 12 + length + 4 > len(data):
+      break
+    records.append(data[offset : offset + 12 + length + 4])
+    offset += 12 + length + 4
+  return records
+
+
 def read_events(logdir: str):
   """Every `Event` in the TensorBoard event files directly in ``logdir``, in file order; a record cut
-  short (a killed writer) ends its file. A reader without TensorFlow: a record is a uint64 length, its
-  masked CRC (uint32), the bytes, their masked CRC."""
+  short (a killed writer) ends its file, a damaged one too. A reader without TensorFlow."""
   from tensorboardX.proto import event_pb2
 
   events = []
   for name in sorted(os.listdir(logdir)):
     if not name.startswith("events.out.tfevents."):
       continue
-    with open(os.path.join(logdir, name), "rb") as file:
-      data = file.read()
-    offset = 0
-    while offset + 12 <= len(data):
-      (length,) = struct.unpack_from("<Q", data, offset)
-      if offset + 12 + length + 4 > len(data):
-        break
+    for record in _records(os.path.join(logdir, name)):
       try:
-        events.append(event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length]))
+        events.append(event_pb2.Event.FromString(record[12:-4]))
       except Exception:  # protobuf's DecodeError: a damaged record
         break
-      offset += 12 + length + 4
   return events
 
 

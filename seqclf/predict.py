@@ -31,10 +31,11 @@ from absl import flags
 from seqclf import checkpoint, cli, models, train
 from seqclf.data import batching
 from seqclf.data.encoding import PAD_ID, Vocabulary, encode
-from seqclf.errors import DataError, UsageError
+from seqclf.errors import ConfigError, DataError, UsageError
 
 _PREFIX_CHARS = 60
 # The keys of a run's config.json prediction reads: the model's fields and how training encoded texts.
+RESULTS_FILE = "results.json"  # what seqclf.main writes when a run's training ends
 _CONFIG_KEYS = ("model", "top_words", "maxlen", "padding", "truncating", "eval_batch_size")
 
 
@@ -129,9 +130,11 @@ def find_run_dir(path: str) -> str:
     The run directory.
 
   Raises:
-    DataError: ``path`` does not exist or holds no run.
+    DataError: ``path`` does not exist, is a file, or holds no run.
     UsageError: ``path`` holds several runs (the message lists them).
   """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise DataError(f"workdir {path} is a file, not a run directory: pass the --workdir of a training run")
   if not os.path.isdir(path):
     raise DataError(f"workdir {path} does not exist: pass the --workdir of a training run")
   runs = []
@@ -148,6 +151,23 @@ def find_run_dir(path: str) -> str:
     names = ", ".join(os.path.relpath(run, path) for run in runs)
     raise UsageError(f"{path} holds {len(runs)} runs ({names}): pass one of them, e.g. --workdir={runs[0]}")
   return runs[0]
+
+
+def _check_last_checkpoint(run_dir: str) -> None:
+  """Refuses a run whose last trained epoch has no checkpoint (moved away as damaged, say): the last
+  one left is an older epoch, which "last" would silently answer with."""
+  try:
+    with open(os.path.join(run_dir, RESULTS_FILE), encoding="utf-8") as f:
+      trained = json.load(f)["runs"][0]["epochs"][-1]["epoch"]
+  except (OSError, ValueError, LookupError, TypeError):
+    return  # no record of the epochs trained (a run still training, say): the checkpoints tell
+  saved = checkpoint.complete_epochs(run_dir)
+  if saved and saved[-1] < trained:
+    raise DataError(
+      f"the last checkpoint of {run_dir}, epoch {trained} ({RESULTS_FILE}), is missing from "
+      f"{os.path.join(run_dir, checkpoint.CHECKPOINT_DIR)}, whose last is epoch {saved[-1]}: pass "
+      f"--which=best, or resume the run with seqclf-train to save epoch {trained} again"
+    )
 
 
 def load(run_dir: str, which: str = "best") -> Predictor:
@@ -174,8 +194,6 @@ def load(run_dir: str, which: str = "best") -> Predictor:
       f"{os.path.join(run_dir, checkpoint.CONFIG_FILE)} lacks {', '.join(missing) or 'a model section'}, "
       "which prediction needs: the file was edited or is not a run's; restore it, or train the run again"
     )
-  vocab = Vocabulary.load(os.path.join(run_dir, checkpoint.VOCAB_FILE))
-  params = checkpoint.restore_params(run_dir, which)
   # Engines share one parameter layout, so "auto" runs a checkpoint from any device on this one.
   fields = {
     **config["model"],
@@ -183,6 +201,18 @@ def load(run_dir: str, which: str = "best") -> Predictor:
     "num_classes": len(label_names),
     "engine": "auto",
   }
+  try:  # a value training would refuse, edited in afterwards, fails here and not inside jax
+    train.check_prediction_fields(config)
+    models.check_fields({"cell": models.VARIANTS.get(variant, {}).get("cell", "lstm"), **fields})
+  except ConfigError as error:
+    raise DataError(
+      f"{os.path.join(run_dir, checkpoint.CONFIG_FILE)}: {str(error).replace('--config.', '')}: the file "
+      "was edited; restore it, or train the run again"
+    ) from error
+  if which == "last":
+    _check_last_checkpoint(run_dir)
+  vocab = Vocabulary.load(os.path.join(run_dir, checkpoint.VOCAB_FILE))
+  params = checkpoint.restore_params(run_dir, which)
   model = models.create(variant, **fields)
   sample = jnp.zeros((1, config["maxlen"]), jnp.int32)
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0), sample)["params"])

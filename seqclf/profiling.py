@@ -17,6 +17,7 @@ the library (`seqclf.train.fit`, `seqclf.timing.steady_state`) takes a `StepTrac
 
 import contextlib
 import os
+import tempfile
 
 import jax
 from absl import flags
@@ -44,6 +45,27 @@ def define_flags() -> None:
   PROFILE_STEPS = flags.DEFINE_integer(
     "profile_steps", 5, "Steps (or timed calls) in the --profile_dir trace.", lower_bound=1
   )
+  # Checked while the command line is parsed: the trace starts only after training has.
+  flags.register_validator("profile_dir", _check_writable_directory)
+
+
+def _check_writable_directory(path: str | None) -> bool:
+  """Whether a trace can be written into ``path`` (created when it is missing), without leaving
+  anything behind; raises `flags.ValidationError` naming the problem."""
+  if not path:
+    return True
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise flags.ValidationError(f"{existing} is a file, not a directory; pass a writable directory")
+  try:
+    os.rmdir(tempfile.mkdtemp(dir=existing))
+  except OSError as error:
+    raise flags.ValidationError(
+      f"cannot write in {existing} ({error.strerror or error}); pass a writable directory"
+    ) from error
+  return True
 
 
 class StepTrace:

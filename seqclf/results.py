@@ -46,10 +46,15 @@ def write_json_atomic(path: str, obj) -> None:
 def load(path: str) -> dict:
   """Reads a results file, refusing ones from another schema version."""
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       results = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise UsageError(f"cannot read results file {path}: {e}") from e
+  except UnicodeDecodeError as e:
+    raise UsageError(
+      f"{path} is not a results file (not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}): "
+      "pass a results.json a benchmark wrote, or its workdir"
+    ) from e
   version = results.get("schema_version") if isinstance(results, dict) else None
   if version != SCHEMA_VERSION:
     raise UsageError(

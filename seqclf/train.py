@@ -62,21 +62,32 @@ def check_seed(seed, flag: str = "--seed") -> None:
     raise ConfigError(f"{flag} takes integers from 0 to {MAX_SEED}, got {seed!r}")
 
 
-def validate(config) -> None:
-  """Rejects every config value that cannot work, with the flag to fix, before a driver writes anything:
-  the training fields here, the model's in `models.check_fields` (the engine held to the mask, dropout and
-  precision it will be asked for)."""
-  for key in ("batch_size", "eval_batch_size", "epochs", "top_words", "maxlen"):
+def _check_positive_ints(config, keys) -> None:
+  for key in keys:
     value = config[key]
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
       raise ConfigError(f"--config.{key} must be a positive integer, got {value!r}")
-  if config.top_words <= INDEX_FROM:
+
+
+def check_prediction_fields(config) -> None:
+  """Rejects the values of the fields a trained model's prediction reads (`seqclf.predict`) as `validate`
+  does: the encoding's and the evaluation batch's; the model's are held by `models.check_fields`."""
+  _check_positive_ints(config, ("eval_batch_size", "top_words", "maxlen"))
+  if config["top_words"] <= INDEX_FROM:
     raise ConfigError(
-      f"--config.top_words must be above {INDEX_FROM} (ids up to {INDEX_FROM} are reserved), got {config.top_words}"
+      f"--config.top_words must be above {INDEX_FROM} (ids up to {INDEX_FROM} are reserved), got {config['top_words']}"
     )
   for key in ("padding", "truncating"):
     if config.get(key, "pre") not in ("pre", "post"):
       raise ConfigError(f"--config.{key} must be 'pre' or 'post', got {config[key]!r}")
+
+
+def validate(config) -> None:
+  """Rejects every config value that cannot work, with the flag to fix, before a driver writes anything:
+  the training fields here, the model's in `models.check_fields` (the engine held to the mask, dropout and
+  precision it will be asked for)."""
+  _check_positive_ints(config, ("batch_size", "epochs"))
+  check_prediction_fields(config)
   if not _is_number(config.learning_rate) or not 0 < config.learning_rate < 10:
     raise ConfigError(f"--config.learning_rate must be in (0, 10), got {config.learning_rate}")
   adam_eps = config.get("adam_eps", 1e-7)

@@ -4,8 +4,10 @@ The SIGKILL-and-resume test of the real training loop is in test_main.py.
 """
 
 import errno
+import gc
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -138,6 +140,44 @@ def test_a_checkpoint_of_another_model_is_a_data_error(tmp_path):
     other_optimizer = train.TrainState.create(apply_fn=None, params=_toy_state().params, tx=clipped)
     with pytest.raises(DataError, match="another optimizer state"):
       checkpointer.restore_latest(other_optimizer)
+
+
+def test_a_damaged_checkpoint_silences_its_abandoned_reads(tmp_path, monkeypatch, capsys):
+  """The error line came with up to 350 lines of "Event loop is closed" tracebacks from orbax's reads
+  that were still pending, printed as their coroutines were collected."""
+  with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+    checkpointer.save(1, _toy_state(), history=[], metric=None)
+  for path in (tmp_path / checkpoint.CHECKPOINT_DIR / "1" / "params").rglob("*"):
+    if path.is_file():
+      path.write_bytes(path.read_bytes()[:10])
+  monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+  with pytest.raises(DataError, match="is damaged"):
+    checkpoint.restore_params(str(tmp_path))
+
+  class Suspend:
+    def __await__(self):
+      yield
+
+  async def pending_read():
+    try:
+      await Suspend()
+    finally:  # as a read closed after its event loop: Python reports it as unraisable
+      raise RuntimeError("Event loop is closed")
+
+  def pending_generator():
+    try:
+      yield
+    finally:
+      raise RuntimeError("not a read")
+
+  for start in (pending_read, pending_generator):
+    abandoned = start()
+    abandoned.send(None)
+    del abandoned  # closes it, and what its close raises is unraisable
+    gc.collect()
+  err = capsys.readouterr().err
+  assert "Event loop" not in err
+  assert "RuntimeError: not a read" in err  # what is not an abandoned read is still printed
 
 
 def test_restore_params_rejects_an_unknown_choice(tmp_path):

@@ -22,6 +22,7 @@ CONFIG_FILES = {
   "syntax_error.py": "def get_config(:\n",
   "raises.py": "def get_config():\n  raise ValueError('boom')\n",
   "returns_none.py": "def get_config():\n  return None\n",
+  "returns_42.py": "def get_config():\n  return 42\n",
 }
 
 # (arguments, a fragment of the one error line); {tmp} is the test's directory with CONFIG_FILES.
@@ -32,6 +33,7 @@ CONFIG_CASES = [
   (["--config={tmp}/syntax_error.py"], "syntax_error.py line 1: invalid syntax"),
   (["--config={tmp}/raises.py"], "raises.py line 2 raised ValueError: boom; fix the file"),
   (["--config={tmp}/returns_none.py"], "get_config() returned None"),
+  (["--config={tmp}/returns_42.py"], "get_config() returned int, expected an ml_collections ConfigDict"),
   # Without --config, ml_collections read these at import, before any error handling.
   (["--config.nope=1"], "unknown config key 'nope'"),
   (["--config.model.engin=scan"], "unknown config key 'engin' (Did you mean \"engine\""),
@@ -47,6 +49,11 @@ FLAG_CASES = [
   ("seqclf.benchmarks.article", ["--preset=fast"], "flag --preset=fast: value should be one of"),
   ("seqclf.benchmarks.article", ["--profile_steps=0"], "flag --profile_steps=0: 0 is not a positive integer"),
   ("seqclf.main", ["--seed=x"], "flag --seed=x"),
+  *[
+    (module, ["--profile_dir=/proc/x"], "flag --profile_dir=/proc/x: cannot write in /proc")
+    for module in CONFIG_DRIVERS
+  ],
+  ("seqclf.main", ["--profile_dir={tmp}/raises.py/x"], "raises.py is a file, not a directory"),
   ("seqclf.main", ["--flagfile={tmp}/missing.flags"], "Unable to open flagfile"),
   (
     "seqclf.benchmarks.lstm_engines",
@@ -113,7 +120,7 @@ def assert_one_error_line(result, fragment):
 
 # Every case on seqclf.main; on the other config drivers the ones that escaped at import.
 CONFIG_RUNS = [("seqclf.main", *case) for case in CONFIG_CASES] + [
-  (module, *case) for module in CONFIG_DRIVERS[::2] for case in (CONFIG_CASES[0], CONFIG_CASES[6])
+  (module, *case) for module in CONFIG_DRIVERS[::2] for case in (CONFIG_CASES[0], CONFIG_CASES[7])
 ]
 
 
@@ -129,6 +136,24 @@ def test_bad_config_files_and_overrides_are_one_line(module, args, fragment, con
 )
 def test_bad_flag_values_are_one_line(module, args, fragment, config_dir):
   assert_one_error_line(run_driver(module, args, config_dir), fragment)
+
+
+@pytest.mark.parametrize("module", ["seqclf.main", "seqclf.benchmarks.lstm_engines"])
+def test_a_bad_thread_count_is_refused_before_anything_is_created(module, tmp_path):
+  """seqclf-lstm-engines exited 0 with the error in every row; seqclf-train left a run directory holding
+  only its lock."""
+  result = drivers.run(module, f"--workdir={tmp_path}/run", env={"SEQCLF_LSTM_THREADS": "abc"}, timeout=120)
+  assert_one_error_line(result, "$SEQCLF_LSTM_THREADS must be a number of threads, got 'abc'")
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("module", ["seqclf.main", "seqclf.predict", "seqclf.benchmarks.lstm_engines"])
+def test_help_and_helpfull_print_the_flags_and_exit_0(module):
+  """--helpfull, which --help points to, exited 1 after absl's listing."""
+  short, full = (drivers.run(module, option, timeout=120) for option in ("--help", "--helpfull"))
+  assert short.returncode == full.returncode == 0, (short.stderr, full.stderr)
+  assert "--workdir" in short.stdout and "--helpfull" in short.stdout and "--flagfile" not in short.stdout
+  assert "--workdir" in full.stdout and "--flagfile" in full.stdout  # absl's own flags too
 
 
 def test_verbose_shows_the_traceback(config_dir):

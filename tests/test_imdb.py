@@ -11,7 +11,7 @@ import pytest
 
 from seqclf.data import imdb_tfds
 from seqclf.data.encoding import Vocabulary, encode
-from seqclf.data.imdb import load_imdb
+from seqclf.data.imdb import load_imdb, local_source
 from seqclf.errors import ConfigError, DataError
 
 # Reader order: split, then neg before pos, then numeric id (so 2_1 comes before 10_3).
@@ -76,6 +76,15 @@ def test_invalid_utf8_is_replaced(tiny_aclimdb):
 def test_missing_path(tmp_path):
   with pytest.raises(DataError, match="does not exist"):
     load_imdb(str(tmp_path / "nowhere.tar.gz"))
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/a.tar.gz", "s3://bucket/aclImdb_v1.tar.gz"])
+def test_a_url_of_another_scheme_is_refused_naming_the_supported_ones(tmp_path, url):
+  """It was read as a relative path, reported missing as <cwd>/ftp:/example.com/a.tar.gz."""
+  with pytest.raises(
+    ConfigError, match=f"{url!r} is a URL of scheme '{url.split(':')[0]}'; only http:// and https://"
+  ):
+    local_source(url, download_dir=str(tmp_path))
 
 
 def test_file_that_is_not_an_archive(tmp_path):

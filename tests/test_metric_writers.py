@@ -173,6 +173,35 @@ def test_write_missing_reports_each_epoch_once_per_writer(tmp_path):
   assert sorted(pairs) == sorted((step, tag) for step in (1, 2, 3) for tag in scalars[1])
 
 
+def test_drop_after_lets_a_resume_report_the_steps_it_trains_again_once(tmp_path):
+  """A run resumed from the checkpoint before its last (moved away as damaged) logged the epoch it
+  trained again a second time: metrics.jsonl held steps [1, 2, 3, 3]."""
+  pytest.importorskip("tensorboardX", reason="tensorboardX is not installed")
+  first = metric_writers.create_default_writer(str(tmp_path))
+  first.write_hparams({"variant": "lstm"})
+  for step in (1, 2, 3):
+    first.write_scalars(step, {"train/loss": 1.0 / step})
+  first.close()
+  resumed = metric_writers.create_default_writer(str(tmp_path))
+  resumed.write_hparams({"variant": "lstm"})
+  resumed.drop_after(2)
+  resumed.write_scalars(3, {"train/loss": 0.25})
+  resumed.close()
+  lines = [json.loads(line) for line in (tmp_path / metric_writers.JSONL_NAME).read_text().splitlines()]
+  assert lines == [
+    {"step": 1, "train/loss": 1.0},
+    {"step": 2, "train/loss": 0.5},
+    {"step": 3, "train/loss": 0.25},
+  ]
+  losses = [
+    (e.step, v.simple_value) for e in read_events(tmp_path) for v in e.summary.value if v.tag == "train/loss"
+  ]
+  assert sorted(losses) == [(1, 1.0), (2, 0.5), (3, 0.25)]
+  assert (
+    sum(v.tag == "_hparams_/session_start_info" for e in read_events(tmp_path) for v in e.summary.value) == 2
+  )
+
+
 def test_a_full_disk_raises_from_the_tensorboard_writer_instead_of_hanging(tmp_path):
   """tensorboardX's writer thread died on the full disk and the next writes blocked forever."""
   pytest.importorskip("tensorboardX", reason="tensorboardX is not installed")

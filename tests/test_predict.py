@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import shutil
 
 import jax
@@ -172,6 +173,9 @@ def test_bad_run_directories(trained, tmp_path):
     predict.load(str(tmp_path / "missing"))
   with pytest.raises(DataError, match="no training run under"):
     predict.load(str(tmp_path))
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(DataError, match="a_file is a file, not a run directory"):  # it said "does not exist"
+    predict.load(str(tmp_path / "a_file"))
   with pytest.raises(ConfigError, match="'best' or 'last'"):
     predict.load(str(trained["run_dir"]), which="first")
 
@@ -287,3 +291,38 @@ def test_a_config_missing_a_key_prediction_needs_is_a_data_error(trained, tmp_pa
   (run_dir / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
   with pytest.raises(DataError, match=f"config.json lacks {key}, which prediction needs"):
     predict.load(str(run_dir))
+
+
+@pytest.mark.parametrize(
+  "section,key,value,message",
+  [
+    (None, "maxlen", "abc", "maxlen must be a positive integer, got 'abc'"),
+    (None, "padding", "middle", "padding must be 'pre' or 'post'"),
+    ("model", "lstm_features", 0, "model.lstm_features must be an integer >= 1, got 0"),
+  ],
+)
+def test_a_config_value_training_refuses_is_a_data_error(trained, tmp_path, section, key, value, message):
+  """A value of the wrong type failed inside jax with a TypeError traceback; training refused it."""
+  run_dir = tmp_path / "edited"
+  shutil.copytree(trained["run_dir"], run_dir)
+  config = json.loads((run_dir / checkpoint.CONFIG_FILE).read_text())
+  (config[section] if section else config)[key] = value
+  (run_dir / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
+  with pytest.raises(DataError, match=f"config.json: {re.escape(message)}.*the file was edited"):
+    predict.load(str(run_dir))
+
+
+def test_last_refuses_a_run_whose_last_checkpoint_is_missing(trained, tmp_path):
+  """It answered from the older checkpoint left, saying nothing."""
+  run_dir = tmp_path / "moved"
+  shutil.copytree(trained["run_dir"], run_dir)
+  saved = checkpoint.complete_epochs(str(run_dir))[-1]
+  epochs = [{"epoch": epoch} for epoch in range(1, saved + 2)]  # one more epoch trained than is saved
+  (run_dir / predict.RESULTS_FILE).write_text(json.dumps({"runs": [{"epochs": epochs}]}))
+  with pytest.raises(
+    DataError, match=f"epoch {saved + 1} .* is missing .* whose last is epoch {saved}: pass --which=best"
+  ):
+    predict.load(str(run_dir), which="last")
+  predict.load(str(run_dir), which="best")
+  (run_dir / predict.RESULTS_FILE).write_text(json.dumps({"runs": [{"epochs": epochs[:-1]}]}))
+  predict.load(str(run_dir), which="last")

@@ -40,6 +40,16 @@ def test_load_refuses_other_versions_and_broken_files(tmp_path, content, message
     results.load(str(path))
 
 
+def test_load_refuses_a_binary_file_in_one_line(tmp_path):
+  """It raised UnicodeDecodeError."""
+  path = tmp_path / "garbage.json"
+  path.write_bytes(b"{\xff\xfe")
+  with pytest.raises(
+    UsageError, match=r"garbage.json is not a results file \(not UTF-8 text: byte 0xff at offset 1"
+  ):
+    results.load(str(path))
+
+
 def test_load_of_a_missing_file_names_it(tmp_path):
   with pytest.raises(UsageError, match="cannot read results file .*missing.json"):
     results.load(str(tmp_path / "missing.json"))

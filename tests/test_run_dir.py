@@ -171,6 +171,16 @@ def test_a_damaged_checkpoint_is_named_on_resume_and_predict(two_epochs, train_f
   assert f"checkpoint {last} is damaged" in one_error_line(predicted)
 
 
+def test_following_the_advice_for_a_damaged_checkpoint_logs_each_epoch_once(two_epochs, train_file, tmp_path):
+  """Resumed after its last checkpoint was moved away, metrics.jsonl held the epochs trained again twice."""
+  workdir, last = _damage(two_epochs, tmp_path, "params deleted")
+  last.rename(f"{last}.damaged")
+  resumed = run_main(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=2")
+  assert resumed.returncode == 0, resumed.stderr
+  lines = (workdir / "logs" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == [1, 2]
+
+
 def test_ctrl_c_says_how_to_resume_and_exits_130(train_file, tmp_path):
   workdir = tmp_path / "run"
   process = subprocess.Popen(

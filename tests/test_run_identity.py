@@ -11,7 +11,8 @@ from ml_collections import ConfigDict
 from seqclf import checkpoint, run_identity
 from seqclf.data.encoding import Vocabulary
 from seqclf.errors import ConfigError, DataError
-from tests.test_main import run_main, write_topics_csv
+from tests import drivers
+from tests.test_main import main_command, run_main, write_topics_csv
 
 
 def _identity(path, arrays=(np.arange(6, dtype=np.int32),)):
@@ -89,3 +90,22 @@ def test_a_start_on_other_data_or_fewer_epochs_is_refused_and_rewrites_nothing(t
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert words in lines[0], lines[0]
     assert _files(workdir) == before, (data, args)
+
+
+def test_a_file_trained_run_resumed_without_its_files_is_refused_before_imdb_is_read(tmp_path):
+  """Resumed without --train_file, it fetched the IMDB data first: offline a download error, online 84 MB
+  downloaded only to be refused."""
+  train_file = write_topics_csv(tmp_path / "train.csv", 60)
+  workdir = tmp_path / "run"
+  assert run_main(workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=1").returncode == 0
+  before = _files(workdir)
+  missing = tmp_path / "nowhere.tar.gz"  # read first, it would be reported missing
+  args = main_command(
+    workdir, train_file, "--config.val_fraction=0.2", "--config.epochs=1", f"--imdb={missing}"
+  )
+  result = drivers.run("seqclf.main", *[arg for arg in args[3:] if not arg.startswith("--train_file=")])
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr
+  assert f"the data source (was --train_file={train_file}, now IMDB from {missing})" in lines[0], lines[0]
+  assert f"pass --train_file={train_file} --text_field=text --label_field=label to resume it" in lines[0]
+  assert _files(workdir) == before

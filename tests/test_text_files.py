@@ -93,6 +93,11 @@ def test_given_label_names_fix_the_ids(tmp_path):
     ("floatlabel.jsonl", '{"text": "a", "label": 1.5}\n', r"floatlabel.jsonl line 1: unknown label 1.5"),
     ("columns.csv", 'text,label\na,1\n"b\nc",0,x\n', "columns.csv line 3: 3 fields but the header has 2"),
     ("header.csv", "review,label\na,1\n", r"header.csv line 1: the header \(review, label\) has no 'text'"),
+    (
+      "twice.csv",
+      "text,label,label\na,1,x\n",
+      r"twice.csv line 1: the header names the 'label' column 2 times \(columns 2, 3\): rename all but",
+    ),
     ("quote.csv", 'text,label\na,1\n"b"x,0\n', r"quote.csv line 3: .*fix the quoting"),
     ("mixed.csv", "text,label\na,1\nb,pos\n", "mixed.csv line 3: label 'pos' mixes class ids and names"),
     ("negative.csv", "text,label\na,1\nb,-1\n", r"negative.csv line 3: label '-1' is not an id in 0..1"),

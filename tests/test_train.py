@@ -216,6 +216,10 @@ def test_a_thread_count_that_is_not_a_number_is_one_line(monkeypatch):
   monkeypatch.setenv("SEQCLF_LSTM_THREADS", "abc")
   with pytest.raises(ConfigError, match="SEQCLF_LSTM_THREADS must be a number of threads, got 'abc'"):
     cpu_kernel.default_num_threads()
+  for value in ("0", "-3"):  # they were taken as 1
+    monkeypatch.setenv("SEQCLF_LSTM_THREADS", value)
+    with pytest.raises(ConfigError, match=f"must be a positive number of threads, got '{value}'"):
+      cpu_kernel.default_num_threads()
 
 
 def test_patience_counts_from_the_epoch_reported_and_kept_as_the_best(tmp_path):

@@ -14,6 +14,7 @@ The archive and directory give identical arrays; tfds holds the same examples in
 """
 
 import os
+import re
 
 from absl import logging
 
@@ -23,6 +24,8 @@ from seqclf.errors import ConfigError
 
 SOURCE_ENV = "SEQCLF_IMDB"
 TFDS_SOURCE = imdb_tfds.SOURCE
+# A URL's scheme (RFC 3986), for the sources that look like a URL but are not http(s).
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 __all__ = [
   "LABELS",
@@ -69,6 +72,12 @@ def local_source(
   """
   if download.is_url(source):
     return download.fetch(source, directory=download_dir, sha256=sha256)
+  scheme = _URL_SCHEME.match(os.fspath(source))
+  if scheme:  # read as a relative path, it would be reported missing under a mangled name
+    raise ConfigError(
+      f"IMDB source {os.fspath(source)!r} is a URL of scheme {scheme.group(1)!r}; only http:// and https:// URLs are "
+      "downloaded: pass one of those, a local aclImdb archive or directory, or 'tfds'"
+    )
   if sha256:
     raise ConfigError(f"--imdb_sha256 only applies to an http(s) URL source, not to {source!r}: drop it")
   if source == TFDS_SOURCE:

@@ -249,6 +249,12 @@ def _csv_rows(
               "start the file with a header row naming the columns, or pass the name of the "
               "column that holds it"
             )
+          positions = [i + 1 for i, name in enumerate(header) if name == column]
+          if len(positions) > 1:  # one of them would be read, silently
+            raise DataError(
+              f"{path} line {line}: the header names the {column!r} column {len(positions)} times (columns "
+              f"{', '.join(map(str, positions))}): rename all but the one to read"
+            )
       elif fields:  # blank lines come as empty rows
         if len(fields) != len(header):
           raise DataError(

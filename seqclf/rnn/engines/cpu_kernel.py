@@ -95,11 +95,16 @@ def default_num_threads() -> int:
   if "SEQCLF_LSTM_THREADS" in os.environ:
     value = os.environ["SEQCLF_LSTM_THREADS"]
     try:
-      return max(1, int(value))
+      threads = int(value)
     except ValueError:
       raise ConfigError(
         f"$SEQCLF_LSTM_THREADS must be a number of threads, got {value!r}; unset it to use every core"
       ) from None
+    if threads < 1:
+      raise ConfigError(
+        f"$SEQCLF_LSTM_THREADS must be a positive number of threads, got {value!r}; unset it to use every core"
+      )
+    return threads
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
