@@ -515,6 +515,15 @@ def test_a_second_process_on_the_same_workdir_is_refused(tiny_args, tmp_path):
   assert sorted(os.listdir(workdir)) == [".lock"]
 
 
+def test_a_start_refused_in_a_new_workdir_leaves_no_directory(tiny_args, tmp_path):
+  workdir = tmp_path / "new"
+  refused = run_article(
+    *tiny_args, "--variants=lstm", "--epochs=1", f"--workdir={workdir}", f"--imdb={tmp_path}/nope"
+  )
+  assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+  assert not workdir.exists()
+
+
 # Runs the article driver and, right after epoch 1 of its Nth run is logged, sends itself a signal.
 SIGNAL_AFTER_EPOCH_1 = textwrap.dedent(
   """

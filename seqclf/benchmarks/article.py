@@ -309,9 +309,24 @@ def sweep(argv):
     models.check_input_length(create_model(variant, engines[variant][0], config), config.maxlen)
   workdir = _WORKDIR.value
   writer = jax.process_index() == 0  # every process trains; one writes
-  # One process per workdir: a second would train every run again and overwrite the first's results.
-  with checkpoint.RunLock(workdir) if writer else contextlib.nullcontext():
-    train_sweep(workdir, writer, config, variants, seeds, engines, peer_names, skipped, preset)
+  created = writer and not os.path.exists(workdir)
+  try:
+    # One process per workdir: a second would train every run again and overwrite the first's results.
+    with checkpoint.RunLock(workdir) if writer else contextlib.nullcontext():
+      train_sweep(workdir, writer, config, variants, seeds, engines, peer_names, skipped, preset)
+  except BaseException:
+    if created:  # a start refused before anything was written leaves no directory behind
+      _remove_if_only_lock(workdir)
+    raise
+
+
+def _remove_if_only_lock(workdir):
+  try:
+    if os.listdir(workdir) == [".lock"]:
+      os.remove(os.path.join(workdir, ".lock"))
+      os.rmdir(workdir)
+  except OSError:
+    pass  # the directory stays, as it would have without this tidying
 
 
 def train_sweep(workdir, writer, config, variants, seeds, engines, peer_names, skipped, preset):
