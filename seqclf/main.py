@@ -57,8 +57,14 @@ _TRAIN_FILE = flags.DEFINE_string(
   "train_file", None, "Own dataset: a .csv/.tsv/.jsonl file of texts and labels."
 )
 _TEST_FILE = flags.DEFINE_string("test_file", None, "Own dataset: held-out test file (same format).")
-_TEXT_FIELD = flags.DEFINE_string("text_field", "text", "Column/key holding the text.")
-_LABEL_FIELD = flags.DEFINE_string("label_field", "label", "Column/key holding the label (name or integer).")
+_TEXT_FIELD = flags.DEFINE_string(
+  "text_field", "text", "The header's column (CSV/TSV) or key (JSONL) of the text."
+)
+_LABEL_FIELD = flags.DEFINE_string(
+  "label_field",
+  "label",
+  "The header's column (CSV/TSV) or key (JSONL) of the label: class names, or ids 0..C-1.",
+)
 _TENSORBOARD = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event files into RUN/logs.")
 
 

@@ -56,9 +56,13 @@ def test_jsonl_with_three_named_classes(tmp_path):
 
 
 def test_integer_labels_in_jsonl_and_csv(tmp_path):
-  jsonl = _write(tmp_path, "ids.jsonl", _jsonl({"text": "a", "label": 2}, {"text": "b", "label": 0}))
+  jsonl = _write(
+    tmp_path,
+    "ids.jsonl",
+    _jsonl({"text": "a", "label": 2}, {"text": "b", "label": 0}, {"text": "c", "label": 1}),
+  )
   _, labels, names = text_files.load_text_file(jsonl)
-  assert names == ["0", "1", "2"] and labels.tolist() == [2, 0]
+  assert names == ["0", "1", "2"] and labels.tolist() == [2, 0, 1]
   csv_path = _write(tmp_path, "ids.csv", "text,label\na,1\nb,0\n")
   _, labels, names = text_files.load_text_file(csv_path)
   assert names == ["0", "1"] and labels.tolist() == [1, 0]
@@ -102,6 +106,12 @@ def test_given_label_names_fix_the_ids(tmp_path):
     ("mixed.csv", "text,label\na,1\nb,pos\n", "mixed.csv line 3: label 'pos' mixes class ids and names"),
     ("negative.csv", "text,label\na,1\nb,-1\n", r"negative.csv line 3: label '-1' is not an id in 0..1"),
     ("one.csv", "text,label\na,pos\nb,pos\n", r"one.csv has one class \('pos'\)"),
+    ("gap.csv", "text,label\na,0\nb,2\n", r"gap.csv: labels are class ids 0..2 but no example has id 1"),
+    (
+      "case.csv",
+      "text,label\na,pos\nb,neg\nc,Pos\n",
+      r"case.csv line 4: label 'Pos' differs from 'pos' \(line 2\) only in case",
+    ),
     ("empty.csv", "text,label\n", r"empty.csv has no examples"),
     ("nolabel.csv", "text,label\na,pos\nb,\nc,neg\n", "nolabel.csv line 3: the 'label' field is empty"),
     ("spacelabel.tsv", "text\tlabel\na\tpos\nb\t  \n", "spacelabel.tsv line 3: the 'label' field is empty"),

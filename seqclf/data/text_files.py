@@ -331,8 +331,24 @@ def _names_from(path: str, raw_labels: list[tuple[int, object]], values: list[in
   """The classes of a file read without ``label_names``: sorted names, or "0".."C-1" for ids."""
   is_id = [isinstance(value, int) for value in values]
   if not any(is_id):
+    # Classes that differ only in case are almost always one class written two ways.
+    first_of = {}
+    for (line, label), name in zip(raw_labels, values):
+      other = first_of.setdefault(name.casefold(), (line, name))
+      if other[1] != name:
+        raise DataError(
+          f"{path} line {line}: label {label!r} differs from {other[1]!r} (line {other[0]}) only in case: "
+          "write each class one way"
+        )
     return sorted(set(values))
   if all(is_id):
+    # Ids number the classes 0..C-1: a gap would be a class the model is trained on with no example.
+    missing = sorted(set(range(max(values) + 1)) - set(values))
+    if missing and min(values) >= 0:  # a negative id gets its own message below
+      raise DataError(
+        f"{path}: labels are class ids 0..{max(values)} but no example has id "
+        f"{', '.join(map(str, missing[:5]))}: number the classes 0..C-1 without gaps, or write them as names"
+      )
     return [str(label_id) for label_id in range(max(values) + 1)]
   line, label = next(pair for pair, kind in zip(raw_labels, is_id) if kind != is_id[0])
   raise DataError(f"{path} line {line}: label {label!r} mixes class ids and names: use one kind of label")
