@@ -41,7 +41,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from seqclf import results
-from seqclf.errors import BusyError, ConfigError, DataError, StorageError
+from seqclf.errors import BusyError, ConfigError, DamagedCheckpointError, DataError, StorageError
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
@@ -214,6 +214,34 @@ def _storage_noise_hidden():
       _restore(loggers, hide, stderr)
     raise
   _restore(loggers, hide, stderr)
+
+
+class _MainThreadOnly:
+  """``sys.stderr`` less what any other thread writes."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def write(self, text: str) -> int:
+    if threading.current_thread() is not threading.main_thread():
+      return len(text)
+    return self._stream.write(text)
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _abandoned_reads_quiet():
+  """While a checkpoint is read, and for the rest of the process once a read failed: when one array of a
+  damaged checkpoint cannot be read, orbax closes its event loop while tensorstore's threads still finish
+  the other reads, and their callbacks into the closed loop print tracebacks from native code (in some
+  runs, around the error line that already says it, part of a traceback with a Python frame under it);
+  `_MainThreadOnly` drops them."""
+  stderr = sys.stderr
+  sys.stderr = _MainThreadOnly(stderr)
+  yield  # an exception leaves it installed: the abandoned reads may still be running
+  sys.stderr = stderr
 
 
 def _restore(loggers, hide, stderr) -> None:
@@ -548,7 +576,8 @@ class Checkpointer:
       if epoch is None:
         raise DataError(f"no complete checkpoint in {self.directory}: train the run (at least one epoch)")
       try:
-        restored = self._manager.restore(epoch, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
+        with _abandoned_reads_quiet():
+          restored = self._manager.restore(epoch, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
       except Exception as error:
         if os.path.isdir(os.path.join(self.directory, str(epoch))) or attempt == 2:
           raise self._damaged(epoch, error) from error
@@ -556,7 +585,7 @@ class Checkpointer:
         continue
       return restored["params"]
 
-  def _damaged(self, epoch: int, error: Exception) -> DataError:
+  def _damaged(self, epoch: int, error: Exception) -> DamagedCheckpointError:
     """The one-line error for checkpoint ``epoch`` that cannot be read, with the way out."""
     others = [e for e in self.epochs() if e != epoch]
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -567,7 +596,7 @@ class Checkpointer:
       if others
       else "train in a fresh --workdir"
     )
-    return DataError(
+    return DamagedCheckpointError(
       f"checkpoint {path} is damaged and cannot be read ({type(error).__name__}: {reason[:200]}): {fix}"
     )
 
@@ -587,14 +616,15 @@ class Checkpointer:
       )
     abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
     try:
-      restored = self._manager.restore(
-        epoch,
-        args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(abstract(target_state.params)),
-          optimizer=ocp.args.StandardRestore(abstract(target_state.opt_state)),
-          meta=ocp.args.JsonRestore(),
-        ),
-      )
+      with _abandoned_reads_quiet():
+        restored = self._manager.restore(
+          epoch,
+          args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract(target_state.params)),
+            optimizer=ocp.args.StandardRestore(abstract(target_state.opt_state)),
+            meta=ocp.args.JsonRestore(),
+          ),
+        )
     except ValueError as error:  # same parameters, another optimizer (e.g. gradient clipping toggled)
       if _other_tree(error):
         raise DataError(

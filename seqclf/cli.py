@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from seqclf import configs
-from seqclf.errors import Interrupted, UsageError
+from seqclf.errors import DamagedCheckpointError, Interrupted, UsageError
 
 
 def define_flags() -> None:
@@ -194,6 +194,10 @@ def usage_errors_exit_2(main):
       if flags.FLAGS.get_flag_value("verbose", False):
         raise
       print(f"error: {e}", file=sys.stderr)
+      if isinstance(e, DamagedCheckpointError):  # no teardown, in which abandoned reads would print
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
       sys.exit(2)
     except (KeyboardInterrupt, Interrupted) as e:  # Ctrl-C: one line, and the shell's code for SIGINT
       if flags.FLAGS.verbose:

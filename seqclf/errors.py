@@ -14,6 +14,12 @@ class DataError(UsageError):
   """A dataset, archive or data file is missing, unreadable or malformed."""
 
 
+class DamagedCheckpointError(DataError):
+  """A checkpoint's files cannot be read. Reads of them may still be pending on TensorStore's threads,
+  which at interpreter teardown call into a closed event loop and print tracebacks (some runs, not all),
+  so drivers end the process as soon as the error line is written."""
+
+
 class ConfigError(UsageError, ValueError):
   """A config value, flag or argument is out of range or unknown; also a ValueError, as JAX users catch
   a library's bad arguments."""

@@ -11,6 +11,7 @@ import pytest
 from absl import flags
 
 from seqclf import cli
+from seqclf.errors import DamagedCheckpointError, DataError
 from tests import drivers
 
 CONFIG_DRIVERS = ("seqclf.benchmarks.article", "seqclf.main", "seqclf.benchmarks.scaling")
@@ -182,6 +183,30 @@ def test_positive_int_lists_parse_to_ints():
   for bad in ("--sizes=", "--sizes=0", "--sizes=-3,4", "--sizes=1.5"):
     with pytest.raises(flags.IllegalFlagValueError, match="positive integers"):
       values(["prog", bad])
+
+
+@pytest.mark.parametrize(("error", "ends_at_once"), [(DamagedCheckpointError, True), (DataError, False)])
+def test_a_damaged_checkpoint_ends_the_process_right_after_its_line(capsys, monkeypatch, error, ends_at_once):
+  """Reads of a damaged checkpoint may still be pending on TensorStore's threads, which printed tracebacks
+  into a closed event loop at the interpreter's teardown in some runs: the driver skips the teardown."""
+  monkeypatch.setattr(cli, "_check_configs", lambda: None)  # no driver's flags are parsed here
+  monkeypatch.setattr(cli.flags, "FLAGS", types.SimpleNamespace(get_flag_value=lambda name, default: default))
+
+  class Ended(Exception):
+    pass
+
+  def end(code):
+    raise Ended(code)
+
+  monkeypatch.setattr(cli.os, "_exit", end)
+
+  def fails(argv):
+    raise error("checkpoint 3 is damaged")
+
+  with pytest.raises(Ended if ends_at_once else SystemExit) as exit_info:
+    cli.usage_errors_exit_2(fails)(["driver"])
+  assert exit_info.value.args[0] == 2 if ends_at_once else exit_info.value.code == 2
+  assert capsys.readouterr().err == "error: checkpoint 3 is damaged\n"
 
 
 def test_a_bare_ctrl_c_still_gives_a_reason(capsys, monkeypatch):
