@@ -1,4 +1,4 @@
-"""Writes benchmarks/results/2026-12-06_cpu-2core_lstm-seeds/results.md from the published results.json
+"""Writes benchmarks/results/2026-12-08_cpu-xeon-2core_lstm-seeds/results.md from the published results.json
 files of the article LSTM over seeds: one row per framework or setting (`article_report.markdown`).
 
   python benchmarks/micro/lstm_seed_table.py   # from the repository root
@@ -14,17 +14,13 @@ sys.path.insert(0, ROOT)
 from seqclf.benchmarks import article_report  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-OUT = os.path.join(RESULTS, "2026-12-06_cpu-2core_lstm-seeds", "results.md")
+OUT = os.path.join(RESULTS, "2026-12-08_cpu-xeon-2core_lstm-seeds", "results.md")
 FILES = {  # row label -> results.json files, relative to benchmarks/results
   "seqclf cpu_kernel float32": [
-    "2026-12-01_cpu-xeon-2core_accuracy-over-seeds/float32_seeds0-2/results.json",
-    "2026-12-01_cpu-xeon-2core_accuracy-over-seeds/float32_seeds3-4/results.json",
-    "2026-12-01_cpu-xeon-2core_accuracy-over-seeds/float32_seeds5-9/results.json",
+    "2026-12-08_cpu-xeon-2core_article-3seeds/lstm/results.json",
+    "2026-12-08_cpu-xeon-2core_lstm-seeds/seqclf_seeds3-5/results.json",
+    "2026-12-08_cpu-xeon-2core_lstm-seeds/seqclf_seeds6-9/results.json",
   ],
-  "seqclf cpu_kernel float32, re-run": [
-    "2026-12-06_cpu-2core_lstm-seeds/seqclf_float32_seeds01/results.json"
-  ],
-  "seqclf cpu_kernel float32, one thread": ["2026-12-06_cpu-epyc-2core_article-3seeds/lstm/results.json"],
   "PyTorch nn.LSTM": ["2026-12-06_cpu-2core_lstm-seeds/torch/results.json"],
   "Keras 3 LSTM (JAX)": [
     "2026-12-06_cpu-2core_lstm-seeds/keras/results.json",
