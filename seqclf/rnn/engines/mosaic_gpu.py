@@ -811,6 +811,14 @@ def make_lstm(
     residuals = (padded, input_rows, mask, state)
     return outputs, (final[0, :batch, :hidden], final[1, :batch, :hidden]), residuals
 
+  return engine_over(run_forward, setup_for)
+
+
+def engine_over(run_forward, setup_for):
+  """The engine (`hoisted.with_return_sequences`) over a forward layout's ``run_forward(stores, *args)``
+  -> ``(outputs, (h, c), residuals)``, whose stores are "sequence" (h), "final" (nothing per step) or
+  "train" (h, c and the gates), with `backward_pass` at ``setup_for(hidden)``."""
+
   def inference(*args):
     (hs,), state, _ = run_forward("sequence", *args)
     batch, hidden = args[2].shape

@@ -401,21 +401,4 @@ def make_lstm(
     residuals = (padded, input_rows, mask, state)
     return outputs, (final[0, :batch, :hidden], final[1, :batch, :hidden]), residuals
 
-  def inference(*args):
-    (hs,), state, _ = run_forward("sequence", *args)
-    batch, hidden = args[2].shape
-    return hs[:batch, 1:, :hidden], state
-
-  def final_state(*args):
-    _, state, _ = run_forward("final", *args)
-    return state
-
-  def forward(*args):
-    (hs, cs, gates), state, residuals = run_forward("train", *args)
-    batch, hidden = args[2].shape
-    return (hs[:batch, 1:, :hidden], state), (*residuals, hs, cs, gates, args[0]["recurrent_kernel"], args[5])
-
-  def backward(residuals, d_outputs, dh_last, dc_last):
-    return mosaic_gpu.backward_pass(setup_for(dh_last.shape[1]), residuals, d_outputs, dh_last, dc_last)
-
-  return hoisted.with_return_sequences(inference, final_state, forward, backward)
+  return mosaic_gpu.engine_over(run_forward, setup_for)
