@@ -178,23 +178,32 @@ class _HideStorageNoise(logging.Filter):
     return not (_tensorstore_errno(record.getMessage()) is not None or _is_storage_noise(error))
 
 
-class _QuietWriterThreads:
-  """``sys.stderr`` less what other threads print from native code: the tracebacks tensorstore prints
-  when a write it finishes after a failed save calls back into the event loop the save closed."""
+class _MainThreadOnly:
+  """``sys.stderr`` less what any other thread writes."""
 
   def __init__(self, stream):
     self._stream = stream
 
+  def _drops(self) -> bool:
+    return threading.current_thread() is not threading.main_thread()
+
   def write(self, text: str) -> int:
-    try:
-      sys._getframe(1)
-    except ValueError:  # no Python caller: native code writing
-      if threading.current_thread() is not threading.main_thread():
-        return len(text)
-    return self._stream.write(text)
+    return len(text) if self._drops() else self._stream.write(text)
 
   def __getattr__(self, name):
     return getattr(self._stream, name)
+
+
+class _QuietWriterThreads(_MainThreadOnly):
+  """``sys.stderr`` less what other threads print from native code: the tracebacks tensorstore prints
+  when a write it finishes after a failed save calls back into the event loop the save closed."""
+
+  def _drops(self) -> bool:
+    try:
+      sys._getframe(2)  # the caller of write()
+    except ValueError:  # no Python caller: native code writing
+      return super()._drops()
+    return False
 
 
 @contextlib.contextmanager
@@ -214,21 +223,6 @@ def _storage_noise_hidden():
       _restore(loggers, hide, stderr)
     raise
   _restore(loggers, hide, stderr)
-
-
-class _MainThreadOnly:
-  """``sys.stderr`` less what any other thread writes."""
-
-  def __init__(self, stream):
-    self._stream = stream
-
-  def write(self, text: str) -> int:
-    if threading.current_thread() is not threading.main_thread():
-      return len(text)
-    return self._stream.write(text)
-
-  def __getattr__(self, name):
-    return getattr(self._stream, name)
 
 
 @contextlib.contextmanager
